@@ -1,0 +1,4 @@
+// Copies the files the compiled code reads at run time (Baton's SQL migrations) next to it in dist/.
+import { cpSync } from 'node:fs';
+
+cpSync('src/store/migrations', 'dist/store/migrations', { recursive: true });

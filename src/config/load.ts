@@ -1,0 +1,241 @@
+// Builds the configuration a node runs with: read the TOML file, apply env overrides then flags, validate
+// against the schema (defaults fill the gaps), and resolve what depends on where the file is. Every failure
+// is a ConfigError naming the file and the dotted key, which the CLI turns into exit code 2.
+
+import { readFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+
+import { parse, TomlError } from 'smol-toml';
+import type { z } from 'zod';
+
+import { ConfigError } from '../errors.js';
+import { applyEnvOverrides, cloneTables, isTable, setOwn, type Env, type RawTable } from './env.js';
+import { describeValue, rawConfigSchema, type ParsedConfig, type RawOverrides } from './schema.js';
+import type { QueueConfig, ResolvedConfig } from './types.js';
+
+/** The file read when none is named, looked up in the working directory. */
+export const DEFAULT_CONFIG_FILE = 'baton.toml';
+
+export interface LoadConfigOptions {
+  /** Config file, relative to `cwd`. When absent, `<cwd>/baton.toml` is read if it exists. */
+  file?: string | undefined;
+  cwd: string;
+  env: Env;
+  /** Command-line flags in the raw snake_case shape; they win over the file and the environment. */
+  overrides?: RawOverrides | undefined;
+}
+
+export interface ResolveConfigOptions {
+  /** The file `raw` came from, for messages and `ResolvedConfig.file`. */
+  file?: string | undefined;
+  /** Folder that relative paths (data_dir, store.path, handlers) are resolved against. */
+  baseDir: string;
+  env: Env;
+  overrides?: RawOverrides | undefined;
+}
+
+export async function loadConfig(options: LoadConfigOptions): Promise<ResolvedConfig> {
+  const file = path.resolve(options.cwd, options.file ?? DEFAULT_CONFIG_FILE);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    const resolveOptions = { env: options.env, overrides: options.overrides };
+    if (isNotFound(error) && options.file === undefined) {
+      return resolveConfig({}, { ...resolveOptions, baseDir: path.resolve(options.cwd) });
+    }
+    const reason = isNotFound(error)
+      ? 'config file not found'
+      : `cannot read the config file: ${String(error)}`;
+    throw new ConfigError(reason, { file, cause: error });
+  }
+  return resolveConfig(parseToml(text, file), {
+    file,
+    baseDir: path.dirname(file),
+    env: options.env,
+    overrides: options.overrides,
+  });
+}
+
+/** For in-code use (`startNode` with a raw object): the same pipeline as `loadConfig`, without the file. */
+export function resolveConfig(raw: unknown, options: ResolveConfigOptions): ResolvedConfig {
+  const file = options.file === undefined ? undefined : path.resolve(options.baseDir, options.file);
+  if (!isTable(raw)) {
+    throw new ConfigError(`expected a table of options, got ${describeValue(raw)}`, optionalFile(file));
+  }
+  const fromEnv = applyEnvOverrides(raw, options.env);
+  const merged = options.overrides === undefined ? fromEnv.raw : mergeTables(fromEnv.raw, options.overrides);
+  const result = rawConfigSchema.safeParse(merged);
+  if (!result.success) {
+    // A flag that replaced an env value must not be blamed on the variable: it is recorded as no origin.
+    const origins = new Map<string, string | undefined>(fromEnv.origins);
+    for (const flag of leafPaths(options.overrides ?? {})) origins.set(flag, undefined);
+    throw issuesToError(result.error.issues, file, origins);
+  }
+  return resolveParsed(result.data, file, path.resolve(options.baseDir));
+}
+
+function parseToml(text: string, file: string): RawTable {
+  try {
+    // Keys such as `__proto__` are refused rather than kept, since the result is merged into plain objects.
+    return parse(text, { unsafeKeyBehaviour: 'throw' });
+  } catch (error) {
+    if (!(error instanceof TomlError)) throw error;
+    const reason = (error.message.split('\n')[0] ?? '').replace(/^Invalid TOML document:\s*/, '');
+    const excerpt = error.codeblock.trimEnd();
+    throw new ConfigError(
+      `invalid TOML at line ${error.line}, column ${error.column}: ${reason}${excerpt ? `\n${excerpt}` : ''}`,
+      { file, cause: error },
+    );
+  }
+}
+
+function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: string): ResolvedConfig {
+  const { http } = parsed;
+  if (http.enabled && http.token === undefined && http.tokens.length === 0 && !isLoopbackHost(http.host)) {
+    throw new ConfigError(
+      `required when http.host (${JSON.stringify(http.host)}) is not a loopback address: ` +
+        'set http.token or add [[http.tokens]]',
+      { key: 'http.token', ...optionalFile(file) },
+    );
+  }
+
+  const dataDir = path.resolve(baseDir, parsed.node.data_dir);
+  const queues: Record<string, QueueConfig> = {};
+  for (const [name, queue] of Object.entries(parsed.queues)) {
+    queues[name] = {
+      name,
+      handler: resolveHandler(queue.handler, baseDir),
+      batchSize: queue.batch_size,
+      concurrency: queue.concurrency,
+      maxAttempts: queue.max_attempts,
+      timeoutMs: queue.timeout_ms,
+      retryDelayMs: queue.retry_delay_ms,
+      retryMaxDelayMs: queue.retry_max_delay_ms,
+      inline: queue.inline,
+    };
+  }
+
+  return {
+    file,
+    baseDir,
+    node: {
+      name: parsed.node.name ?? os.hostname(),
+      dataDir,
+      shutdownTimeoutMs: parsed.node.shutdown_timeout_ms,
+      startupTimeoutMs: parsed.node.startup_timeout_ms,
+    },
+    log: { level: parsed.log.level },
+    http: {
+      enabled: http.enabled,
+      host: http.host,
+      port: http.port,
+      token: http.token,
+      tokens: http.tokens.map((entry) => ({ token: entry.token, namespaces: entry.namespaces })),
+      bodyLimitBytes: http.body_limit_bytes,
+    },
+    store: {
+      kind: 'embedded',
+      path: parsed.store.path === '' ? path.join(dataDir, 'store') : path.resolve(baseDir, parsed.store.path),
+    },
+    queues,
+  };
+}
+
+/** Paths (`./h.ts`, `/abs/h.js`) are made absolute; anything else is a package name for the module resolver. */
+function resolveHandler(handler: string, baseDir: string): string {
+  return handler.startsWith('.') || path.isAbsolute(handler) ? path.resolve(baseDir, handler) : handler;
+}
+
+/** Whether `host` only accepts connections from this machine: 127.0.0.0/8, ::1 or localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  if (bare === 'localhost' || bare === '::1') return true;
+  return /^(?:::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
+}
+
+/** Flags win over what is below them; tables merge key by key, arrays and values replace. */
+function mergeTables(base: RawTable, overrides: object): RawTable {
+  const result = cloneTables(base);
+  for (const [key, value] of Object.entries(overrides)) {
+    if (value === undefined) continue;
+    const current = Object.hasOwn(result, key) ? result[key] : undefined;
+    setOwn(result, key, isTable(value) ? mergeTables(isTable(current) ? current : {}, value) : value);
+  }
+  return result;
+}
+
+function issuesToError(
+  issues: readonly z.core.$ZodIssue[],
+  file: string | undefined,
+  origins: ReadonlyMap<string, string | undefined>,
+): ConfigError {
+  const described = issues.flatMap(describeIssue).map(({ key, message }) => {
+    const origin = originOf(key, origins);
+    return { key, message: origin === undefined ? message : `${message} (set by ${origin})` };
+  });
+  const [first, ...rest] = described;
+  if (first === undefined) return new ConfigError('invalid configuration', optionalFile(file));
+  const others = rest.map((issue) => `\n  also key "${issue.key}": ${issue.message}`).join('');
+  return new ConfigError(`${first.message}${others}`, {
+    ...(first.key === '' ? {} : { key: first.key }),
+    ...optionalFile(file),
+  });
+}
+
+function describeIssue(issue: z.core.$ZodIssue): Array<{ key: string; message: string }> {
+  switch (issue.code) {
+    case 'unrecognized_keys': {
+      // The schema writes one line per unknown key, in the order of `issue.keys`.
+      const lines = issue.message.split('\n');
+      return issue.keys.map((key, index) => ({
+        key: formatPath([...issue.path, key]),
+        message: lines[index] ?? `unknown key "${key}"`,
+      }));
+    }
+    case 'invalid_key':
+      return [{ key: formatPath(issue.path), message: issue.issues[0]?.message ?? issue.message }];
+    default:
+      return [{ key: formatPath(issue.path), message: issue.message }];
+  }
+}
+
+/** `['http', 'tokens', 0, 'token']` → `http.tokens[0].token`. */
+function formatPath(segments: readonly PropertyKey[]): string {
+  let result = '';
+  for (const segment of segments) {
+    if (typeof segment === 'number') result += `[${segment}]`;
+    else result += result === '' ? String(segment) : `.${String(segment)}`;
+  }
+  return result;
+}
+
+/** The env variable that set `key` or a value containing it, unless a flag replaced it since. */
+function originOf(key: string, origins: ReadonlyMap<string, string | undefined>): string | undefined {
+  let best: { path: string; variable: string | undefined } | undefined;
+  for (const [setPath, variable] of origins) {
+    const boundary = key.charAt(setPath.length);
+    const covers = key === setPath || (key.startsWith(setPath) && (boundary === '.' || boundary === '['));
+    if (covers && (best === undefined || setPath.length > best.path.length))
+      best = { path: setPath, variable };
+  }
+  return best?.variable;
+}
+
+/** Dotted paths of the values (not tables) that `overrides` sets. */
+function leafPaths(overrides: object, prefix = ''): string[] {
+  return Object.entries(overrides).flatMap(([key, value]) => {
+    const dotted = prefix === '' ? key : `${prefix}.${key}`;
+    if (value === undefined) return [];
+    return isTable(value) ? leafPaths(value, dotted) : [dotted];
+  });
+}
+
+function optionalFile(file: string | undefined): { file?: string } {
+  return file === undefined ? {} : { file };
+}
+
+function isNotFound(error: unknown): boolean {
+  return error instanceof Error && 'code' in error && error.code === 'ENOENT';
+}

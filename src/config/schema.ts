@@ -1,0 +1,221 @@
+// The raw shape of `baton.toml`: snake_case keys, units in the names, unknown keys refused. Each option is
+// declared once here with its meaning, unit and default; `load.ts` turns the parsed result into a
+// `ResolvedConfig`. Error texts are written here because only the schema knows what it expected.
+
+import { z } from 'zod';
+
+import type { LogLevel } from './types.js';
+
+export const LOG_LEVELS = [
+  'fatal',
+  'error',
+  'warn',
+  'info',
+  'debug',
+  'trace',
+  'silent',
+] as const satisfies readonly LogLevel[];
+
+/** Queue names end up in table names, Redis keys and URLs, so they are kept to a safe alphabet. */
+export const QUEUE_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+/** A short, quoted view of a value for error messages ("got …"). */
+export function describeValue(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (value === null) return 'null';
+  if (typeof value === 'string')
+    return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint')
+    return String(value);
+  if (value instanceof Date) return `the date ${value.toISOString()}`;
+  if (Array.isArray(value)) return 'an array';
+  return 'a table';
+}
+
+/** The known key closest to `key`, when it is close enough to be a likely typo. */
+export function closestKey(key: string, known: readonly string[]): string | undefined {
+  const wanted = key.toLowerCase();
+  let best: { key: string; distance: number } | undefined;
+  for (const candidate of known) {
+    const distance = editDistance(wanted, candidate.toLowerCase());
+    if (best === undefined || distance < best.distance) best = { key: candidate, distance };
+  }
+  if (best === undefined) return undefined;
+  return best.distance <= Math.max(1, Math.floor(key.length / 3)) ? best.key : undefined;
+}
+
+/** Edits (insert, delete, substitute, swap two neighbours) that turn `a` into `b`. */
+function editDistance(a: string, b: string): number {
+  const rows: number[][] = [];
+  const at = (i: number, j: number): number => rows[i]?.[j] ?? Number.POSITIVE_INFINITY;
+  for (let i = 0; i <= a.length; i++) {
+    const row: number[] = [];
+    rows.push(row);
+    for (let j = 0; j <= b.length; j++) {
+      if (i === 0 || j === 0) {
+        row.push(i + j);
+        continue;
+      }
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(at(i - 1, j) + 1, (row[j - 1] ?? 0) + 1, at(i - 1, j - 1) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        best = Math.min(best, at(i - 2, j - 2) + 1);
+      row.push(best);
+    }
+  }
+  return at(a.length, b.length);
+}
+
+type RawIssue = z.core.$ZodRawIssue;
+
+/** An error map that says "expected <what>, got <value>" for every issue of one schema. */
+function expecting(what: string): (issue: RawIssue) => string {
+  return (issue) =>
+    issue.input === undefined
+      ? `required: expected ${what}`
+      : `expected ${what}, got ${describeValue(issue.input)}`;
+}
+
+function integer(min: number, max?: number) {
+  const what =
+    max !== undefined
+      ? `an integer from ${min} to ${max}`
+      : min === 1
+        ? 'a positive integer'
+        : `an integer >= ${min}`;
+  const error = expecting(what);
+  const schema = z.number({ error }).int({ error }).min(min, { error });
+  return max === undefined ? schema : schema.max(max, { error });
+}
+
+function text(what = 'a non-empty string') {
+  const error = expecting(what);
+  return z.string({ error }).min(1, { error });
+}
+
+function boolean() {
+  return z.boolean({ error: expecting('true or false') });
+}
+
+/**
+ * A TOML table whose unknown keys are refused, with a suggestion when one is a likely typo. The message has
+ * one line per unknown key, in the order of `issue.keys`, so that the loader can report each at its own path.
+ */
+function table<Shape extends z.core.$ZodLooseShape>(shape: Shape) {
+  const known = Object.keys(shape);
+  return z.strictObject(shape, {
+    error: (issue) => {
+      if (issue.code !== 'unrecognized_keys') return expecting('a table')(issue);
+      return issue.keys
+        .map((key) => {
+          const match = closestKey(key, known);
+          return `unknown key "${key}"${match === undefined ? '' : `, did you mean "${match}"?`}`;
+        })
+        .join('\n');
+    },
+  });
+}
+
+const nodeSchema = table({
+  /** Name of this node in logs and in its group. Default: the machine's hostname. */
+  name: text().optional(),
+  /** Folder for the embedded store and the lock file, relative to the config file's folder. */
+  data_dir: text().default('.baton'),
+  /** Milliseconds SIGTERM waits for in-flight batches before aborting them. */
+  shutdown_timeout_ms: integer(0).default(10_000),
+  /** Milliseconds start waits for a backend before giving up (exit code 4). */
+  startup_timeout_ms: integer(0).default(30_000),
+});
+
+const logSchema = table({
+  /** Lowest level written to the log. */
+  level: z.enum(LOG_LEVELS, { error: expecting(`one of ${LOG_LEVELS.join(', ')}`) }).default('info'),
+});
+
+const httpTokenSchema = table({
+  /** Bearer token; at least 8 characters. */
+  token: text('a string of at least 8 characters').min(8, {
+    error: expecting('a string of at least 8 characters'),
+  }),
+  /** Namespaces this token may use. Default: all. */
+  namespaces: z.array(text(), { error: expecting('an array of strings') }).optional(),
+});
+
+const httpSchema = table({
+  /** Whether the HTTP API (ingest, status, dashboard) is served. */
+  enabled: boolean().default(true),
+  /** Address to listen on. Anything but loopback requires a token. */
+  host: text().default('127.0.0.1'),
+  /** TCP port; 0 picks a free one. */
+  port: integer(0, 65_535).default(8080),
+  /** Bearer token accepted on every namespace. Required off loopback unless [[http.tokens]] is set. */
+  token: text().optional(),
+  /** Request bodies larger than this many bytes are answered with 413. Default: 10 MiB. */
+  body_limit_bytes: integer(1).default(10_485_760),
+  /** Further tokens, each optionally limited to some namespaces. */
+  tokens: z.array(httpTokenSchema, { error: expecting('an array of tables ([[http.tokens]])') }).default([]),
+});
+
+const storeSchema = table({
+  /** Folder of the embedded PGlite database, relative to the config file's folder. "" means <data_dir>/store. */
+  path: z.string({ error: expecting('a string') }).default(''),
+});
+
+const queueSchema = table({
+  /** Module exporting the handler: a path relative to the config file's folder, or a package name. Required. */
+  handler: text('a module path or package name'),
+  /** Records claimed and committed together. */
+  batch_size: integer(1, 100_000).default(500),
+  /** Batches in flight at once for this queue on this node (the embedded store runs one at a time). */
+  concurrency: integer(1, 1024).default(1),
+  /** Failed runs of a record before it goes to the error queue errors-<name>. */
+  max_attempts: integer(1).default(5),
+  /** Milliseconds one handler call may take before its AbortSignal fires. */
+  timeout_ms: integer(1).default(30_000),
+  /** Milliseconds of the first back-off after a failure; it doubles up to retry_max_delay_ms, with jitter. */
+  retry_delay_ms: integer(0).default(1_000),
+  /** Milliseconds the back-off never exceeds; at least retry_delay_ms. */
+  retry_max_delay_ms: integer(0).default(32_000),
+  /** Embedded store only: ingest may run the handler inside the request's transaction when there is no backlog. */
+  inline: boolean().default(true),
+}).superRefine((queue, context) => {
+  if (queue.retry_max_delay_ms < queue.retry_delay_ms) {
+    context.addIssue({
+      code: 'custom',
+      path: ['retry_max_delay_ms'],
+      input: queue.retry_max_delay_ms,
+      message: `expected at least retry_delay_ms (${queue.retry_delay_ms}), got ${queue.retry_max_delay_ms}`,
+    });
+  }
+});
+
+const queueNameSchema = z.string().regex(QUEUE_NAME_PATTERN, {
+  error: (issue) =>
+    `invalid queue name ${describeValue(issue.input)}: expected 1 to 128 letters, digits, "_", "." or "-", ` +
+    'starting with a letter or digit',
+});
+
+export const rawConfigSchema = table({
+  node: nodeSchema.prefault({}),
+  log: logSchema.prefault({}),
+  http: httpSchema.prefault({}),
+  store: storeSchema.prefault({}),
+  /** One table per queue, keyed by queue name. */
+  queues: z.record(queueNameSchema, queueSchema, { error: expecting('a table of queues') }).prefault({}),
+});
+
+/** What a config file (or an in-code raw object) may contain. */
+export type RawConfig = z.input<typeof rawConfigSchema>;
+
+/** The raw config after validation and schema defaults, before paths and derived values are resolved. */
+export type ParsedConfig = z.output<typeof rawConfigSchema>;
+
+type DeepPartial<T> =
+  T extends ReadonlyArray<unknown>
+    ? T
+    : T extends object
+      ? { [K in keyof T]?: DeepPartial<T[K]> | undefined }
+      : T;
+
+/** Command-line flags, in the raw snake_case shape. Keys set to `undefined` are ignored. */
+export type RawOverrides = DeepPartial<RawConfig>;

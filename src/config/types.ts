@@ -1,0 +1,70 @@
+// The configuration a node runs with, after defaults, env overrides and flags are applied and paths are made
+// absolute. Code reads only this shape (camelCase, units in the names), never the raw TOML.
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface ResolvedConfig {
+  /** Absolute path of the config file, when one was read. */
+  file: string | undefined;
+  /** Folder that relative paths were resolved against: the config file's folder, or the working directory. */
+  baseDir: string;
+  node: NodeConfig;
+  log: { level: LogLevel };
+  http: HttpConfig;
+  store: StoreConfig;
+  queues: Readonly<Record<string, QueueConfig>>;
+}
+
+export interface NodeConfig {
+  /** Name of this node in logs and in its group. */
+  name: string;
+  /** Absolute folder of the embedded store and the lock file. */
+  dataDir: string;
+  /** How long SIGTERM waits for in-flight batches before aborting them. */
+  shutdownTimeoutMs: number;
+  /** How long start waits for a backend before giving up (exit code 4). */
+  startupTimeoutMs: number;
+}
+
+export interface HttpTokenConfig {
+  token: string;
+  /** Namespaces the token may use; `undefined` means all. */
+  namespaces: readonly string[] | undefined;
+}
+
+export interface HttpConfig {
+  enabled: boolean;
+  host: string;
+  /** 0 means a free port picked at listen time. */
+  port: number;
+  /** Bearer token accepted on every namespace. */
+  token: string | undefined;
+  tokens: ReadonlyArray<HttpTokenConfig>;
+  /** Request bodies larger than this are answered with 413. */
+  bodyLimitBytes: number;
+}
+
+export interface StoreConfig {
+  kind: 'embedded';
+  /** Absolute folder of the embedded PGlite database. */
+  path: string;
+}
+
+export interface QueueConfig {
+  name: string;
+  /** Absolute module path, or a bare package name left for the module resolver. */
+  handler: string;
+  /** Records claimed and committed together. */
+  batchSize: number;
+  /** Batches in flight at once for this queue on this node. */
+  concurrency: number;
+  /** Failed runs of a record before it goes to the error queue `errors-<name>`. */
+  maxAttempts: number;
+  /** Deadline of one handler call. */
+  timeoutMs: number;
+  /** First back-off after a failure; doubles up to `retryMaxDelayMs`, with jitter. */
+  retryDelayMs: number;
+  retryMaxDelayMs: number;
+  /** Embedded store only: ingest may run the handler inside the request's transaction. */
+  inline: boolean;
+}

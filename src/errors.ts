@@ -1,0 +1,111 @@
+// The errors a caller of Baton can act on. Each has a stable `code`, keeps its `cause`, and carries the
+// fields that say what failed (a config key, a queue, a backend). Anything else is an internal bug.
+
+export type BatonErrorCode =
+  | 'CONFIG_INVALID'
+  | 'BACKEND_UNAVAILABLE'
+  | 'NOT_PRIMARY'
+  | 'FENCED'
+  | 'HANDLER_FAILED'
+  | 'INVALID_COMPONENT'
+  | 'UNKNOWN_QUEUE'
+  | 'STORE_LOCKED'
+  | 'NOTHING_TO_RUN';
+
+export abstract class BatonError extends Error {
+  abstract readonly code: BatonErrorCode;
+}
+
+/** A configuration that cannot be used. `key` is the dotted path of the offending key, when there is one. */
+export class ConfigError extends BatonError {
+  override readonly name = 'ConfigError';
+  readonly code = 'CONFIG_INVALID';
+  readonly key: string | undefined;
+  readonly file: string | undefined;
+
+  constructor(message: string, options: { key?: string; file?: string; cause?: unknown } = {}) {
+    const where = [options.file, options.key ? `key "${options.key}"` : undefined].filter(Boolean).join(', ');
+    super(where ? `${where}: ${message}` : message, { cause: options.cause });
+    this.key = options.key;
+    this.file = options.file;
+  }
+}
+
+/** A backend (store, Redis, coordination) that could not be reached. */
+export class BackendUnavailableError extends BatonError {
+  override readonly name = 'BackendUnavailableError';
+  readonly code = 'BACKEND_UNAVAILABLE';
+  readonly backend: string;
+
+  constructor(backend: string, message: string, options: { cause?: unknown } = {}) {
+    super(`${backend}: ${message}`, options);
+    this.backend = backend;
+  }
+}
+
+/** Another process owns the embedded store and could not be reached through its HTTP address. */
+export class StoreLockedError extends BatonError {
+  override readonly name = 'StoreLockedError';
+  readonly code = 'STORE_LOCKED';
+  readonly pid: number;
+
+  constructor(message: string, pid: number) {
+    super(message);
+    this.pid = pid;
+  }
+}
+
+/** A node was asked to run with no queue configured: it would have nothing to do. */
+export class NothingToRunError extends BatonError {
+  override readonly name = 'NothingToRunError';
+  readonly code = 'NOTHING_TO_RUN';
+}
+
+/** A queue name that is not configured. */
+export class UnknownQueueError extends BatonError {
+  override readonly name = 'UnknownQueueError';
+  readonly code = 'UNKNOWN_QUEUE';
+  readonly queue: string;
+  readonly known: readonly string[];
+
+  constructor(queue: string, known: readonly string[]) {
+    super(`unknown queue "${queue}"; configured queues: ${known.length > 0 ? known.join(', ') : '(none)'}`);
+    this.queue = queue;
+    this.known = known;
+  }
+}
+
+/** A handler threw while processing a record. `position` is the record's index in its batch. */
+export class HandlerError extends BatonError {
+  override readonly name = 'HandlerError';
+  readonly code = 'HANDLER_FAILED';
+  readonly queue: string;
+  readonly position: number | undefined;
+
+  constructor(queue: string, message: string, options: { position?: number; cause?: unknown } = {}) {
+    super(message, { cause: options.cause });
+    this.queue = queue;
+    this.position = options.position;
+  }
+}
+
+/** Normalises anything thrown into an Error, keeping the original as `cause`. */
+export function coerceError(value: unknown): Error {
+  if (value instanceof Error) return value;
+  const text = typeof value === 'string' ? value : safeStringify(value);
+  return new Error(text, { cause: value });
+}
+
+/** One line that says what went wrong, for logs and error queues. */
+export function describeError(value: unknown): string {
+  const error = coerceError(value);
+  return error.message.length > 0 ? `${error.name}: ${error.message}` : error.name;
+}
+
+function safeStringify(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
+}

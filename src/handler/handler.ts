@@ -1,0 +1,41 @@
+// The handler plugin contract (Azafea's, in TypeScript): a module per queue exporting `process` or
+// `processBatch`, and optionally `schema` (drizzle tables) and `registerCommands` (per-queue subcommands).
+import type { Command } from 'commander';
+
+import type { Logger } from '../log.js';
+import type { QueryResult, Tx } from '../store/store.js';
+
+export interface HandlerContext {
+  readonly queue: string;
+  /** Aborts at the handler's deadline (`timeout_ms`) or when the node must stop at once. */
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+}
+
+export type ProcessFn = (tx: Tx, record: Buffer, ctx: HandlerContext) => unknown;
+export type ProcessBatchFn = (tx: Tx, records: readonly Buffer[], ctx: HandlerContext) => unknown;
+
+/** What a queue's subcommands may do; it goes through the running node when one owns the store. */
+export interface CommandContext {
+  readonly queue: string;
+  sql(text: string, params?: readonly unknown[]): Promise<QueryResult>;
+  publish(records: readonly Buffer[]): Promise<number>;
+}
+
+export interface HandlerModule {
+  readonly process?: ProcessFn;
+  readonly processBatch?: ProcessBatchFn;
+  /** Drizzle tables (and enums) the handler writes to; `initdb` and `run` create the missing ones. */
+  readonly schema?: Readonly<Record<string, unknown>>;
+  readonly registerCommands?: (cmd: Command, ctx: CommandContext) => void;
+}
+
+/** A handler module after loading and checking. */
+export interface Handler {
+  readonly queue: string;
+  readonly path: string;
+  /** Runs the handler over `records` in `tx`; throws if any record fails. */
+  run(tx: Tx, records: readonly Buffer[], ctx: HandlerContext): Promise<void>;
+  readonly schema: Readonly<Record<string, unknown>>;
+  readonly registerCommands: HandlerModule['registerCommands'];
+}

@@ -1,0 +1,66 @@
+// Loads a queue's handler module: TypeScript or JavaScript, without a build step (TypeScript goes through
+// tsx's loader), and checks that it exports what the contract asks. Every problem is a ConfigError that
+// names the queue's `handler` key and the module.
+import { existsSync } from 'node:fs';
+import { extname, isAbsolute } from 'node:path';
+import { pathToFileURL } from 'node:url';
+
+import { ConfigError, describeError } from '../errors.js';
+import type { Handler, HandlerContext, HandlerModule, ProcessBatchFn, ProcessFn } from './handler.js';
+import type { Tx } from '../store/store.js';
+
+const TYPESCRIPT = new Set(['.ts', '.mts', '.cts', '.tsx']);
+let typescriptLoader: Promise<void> | undefined;
+
+export async function loadHandler(queue: string, path: string): Promise<Handler> {
+  const key = `queues.${queue}.handler`;
+  const local = isAbsolute(path);
+  if (local && !existsSync(path)) throw new ConfigError(`handler module not found: ${path}`, { key });
+  if (local && TYPESCRIPT.has(extname(path))) await registerTypescript();
+
+  let exports: unknown;
+  try {
+    exports = await import(local ? pathToFileURL(path).href : path);
+  } catch (error) {
+    throw new ConfigError(`cannot load handler module ${path}: ${describeError(error)}`, { key, cause: error });
+  }
+  const module = exports as HandlerModule;
+  const process = typeof module.process === 'function' ? module.process : undefined;
+  const processBatch = typeof module.processBatch === 'function' ? module.processBatch : undefined;
+  if (!process && !processBatch) {
+    throw new ConfigError(`handler module ${path} exports neither process() nor processBatch()`, { key });
+  }
+  if (module.registerCommands !== undefined && typeof module.registerCommands !== 'function') {
+    throw new ConfigError(`handler module ${path}: registerCommands is not a function`, { key });
+  }
+  const schema = module.schema ?? {};
+  if (typeof schema !== 'object' || schema === null) {
+    throw new ConfigError(`handler module ${path}: schema must be an object of drizzle tables`, { key });
+  }
+  return {
+    queue,
+    path,
+    run: makeRun(process, processBatch),
+    schema,
+    registerCommands: module.registerCommands,
+  };
+}
+
+function makeRun(process: ProcessFn | undefined, processBatch: ProcessBatchFn | undefined): Handler['run'] {
+  if (processBatch) {
+    return async (tx: Tx, records: readonly Buffer[], ctx: HandlerContext) => {
+      await processBatch(tx, records, ctx);
+    };
+  }
+  const one = process as ProcessFn;
+  return async (tx: Tx, records: readonly Buffer[], ctx: HandlerContext) => {
+    for (const record of records) await one(tx, record, ctx);
+  };
+}
+
+async function registerTypescript(): Promise<void> {
+  typescriptLoader ??= import('tsx/esm/api').then(({ register }) => {
+    register();
+  });
+  return typescriptLoader;
+}

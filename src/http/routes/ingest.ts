@@ -1,0 +1,30 @@
+// POST /v1/queues/:queue/records: a raw body is one record; `application/x-ndjson` is one record per line.
+// Records are bytes: the body is never decoded as text.
+import type { FastifyInstance } from 'fastify';
+
+import type { HttpNode } from '../node.js';
+import { splitLines } from '../../util/lines.js';
+
+export function registerIngestRoutes(app: FastifyInstance, node: HttpNode): void {
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+
+  app.post<{ Params: { queue: string } }>('/v1/queues/:queue/records', async (request, reply) => {
+    const { queue } = request.params;
+    if (!node.queueNames.includes(queue)) {
+      return reply.code(404).send({
+        error: `unknown queue "${queue}"`,
+        code: 'UNKNOWN_QUEUE',
+        queues: node.queueNames,
+      });
+    }
+    const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+    const ndjson = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === 'application/x-ndjson';
+    const records = ndjson ? splitLines(body) : body.length > 0 ? [body] : [];
+    if (records.length === 0) {
+      return reply.code(400).send({ error: 'empty body: no record to accept', code: 'EMPTY_BODY' });
+    }
+    const result = await node.ingest(queue, records);
+    return reply.code(202).send({ accepted: result.accepted });
+  });
+}

@@ -1,0 +1,26 @@
+// The public API of baton-runtime. Everything not exported here is internal and may change.
+export { startNode, BatonNode, NodeStoppingError } from './node/node.js';
+export type { NodeState, StartNodeOptions } from './node/node.js';
+export type { Admin, QueueInfo } from './node/admin.js';
+export { loadConfig, resolveConfig } from './config/load.js';
+export type { ResolvedConfig, QueueConfig, HttpConfig, NodeConfig, StoreConfig, LogLevel } from './config/types.js';
+export type { Tx, QueryResult, Row } from './store/store.js';
+export type {
+  HandlerModule,
+  HandlerContext,
+  CommandContext,
+  ProcessFn,
+  ProcessBatchFn,
+} from './handler/handler.js';
+export type { ErrorRecord, QueueStats } from './queue/backend.js';
+export type { IngestResult } from './queue/ingest.js';
+export {
+  BatonError,
+  ConfigError,
+  BackendUnavailableError,
+  StoreLockedError,
+  UnknownQueueError,
+  HandlerError,
+  NothingToRunError,
+} from './errors.js';
+export type { BatonErrorCode } from './errors.js';

@@ -1,0 +1,29 @@
+// What operators and the CLI may do to a node's store and queues. A running node implements it; so does a
+// local opening of the store when no node runs, and an HTTP client of the node that owns the store.
+import type { ErrorRecord } from '../queue/backend.js';
+import type { QueryResult } from '../store/store.js';
+
+export interface QueueInfo {
+  readonly name: string;
+  readonly backend: 'store' | 'redis';
+  readonly depth: number;
+  readonly inFlight: number;
+  /** Records processed by the node answering, since it started; undefined when no node runs. */
+  readonly processed: number | undefined;
+  /** Failed attempts on the node answering, since it started; undefined when no node runs. */
+  readonly failed: number | undefined;
+  /** Records waiting in the error queue. */
+  readonly errors: number;
+}
+
+export interface Admin {
+  publish(queue: string, records: readonly Buffer[]): Promise<number>;
+  queues(): Promise<QueueInfo[]>;
+  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]>;
+  replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number>;
+  dropErrors(queue: string, ids: readonly string[]): Promise<number>;
+  sql(text: string, params?: readonly unknown[]): Promise<QueryResult>;
+  /** Creates the missing tables of the handlers' schemas; returns their names. */
+  initdb(): Promise<string[]>;
+  close(): Promise<void>;
+}

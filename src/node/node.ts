@@ -1,0 +1,262 @@
+// A node: one running Baton process, and the composition root. It loads the handlers, opens the store,
+// starts a runner per queue and the HTTP API, and stops them in reverse order. Its lifecycle is a state
+// machine (idle → starting → running → stopping → stopped | failed) changed through one logging setter.
+import { randomUUID } from 'node:crypto';
+
+import { resolveConfig } from '../config/load.js';
+import type { QueueConfig, ResolvedConfig } from '../config/types.js';
+import { describeError, NothingToRunError, UnknownQueueError } from '../errors.js';
+import type { Handler } from '../handler/handler.js';
+import { loadHandler } from '../handler/load.js';
+import { createMissingTables } from '../handler/tables.js';
+import type { HttpServer } from '../http/server.js';
+import { startHttpServer } from '../http/server.js';
+import type { Logger } from '../log.js';
+import { createLogger } from '../log.js';
+import type { ErrorRecord } from '../queue/backend.js';
+import type { IngestResult } from '../queue/ingest.js';
+import { ingestInline } from '../queue/ingest.js';
+import { RecordProcessor } from '../queue/processor.js';
+import { QueueRunner } from '../queue/runner.js';
+import type { QueryResult } from '../store/store.js';
+import type { Admin, QueueInfo } from './admin.js';
+import type { Storage } from './storage.js';
+import { openStorage } from './storage.js';
+
+export type NodeState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
+
+export interface StartNodeOptions {
+  /** Logger to use; by default one at the config's level on stderr. */
+  readonly log?: Logger;
+  /** Environment for `BATON_…` overrides when `config` is a raw object. Default: none. */
+  readonly env?: Record<string, string | undefined>;
+  /** Folder that relative paths of a raw config are resolved against. Default: the working directory. */
+  readonly baseDir?: string;
+}
+
+/** The abort reason given to handlers still running when the shutdown deadline passes. */
+export class NodeStoppingError extends Error {
+  override readonly name = 'NodeStoppingError';
+}
+
+/** Starts a node in this process. `config` is a resolved config or a raw object in the TOML shape. */
+export async function startNode(config: ResolvedConfig | object, options: StartNodeOptions = {}): Promise<BatonNode> {
+  const resolved = isResolved(config)
+    ? config
+    : resolveConfig(config, { baseDir: options.baseDir ?? process.cwd(), env: options.env ?? {} });
+  const node = new BatonNode(resolved, options.log ?? createLogger({ level: resolved.log.level, name: resolved.node.name }));
+  await node.start();
+  return node;
+}
+
+export class BatonNode implements Admin {
+  readonly config: ResolvedConfig;
+  readonly log: Logger;
+  readonly consumer: string;
+  #state: NodeState = 'idle';
+  #starting: Promise<void> | undefined;
+  #stopping: Promise<void> | undefined;
+  #storage: Storage | undefined;
+  #http: HttpServer | undefined;
+  #handlers: Handler[] = [];
+  readonly #processors = new Map<string, RecordProcessor>();
+  readonly #runners: QueueRunner[] = [];
+  /** Aborts handlers that are still running when the shutdown deadline passes. */
+  readonly #hardStop = new AbortController();
+
+  constructor(config: ResolvedConfig, log: Logger) {
+    this.config = config;
+    this.log = log;
+    this.consumer = `${config.node.name}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  }
+
+  get name(): string {
+    return this.config.node.name;
+  }
+
+  get state(): NodeState {
+    return this.#state;
+  }
+
+  /** Base URL of the HTTP API, once it listens. */
+  get address(): string | undefined {
+    return this.#http?.address;
+  }
+
+  /** Configured queue names, in config order. */
+  get queueNames(): string[] {
+    return Object.keys(this.config.queues);
+  }
+
+  start(): Promise<void> {
+    this.#starting ??= this.#start();
+    return this.#starting;
+  }
+
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  close(): Promise<void> {
+    return this.stop();
+  }
+
+  /** Accepts records into a queue: processed inline on the embedded store when it can, else queued. */
+  async ingest(queue: string, records: readonly Buffer[]): Promise<IngestResult> {
+    const processor = this.#processor(queue);
+    const storage = this.#open();
+    if (records.length === 0) return { accepted: 0, processed: 0 };
+    if (processor.queue.inline && storage.store.exclusive && this.#state === 'running') {
+      return ingestInline(storage.store, storage.backend, processor, records);
+    }
+    await storage.backend.publish(queue, records);
+    return { accepted: records.length, processed: 0 };
+  }
+
+  async publish(queue: string, records: readonly Buffer[]): Promise<number> {
+    return (await this.ingest(queue, records)).accepted;
+  }
+
+  async queues(): Promise<QueueInfo[]> {
+    const { backend } = this.#open();
+    return Promise.all(
+      this.queueNames.map(async (name) => {
+        const stats = await backend.stats(name);
+        const counters = this.#processor(name).counters;
+        return { name, backend: backend.kind, ...stats, processed: counters.processed, failed: counters.failed };
+      }),
+    );
+  }
+
+  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
+    this.#processor(queue);
+    return this.#open().backend.listErrors(queue, options);
+  }
+
+  replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {
+    this.#processor(queue);
+    return this.#open().backend.replayErrors(queue, options);
+  }
+
+  dropErrors(queue: string, ids: readonly string[]): Promise<number> {
+    this.#processor(queue);
+    return this.#open().backend.dropErrors(queue, ids);
+  }
+
+  sql(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
+    return this.#open().store.query(text, params);
+  }
+
+  initdb(): Promise<string[]> {
+    return createMissingTables(this.#open().store, this.#handlers);
+  }
+
+  /** Resolves true when the node runs and its store answers. */
+  async ready(): Promise<boolean> {
+    return this.#state === 'running' && (await this.#storage?.store.ping()) === true;
+  }
+
+  async #start(): Promise<void> {
+    this.#setState('starting');
+    try {
+      const queues = Object.values(this.config.queues);
+      if (queues.length === 0) {
+        throw new NothingToRunError('no queue is configured: add a [queues.<name>] table with a handler');
+      }
+      // Handlers first: a broken handler is a config error, found before anything is opened.
+      this.#handlers = await Promise.all(queues.map((queue) => loadHandler(queue.name, queue.handler)));
+      this.#storage = await openStorage(this.config);
+      const { store, backend } = this.#storage;
+      for (const id of this.#storage.migrated) this.log.info({ migration: id }, `applied migration ${id}`);
+      const created = await createMissingTables(store, this.#handlers);
+      if (created.length > 0) this.log.info({ tables: created }, `created tables ${created.join(', ')}`);
+
+      for (const [index, queue] of queues.entries()) {
+        const processor = this.#makeProcessor(queue, this.#handlers[index] as Handler);
+        this.#processors.set(queue.name, processor);
+        // The embedded store has one owner: every claim left in it belongs to a process that is gone.
+        const recovered = await backend.recoverClaims(queue.name, {
+          maxAttempts: queue.maxAttempts,
+          liveConsumers: [this.consumer],
+        });
+        if (recovered > 0) {
+          this.log.warn({ queue: queue.name, records: recovered }, `queue "${queue.name}": recovered ${recovered} claimed records`);
+        }
+        this.#runners.push(new QueueRunner({ processor, backend, store, consumer: this.consumer, log: this.log }));
+      }
+      if (this.config.http.enabled) {
+        this.#http = await startHttpServer(this, this.config.http, this.log);
+        await this.#storage.lock?.setAddress(this.#http.address);
+      }
+      for (const runner of this.#runners) runner.start();
+      this.#setState('running');
+      this.log.info(
+        { queues: this.queueNames, http: this.address, store: this.config.store.path },
+        `node ${this.name} running: queues ${this.queueNames.join(', ')}${this.address ? `, HTTP on ${this.address}` : ''}`,
+      );
+    } catch (error) {
+      this.#setState('failed');
+      await this.#release();
+      throw error;
+    }
+  }
+
+  async #stop(): Promise<void> {
+    await this.#starting?.catch(() => undefined);
+    if (this.#state !== 'running') return;
+    this.#setState('stopping');
+    const draining = Promise.all(this.#runners.map((runner) => runner.stop()));
+    const deadline = this.config.node.shutdownTimeoutMs;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(true), deadline);
+    });
+    // Stop accepting requests while the runners finish their in-flight batches.
+    await this.#http?.close();
+    if (await Promise.race([draining.then(() => false), timedOut])) {
+      this.log.warn(`in-flight batches still running after shutdown_timeout_ms (${deadline} ms): aborting them`);
+      this.#hardStop.abort(new NodeStoppingError('the node is stopping'));
+      await draining;
+    }
+    clearTimeout(timer);
+    await this.#release();
+    this.#setState('stopped');
+  }
+
+  async #release(): Promise<void> {
+    try {
+      await this.#http?.close();
+      await this.#storage?.close();
+    } catch (error) {
+      this.log.error({ err: describeError(error) }, 'error while releasing resources');
+    }
+  }
+
+  #makeProcessor(queue: QueueConfig, handler: Handler): RecordProcessor {
+    return new RecordProcessor({ queue, handler, log: this.log, abort: this.#hardStop.signal });
+  }
+
+  #processor(queue: string): RecordProcessor {
+    const processor = this.#processors.get(queue);
+    if (!processor) throw new UnknownQueueError(queue, this.queueNames);
+    return processor;
+  }
+
+  #open(): Storage {
+    if (!this.#storage || this.#state === 'stopped' || this.#state === 'failed') {
+      throw new Error(`node ${this.name} is ${this.#state}`);
+    }
+    return this.#storage;
+  }
+
+  #setState(state: NodeState): void {
+    this.log.debug({ from: this.#state, to: state }, `node ${state}`);
+    this.#state = state;
+  }
+}
+
+function isResolved(config: ResolvedConfig | object): config is ResolvedConfig {
+  const node = (config as { node?: unknown }).node;
+  return typeof node === 'object' && node !== null && typeof (node as { dataDir?: unknown }).dataDir === 'string';
+}

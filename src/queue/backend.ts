@@ -1,0 +1,78 @@
+// The QueueBackend port: a named channel of opaque byte records with claims, acknowledgement inside the
+// sink transaction, attempts and an error queue per queue (`errors-<queue>`). It does not run handlers,
+// choose batch sizes or decide back-off: the queue runner does. Adapters own their connections.
+import type { Tx } from '../store/store.js';
+
+export interface ClaimedRecord {
+  /** Adapter-assigned id, unique within the queue. */
+  readonly id: string;
+  readonly payload: Buffer;
+  /** Failed runs so far (0 on the first delivery). */
+  readonly attempts: number;
+  readonly enqueuedAt: Date;
+}
+
+export interface ClaimedBatch {
+  readonly id: string;
+  readonly queue: string;
+  readonly consumer: string;
+  readonly records: readonly ClaimedRecord[];
+}
+
+export interface RecordFailure {
+  readonly record: ClaimedRecord;
+  readonly error: string;
+  /** When to deliver the record again; undefined sends it to the error queue. */
+  readonly retryAt: Date | undefined;
+}
+
+export interface QueueStats {
+  /** Records waiting (including those waiting out a retry back-off). */
+  readonly depth: number;
+  /** Records claimed by a consumer and not yet acknowledged. */
+  readonly inFlight: number;
+  /** Records in the error queue. */
+  readonly errors: number;
+}
+
+export interface ErrorRecord {
+  readonly id: string;
+  readonly queue: string;
+  readonly payload: Buffer;
+  readonly attempts: number;
+  readonly error: string;
+  readonly failedAt: Date;
+  readonly enqueuedAt: Date;
+}
+
+export interface QueueBackend {
+  readonly kind: 'store' | 'redis';
+  /** Appends records to the queue; resolves once they are durable. Returns how many were stored. */
+  publish(queue: string, records: readonly Buffer[]): Promise<number>;
+  /** Claims up to `max` ready records for `consumer`, oldest first; undefined when none is ready. */
+  claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined>;
+  /** Inside the sink transaction: once `tx` commits, these records are never delivered again. */
+  acknowledge(tx: Tx, batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void>;
+  /** Counts one failed attempt per record, then schedules its retry or moves it to the error queue. */
+  fail(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void>;
+  /** Gives claimed records back without counting an attempt (they did not run, or their run was undone). */
+  release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void>;
+  /**
+   * Returns the claims of consumers that are gone, counting one attempt for each record (it may be the
+   * record that killed its consumer). Records out of attempts go to the error queue. Returns how many.
+   */
+  recoverClaims(queue: string, options: { maxAttempts: number; liveConsumers: readonly string[] }): Promise<number>;
+  /** Resolves when records may have become ready, after `timeoutMs`, or when `signal` aborts. */
+  waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void>;
+  stats(queue: string): Promise<QueueStats>;
+  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]>;
+  /** Moves error records back to the queue with their attempts reset. `ids` picks some; else the oldest `limit`. */
+  replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number>;
+  dropErrors(queue: string, ids: readonly string[]): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Display name of a queue's error queue, as Azafea names it. */
+export function errorQueueName(queue: string): string {
+  return `errors-${queue}`;
+}

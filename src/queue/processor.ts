@@ -1,0 +1,121 @@
+// Runs a queue's handler over a batch of records inside the caller's transaction. A failing batch is
+// bisected under savepoints until the bad records are isolated, so one bad record costs log2(batch) extra
+// rounds and never fails its neighbours. Each handler call has a deadline and an AbortSignal.
+import type { QueueConfig } from '../config/types.js';
+import { describeError } from '../errors.js';
+import type { Handler } from '../handler/handler.js';
+import type { Logger } from '../log.js';
+import type { Tx } from '../store/store.js';
+import { backoffDelay } from '../util/backoff.js';
+
+export interface RecordOutcome {
+  /** Indexes (into the records given) that the handler processed; their effects are in the transaction. */
+  readonly succeeded: number[];
+  /** Indexes whose handler run threw, with the reason; their effects were rolled back. */
+  readonly failed: Array<{ readonly index: number; readonly error: string }>;
+}
+
+/** Per-queue counts on this node since it started. */
+export interface QueueCounters {
+  processed: number;
+  failed: number;
+}
+
+export class HandlerTimeoutError extends Error {
+  override readonly name = 'HandlerTimeoutError';
+}
+
+export class RecordProcessor {
+  readonly queue: QueueConfig;
+  readonly counters: QueueCounters = { processed: 0, failed: 0 };
+  readonly #handler: Handler;
+  readonly #log: Logger;
+  readonly #abort: AbortSignal;
+
+  constructor(options: { queue: QueueConfig; handler: Handler; log: Logger; abort: AbortSignal }) {
+    this.queue = options.queue;
+    this.#handler = options.handler;
+    this.#log = options.log;
+    this.#abort = options.abort;
+  }
+
+  /** Runs the handler over `records` in `tx`, isolating failures; never throws for a handler error. */
+  async run(tx: Tx, records: readonly Buffer[], describe: (index: number) => object = () => ({})): Promise<RecordOutcome> {
+    const outcome: RecordOutcome = { succeeded: [], failed: [] };
+    await this.#isolate(tx, records, 0, records.length, outcome, describe);
+    outcome.succeeded.sort((a, b) => a - b);
+    return outcome;
+  }
+
+  /**
+   * When a record that failed after `previousAttempts` earlier failures should run again, or undefined when
+   * it has no attempts left and belongs in the error queue.
+   */
+  retryAt(previousAttempts: number, now = Date.now()): Date | undefined {
+    const attempts = previousAttempts + 1;
+    if (attempts >= this.queue.maxAttempts) return undefined;
+    const delay = backoffDelay(attempts, { initialMs: this.queue.retryDelayMs, maxMs: this.queue.retryMaxDelayMs });
+    return new Date(now + delay);
+  }
+
+  async #isolate(
+    tx: Tx,
+    records: readonly Buffer[],
+    start: number,
+    end: number,
+    outcome: RecordOutcome,
+    describe: (index: number) => object,
+  ): Promise<void> {
+    const slice = records.slice(start, end);
+    try {
+      // A savepoint, so that a failure undoes this slice only.
+      await tx.transaction((savepoint) => this.#call(savepoint, slice));
+      for (let index = start; index < end; index++) outcome.succeeded.push(index);
+      return;
+    } catch (error) {
+      if (this.#abort.aborted) throw error;
+      if (end - start === 1) {
+        const reason = describeError(error);
+        outcome.failed.push({ index: start, error: reason });
+        this.#log.warn(
+          { queue: this.queue.name, position: start, ...describe(start), err: reason },
+          `handler of queue "${this.queue.name}" failed on the record at position ${start} of its batch`,
+        );
+        return;
+      }
+    }
+    const middle = start + Math.ceil((end - start) / 2);
+    await this.#isolate(tx, records, start, middle, outcome, describe);
+    await this.#isolate(tx, records, middle, end, outcome, describe);
+  }
+
+  async #call(tx: Tx, records: readonly Buffer[]): Promise<void> {
+    const controller = new AbortController();
+    const timeoutMs = this.queue.timeoutMs;
+    const timer = setTimeout(() => {
+      controller.abort(new HandlerTimeoutError(`the handler did not finish within timeout_ms (${timeoutMs} ms)`));
+    }, timeoutMs);
+    const forward = (): void => controller.abort(this.#abort.reason);
+    this.#abort.addEventListener('abort', forward, { once: true });
+    try {
+      const aborted = new Promise<never>((_, reject) => {
+        controller.signal.addEventListener('abort', () => reject(toError(controller.signal.reason)), { once: true });
+      });
+      const running = this.#handler.run(tx, records, {
+        queue: this.queue.name,
+        signal: controller.signal,
+        log: this.#log,
+      });
+      // A handler that ignores its signal may still reject after its deadline: that must not go unhandled.
+      running.catch(() => undefined);
+      await Promise.race([running, aborted]);
+    } finally {
+      clearTimeout(timer);
+      this.#abort.removeEventListener('abort', forward);
+    }
+  }
+}
+
+function toError(reason: unknown): Error {
+  return reason instanceof Error ? reason : new Error(String(reason));
+}

@@ -1,0 +1,61 @@
+// Applies Baton's own schema migrations (numbered SQL files beside this module) in one transaction under an
+// advisory lock, recorded in `baton_migrations`, so two nodes starting at once cannot apply one twice.
+import { readdir, readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+
+import { sql } from 'drizzle-orm';
+
+import type { Store } from './store.js';
+import { executeIn } from './store.js';
+
+export interface Migration {
+  readonly id: string;
+  readonly sql: string;
+}
+
+const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
+/** Key of the advisory lock that serialises migrations across nodes (any constant will do; this is "baton"). */
+const MIGRATION_LOCK_KEY = 0x6261746f6e;
+
+export async function builtinMigrations(): Promise<Migration[]> {
+  const files = (await readdir(MIGRATIONS_DIR)).filter((name) => name.endsWith('.sql')).sort();
+  return Promise.all(
+    files.map(async (file) => ({
+      id: `baton/${file.replace(/\.sql$/, '')}`,
+      sql: await readFile(MIGRATIONS_DIR + file, 'utf8'),
+    })),
+  );
+}
+
+/** Applies the migrations not yet recorded and returns the ids it applied, in order. */
+export async function applyMigrations(store: Store, migrations: readonly Migration[]): Promise<string[]> {
+  return store.transaction(async (tx) => {
+    await executeIn(tx, sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
+    await executeIn(
+      tx,
+      sql`CREATE TABLE IF NOT EXISTS baton_migrations (id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+    );
+    const done = new Set(
+      (await executeIn(tx, sql`SELECT id FROM baton_migrations`)).map((row) => String(row['id'])),
+    );
+    const applied: string[] = [];
+    for (const migration of migrations) {
+      if (done.has(migration.id)) continue;
+      for (const statement of splitStatements(migration.sql)) await tx.execute(sql.raw(statement));
+      await executeIn(tx, sql`INSERT INTO baton_migrations (id) VALUES (${migration.id})`);
+      applied.push(migration.id);
+    }
+    return applied;
+  });
+}
+
+/**
+ * Splits a migration into statements: each ends with a semicolon at the end of a line (or drizzle-kit's
+ * `--> statement-breakpoint`). Drivers run one statement per prepared query.
+ */
+export function splitStatements(text: string): string[] {
+  return text
+    .split(/;[ \t]*(?:\r?\n|$)|-->\s*statement-breakpoint/)
+    .map((chunk) => chunk.trim())
+    .filter((chunk) => chunk.split('\n').some((line) => line.trim().length > 0 && !line.trim().startsWith('--')));
+}

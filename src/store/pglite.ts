@@ -1,0 +1,53 @@
+// The embedded store: PostgreSQL compiled to WebAssembly, running in this process on a data folder.
+// Same SQL, schema and migrations as a server. One process at a time (see store/lock.ts); it survives a
+// process crash but not a power loss, since PGlite runs without fsync.
+import { mkdir } from 'node:fs/promises';
+
+import { PGlite } from '@electric-sql/pglite';
+import type { SQL } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/pglite';
+
+import { BackendUnavailableError } from '../errors.js';
+import type { QueryResult, Row, Store, Tx } from './store.js';
+import { rowsOf } from './store.js';
+
+export async function openPgliteStore(path: string): Promise<Store> {
+  await mkdir(path, { recursive: true });
+  let client: PGlite;
+  try {
+    client = await PGlite.create(path);
+  } catch (error) {
+    throw new BackendUnavailableError('store', `cannot open the embedded database in ${path}`, { cause: error });
+  }
+  const db = drizzle(client);
+  let closed = false;
+
+  return {
+    kind: 'pglite',
+    exclusive: true,
+    transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+      return db.transaction((tx) => fn(tx));
+    },
+    async execute(query: SQL): Promise<Row[]> {
+      return rowsOf(await db.execute(query));
+    },
+    async query(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
+      const result = await client.query<Row>(text, [...params]);
+      return { columns: result.fields.map((field) => field.name), rows: result.rows };
+    },
+    async ping(): Promise<boolean> {
+      if (closed) return false;
+      try {
+        await client.query('select 1');
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      await client.close();
+    },
+  };
+}

@@ -1,0 +1,48 @@
+// The Store port: the sink database that handlers write to (PGlite embedded, or a PostgreSQL server).
+// It hands out transactions as drizzle `Tx` objects and runs Baton's own SQL. It does not know about
+// queues, handlers or HTTP; driver types (PGlite, pg) stay inside the adapters.
+import type { ExtractTablesWithRelations, SQL } from 'drizzle-orm';
+import type { PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
+
+/** The transaction a handler receives: a drizzle PostgreSQL transaction, the same on PGlite and a server. */
+export type Tx = PgTransaction<
+  PgQueryResultHKT,
+  Record<string, never>,
+  ExtractTablesWithRelations<Record<string, never>>
+>;
+
+export type Row = Record<string, unknown>;
+
+/** Result of an ad-hoc statement (the `sql` command): rows plus the column order. */
+export interface QueryResult {
+  readonly columns: readonly string[];
+  readonly rows: readonly Row[];
+}
+
+export interface Store {
+  readonly kind: 'pglite' | 'postgres';
+  /** True when one process alone may open the store (PGlite): other processes go through its owner. */
+  readonly exclusive: boolean;
+  /** Runs `fn` in one transaction: commit when it returns, roll back when it throws. */
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /** Runs one statement in its own transaction and returns its rows. */
+  execute(query: SQL): Promise<Row[]>;
+  /** Runs an ad-hoc SQL text (one statement, optional positional parameters). */
+  query(text: string, params?: readonly unknown[]): Promise<QueryResult>;
+  /** Resolves true when the store answers a trivial query. */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/** Runs a statement inside `tx` and returns its rows, whatever the driver's result shape. */
+export async function executeIn(tx: Tx, query: SQL): Promise<Row[]> {
+  return rowsOf(await tx.execute(query));
+}
+
+export function rowsOf(result: unknown): Row[] {
+  if (typeof result === 'object' && result !== null && 'rows' in result && Array.isArray(result.rows)) {
+    return result.rows as Row[];
+  }
+  if (Array.isArray(result)) return result as Row[];
+  return [];
+}

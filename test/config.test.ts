@@ -1,0 +1,382 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { applyEnvOverrides, parseEnvValue } from '../src/config/env.js';
+import { isLoopbackHost, loadConfig, resolveConfig } from '../src/config/load.js';
+import { redactConfig } from '../src/config/redact.js';
+import { ConfigError } from '../src/errors.js';
+
+let dir: string;
+
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'baton-config-'));
+});
+
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function writeConfig(text: string, name = 'baton.toml'): Promise<string> {
+  const file = path.join(dir, name);
+  await writeFile(file, text);
+  return file;
+}
+
+/** The ConfigError thrown by `run`, or a failed expectation when it resolves or throws something else. */
+async function configError(run: () => unknown): Promise<ConfigError> {
+  try {
+    await run();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    if (error instanceof ConfigError) return error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+const FULL = `
+[node]
+name = "node-a"
+data_dir = "var/baton"
+shutdown_timeout_ms = 5000
+startup_timeout_ms = 1000
+
+[log]
+level = "debug"
+
+[http]
+enabled = true
+host = "0.0.0.0"
+port = 9090
+token = "root-token-123"
+body_limit_bytes = 2048
+
+[[http.tokens]]
+token = "ingest-token"
+namespaces = ["ping", "pong"]
+
+[[http.tokens]]
+token = "admin-token"
+
+[store]
+path = "db"
+
+[queues.ping]
+handler = "./handlers/ping.ts"
+batch_size = 100
+concurrency = 4
+max_attempts = 3
+timeout_ms = 2000
+retry_delay_ms = 10
+retry_max_delay_ms = 100
+inline = false
+
+[queues."events.v2"]
+handler = "@acme/baton-handler"
+`;
+
+describe('loadConfig', () => {
+  it('uses defaults when there is no file', async () => {
+    const config = await loadConfig({ cwd: dir, env: {} });
+    expect(config).toEqual({
+      file: undefined,
+      baseDir: dir,
+      node: {
+        name: os.hostname(),
+        dataDir: path.join(dir, '.baton'),
+        shutdownTimeoutMs: 10_000,
+        startupTimeoutMs: 30_000,
+      },
+      log: { level: 'info' },
+      http: {
+        enabled: true,
+        host: '127.0.0.1',
+        port: 8080,
+        token: undefined,
+        tokens: [],
+        bodyLimitBytes: 10_485_760,
+      },
+      store: { kind: 'embedded', path: path.join(dir, '.baton', 'store') },
+      queues: {},
+    });
+  });
+
+  it('reads baton.toml from cwd when no file is named', async () => {
+    await writeConfig('[log]\nlevel = "warn"\n');
+    const config = await loadConfig({ cwd: dir, env: {} });
+    expect(config.file).toBe(path.join(dir, 'baton.toml'));
+    expect(config.log.level).toBe('warn');
+  });
+
+  it('reads every option of a full file', async () => {
+    const file = await writeConfig(FULL, 'full.toml');
+    const config = await loadConfig({ file: 'full.toml', cwd: dir, env: {} });
+    expect(config.file).toBe(file);
+    expect(config.node).toEqual({
+      name: 'node-a',
+      dataDir: path.join(dir, 'var', 'baton'),
+      shutdownTimeoutMs: 5000,
+      startupTimeoutMs: 1000,
+    });
+    expect(config.log.level).toBe('debug');
+    expect(config.http).toEqual({
+      enabled: true,
+      host: '0.0.0.0',
+      port: 9090,
+      token: 'root-token-123',
+      tokens: [
+        { token: 'ingest-token', namespaces: ['ping', 'pong'] },
+        { token: 'admin-token', namespaces: undefined },
+      ],
+      bodyLimitBytes: 2048,
+    });
+    expect(config.store).toEqual({ kind: 'embedded', path: path.join(dir, 'db') });
+    expect(config.queues['ping']).toEqual({
+      name: 'ping',
+      handler: path.join(dir, 'handlers', 'ping.ts'),
+      batchSize: 100,
+      concurrency: 4,
+      maxAttempts: 3,
+      timeoutMs: 2000,
+      retryDelayMs: 10,
+      retryMaxDelayMs: 100,
+      inline: false,
+    });
+    expect(config.queues['events.v2']).toMatchObject({ handler: '@acme/baton-handler', batchSize: 500 });
+  });
+
+  it('refuses a named file that does not exist', async () => {
+    const error = await configError(() => loadConfig({ file: 'missing.toml', cwd: dir, env: {} }));
+    expect(error.file).toBe(path.join(dir, 'missing.toml'));
+    expect(error.message).toContain('not found');
+  });
+
+  it('reports malformed TOML with its line and column', async () => {
+    const file = await writeConfig('[node]\nname = "a"\n\n[queues.ping]\nbatch_size = = 3\n');
+    const error = await configError(() => loadConfig({ cwd: dir, env: {} }));
+    expect(error.file).toBe(file);
+    expect(error.message).toMatch(/line 5, column \d+/);
+  });
+
+  it('resolves relative paths against the config file folder, not cwd', async () => {
+    await mkdir(path.join(dir, 'conf'));
+    await writeConfig('[node]\ndata_dir = "../data"\n[queues.q]\nhandler = "h.js"\n', 'conf/b.toml');
+    await writeConfig('[queues.r]\nhandler = "./r/h.ts"\n', 'conf/c.toml');
+    const config = await loadConfig({ file: 'conf/b.toml', cwd: dir, env: {} });
+    expect(config.baseDir).toBe(path.join(dir, 'conf'));
+    expect(config.node.dataDir).toBe(path.join(dir, 'data'));
+    expect(config.store.path).toBe(path.join(dir, 'data', 'store'));
+    expect(config.queues['q']?.handler).toBe('h.js');
+    const other = await loadConfig({ file: path.join(dir, 'conf', 'c.toml'), cwd: '/', env: {} });
+    expect(other.queues['r']?.handler).toBe(path.join(dir, 'conf', 'r', 'h.ts'));
+  });
+});
+
+describe('validation', () => {
+  const resolve = (raw: unknown) => () => resolveConfig(raw, { baseDir: dir, env: {} });
+
+  it('refuses an unknown top-level key with its path', async () => {
+    await writeConfig('[nodes]\nname = "a"\n');
+    const error = await configError(() => loadConfig({ cwd: dir, env: {} }));
+    expect(error.key).toBe('nodes');
+    expect(error.message).toContain('unknown key "nodes", did you mean "node"?');
+  });
+
+  it('refuses an unknown nested key with its path and a suggestion', async () => {
+    await writeConfig('[queues.ping]\nhandler = "./h.ts"\nbatchsize = 10\n');
+    const error = await configError(() => loadConfig({ cwd: dir, env: {} }));
+    expect(error.key).toBe('queues.ping.batchsize');
+    expect(error.file).toBe(path.join(dir, 'baton.toml'));
+    expect(error.message).toContain('unknown key "batchsize", did you mean "batch_size"?');
+  });
+
+  it('reports each unknown key of a table at its own path', async () => {
+    const error = await configError(resolve({ http: { prot: 1, colour: 'red' } }));
+    expect(error.key).toBe('http.prot');
+    expect(error.message).toContain('unknown key "prot", did you mean "port"?');
+    expect(error.message).toContain('also key "http.colour": unknown key "colour"');
+    expect(error.message).not.toMatch(/"colour", did you mean/);
+  });
+
+  it('names the key and the value of a wrong type', async () => {
+    const error = await configError(resolve({ queues: { ping: { handler: './h.ts', batch_size: 'abc' } } }));
+    expect(error.key).toBe('queues.ping.batch_size');
+    expect(error.message).toContain('expected an integer from 1 to 100000, got "abc"');
+  });
+
+  it('lists every issue, the first one naming the key', async () => {
+    const error = await configError(resolve({ http: { port: 70_000 }, log: { level: 'loud' } }));
+    expect(error.key).toBe('log.level');
+    expect(error.message).toContain(
+      'expected one of fatal, error, warn, info, debug, trace, silent, got "loud"',
+    );
+    expect(error.message).toContain('also key "http.port": expected an integer from 0 to 65535, got 70000');
+  });
+
+  it('requires a handler for every queue', async () => {
+    const error = await configError(resolve({ queues: { ping: {} } }));
+    expect(error.key).toBe('queues.ping.handler');
+    expect(error.message).toContain('required');
+  });
+
+  it('refuses an invalid queue name', async () => {
+    const error = await configError(resolve({ queues: { 'bad name': { handler: 'x' } } }));
+    expect(error.key).toBe('queues.bad name');
+    expect(error.message).toContain('invalid queue name "bad name"');
+  });
+
+  it('refuses a retry_max_delay_ms below retry_delay_ms', async () => {
+    const error = await configError(resolve({ queues: { q: { handler: 'x', retry_delay_ms: 60_000 } } }));
+    expect(error.key).toBe('queues.q.retry_max_delay_ms');
+    expect(error.message).toContain('expected at least retry_delay_ms (60000), got 32000');
+  });
+
+  it('refuses a short token in [[http.tokens]]', async () => {
+    const error = await configError(resolve({ http: { tokens: [{ token: 'short' }] } }));
+    expect(error.key).toBe('http.tokens[0].token');
+  });
+
+  it('requires a token when http.host is not loopback', async () => {
+    const error = await configError(resolve({ http: { host: '0.0.0.0' } }));
+    expect(error.key).toBe('http.token');
+    expect(() =>
+      resolveConfig({ http: { host: '0.0.0.0', token: 'secret-token' } }, { baseDir: dir, env: {} }),
+    ).not.toThrow();
+    expect(() =>
+      resolveConfig(
+        { http: { host: '10.0.0.1', tokens: [{ token: '12345678' }] } },
+        { baseDir: dir, env: {} },
+      ),
+    ).not.toThrow();
+    expect(() =>
+      resolveConfig({ http: { host: '0.0.0.0', enabled: false } }, { baseDir: dir, env: {} }),
+    ).not.toThrow();
+  });
+
+  it('recognises loopback hosts', () => {
+    for (const host of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', 'localhost', 'LOCALHOST']) {
+      expect(isLoopbackHost(host), host).toBe(true);
+    }
+    for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.com', '127.0.0.1.example.com']) {
+      expect(isLoopbackHost(host), host).toBe(false);
+    }
+  });
+
+  it('refuses a raw value that is not a table', async () => {
+    const error = await configError(resolve('nope'));
+    expect(error.message).toContain('expected a table of options, got "nope"');
+  });
+});
+
+describe('env overrides', () => {
+  it('parses values as TOML literals, else as plain strings', () => {
+    expect(parseEnvValue('1000')).toBe(1000);
+    expect(parseEnvValue('true')).toBe(true);
+    expect(parseEnvValue('"1000"')).toBe('1000');
+    expect(parseEnvValue('["a", "b"]')).toEqual(['a', 'b']);
+    expect(parseEnvValue('./h.ts')).toBe('./h.ts');
+    expect(parseEnvValue('1\nother = 2')).toBe('1\nother = 2');
+    expect(parseEnvValue('2024-01-01')).toBe('2024-01-01');
+  });
+
+  it('sets a number and creates a new queue', async () => {
+    await writeConfig('[queues.ping]\nhandler = "./ping.ts"\n');
+    const config = await loadConfig({
+      cwd: dir,
+      env: {
+        BATON_QUEUES__PING__BATCH_SIZE: '1000',
+        BATON_HTTP__PORT: '9000',
+        BATON_QUEUES__NEW__HANDLER: './h.ts',
+        HOME: '/root',
+        BATON_CONFIG: 'elsewhere.toml',
+      },
+    });
+    expect(config.queues['ping']?.batchSize).toBe(1000);
+    expect(config.http.port).toBe(9000);
+    expect(config.queues['new']).toMatchObject({ name: 'new', handler: path.join(dir, 'h.ts') });
+  });
+
+  it('matches existing keys without regard to case', () => {
+    const { raw, origins } = applyEnvOverrides(
+      { queues: { Ping: { handler: 'x' } } },
+      { BATON_QUEUES__PING__INLINE: 'false' },
+    );
+    expect(raw).toEqual({ queues: { Ping: { handler: 'x', inline: false } } });
+    expect(origins.get('queues.Ping.inline')).toBe('BATON_QUEUES__PING__INLINE');
+  });
+
+  it('does not change the object it is given', () => {
+    const raw = { http: { port: 1 } };
+    applyEnvOverrides(raw, { BATON_HTTP__PORT: '2' });
+    expect(raw.http.port).toBe(1);
+  });
+
+  it('names the variable behind an invalid value', async () => {
+    const error = await configError(() => loadConfig({ cwd: dir, env: { BATON_HTTP__PORT: 'eighty' } }));
+    expect(error.key).toBe('http.port');
+    expect(error.message).toContain('got "eighty" (set by BATON_HTTP__PORT)');
+  });
+
+  it('refuses a path through a value that is not a table', async () => {
+    await writeConfig('[log]\nlevel = "info"\n');
+    const error = await configError(() => loadConfig({ cwd: dir, env: { BATON_LOG__LEVEL__X: '1' } }));
+    expect(error.key).toBe('log.level');
+    expect(error.message).toContain(
+      'BATON_LOG__LEVEL__X sets a key inside "log.level", which is not a table',
+    );
+  });
+});
+
+describe('precedence', () => {
+  it('applies defaults < file < env < overrides', async () => {
+    await writeConfig('[http]\nport = 1111\nbody_limit_bytes = 100\n[log]\nlevel = "warn"\n');
+    const env = { BATON_HTTP__PORT: '2222', BATON_LOG__LEVEL: 'error' };
+    const config = await loadConfig({
+      cwd: dir,
+      env,
+      overrides: { http: { port: 3333 }, log: { level: undefined } },
+    });
+    expect(config.http.port).toBe(3333);
+    expect(config.log.level).toBe('error');
+    expect(config.http.bodyLimitBytes).toBe(100);
+    expect(config.http.host).toBe('127.0.0.1');
+  });
+
+  it('does not blame an env variable for a value a flag replaced', async () => {
+    const error = await configError(() =>
+      loadConfig({ cwd: dir, env: { BATON_HTTP__PORT: '2222' }, overrides: { http: { port: -1 } } }),
+    );
+    expect(error.key).toBe('http.port');
+    expect(error.message).not.toContain('BATON_HTTP__PORT');
+  });
+});
+
+describe('redactConfig', () => {
+  it('hides tokens and URL passwords', () => {
+    const config = resolveConfig(
+      { http: { token: 'root-token-123', tokens: [{ token: 'ingest-token', namespaces: ['a'] }] } },
+      { baseDir: dir, env: {} },
+    );
+    const withUrl = {
+      ...config,
+      node: { ...config.node, name: 'postgres://u:secret@h:5432/db?password=p2&x=1' },
+    };
+    const text = JSON.stringify(redactConfig(withUrl));
+    expect(text).not.toContain('root-token-123');
+    expect(text).not.toContain('ingest-token');
+    expect(text).not.toContain('secret');
+    expect(text).not.toContain('p2');
+    expect(text).toContain('postgres://u:***@h:5432/db?password=***&x=1');
+    const view = JSON.parse(text) as { http: { token: unknown; tokens: unknown }; file: unknown };
+    expect(view.http.token).toBe('***');
+    expect(view.http.tokens).toEqual([{ token: '***', namespaces: ['a'] }]);
+    expect(view.file).toBeNull();
+  });
+
+  it('leaves an unset token as null', () => {
+    const view = redactConfig(resolveConfig({}, { baseDir: dir, env: {} }));
+    expect(JSON.parse(JSON.stringify(view))).toMatchObject({ http: { token: null, tokens: [] } });
+  });
+});
