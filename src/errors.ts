@@ -38,7 +38,8 @@ export class BackendUnavailableError extends BatonError {
   readonly backend: string;
 
   constructor(backend: string, message: string, options: { cause?: unknown } = {}) {
-    super(`${backend}: ${message}`, options);
+    const reason = options.cause instanceof Error ? ` (${options.cause.message})` : '';
+    super(`${backend}: ${message}${reason}`, options);
     this.backend = backend;
   }
 }

@@ -1,7 +1,7 @@
 // Opens what a node or a CLI command needs of the sink database: the store lock (embedded store), the
 // store itself with Baton's migrations applied, and the store-backed queue backend. Closes in reverse.
 import type { ResolvedConfig } from '../config/types.js';
-import { StoreLockedError } from '../errors.js';
+import { BackendUnavailableError, StoreLockedError } from '../errors.js';
 import { StoreQueueBackend } from '../queue/store-queue.js';
 import type { LockOwner, StoreLock } from '../store/lock.js';
 import { acquireStoreLock } from '../store/lock.js';
@@ -19,7 +19,9 @@ export interface Storage {
 }
 
 export async function openStorage(config: ResolvedConfig): Promise<Storage> {
-  const attempt = await acquireStoreLock(config.node.dataDir, config.node.name);
+  const attempt = await acquireStoreLock(config.node.dataDir, config.node.name).catch((error: unknown) => {
+    throw new BackendUnavailableError('store', `cannot use the data folder ${config.node.dataDir}`, { cause: error });
+  });
   if (!attempt.acquired) throw lockedError(config, attempt.owner);
   const { lock } = attempt;
   let store: Store | undefined;

@@ -1,0 +1,118 @@
+// Commands on records: `publish`, `errors`, `replay-errors`, `drop-errors`, `queues`.
+import type { Command } from 'commander';
+
+import { errorQueueName } from '../../queue/backend.js';
+import type { CliContext } from '../context.js';
+import { formatTable, progressBar, recordPreview } from '../output.js';
+import { readLineBatches } from '../stdin.js';
+
+const PUBLISH_BATCH = 1000;
+const REPLAY_CHUNK = 500;
+
+export function registerRecordCommands(program: Command, ctx: CliContext): void {
+  program
+    .command('publish')
+    .description('put records into a queue: one given as an argument, or one per line from stdin with "-"')
+    .argument('<queue>', 'queue name')
+    .argument('<record>', 'the record, or "-" to read one record per line from stdin')
+    .option('--json', 'print the result as JSON')
+    .action(async (queue: string, record: string, options: { json?: boolean }) => {
+      const accepted = await ctx.withAdmin(async (admin) => {
+        if (record !== '-') return admin.publish(queue, [Buffer.from(record)]);
+        let total = 0;
+        for await (const batch of readLineBatches(ctx.io.stdin, PUBLISH_BATCH)) total += await admin.publish(queue, batch);
+        return total;
+      });
+      if (options.json) ctx.printJson({ queue, accepted });
+      else ctx.print(`accepted ${accepted} record${accepted === 1 ? '' : 's'} into queue "${queue}"`);
+    });
+
+  program
+    .command('queues')
+    .description('list the queues: depth, in flight, processed, failed, errors waiting')
+    .option('--json', 'print as JSON')
+    .action(async (options: { json?: boolean }) => {
+      const queues = await ctx.withAdmin((admin) => admin.queues());
+      if (options.json) return ctx.printJson({ queues });
+      const dash = (value: number | undefined): string => (value === undefined ? '-' : String(value));
+      ctx.print(
+        formatTable(
+          ['queue', 'backend', 'depth', 'in flight', 'processed', 'failed', 'errors'],
+          queues.map((q) => [q.name, q.backend, String(q.depth), String(q.inFlight), dash(q.processed), dash(q.failed), String(q.errors)]),
+        ),
+      );
+    });
+
+  program
+    .command('errors')
+    .description('list the records in a queue\'s error queue (errors-<queue>)')
+    .argument('<queue>', 'queue name')
+    .option('-n, --limit <n>', 'how many to list', '100')
+    .option('--json', 'print as JSON (payloads in base64)')
+    .action(async (queue: string, options: { limit: string; json?: boolean }) => {
+      const errors = await ctx.withAdmin((admin) => admin.listErrors(queue, { limit: positive(options.limit, '--limit') }));
+      if (options.json) {
+        return ctx.printJson({
+          queue,
+          error_queue: errorQueueName(queue),
+          errors: errors.map((e) => ({ ...e, payload: e.payload.toString('base64') })),
+        });
+      }
+      if (errors.length === 0) return ctx.print(`${errorQueueName(queue)} is empty`);
+      ctx.print(
+        formatTable(
+          ['id', 'attempts', 'failed at', 'error', 'record'],
+          errors.map((e) => [e.id, String(e.attempts), e.failedAt.toISOString(), e.error, recordPreview(e.payload)]),
+        ),
+      );
+    });
+
+  program
+    .command('replay-errors')
+    .description('move records from errors-<queue> back into the queue, to be processed again')
+    .argument('<queue>', 'queue name')
+    .option('--ids <ids>', 'comma-separated error record ids (default: all)')
+    .option('--json', 'print the result as JSON')
+    .action(async (queue: string, options: { ids?: string; json?: boolean }) => {
+      const replayed = await ctx.withAdmin(async (admin) => {
+        if (options.ids) return admin.replayErrors(queue, { ids: parseIds(options.ids), limit: 100_000 });
+        // Count first and replay that many: records that fail again meanwhile are not replayed twice.
+        const total = (await admin.queues()).find((q) => q.name === queue)?.errors ?? 0;
+        const progress = total > REPLAY_CHUNK && !options.json ? progressBar(ctx.io.stderr, 'replaying', total) : undefined;
+        let done = 0;
+        while (done < total) {
+          const moved = await admin.replayErrors(queue, { limit: Math.min(REPLAY_CHUNK, total - done) });
+          if (moved === 0) break;
+          done += moved;
+          progress?.update(done);
+        }
+        progress?.finish();
+        return done;
+      });
+      if (options.json) ctx.printJson({ queue, replayed });
+      else ctx.print(`replayed ${replayed} record${replayed === 1 ? '' : 's'} from ${errorQueueName(queue)} into "${queue}"`);
+    });
+
+  program
+    .command('drop-errors')
+    .description('delete records from errors-<queue> for good')
+    .argument('<queue>', 'queue name')
+    .argument('<ids...>', 'error record ids')
+    .action(async (queue: string, ids: string[]) => {
+      const dropped = await ctx.withAdmin((admin) => admin.dropErrors(queue, parseIds(ids.join(','))));
+      ctx.print(`dropped ${dropped} record${dropped === 1 ? '' : 's'} from ${errorQueueName(queue)}`);
+    });
+}
+
+function parseIds(text: string): string[] {
+  const ids = text.split(',').map((id) => id.trim()).filter(Boolean);
+  const bad = ids.find((id) => !/^\d+$/.test(id));
+  if (bad !== undefined) throw new Error(`invalid error record id "${bad}": ids are numbers`);
+  return ids;
+}
+
+function positive(text: string, flag: string): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${flag} must be a positive integer, got "${text}"`);
+  return value;
+}

@@ -1,0 +1,85 @@
+// What every command shares: the global options, the resolved config (loaded once, on first use), and
+// access to the store's admin operations, through the owner node when one runs, else opened locally.
+import { loadConfig } from '../config/load.js';
+import type { ResolvedConfig } from '../config/types.js';
+import { StoreLockedError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { createLogger } from '../log.js';
+import type { Admin } from '../node/admin.js';
+import { openLocalAdmin } from '../node/local-admin.js';
+import { liveStoreOwner } from '../store/lock.js';
+import { RemoteAdmin } from './remote.js';
+
+export interface GlobalOptions {
+  config?: string;
+  verbose?: boolean;
+}
+
+export interface CliIo {
+  readonly stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  readonly stdin: NodeJS.ReadableStream;
+  readonly env: Record<string, string | undefined>;
+  readonly cwd: string;
+}
+
+export class CliContext {
+  readonly io: CliIo;
+  #options: GlobalOptions = {};
+  #config: Promise<ResolvedConfig> | undefined;
+
+  constructor(io: CliIo) {
+    this.io = io;
+  }
+
+  setOptions(options: GlobalOptions): void {
+    this.#options = options;
+    this.#config = undefined;
+  }
+
+  config(overrides: Record<string, unknown> = {}): Promise<ResolvedConfig> {
+    this.#config ??= loadConfig({
+      ...(this.#options.config !== undefined ? { file: this.#options.config } : {}),
+      cwd: this.io.cwd,
+      env: this.io.env,
+      overrides: { ...(this.#options.verbose ? { log: { level: 'debug' } } : {}), ...overrides },
+    });
+    return this.#config;
+  }
+
+  async logger(): Promise<Logger> {
+    const config = await this.config();
+    return createLogger({ level: config.log.level, name: config.node.name });
+  }
+
+  /** Runs `fn` with admin access to the store, and closes it afterwards. */
+  async withAdmin<T>(fn: (admin: Admin) => Promise<T>): Promise<T> {
+    const admin = await this.openAdmin();
+    try {
+      return await fn(admin);
+    } finally {
+      await admin.close();
+    }
+  }
+
+  async openAdmin(): Promise<Admin> {
+    const config = await this.config();
+    const owner = await liveStoreOwner(config.node.dataDir);
+    if (owner?.address) return new RemoteAdmin(owner.address, config.http.token ?? config.http.tokens[0]?.token);
+    if (owner) {
+      throw new StoreLockedError(
+        `the embedded store in ${config.node.dataDir} is in use by pid ${owner.pid}, which has no HTTP API to go through (is [http] enabled?)`,
+        owner.pid,
+      );
+    }
+    return openLocalAdmin(config);
+  }
+
+  print(line = ''): void {
+    this.io.stdout.write(`${line}\n`);
+  }
+
+  printJson(value: unknown): void {
+    this.io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  }
+}

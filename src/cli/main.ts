@@ -1,0 +1,80 @@
+// The `baton` command line. It parses arguments and prints; what it does lives in the node and admin
+// modules. Exit codes: 0 ok, 1 failure, 2 invalid config, 3 nothing to run, 4 a backend unreachable.
+import { Command, CommanderError } from 'commander';
+
+import { BackendUnavailableError, ConfigError, NothingToRunError, StoreLockedError, describeError } from '../errors.js';
+import { registerPluginCommands } from './commands/plugins.js';
+import { registerRecordCommands } from './commands/records.js';
+import { registerRun } from './commands/run.js';
+import { registerStoreCommands } from './commands/store.js';
+import type { CliIo, GlobalOptions } from './context.js';
+import { CliContext } from './context.js';
+
+export const EXIT = { ok: 0, failure: 1, config: 2, nothingToRun: 3, backend: 4 } as const;
+
+export async function main(argv: readonly string[], env: Record<string, string | undefined>, io?: Partial<CliIo>): Promise<number> {
+  const ctx = new CliContext({
+    stdout: io?.stdout ?? process.stdout,
+    stderr: io?.stderr ?? process.stderr,
+    stdin: io?.stdin ?? process.stdin,
+    env,
+    cwd: io?.cwd ?? process.cwd(),
+  });
+  const program = buildProgram(ctx);
+  try {
+    await addPluginCommands(program, ctx, argv.slice(2));
+    await program.parseAsync([...argv]);
+    return EXIT.ok;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode;
+    ctx.io.stderr.write(`baton: ${error instanceof Error && 'code' in error ? error.message : describeError(error)}\n`);
+    return exitCode(error);
+  }
+}
+
+export function exitCode(error: unknown): number {
+  if (error instanceof ConfigError) return EXIT.config;
+  if (error instanceof NothingToRunError) return EXIT.nothingToRun;
+  if (error instanceof BackendUnavailableError || error instanceof StoreLockedError) return EXIT.backend;
+  return EXIT.failure;
+}
+
+function buildProgram(ctx: CliContext): Command {
+  const program = new Command('baton')
+    .description('Baton: queues and events in, handler plugins write to PostgreSQL in one transaction')
+    .option('-c, --config <file>', 'config file (default: ./baton.toml when it exists)')
+    .option('-v, --verbose', 'debug logs')
+    .showHelpAfterError()
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => ctx.io.stdout.write(text),
+      writeErr: (text) => ctx.io.stderr.write(text),
+    })
+    .hook('preAction', (command) => {
+      ctx.setOptions(command.optsWithGlobals<GlobalOptions>());
+    });
+  registerRun(program, ctx);
+  registerRecordCommands(program, ctx);
+  registerStoreCommands(program, ctx);
+  return program;
+}
+
+/** When the first word names a configured queue, load its handler's subcommands. */
+async function addPluginCommands(program: Command, ctx: CliContext, args: readonly string[]): Promise<void> {
+  const options: GlobalOptions = {};
+  let first: string | undefined;
+  for (let index = 0; index < args.length; index++) {
+    const arg = args[index] ?? '';
+    if (arg === '-c' || arg === '--config') options.config = args[++index] ?? '';
+    else if (arg.startsWith('--config=')) options.config = arg.slice('--config='.length);
+    else if (arg === '-v' || arg === '--verbose') options.verbose = true;
+    else if (!arg.startsWith('-')) {
+      first = arg;
+      break;
+    }
+  }
+  if (first === undefined || program.commands.some((command) => command.name() === first)) return;
+  ctx.setOptions(options);
+  const config = await ctx.config();
+  await registerPluginCommands(program, ctx, config, first);
+}

@@ -1,0 +1,69 @@
+// Terminal output: aligned tables, and a progress bar that falls back to plain lines when the output is
+// not a terminal.
+
+export function formatTable(columns: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
+  const widths = columns.map((column, index) =>
+    Math.min(80, Math.max(column.length, ...rows.map((row) => (row[index] ?? '').length))),
+  );
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((cell, index) => clip(cell, widths[index] ?? 0).padEnd(widths[index] ?? 0))
+      .join('  ')
+      .trimEnd();
+  return [line(columns), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)].join('\n');
+}
+
+export function cellText(value: unknown): string {
+  if (value === null || value === undefined) return '';
+  if (value instanceof Date) return value.toISOString();
+  if (value instanceof Uint8Array) return `\\x${Buffer.from(value).toString('hex')}`;
+  if (typeof value === 'object') return JSON.stringify(value);
+  return String(value as string | number | boolean | bigint);
+}
+
+function clip(text: string, width: number): string {
+  const flat = text.replace(/\s+/g, ' ');
+  return flat.length > width ? `${flat.slice(0, width - 1)}…` : flat;
+}
+
+export interface Progress {
+  update(done: number): void;
+  finish(): void;
+}
+
+/** A progress bar on a terminal; on a pipe, a plain line every 10 % or so. */
+export function progressBar(
+  stream: NodeJS.WritableStream & { isTTY?: boolean },
+  label: string,
+  total: number,
+): Progress {
+  let lastStep = -1;
+  const render = (done: number): void => {
+    const ratio = total > 0 ? Math.min(1, done / total) : 1;
+    if (stream.isTTY) {
+      const width = 30;
+      const filled = Math.round(ratio * width);
+      stream.write(`\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}`);
+      return;
+    }
+    const step = Math.floor(ratio * 10);
+    if (step !== lastStep) {
+      lastStep = step;
+      stream.write(`${label}: ${done}/${total}\n`);
+    }
+  };
+  return {
+    update: render,
+    finish(): void {
+      if (stream.isTTY) stream.write('\n');
+    },
+  };
+}
+
+/** Text of a record for a listing: as it is when printable UTF-8, else base64 marked as such. */
+export function recordPreview(payload: Buffer): string {
+  const text = payload.toString('utf8');
+  // eslint-disable-next-line no-control-regex
+  const printable = Buffer.from(text, 'utf8').equals(payload) && !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(text);
+  return printable ? text : `base64:${payload.toString('base64')}`;
+}

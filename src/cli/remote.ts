@@ -1,0 +1,113 @@
+// Admin operations through the HTTP API of the node that owns the store (the CLI's path while a node runs).
+import { UnknownQueueError } from '../errors.js';
+import type { Admin, QueueInfo } from '../node/admin.js';
+import type { ErrorRecord } from '../queue/backend.js';
+import type { QueryResult, Row } from '../store/store.js';
+
+export class RemoteAdmin implements Admin {
+  readonly #base: string;
+  readonly #token: string | undefined;
+
+  constructor(base: string, token: string | undefined) {
+    this.#base = base;
+    this.#token = token;
+  }
+
+  async publish(queue: string, records: readonly Buffer[]): Promise<number> {
+    const single = records.length === 1 && records[0] !== undefined;
+    const body = single ? records[0] : Buffer.concat(records.flatMap((record) => [record, Buffer.from('\n')]));
+    const reply = await this.#request('POST', `/v1/queues/${encodeURIComponent(queue)}/records`, {
+      body,
+      contentType: single ? 'application/octet-stream' : 'application/x-ndjson',
+    });
+    return Number(reply['accepted']);
+  }
+
+  async queues(): Promise<QueueInfo[]> {
+    const reply = await this.#request('GET', '/v1/queues');
+    return asArray(reply['queues']).map((queue) => ({
+      name: String(queue['name']),
+      backend: queue['backend'] === 'redis' ? 'redis' : 'store',
+      depth: Number(queue['depth']),
+      inFlight: Number(queue['in_flight']),
+      processed: queue['processed'] === null ? undefined : Number(queue['processed']),
+      failed: queue['failed'] === null ? undefined : Number(queue['failed']),
+      errors: Number(queue['errors']),
+    }));
+  }
+
+  async listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
+    const query = new URLSearchParams({ limit: String(options.limit), ...(options.afterId ? { after: options.afterId } : {}) });
+    const reply = await this.#request('GET', `/v1/queues/${encodeURIComponent(queue)}/errors?${query.toString()}`);
+    return asArray(reply['errors']).map((error) => ({
+      id: String(error['id']),
+      queue,
+      payload: Buffer.from(String(error['payload_base64']), 'base64'),
+      attempts: Number(error['attempts']),
+      error: String(error['error']),
+      failedAt: new Date(String(error['failed_at'])),
+      enqueuedAt: new Date(String(error['enqueued_at'])),
+    }));
+  }
+
+  async replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {
+    const reply = await this.#request('POST', `/v1/queues/${encodeURIComponent(queue)}/errors/replay`, {
+      json: { limit: options.limit, ...(options.ids ? { ids: options.ids } : {}) },
+    });
+    return Number(reply['replayed']);
+  }
+
+  async dropErrors(queue: string, ids: readonly string[]): Promise<number> {
+    let dropped = 0;
+    for (const id of ids) {
+      const path = `/v1/queues/${encodeURIComponent(queue)}/errors/${encodeURIComponent(id)}`;
+      const reply = await this.#request('DELETE', path, { allowNotFound: true });
+      dropped += Number(reply['dropped'] ?? 0);
+    }
+    return dropped;
+  }
+
+  async sql(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
+    const reply = await this.#request('POST', '/v1/sql', { json: { sql: text, params } });
+    return { columns: asArray(reply['columns']).map(String), rows: asArray(reply['rows']) };
+  }
+
+  async initdb(): Promise<string[]> {
+    const reply = await this.#request('POST', '/v1/initdb', { json: {} });
+    return asArray(reply['created']).map(String);
+  }
+
+  async close(): Promise<void> {}
+
+  async #request(
+    method: string,
+    path: string,
+    options: { json?: unknown; body?: Buffer | undefined; contentType?: string; allowNotFound?: boolean } = {},
+  ): Promise<Row> {
+    const headers: Record<string, string> = {};
+    if (this.#token) headers['authorization'] = `Bearer ${this.#token}`;
+    let body: string | Buffer | undefined;
+    if (options.json !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(options.json);
+    } else if (options.body) {
+      headers['content-type'] = options.contentType ?? 'application/octet-stream';
+      body = options.body;
+    }
+    const response = await fetch(this.#base + path, { method, headers, ...(body !== undefined ? { body } : {}) });
+    const reply = (await response.json().catch(() => ({}))) as Row;
+    if (response.ok || (options.allowNotFound && response.status === 404 && reply['code'] === 'NOT_FOUND')) {
+      return reply;
+    }
+    if (reply['code'] === 'UNKNOWN_QUEUE') {
+      const queue = decodeURIComponent(path.split('/')[3] ?? '');
+      throw new UnknownQueueError(queue, asArray(reply['queues']).map(String));
+    }
+    const message = typeof reply['error'] === 'string' ? reply['error'] : response.statusText;
+    throw new Error(`the node at ${this.#base} answered ${response.status}: ${message}`);
+  }
+}
+
+function asArray(value: unknown): Row[] {
+  return Array.isArray(value) ? (value as Row[]) : [];
+}

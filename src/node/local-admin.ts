@@ -1,0 +1,73 @@
+// Admin operations on an embedded store that no node is running: the CLI opens the store itself (taking
+// its lock), acts, and closes it. Publishing only queues records; a node processes them when it runs.
+import type { ResolvedConfig } from '../config/types.js';
+import { UnknownQueueError } from '../errors.js';
+import { loadHandler } from '../handler/load.js';
+import { createMissingTables } from '../handler/tables.js';
+import type { ErrorRecord } from '../queue/backend.js';
+import type { QueryResult } from '../store/store.js';
+import type { Admin, QueueInfo } from './admin.js';
+import { openStorage } from './storage.js';
+import type { Storage } from './storage.js';
+
+export async function openLocalAdmin(config: ResolvedConfig): Promise<Admin> {
+  const storage = await openStorage(config);
+  return new LocalAdmin(config, storage);
+}
+
+class LocalAdmin implements Admin {
+  readonly #config: ResolvedConfig;
+  readonly #storage: Storage;
+
+  constructor(config: ResolvedConfig, storage: Storage) {
+    this.#config = config;
+    this.#storage = storage;
+  }
+
+  publish(queue: string, records: readonly Buffer[]): Promise<number> {
+    return this.#storage.backend.publish(this.#known(queue), records);
+  }
+
+  async queues(): Promise<QueueInfo[]> {
+    return Promise.all(
+      Object.keys(this.#config.queues).map(async (name) => ({
+        name,
+        backend: this.#storage.backend.kind,
+        ...(await this.#storage.backend.stats(name)),
+        processed: undefined,
+        failed: undefined,
+      })),
+    );
+  }
+
+  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
+    return this.#storage.backend.listErrors(this.#known(queue), options);
+  }
+
+  replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {
+    return this.#storage.backend.replayErrors(this.#known(queue), options);
+  }
+
+  dropErrors(queue: string, ids: readonly string[]): Promise<number> {
+    return this.#storage.backend.dropErrors(this.#known(queue), ids);
+  }
+
+  sql(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
+    return this.#storage.store.query(text, params);
+  }
+
+  async initdb(): Promise<string[]> {
+    const queues = Object.values(this.#config.queues);
+    const handlers = await Promise.all(queues.map((queue) => loadHandler(queue.name, queue.handler)));
+    return createMissingTables(this.#storage.store, handlers);
+  }
+
+  close(): Promise<void> {
+    return this.#storage.close();
+  }
+
+  #known(queue: string): string {
+    if (!(queue in this.#config.queues)) throw new UnknownQueueError(queue, Object.keys(this.#config.queues));
+    return queue;
+  }
+}
