@@ -56,6 +56,6 @@ export async function applyMigrations(store: Store, migrations: readonly Migrati
 export function splitStatements(text: string): string[] {
   return text
     .split(/;[ \t]*(?:\r?\n|$)|-->\s*statement-breakpoint/)
-    .map((chunk) => chunk.trim())
+    .map((chunk) => chunk.trim().replace(/;$/, ''))
     .filter((chunk) => chunk.split('\n').some((line) => line.trim().length > 0 && !line.trim().startsWith('--')));
 }

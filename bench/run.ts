@@ -1,0 +1,42 @@
+// `npm run bench -- <name> [options]`: runs one benchmark program by name. Each benchmark prints its
+// figures and its baseline measured in the same run, then one closing line of JSON.
+// An unknown or missing name prints the list and exits 2.
+import { UsageError } from './support.js';
+
+interface Benchmark {
+  readonly description: string;
+  readonly load: () => Promise<{ main(args: readonly string[]): Promise<number> }>;
+}
+
+const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
+  'ingest-embedded': {
+    description: 'HTTP NDJSON ingest into a node on the embedded store, end to end, against raw PGlite inserts',
+    load: () => import('./ingest-embedded.js'),
+  },
+};
+
+function printList(): void {
+  process.stderr.write('usage: npm run bench -- <name> [options]\nbenchmarks:\n');
+  for (const [name, benchmark] of Object.entries(BENCHMARKS)) {
+    process.stderr.write(`  ${name.padEnd(18)} ${benchmark.description}\n`);
+  }
+}
+
+async function run(argv: readonly string[]): Promise<number> {
+  const [name, ...args] = argv;
+  const benchmark = name === undefined ? undefined : BENCHMARKS[name];
+  if (!benchmark) {
+    if (name !== undefined) process.stderr.write(`unknown benchmark "${name}"\n`);
+    printList();
+    return 2;
+  }
+  try {
+    return await (await benchmark.load()).main(args);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`${name}: ${error.message}\n`);
+    return 2;
+  }
+}
+
+process.exitCode = await run(process.argv.slice(2));

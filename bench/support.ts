@@ -1,0 +1,278 @@
+// Shared pieces of the benchmarks: a free loopback port, a Baton node started as a child process from a
+// temporary config, readiness and JSON calls over HTTP, a deadline, and the machine's description that
+// every result is printed with.
+import type { ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The package root (the folder holding bin/ and examples/). */
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** The loopback address every benchmark talks to. */
+export const LOOPBACK = '127.0.0.1';
+
+/** Thrown by waits and loops when the benchmark's overall deadline has passed. */
+export class DeadlineError extends Error {
+  override readonly name = 'DeadlineError';
+}
+
+/** Throws a DeadlineError when `signal` has fired. */
+export function checkDeadline(signal: AbortSignal): void {
+  if (signal.aborted) throw new DeadlineError('the benchmark ran past its overall timeout');
+}
+
+/** A port that was free on the loopback address a moment ago. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, LOOPBACK);
+  await once(server, 'listening');
+  const address = server.address();
+  server.close();
+  await once(server, 'close');
+  if (typeof address !== 'object' || address === null) throw new Error('no port was assigned');
+  return address.port;
+}
+
+export interface MachineDescription {
+  readonly cpu: string;
+  readonly cores: number;
+  readonly memoryGiB: number;
+  readonly node: string;
+  readonly os: string;
+}
+
+export function describeMachine(): MachineDescription {
+  const cpus = os.cpus();
+  return {
+    cpu: cpus[0]?.model.trim() ?? 'unknown',
+    cores: cpus.length,
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    node: process.version,
+    os: `${os.type()} ${os.release()} ${os.arch()}`,
+  };
+}
+
+export function formatMachine(machine: MachineDescription): string {
+  return `machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.os}`;
+}
+
+/** Milliseconds since an arbitrary origin, with sub-millisecond resolution. */
+export function now(): number {
+  return performance.now();
+}
+
+/** Formats a rate with thousands separators, e.g. 12,345. */
+export function formatRate(perSecond: number): string {
+  return Math.round(perSecond).toLocaleString('en-US');
+}
+
+/** Resolves after `ms`, or rejects with a DeadlineError when `signal` fires first. */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolvePause, reject) => {
+    if (signal.aborted) return reject(new DeadlineError('the benchmark ran past its overall timeout'));
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', abort);
+      resolvePause();
+    }, ms);
+    const abort = (): void => {
+      clearTimeout(timer);
+      reject(new DeadlineError('the benchmark ran past its overall timeout'));
+    };
+    signal.addEventListener('abort', abort, { once: true });
+  });
+}
+
+export interface HttpResponse {
+  readonly status: number;
+  readonly body: string;
+}
+
+export interface HttpRequest {
+  readonly port: number;
+  readonly method: 'GET' | 'POST';
+  readonly path: string;
+  readonly body?: Buffer;
+  readonly contentType?: string;
+  readonly agent?: http.Agent;
+  readonly signal: AbortSignal;
+}
+
+/** One HTTP request to the loopback address; the whole response body is read as text. */
+export function request(options: HttpRequest): Promise<HttpResponse> {
+  return new Promise((resolveRequest, reject) => {
+    const headers: http.OutgoingHttpHeaders = {};
+    if (options.body) {
+      headers['content-type'] = options.contentType ?? 'application/octet-stream';
+      headers['content-length'] = options.body.length;
+    }
+    const req = http.request(
+      {
+        host: LOOPBACK,
+        port: options.port,
+        method: options.method,
+        path: options.path,
+        headers,
+        agent: options.agent ?? false,
+        signal: options.signal,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('end', () => resolveRequest({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', (error) => reject(options.signal.aborted ? new DeadlineError(error.message) : error));
+    req.end(options.body);
+  });
+}
+
+/** Runs one statement through the node's `POST /v1/sql` and returns its rows. */
+export async function nodeSql(port: number, sql: string, signal: AbortSignal): Promise<Array<Record<string, unknown>>> {
+  const body = Buffer.from(JSON.stringify({ sql }));
+  const response = await request({ port, method: 'POST', path: '/v1/sql', body, contentType: 'application/json', signal });
+  if (response.status !== 200) throw new Error(`POST /v1/sql answered ${response.status}: ${response.body}`);
+  return parseRows(response.body);
+}
+
+function parseRows(text: string): Array<Record<string, unknown>> {
+  const value: unknown = JSON.parse(text);
+  if (typeof value !== 'object' || value === null || !('rows' in value) || !Array.isArray(value.rows)) {
+    throw new Error(`unexpected answer from /v1/sql: ${text.slice(0, 200)}`);
+  }
+  return value.rows.filter((row): row is Record<string, unknown> => typeof row === 'object' && row !== null);
+}
+
+/** Reads one integer column of the first row of a `/v1/sql` answer. */
+export async function nodeCount(port: number, sql: string, signal: AbortSignal): Promise<number> {
+  const [row] = await nodeSql(port, sql, signal);
+  const value = Number(row?.['count']);
+  if (!Number.isInteger(value)) throw new Error(`"${sql}" gave no integer column "count"`);
+  return value;
+}
+
+export interface NodeChildOptions {
+  /** Folder for the config file and the node's data_dir; the caller creates and deletes it. */
+  readonly dir: string;
+  readonly port: number;
+  /** The queues: name → absolute handler path, with extra TOML lines for the queue's table. */
+  readonly queues: ReadonlyArray<{ readonly name: string; readonly handler: string; readonly extra?: string }>;
+  /** NODE_OPTIONS for the child, e.g. "--cpu-prof --cpu-prof-dir=…". Default: none. */
+  readonly nodeOptions?: string;
+}
+
+/** A node running as a child process; `output` keeps what it wrote, for failure reports. */
+export interface NodeChild {
+  readonly port: number;
+  readonly process: ChildProcess;
+  readonly output: () => string;
+}
+
+/** Writes a config and starts `node bin/baton.js -c <config> run`; resolves once the process has spawned. */
+export async function startNodeChild(options: NodeChildOptions): Promise<NodeChild> {
+  const config = join(options.dir, 'baton.toml');
+  await writeFile(config, nodeConfig(options));
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  if (options.nodeOptions === undefined) delete env['NODE_OPTIONS'];
+  else env['NODE_OPTIONS'] = options.nodeOptions;
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'baton.js'), '-c', config, 'run'], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  child.stdout.setEncoding('utf8').on('data', (text: string) => output.push(text));
+  child.stderr.setEncoding('utf8').on('data', (text: string) => output.push(text));
+  await once(child, 'spawn');
+  return { port: options.port, process: child, output: () => output.join('') };
+}
+
+function nodeConfig(options: NodeChildOptions): string {
+  const lines = [
+    '[node]',
+    'name = "bench"',
+    `data_dir = ${tomlString(join(options.dir, 'node'))}`,
+    '',
+    '[log]',
+    'level = "warn"',
+    '',
+    '[http]',
+    `host = "${LOOPBACK}"`,
+    `port = ${options.port}`,
+  ];
+  for (const queue of options.queues) {
+    lines.push('', `[queues.${queue.name}]`, `handler = ${tomlString(queue.handler)}`);
+    if (queue.extra) lines.push(queue.extra);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** A TOML basic string: JSON's escaping is a subset of it. */
+function tomlString(text: string): string {
+  return JSON.stringify(text);
+}
+
+/** Polls `GET /readyz` until it answers 200; fails early if the child exits. */
+export async function waitForReady(child: NodeChild, signal: AbortSignal): Promise<void> {
+  for (;;) {
+    checkDeadline(signal);
+    if (child.process.exitCode !== null || child.process.signalCode !== null) {
+      throw new Error(`the node exited (${child.process.exitCode ?? child.process.signalCode}) before it was ready:\n${child.output()}`);
+    }
+    const status = await request({ port: child.port, method: 'GET', path: '/readyz', signal })
+      .then((response) => response.status)
+      .catch((error: unknown) => {
+        if (error instanceof DeadlineError) throw error;
+        return 0;
+      });
+    if (status === 200) return;
+    await pause(50, signal);
+  }
+}
+
+/** Sends SIGTERM and waits for the exit; SIGKILL after `graceMs`. Resolves the exit code (or signal). */
+export async function stopNodeChild(child: NodeChild, graceMs = 30_000): Promise<string> {
+  const proc = child.process;
+  if (proc.exitCode !== null || proc.signalCode !== null) return String(proc.exitCode ?? proc.signalCode);
+  const exited = once(proc, 'exit');
+  proc.kill('SIGTERM');
+  const timer = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+  return String(proc.exitCode ?? proc.signalCode);
+}
+
+/** Reads `--name value` options; flags not listed in `known` are an error. */
+export function parseOptions(args: readonly string[], known: readonly string[]): Map<string, string> {
+  const options = new Map<string, string>();
+  for (let index = 0; index < args.length; index += 2) {
+    const flag = args[index] ?? '';
+    const value = args[index + 1];
+    if (!flag.startsWith('--') || !known.includes(flag.slice(2))) {
+      throw new UsageError(`unknown option ${flag}; known: ${known.map((name) => `--${name}`).join(', ')}`);
+    }
+    if (value === undefined) throw new UsageError(`option ${flag} needs a value`);
+    options.set(flag.slice(2), value);
+  }
+  return options;
+}
+
+/** A positive integer option, or `fallback` when absent. */
+export function integerOption(options: Map<string, string>, name: string, fallback: number): number {
+  const text = options.get(name);
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1) throw new UsageError(`--${name} expects a positive integer, got ${text}`);
+  return value;
+}
+
+/** Bad command-line use: the runner prints it and exits 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}

@@ -1,0 +1,176 @@
+// The behaviour every QueueBackend adapter must have, run against each adapter by its own test file:
+// describeQueueBackend('pglite', makeBackend). Backend-specific behaviour is tested beside the adapter.
+import { randomUUID } from 'node:crypto';
+
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+
+import type { QueueBackend } from '../../src/queue/backend.js';
+import type { Store } from '../../src/store/store.js';
+import { executeIn } from '../../src/store/store.js';
+
+export interface BackendUnderTest {
+  readonly backend: QueueBackend;
+  /** The sink the backend acknowledges into. */
+  readonly store: Store;
+  dispose(): Promise<void>;
+}
+
+const bytes = (text: string): Buffer => Buffer.from(text);
+
+export function describeQueueBackend(name: string, makeBackend: () => Promise<BackendUnderTest>): void {
+  describe(`QueueBackend contract: ${name}`, () => {
+    let subject: BackendUnderTest;
+    let queue: string;
+    // One backend for the suite (opening a store is slow); each test has a queue of its own.
+    beforeAll(async () => {
+      subject = await makeBackend();
+    });
+    afterAll(async () => {
+      await subject.dispose();
+    });
+    beforeEach(() => {
+      queue = `q-${randomUUID().slice(0, 8)}`;
+    });
+
+    it('delivers published records oldest first, as the same bytes', async () => {
+      const { backend } = subject;
+      const binary = Buffer.from([0, 255, 10, 13, 0x80]);
+      expect(await backend.publish(queue, [bytes('a'), binary, bytes('c')])).toBe(3);
+      const batch = await backend.claim(queue, 'c1', 10);
+      expect(batch?.records.map((r) => r.payload)).toEqual([bytes('a'), binary, bytes('c')]);
+      expect(batch?.records.every((r) => r.attempts === 0)).toBe(true);
+    });
+
+    it('claims at most max records and never hands one record to two consumers', async () => {
+      const { backend } = subject;
+      await backend.publish(queue, Array.from({ length: 25 }, (_, i) => bytes(`r${i}`)));
+      const [first, second, third] = await Promise.all([
+        backend.claim(queue, 'c1', 10),
+        backend.claim(queue, 'c2', 10),
+        backend.claim(queue, 'c3', 10),
+      ]);
+      const ids = [first, second, third].flatMap((b) => b?.records.map((r) => r.id) ?? []);
+      expect(ids).toHaveLength(25);
+      expect(new Set(ids).size).toBe(25);
+      expect(await backend.claim(queue, 'c4', 10)).toBeUndefined();
+      expect(await backend.stats(queue)).toMatchObject({ depth: 0, inFlight: 25, errors: 0 });
+    });
+
+    it('acknowledges inside the sink transaction: a rollback leaves the records claimable again', async () => {
+      const { backend, store } = subject;
+      await backend.publish(queue, [bytes('x')]);
+      const batch = await backend.claim(queue, 'c1', 10);
+      if (!batch) throw new Error('no batch');
+      await expect(
+        store.transaction(async (tx) => {
+          await backend.acknowledge(tx, batch, batch.records);
+          throw new Error('handler failed after ack');
+        }),
+      ).rejects.toThrow('handler failed after ack');
+      await backend.release(batch, batch.records);
+      const again = await backend.claim(queue, 'c1', 10);
+      expect(again?.records.map((r) => r.payload)).toEqual([bytes('x')]);
+    });
+
+    it('a committed acknowledgement commits with the handler effect, and the record is gone', async () => {
+      const { backend, store } = subject;
+      const table = `sink_${randomUUID().replace(/-/g, '').slice(0, 8)}`;
+      await store.execute(sql.raw(`CREATE TABLE ${table} (v text)`));
+      await backend.publish(queue, [bytes('one'), bytes('two')]);
+      const batch = await backend.claim(queue, 'c1', 10);
+      if (!batch) throw new Error('no batch');
+      await store.transaction(async (tx) => {
+        for (const record of batch.records) {
+          await executeIn(tx, sql`INSERT INTO ${sql.identifier(table)} (v) VALUES (${record.payload.toString()})`);
+        }
+        await backend.acknowledge(tx, batch, batch.records);
+      });
+      const rows = await store.execute(sql.raw(`SELECT v FROM ${table} ORDER BY v`));
+      expect(rows.map((r) => r['v'])).toEqual(['one', 'two']);
+      expect(await backend.stats(queue)).toMatchObject({ depth: 0, inFlight: 0 });
+    });
+
+    it('counts a failed attempt and redelivers after the retry time', async () => {
+      const { backend } = subject;
+      await backend.publish(queue, [bytes('flaky')]);
+      const batch = await backend.claim(queue, 'c1', 10);
+      if (!batch) throw new Error('no batch');
+      const record = batch.records[0]!;
+      await backend.fail(batch, [{ record, error: 'boom', retryAt: new Date(Date.now() + 300) }]);
+      expect(await backend.claim(queue, 'c1', 10)).toBeUndefined();
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const again = await backend.claim(queue, 'c1', 10);
+      expect(again?.records[0]?.attempts).toBe(1);
+    });
+
+    it('moves a record out of attempts to the error queue with reason and attempts, and replays it', async () => {
+      const { backend } = subject;
+      await backend.publish(queue, [bytes('bad')]);
+      const batch = await backend.claim(queue, 'c1', 10);
+      if (!batch) throw new Error('no batch');
+      await backend.fail(batch, [{ record: batch.records[0]!, error: 'SyntaxError: not JSON', retryAt: undefined }]);
+      const errors = await backend.listErrors(queue, { limit: 10 });
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toMatchObject({ error: 'SyntaxError: not JSON', attempts: 1, payload: bytes('bad') });
+      expect(await backend.stats(queue)).toMatchObject({ depth: 0, inFlight: 0, errors: 1 });
+
+      expect(await backend.replayErrors(queue, { limit: 100 })).toBe(1);
+      expect(await backend.stats(queue)).toMatchObject({ depth: 1, errors: 0 });
+      const replayed = await backend.claim(queue, 'c1', 10);
+      expect(replayed?.records[0]).toMatchObject({ payload: bytes('bad'), attempts: 0 });
+    });
+
+    it('replays chosen error records only, and drops others for good', async () => {
+      const { backend } = subject;
+      await backend.publish(queue, [bytes('e1'), bytes('e2'), bytes('e3')]);
+      const batch = await backend.claim(queue, 'c1', 10);
+      if (!batch) throw new Error('no batch');
+      await backend.fail(batch, batch.records.map((record) => ({ record, error: 'x', retryAt: undefined })));
+      const [e1, e2, e3] = await backend.listErrors(queue, { limit: 10 });
+      expect(await backend.replayErrors(queue, { ids: [e2!.id], limit: 10 })).toBe(1);
+      expect(await backend.dropErrors(queue, [e1!.id])).toBe(1);
+      expect((await backend.listErrors(queue, { limit: 10 })).map((e) => e.id)).toEqual([e3!.id]);
+      expect((await backend.claim(queue, 'c1', 10))?.records.map((r) => r.payload)).toEqual([bytes('e2')]);
+    });
+
+    it('recovers the claims of a gone consumer, counting the attempt', async () => {
+      const { backend } = subject;
+      await backend.publish(queue, [bytes('a'), bytes('b')]);
+      await backend.claim(queue, 'dead-consumer', 10);
+      expect(await backend.recoverClaims(queue, { maxAttempts: 5, liveConsumers: ['alive'] })).toBe(2);
+      const batch = await backend.claim(queue, 'alive', 10);
+      expect(batch?.records.map((r) => r.attempts)).toEqual([1, 1]);
+      // Claims of live consumers are left alone.
+      expect(await backend.recoverClaims(queue, { maxAttempts: 5, liveConsumers: ['alive'] })).toBe(0);
+    });
+
+    it('sends a recovered record out of attempts to the error queue (a record that kills its consumer)', async () => {
+      const { backend } = subject;
+      await backend.publish(queue, [bytes('poison')]);
+      await backend.claim(queue, 'dead-consumer', 10);
+      expect(await backend.recoverClaims(queue, { maxAttempts: 1, liveConsumers: [] })).toBe(1);
+      const errors = await backend.listErrors(queue, { limit: 10 });
+      expect(errors[0]?.payload).toEqual(bytes('poison'));
+      expect(errors[0]?.error).toMatch(/stopped while processing/);
+    });
+
+    it('keeps queues apart', async () => {
+      const { backend } = subject;
+      const other = `${queue}-other`;
+      await backend.publish(queue, [bytes('mine')]);
+      await backend.publish(other, [bytes('theirs')]);
+      expect((await backend.claim(queue, 'c1', 10))?.records.map((r) => r.payload)).toEqual([bytes('mine')]);
+      expect((await backend.stats(other)).depth).toBe(1);
+    });
+
+    it('wakes a waiting consumer when records arrive', async () => {
+      const { backend } = subject;
+      const started = Date.now();
+      const waiting = backend.waitForRecords(queue, 5000, new AbortController().signal);
+      await backend.publish(queue, [bytes('wake')]);
+      await waiting;
+      expect(Date.now() - started).toBeLessThan(2000);
+    });
+  });
+}

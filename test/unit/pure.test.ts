@@ -1,0 +1,36 @@
+// Pure helpers: line splitting of raw bytes, back-off, migration statement splitting.
+import { describe, expect, it } from 'vitest';
+
+import { splitStatements } from '../../src/store/migrate.js';
+import { backoffDelay } from '../../src/util/backoff.js';
+import { splitLines } from '../../src/util/lines.js';
+
+describe('splitLines', () => {
+  it('splits on LF and CRLF, skips blank lines, keeps bytes as they are', () => {
+    const body = Buffer.concat([Buffer.from('a\r\n\nb\n'), Buffer.from([0xff, 0x00, 0x0a]), Buffer.from('last')]);
+    expect(splitLines(body)).toEqual([Buffer.from('a'), Buffer.from('b'), Buffer.from([0xff, 0x00]), Buffer.from('last')]);
+  });
+  it('gives nothing for an empty or blank body', () => {
+    expect(splitLines(Buffer.alloc(0))).toEqual([]);
+    expect(splitLines(Buffer.from('\n\r\n\n'))).toEqual([]);
+  });
+});
+
+describe('backoffDelay', () => {
+  it('doubles from the initial delay up to the ceiling, within ±20 % jitter', () => {
+    const options = { initialMs: 1000, maxMs: 32_000 };
+    expect(backoffDelay(1, options, () => 0.5)).toBe(1000);
+    expect(backoffDelay(2, options, () => 0.5)).toBe(2000);
+    expect(backoffDelay(6, options, () => 0.5)).toBe(32_000);
+    expect(backoffDelay(60, options, () => 0.5)).toBe(32_000);
+    expect(backoffDelay(1, options, () => 0)).toBe(800);
+    expect(backoffDelay(1, options, () => 1)).toBe(1200);
+  });
+});
+
+describe('splitStatements', () => {
+  it('splits on semicolons at line ends and drizzle-kit breakpoints, dropping comment-only chunks', () => {
+    const text = '-- header\nCREATE TABLE a (x text);\nCREATE INDEX i ON a (x);--> statement-breakpoint\nSELECT 1;\n-- trailer\n';
+    expect(splitStatements(text)).toEqual(['-- header\nCREATE TABLE a (x text)', 'CREATE INDEX i ON a (x)', 'SELECT 1']);
+  });
+});
