@@ -90,7 +90,9 @@ export async function main(args: readonly string[]): Promise<number> {
   } catch (error) {
     if (!(error instanceof DeadlineError)) throw error;
     printReport(settings, report);
-    process.stdout.write(`TIMEOUT: not finished within ${settings.timeoutS} s; the figures above are partial\n`);
+    process.stdout.write(
+      `TIMEOUT: not finished within ${settings.timeoutS} s; the figures above are partial\n`,
+    );
     return 1;
   } finally {
     clearTimeout(timer);
@@ -109,7 +111,12 @@ function readSettings(args: readonly string[]): Settings {
   };
 }
 
-async function measure(settings: Settings, report: Report, parent: string, signal: AbortSignal): Promise<void> {
+async function measure(
+  settings: Settings,
+  report: Report,
+  parent: string,
+  signal: AbortSignal,
+): Promise<void> {
   const pings = makePings(settings.records);
   process.stdout.write(`${NAME}: ${settings.records} records; baseline first, then the node\n`);
   report.values = await baseline(join(parent, 'baseline-values'), pings, insertValues, signal);
@@ -117,7 +124,8 @@ async function measure(settings: Settings, report: Report, parent: string, signa
   const bodies = ndjsonBodies(pings, settings.requestRecords);
   const nodeDir = join(parent, 'node');
   await mkdir(nodeDir);
-  const nodeOptions = settings.cpuProfDir === undefined ? undefined : `--cpu-prof --cpu-prof-dir=${settings.cpuProfDir}`;
+  const nodeOptions =
+    settings.cpuProfDir === undefined ? undefined : `--cpu-prof --cpu-prof-dir=${settings.cpuProfDir}`;
   const child = await startNodeChild({
     dir: nodeDir,
     port: await freePort(),
@@ -138,7 +146,10 @@ function makePings(count: number): Ping[] {
   const origin = Date.UTC(2025, 0, 1);
   const pings: Ping[] = [];
   for (let index = 0; index < count; index++) {
-    pings.push({ name: `bench-${String(index).padStart(6, '0')}`, timestamp: new Date(origin + index).toISOString() });
+    pings.push({
+      name: `bench-${String(index).padStart(6, '0')}`,
+      timestamp: new Date(origin + index).toISOString(),
+    });
   }
   return pings;
 }
@@ -170,7 +181,12 @@ const insertUnnest: InsertBatch = async (db, batch) => {
 };
 
 /** Inserts `pings` in batches into a fresh PGlite in `dir`; times the inserts only, then checks the count. */
-async function baseline(dir: string, pings: readonly Ping[], insert: InsertBatch, signal: AbortSignal): Promise<Timing> {
+async function baseline(
+  dir: string,
+  pings: readonly Ping[],
+  insert: InsertBatch,
+  signal: AbortSignal,
+): Promise<Timing> {
   await mkdir(dir);
   const db = await PGlite.create(dir);
   try {
@@ -182,7 +198,8 @@ async function baseline(dir: string, pings: readonly Ping[], insert: InsertBatch
     }
     const seconds = (now() - started) / 1000;
     const result = await db.query<{ count: number }>('SELECT count(*)::int AS count FROM ping');
-    if (result.rows[0]?.count !== pings.length) throw new Error(`baseline stored ${result.rows[0]?.count} rows`);
+    if (result.rows[0]?.count !== pings.length)
+      throw new Error(`baseline stored ${result.rows[0]?.count} rows`);
     return { records: pings.length, seconds };
   } finally {
     await db.close();
@@ -204,7 +221,9 @@ async function runBaton(
     const sender = async (): Promise<void> => {
       while (next < bodies.length) {
         const body = bodies[next++] as Buffer;
-        report.accepted += await sendBody(child.port, body, agent, signal);
+        // Awaited first: `x += await …` would read x before the wait and lose the other senders' counts.
+        const accepted = await sendBody(child.port, body, agent, signal);
+        report.accepted += accepted;
       }
     };
     await Promise.all(Array.from({ length: settings.inFlight }, sender));
@@ -217,18 +236,36 @@ async function runBaton(
     if (report.stored < settings.records) await pause(POLL_MS, signal);
   }
   report.baton = { records: report.stored, seconds: (now() - started) / 1000 };
-  report.queued = await nodeCount(child.port, 'SELECT count(*)::int AS count FROM baton_queue_records', signal);
-  report.errors = await nodeCount(child.port, 'SELECT count(*)::int AS count FROM baton_queue_errors', signal);
+  report.queued = await nodeCount(
+    child.port,
+    'SELECT count(*)::int AS count FROM baton_queue_records',
+    signal,
+  );
+  report.errors = await nodeCount(
+    child.port,
+    'SELECT count(*)::int AS count FROM baton_queue_errors',
+    signal,
+  );
 }
 
 /** One NDJSON request; resolves the number of records the node accepted. */
 async function sendBody(port: number, body: Buffer, agent: http.Agent, signal: AbortSignal): Promise<number> {
   const path = '/v1/queues/ping/records';
-  const response = await request({ port, method: 'POST', path, body, contentType: 'application/x-ndjson', agent, signal });
+  const response = await request({
+    port,
+    method: 'POST',
+    path,
+    body,
+    contentType: 'application/x-ndjson',
+    agent,
+    signal,
+  });
   if (response.status !== 202) throw new Error(`POST ${path} answered ${response.status}: ${response.body}`);
   const answer: unknown = JSON.parse(response.body);
-  const accepted = typeof answer === 'object' && answer !== null && 'accepted' in answer ? answer.accepted : undefined;
-  if (typeof accepted !== 'number') throw new Error(`POST ${path} answered without "accepted": ${response.body}`);
+  const accepted =
+    typeof answer === 'object' && answer !== null && 'accepted' in answer ? answer.accepted : undefined;
+  if (typeof accepted !== 'number')
+    throw new Error(`POST ${path} answered without "accepted": ${response.body}`);
   return accepted;
 }
 
@@ -254,15 +291,22 @@ function printReport(settings: Settings, report: Report): void {
   if (report.values) lines.push(timingLine('baseline PGlite INSERT VALUES', report.values));
   if (report.unnest) lines.push(timingLine('baseline PGlite INSERT unnest', report.unnest));
   if (report.acceptedSeconds !== undefined) {
-    lines.push(timingLine('baton: all requests answered 202', { records: report.accepted, seconds: report.acceptedSeconds }));
+    lines.push(
+      timingLine('baton: all requests answered 202', {
+        records: report.accepted,
+        seconds: report.acceptedSeconds,
+      }),
+    );
   } else {
     lines.push(`baton: ${report.accepted} records accepted so far`);
   }
   if (report.baton) lines.push(timingLine('baton end to end (rows stored)', report.baton));
   else lines.push(`baton: ${report.stored} rows seen stored by the last poll`);
-  if (report.queued !== undefined) lines.push(`baton: ${report.queued} records left in the queue, ${report.errors} in errors-ping`);
+  if (report.queued !== undefined)
+    lines.push(`baton: ${report.queued} records left in the queue, ${report.errors} in errors-ping`);
   const best = bestBaseline(report);
-  if (report.baton && best) lines.push(`ratio baton / best baseline: ${(rate(report.baton) / rate(best)).toFixed(2)}`);
+  if (report.baton && best)
+    lines.push(`ratio baton / best baseline: ${(rate(report.baton) / rate(best)).toFixed(2)}`);
   lines.push(formatMachine(describeMachine()));
   process.stdout.write(`${lines.join('\n')}\n`);
 }
@@ -271,6 +315,11 @@ function printJson(report: Report): void {
   const best = bestBaseline(report);
   if (!report.baton || !best) throw new Error('the run finished without both figures');
   const ratio = Math.round((rate(report.baton) / rate(best)) * 100) / 100;
-  const line = { bench: NAME, records_per_s: Math.round(rate(report.baton)), baseline_per_s: Math.round(rate(best)), ratio };
+  const line = {
+    bench: NAME,
+    records_per_s: Math.round(rate(report.baton)),
+    baseline_per_s: Math.round(rate(best)),
+    ratio,
+  };
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }

@@ -10,7 +10,8 @@ interface Benchmark {
 
 const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
   'ingest-embedded': {
-    description: 'HTTP NDJSON ingest into a node on the embedded store, end to end, against raw PGlite inserts',
+    description:
+      'HTTP NDJSON ingest into a node on the embedded store, end to end, against raw PGlite inserts',
     load: () => import('./ingest-embedded.js'),
   },
 };

@@ -124,7 +124,9 @@ export function request(options: HttpRequest): Promise<HttpResponse> {
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => resolveRequest({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () =>
+          resolveRequest({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
+        );
         res.on('error', reject);
       },
     );
@@ -134,9 +136,20 @@ export function request(options: HttpRequest): Promise<HttpResponse> {
 }
 
 /** Runs one statement through the node's `POST /v1/sql` and returns its rows. */
-export async function nodeSql(port: number, sql: string, signal: AbortSignal): Promise<Array<Record<string, unknown>>> {
+export async function nodeSql(
+  port: number,
+  sql: string,
+  signal: AbortSignal,
+): Promise<Array<Record<string, unknown>>> {
   const body = Buffer.from(JSON.stringify({ sql }));
-  const response = await request({ port, method: 'POST', path: '/v1/sql', body, contentType: 'application/json', signal });
+  const response = await request({
+    port,
+    method: 'POST',
+    path: '/v1/sql',
+    body,
+    contentType: 'application/json',
+    signal,
+  });
   if (response.status !== 200) throw new Error(`POST /v1/sql answered ${response.status}: ${response.body}`);
   return parseRows(response.body);
 }
@@ -162,7 +175,11 @@ export interface NodeChildOptions {
   readonly dir: string;
   readonly port: number;
   /** The queues: name → absolute handler path, with extra TOML lines for the queue's table. */
-  readonly queues: ReadonlyArray<{ readonly name: string; readonly handler: string; readonly extra?: string }>;
+  readonly queues: ReadonlyArray<{
+    readonly name: string;
+    readonly handler: string;
+    readonly extra?: string;
+  }>;
   /** NODE_OPTIONS for the child, e.g. "--cpu-prof --cpu-prof-dir=…". Default: none. */
   readonly nodeOptions?: string;
 }
@@ -223,7 +240,9 @@ export async function waitForReady(child: NodeChild, signal: AbortSignal): Promi
   for (;;) {
     checkDeadline(signal);
     if (child.process.exitCode !== null || child.process.signalCode !== null) {
-      throw new Error(`the node exited (${child.process.exitCode ?? child.process.signalCode}) before it was ready:\n${child.output()}`);
+      throw new Error(
+        `the node exited (${child.process.exitCode ?? child.process.signalCode}) before it was ready:\n${child.output()}`,
+      );
     }
     const status = await request({ port: child.port, method: 'GET', path: '/readyz', signal })
       .then((response) => response.status)
@@ -268,7 +287,8 @@ export function integerOption(options: Map<string, string>, name: string, fallba
   const text = options.get(name);
   if (text === undefined) return fallback;
   const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) throw new UsageError(`--${name} expects a positive integer, got ${text}`);
+  if (!Number.isInteger(value) || value < 1)
+    throw new UsageError(`--${name} expects a positive integer, got ${text}`);
   return value;
 }
 
