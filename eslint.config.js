@@ -1,5 +1,6 @@
 // Typed lint for the whole project; formatting is Prettier's job.
 import js from '@eslint/js';
+import globals from 'globals';
 import prettier from 'eslint-config-prettier';
 import tseslint from 'typescript-eslint';
 
@@ -9,7 +10,8 @@ export default tseslint.config(
   ...tseslint.configs.recommendedTypeChecked,
   {
     languageOptions: {
-      parserOptions: { projectService: { allowDefaultProject: ['*.js', 'bin/*.js'] } },
+      globals: globals.node,
+      parserOptions: { projectService: { allowDefaultProject: ['*.js', 'bin/*.js', 'scripts/*.js'] } },
     },
     rules: {
       '@typescript-eslint/no-floating-promises': 'error',

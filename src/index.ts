@@ -3,7 +3,14 @@ export { startNode, BatonNode, NodeStoppingError } from './node/node.js';
 export type { NodeState, StartNodeOptions } from './node/node.js';
 export type { Admin, QueueInfo } from './node/admin.js';
 export { loadConfig, resolveConfig } from './config/load.js';
-export type { ResolvedConfig, QueueConfig, HttpConfig, NodeConfig, StoreConfig, LogLevel } from './config/types.js';
+export type {
+  ResolvedConfig,
+  QueueConfig,
+  HttpConfig,
+  NodeConfig,
+  StoreConfig,
+  LogLevel,
+} from './config/types.js';
 export type { Tx, QueryResult, Row } from './store/store.js';
 export type {
   HandlerModule,

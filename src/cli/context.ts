@@ -65,7 +65,8 @@ export class CliContext {
   async openAdmin(): Promise<Admin> {
     const config = await this.config();
     const owner = await liveStoreOwner(config.node.dataDir);
-    if (owner?.address) return new RemoteAdmin(owner.address, config.http.token ?? config.http.tokens[0]?.token);
+    if (owner?.address)
+      return new RemoteAdmin(owner.address, config.http.token ?? config.http.tokens[0]?.token);
     if (owner) {
       throw new StoreLockedError(
         `the embedded store in ${config.node.dataDir} is in use by pid ${owner.pid}, which has no HTTP API to go through (is [http] enabled?)`,

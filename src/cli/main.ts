@@ -2,7 +2,13 @@
 // modules. Exit codes: 0 ok, 1 failure, 2 invalid config, 3 nothing to run, 4 a backend unreachable.
 import { Command, CommanderError } from 'commander';
 
-import { BackendUnavailableError, ConfigError, NothingToRunError, StoreLockedError, describeError } from '../errors.js';
+import {
+  BackendUnavailableError,
+  ConfigError,
+  NothingToRunError,
+  StoreLockedError,
+  describeError,
+} from '../errors.js';
 import { registerPluginCommands } from './commands/plugins.js';
 import { registerRecordCommands } from './commands/records.js';
 import { registerRun } from './commands/run.js';
@@ -12,7 +18,11 @@ import { CliContext } from './context.js';
 
 export const EXIT = { ok: 0, failure: 1, config: 2, nothingToRun: 3, backend: 4 } as const;
 
-export async function main(argv: readonly string[], env: Record<string, string | undefined>, io?: Partial<CliIo>): Promise<number> {
+export async function main(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+  io?: Partial<CliIo>,
+): Promise<number> {
   const ctx = new CliContext({
     stdout: io?.stdout ?? process.stdout,
     stderr: io?.stderr ?? process.stderr,
@@ -27,7 +37,9 @@ export async function main(argv: readonly string[], env: Record<string, string |
     return EXIT.ok;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode;
-    ctx.io.stderr.write(`baton: ${error instanceof Error && 'code' in error ? error.message : describeError(error)}\n`);
+    ctx.io.stderr.write(
+      `baton: ${error instanceof Error && 'code' in error ? error.message : describeError(error)}\n`,
+    );
     return exitCode(error);
   }
 }

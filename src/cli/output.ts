@@ -17,8 +17,10 @@ export function cellText(value: unknown): string {
   if (value === null || value === undefined) return '';
   if (value instanceof Date) return value.toISOString();
   if (value instanceof Uint8Array) return `\\x${Buffer.from(value).toString('hex')}`;
-  if (typeof value === 'object') return JSON.stringify(value);
-  return String(value as string | number | boolean | bigint);
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint')
+    return value.toString();
+  return JSON.stringify(value) ?? '';
 }
 
 function clip(text: string, width: number): string {
@@ -64,6 +66,7 @@ export function progressBar(
 export function recordPreview(payload: Buffer): string {
   const text = payload.toString('utf8');
   // eslint-disable-next-line no-control-regex
-  const printable = Buffer.from(text, 'utf8').equals(payload) && !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(text);
+  const printable =
+    Buffer.from(text, 'utf8').equals(payload) && !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(text);
   return printable ? text : `base64:${payload.toString('base64')}`;
 }

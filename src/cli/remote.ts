@@ -15,7 +15,9 @@ export class RemoteAdmin implements Admin {
 
   async publish(queue: string, records: readonly Buffer[]): Promise<number> {
     const single = records.length === 1 && records[0] !== undefined;
-    const body = single ? records[0] : Buffer.concat(records.flatMap((record) => [record, Buffer.from('\n')]));
+    const body = single
+      ? records[0]
+      : Buffer.concat(records.flatMap((record) => [record, Buffer.from('\n')]));
     const reply = await this.#request('POST', `/v1/queues/${encodeURIComponent(queue)}/records`, {
       body,
       contentType: single ? 'application/octet-stream' : 'application/x-ndjson',
@@ -37,8 +39,14 @@ export class RemoteAdmin implements Admin {
   }
 
   async listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
-    const query = new URLSearchParams({ limit: String(options.limit), ...(options.afterId ? { after: options.afterId } : {}) });
-    const reply = await this.#request('GET', `/v1/queues/${encodeURIComponent(queue)}/errors?${query.toString()}`);
+    const query = new URLSearchParams({
+      limit: String(options.limit),
+      ...(options.afterId ? { after: options.afterId } : {}),
+    });
+    const reply = await this.#request(
+      'GET',
+      `/v1/queues/${encodeURIComponent(queue)}/errors?${query.toString()}`,
+    );
     return asArray(reply['errors']).map((error) => ({
       id: String(error['id']),
       queue,
@@ -82,7 +90,12 @@ export class RemoteAdmin implements Admin {
   async #request(
     method: string,
     path: string,
-    options: { json?: unknown; body?: Buffer | undefined; contentType?: string; allowNotFound?: boolean } = {},
+    options: {
+      json?: unknown;
+      body?: Buffer | undefined;
+      contentType?: string;
+      allowNotFound?: boolean;
+    } = {},
   ): Promise<Row> {
     const headers: Record<string, string> = {};
     if (this.#token) headers['authorization'] = `Bearer ${this.#token}`;
@@ -94,7 +107,11 @@ export class RemoteAdmin implements Admin {
       headers['content-type'] = options.contentType ?? 'application/octet-stream';
       body = options.body;
     }
-    const response = await fetch(this.#base + path, { method, headers, ...(body !== undefined ? { body } : {}) });
+    const response = await fetch(this.#base + path, {
+      method,
+      headers,
+      ...(body !== undefined ? { body } : {}),
+    });
     const reply = (await response.json().catch(() => ({}))) as Row;
     if (response.ok || (options.allowNotFound && response.status === 404 && reply['code'] === 'NOT_FOUND')) {
       return reply;

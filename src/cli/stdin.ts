@@ -2,7 +2,10 @@
 // decoding them.
 import { splitLines } from '../util/lines.js';
 
-export async function* readLineBatches(stream: NodeJS.ReadableStream, batchSize: number): AsyncGenerator<Buffer[]> {
+export async function* readLineBatches(
+  stream: NodeJS.ReadableStream,
+  batchSize: number,
+): AsyncGenerator<Buffer[]> {
   let carry: Buffer = Buffer.alloc(0);
   let batch: Buffer[] = [];
   for await (const chunk of stream) {

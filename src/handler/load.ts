@@ -22,7 +22,10 @@ export async function loadHandler(queue: string, path: string): Promise<Handler>
   try {
     exports = await import(local ? pathToFileURL(path).href : path);
   } catch (error) {
-    throw new ConfigError(`cannot load handler module ${path}: ${describeError(error)}`, { key, cause: error });
+    throw new ConfigError(`cannot load handler module ${path}: ${describeError(error)}`, {
+      key,
+      cause: error,
+    });
   }
   const module = exports as HandlerModule;
   const process = typeof module.process === 'function' ? module.process : undefined;

@@ -23,7 +23,10 @@ export async function createMissingTables(store: Store, handlers: readonly Handl
   return store.transaction(async (tx) => {
     const missing: Record<string, PgTable> = {};
     for (const [name, table] of tables) {
-      const [row] = await executeIn(tx, sql`SELECT to_regclass(${`"${name.replace('.', '"."')}"`}) IS NULL AS missing`);
+      const [row] = await executeIn(
+        tx,
+        sql`SELECT to_regclass(${`"${name.replace('.', '"."')}"`}) IS NULL AS missing`,
+      );
       if (row?.['missing'] === true) missing[name] = table;
     }
     const names = Object.keys(missing);

@@ -22,7 +22,10 @@ export function registerAuth(app: FastifyInstance, config: HttpConfig): void {
     }
     const candidate = digest(presented);
     if (!digests.some((known) => timingSafeEqual(known, candidate))) {
-      return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'invalid token', code: 'UNAUTHORIZED' });
+      return reply
+        .code(401)
+        .header('www-authenticate', 'Bearer')
+        .send({ error: 'invalid token', code: 'UNAUTHORIZED' });
     }
   });
 }

@@ -49,7 +49,9 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
     return reply.code(status).send({ error: error.message, code: error.code ?? 'INTERNAL' });
   });
   app.setNotFoundHandler((request, reply) =>
-    reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0] ?? ''}`, code: 'NOT_FOUND' }),
+    reply
+      .code(404)
+      .send({ error: `no route ${request.method} ${request.url.split('?')[0] ?? ''}`, code: 'NOT_FOUND' }),
   );
 
   registerAuth(app, config);

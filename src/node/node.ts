@@ -40,11 +40,17 @@ export class NodeStoppingError extends Error {
 }
 
 /** Starts a node in this process. `config` is a resolved config or a raw object in the TOML shape. */
-export async function startNode(config: ResolvedConfig | object, options: StartNodeOptions = {}): Promise<BatonNode> {
+export async function startNode(
+  config: ResolvedConfig | object,
+  options: StartNodeOptions = {},
+): Promise<BatonNode> {
   const resolved = isResolved(config)
     ? config
     : resolveConfig(config, { baseDir: options.baseDir ?? process.cwd(), env: options.env ?? {} });
-  const node = new BatonNode(resolved, options.log ?? createLogger({ level: resolved.log.level, name: resolved.node.name }));
+  const node = new BatonNode(
+    resolved,
+    options.log ?? createLogger({ level: resolved.log.level, name: resolved.node.name }),
+  );
   await node.start();
   return node;
 }
@@ -124,7 +130,13 @@ export class BatonNode implements Admin {
       this.queueNames.map(async (name) => {
         const stats = await backend.stats(name);
         const counters = this.#processor(name).counters;
-        return { name, backend: backend.kind, ...stats, processed: counters.processed, failed: counters.failed };
+        return {
+          name,
+          backend: backend.kind,
+          ...stats,
+          processed: counters.processed,
+          failed: counters.failed,
+        };
       }),
     );
   }
@@ -181,9 +193,14 @@ export class BatonNode implements Admin {
           liveConsumers: [this.consumer],
         });
         if (recovered > 0) {
-          this.log.warn({ queue: queue.name, records: recovered }, `queue "${queue.name}": recovered ${recovered} claimed records`);
+          this.log.warn(
+            { queue: queue.name, records: recovered },
+            `queue "${queue.name}": recovered ${recovered} claimed records`,
+          );
         }
-        this.#runners.push(new QueueRunner({ processor, backend, store, consumer: this.consumer, log: this.log }));
+        this.#runners.push(
+          new QueueRunner({ processor, backend, store, consumer: this.consumer, log: this.log }),
+        );
       }
       if (this.config.http.enabled) {
         this.#http = await startHttpServer(this, this.config.http, this.log);
@@ -215,7 +232,9 @@ export class BatonNode implements Admin {
     // Stop accepting requests while the runners finish their in-flight batches.
     await this.#http?.close();
     if (await Promise.race([draining.then(() => false), timedOut])) {
-      this.log.warn(`in-flight batches still running after shutdown_timeout_ms (${deadline} ms): aborting them`);
+      this.log.warn(
+        `in-flight batches still running after shutdown_timeout_ms (${deadline} ms): aborting them`,
+      );
       this.#hardStop.abort(new NodeStoppingError('the node is stopping'));
       await draining;
     }
@@ -258,5 +277,7 @@ export class BatonNode implements Admin {
 
 function isResolved(config: ResolvedConfig | object): config is ResolvedConfig {
   const node = (config as { node?: unknown }).node;
-  return typeof node === 'object' && node !== null && typeof (node as { dataDir?: unknown }).dataDir === 'string';
+  return (
+    typeof node === 'object' && node !== null && typeof (node as { dataDir?: unknown }).dataDir === 'string'
+  );
 }

@@ -20,7 +20,9 @@ export interface Storage {
 
 export async function openStorage(config: ResolvedConfig): Promise<Storage> {
   const attempt = await acquireStoreLock(config.node.dataDir, config.node.name).catch((error: unknown) => {
-    throw new BackendUnavailableError('store', `cannot use the data folder ${config.node.dataDir}`, { cause: error });
+    throw new BackendUnavailableError('store', `cannot use the data folder ${config.node.dataDir}`, {
+      cause: error,
+    });
   });
   if (!attempt.acquired) throw lockedError(config, attempt.owner);
   const { lock } = attempt;

@@ -61,7 +61,10 @@ export interface QueueBackend {
    * Returns the claims of consumers that are gone, counting one attempt for each record (it may be the
    * record that killed its consumer). Records out of attempts go to the error queue. Returns how many.
    */
-  recoverClaims(queue: string, options: { maxAttempts: number; liveConsumers: readonly string[] }): Promise<number>;
+  recoverClaims(
+    queue: string,
+    options: { maxAttempts: number; liveConsumers: readonly string[] },
+  ): Promise<number>;
   /** Resolves when records may have become ready, after `timeoutMs`, or when `signal` aborts. */
   waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void>;
   stats(queue: string): Promise<QueueStats>;

@@ -23,13 +23,11 @@ export async function ingestInline(
   const result = await store.transaction(async (tx) => {
     if (await backend.hasBacklog(tx, queue)) return undefined;
     const outcome = await processor.run(tx, records);
-    const failures = outcome.failed.map(
-      ({ index, error }): InlineFailure => ({
-        payload: records[index] as Buffer,
-        error,
-        retryAt: processor.retryAt(0),
-      }),
-    );
+    const failures = outcome.failed.map(({ index, error }): InlineFailure => ({
+      payload: records[index] as Buffer,
+      error,
+      retryAt: processor.retryAt(0),
+    }));
     await backend.enqueueFailures(tx, queue, failures);
     return { processed: outcome.succeeded.length, failed: failures.length };
   });

@@ -40,7 +40,11 @@ export class RecordProcessor {
   }
 
   /** Runs the handler over `records` in `tx`, isolating failures; never throws for a handler error. */
-  async run(tx: Tx, records: readonly Buffer[], describe: (index: number) => object = () => ({})): Promise<RecordOutcome> {
+  async run(
+    tx: Tx,
+    records: readonly Buffer[],
+    describe: (index: number) => object = () => ({}),
+  ): Promise<RecordOutcome> {
     const outcome: RecordOutcome = { succeeded: [], failed: [] };
     await this.#isolate(tx, records, 0, records.length, outcome, describe);
     outcome.succeeded.sort((a, b) => a - b);
@@ -54,7 +58,10 @@ export class RecordProcessor {
   retryAt(previousAttempts: number, now = Date.now()): Date | undefined {
     const attempts = previousAttempts + 1;
     if (attempts >= this.queue.maxAttempts) return undefined;
-    const delay = backoffDelay(attempts, { initialMs: this.queue.retryDelayMs, maxMs: this.queue.retryMaxDelayMs });
+    const delay = backoffDelay(attempts, {
+      initialMs: this.queue.retryDelayMs,
+      maxMs: this.queue.retryMaxDelayMs,
+    });
     return new Date(now + delay);
   }
 
@@ -93,13 +100,17 @@ export class RecordProcessor {
     const controller = new AbortController();
     const timeoutMs = this.queue.timeoutMs;
     const timer = setTimeout(() => {
-      controller.abort(new HandlerTimeoutError(`the handler did not finish within timeout_ms (${timeoutMs} ms)`));
+      controller.abort(
+        new HandlerTimeoutError(`the handler did not finish within timeout_ms (${timeoutMs} ms)`),
+      );
     }, timeoutMs);
     const forward = (): void => controller.abort(this.#abort.reason);
     this.#abort.addEventListener('abort', forward, { once: true });
     try {
       const aborted = new Promise<never>((_, reject) => {
-        controller.signal.addEventListener('abort', () => reject(toError(controller.signal.reason)), { once: true });
+        controller.signal.addEventListener('abort', () => reject(toError(controller.signal.reason)), {
+          once: true,
+        });
       });
       const running = this.#handler.run(tx, records, {
         queue: this.queue.name,

@@ -121,7 +121,12 @@ export class QueueRunner {
       for (const failure of failures) {
         if (!failure.retryAt) {
           this.#log.error(
-            { queue: this.queue, record: failure.record.id, attempts: failure.record.attempts + 1, err: failure.error },
+            {
+              queue: this.queue,
+              record: failure.record.id,
+              attempts: failure.record.attempts + 1,
+              err: failure.error,
+            },
             `queue "${this.queue}": record ${failure.record.id} moved to the error queue errors-${this.queue}`,
           );
         }

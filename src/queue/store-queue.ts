@@ -59,7 +59,10 @@ export class StoreQueueBackend implements QueueBackend {
 
   async acknowledge(tx: Tx, _batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
     if (records.length === 0) return;
-    await executeIn(tx, sql`DELETE FROM baton_queue_records WHERE id = ANY(${sql.param(ids(records))}::bigint[])`);
+    await executeIn(
+      tx,
+      sql`DELETE FROM baton_queue_records WHERE id = ANY(${sql.param(ids(records))}::bigint[])`,
+    );
   }
 
   async fail(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
@@ -98,7 +101,12 @@ export class StoreQueueBackend implements QueueBackend {
     const reason = 'its node stopped while processing it (the claim was recovered)';
     const recovered = await this.#store.transaction(async (tx) => {
       const orphaned = sql`queue = ${queue} AND claimed_by IS NOT NULL AND NOT (claimed_by = ANY(${live}::text[]))`;
-      const dead = await moveToErrors(tx, sql`${orphaned} AND attempts + 1 >= ${options.maxAttempts}`, sql`attempts + 1`, reason);
+      const dead = await moveToErrors(
+        tx,
+        sql`${orphaned} AND attempts + 1 >= ${options.maxAttempts}`,
+        sql`attempts + 1`,
+        reason,
+      );
       const requeued = await executeIn(
         tx,
         sql`UPDATE baton_queue_records SET attempts = attempts + 1, claimed_by = NULL, claimed_at = NULL, last_error = ${reason}
@@ -207,13 +215,19 @@ export class StoreQueueBackend implements QueueBackend {
     this.#wakeups.emit(queue);
   }
 
-  async close(): Promise<void> {
+  close(): Promise<void> {
     this.#wakeups.removeAllListeners();
+    return Promise.resolve();
   }
 }
 
 /** Moves the records matching `where` to the error queue with `error`; returns how many moved. */
-async function moveToErrors(tx: Tx, where: ReturnType<typeof sql>, attempts: ReturnType<typeof sql>, error: string): Promise<number> {
+async function moveToErrors(
+  tx: Tx,
+  where: ReturnType<typeof sql>,
+  attempts: ReturnType<typeof sql>,
+  error: string,
+): Promise<number> {
   const rows = await executeIn(
     tx,
     sql`WITH moved AS (

@@ -57,5 +57,7 @@ export function splitStatements(text: string): string[] {
   return text
     .split(/;[ \t]*(?:\r?\n|$)|-->\s*statement-breakpoint/)
     .map((chunk) => chunk.trim().replace(/;$/, ''))
-    .filter((chunk) => chunk.split('\n').some((line) => line.trim().length > 0 && !line.trim().startsWith('--')));
+    .filter((chunk) =>
+      chunk.split('\n').some((line) => line.trim().length > 0 && !line.trim().startsWith('--')),
+    );
 }

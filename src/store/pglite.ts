@@ -17,7 +17,9 @@ export async function openPgliteStore(path: string): Promise<Store> {
   try {
     client = await PGlite.create(path);
   } catch (error) {
-    throw new BackendUnavailableError('store', `cannot open the embedded database in ${path}`, { cause: error });
+    throw new BackendUnavailableError('store', `cannot open the embedded database in ${path}`, {
+      cause: error,
+    });
   }
   const db = drizzle(client);
   let closed = false;

@@ -7,7 +7,11 @@ export interface BackoffOptions {
 }
 
 /** Delay before retry number `attempt` (1 = first retry). */
-export function backoffDelay(attempt: number, options: BackoffOptions, random: () => number = Math.random): number {
+export function backoffDelay(
+  attempt: number,
+  options: BackoffOptions,
+  random: () => number = Math.random,
+): number {
   const exponent = Math.max(0, Math.min(attempt - 1, 30));
   const base = Math.min(options.maxMs, options.initialMs * 2 ** exponent);
   return Math.round(base * (0.8 + 0.4 * random()));

@@ -44,7 +44,10 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
 
     it('claims at most max records and never hands one record to two consumers', async () => {
       const { backend } = subject;
-      await backend.publish(queue, Array.from({ length: 25 }, (_, i) => bytes(`r${i}`)));
+      await backend.publish(
+        queue,
+        Array.from({ length: 25 }, (_, i) => bytes(`r${i}`)),
+      );
       const [first, second, third] = await Promise.all([
         backend.claim(queue, 'c1', 10),
         backend.claim(queue, 'c2', 10),
@@ -82,7 +85,10 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
       if (!batch) throw new Error('no batch');
       await store.transaction(async (tx) => {
         for (const record of batch.records) {
-          await executeIn(tx, sql`INSERT INTO ${sql.identifier(table)} (v) VALUES (${record.payload.toString()})`);
+          await executeIn(
+            tx,
+            sql`INSERT INTO ${sql.identifier(table)} (v) VALUES (${record.payload.toString()})`,
+          );
         }
         await backend.acknowledge(tx, batch, batch.records);
       });
@@ -109,7 +115,9 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
       await backend.publish(queue, [bytes('bad')]);
       const batch = await backend.claim(queue, 'c1', 10);
       if (!batch) throw new Error('no batch');
-      await backend.fail(batch, [{ record: batch.records[0]!, error: 'SyntaxError: not JSON', retryAt: undefined }]);
+      await backend.fail(batch, [
+        { record: batch.records[0]!, error: 'SyntaxError: not JSON', retryAt: undefined },
+      ]);
       const errors = await backend.listErrors(queue, { limit: 10 });
       expect(errors).toHaveLength(1);
       expect(errors[0]).toMatchObject({ error: 'SyntaxError: not JSON', attempts: 1, payload: bytes('bad') });
@@ -126,7 +134,10 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
       await backend.publish(queue, [bytes('e1'), bytes('e2'), bytes('e3')]);
       const batch = await backend.claim(queue, 'c1', 10);
       if (!batch) throw new Error('no batch');
-      await backend.fail(batch, batch.records.map((record) => ({ record, error: 'x', retryAt: undefined })));
+      await backend.fail(
+        batch,
+        batch.records.map((record) => ({ record, error: 'x', retryAt: undefined })),
+      );
       const [e1, e2, e3] = await backend.listErrors(queue, { limit: 10 });
       expect(await backend.replayErrors(queue, { ids: [e2!.id], limit: 10 })).toBe(1);
       expect(await backend.dropErrors(queue, [e1!.id])).toBe(1);

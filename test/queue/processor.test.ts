@@ -38,7 +38,8 @@ function insertingHandler(mode: 'batch' | 'single'): Handler & { calls: number }
     calls: 0,
     async run(tx: Tx, records: readonly Buffer[]) {
       handler.calls += 1;
-      if (mode === 'batch' && records.some((r) => r.toString().startsWith('bad'))) throw new Error('bad record in batch');
+      if (mode === 'batch' && records.some((r) => r.toString().startsWith('bad')))
+        throw new Error('bad record in batch');
       for (const record of records) {
         if (record.toString().startsWith('bad')) throw new Error(`bad record ${record.toString()}`);
         await executeIn(tx, sql`INSERT INTO sink (v) VALUES (${record.toString()})`);
@@ -55,8 +56,15 @@ async function sinkValues(): Promise<string[]> {
 describe('RecordProcessor', () => {
   it('isolates one bad record in a batch of 64 in at most 1 + 2·log2(64) handler calls', async () => {
     const handler = insertingHandler('batch');
-    const processor = new RecordProcessor({ queue: queueConfig(), handler, log, abort: new AbortController().signal });
-    const records = Array.from({ length: 64 }, (_, i) => Buffer.from(i === 37 ? 'bad-37' : `a${String(i).padStart(2, '0')}`));
+    const processor = new RecordProcessor({
+      queue: queueConfig(),
+      handler,
+      log,
+      abort: new AbortController().signal,
+    });
+    const records = Array.from({ length: 64 }, (_, i) =>
+      Buffer.from(i === 37 ? 'bad-37' : `a${String(i).padStart(2, '0')}`),
+    );
     const outcome = await temp.store.transaction((tx) => processor.run(tx, records));
     expect(outcome.failed).toEqual([{ index: 37, error: 'Error: bad record in batch' }]);
     expect(outcome.succeeded).toHaveLength(63);
@@ -68,7 +76,12 @@ describe('RecordProcessor', () => {
 
   it('with a one-record handler, a failure rolls back only that record', async () => {
     const handler = insertingHandler('single');
-    const processor = new RecordProcessor({ queue: queueConfig(), handler, log, abort: new AbortController().signal });
+    const processor = new RecordProcessor({
+      queue: queueConfig(),
+      handler,
+      log,
+      abort: new AbortController().signal,
+    });
     const records = ['b1', 'bad-x', 'b2', 'bad-y', 'b3'].map((v) => Buffer.from(v));
     const outcome = await temp.store.transaction((tx) => processor.run(tx, records));
     expect(outcome.failed.map((f) => f.index)).toEqual([1, 3]);

@@ -7,8 +7,17 @@ import { splitLines } from '../../src/util/lines.js';
 
 describe('splitLines', () => {
   it('splits on LF and CRLF, skips blank lines, keeps bytes as they are', () => {
-    const body = Buffer.concat([Buffer.from('a\r\n\nb\n'), Buffer.from([0xff, 0x00, 0x0a]), Buffer.from('last')]);
-    expect(splitLines(body)).toEqual([Buffer.from('a'), Buffer.from('b'), Buffer.from([0xff, 0x00]), Buffer.from('last')]);
+    const body = Buffer.concat([
+      Buffer.from('a\r\n\nb\n'),
+      Buffer.from([0xff, 0x00, 0x0a]),
+      Buffer.from('last'),
+    ]);
+    expect(splitLines(body)).toEqual([
+      Buffer.from('a'),
+      Buffer.from('b'),
+      Buffer.from([0xff, 0x00]),
+      Buffer.from('last'),
+    ]);
   });
   it('gives nothing for an empty or blank body', () => {
     expect(splitLines(Buffer.alloc(0))).toEqual([]);
@@ -30,7 +39,12 @@ describe('backoffDelay', () => {
 
 describe('splitStatements', () => {
   it('splits on semicolons at line ends and drizzle-kit breakpoints, dropping comment-only chunks', () => {
-    const text = '-- header\nCREATE TABLE a (x text);\nCREATE INDEX i ON a (x);--> statement-breakpoint\nSELECT 1;\n-- trailer\n';
-    expect(splitStatements(text)).toEqual(['-- header\nCREATE TABLE a (x text)', 'CREATE INDEX i ON a (x)', 'SELECT 1']);
+    const text =
+      '-- header\nCREATE TABLE a (x text);\nCREATE INDEX i ON a (x);--> statement-breakpoint\nSELECT 1;\n-- trailer\n';
+    expect(splitStatements(text)).toEqual([
+      '-- header\nCREATE TABLE a (x text)',
+      'CREATE INDEX i ON a (x)',
+      'SELECT 1',
+    ]);
   });
 });

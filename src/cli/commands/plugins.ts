@@ -17,7 +17,9 @@ export async function registerPluginCommands(
   if (!queueConfig) return;
   const handler = await loadHandler(queue, queueConfig.handler);
   if (!handler.registerCommands) return;
-  const command = new Command(queue).description(`commands of queue "${queue}" (from ${queueConfig.handler})`);
+  const command = new Command(queue).description(
+    `commands of queue "${queue}" (from ${queueConfig.handler})`,
+  );
   const context: CommandContext = {
     queue,
     sql: (text, params) => ctx.withAdmin((admin) => admin.sql(text, params)),

@@ -20,7 +20,8 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
       const accepted = await ctx.withAdmin(async (admin) => {
         if (record !== '-') return admin.publish(queue, [Buffer.from(record)]);
         let total = 0;
-        for await (const batch of readLineBatches(ctx.io.stdin, PUBLISH_BATCH)) total += await admin.publish(queue, batch);
+        for await (const batch of readLineBatches(ctx.io.stdin, PUBLISH_BATCH))
+          total += await admin.publish(queue, batch);
         return total;
       });
       if (options.json) ctx.printJson({ queue, accepted });
@@ -38,19 +39,29 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
       ctx.print(
         formatTable(
           ['queue', 'backend', 'depth', 'in flight', 'processed', 'failed', 'errors'],
-          queues.map((q) => [q.name, q.backend, String(q.depth), String(q.inFlight), dash(q.processed), dash(q.failed), String(q.errors)]),
+          queues.map((q) => [
+            q.name,
+            q.backend,
+            String(q.depth),
+            String(q.inFlight),
+            dash(q.processed),
+            dash(q.failed),
+            String(q.errors),
+          ]),
         ),
       );
     });
 
   program
     .command('errors')
-    .description('list the records in a queue\'s error queue (errors-<queue>)')
+    .description("list the records in a queue's error queue (errors-<queue>)")
     .argument('<queue>', 'queue name')
     .option('-n, --limit <n>', 'how many to list', '100')
     .option('--json', 'print as JSON (payloads in base64)')
     .action(async (queue: string, options: { limit: string; json?: boolean }) => {
-      const errors = await ctx.withAdmin((admin) => admin.listErrors(queue, { limit: positive(options.limit, '--limit') }));
+      const errors = await ctx.withAdmin((admin) =>
+        admin.listErrors(queue, { limit: positive(options.limit, '--limit') }),
+      );
       if (options.json) {
         return ctx.printJson({
           queue,
@@ -62,7 +73,13 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
       ctx.print(
         formatTable(
           ['id', 'attempts', 'failed at', 'error', 'record'],
-          errors.map((e) => [e.id, String(e.attempts), e.failedAt.toISOString(), e.error, recordPreview(e.payload)]),
+          errors.map((e) => [
+            e.id,
+            String(e.attempts),
+            e.failedAt.toISOString(),
+            e.error,
+            recordPreview(e.payload),
+          ]),
         ),
       );
     });
@@ -78,7 +95,8 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
         if (options.ids) return admin.replayErrors(queue, { ids: parseIds(options.ids), limit: 100_000 });
         // Count first and replay that many: records that fail again meanwhile are not replayed twice.
         const total = (await admin.queues()).find((q) => q.name === queue)?.errors ?? 0;
-        const progress = total > REPLAY_CHUNK && !options.json ? progressBar(ctx.io.stderr, 'replaying', total) : undefined;
+        const progress =
+          total > REPLAY_CHUNK && !options.json ? progressBar(ctx.io.stderr, 'replaying', total) : undefined;
         let done = 0;
         while (done < total) {
           const moved = await admin.replayErrors(queue, { limit: Math.min(REPLAY_CHUNK, total - done) });
@@ -90,7 +108,10 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
         return done;
       });
       if (options.json) ctx.printJson({ queue, replayed });
-      else ctx.print(`replayed ${replayed} record${replayed === 1 ? '' : 's'} from ${errorQueueName(queue)} into "${queue}"`);
+      else
+        ctx.print(
+          `replayed ${replayed} record${replayed === 1 ? '' : 's'} from ${errorQueueName(queue)} into "${queue}"`,
+        );
     });
 
   program
@@ -105,7 +126,10 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
 }
 
 function parseIds(text: string): string[] {
-  const ids = text.split(',').map((id) => id.trim()).filter(Boolean);
+  const ids = text
+    .split(',')
+    .map((id) => id.trim())
+    .filter(Boolean);
   const bad = ids.find((id) => !/^\d+$/.test(id));
   if (bad !== undefined) throw new Error(`invalid error record id "${bad}": ids are numbers`);
   return ids;
@@ -113,6 +137,7 @@ function parseIds(text: string): string[] {
 
 function positive(text: string, flag: string): number {
   const value = Number(text);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${flag} must be a positive integer, got "${text}"`);
+  if (!Number.isInteger(value) || value < 1)
+    throw new Error(`${flag} must be a positive integer, got "${text}"`);
   return value;
 }

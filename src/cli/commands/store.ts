@@ -19,7 +19,12 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
       if (result.columns.length === 1 && result.rows.length === 1) {
         return ctx.print(cellText(result.rows[0]?.[result.columns[0] ?? '']));
       }
-      ctx.print(formatTable(result.columns, result.rows.map((row) => result.columns.map((column) => cellText(row[column])))));
+      ctx.print(
+        formatTable(
+          result.columns,
+          result.rows.map((row) => result.columns.map((column) => cellText(row[column]))),
+        ),
+      );
       ctx.print(`(${result.rows.length} row${result.rows.length === 1 ? '' : 's'})`);
     });
 

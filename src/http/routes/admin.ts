@@ -8,19 +8,25 @@ import { trustedRequest } from '../auth.js';
 import type { HttpNode } from '../node.js';
 import { parseInput } from '../validate.js';
 
-const sqlBody = z.object({ sql: z.string().min(1), params: z.array(z.unknown()).max(10_000).optional() }).strict();
+const sqlBody = z
+  .object({ sql: z.string().min(1), params: z.array(z.unknown()).max(10_000).optional() })
+  .strict();
 
 export function registerAdminRoutes(app: FastifyInstance, node: HttpNode, config: HttpConfig): void {
   app.post('/v1/sql', async (request, reply) => {
     if (!trustedRequest(request, config)) {
-      return reply.code(403).send({ error: 'sql is allowed from loopback only, or with a token', code: 'FORBIDDEN' });
+      return reply
+        .code(403)
+        .send({ error: 'sql is allowed from loopback only, or with a token', code: 'FORBIDDEN' });
     }
     const body = parseInput(sqlBody, request.body, 'body');
     try {
       const result = await node.sql(body.sql, body.params ?? []);
       return { columns: result.columns, rows: result.rows.map(jsonRow) };
     } catch (error) {
-      return reply.code(400).send({ error: error instanceof Error ? error.message : String(error), code: 'SQL_ERROR' });
+      return reply
+        .code(400)
+        .send({ error: error instanceof Error ? error.message : String(error), code: 'SQL_ERROR' });
     }
   });
 
@@ -35,7 +41,8 @@ export function jsonRow(row: Record<string, unknown>): Record<string, unknown> {
 }
 
 function jsonValue(value: unknown): unknown {
-  if (value instanceof Uint8Array) return `\\x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`;
+  if (value instanceof Uint8Array)
+    return `\\x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`;
   if (typeof value === 'bigint') return value.toString();
   if (value instanceof Date) return value.toISOString();
   if (Array.isArray(value)) return value.map(jsonValue);

@@ -19,7 +19,8 @@ export function registerIngestRoutes(app: FastifyInstance, node: HttpNode): void
       });
     }
     const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
-    const ndjson = (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === 'application/x-ndjson';
+    const ndjson =
+      (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === 'application/x-ndjson';
     const records = ndjson ? splitLines(body) : body.length > 0 ? [body] : [];
     if (records.length === 0) {
       return reply.code(400).send({ error: 'empty body: no record to accept', code: 'EMPTY_BODY' });

@@ -38,7 +38,11 @@ export function registerQueueRoutes(app: FastifyInstance, node: HttpNode): void 
       limit: query.limit,
       ...(query.after ? { afterId: query.after } : {}),
     });
-    return { queue: request.params.queue, error_queue: errorQueueName(request.params.queue), errors: errors.map(errorJson) };
+    return {
+      queue: request.params.queue,
+      error_queue: errorQueueName(request.params.queue),
+      errors: errors.map(errorJson),
+    };
   });
 
   app.post<{ Params: { queue: string } }>('/v1/queues/:queue/errors/replay', async (request) => {
@@ -50,14 +54,18 @@ export function registerQueueRoutes(app: FastifyInstance, node: HttpNode): void 
     return { replayed };
   });
 
-  app.delete<{ Params: { queue: string; id: string } }>('/v1/queues/:queue/errors/:id', async (request, reply) => {
-    if (!/^\d+$/.test(request.params.id)) {
-      return reply.code(400).send({ error: 'error record ids are numbers', code: 'BAD_REQUEST' });
-    }
-    const dropped = await node.dropErrors(request.params.queue, [request.params.id]);
-    if (dropped === 0) return reply.code(404).send({ error: `no error record ${request.params.id}`, code: 'NOT_FOUND' });
-    return { dropped };
-  });
+  app.delete<{ Params: { queue: string; id: string } }>(
+    '/v1/queues/:queue/errors/:id',
+    async (request, reply) => {
+      if (!/^\d+$/.test(request.params.id)) {
+        return reply.code(400).send({ error: 'error record ids are numbers', code: 'BAD_REQUEST' });
+      }
+      const dropped = await node.dropErrors(request.params.queue, [request.params.id]);
+      if (dropped === 0)
+        return reply.code(404).send({ error: `no error record ${request.params.id}`, code: 'NOT_FOUND' });
+      return { dropped };
+    },
+  );
 }
 
 /** An error record as JSON: the payload as base64, and as text too when it is valid UTF-8. */
