@@ -65,8 +65,14 @@ export function progressBar(
 /** Text of a record for a listing: as it is when printable UTF-8, else base64 marked as such. */
 export function recordPreview(payload: Buffer): string {
   const text = payload.toString('utf8');
-  // eslint-disable-next-line no-control-regex
-  const printable =
-    Buffer.from(text, 'utf8').equals(payload) && !/[\u0000-\u0008\u000e-\u001f\ufffd]/.test(text);
+  const printable = Buffer.from(text, 'utf8').equals(payload) && !hasControlCharacters(text);
   return printable ? text : `base64:${payload.toString('base64')}`;
+}
+
+function hasControlCharacters(text: string): boolean {
+  for (let index = 0; index < text.length; index++) {
+    const code = text.charCodeAt(index);
+    if ((code < 0x20 && code !== 0x09 && code !== 0x0a && code !== 0x0d) || code === 0x7f) return true;
+  }
+  return false;
 }

@@ -75,6 +75,8 @@ describe('baton with an invalid config', () => {
     expect(result.code).toBe(2);
     expect(result.stderr).toContain('queues.ping.handler');
     expect(result.stderr).toContain(project.path('handlers/broken.ts'));
+    // The syntax error itself (esbuild's transform error through tsx), not some other loading failure.
+    expect(result.stderr).toMatch(/TransformError|SyntaxError/);
     expect(existsSync(project.path('data'))).toBe(false);
   });
 
