@@ -186,9 +186,15 @@ export class StoreQueueBackend implements QueueBackend {
     return rows.length;
   }
 
-  /** Inside an ingest transaction: true when the queue holds records (waiting or claimed). */
+  /**
+   * Inside an ingest transaction: true when records of the queue are ready and waiting to be claimed.
+   * Records waiting out a retry back-off do not count: new records need not wait for them.
+   */
   async hasBacklog(tx: Tx, queue: string): Promise<boolean> {
-    const rows = await executeIn(tx, sql`SELECT 1 FROM baton_queue_records WHERE queue = ${queue} LIMIT 1`);
+    const rows = await executeIn(
+      tx,
+      sql`SELECT 1 FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now() LIMIT 1`,
+    );
     return rows.length > 0;
   }
 
