@@ -1,5 +1,5 @@
 // Loads a queue's handler module: TypeScript or JavaScript, without a build step (TypeScript goes through
-// tsx's loader), and checks that it exports what the contract asks. Every problem is a ConfigError that
+// tsx), and checks that it exports what the contract asks. Every problem is a ConfigError that
 // names the queue's `handler` key and the module.
 import { existsSync } from 'node:fs';
 import { extname, isAbsolute } from 'node:path';
@@ -10,20 +10,19 @@ import type { Handler, HandlerContext, HandlerModule, ProcessBatchFn, ProcessFn 
 import type { Tx } from '../store/store.js';
 
 const TYPESCRIPT = new Set(['.ts', '.mts', '.cts', '.tsx']);
-let typescriptLoader: Promise<void> | undefined;
 
-export async function loadHandler(queue: string, path: string): Promise<Handler> {
-  const key = `queues.${queue}.handler`;
+/** Loads and checks the handler of `queue`; `file` is the config file that named it, for error messages. */
+export async function loadHandler(queue: string, path: string, file?: string): Promise<Handler> {
+  const where = { key: `queues.${queue}.handler`, ...(file ? { file } : {}) };
   const local = isAbsolute(path);
-  if (local && !existsSync(path)) throw new ConfigError(`handler module not found: ${path}`, { key });
-  if (local && TYPESCRIPT.has(extname(path))) await registerTypescript();
+  if (local && !existsSync(path)) throw new ConfigError(`handler module not found: ${path}`, where);
 
   let exports: unknown;
   try {
-    exports = await import(local ? pathToFileURL(path).href : path);
+    exports = await importModule(path, local);
   } catch (error) {
     throw new ConfigError(`cannot load handler module ${path}: ${describeError(error)}`, {
-      key,
+      ...where,
       cause: error,
     });
   }
@@ -31,14 +30,14 @@ export async function loadHandler(queue: string, path: string): Promise<Handler>
   const process = typeof module.process === 'function' ? module.process : undefined;
   const processBatch = typeof module.processBatch === 'function' ? module.processBatch : undefined;
   if (!process && !processBatch) {
-    throw new ConfigError(`handler module ${path} exports neither process() nor processBatch()`, { key });
+    throw new ConfigError(`handler module ${path} exports neither process() nor processBatch()`, where);
   }
   if (module.registerCommands !== undefined && typeof module.registerCommands !== 'function') {
-    throw new ConfigError(`handler module ${path}: registerCommands is not a function`, { key });
+    throw new ConfigError(`handler module ${path}: registerCommands is not a function`, where);
   }
   const schema = module.schema ?? {};
   if (typeof schema !== 'object' || schema === null) {
-    throw new ConfigError(`handler module ${path}: schema must be an object of drizzle tables`, { key });
+    throw new ConfigError(`handler module ${path}: schema must be an object of drizzle tables`, where);
   }
   return {
     queue,
@@ -61,9 +60,14 @@ function makeRun(process: ProcessFn | undefined, processBatch: ProcessBatchFn | 
   };
 }
 
-async function registerTypescript(): Promise<void> {
-  typescriptLoader ??= import('tsx/esm/api').then(({ register }) => {
-    register();
-  });
-  return typescriptLoader;
+/**
+ * TypeScript goes through tsx as an ES module whatever the nearest package.json says, so a handler file
+ * next to baton.toml loads without a package.json of its own.
+ */
+async function importModule(path: string, local: boolean): Promise<unknown> {
+  if (!local) return import(path);
+  const url = pathToFileURL(path).href;
+  if (!TYPESCRIPT.has(extname(path))) return import(url);
+  const { tsImport } = await import('tsx/esm/api');
+  return (await tsImport(url, import.meta.url)) as unknown;
 }

@@ -58,7 +58,9 @@ class LocalAdmin implements Admin {
 
   async initdb(): Promise<string[]> {
     const queues = Object.values(this.#config.queues);
-    const handlers = await Promise.all(queues.map((queue) => loadHandler(queue.name, queue.handler)));
+    const handlers = await Promise.all(
+      queues.map((queue) => loadHandler(queue.name, queue.handler, this.#config.file)),
+    );
     return createMissingTables(this.#storage.store, handlers);
   }
 

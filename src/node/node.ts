@@ -177,7 +177,9 @@ export class BatonNode implements Admin {
         throw new NothingToRunError('no queue is configured: add a [queues.<name>] table with a handler');
       }
       // Handlers first: a broken handler is a config error, found before anything is opened.
-      this.#handlers = await Promise.all(queues.map((queue) => loadHandler(queue.name, queue.handler)));
+      this.#handlers = await Promise.all(
+        queues.map((queue) => loadHandler(queue.name, queue.handler, this.config.file)),
+      );
       this.#storage = await openStorage(this.config);
       const { store, backend } = this.#storage;
       for (const id of this.#storage.migrated) this.log.info({ migration: id }, `applied migration ${id}`);

@@ -93,7 +93,9 @@ describe('baton with an invalid config', () => {
   });
 
   it('has nothing to run without a queue (run exits 3)', async () => {
-    const project = await tempProject({ toml: `[node]\ndata_dir = "data"\n\n[http]\nport = ${await freePort()}\n` });
+    const project = await tempProject({
+      toml: `[node]\ndata_dir = "data"\n\n[http]\nport = ${await freePort()}\n`,
+    });
     const result = await runBaton(['-c', project.configPath, 'run']);
     expect(result.code).toBe(3);
     expect(result.stderr).toContain('no queue is configured');
@@ -141,7 +143,9 @@ describe('baton with an invalid config', () => {
     expect(result.stdout).not.toContain(token);
     expect(result.stderr).not.toContain(token);
     expect(result.stdout).not.toContain(other);
-    const printed = JSON.parse(result.stdout) as { http: { token: unknown; tokens: Array<{ token: unknown }> } };
+    const printed = JSON.parse(result.stdout) as {
+      http: { token: unknown; tokens: Array<{ token: unknown }> };
+    };
     expect(printed.http.token).toBe('***');
     expect(printed.http.tokens).toEqual([{ token: '***', namespaces: null }]);
   });

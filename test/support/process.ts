@@ -50,7 +50,10 @@ function childEnv(extra: Record<string, string | undefined> = {}): NodeJS.Proces
   return env;
 }
 
-function spawnBaton(args: readonly string[], options: { cwd?: string; env?: Record<string, string | undefined> }) {
+function spawnBaton(
+  args: readonly string[],
+  options: { cwd?: string; env?: Record<string, string | undefined> },
+) {
   return spawn(process.execPath, [BATON_BIN, ...args], {
     cwd: options.cwd ?? os.tmpdir(),
     env: childEnv(options.env),
@@ -59,7 +62,10 @@ function spawnBaton(args: readonly string[], options: { cwd?: string; env?: Reco
 }
 
 /** Collects a child's output and resolves with it once the child has exited and its pipes are closed. */
-function collect(child: ChildProcess): { output: () => { stdout: string; stderr: string }; done: Promise<RunResult> } {
+function collect(child: ChildProcess): {
+  output: () => { stdout: string; stderr: string };
+  done: Promise<RunResult>;
+} {
   let stdout = '';
   let stderr = '';
   child.stdout?.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -140,7 +146,10 @@ export interface StartNodeOptions {
  * config's [http] host and port (give the port explicitly: port 0 would be unknown to the test). Rejects, with
  * the node's output, if the process exits first or is not ready in time.
  */
-export async function startBatonNode(configPath: string, options: StartNodeOptions = {}): Promise<BatonNodeProcess> {
+export async function startBatonNode(
+  configPath: string,
+  options: StartNodeOptions = {},
+): Promise<BatonNodeProcess> {
   const url = await nodeUrl(configPath);
   const child = spawnBaton(['-c', configPath, 'run'], options);
   child.stdin?.end();
@@ -148,7 +157,10 @@ export async function startBatonNode(configPath: string, options: StartNodeOptio
   const pid = child.pid;
   if (pid === undefined) throw new Error(`could not spawn ${BATON_BIN}: ${(await done).stderr}`);
   let exited: RunResult | undefined;
-  void done.then((result) => (exited = result));
+  done.then(
+    (result) => (exited = result),
+    () => undefined, // a spawn error surfaces through stop() and waitExit()
+  );
   const node: BatonNodeProcess = {
     process: child,
     pid,
@@ -199,7 +211,9 @@ async function nodeUrl(configPath: string): Promise<string> {
   const config = parse(await readFile(configPath, 'utf8')) as { http?: { host?: unknown; port?: unknown } };
   const port = config.http?.port;
   if (typeof port !== 'number' || port === 0) {
-    throw new Error(`${configPath}: set [http] port to a free port (see freePort()) so that the test can reach it`);
+    throw new Error(
+      `${configPath}: set [http] port to a free port (see freePort()) so that the test can reach it`,
+    );
   }
   const host = typeof config.http?.host === 'string' ? config.http.host : '127.0.0.1';
   return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
@@ -249,7 +263,10 @@ export async function tempProject(options: TempProjectOptions): Promise<TempProj
   const toml = typeof options.toml === 'string' ? options.toml : stringify(options.toml);
   const configPath = await write('baton.toml', toml);
   if (options.esmPackage ?? true) {
-    await write('package.json', `${JSON.stringify({ name: 'baton-test-project', private: true, type: 'module' })}\n`);
+    await write(
+      'package.json',
+      `${JSON.stringify({ name: 'baton-test-project', private: true, type: 'module' })}\n`,
+    );
   }
   for (const [relative, content] of Object.entries(options.files ?? {})) await write(relative, content);
   const project: TempProject = {
@@ -292,4 +309,17 @@ export async function sqlOverHttp(
   const reply = (await response.json()) as { rows?: Array<Record<string, unknown>>; error?: string };
   if (!response.ok) throw new Error(`POST /v1/sql answered ${response.status}: ${reply.error ?? ''}`);
   return reply.rows ?? [];
+}
+
+/** Resolves or rejects as `promise` does, or rejects after `ms` with a message naming `what`. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -15,7 +15,7 @@ export async function registerPluginCommands(
 ): Promise<void> {
   const queueConfig = config.queues[queue];
   if (!queueConfig) return;
-  const handler = await loadHandler(queue, queueConfig.handler);
+  const handler = await loadHandler(queue, queueConfig.handler, config.file);
   if (!handler.registerCommands) return;
   const command = new Command(queue).description(
     `commands of queue "${queue}" (from ${queueConfig.handler})`,

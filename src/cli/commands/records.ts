@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 
 import { errorQueueName } from '../../queue/backend.js';
+import { errorJson, queueJson } from '../../util/wire.js';
 import type { CliContext } from '../context.js';
 import { formatTable, progressBar, recordPreview } from '../output.js';
 import { readLineBatches } from '../stdin.js';
@@ -34,7 +35,7 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
     .option('--json', 'print as JSON')
     .action(async (options: { json?: boolean }) => {
       const queues = await ctx.withAdmin((admin) => admin.queues());
-      if (options.json) return ctx.printJson({ queues });
+      if (options.json) return ctx.printJson({ queues: queues.map(queueJson) });
       const dash = (value: number | undefined): string => (value === undefined ? '-' : String(value));
       ctx.print(
         formatTable(
@@ -66,7 +67,7 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
         return ctx.printJson({
           queue,
           error_queue: errorQueueName(queue),
-          errors: errors.map((e) => ({ ...e, payload: e.payload.toString('base64') })),
+          errors: errors.map(errorJson),
         });
       }
       if (errors.length === 0) return ctx.print(`${errorQueueName(queue)} is empty`);

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 
 import { redactConfig } from '../../config/redact.js';
+import { rowJson } from '../../util/wire.js';
 import type { CliContext } from '../context.js';
 import { cellText, formatTable } from '../output.js';
 
@@ -14,7 +15,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--json', 'print rows as JSON')
     .action(async (statement: string, params: string[], options: { json?: boolean }) => {
       const result = await ctx.withAdmin((admin) => admin.sql(statement, params));
-      if (options.json) return ctx.printJson({ columns: result.columns, rows: result.rows });
+      if (options.json) return ctx.printJson({ columns: result.columns, rows: result.rows.map(rowJson) });
       if (result.columns.length === 0) return ctx.print('ok');
       if (result.columns.length === 1 && result.rows.length === 1) {
         return ctx.print(cellText(result.rows[0]?.[result.columns[0] ?? '']));

@@ -7,6 +7,7 @@ import type { HttpConfig } from '../../config/types.js';
 import { trustedRequest } from '../auth.js';
 import type { HttpNode } from '../node.js';
 import { parseInput } from '../validate.js';
+import { rowJson } from '../../util/wire.js';
 
 const sqlBody = z
   .object({ sql: z.string().min(1), params: z.array(z.unknown()).max(10_000).optional() })
@@ -22,7 +23,7 @@ export function registerAdminRoutes(app: FastifyInstance, node: HttpNode, config
     const body = parseInput(sqlBody, request.body, 'body');
     try {
       const result = await node.sql(body.sql, body.params ?? []);
-      return { columns: result.columns, rows: result.rows.map(jsonRow) };
+      return { columns: result.columns, rows: result.rows.map(rowJson) };
     } catch (error) {
       return reply
         .code(400)
@@ -31,20 +32,4 @@ export function registerAdminRoutes(app: FastifyInstance, node: HttpNode, config
   });
 
   app.post('/v1/initdb', async () => ({ created: await node.initdb() }));
-}
-
-/** Values JSON cannot carry as they are: bytes as PostgreSQL's hex text, big integers as strings. */
-export function jsonRow(row: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(row)) out[key] = jsonValue(value);
-  return out;
-}
-
-function jsonValue(value: unknown): unknown {
-  if (value instanceof Uint8Array)
-    return `\\x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`;
-  if (typeof value === 'bigint') return value.toString();
-  if (value instanceof Date) return value.toISOString();
-  if (Array.isArray(value)) return value.map(jsonValue);
-  return value;
 }

@@ -2,8 +2,8 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 
-import type { ErrorRecord } from '../../queue/backend.js';
 import { errorQueueName } from '../../queue/backend.js';
+import { errorJson, queueJson } from '../../util/wire.js';
 import type { HttpNode } from '../node.js';
 import { parseInput } from '../validate.js';
 
@@ -19,18 +19,7 @@ const replayBody = z
   .strict();
 
 export function registerQueueRoutes(app: FastifyInstance, node: HttpNode): void {
-  app.get('/v1/queues', async () => ({
-    queues: (await node.queues()).map((queue) => ({
-      name: queue.name,
-      backend: queue.backend,
-      depth: queue.depth,
-      in_flight: queue.inFlight,
-      processed: queue.processed ?? null,
-      failed: queue.failed ?? null,
-      errors: queue.errors,
-      error_queue: errorQueueName(queue.name),
-    })),
-  }));
+  app.get('/v1/queues', async () => ({ queues: (await node.queues()).map(queueJson) }));
 
   app.get<{ Params: { queue: string } }>('/v1/queues/:queue/errors', async (request) => {
     const query = parseInput(listQuery, request.query, 'query');
@@ -66,27 +55,4 @@ export function registerQueueRoutes(app: FastifyInstance, node: HttpNode): void 
       return { dropped };
     },
   );
-}
-
-/** An error record as JSON: the payload as base64, and as text too when it is valid UTF-8. */
-export function errorJson(record: ErrorRecord): Record<string, unknown> {
-  return {
-    id: record.id,
-    attempts: record.attempts,
-    error: record.error,
-    failed_at: record.failedAt.toISOString(),
-    enqueued_at: record.enqueuedAt.toISOString(),
-    payload_base64: record.payload.toString('base64'),
-    payload_text: utf8OrNull(record.payload),
-  };
-}
-
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
-
-function utf8OrNull(bytes: Buffer): string | null {
-  try {
-    return strictUtf8.decode(bytes);
-  } catch {
-    return null;
-  }
 }
