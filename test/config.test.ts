@@ -99,6 +99,7 @@ describe('loadConfig', () => {
         bodyLimitBytes: 10_485_760,
       },
       store: { kind: 'embedded', path: path.join(dir, '.baton', 'store') },
+      redis: { url: 'redis://127.0.0.1:6379' },
       queues: {},
     });
   });
@@ -136,6 +137,8 @@ describe('loadConfig', () => {
     expect(config.queues['ping']).toEqual({
       name: 'ping',
       handler: path.join(dir, 'handlers', 'ping.ts'),
+      backend: 'store',
+      key: 'ping',
       batchSize: 100,
       concurrency: 4,
       maxAttempts: 3,
@@ -167,7 +170,7 @@ describe('loadConfig', () => {
     const config = await loadConfig({ file: 'conf/b.toml', cwd: dir, env: {} });
     expect(config.baseDir).toBe(path.join(dir, 'conf'));
     expect(config.node.dataDir).toBe(path.join(dir, 'data'));
-    expect(config.store.path).toBe(path.join(dir, 'data', 'store'));
+    expect(config.store).toEqual({ kind: 'embedded', path: path.join(dir, 'data', 'store') });
     expect(config.queues['q']?.handler).toBe('h.js');
     const other = await loadConfig({ file: path.join(dir, 'conf', 'c.toml'), cwd: '/', env: {} });
     expect(other.queues['r']?.handler).toBe(path.join(dir, 'conf', 'r', 'h.ts'));
@@ -378,5 +381,30 @@ describe('redactConfig', () => {
   it('leaves an unset token as null', () => {
     const view = redactConfig(resolveConfig({}, { baseDir: dir, env: {} }));
     expect(JSON.parse(JSON.stringify(view))).toMatchObject({ http: { token: null, tokens: [] } });
+  });
+
+  it('uses a PostgreSQL server store when [store] url is set, and Redis settings for redis queues', async () => {
+    await writeConfig(
+      '[store]\nurl = "postgres://baton:secret@db:5432/sink"\npool_size = 4\n[queues.q]\nhandler = "./h.js"\nbackend = "redis"\nkey = "metrics-2"\n',
+    );
+    const config = await loadConfig({ cwd: dir, env: {} });
+    expect(config.store).toEqual({
+      kind: 'postgres',
+      url: 'postgres://baton:secret@db:5432/sink',
+      poolSize: 4,
+      statementTimeoutMs: 0,
+    });
+    expect(config.redis.url).toBe('redis://127.0.0.1:6379');
+    expect(config.queues['q']).toMatchObject({ backend: 'redis', key: 'metrics-2' });
+    expect(JSON.stringify(redactConfig(config))).not.toContain('secret');
+  });
+
+  it('refuses a store url that is not postgres:// and an unknown queue backend', () => {
+    expect(() =>
+      resolveConfig({ store: { url: 'mysql://x' }, queues: {} }, { baseDir: dir, env: {} }),
+    ).toThrow(/store\.url/);
+    expect(() =>
+      resolveConfig({ queues: { q: { handler: './h.js', backend: 'kafka' } } }, { baseDir: dir, env: {} }),
+    ).toThrow(/queues\.q\.backend/);
   });
 });

@@ -73,7 +73,7 @@ export class CliContext {
         owner.pid,
       );
     }
-    return openLocalAdmin(config);
+    return openLocalAdmin(config, await this.logger());
   }
 
   print(line = ''): void {

@@ -107,6 +107,8 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
     queues[name] = {
       name,
       handler: resolveHandler(queue.handler, baseDir),
+      backend: queue.backend,
+      key: queue.key ?? name,
       batchSize: queue.batch_size,
       concurrency: queue.concurrency,
       maxAttempts: queue.max_attempts,
@@ -135,10 +137,19 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       tokens: http.tokens.map((entry) => ({ token: entry.token, namespaces: entry.namespaces })),
       bodyLimitBytes: http.body_limit_bytes,
     },
-    store: {
-      kind: 'embedded',
-      path: parsed.store.path === '' ? path.join(dataDir, 'store') : path.resolve(baseDir, parsed.store.path),
-    },
+    store: parsed.store.url
+      ? {
+          kind: 'postgres',
+          url: parsed.store.url,
+          poolSize: parsed.store.pool_size,
+          statementTimeoutMs: parsed.store.statement_timeout_ms,
+        }
+      : {
+          kind: 'embedded',
+          path:
+            parsed.store.path === '' ? path.join(dataDir, 'store') : path.resolve(baseDir, parsed.store.path),
+        },
+    redis: { url: parsed.redis.url },
     queues,
   };
 }

@@ -159,11 +159,32 @@ const httpSchema = table({
 const storeSchema = table({
   /** Folder of the embedded PGlite database, relative to the config file's folder. "" means <data_dir>/store. */
   path: z.string({ error: expecting('a string') }).default(''),
+  /** PostgreSQL server URL (postgres://user:password@host:port/db). Set: the server is the store, not PGlite. */
+  url: z
+    .string({ error: expecting('a postgres:// URL') })
+    .regex(/^postgres(?:ql)?:\/\//, { error: expecting('a postgres:// or postgresql:// URL') })
+    .optional(),
+  /** Connections to the PostgreSQL server, at most. */
+  pool_size: integer(1, 1000).default(10),
+  /** Milliseconds a statement may run on the server before it is cancelled; 0 means no limit. */
+  statement_timeout_ms: integer(0).default(0),
+});
+
+const redisSchema = table({
+  /** Redis URL (redis://[:password@]host:port[/db]), used by queues with backend = "redis". */
+  url: z
+    .string({ error: expecting('a redis:// URL') })
+    .regex(/^rediss?:\/\//, { error: expecting('a redis:// or rediss:// URL') })
+    .default('redis://127.0.0.1:6379'),
 });
 
 const queueSchema = table({
   /** Module exporting the handler: a path relative to the config file's folder, or a package name. Required. */
   handler: text('a module path or package name'),
+  /** Where the queue's records wait: "store" (a table in the store) or "redis" (a Redis list). */
+  backend: z.enum(['store', 'redis'], { error: expecting('"store" or "redis"') }).default('store'),
+  /** Redis list that producers LPUSH to (backend = "redis"). Default: the queue's name. */
+  key: text().optional(),
   /** Records claimed and committed together. */
   batch_size: integer(1, 100_000).default(500),
   /** Batches in flight at once for this queue on this node (the embedded store runs one at a time). */
@@ -200,6 +221,7 @@ export const rawConfigSchema = table({
   log: logSchema.prefault({}),
   http: httpSchema.prefault({}),
   store: storeSchema.prefault({}),
+  redis: redisSchema.prefault({}),
   /** One table per queue, keyed by queue name. */
   queues: z.record(queueNameSchema, queueSchema, { error: expecting('a table of queues') }).prefault({}),
 });

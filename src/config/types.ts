@@ -12,6 +12,7 @@ export interface ResolvedConfig {
   log: { level: LogLevel };
   http: HttpConfig;
   store: StoreConfig;
+  redis: RedisConfig;
   queues: Readonly<Record<string, QueueConfig>>;
 }
 
@@ -44,16 +45,37 @@ export interface HttpConfig {
   bodyLimitBytes: number;
 }
 
-export interface StoreConfig {
+export type StoreConfig = EmbeddedStoreConfig | PostgresStoreConfig;
+
+export interface EmbeddedStoreConfig {
   kind: 'embedded';
   /** Absolute folder of the embedded PGlite database. */
   path: string;
+}
+
+export interface PostgresStoreConfig {
+  kind: 'postgres';
+  /** postgres:// URL of the server. */
+  url: string;
+  /** Connections to the server, at most. */
+  poolSize: number;
+  /** Milliseconds a statement may run before the server cancels it; 0 means no limit. */
+  statementTimeoutMs: number;
+}
+
+export interface RedisConfig {
+  /** redis:// URL used by queues with backend = "redis". */
+  url: string;
 }
 
 export interface QueueConfig {
   name: string;
   /** Absolute module path, or a bare package name left for the module resolver. */
   handler: string;
+  /** Where records wait: a table in the store, or a Redis list. */
+  backend: 'store' | 'redis';
+  /** The Redis list producers push to (backend = "redis"): the queue's name unless `key` is set. */
+  key: string;
   /** Records claimed and committed together. */
   batchSize: number;
   /** Batches in flight at once for this queue on this node. */

@@ -4,14 +4,15 @@ import type { ResolvedConfig } from '../config/types.js';
 import { UnknownQueueError } from '../errors.js';
 import { loadHandler } from '../handler/load.js';
 import { createMissingTables } from '../handler/tables.js';
+import type { Logger } from '../log.js';
 import type { ErrorRecord } from '../queue/backend.js';
 import type { QueryResult } from '../store/store.js';
 import type { Admin, QueueInfo } from './admin.js';
 import { openStorage } from './storage.js';
 import type { Storage } from './storage.js';
 
-export async function openLocalAdmin(config: ResolvedConfig): Promise<Admin> {
-  const storage = await openStorage(config);
+export async function openLocalAdmin(config: ResolvedConfig, log: Logger): Promise<Admin> {
+  const storage = await openStorage(config, log);
   return new LocalAdmin(config, storage);
 }
 

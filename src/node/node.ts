@@ -180,26 +180,17 @@ export class BatonNode implements Admin {
       this.#handlers = await Promise.all(
         queues.map((queue) => loadHandler(queue.name, queue.handler, this.config.file)),
       );
-      this.#storage = await openStorage(this.config);
+      this.#storage = await openStorage(this.config, this.log);
       const { store, backend } = this.#storage;
       for (const id of this.#storage.migrated) this.log.info({ migration: id }, `applied migration ${id}`);
       const created = await createMissingTables(store, this.#handlers);
       if (created.length > 0) this.log.info({ tables: created }, `created tables ${created.join(', ')}`);
+      await backend.start();
+      await backend.registerConsumer(this.consumer, this.name);
 
       for (const [index, queue] of queues.entries()) {
         const processor = this.#makeProcessor(queue, this.#handlers[index] as Handler);
         this.#processors.set(queue.name, processor);
-        // The embedded store has one owner: every claim left in it belongs to a process that is gone.
-        const recovered = await backend.recoverClaims(queue.name, {
-          maxAttempts: queue.maxAttempts,
-          liveConsumers: [this.consumer],
-        });
-        if (recovered > 0) {
-          this.log.warn(
-            { queue: queue.name, records: recovered },
-            `queue "${queue.name}": recovered ${recovered} claimed records`,
-          );
-        }
         this.#runners.push(
           new QueueRunner({ processor, backend, store, consumer: this.consumer, log: this.log }),
         );
@@ -211,7 +202,7 @@ export class BatonNode implements Admin {
       for (const runner of this.#runners) runner.start();
       this.#setState('running');
       this.log.info(
-        { queues: this.queueNames, http: this.address, store: this.config.store.path },
+        { queues: this.queueNames, http: this.address, store: this.config.store.kind },
         `node ${this.name} running: queues ${this.queueNames.join(', ')}${this.address ? `, HTTP on ${this.address}` : ''}`,
       );
     } catch (error) {

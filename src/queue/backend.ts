@@ -51,20 +51,26 @@ export interface QueueBackend {
   publish(queue: string, records: readonly Buffer[]): Promise<number>;
   /** Claims up to `max` ready records for `consumer`, oldest first; undefined when none is ready. */
   claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined>;
-  /** Inside the sink transaction: once `tx` commits, these records are never delivered again. */
+  /**
+   * Inside the sink transaction: once `tx` commits, these records are never delivered again. Throws
+   * ClaimLostError when some of them are no longer claimed by the batch's consumer (another node
+   * recovered them), so that the transaction rolls back instead of applying them twice.
+   */
   acknowledge(tx: Tx, batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void>;
   /** Counts one failed attempt per record, then schedules its retry or moves it to the error queue. */
   fail(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void>;
   /** Gives claimed records back without counting an attempt (they did not run, or their run was undone). */
   release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void>;
+  /** Declares `consumer` alive (and keeps it so, e.g. by heartbeats) until it is unregistered. */
+  registerConsumer(consumer: string, node: string): Promise<void>;
+  unregisterConsumer(consumer: string): Promise<void>;
   /**
-   * Returns the claims of consumers that are gone, counting one attempt for each record (it may be the
-   * record that killed its consumer). Records out of attempts go to the error queue. Returns how many.
+   * Returns the claims of consumers that are no longer alive, counting one attempt for each record (it may
+   * be the record that killed its consumer). Records out of attempts go to the error queue. Returns how many.
    */
-  recoverClaims(
-    queue: string,
-    options: { maxAttempts: number; liveConsumers: readonly string[] },
-  ): Promise<number>;
+  recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number>;
+  /** True when the backend can lose consumers while running (several processes): recover claims periodically. */
+  readonly shared: boolean;
   /** Resolves when records may have become ready, after `timeoutMs`, or when `signal` aborts. */
   waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void>;
   stats(queue: string): Promise<QueueStats>;
@@ -78,4 +84,9 @@ export interface QueueBackend {
 /** Display name of a queue's error queue, as Azafea names it. */
 export function errorQueueName(queue: string): string {
   return `errors-${queue}`;
+}
+
+/** Records of a batch were taken back from its consumer (it was thought dead) before it committed. */
+export class ClaimLostError extends Error {
+  override readonly name = 'ClaimLostError';
 }

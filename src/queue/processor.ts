@@ -5,6 +5,7 @@ import type { QueueConfig } from '../config/types.js';
 import { describeError } from '../errors.js';
 import type { Handler } from '../handler/handler.js';
 import type { Logger } from '../log.js';
+import { isConnectionError } from '../store/connection-errors.js';
 import type { Tx } from '../store/store.js';
 import { backoffDelay } from '../util/backoff.js';
 
@@ -80,7 +81,8 @@ export class RecordProcessor {
       for (let index = start; index < end; index++) outcome.succeeded.push(index);
       return;
     } catch (error) {
-      if (this.#abort.aborted) throw error;
+      // Stopping, or the store went away: not the records' fault, and the transaction is lost anyway.
+      if (this.#abort.aborted || isConnectionError(error)) throw error;
       if (end - start === 1) {
         const reason = describeError(error);
         outcome.failed.push({ index: start, error: reason });

@@ -1,16 +1,20 @@
 // The queue runner: `concurrency` loops per queue that claim a batch, run the handler and acknowledge the
 // batch in one sink transaction. Failed records are retried after back-off, then go to the error queue.
 // Stopping stops the claiming and lets in-flight batches finish; the node aborts them past its deadline.
-import { describeError } from '../errors.js';
+import { BackendUnavailableError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import { backoffDelay } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
 import type { ClaimedBatch, ClaimedRecord, QueueBackend, RecordFailure } from './backend.js';
+import { ClaimLostError } from './backend.js';
 import type { RecordProcessor } from './processor.js';
 
 /** How long an idle consumer waits for a wake-up before it looks again (retries become ready by time). */
 const IDLE_POLL_MS = 500;
+/** How often a shared backend is searched for claims of dead consumers. */
+const RECOVERY_INTERVAL_MS = 1_000;
+const RECONNECT_BACKOFF = { initialMs: 1_000, maxMs: 32_000 };
 
 export class QueueRunner {
   readonly #processor: RecordProcessor;
@@ -41,6 +45,7 @@ export class QueueRunner {
 
   start(): void {
     if (this.#loops.length > 0) return;
+    this.#loops.push(this.#recoverLoop());
     // One batch at a time on an exclusive (single-connection) store: more loops would only queue up.
     const loops = this.#store.exclusive ? 1 : this.#processor.queue.concurrency;
     for (let index = 0; index < loops; index++) this.#loops.push(this.#loop());
@@ -50,6 +55,29 @@ export class QueueRunner {
   async stop(): Promise<void> {
     this.#stopping.abort();
     await Promise.all(this.#loops);
+  }
+
+  /** Recovers claims of dead consumers: once at start, then periodically when other processes share the queue. */
+  async #recoverLoop(): Promise<void> {
+    const { maxAttempts } = this.#processor.queue;
+    do {
+      try {
+        const recovered = await this.#backend.recoverClaims(this.queue, { maxAttempts });
+        if (recovered > 0) {
+          this.#log.warn(
+            { queue: this.queue, records: recovered },
+            `queue "${this.queue}": recovered ${recovered} claimed records of a consumer that stopped`,
+          );
+        }
+      } catch (error) {
+        this.#log.warn(
+          { queue: this.queue, err: describeError(error) },
+          `queue "${this.queue}": claim recovery failed`,
+        );
+      }
+      if (!this.#backend.shared) return;
+      await sleep(RECOVERY_INTERVAL_MS, this.#stopping.signal);
+    } while (!this.#stopping.signal.aborted);
   }
 
   async #loop(): Promise<void> {
@@ -63,7 +91,7 @@ export class QueueRunner {
         else await this.#backend.waitForRecords(this.queue, IDLE_POLL_MS, this.#stopping.signal);
       } catch (error) {
         failures += 1;
-        const delay = backoffDelay(failures, { initialMs: 1000, maxMs: 32_000 });
+        const delay = backoffDelay(failures, RECONNECT_BACKOFF);
         this.#log.error(
           { queue: this.queue, err: describeError(error), retryInMs: delay },
           `queue "${this.queue}": consuming failed; retrying in ${delay} ms`,
@@ -104,6 +132,19 @@ export class QueueRunner {
         await this.#backend.release(batch, records);
         return;
       }
+      if (error instanceof ClaimLostError) {
+        this.#log.warn(
+          { queue: this.queue, err: error.message },
+          'a batch lost its claim; it was rolled back',
+        );
+        await this.#backend.release(batch, records);
+        return;
+      }
+      if (error instanceof BackendUnavailableError) {
+        // Not the records' fault: no attempt is counted. Give them back once the backend answers again.
+        await this.#releaseWhenBack(batch, records, error);
+        return;
+      }
       if (records.length > 1) {
         const middle = Math.ceil(records.length / 2);
         await this.#process(batch, records.slice(0, middle));
@@ -130,6 +171,32 @@ export class QueueRunner {
             `queue "${this.queue}": record ${failure.record.id} moved to the error queue errors-${this.queue}`,
           );
         }
+      }
+    }
+  }
+
+  async #releaseWhenBack(
+    batch: ClaimedBatch,
+    records: readonly ClaimedRecord[],
+    cause: Error,
+  ): Promise<void> {
+    this.#log.error(
+      { queue: this.queue, err: describeError(cause) },
+      `queue "${this.queue}": the store is unreachable; the batch is given back when it answers again`,
+    );
+    for (let attempt = 1; ; attempt++) {
+      await sleep(backoffDelay(attempt, RECONNECT_BACKOFF), this.#stopping.signal);
+      try {
+        await this.#backend.release(batch, records);
+        this.#log.info({ queue: this.queue }, `queue "${this.queue}": the store answers again; resuming`);
+        return;
+      } catch (error) {
+        // Stopping while the store is down: the claims stay, and are recovered once this consumer is gone.
+        if (this.#stopping.signal.aborted) return;
+        this.#log.warn(
+          { queue: this.queue, err: describeError(error) },
+          `queue "${this.queue}": still unreachable`,
+        );
       }
     }
   }

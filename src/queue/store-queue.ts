@@ -6,8 +6,11 @@ import { EventEmitter } from 'node:events';
 
 import { sql } from 'drizzle-orm';
 
+import { describeError } from '../errors.js';
+import type { Logger } from '../log.js';
 import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
+import { ClaimLostError } from './backend.js';
 import type {
   ClaimedBatch,
   ClaimedRecord,
@@ -25,22 +28,77 @@ export interface InlineFailure {
   readonly retryAt: Date | undefined;
 }
 
+/** Channel of the NOTIFY that wakes the consumers of other nodes; the payload is the queue name. */
+export const WAKEUP_CHANNEL = 'baton_queue_records';
+/** Event on the local emitter that wakes every queue (after a LISTEN reconnect, notifications may be lost). */
+const ALL_QUEUES = Symbol('all queues');
+/** A consumer not seen for this long is dead, and its claims are recovered. */
+export const CONSUMER_TIMEOUT_MS = 3_000;
+const HEARTBEAT_MS = 1_000;
+
 export class StoreQueueBackend implements QueueBackend {
   readonly kind = 'store';
+  readonly shared: boolean;
   readonly #store: Store;
+  readonly #log: Logger | undefined;
   readonly #wakeups = new EventEmitter().setMaxListeners(0);
+  /** Consumers of this process, with their heartbeat timers (server stores). */
+  readonly #consumers = new Map<string, NodeJS.Timeout | undefined>();
+  #unlisten: (() => Promise<void>) | undefined;
 
-  constructor(store: Store) {
+  constructor(store: Store, log?: Logger) {
     this.#store = store;
+    this.#log = log;
+    this.shared = !store.exclusive;
+  }
+
+  /** On a server store, listens for wake-ups from other nodes' publishes. */
+  async start(): Promise<void> {
+    if (!this.#store.listen || this.#unlisten) return;
+    this.#unlisten = await this.#store.listen(
+      WAKEUP_CHANNEL,
+      (notification) => this.#wakeups.emit(notification.payload),
+      () => this.#wakeups.emit(ALL_QUEUES),
+    );
   }
 
   async publish(queue: string, records: readonly Buffer[]): Promise<number> {
     if (records.length === 0) return 0;
-    await this.#store.execute(
-      sql`INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, unnest(${sql.param(records)}::bytea[])`,
-    );
+    const notify = this.shared ? sql`, pg_notify(${WAKEUP_CHANNEL}, ${queue})` : sql``;
+    await this.#store.execute(sql`
+      WITH inserted AS (
+        INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, unnest(${sql.param(records)}::bytea[])
+        RETURNING 1)
+      SELECT count(*) AS n${notify} FROM inserted`);
     this.#wakeups.emit(queue);
     return records.length;
+  }
+
+  async registerConsumer(consumer: string, node: string): Promise<void> {
+    if (this.#consumers.has(consumer)) return;
+    if (!this.shared) {
+      this.#consumers.set(consumer, undefined);
+      return;
+    }
+    const beat = (): Promise<unknown> =>
+      this.#store.execute(sql`
+        INSERT INTO baton_consumers (id, node, last_seen) VALUES (${consumer}, ${node}, now())
+        ON CONFLICT (id) DO UPDATE SET last_seen = now()`);
+    await beat();
+    const timer = setInterval(() => {
+      beat().catch((error: unknown) => {
+        this.#log?.warn({ err: describeError(error), consumer }, 'store queue: consumer heartbeat failed');
+      });
+    }, HEARTBEAT_MS);
+    timer.unref();
+    this.#consumers.set(consumer, timer);
+  }
+
+  async unregisterConsumer(consumer: string): Promise<void> {
+    if (!this.#consumers.has(consumer)) return;
+    clearInterval(this.#consumers.get(consumer));
+    this.#consumers.delete(consumer);
+    if (this.shared) await this.#store.execute(sql`DELETE FROM baton_consumers WHERE id = ${consumer}`);
   }
 
   async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
@@ -57,12 +115,22 @@ export class StoreQueueBackend implements QueueBackend {
     return { id: randomUUID(), queue, consumer, records };
   }
 
-  async acknowledge(tx: Tx, _batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
+  async acknowledge(tx: Tx, batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
     if (records.length === 0) return;
-    await executeIn(
+    const [row] = await executeIn(
       tx,
-      sql`DELETE FROM baton_queue_records WHERE id = ANY(${sql.param(ids(records))}::bigint[])`,
+      sql`WITH deleted AS (
+            DELETE FROM baton_queue_records
+            WHERE id = ANY(${sql.param(ids(records))}::bigint[]) AND claimed_by = ${batch.consumer}
+            RETURNING 1)
+          SELECT count(*)::int AS n FROM deleted`,
     );
+    const deleted = Number(row?.['n'] ?? 0);
+    if (deleted !== records.length) {
+      throw new ClaimLostError(
+        `queue "${batch.queue}": ${records.length - deleted} of ${records.length} records were recovered from consumer ${batch.consumer} before it committed`,
+      );
+    }
   }
 
   async fail(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
@@ -74,10 +142,15 @@ export class StoreQueueBackend implements QueueBackend {
             tx,
             sql`UPDATE baton_queue_records
                 SET attempts = attempts + 1, claimed_by = NULL, claimed_at = NULL, run_after = ${retryAt}, last_error = ${error}
-                WHERE id = ${record.id}::bigint`,
+                WHERE id = ${record.id}::bigint AND claimed_by = ${batch.consumer}`,
           );
         } else {
-          await moveToErrors(tx, sql`id = ${record.id}::bigint`, sql`attempts + 1`, error);
+          await moveToErrors(
+            tx,
+            sql`id = ${record.id}::bigint AND claimed_by = ${batch.consumer}`,
+            sql`attempts + 1`,
+            error,
+          );
         }
       }
     });
@@ -93,14 +166,15 @@ export class StoreQueueBackend implements QueueBackend {
     this.#wakeups.emit(batch.queue);
   }
 
-  async recoverClaims(
-    queue: string,
-    options: { maxAttempts: number; liveConsumers: readonly string[] },
-  ): Promise<number> {
-    const live = sql.param([...options.liveConsumers]);
+  async recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number> {
     const reason = 'its node stopped while processing it (the claim was recovered)';
+    const local = sql.param([...this.#consumers.keys()]);
+    // On a server store a consumer is alive while it heartbeats; on an exclusive store, only ours are.
+    const alive = this.shared
+      ? sql`SELECT id FROM baton_consumers WHERE last_seen > now() - make_interval(secs => ${CONSUMER_TIMEOUT_MS / 1000})`
+      : sql`SELECT unnest(${local}::text[])`;
     const recovered = await this.#store.transaction(async (tx) => {
-      const orphaned = sql`queue = ${queue} AND claimed_by IS NOT NULL AND NOT (claimed_by = ANY(${live}::text[]))`;
+      const orphaned = sql`queue = ${queue} AND claimed_by IS NOT NULL AND claimed_by NOT IN (${alive})`;
       const dead = await moveToErrors(
         tx,
         sql`${orphaned} AND attempts + 1 >= ${options.maxAttempts}`,
@@ -124,11 +198,13 @@ export class StoreQueueBackend implements QueueBackend {
       const done = (): void => {
         clearTimeout(timer);
         this.#wakeups.off(queue, done);
+        this.#wakeups.off(ALL_QUEUES, done);
         signal.removeEventListener('abort', done);
         resolve();
       };
       const timer = setTimeout(done, timeoutMs);
       this.#wakeups.on(queue, done);
+      this.#wakeups.on(ALL_QUEUES, done);
       signal.addEventListener('abort', done, { once: true });
     });
   }
@@ -221,9 +297,11 @@ export class StoreQueueBackend implements QueueBackend {
     this.#wakeups.emit(queue);
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    await Promise.all([...this.#consumers.keys()].map((consumer) => this.unregisterConsumer(consumer)));
+    await this.#unlisten?.();
+    this.#unlisten = undefined;
     this.#wakeups.removeAllListeners();
-    return Promise.resolve();
   }
 }
 

@@ -19,6 +19,11 @@ export interface QueryResult {
   readonly rows: readonly Row[];
 }
 
+export interface Notification {
+  readonly channel: string;
+  readonly payload: string;
+}
+
 export interface Store {
   readonly kind: 'pglite' | 'postgres';
   /** True when one process alone may open the store (PGlite): other processes go through its owner. */
@@ -31,6 +36,16 @@ export interface Store {
   query(text: string, params?: readonly unknown[]): Promise<QueryResult>;
   /** Resolves true when the store answers a trivial query. */
   ping(): Promise<boolean>;
+  /**
+   * Optional (a server store): LISTEN on `channel` over a connection of its own, reconnecting as needed.
+   * `onConnect` runs after each (re)connection, since notifications sent while disconnected are lost.
+   * Resolves to a function that stops listening.
+   */
+  listen?(
+    channel: string,
+    onNotification: (notification: Notification) => void,
+    onConnect: () => void,
+  ): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 

@@ -6,6 +6,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import type { QueueBackend } from '../../src/queue/backend.js';
+import { ClaimLostError } from '../../src/queue/backend.js';
 import type { Store } from '../../src/store/store.js';
 import { executeIn } from '../../src/store/store.js';
 
@@ -145,25 +146,41 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
       expect((await backend.claim(queue, 'c1', 10))?.records.map((r) => r.payload)).toEqual([bytes('e2')]);
     });
 
-    it('recovers the claims of a gone consumer, counting the attempt', async () => {
+    it('recovers the claims of a gone consumer, counting the attempt, and leaves live ones alone', async () => {
       const { backend } = subject;
+      const alive = `alive-${queue}`;
+      await backend.registerConsumer(alive, 'test-node');
       await backend.publish(queue, [bytes('a'), bytes('b')]);
-      await backend.claim(queue, 'dead-consumer', 10);
-      expect(await backend.recoverClaims(queue, { maxAttempts: 5, liveConsumers: ['alive'] })).toBe(2);
-      const batch = await backend.claim(queue, 'alive', 10);
+      await backend.claim(queue, `dead-${queue}`, 10);
+      expect(await backend.recoverClaims(queue, { maxAttempts: 5 })).toBe(2);
+      const batch = await backend.claim(queue, alive, 10);
       expect(batch?.records.map((r) => r.attempts)).toEqual([1, 1]);
-      // Claims of live consumers are left alone.
-      expect(await backend.recoverClaims(queue, { maxAttempts: 5, liveConsumers: ['alive'] })).toBe(0);
+      expect(await backend.recoverClaims(queue, { maxAttempts: 5 })).toBe(0);
+      await backend.unregisterConsumer(alive);
     });
 
     it('sends a recovered record out of attempts to the error queue (a record that kills its consumer)', async () => {
       const { backend } = subject;
       await backend.publish(queue, [bytes('poison')]);
-      await backend.claim(queue, 'dead-consumer', 10);
-      expect(await backend.recoverClaims(queue, { maxAttempts: 1, liveConsumers: [] })).toBe(1);
+      await backend.claim(queue, `dead-${queue}`, 10);
+      expect(await backend.recoverClaims(queue, { maxAttempts: 1 })).toBe(1);
       const errors = await backend.listErrors(queue, { limit: 10 });
       expect(errors[0]?.payload).toEqual(bytes('poison'));
       expect(errors[0]?.error).toMatch(/stopped while processing/);
+    });
+
+    it('refuses to acknowledge records whose claim was recovered meanwhile (no double effect)', async () => {
+      const { backend, store } = subject;
+      await backend.publish(queue, [bytes('contested')]);
+      const stale = await backend.claim(queue, `presumed-dead-${queue}`, 10);
+      if (!stale) throw new Error('no batch');
+      expect(await backend.recoverClaims(queue, { maxAttempts: 5 })).toBe(1);
+      await expect(
+        store.transaction((tx) => backend.acknowledge(tx, stale, stale.records)),
+      ).rejects.toBeInstanceOf(ClaimLostError);
+      expect((await backend.claim(queue, `next-${queue}`, 10))?.records.map((r) => r.payload)).toEqual([
+        bytes('contested'),
+      ]);
     });
 
     it('keeps queues apart', async () => {

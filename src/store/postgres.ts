@@ -1,0 +1,180 @@
+// The PostgreSQL server store: a pg connection pool shared by every node. Connections that die are
+// replaced by the pool; statements that fail because the server is gone surface as
+// BackendUnavailableError, so callers retry with back-off instead of counting a handler failure.
+import type { SQL } from 'drizzle-orm';
+import { drizzle } from 'drizzle-orm/node-postgres';
+import pg from 'pg';
+
+import type { PostgresStoreConfig } from '../config/types.js';
+import { BackendUnavailableError, describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { backoffDelay } from '../util/backoff.js';
+import { sleep } from '../util/sleep.js';
+import { isConnectionError } from './connection-errors.js';
+import type { Notification, QueryResult, Row, Store, Tx } from './store.js';
+import { rowsOf } from './store.js';
+
+export async function openPostgresStore(
+  config: PostgresStoreConfig,
+  options: { log: Logger; startupTimeoutMs: number; applicationName?: string },
+): Promise<Store> {
+  const pool = new pg.Pool({
+    connectionString: config.url,
+    max: config.poolSize,
+    application_name: options.applicationName ?? 'baton',
+    keepAlive: true,
+    connectionTimeoutMillis: 5_000,
+    ...(config.statementTimeoutMs > 0 ? { statement_timeout: config.statementTimeoutMs } : {}),
+  });
+  // An idle connection that dies must not crash the process: the pool drops it and opens another.
+  pool.on('error', (error) =>
+    options.log.warn({ err: describeError(error) }, 'store: an idle connection failed'),
+  );
+  await waitUntilReachable(pool, config.url, options.startupTimeoutMs, options.log);
+
+  const db = drizzle(pool);
+  const listeners = new Set<() => Promise<void>>();
+  let closed = false;
+
+  const guard = async <T>(work: () => Promise<T>): Promise<T> => {
+    try {
+      return await work();
+    } catch (error) {
+      if (isConnectionError(error)) {
+        throw new BackendUnavailableError('store', 'the PostgreSQL server is unreachable', { cause: error });
+      }
+      throw error;
+    }
+  };
+
+  return {
+    kind: 'postgres',
+    exclusive: false,
+    transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+      return guard(() => db.transaction((tx) => fn(tx)));
+    },
+    execute(query: SQL): Promise<Row[]> {
+      return guard(async () => rowsOf(await db.execute(query)));
+    },
+    query(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
+      return guard(async () => {
+        const result = await pool.query<Row>(text, [...params]);
+        return { columns: (result.fields ?? []).map((field) => field.name), rows: result.rows ?? [] };
+      });
+    },
+    async ping(): Promise<boolean> {
+      if (closed) return false;
+      try {
+        await pool.query('SELECT 1');
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    async listen(
+      channel: string,
+      onNotification: (notification: Notification) => void,
+      onConnect: () => void,
+    ) {
+      const stop = listenForever(config.url, channel, onNotification, onConnect, options.log);
+      listeners.add(stop);
+      return async () => {
+        listeners.delete(stop);
+        await stop();
+      };
+    },
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      await Promise.all([...listeners].map((stop) => stop()));
+      await pool.end();
+    },
+  };
+}
+
+/** Tries the server until it answers or `timeoutMs` passes (then BackendUnavailableError: exit code 4). */
+async function waitUntilReachable(pool: pg.Pool, url: string, timeoutMs: number, log: Logger): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await pool.query('SELECT 1');
+      return;
+    } catch (error) {
+      const delay = backoffDelay(attempt, { initialMs: 1000, maxMs: 32_000 });
+      if (Date.now() + delay > deadline) {
+        await pool.end().catch(() => undefined);
+        throw new BackendUnavailableError('store', `cannot reach PostgreSQL at ${redactUrl(url)}`, {
+          cause: error,
+        });
+      }
+      log.warn(
+        { err: describeError(error), retryInMs: delay },
+        `store: PostgreSQL unreachable; retrying in ${delay} ms`,
+      );
+      await sleep(delay);
+    }
+  }
+}
+
+/**
+ * Holds a dedicated connection that LISTENs on `channel`, reconnecting with back-off when it drops.
+ * `onConnect` runs after every (re)connection: notifications sent meanwhile are lost, so the caller
+ * treats a connect as a wake-up and looks for work. Returns a function that stops it.
+ */
+function listenForever(
+  url: string,
+  channel: string,
+  onNotification: (notification: Notification) => void,
+  onConnect: () => void,
+  log: Logger,
+): () => Promise<void> {
+  const stopping = new AbortController();
+  let client: pg.Client | undefined;
+  const loop = async (): Promise<void> => {
+    for (let failures = 0; !stopping.signal.aborted;) {
+      const current = new pg.Client({
+        connectionString: url,
+        keepAlive: true,
+        application_name: 'baton-listen',
+      });
+      client = current;
+      try {
+        const ended = new Promise<void>((resolve) => {
+          current.on('error', () => resolve());
+          current.on('end', () => resolve());
+        });
+        await current.connect();
+        current.on('notification', (message) =>
+          onNotification({ channel: message.channel, payload: message.payload ?? '' }),
+        );
+        await current.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+        failures = 0;
+        onConnect();
+        await Promise.race([
+          ended,
+          new Promise((resolve) => stopping.signal.addEventListener('abort', resolve)),
+        ]);
+      } catch (error) {
+        failures += 1;
+        if (!stopping.signal.aborted) {
+          log.warn({ err: describeError(error), channel }, 'store: LISTEN connection failed');
+        }
+      }
+      await current.end().catch(() => undefined);
+      if (stopping.signal.aborted) return;
+      const delay = backoffDelay(Math.max(1, failures), { initialMs: 1000, maxMs: 32_000 });
+      log.warn({ channel, retryInMs: delay }, `store: LISTEN connection lost; reconnecting in ${delay} ms`);
+      await sleep(delay, stopping.signal);
+    }
+  };
+  const running = loop();
+  return async () => {
+    stopping.abort();
+    await client?.end().catch(() => undefined);
+    await running;
+  };
+}
+
+function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@');
+}

@@ -1,0 +1,43 @@
+// A throwaway database on the machine's PostgreSQL server for one test file (never the server's own
+// databases), dropped afterwards. An unreachable server fails the test: nothing is skipped.
+import { randomBytes } from 'node:crypto';
+
+import pg from 'pg';
+
+/** The server tests use; BATON_TEST_PG_URL overrides it. */
+export const SERVER_URL = process.env['BATON_TEST_PG_URL'] ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+export interface TestDatabase {
+  readonly url: string;
+  readonly name: string;
+  drop(): Promise<void>;
+}
+
+export async function createTestDatabase(): Promise<TestDatabase> {
+  const name = `baton_t_${randomBytes(6).toString('hex')}`;
+  await admin(`CREATE DATABASE ${name}`);
+  const url = new URL(SERVER_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    name,
+    drop: () => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
+  };
+}
+
+async function admin(statement: string): Promise<void> {
+  const client = new pg.Client({ connectionString: SERVER_URL, connectionTimeoutMillis: 5000 });
+  try {
+    await client.connect();
+  } catch (error) {
+    throw new Error(
+      `PostgreSQL is not reachable at ${SERVER_URL}: integration tests need it (bash scripts/ensure-services.sh starts it)`,
+      { cause: error },
+    );
+  }
+  try {
+    await client.query(statement);
+  } finally {
+    await client.end();
+  }
+}
