@@ -71,17 +71,13 @@ export async function openPostgresStore(
         return false;
       }
     },
-    async listen(
-      channel: string,
-      onNotification: (notification: Notification) => void,
-      onConnect: () => void,
-    ) {
+    listen(channel: string, onNotification: (notification: Notification) => void, onConnect: () => void) {
       const stop = listenForever(config.url, channel, onNotification, onConnect, options.log);
       listeners.add(stop);
-      return async () => {
+      return Promise.resolve(async () => {
         listeners.delete(stop);
         await stop();
-      };
+      });
     },
     async close(): Promise<void> {
       if (closed) return;
