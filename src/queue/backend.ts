@@ -57,8 +57,12 @@ export interface QueueBackend {
    * recovered them), so that the transaction rolls back instead of applying them twice.
    */
   acknowledge(tx: Tx, batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void>;
-  /** Counts one failed attempt per record, then schedules its retry or moves it to the error queue. */
-  fail(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void>;
+  /**
+   * After the batch's transaction committed: settles the batch. For each failure, counts one attempt and
+   * schedules the record's retry or moves it to the error queue; then frees what the claim held outside
+   * the sink (e.g. a Redis processing list). Called once per processed batch, failures or not.
+   */
+  complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void>;
   /** Gives claimed records back without counting an attempt (they did not run, or their run was undone). */
   release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void>;
   /** Declares `consumer` alive (and keeps it so, e.g. by heartbeats) until it is unregistered. */

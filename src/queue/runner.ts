@@ -87,7 +87,7 @@ export class QueueRunner {
       try {
         const batch = await this.#backend.claim(this.queue, this.#consumer, batchSize);
         failures = 0;
-        if (batch) await this.#process(batch, batch.records);
+        if (batch) await this.#process(batch);
         else await this.#backend.waitForRecords(this.queue, IDLE_POLL_MS, this.#stopping.signal);
       } catch (error) {
         failures += 1;
@@ -101,35 +101,14 @@ export class QueueRunner {
     }
   }
 
-  /**
-   * Runs `records` of `batch` in one transaction. If the transaction itself fails (not a handler error,
-   * which the processor isolates, but e.g. a commit that violates a deferred constraint), the records
-   * are split and retried in smaller transactions until the failing record is found.
-   */
-  async #process(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
-    const processor = this.#processor;
-    const payloads = records.map((record) => record.payload);
+  /** Processes a claimed batch, then settles it with the backend: exactly once per batch. */
+  async #process(batch: ClaimedBatch): Promise<void> {
     let failures: RecordFailure[];
-    let processed: number;
     try {
-      ({ failures, processed } = await this.#store.transaction(async (tx) => {
-        const outcome = await processor.run(tx, payloads, (index) => ({ record: records[index]?.id }));
-        await this.#backend.acknowledge(
-          tx,
-          batch,
-          outcome.succeeded.map((index) => records[index] as ClaimedRecord),
-        );
-        return {
-          processed: outcome.succeeded.length,
-          failures: outcome.failed.map(({ index, error }): RecordFailure => {
-            const record = records[index] as ClaimedRecord;
-            return { record, error, retryAt: processor.retryAt(record.attempts) };
-          }),
-        };
-      }));
+      failures = await this.#commit(batch, batch.records);
     } catch (error) {
       if (this.#stopping.signal.aborted && isAbort(error)) {
-        await this.#backend.release(batch, records);
+        await this.#backend.release(batch, batch.records);
         return;
       }
       if (error instanceof ClaimLostError) {
@@ -137,58 +116,83 @@ export class QueueRunner {
           { queue: this.queue, err: error.message },
           'a batch lost its claim; it was rolled back',
         );
-        await this.#backend.release(batch, records);
+        await this.#backend.release(batch, batch.records);
         return;
       }
       if (error instanceof BackendUnavailableError) {
         // Not the records' fault: no attempt is counted. Give them back once the backend answers again.
-        await this.#releaseWhenBack(batch, records, error);
+        await this.#releaseWhenBack(batch, error);
         return;
       }
-      if (records.length > 1) {
-        const middle = Math.ceil(records.length / 2);
-        await this.#process(batch, records.slice(0, middle));
-        await this.#process(batch, records.slice(middle));
-        return;
-      }
-      const record = records[0] as ClaimedRecord;
-      failures = [{ record, error: describeError(error), retryAt: processor.retryAt(record.attempts) }];
-      processed = 0;
+      throw error;
     }
-    processor.counters.processed += processed;
+    const processor = this.#processor;
+    processor.counters.processed += batch.records.length - failures.length;
     processor.counters.failed += failures.length;
-    if (failures.length > 0) {
-      await this.#backend.fail(batch, failures);
-      for (const failure of failures) {
-        if (!failure.retryAt) {
-          this.#log.error(
-            {
-              queue: this.queue,
-              record: failure.record.id,
-              attempts: failure.record.attempts + 1,
-              err: failure.error,
-            },
-            `queue "${this.queue}": record ${failure.record.id} moved to the error queue errors-${this.queue}`,
-          );
-        }
-      }
+    await this.#backend.complete(batch, failures);
+    for (const failure of failures) {
+      if (failure.retryAt) continue;
+      this.#log.error(
+        {
+          queue: this.queue,
+          record: failure.record.id,
+          attempts: failure.record.attempts + 1,
+          err: failure.error,
+        },
+        `queue "${this.queue}": record ${failure.record.id} moved to the error queue errors-${this.queue}`,
+      );
     }
   }
 
-  async #releaseWhenBack(
-    batch: ClaimedBatch,
-    records: readonly ClaimedRecord[],
-    cause: Error,
-  ): Promise<void> {
+  /**
+   * Runs `records` in one transaction and returns the failed ones. If the transaction itself fails (not a
+   * handler error, which the processor isolates, but e.g. a commit that violates a deferred constraint),
+   * the records are split and retried in smaller transactions until the failing record is found.
+   */
+  async #commit(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<RecordFailure[]> {
+    const processor = this.#processor;
+    try {
+      return await this.#store.transaction(async (tx) => {
+        const outcome = await processor.run(
+          tx,
+          records.map((record) => record.payload),
+          (index) => ({ record: records[index]?.id }),
+        );
+        await this.#backend.acknowledge(
+          tx,
+          batch,
+          outcome.succeeded.map((index) => records[index] as ClaimedRecord),
+        );
+        return outcome.failed.map(({ index, error }): RecordFailure => {
+          const record = records[index] as ClaimedRecord;
+          return { record, error, retryAt: processor.retryAt(record.attempts) };
+        });
+      });
+    } catch (error) {
+      if (isAbort(error) || error instanceof ClaimLostError || error instanceof BackendUnavailableError)
+        throw error;
+      if (records.length > 1) {
+        const middle = Math.ceil(records.length / 2);
+        return [
+          ...(await this.#commit(batch, records.slice(0, middle))),
+          ...(await this.#commit(batch, records.slice(middle))),
+        ];
+      }
+      const record = records[0] as ClaimedRecord;
+      return [{ record, error: describeError(error), retryAt: processor.retryAt(record.attempts) }];
+    }
+  }
+
+  async #releaseWhenBack(batch: ClaimedBatch, cause: Error): Promise<void> {
     this.#log.error(
       { queue: this.queue, err: describeError(cause) },
-      `queue "${this.queue}": the store is unreachable; the batch is given back when it answers again`,
+      `queue "${this.queue}": a backend is unreachable; the batch is given back when it answers again`,
     );
     for (let attempt = 1; ; attempt++) {
       await sleep(backoffDelay(attempt, RECONNECT_BACKOFF), this.#stopping.signal);
       try {
-        await this.#backend.release(batch, records);
-        this.#log.info({ queue: this.queue }, `queue "${this.queue}": the store answers again; resuming`);
+        await this.#backend.release(batch, batch.records);
+        this.#log.info({ queue: this.queue }, `queue "${this.queue}": the backend answers again; resuming`);
         return;
       } catch (error) {
         // Stopping while the store is down: the claims stay, and are recovered once this consumer is gone.

@@ -133,7 +133,7 @@ export class StoreQueueBackend implements QueueBackend {
     }
   }
 
-  async fail(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
+  async complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
     if (failures.length === 0) return;
     await this.#store.transaction(async (tx) => {
       for (const { record, error, retryAt } of failures) {

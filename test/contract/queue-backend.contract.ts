@@ -104,7 +104,7 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
       const batch = await backend.claim(queue, 'c1', 10);
       if (!batch) throw new Error('no batch');
       const record = batch.records[0]!;
-      await backend.fail(batch, [{ record, error: 'boom', retryAt: new Date(Date.now() + 300) }]);
+      await backend.complete(batch, [{ record, error: 'boom', retryAt: new Date(Date.now() + 300) }]);
       expect(await backend.claim(queue, 'c1', 10)).toBeUndefined();
       await new Promise((resolve) => setTimeout(resolve, 400));
       const again = await backend.claim(queue, 'c1', 10);
@@ -116,7 +116,7 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
       await backend.publish(queue, [bytes('bad')]);
       const batch = await backend.claim(queue, 'c1', 10);
       if (!batch) throw new Error('no batch');
-      await backend.fail(batch, [
+      await backend.complete(batch, [
         { record: batch.records[0]!, error: 'SyntaxError: not JSON', retryAt: undefined },
       ]);
       const errors = await backend.listErrors(queue, { limit: 10 });
@@ -135,7 +135,7 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
       await backend.publish(queue, [bytes('e1'), bytes('e2'), bytes('e3')]);
       const batch = await backend.claim(queue, 'c1', 10);
       if (!batch) throw new Error('no batch');
-      await backend.fail(
+      await backend.complete(
         batch,
         batch.records.map((record) => ({ record, error: 'x', retryAt: undefined })),
       );
