@@ -10,7 +10,7 @@ import { PGlite } from '@electric-sql/pglite';
 
 import type { NodeChild } from './support.js';
 import {
-  checkDeadline,
+  Deadline,
   DeadlineError,
   describeMachine,
   formatMachine,
@@ -19,8 +19,10 @@ import {
   integerOption,
   nodeCount,
   now,
+  ownCpuSeconds,
   parseOptions,
   pause,
+  processCpuSeconds,
   request,
   ROOT,
   startNodeChild,
@@ -32,8 +34,11 @@ const NAME = 'ingest-embedded';
 const HANDLER = join(ROOT, 'examples', 'quickstart', 'handlers', 'ping.ts');
 const OPTIONS = ['records', 'request-records', 'in-flight', 'timeout-s', 'cpu-prof-dir'] as const;
 /** Client settings that gave the best end-to-end figure on the reference machine (see bench/RESULTS.md). */
-const DEFAULTS = { records: 200_000, requestRecords: 1000, inFlight: 2, timeoutS: 600 } as const;
-/** Rows per statement in the baseline. */
+const DEFAULTS = { records: 200_000, requestRecords: 5000, inFlight: 2, timeoutS: 600 } as const;
+/**
+ * Rows per statement in the baseline. When a request carries another number of records, the baseline is also
+ * measured at that size, since the node inserts a request's records in one statement: the ceiling stays honest.
+ */
 const BASELINE_BATCH = 1000;
 /** How often the stored count is polled once every request has been answered. */
 const POLL_MS = 20;
@@ -64,8 +69,8 @@ interface Timing {
 
 /** What has been measured so far; printed whole at the end, or partly when the deadline passes. */
 interface Report {
-  values?: Timing;
-  unnest?: Timing;
+  /** The baseline runs done so far, each labelled with its method and batch size. */
+  readonly baselines: Array<{ readonly label: string; readonly timing: Timing }>;
   /** Records answered 202 by the node so far, and when the last answer came. */
   accepted: number;
   acceptedSeconds?: number;
@@ -74,16 +79,20 @@ interface Report {
   baton?: Timing;
   queued?: number;
   errors?: number;
+  /** CPU seconds used during the measured window by the node process and by this (client) process. */
+  nodeCpuSeconds?: number;
+  clientCpuSeconds?: number;
+  /** The measured window on the monotonic clock in microseconds, to cut a CPU profile (bench/profile-top.ts). */
+  windowUs?: readonly [number, number];
 }
 
 export async function main(args: readonly string[]): Promise<number> {
   const settings = readSettings(args);
-  const deadline = new AbortController();
-  const timer = setTimeout(() => deadline.abort(), settings.timeoutS * 1000);
-  const report: Report = { accepted: 0, stored: 0 };
+  const deadline = new Deadline(settings.timeoutS * 1000);
+  const report: Report = { baselines: [], accepted: 0, stored: 0 };
   const parent = await mkdtemp(join(os.tmpdir(), 'baton-bench-'));
   try {
-    await measure(settings, report, parent, deadline.signal);
+    await measure(settings, report, parent, deadline);
     printReport(settings, report);
     printJson(report);
     return 0;
@@ -95,7 +104,7 @@ export async function main(args: readonly string[]): Promise<number> {
     );
     return 1;
   } finally {
-    clearTimeout(timer);
+    deadline.dispose();
     await rm(parent, { recursive: true, force: true });
   }
 }
@@ -115,26 +124,40 @@ async function measure(
   settings: Settings,
   report: Report,
   parent: string,
-  signal: AbortSignal,
+  deadline: Deadline,
 ): Promise<void> {
   const pings = makePings(settings.records);
   process.stdout.write(`${NAME}: ${settings.records} records; baseline first, then the node\n`);
-  report.values = await baseline(join(parent, 'baseline-values'), pings, insertValues, signal);
-  report.unnest = await baseline(join(parent, 'baseline-unnest'), pings, insertUnnest, signal);
+  const batches = [...new Set([BASELINE_BATCH, settings.requestRecords])];
+  for (const batch of batches) {
+    for (const [method, insert] of [
+      ['VALUES', insertValues],
+      ['unnest', insertUnnest],
+    ] as const) {
+      const timing = await baseline(
+        join(parent, `baseline-${method}-${batch}`),
+        pings,
+        batch,
+        insert,
+        deadline,
+      );
+      report.baselines.push({ label: `baseline PGlite ${method}, ${batch}/stmt`, timing });
+    }
+  }
   const bodies = ndjsonBodies(pings, settings.requestRecords);
   const nodeDir = join(parent, 'node');
   await mkdir(nodeDir);
-  const nodeOptions =
-    settings.cpuProfDir === undefined ? undefined : `--cpu-prof --cpu-prof-dir=${settings.cpuProfDir}`;
+  const nodeArgs =
+    settings.cpuProfDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${settings.cpuProfDir}`];
   const child = await startNodeChild({
     dir: nodeDir,
     port: await freePort(),
     queues: [{ name: 'ping', handler: HANDLER, extra: 'batch_size = 1000\nmax_attempts = 3' }],
-    ...(nodeOptions === undefined ? {} : { nodeOptions }),
+    nodeArgs,
   });
   try {
-    await waitForReady(child, signal);
-    await runBaton(child, bodies, settings, report, signal);
+    await waitForReady(child, deadline);
+    await runBaton(child, bodies, settings, report, deadline);
   } finally {
     const exit = await stopNodeChild(child);
     if (exit !== '0') process.stdout.write(`node exited with ${exit}:\n${child.output()}\n`);
@@ -184,17 +207,18 @@ const insertUnnest: InsertBatch = async (db, batch) => {
 async function baseline(
   dir: string,
   pings: readonly Ping[],
+  batch: number,
   insert: InsertBatch,
-  signal: AbortSignal,
+  deadline: Deadline,
 ): Promise<Timing> {
   await mkdir(dir);
   const db = await PGlite.create(dir);
   try {
     await db.exec(PING_TABLE);
     const started = now();
-    for (let start = 0; start < pings.length; start += BASELINE_BATCH) {
-      checkDeadline(signal);
-      await insert(db, pings.slice(start, start + BASELINE_BATCH));
+    for (let start = 0; start < pings.length; start += batch) {
+      deadline.check();
+      await insert(db, pings.slice(start, start + batch));
     }
     const seconds = (now() - started) / 1000;
     const result = await db.query<{ count: number }>('SELECT count(*)::int AS count FROM ping');
@@ -212,14 +236,20 @@ async function runBaton(
   bodies: readonly Buffer[],
   settings: Settings,
   report: Report,
-  signal: AbortSignal,
+  deadline: Deadline,
 ): Promise<void> {
+  const { signal } = deadline;
   const agent = new http.Agent({ keepAlive: true, maxSockets: settings.inFlight });
+  const pid = child.process.pid ?? 0;
+  const nodeCpuBefore = await processCpuSeconds(pid);
+  const clientCpuBefore = ownCpuSeconds();
   const started = now();
+  const startedUs = monotonicMicros();
   try {
     let next = 0;
     const sender = async (): Promise<void> => {
       while (next < bodies.length) {
+        deadline.check();
         const body = bodies[next++] as Buffer;
         // Awaited first: `x += await …` would read x before the wait and lose the other senders' counts.
         const accepted = await sendBody(child.port, body, agent, signal);
@@ -233,9 +263,22 @@ async function runBaton(
   report.acceptedSeconds = (now() - started) / 1000;
   while (report.stored < settings.records) {
     report.stored = await nodeCount(child.port, 'SELECT count(*)::int AS count FROM ping', signal);
-    if (report.stored < settings.records) await pause(POLL_MS, signal);
+    if (report.stored >= settings.records) break;
+    // Records in the error queue will never reach `ping`: waiting for them would only run into the timeout.
+    const errors = await nodeCount(
+      child.port,
+      'SELECT count(*)::int AS count FROM baton_queue_errors',
+      signal,
+    );
+    if (errors > 0) throw new Error(`${errors} records went to errors-ping; the run cannot complete`);
+    await pause(POLL_MS, signal);
   }
   report.baton = { records: report.stored, seconds: (now() - started) / 1000 };
+  report.windowUs = [startedUs, monotonicMicros()];
+  report.clientCpuSeconds = ownCpuSeconds() - clientCpuBefore;
+  const nodeCpuAfter = await processCpuSeconds(pid);
+  if (nodeCpuBefore !== undefined && nodeCpuAfter !== undefined)
+    report.nodeCpuSeconds = nodeCpuAfter - nodeCpuBefore;
   report.queued = await nodeCount(
     child.port,
     'SELECT count(*)::int AS count FROM baton_queue_records',
@@ -246,6 +289,11 @@ async function runBaton(
     'SELECT count(*)::int AS count FROM baton_queue_errors',
     signal,
   );
+}
+
+/** The monotonic clock that V8's CPU profiles use, in microseconds. */
+function monotonicMicros(): number {
+  return Number(process.hrtime.bigint() / 1000n);
 }
 
 /** One NDJSON request; resolves the number of records the node accepted. */
@@ -277,19 +325,18 @@ function timingLine(label: string, timing: Timing): string {
   return `${label.padEnd(34)} ${timing.records} records in ${timing.seconds.toFixed(2)} s = ${formatRate(rate(timing))} records/s`;
 }
 
-/** The faster baseline method: the ceiling the node is compared with. */
+/** The fastest baseline run: the ceiling the node is compared with. */
 function bestBaseline(report: Report): Timing | undefined {
-  const { values, unnest } = report;
-  if (!values || !unnest) return values ?? unnest;
-  return rate(values) >= rate(unnest) ? values : unnest;
+  let best: Timing | undefined;
+  for (const { timing } of report.baselines) if (!best || rate(timing) > rate(best)) best = timing;
+  return best;
 }
 
 function printReport(settings: Settings, report: Report): void {
   const lines = [
-    `settings: ${settings.requestRecords} records per request, ${settings.inFlight} requests in flight, baseline batches of ${BASELINE_BATCH}`,
+    `settings: ${settings.requestRecords} records per request, ${settings.inFlight} requests in flight`,
   ];
-  if (report.values) lines.push(timingLine('baseline PGlite INSERT VALUES', report.values));
-  if (report.unnest) lines.push(timingLine('baseline PGlite INSERT unnest', report.unnest));
+  for (const { label, timing } of report.baselines) lines.push(timingLine(label, timing));
   if (report.acceptedSeconds !== undefined) {
     lines.push(
       timingLine('baton: all requests answered 202', {
@@ -304,11 +351,23 @@ function printReport(settings: Settings, report: Report): void {
   else lines.push(`baton: ${report.stored} rows seen stored by the last poll`);
   if (report.queued !== undefined)
     lines.push(`baton: ${report.queued} records left in the queue, ${report.errors} in errors-ping`);
+  if (report.baton) lines.push(cpuLine(report.baton.seconds, report.nodeCpuSeconds, report.clientCpuSeconds));
   const best = bestBaseline(report);
   if (report.baton && best)
     lines.push(`ratio baton / best baseline: ${(rate(report.baton) / rate(best)).toFixed(2)}`);
+  if (settings.cpuProfDir !== undefined && report.windowUs) {
+    const [from, to] = report.windowUs;
+    lines.push(`cpu profile of the node in ${settings.cpuProfDir}; window: --from ${from} --to ${to}`);
+  }
   lines.push(formatMachine(describeMachine()));
   process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+/** How busy the node and the client were during the end-to-end window (100% = one core). */
+function cpuLine(seconds: number, node: number | undefined, client: number | undefined): string {
+  const share = (cpu: number | undefined): string =>
+    cpu === undefined ? 'n/a' : `${cpu.toFixed(2)} s (${Math.round((cpu / seconds) * 100)}% of a core)`;
+  return `cpu during the window: node ${share(node)}, bench client ${share(client)}`;
 }
 
 function printJson(report: Report): void {

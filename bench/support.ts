@@ -4,7 +4,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { createServer } from 'node:net';
 import os from 'node:os';
@@ -22,9 +22,33 @@ export class DeadlineError extends Error {
   override readonly name = 'DeadlineError';
 }
 
-/** Throws a DeadlineError when `signal` has fired. */
-export function checkDeadline(signal: AbortSignal): void {
-  if (signal.aborted) throw new DeadlineError('the benchmark ran past its overall timeout');
+/**
+ * The overall time limit of a benchmark. Its signal aborts I/O waits; since a loop of promise-only work
+ * (PGlite runs in this thread) never lets the timer fire, such loops call check(), which also reads the clock.
+ */
+export class Deadline {
+  readonly #controller = new AbortController();
+  readonly #at: number;
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(ms: number) {
+    this.#at = now() + ms;
+    this.#timer = setTimeout(() => this.#controller.abort(), ms);
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#controller.signal.aborted && now() > this.#at) this.#controller.abort();
+    return this.#controller.signal;
+  }
+
+  /** Throws a DeadlineError once the time is up. */
+  check(): void {
+    if (this.signal.aborted) throw new DeadlineError('the benchmark ran past its overall timeout');
+  }
+
+  dispose(): void {
+    clearTimeout(this.#timer);
+  }
 }
 
 /** A port that was free on the loopback address a moment ago. */
@@ -60,6 +84,31 @@ export function describeMachine(): MachineDescription {
 
 export function formatMachine(machine: MachineDescription): string {
   return `machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.os}`;
+}
+
+/**
+ * CPU seconds (user + system) a process has used so far, read from /proc on Linux; undefined elsewhere.
+ * Compared with the wall time of a window it tells whether that process was the bottleneck.
+ */
+export async function processCpuSeconds(pid: number): Promise<number | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces) start at its closing parenthesis.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    return Number.isFinite(ticks) ? ticks / CLOCK_TICKS_PER_SECOND : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** USER_HZ: the unit of /proc/<pid>/stat times; 100 on every mainstream Linux build. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** CPU seconds (user + system) this process has used so far. */
+export function ownCpuSeconds(): number {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1e6;
 }
 
 /** Milliseconds since an arbitrary origin, with sub-millisecond resolution. */
@@ -180,8 +229,8 @@ export interface NodeChildOptions {
     readonly handler: string;
     readonly extra?: string;
   }>;
-  /** NODE_OPTIONS for the child, e.g. "--cpu-prof --cpu-prof-dir=…". Default: none. */
-  readonly nodeOptions?: string;
+  /** Options for the child's `node`, e.g. ["--cpu-prof"] (Node 20 refuses that one in NODE_OPTIONS). */
+  readonly nodeArgs?: readonly string[];
 }
 
 /** A node running as a child process; `output` keeps what it wrote, for failure reports. */
@@ -195,12 +244,9 @@ export interface NodeChild {
 export async function startNodeChild(options: NodeChildOptions): Promise<NodeChild> {
   const config = join(options.dir, 'baton.toml');
   await writeFile(config, nodeConfig(options));
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  if (options.nodeOptions === undefined) delete env['NODE_OPTIONS'];
-  else env['NODE_OPTIONS'] = options.nodeOptions;
-  const child = spawn(process.execPath, [join(ROOT, 'bin', 'baton.js'), '-c', config, 'run'], {
+  const args = [...(options.nodeArgs ?? []), join(ROOT, 'bin', 'baton.js'), '-c', config, 'run'];
+  const child = spawn(process.execPath, args, {
     cwd: ROOT,
-    env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output: string[] = [];
@@ -236,9 +282,10 @@ function tomlString(text: string): string {
 }
 
 /** Polls `GET /readyz` until it answers 200; fails early if the child exits. */
-export async function waitForReady(child: NodeChild, signal: AbortSignal): Promise<void> {
+export async function waitForReady(child: NodeChild, deadline: Deadline): Promise<void> {
   for (;;) {
-    checkDeadline(signal);
+    deadline.check();
+    const { signal } = deadline;
     if (child.process.exitCode !== null || child.process.signalCode !== null) {
       throw new Error(
         `the node exited (${child.process.exitCode ?? child.process.signalCode}) before it was ready:\n${child.output()}`,

@@ -3,6 +3,7 @@
 // instead of three (enqueue, claim, acknowledge). A queue with a backlog takes the queue path, so records
 // do not overtake older ones; records that fail go to the queue to be retried there.
 import type { RecordProcessor } from './processor.js';
+import { BatchFailedError } from './processor.js';
 import type { InlineFailure, StoreQueueBackend } from './store-queue.js';
 import type { Store } from '../store/store.js';
 
@@ -20,16 +21,10 @@ export async function ingestInline(
   records: readonly Buffer[],
 ): Promise<IngestResult> {
   const queue = processor.queue.name;
-  const result = await store.transaction(async (tx) => {
-    if (await backend.hasBacklog(tx, queue)) return undefined;
-    const outcome = await processor.run(tx, records);
-    const failures = outcome.failed.map(({ index, error }): InlineFailure => ({
-      payload: records[index] as Buffer,
-      error,
-      retryAt: processor.retryAt(0),
-    }));
-    await backend.enqueueFailures(tx, queue, failures);
-    return { processed: outcome.succeeded.length, failed: failures.length };
+  const result = await ingestOnce(store, backend, processor, records, 'whole').catch((error: unknown) => {
+    if (!(error instanceof BatchFailedError)) throw error;
+    // A record failed: roll back, and isolate the failures under savepoints in a new transaction.
+    return ingestOnce(store, backend, processor, records, 'isolate');
   });
   if (!result) {
     await backend.publish(queue, records);
@@ -39,4 +34,30 @@ export async function ingestInline(
   processor.counters.failed += result.failed;
   if (result.failed > 0) backend.notify(queue);
   return { accepted: records.length, processed: result.processed };
+}
+
+/** One ingest transaction; undefined when the queue has a backlog (the records then take the queue path). */
+function ingestOnce(
+  store: Store,
+  backend: StoreQueueBackend,
+  processor: RecordProcessor,
+  records: readonly Buffer[],
+  mode: 'whole' | 'isolate',
+): Promise<{ processed: number; failed: number } | undefined> {
+  const queue = processor.queue.name;
+  return store.transaction(async (tx) => {
+    if (await backend.hasBacklog(tx, queue)) return undefined;
+    if (mode === 'whole') {
+      await processor.runWhole(tx, records);
+      return { processed: records.length, failed: 0 };
+    }
+    const outcome = await processor.run(tx, records);
+    const failures = outcome.failed.map(({ index, error }): InlineFailure => ({
+      payload: records[index] as Buffer,
+      error,
+      retryAt: processor.retryAt(0),
+    }));
+    await backend.enqueueFailures(tx, queue, failures);
+    return { processed: outcome.succeeded.length, failed: failures.length };
+  });
 }

@@ -26,6 +26,11 @@ export class HandlerTimeoutError extends Error {
   override readonly name = 'HandlerTimeoutError';
 }
 
+/** The handler failed on a whole batch run without savepoints: roll back, then isolate with run(). */
+export class BatchFailedError extends Error {
+  override readonly name = 'BatchFailedError';
+}
+
 export class RecordProcessor {
   readonly queue: QueueConfig;
   readonly counters: QueueCounters = { processed: 0, failed: 0 };
@@ -38,6 +43,19 @@ export class RecordProcessor {
     this.#handler = options.handler;
     this.#log = options.log;
     this.#abort = options.abort;
+  }
+
+  /**
+   * The fast path: runs the handler over all `records` directly in `tx`, with no savepoint. When a record
+   * fails it throws BatchFailedError; the caller rolls the transaction back and calls run() in a new one.
+   */
+  async runWhole(tx: Tx, records: readonly Buffer[]): Promise<void> {
+    try {
+      await this.#call(tx, records);
+    } catch (error) {
+      if (this.#abort.aborted || isConnectionError(error)) throw error;
+      throw new BatchFailedError(describeError(error), { cause: error });
+    }
   }
 
   /** Runs the handler over `records` in `tx`, isolating failures; never throws for a handler error. */

@@ -9,6 +9,7 @@ import { sleep } from '../util/sleep.js';
 import type { ClaimedBatch, ClaimedRecord, QueueBackend, RecordFailure } from './backend.js';
 import { ClaimLostError } from './backend.js';
 import type { RecordProcessor } from './processor.js';
+import { BatchFailedError } from './processor.js';
 
 /** How long an idle consumer waits for a wake-up before it looks again (retries become ready by time). */
 const IDLE_POLL_MS = 500;
@@ -150,24 +151,13 @@ export class QueueRunner {
    * the records are split and retried in smaller transactions until the failing record is found.
    */
   async #commit(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<RecordFailure[]> {
-    const processor = this.#processor;
     try {
-      return await this.#store.transaction(async (tx) => {
-        const outcome = await processor.run(
-          tx,
-          records.map((record) => record.payload),
-          (index) => ({ record: records[index]?.id }),
-        );
-        await this.#backend.acknowledge(
-          tx,
-          batch,
-          outcome.succeeded.map((index) => records[index] as ClaimedRecord),
-        );
-        return outcome.failed.map(({ index, error }): RecordFailure => {
-          const record = records[index] as ClaimedRecord;
-          return { record, error, retryAt: processor.retryAt(record.attempts) };
-        });
-      });
+      try {
+        return await this.#transact(batch, records, 'whole');
+      } catch (error) {
+        if (!(error instanceof BatchFailedError)) throw error;
+        return await this.#transact(batch, records, 'isolate');
+      }
     } catch (error) {
       if (isAbort(error) || error instanceof ClaimLostError || error instanceof BackendUnavailableError)
         throw error;
@@ -179,8 +169,38 @@ export class QueueRunner {
         ];
       }
       const record = records[0] as ClaimedRecord;
-      return [{ record, error: describeError(error), retryAt: processor.retryAt(record.attempts) }];
+      return [{ record, error: describeError(error), retryAt: this.#processor.retryAt(record.attempts) }];
     }
+  }
+
+  /**
+   * One transaction over `records`: the whole batch at once (throws BatchFailedError if a record fails), or
+   * with failures isolated under savepoints. Acknowledges what succeeded; returns what failed.
+   */
+  async #transact(
+    batch: ClaimedBatch,
+    records: readonly ClaimedRecord[],
+    mode: 'whole' | 'isolate',
+  ): Promise<RecordFailure[]> {
+    const processor = this.#processor;
+    const payloads = records.map((record) => record.payload);
+    return this.#store.transaction(async (tx) => {
+      if (mode === 'whole') {
+        await processor.runWhole(tx, payloads);
+        await this.#backend.acknowledge(tx, batch, records);
+        return [];
+      }
+      const outcome = await processor.run(tx, payloads, (index) => ({ record: records[index]?.id }));
+      await this.#backend.acknowledge(
+        tx,
+        batch,
+        outcome.succeeded.map((index) => records[index] as ClaimedRecord),
+      );
+      return outcome.failed.map(({ index, error }): RecordFailure => {
+        const record = records[index] as ClaimedRecord;
+        return { record, error, retryAt: processor.retryAt(record.attempts) };
+      });
+    });
   }
 
   async #releaseWhenBack(batch: ClaimedBatch, cause: Error): Promise<void> {

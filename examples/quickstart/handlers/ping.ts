@@ -10,7 +10,7 @@ import type { CommandContext, Tx } from 'baton-runtime';
 export const ping = pgTable('ping', {
   id: serial('id').primaryKey(),
   name: text('name').notNull(),
-  timestamp: timestamp('timestamp', { withTimezone: true }).notNull(),
+  timestamp: timestamp('timestamp', { withTimezone: true, mode: 'string' }).notNull(),
 });
 
 /** Tables this handler writes to: `baton initdb` (and `baton run`) create them. */
@@ -18,7 +18,8 @@ export const schema = { ping };
 
 export interface Ping {
   name: string;
-  timestamp: Date;
+  /** As sent (ISO 8601): checked here, converted by PostgreSQL. */
+  timestamp: string;
 }
 
 export function parsePing(record: Buffer): Ping {
@@ -29,9 +30,9 @@ export function parsePing(record: Buffer): Ping {
   const { name, timestamp } = value as Record<string, unknown>;
   if (typeof name !== 'string' || name.length === 0) throw new TypeError('missing field "name"');
   if (typeof timestamp !== 'string') throw new TypeError('missing field "timestamp"');
-  const at = new Date(timestamp);
-  if (Number.isNaN(at.getTime())) throw new TypeError(`invalid timestamp ${JSON.stringify(timestamp)}`);
-  return { name, timestamp: at };
+  if (Number.isNaN(Date.parse(timestamp)))
+    throw new TypeError(`invalid timestamp ${JSON.stringify(timestamp)}`);
+  return { name, timestamp };
 }
 
 /** One record: the plain drizzle way. */
@@ -47,7 +48,7 @@ export async function process(tx: Tx, record: Buffer): Promise<void> {
 export async function processBatch(tx: Tx, records: readonly Buffer[]): Promise<void> {
   const pings = records.map(parsePing);
   const names = pings.map((p) => p.name);
-  const times = pings.map((p) => p.timestamp.toISOString());
+  const times = pings.map((p) => p.timestamp);
   await tx.execute(
     sql`INSERT INTO ${ping} (name, timestamp)
         SELECT * FROM unnest(${sql.param(names)}::text[], ${sql.param(times)}::timestamptz[])`,
@@ -68,7 +69,9 @@ export function registerCommands(cmd: Command, ctx: CommandContext): void {
     .description('print the latest pings')
     .option('-n, --number <n>', 'how many', '5')
     .action(async (options: { number: string }) => {
-      const result = await ctx.sql('SELECT name, timestamp FROM ping ORDER BY id DESC LIMIT $1', [Number(options.number)]);
+      const result = await ctx.sql('SELECT name, timestamp FROM ping ORDER BY id DESC LIMIT $1', [
+        Number(options.number),
+      ]);
       for (const row of result.rows) console.log(`${String(row['timestamp'])}  ${String(row['name'])}`);
     });
 }
