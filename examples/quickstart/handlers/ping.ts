@@ -62,7 +62,7 @@ export function registerCommands(cmd: Command, ctx: CommandContext): void {
     .description('print how many pings are stored')
     .action(async () => {
       const result = await ctx.sql('SELECT count(*)::int AS count FROM ping');
-      console.log(String(result.rows[0]?.['count'] ?? 0));
+      console.log(Number(result.rows[0]?.['count'] ?? 0));
     });
   cmd
     .command('last')
