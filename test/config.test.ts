@@ -139,6 +139,7 @@ describe('loadConfig', () => {
       handler: path.join(dir, 'handlers', 'ping.ts'),
       backend: 'store',
       key: 'ping',
+      migrations: path.join(dir, 'handlers', 'migrations', 'ping'),
       batchSize: 100,
       concurrency: 4,
       maxAttempts: 3,

@@ -2,6 +2,7 @@
 import { UnknownQueueError } from '../errors.js';
 import type { Admin, QueueInfo } from '../node/admin.js';
 import type { ErrorRecord } from '../queue/backend.js';
+import type { NewMigration, SchemaUpdate } from '../node/schema.js';
 import type { QueryResult, Row } from '../store/store.js';
 
 export class RemoteAdmin implements Admin {
@@ -83,6 +84,24 @@ export class RemoteAdmin implements Admin {
   async initdb(): Promise<string[]> {
     const reply = await this.#request('POST', '/v1/initdb', { json: {} });
     return asArray(reply['created']).map(String);
+  }
+
+  async migrate(): Promise<SchemaUpdate> {
+    const reply = await this.#request('POST', '/v1/migrate', { json: {} });
+    return {
+      migrated: asArray(reply['migrated']).map(String),
+      created: asArray(reply['created']).map(String),
+    };
+  }
+
+  async makeMigration(queue: string, message: string): Promise<NewMigration> {
+    const reply = await this.#request('POST', `/v1/queues/${encodeURIComponent(queue)}/migrations`, {
+      json: { message },
+    });
+    return {
+      path: typeof reply['path'] === 'string' ? reply['path'] : undefined,
+      statements: asArray(reply['statements']).map(String),
+    };
   }
 
   async close(): Promise<void> {}

@@ -104,11 +104,13 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
   const dataDir = path.resolve(baseDir, parsed.node.data_dir);
   const queues: Record<string, QueueConfig> = {};
   for (const [name, queue] of Object.entries(parsed.queues)) {
+    const handler = resolveHandler(queue.handler, baseDir);
     queues[name] = {
       name,
-      handler: resolveHandler(queue.handler, baseDir),
+      handler,
       backend: queue.backend,
       key: queue.key ?? name,
+      migrations: resolveMigrations(queue.migrations, handler, name, baseDir),
       batchSize: queue.batch_size,
       concurrency: queue.concurrency,
       maxAttempts: queue.max_attempts,
@@ -152,6 +154,17 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
     redis: { url: parsed.redis.url },
     queues,
   };
+}
+
+/** The queue's migrations folder: as configured, else beside a local handler; none for a package handler. */
+function resolveMigrations(
+  configured: string | undefined,
+  handler: string,
+  queue: string,
+  baseDir: string,
+): string | undefined {
+  if (configured !== undefined) return path.resolve(baseDir, configured);
+  return path.isAbsolute(handler) ? path.join(path.dirname(handler), 'migrations', queue) : undefined;
 }
 
 /** Paths (`./h.ts`, `/abs/h.js`) are made absolute; anything else is a package name for the module resolver. */

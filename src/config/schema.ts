@@ -185,6 +185,8 @@ const queueSchema = table({
   backend: z.enum(['store', 'redis'], { error: expecting('"store" or "redis"') }).default('store'),
   /** Redis list that producers LPUSH to (backend = "redis"). Default: the queue's name. */
   key: text().optional(),
+  /** Folder of the queue's SQL migrations, relative to the config file. Default: <handler folder>/migrations/<queue>. */
+  migrations: text().optional(),
   /** Records claimed and committed together. */
   batch_size: integer(1, 100_000).default(500),
   /** Batches in flight at once for this queue on this node (the embedded store runs one at a time). */

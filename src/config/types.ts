@@ -76,6 +76,8 @@ export interface QueueConfig {
   backend: 'store' | 'redis';
   /** The Redis list producers push to (backend = "redis"): the queue's name unless `key` is set. */
   key: string;
+  /** Absolute folder of the queue's SQL migrations; undefined for a handler loaded from a package. */
+  migrations: string | undefined;
   /** Records claimed and committed together. */
   batchSize: number;
   /** Batches in flight at once for this queue on this node. */

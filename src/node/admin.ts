@@ -2,6 +2,7 @@
 // local opening of the store when no node runs, and an HTTP client of the node that owns the store.
 import type { ErrorRecord } from '../queue/backend.js';
 import type { QueryResult } from '../store/store.js';
+import type { NewMigration, SchemaUpdate } from './schema.js';
 
 export interface QueueInfo {
   readonly name: string;
@@ -25,5 +26,9 @@ export interface Admin {
   sql(text: string, params?: readonly unknown[]): Promise<QueryResult>;
   /** Creates the missing tables of the handlers' schemas; returns their names. */
   initdb(): Promise<string[]>;
+  /** Applies pending migrations (Baton's and each queue's), then creates tables of queues without any. */
+  migrate(): Promise<SchemaUpdate>;
+  /** Writes the next migration of `queue` from its handler's schema and the store. */
+  makeMigration(queue: string, message: string): Promise<NewMigration>;
   close(): Promise<void>;
 }

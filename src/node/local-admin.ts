@@ -1,13 +1,16 @@
 // Admin operations on an embedded store that no node is running: the CLI opens the store itself (taking
 // its lock), acts, and closes it. Publishing only queues records; a node processes them when it runs.
-import type { ResolvedConfig } from '../config/types.js';
+import type { QueueConfig, ResolvedConfig } from '../config/types.js';
 import { UnknownQueueError } from '../errors.js';
+import type { Handler } from '../handler/handler.js';
 import { loadHandler } from '../handler/load.js';
 import { createMissingTables } from '../handler/tables.js';
 import type { Logger } from '../log.js';
 import type { ErrorRecord } from '../queue/backend.js';
 import type { QueryResult } from '../store/store.js';
 import type { Admin, QueueInfo } from './admin.js';
+import type { NewMigration, SchemaUpdate } from './schema.js';
+import { makeMigration, updateSchema } from './schema.js';
 import { openStorage } from './storage.js';
 import type { Storage } from './storage.js';
 
@@ -58,11 +61,25 @@ class LocalAdmin implements Admin {
   }
 
   async initdb(): Promise<string[]> {
-    const queues = Object.values(this.#config.queues);
-    const handlers = await Promise.all(
-      queues.map((queue) => loadHandler(queue.name, queue.handler, this.#config.file)),
+    return createMissingTables(this.#storage.store, await this.#handlers());
+  }
+
+  async migrate(): Promise<SchemaUpdate> {
+    return updateSchema(this.#storage.store, this.#config, await this.#handlers());
+  }
+
+  async makeMigration(queue: string, message: string): Promise<NewMigration> {
+    const config = this.#config.queues[this.#known(queue)] as QueueConfig;
+    const handler = await loadHandler(queue, config.handler, this.#config.file);
+    return makeMigration(this.#storage.store, this.#config, handler, message);
+  }
+
+  #handlers(): Promise<Handler[]> {
+    return Promise.all(
+      Object.values(this.#config.queues).map((queue) =>
+        loadHandler(queue.name, queue.handler, this.#config.file),
+      ),
     );
-    return createMissingTables(this.#storage.store, handlers);
   }
 
   close(): Promise<void> {

@@ -20,6 +20,8 @@ import { RecordProcessor } from '../queue/processor.js';
 import { QueueRunner } from '../queue/runner.js';
 import type { QueryResult } from '../store/store.js';
 import type { Admin, QueueInfo } from './admin.js';
+import type { NewMigration, SchemaUpdate } from './schema.js';
+import { makeMigration, updateSchema } from './schema.js';
 import type { Storage } from './storage.js';
 import { openStorage } from './storage.js';
 
@@ -164,6 +166,16 @@ export class BatonNode implements Admin {
     return createMissingTables(this.#open().store, this.#handlers);
   }
 
+  migrate(): Promise<SchemaUpdate> {
+    return updateSchema(this.#open().store, this.config, this.#handlers);
+  }
+
+  makeMigration(queue: string, message: string): Promise<NewMigration> {
+    this.#processor(queue);
+    const handler = this.#handlers.find((candidate) => candidate.queue === queue) as Handler;
+    return makeMigration(this.#open().store, this.config, handler, message);
+  }
+
   /** Resolves true when the node runs and its store answers. */
   async ready(): Promise<boolean> {
     return this.#state === 'running' && (await this.#storage?.store.ping()) === true;
@@ -182,8 +194,9 @@ export class BatonNode implements Admin {
       );
       this.#storage = await openStorage(this.config, this.log);
       const { store, backend } = this.#storage;
-      for (const id of this.#storage.migrated) this.log.info({ migration: id }, `applied migration ${id}`);
-      const created = await createMissingTables(store, this.#handlers);
+      const { migrated, created } = await updateSchema(store, this.config, this.#handlers);
+      for (const id of [...this.#storage.migrated, ...migrated])
+        this.log.info({ migration: id }, `applied migration ${id}`);
       if (created.length > 0) this.log.info({ tables: created }, `created tables ${created.join(', ')}`);
       await backend.start();
       await backend.registerConsumer(this.consumer, this.name);

@@ -38,6 +38,32 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     });
 
   program
+    .command('migrate')
+    .description(
+      "apply pending migrations (Baton's and each queue's), then create tables of queues without any",
+    )
+    .option('--json', 'print the result as JSON')
+    .action(async (options: { json?: boolean }) => {
+      const update = await ctx.withAdmin((admin) => admin.migrate());
+      if (options.json) return ctx.printJson(update);
+      for (const id of update.migrated) ctx.print(`applied ${id}`);
+      for (const table of update.created) ctx.print(`created table ${table}`);
+      if (update.migrated.length + update.created.length === 0) ctx.print('the schema is up to date');
+    });
+
+  program
+    .command('make-migration')
+    .description("write the next migration of a queue from its handler's schema and the database")
+    .argument('<queue>', 'queue name')
+    .option('-m, --message <message>', 'what the migration does', 'migration')
+    .action(async (queue: string, options: { message: string }) => {
+      const made = await ctx.withAdmin((admin) => admin.makeMigration(queue, options.message));
+      if (!made.path) return ctx.print(`the database already matches the schema of queue "${queue}"`);
+      ctx.print(`wrote ${made.path}`);
+      for (const statement of made.statements) ctx.print(`  ${statement.trim().split('\n')[0] ?? ''}`);
+    });
+
+  program
     .command('print-config')
     .description('print the resolved configuration (secrets hidden)')
     .action(async () => {

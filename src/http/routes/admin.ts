@@ -9,6 +9,7 @@ import type { HttpNode } from '../node.js';
 import { parseInput } from '../validate.js';
 import { rowJson } from '../../util/wire.js';
 
+const migrationBody = z.object({ message: z.string().max(200).default('') }).strict();
 const sqlBody = z
   .object({ sql: z.string().min(1), params: z.array(z.unknown()).max(10_000).optional() })
   .strict();
@@ -32,4 +33,10 @@ export function registerAdminRoutes(app: FastifyInstance, node: HttpNode, config
   });
 
   app.post('/v1/initdb', async () => ({ created: await node.initdb() }));
+  app.post('/v1/migrate', async () => node.migrate());
+  app.post<{ Params: { queue: string } }>('/v1/queues/:queue/migrations', async (request) => {
+    const body = parseInput(migrationBody, request.body ?? {}, 'body');
+    const made = await node.makeMigration(request.params.queue, body.message);
+    return { path: made.path ?? null, statements: made.statements };
+  });
 }
