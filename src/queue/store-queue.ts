@@ -35,6 +35,8 @@ const ALL_QUEUES = Symbol('all queues');
 /** A consumer not seen for this long is dead, and its claims are recovered. */
 export const CONSUMER_TIMEOUT_MS = 3_000;
 const HEARTBEAT_MS = 1_000;
+/** A claim of ours older than this that no batch in memory holds was lost in transit: it is given back. */
+const UNKNOWN_CLAIM_GRACE_MS = 5_000;
 
 export class StoreQueueBackend implements QueueBackend {
   readonly kind = 'store';
@@ -44,6 +46,8 @@ export class StoreQueueBackend implements QueueBackend {
   readonly #wakeups = new EventEmitter().setMaxListeners(0);
   /** Consumers of this process, with their heartbeat timers (server stores). */
   readonly #consumers = new Map<string, NodeJS.Timeout | undefined>();
+  /** Batches this process claimed and has not settled yet, by batch id. */
+  readonly #held = new Map<string, ClaimedBatch>();
   #unlisten: (() => Promise<void>) | undefined;
 
   constructor(store: Store, log?: Logger) {
@@ -112,7 +116,9 @@ export class StoreQueueBackend implements QueueBackend {
       RETURNING id::text AS id, payload, attempts, enqueued_at`);
     if (rows.length === 0) return undefined;
     const records = rows.map(toClaimedRecord).sort(byNumericId);
-    return { id: randomUUID(), queue, consumer, records };
+    const batch = { id: randomUUID(), queue, consumer, records };
+    this.#held.set(batch.id, batch);
+    return batch;
   }
 
   async acknowledge(tx: Tx, batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
@@ -134,6 +140,7 @@ export class StoreQueueBackend implements QueueBackend {
   }
 
   async complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
+    this.#held.delete(batch.id);
     if (failures.length === 0) return;
     await this.#store.transaction(async (tx) => {
       for (const { record, error, retryAt } of failures) {
@@ -158,6 +165,7 @@ export class StoreQueueBackend implements QueueBackend {
   }
 
   async release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
+    this.#held.delete(batch.id);
     if (records.length === 0) return;
     await this.#store.execute(
       sql`UPDATE baton_queue_records SET claimed_by = NULL, claimed_at = NULL
@@ -173,8 +181,13 @@ export class StoreQueueBackend implements QueueBackend {
     const alive = this.shared
       ? sql`SELECT id FROM baton_consumers WHERE last_seen > now() - make_interval(secs => ${CONSUMER_TIMEOUT_MS / 1000})`
       : sql`SELECT unnest(${local}::text[])`;
+    const held = sql.param(
+      [...this.#held.values()].flatMap((batch) => batch.records.map((record) => record.id)),
+    );
     const recovered = await this.#store.transaction(async (tx) => {
-      const orphaned = sql`queue = ${queue} AND claimed_by IS NOT NULL AND claimed_by NOT IN (${alive})`;
+      // This process's own consumers are alive whatever their last heartbeat says (it may have just come back).
+      const orphaned = sql`queue = ${queue} AND claimed_by IS NOT NULL AND claimed_by NOT IN (${alive})
+        AND NOT (claimed_by = ANY(${local}::text[]))`;
       const dead = await moveToErrors(
         tx,
         sql`${orphaned} AND attempts + 1 >= ${options.maxAttempts}`,
@@ -186,7 +199,16 @@ export class StoreQueueBackend implements QueueBackend {
         sql`UPDATE baton_queue_records SET attempts = attempts + 1, claimed_by = NULL, claimed_at = NULL, last_error = ${reason}
             WHERE ${orphaned} RETURNING id`,
       );
-      return dead + requeued.length;
+      // Claims of ours that this process does not hold: their claim committed but its answer was lost with
+      // the connection. Nothing ran, so no attempt is counted.
+      const unknown = await executeIn(
+        tx,
+        sql`UPDATE baton_queue_records SET claimed_by = NULL, claimed_at = NULL
+            WHERE queue = ${queue} AND claimed_by = ANY(${local}::text[]) AND NOT (id = ANY(${held}::bigint[]))
+              AND claimed_at < now() - make_interval(secs => ${UNKNOWN_CLAIM_GRACE_MS / 1000})
+            RETURNING id`,
+      );
+      return dead + requeued.length + unknown.length;
     });
     if (recovered > 0) this.#wakeups.emit(queue);
     return recovered;

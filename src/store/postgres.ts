@@ -26,10 +26,17 @@ export async function openPostgresStore(
     connectionTimeoutMillis: 5_000,
     ...(config.statementTimeoutMs > 0 ? { statement_timeout: config.statementTimeoutMs } : {}),
   });
-  // An idle connection that dies must not crash the process: the pool drops it and opens another.
+  // A connection that dies must not crash the process. The pool reports idle ones ('error' on the pool);
+  // one that is checked out emits 'error' on itself, which would be fatal without a listener. The query
+  // running on it rejects anyway, and the pool replaces it.
   pool.on('error', (error) =>
     options.log.warn({ err: describeError(error) }, 'store: an idle connection failed'),
   );
+  pool.on('connect', (client) => {
+    client.on('error', (error) =>
+      options.log.warn({ err: describeError(error) }, 'store: a connection failed'),
+    );
+  });
   await waitUntilReachable(pool, config.url, options.startupTimeoutMs, options.log);
 
   const db = drizzle(pool);

@@ -1,0 +1,397 @@
+// The Redis side of the Redis queue backend: its key layout, the Lua scripts (each atomic on the server),
+// how to run them and how to read their binary replies. Items of a processing list are envelopes
+// `<attempts>:<payload>`; members of the retry ZSET are `<seq>:<attempts>:<payload>` (the sequence number
+// keeps equal payloads apart and orders equal scores); `errors-<queue>` holds raw payloads, as Azafea does.
+import { createHash, randomUUID } from 'node:crypto';
+
+import type { Redis } from 'ioredis';
+import { z } from 'zod';
+
+import { BackendUnavailableError } from '../errors.js';
+import { isConnectionError } from '../store/connection-errors.js';
+import type { ErrorRecord } from './backend.js';
+import { errorQueueName } from './backend.js';
+
+export function consumerKey(consumer: string): string {
+  return `baton:consumer:${consumer}`;
+}
+
+export function processingKey(key: string, consumer: string, batch: string): string {
+  return `${key}:processing:${consumer}:${batch}`;
+}
+
+/** Processing list, batches hash, retry ZSET and its sequence, of a batch of the list `key`. */
+export function batchKeys(
+  key: string,
+  batch: { id: string; consumer: string },
+): [string, string, string, string] {
+  return [processingKey(key, batch.consumer, batch.id), `${key}:batches`, `${key}:retry`, `${key}:retry:seq`];
+}
+
+/** The raw list Azafea's tools read, the parallel ids list, the metadata hash and the id sequence. */
+export function errorKeys(queue: string): string[] {
+  const errors = errorQueueName(queue);
+  return [errors, `${errors}:ids`, `${errors}:meta`, `${errors}:seq`];
+}
+
+/** `<attempts>:<payload>` → its parts; the payload stays bytes. */
+export function openEnvelope(envelope: Buffer): { payload: Buffer; attempts: number } {
+  const colon = envelope.indexOf(0x3a);
+  const attempts = Number(envelope.subarray(0, colon).toString('latin1'));
+  if (colon < 0 || !Number.isInteger(attempts))
+    throw new TypeError('malformed envelope in a processing list');
+  return { payload: envelope.subarray(colon + 1), attempts };
+}
+
+export interface LuaScript {
+  readonly lua: string;
+  readonly sha: string;
+}
+
+function script(body: string): LuaScript {
+  const lua = COMMON + body;
+  return { lua, sha: createHash('sha1').update(lua).digest('hex') };
+}
+
+/** Runs a script by its SHA1, sending it whole when the server lacks it (after a restart or SCRIPT FLUSH). */
+export async function runScript(
+  client: Redis,
+  { lua, sha }: LuaScript,
+  keys: readonly string[],
+  args: ReadonlyArray<string | Buffer | number>,
+): Promise<unknown> {
+  try {
+    try {
+      return await client.callBuffer('EVALSHA', sha, keys.length, ...keys, ...args);
+    } catch (error) {
+      if (!(error instanceof Error && error.message.startsWith('NOSCRIPT'))) throw error;
+      return await client.callBuffer('EVAL', lua, keys.length, ...keys, ...args);
+    }
+  } catch (error) {
+    throw redisError(error);
+  }
+}
+
+const COMMON = `
+local function parse(envelope)
+  local colon = string.find(envelope, ':', 1, true)
+  return tonumber(string.sub(envelope, 1, colon - 1)), string.sub(envelope, colon + 1)
+end
+local function to_retry(retry, seq, score, attempts, payload)
+  local n = redis.call('INCR', seq)
+  redis.call('ZADD', retry, score, string.format('%016d', n) .. ':' .. attempts .. ':' .. payload)
+end
+-- Keeps the ids list parallel to errors-<queue> when another program (Azafea's replay-errors pops the
+-- oldest from the right; an Azafea consumer pushes the newest on the left) changed the raw list.
+local function align(errors, ids, meta, seq, now)
+  local extra = redis.call('LLEN', ids) - redis.call('LLEN', errors)
+  for _ = 1, extra do redis.call('HDEL', meta, redis.call('RPOP', ids)) end
+  for _ = 1, -extra do
+    local id = redis.call('INCR', seq)
+    redis.call('LPUSH', ids, id)
+    redis.call('HSET', meta, id, cjson.encode({attempts = 0, error = 'added to ' .. errors .. ' by another program',
+      failed_at = now, enqueued_at = now}))
+  end
+end
+local function to_errors(errors, ids, meta, seq, payload, attempts, err, failed_at, enqueued_at)
+  align(errors, ids, meta, seq, failed_at)
+  local id = redis.call('INCR', seq)
+  redis.call('LPUSH', errors, payload)
+  redis.call('LPUSH', ids, id)
+  redis.call('HSET', meta, id, cjson.encode({attempts = attempts, error = err, failed_at = failed_at,
+    enqueued_at = enqueued_at}))
+end
+`;
+
+/**
+ * KEYS: main list, retry ZSET, batches hash, processing list. ARGV: max, now (ms), consumer, batch id.
+ * Moves due retries, then the oldest records of the main list, into the processing list; returns its items.
+ */
+export const CLAIM = script(`
+local max = tonumber(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, max)
+for _, member in ipairs(due) do
+  redis.call('RPUSH', KEYS[4], string.sub(member, string.find(member, ':', 1, true) + 1))
+  redis.call('ZREM', KEYS[2], member)
+end
+if max > #due then
+  local raw = redis.call('RPOP', KEYS[1], max - #due)
+  if raw then
+    for _, payload in ipairs(raw) do redis.call('RPUSH', KEYS[4], '0:' .. payload) end
+  end
+end
+if redis.call('EXISTS', KEYS[4]) == 0 then return {} end
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[3])
+return redis.call('LRANGE', KEYS[4], 0, -1)
+`);
+
+const ERROR_KEYS = 'KEYS[5], KEYS[6], KEYS[7], KEYS[8]';
+
+/**
+ * KEYS: processing list, batches hash, retry ZSET, retry seq, errors, error ids, error meta, error seq.
+ * ARGV: batch id, failed at (ISO), then per failure: index, retry at (ms, or '' for the error queue), error,
+ * enqueued at (ISO). Returns how many failures it settled, or -1 when the batch was recovered meanwhile.
+ */
+export const COMPLETE = script(`
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return -1 end
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local settled = 0
+for i = 3, #ARGV, 4 do
+  local envelope = items[tonumber(ARGV[i]) + 1]
+  if envelope and envelope ~= '' then
+    local attempts, payload = parse(envelope)
+    if ARGV[i + 1] ~= '' then
+      to_retry(KEYS[3], KEYS[4], ARGV[i + 1], attempts + 1, payload)
+    else
+      to_errors(${ERROR_KEYS}, payload, attempts + 1, ARGV[i + 2], ARGV[2], ARGV[i + 3])
+    end
+    settled = settled + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+return settled
+`);
+
+/**
+ * KEYS: processing list, batches hash, main list, retry ZSET, retry seq. ARGV: batch id, now (ms), n, n
+ * indexes to give back (ascending), then the acknowledged indexes. Returns how many it gave back, -1 when
+ * the batch is gone (recovered). Records never run go back to the consuming end of the main list as raw
+ * bytes; retried ones to the retry ZSET, due now. Items given back become '' (envelopes never are).
+ */
+export const RELEASE = script(`
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return -1 end
+local n = tonumber(ARGV[3])
+local items = redis.call('LRANGE', KEYS[1], 0, -1)
+local acked = {}
+for i = 4 + n, #ARGV do acked[tonumber(ARGV[i]) + 1] = true end
+local raw, released = {}, 0
+for i = 4, 3 + n do
+  local index = tonumber(ARGV[i]) + 1
+  local envelope = items[index]
+  if envelope and envelope ~= '' and not acked[index] then
+    local attempts, payload = parse(envelope)
+    if attempts == 0 then table.insert(raw, payload) else to_retry(KEYS[4], KEYS[5], ARGV[2], attempts, payload) end
+    redis.call('LSET', KEYS[1], index - 1, '')
+    items[index] = ''
+    released = released + 1
+  end
+end
+for i = #raw, 1, -1 do redis.call('RPUSH', KEYS[3], raw[i]) end
+for index, envelope in ipairs(items) do
+  if envelope ~= '' and not acked[index] then return released end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return released
+`);
+
+/**
+ * KEYS: as COMPLETE. ARGV: batch id, now (ms), max attempts, now (ISO), error, then the acknowledged indexes.
+ * Counts one attempt for every record not acknowledged and retries it now, or moves it to the error queue
+ * when out of attempts. Returns how many; 0 when another recoverer or the consumer settled the batch first.
+ */
+export const RECOVER = script(`
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
+local acked = {}
+for i = 6, #ARGV do acked[tonumber(ARGV[i]) + 1] = true end
+local max = tonumber(ARGV[3])
+local moved = 0
+for index, envelope in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if envelope ~= '' and not acked[index] then
+    local attempts, payload = parse(envelope)
+    if attempts + 1 >= max then
+      to_errors(${ERROR_KEYS}, payload, attempts + 1, ARGV[5], ARGV[4], ARGV[4])
+    else
+      to_retry(KEYS[3], KEYS[4], ARGV[2], attempts + 1, payload)
+    end
+    moved = moved + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+return moved
+`);
+
+/**
+ * KEYS: errors, error ids, error meta, error seq. ARGV: now (ISO), after id, limit. Returns up to `limit`
+ * [id, payload, meta JSON] of the ids above `after id`, oldest first. The ids list descends from its left
+ * (newest) end, so a binary search finds where `after id` falls.
+ */
+export const LIST_ERRORS = script(`
+align(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
+local after, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local lo, hi = 0, redis.call('LLEN', KEYS[2])
+while lo < hi do
+  local mid = math.floor((lo + hi) / 2)
+  if tonumber(redis.call('LINDEX', KEYS[2], mid)) > after then lo = mid + 1 else hi = mid end
+end
+if lo == 0 or limit <= 0 then return {} end
+local first = math.max(0, lo - limit)
+local ids = redis.call('LRANGE', KEYS[2], first, lo - 1)
+local payloads = redis.call('LRANGE', KEYS[1], first, lo - 1)
+local out = {}
+for i = #ids, 1, -1 do
+  table.insert(out, {ids[i], payloads[i], redis.call('HGET', KEYS[3], ids[i]) or ''})
+end
+return out
+`);
+
+/**
+ * KEYS: errors, error ids, error meta, error seq, main list. ARGV: now (ISO), limit, tombstone, 'replay' or
+ * 'drop', then the ids (ascending; none: the oldest `limit`). Moves raw payloads back to the main list (LPUSH,
+ * as Azafea's replay-errors does) or drops them; returns how many.
+ */
+export const TAKE_ERRORS = script(`
+align(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
+local limit, tombstone, replay = tonumber(ARGV[2]), ARGV[3], ARGV[4] == 'replay'
+local taken = 0
+if #ARGV == 4 then
+  while taken < limit do
+    local payload = redis.call('RPOP', KEYS[1])
+    if not payload then break end
+    redis.call('HDEL', KEYS[3], redis.call('RPOP', KEYS[2]))
+    if replay then redis.call('LPUSH', KEYS[5], payload) end
+    taken = taken + 1
+  end
+  return taken
+end
+for i = 5, #ARGV do
+  if taken >= limit then break end
+  local index = redis.call('LPOS', KEYS[2], ARGV[i])
+  if index then
+    if replay then redis.call('LPUSH', KEYS[5], redis.call('LINDEX', KEYS[1], index)) end
+    redis.call('LSET', KEYS[1], index, tombstone)
+    redis.call('LSET', KEYS[2], index, tombstone)
+    redis.call('HDEL', KEYS[3], ARGV[i])
+    taken = taken + 1
+  end
+end
+redis.call('LREM', KEYS[1], 0, tombstone)
+redis.call('LREM', KEYS[2], 0, tombstone)
+return taken
+`);
+
+export function asArray(reply: unknown): unknown[] {
+  if (reply === null || reply === undefined) return [];
+  if (!Array.isArray(reply)) throw new TypeError(`unexpected Redis reply: ${typeof reply}`);
+  return reply;
+}
+
+export function asBuffer(reply: unknown): Buffer {
+  if (Buffer.isBuffer(reply)) return reply;
+  if (typeof reply === 'string') return Buffer.from(reply);
+  throw new TypeError(`unexpected Redis reply: ${typeof reply}, expected bytes`);
+}
+
+export function asText(reply: unknown): string {
+  return Buffer.isBuffer(reply) || typeof reply === 'string' ? reply.toString() : '';
+}
+
+export function asInteger(reply: unknown): number {
+  const value = Buffer.isBuffer(reply) ? Number(reply.toString('latin1')) : Number(reply);
+  if (!Number.isInteger(value))
+    throw new TypeError(`unexpected Redis reply: ${String(reply)}, expected an integer`);
+  return value;
+}
+
+/** The error records with ids above `afterId`, oldest first. */
+export async function listErrors(
+  client: Redis,
+  queue: string,
+  afterId: string,
+  limit: number,
+): Promise<ErrorRecord[]> {
+  if (!/^\d+$/.test(afterId)) throw new TypeError(`error ids are numbers; got "${afterId}"`);
+  const rows = asArray(await runScript(client, LIST_ERRORS, errorKeys(queue), [now(), afterId, limit]));
+  return rows.map((row) => toErrorRecord(queue, row));
+}
+
+/** Replays error records into the list `into` (raw bytes, attempts reset), or drops them when undefined. */
+export async function takeErrors(
+  client: Redis,
+  queue: string,
+  options: { into: string | undefined; ids: readonly string[] | undefined; limit: number },
+): Promise<number> {
+  // Ids that are not numbers name no error record; the script compares them as the ids list holds them.
+  const numeric = options.ids?.filter((id) => /^\d+$/.test(id)).map(BigInt);
+  const ids = numeric && [...new Set(numeric)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(String);
+  if (ids?.length === 0 || options.limit <= 0) return 0;
+  const tombstone = `\u0000baton-tombstone:${randomUUID()}`;
+  const mode = options.into === undefined ? 'drop' : 'replay';
+  const keys = [...errorKeys(queue), options.into ?? errorKeys(queue)[0]!];
+  return asInteger(
+    await runScript(client, TAKE_ERRORS, keys, [now(), options.limit, tombstone, mode, ...(ids ?? [])]),
+  );
+}
+
+/** `appendonly` and `appendfsync`, or the error when CONFIG is disabled; throws when Redis is unreachable. */
+export async function readPersistence(
+  client: Redis,
+): Promise<{ appendonly: string; appendfsync: string } | Error> {
+  try {
+    const [appendonly = '', appendfsync = ''] = await Promise.all(
+      ['appendonly', 'appendfsync'].map(async (name) =>
+        asText(asArray(await client.call('CONFIG', 'GET', name))[1]),
+      ),
+    );
+    return { appendonly, appendfsync };
+  } catch (error) {
+    if (isUnavailable(error)) throw redisError(error);
+    return error instanceof Error ? error : new Error(String(error));
+  }
+}
+
+function now(): string {
+  return new Date().toISOString();
+}
+
+/** A row of LIST_ERRORS: [id, payload, metadata JSON]. */
+function toErrorRecord(queue: string, row: unknown): ErrorRecord {
+  const [id, payload, meta] = asArray(row);
+  let details: unknown;
+  try {
+    details = JSON.parse(meta === undefined ? '' : asBuffer(meta).toString());
+  } catch {
+    details = {};
+  }
+  const parsed = errorMeta.parse(typeof details === 'object' && details !== null ? details : {});
+  return {
+    id: asBuffer(id).toString(),
+    queue,
+    payload: asBuffer(payload),
+    attempts: parsed.attempts,
+    error: parsed.error,
+    failedAt: toDate(parsed.failed_at),
+    enqueuedAt: toDate(parsed.enqueued_at),
+  };
+}
+
+const errorMeta = z.object({
+  attempts: z.number().int().catch(0),
+  error: z.string().catch('(no details recorded)'),
+  failed_at: z.string().catch(''),
+  enqueued_at: z.string().catch(''),
+});
+
+function toDate(text: string): Date {
+  const date = new Date(text);
+  return Number.isNaN(date.getTime()) ? new Date(0) : date;
+}
+
+/** Replies of a server that is there but cannot serve for now: retried like a lost connection. */
+const TRANSIENT_REPLY = /^(LOADING|BUSY|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|NOREPLICAS)\b/;
+
+export function isUnavailable(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  if (error.name === 'ReplyError') return TRANSIENT_REPLY.test(error.message);
+  return (
+    error.name === 'MaxRetriesPerRequestError' ||
+    error.message.includes("Stream isn't writeable") ||
+    isConnectionError(error)
+  );
+}
+
+/** A lost or refused connection becomes BackendUnavailableError: retried, never counted as an attempt. */
+export function redisError(error: unknown): unknown {
+  if (error instanceof BackendUnavailableError || !isUnavailable(error)) return error;
+  return new BackendUnavailableError('redis', 'Redis is unreachable', { cause: error });
+}

@@ -1,0 +1,422 @@
+// Queues kept in Redis lists (`backend = "redis"`), wire-compatible with Azafea: producers LPUSH raw bytes
+// to the queue's key and consumers take from the right. A claim moves records into a processing list per
+// batch; the acknowledgement is a row of baton_redis_ledger written in the handler's own transaction, which
+// claim recovery marks (fencing the late acknowledgement of a consumer thought dead) before giving back.
+import { randomUUID } from 'node:crypto';
+
+import { sql } from 'drizzle-orm';
+import { Redis } from 'ioredis';
+
+import { BackendUnavailableError, describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Store, Tx } from '../store/store.js';
+import { executeIn } from '../store/store.js';
+import { backoffDelay } from '../util/backoff.js';
+import { sleep } from '../util/sleep.js';
+import { ClaimLostError, errorQueueName } from './backend.js';
+import type {
+  ClaimedBatch,
+  ClaimedRecord,
+  ErrorRecord,
+  QueueBackend,
+  QueueStats,
+  RecordFailure,
+} from './backend.js';
+import {
+  asArray,
+  asBuffer,
+  asInteger,
+  batchKeys,
+  CLAIM,
+  COMPLETE,
+  consumerKey,
+  errorKeys,
+  listErrors,
+  openEnvelope,
+  processingKey,
+  readPersistence,
+  RECOVER,
+  redisError,
+  RELEASE,
+  runScript,
+  takeErrors,
+} from './redis-scripts.js';
+
+export interface RedisQueueOptions {
+  /** redis:// or rediss:// URL. */
+  readonly url: string;
+  /** The sink: acknowledgements are rows of its baton_redis_ledger table (migration 0003). */
+  readonly store: Store;
+  readonly log: Logger;
+  /** Queue name → the Redis list its producers LPUSH to. A queue not listed uses its own name. */
+  readonly keys?: Readonly<Record<string, string>>;
+}
+
+/** A consumer whose key was not refreshed for this long is dead, and its batches are recovered. */
+export const CONSUMER_TTL_MS = 3_000;
+const HEARTBEAT_MS = 1_000;
+const RECONNECT_BACKOFF = { initialMs: 1_000, maxMs: 32_000 };
+const DEFAULT_STARTUP_TIMEOUT_MS = 30_000;
+const PUBLISH_CHUNK = 1_000;
+/** Blocking connections kept for the next wait; more waiting at once get connections of their own. */
+const MAX_IDLE_BLOCKING = 8;
+const BLOCKING_GRACE_MS = 2_000;
+/** Ledger rows of settled batches are kept this long, and swept at most this often per queue. */
+const LEDGER_RETENTION_HOURS = 24;
+const LEDGER_SWEEP_MS = 60_000;
+const RECOVERED_REASON = 'its node stopped while processing it (the claim was recovered)';
+
+export class RedisQueueBackend implements QueueBackend {
+  readonly kind = 'redis';
+  readonly shared = true;
+  readonly #client: Redis;
+  readonly #store: Store;
+  readonly #log: Logger;
+  readonly #keys: Readonly<Record<string, string>>;
+  readonly #url: string;
+  /** Consumers of this process with their heartbeat timers: alive by definition while registered. */
+  readonly #consumers = new Map<string, NodeJS.Timeout>();
+  /** Connections for BLMOVE (a blocked connection serves nobody else). */
+  readonly #idle: Redis[] = [];
+  readonly #busy = new Set<Redis>();
+  readonly #ledgerSweptAt = new Map<string, number>();
+  #lastError: unknown;
+  #starting: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(options: RedisQueueOptions) {
+    this.#store = options.store;
+    this.#log = options.log;
+    this.#keys = options.keys ?? {};
+    this.#url = redactUrl(options.url);
+    this.#client = new Redis(options.url, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 1,
+      enableOfflineQueue: false,
+      retryStrategy: (attempt) => {
+        const delay = backoffDelay(attempt, RECONNECT_BACKOFF);
+        const err = describeError(this.#lastError ?? 'connection closed');
+        const message = `redis: connection to ${this.#url} lost; reconnecting in ${delay} ms (attempt ${attempt})`;
+        this.#log.warn({ err, retryInMs: delay }, message);
+        return delay;
+      },
+    });
+    // Errors reach callers through their commands; the client keeps reconnecting on its own.
+    this.#client.on('error', (error: unknown) => (this.#lastError = error));
+    this.#client.on('ready', () => {
+      if (this.#lastError !== undefined) this.#log.info(`redis: connected to ${this.#url} again`);
+      this.#lastError = undefined;
+    });
+  }
+
+  /**
+   * Connects (BackendUnavailableError when Redis does not answer within `startupTimeoutMs`) and warns once
+   * when Redis is not configured for exactly-once across its own crash.
+   */
+  start(options: { startupTimeoutMs?: number } = {}): Promise<void> {
+    return (this.#starting ??= this.#connect(options.startupTimeoutMs ?? DEFAULT_STARTUP_TIMEOUT_MS));
+  }
+
+  async #connect(timeoutMs: number): Promise<void> {
+    if (this.#client.status === 'wait') void this.#client.connect().catch(() => undefined);
+    // The client retries on its own (retryStrategy); startup only waits for it, up to the timeout.
+    const deadline = Date.now() + timeoutMs;
+    while (this.#client.status !== 'ready') {
+      if (Date.now() > deadline || this.#closed) {
+        throw new BackendUnavailableError('redis', `cannot reach Redis at ${this.#url}`, {
+          cause: this.#lastError,
+        });
+      }
+      await sleep(50);
+    }
+    const advice = 'exactly-once across a Redis crash needs appendonly yes and appendfsync always';
+    const settings = await readPersistence(this.#client);
+    if (settings instanceof Error) {
+      this.#log.warn({ err: describeError(settings) }, `redis: could not check its persistence: ${advice}`);
+      return;
+    }
+    const { appendonly, appendfsync } = settings;
+    if (appendonly !== 'yes' || appendfsync !== 'always') {
+      this.#log.warn(
+        { appendonly, appendfsync },
+        `redis: ${this.#url} runs with appendonly ${appendonly}, appendfsync ${appendfsync}: ${advice}`,
+      );
+    }
+  }
+
+  async publish(queue: string, records: readonly Buffer[]): Promise<number> {
+    if (records.length === 0) return 0;
+    const key = this.#key(queue);
+    const transaction = this.#client.multi();
+    for (let start = 0; start < records.length; start += PUBLISH_CHUNK) {
+      transaction.lpush(key, ...records.slice(start, start + PUBLISH_CHUNK));
+    }
+    const replies = await this.#redis(() => transaction.exec());
+    const failed = replies?.find(([error]) => error)?.[0];
+    if (failed) throw redisError(failed);
+    return records.length;
+  }
+
+  async registerConsumer(consumer: string, node: string): Promise<void> {
+    if (this.#consumers.has(consumer)) return;
+    const beat = (): Promise<unknown> =>
+      this.#redis(() => this.#client.set(consumerKey(consumer), node, 'PX', CONSUMER_TTL_MS));
+    await beat();
+    const timer = setInterval(() => {
+      beat().catch((error: unknown) => {
+        this.#log.warn({ err: describeError(error), consumer }, 'redis queue: consumer heartbeat failed');
+      });
+    }, HEARTBEAT_MS);
+    timer.unref();
+    this.#consumers.set(consumer, timer);
+  }
+
+  async unregisterConsumer(consumer: string): Promise<void> {
+    if (!this.#consumers.has(consumer)) return;
+    clearInterval(this.#consumers.get(consumer));
+    this.#consumers.delete(consumer);
+    await this.#redis(() => this.#client.del(consumerKey(consumer)));
+  }
+
+  async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
+    if (max <= 0) return undefined;
+    const key = this.#key(queue);
+    const id = randomUUID();
+    const now = new Date();
+    const keys = [key, `${key}:retry`, `${key}:batches`, processingKey(key, consumer, id)];
+    const envelopes = asArray(await runScript(this.#client, CLAIM, keys, [max, now.getTime(), consumer, id]));
+    if (envelopes.length === 0) return undefined;
+    const records = envelopes.map((envelope, index): ClaimedRecord => ({
+      id: `${id}:${index}`,
+      ...openEnvelope(asBuffer(envelope)),
+      enqueuedAt: now,
+    }));
+    return { id, queue, consumer, records };
+  }
+
+  async acknowledge(tx: Tx, batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const rows = await executeIn(
+      tx,
+      sql`INSERT INTO baton_redis_ledger (batch_id, queue, outcome, acked)
+          VALUES (${batch.id}, ${batch.queue}, 'committed', ${sql.param(positions(batch, records))}::int[])
+          ON CONFLICT (batch_id) DO UPDATE SET acked = baton_redis_ledger.acked || EXCLUDED.acked
+          WHERE baton_redis_ledger.outcome = 'committed'
+          RETURNING batch_id`,
+    );
+    if (rows.length === 0) {
+      throw new ClaimLostError(
+        `queue "${batch.queue}": batch ${batch.id} was recovered from consumer ${batch.consumer} before it committed`,
+      );
+    }
+  }
+
+  async complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
+    const key = this.#key(batch.queue);
+    const args: Array<string | number> = [batch.id, new Date().toISOString()];
+    for (const { record, error, retryAt } of failures) {
+      const retry = retryAt ? retryAt.getTime() : '';
+      args.push(position(batch, record), retry, error, record.enqueuedAt.toISOString());
+    }
+    const keys = [...batchKeys(key, batch), ...errorKeys(batch.queue)];
+    const settled = asInteger(await runScript(this.#client, COMPLETE, keys, args));
+    if (settled < 0) {
+      this.#log.warn(
+        { queue: batch.queue, batch: batch.id },
+        `queue "${batch.queue}": batch ${batch.id} was recovered before it completed; the recovery counted its failures`,
+      );
+    }
+  }
+
+  async release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    // Records acknowledged by a committed part of the batch (the runner may commit it in halves) stay done.
+    const [row] = await this.#store.execute(
+      sql`SELECT acked FROM baton_redis_ledger WHERE batch_id = ${batch.id}`,
+    );
+    const acked = row ? toIntegers(row['acked']) : [];
+    const indexes = [...new Set(positions(batch, records))].sort((a, b) => a - b);
+    const key = this.#key(batch.queue);
+    const [processing, batches, retry, retrySeq] = batchKeys(key, batch);
+    await runScript(
+      this.#client,
+      RELEASE,
+      [processing, batches, key, retry, retrySeq],
+      [batch.id, Date.now(), indexes.length, ...indexes, ...acked],
+    );
+  }
+
+  async recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number> {
+    const key = this.#key(queue);
+    const batches = await this.#redis(() => this.#client.hgetall(`${key}:batches`));
+    await this.#sweepLedger(queue, Object.keys(batches));
+    const consumers = [...new Set(Object.values(batches))].filter((c) => !this.#consumers.has(c));
+    if (consumers.length === 0) return 0;
+    const seen = await this.#redis(() => this.#client.mget(consumers.map(consumerKey)));
+    const dead = new Set(consumers.filter((_, index) => (seen[index] ?? null) === null));
+    const orphans = Object.entries(batches).filter(([, consumer]) => dead.has(consumer));
+    if (orphans.length === 0) return 0;
+    // Fence first: once this commits, the dead consumer's acknowledgement of these batches fails.
+    const rows = await this.#store.execute(sql`
+      INSERT INTO baton_redis_ledger (batch_id, queue, outcome)
+      SELECT unnest(${sql.param(orphans.map(([id]) => id))}::text[]), ${queue}, 'recovered'
+      ON CONFLICT (batch_id) DO UPDATE SET outcome = 'recovered'
+      RETURNING batch_id, acked`);
+    const acked = new Map(rows.map((row) => [String(row['batch_id']), toIntegers(row['acked'])]));
+    const now = new Date();
+    let recovered = 0;
+    for (const [id, consumer] of orphans) {
+      const keys = [...batchKeys(key, { id, consumer }), ...errorKeys(queue)];
+      const args = [id, now.getTime(), options.maxAttempts, now.toISOString(), RECOVERED_REASON];
+      recovered += asInteger(
+        await runScript(this.#client, RECOVER, keys, [...args, ...(acked.get(id) ?? [])]),
+      );
+    }
+    return recovered;
+  }
+
+  async waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted || timeoutMs <= 0 || this.#closed) return;
+    const connection = await this.#blockingConnection();
+    const abort = (): void => connection.disconnect();
+    signal.addEventListener('abort', abort, { once: true });
+    // A connection that died without a word (half-open TCP) would block past the server's timeout.
+    const deadline = setTimeout(abort, timeoutMs + BLOCKING_GRACE_MS);
+    let reusable = false;
+    try {
+      if (signal.aborted) return;
+      const key = this.#key(queue);
+      // Pops from and pushes to the same end: returns once the list has a record, and leaves it there.
+      await connection.blmoveBuffer(key, key, 'RIGHT', 'RIGHT', (timeoutMs / 1000).toFixed(3));
+      reusable = true;
+    } catch (error) {
+      if (!signal.aborted && !this.#closed) throw redisError(error);
+    } finally {
+      clearTimeout(deadline);
+      signal.removeEventListener('abort', abort);
+      this.#busy.delete(connection);
+      const keep = reusable && !signal.aborted && !this.#closed && connection.status === 'ready';
+      if (keep && this.#idle.length < MAX_IDLE_BLOCKING) this.#idle.push(connection);
+      else connection.disconnect();
+    }
+  }
+
+  async #blockingConnection(): Promise<Redis> {
+    const idle = this.#idle.pop();
+    const connection = idle ?? this.#client.duplicate({ lazyConnect: true, retryStrategy: () => null });
+    this.#busy.add(connection);
+    if (idle) return connection;
+    connection.on('error', () => undefined); // surfaces through the waiting command
+    try {
+      await connection.connect();
+      return connection;
+    } catch (error) {
+      this.#busy.delete(connection);
+      connection.disconnect();
+      throw redisError(error);
+    }
+  }
+
+  async stats(queue: string): Promise<QueueStats> {
+    const key = this.#key(queue);
+    const [waiting, retrying, errors, batches] = await this.#redis(() =>
+      Promise.all([
+        this.#client.llen(key),
+        this.#client.zcard(`${key}:retry`),
+        this.#client.llen(errorQueueName(queue)),
+        this.#client.hgetall(`${key}:batches`),
+      ]),
+    );
+    const claims = Object.entries(batches);
+    const held = await this.#redis(() =>
+      Promise.all(claims.map(([id, consumer]) => this.#client.llen(processingKey(key, consumer, id)))),
+    );
+    let inFlight = held.reduce((sum, length) => sum + length, 0);
+    if (claims.length > 0) {
+      // Acknowledged records wait in their processing list until the batch completes; they are done.
+      const [row] = await this.#store.execute(sql`
+        SELECT coalesce(sum((SELECT count(DISTINCT a) FROM unnest(acked) AS a)), 0)::int AS n
+        FROM baton_redis_ledger
+        WHERE batch_id = ANY(${sql.param(claims.map(([id]) => id))}::text[]) AND outcome = 'committed'`);
+      inFlight = Math.max(0, inFlight - Number(row?.['n'] ?? 0));
+    }
+    return { depth: waiting + retrying, inFlight, errors };
+  }
+
+  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
+    return listErrors(this.#client, queue, options.afterId ?? '0', options.limit);
+  }
+
+  replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {
+    return takeErrors(this.#client, queue, {
+      into: this.#key(queue),
+      ids: options.ids,
+      limit: options.limit,
+    });
+  }
+
+  dropErrors(queue: string, ids: readonly string[]): Promise<number> {
+    return takeErrors(this.#client, queue, { into: undefined, ids, limit: ids.length });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    await Promise.all(
+      [...this.#consumers.keys()].map((consumer) =>
+        this.unregisterConsumer(consumer).catch((error: unknown) => {
+          this.#log.warn({ err: describeError(error), consumer }, 'redis queue: could not unregister');
+        }),
+      ),
+    );
+    this.#closed = true;
+    for (const connection of [...this.#idle, ...this.#busy]) connection.disconnect();
+    this.#idle.length = 0;
+    this.#busy.clear();
+    if (this.#client.status === 'ready') await this.#client.quit().catch(() => undefined);
+    this.#client.disconnect();
+  }
+
+  /** The list producers push to: the configured key, else the queue's name. */
+  #key(queue: string): string {
+    return this.#keys[queue] ?? queue;
+  }
+
+  async #sweepLedger(queue: string, live: readonly string[]): Promise<void> {
+    if (Date.now() - (this.#ledgerSweptAt.get(queue) ?? 0) < LEDGER_SWEEP_MS) return;
+    this.#ledgerSweptAt.set(queue, Date.now());
+    // Rows of batches still held are kept whatever their age: they fence a consumer that may still commit.
+    await this.#store.execute(sql`
+      DELETE FROM baton_redis_ledger
+      WHERE queue = ${queue} AND created_at < now() - make_interval(hours => ${LEDGER_RETENTION_HOURS})
+        AND NOT (batch_id = ANY(${sql.param([...live])}::text[]))`);
+  }
+
+  async #redis<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (error) {
+      throw redisError(error);
+    }
+  }
+}
+
+/** Position of a record in its batch (record ids are `<batch>:<position>`). */
+function position(batch: ClaimedBatch, record: ClaimedRecord): number {
+  const index = record.id.startsWith(`${batch.id}:`) ? Number(record.id.slice(batch.id.length + 1)) : NaN;
+  if (!Number.isInteger(index)) throw new TypeError(`record ${record.id} is not of batch ${batch.id}`);
+  return index;
+}
+
+function positions(batch: ClaimedBatch, records: readonly ClaimedRecord[]): number[] {
+  return records.map((record) => position(batch, record));
+}
+
+/** An int[] from the driver: an array (pg, PGlite) or its text form. */
+function toIntegers(value: unknown): number[] {
+  if (Array.isArray(value)) return value.map(Number);
+  return typeof value === 'string' ? (value.match(/-?\d+/g) ?? []).map(Number) : [];
+}
+
+function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
+}

@@ -1,0 +1,117 @@
+// Faults on the PostgreSQL store with store-backed queues, on a private server: a server restart and
+// repeated kill -9 of the node lose nothing and apply nothing twice, and the node never exits.
+import { join } from 'node:path';
+
+import { afterEach, describe, expect, it } from 'vitest';
+
+import type { PrivatePostgres } from '../support/private-services.js';
+import { startPrivatePostgres } from '../support/private-services.js';
+import type { BatonNodeProcess } from '../support/process.js';
+import {
+  cleanupAll,
+  FIXTURES_DIR,
+  freePort,
+  runBaton,
+  startBatonNode,
+  tempProject,
+} from '../support/process.js';
+
+const RECORDS = 20_000;
+let server: PrivatePostgres | undefined;
+
+afterEach(async () => {
+  await cleanupAll();
+  await server?.dispose();
+  server = undefined;
+});
+
+async function setup() {
+  server = await startPrivatePostgres();
+  const port = await freePort();
+  const project = await tempProject({
+    toml:
+      `[node]\nname = "fault"\ndata_dir = "data"\nshutdown_timeout_ms = 5000\n[log]\nlevel = "warn"\n` +
+      `[http]\nport = ${port}\n[store]\nurl = "${server.url}"\npool_size = 4\n` +
+      `[queues.ids]\nhandler = "${join(FIXTURES_DIR, 'ids-handler.ts')}"\nbatch_size = 200\nconcurrency = 2\nmax_attempts = 20\n`,
+  });
+  const input = Array.from({ length: RECORDS }, (_, id) => JSON.stringify({ id })).join('\n');
+  const published = await runBaton(['-c', project.configPath, 'publish', 'ids', '-'], {
+    input,
+    timeoutMs: 60_000,
+  });
+  expect(published.stdout).toContain(`accepted ${RECORDS} records`);
+  const count = async (): Promise<{ rows: number; distinct: number }> => {
+    const result = await runBaton([
+      '-c',
+      project.configPath,
+      'sql',
+      'SELECT count(*) AS rows, count(DISTINCT id) AS "distinct" FROM seen',
+      '--json',
+    ]);
+    const row = (JSON.parse(result.stdout) as { rows: Array<{ rows: string; distinct: string }> }).rows[0];
+    return { rows: Number(row?.rows ?? 0), distinct: Number(row?.distinct ?? 0) };
+  };
+  return { project, count };
+}
+
+async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
+describe('PostgreSQL store faults', () => {
+  it('a server restart in the middle: the node stays up, reports not ready, then finishes exactly once', async () => {
+    const { project, count } = await setup();
+    const node = await startBatonNode(project.configPath);
+    await waitUntil(async () => (await count()).rows >= RECORDS / 5, 60_000, 'a fifth of the records');
+    let sawNotReady = false;
+    const probing = (async () => {
+      for (let i = 0; i < 100 && !sawNotReady; i++) {
+        const status = await fetch(`${node.url}/readyz`).then(
+          (r) => r.status,
+          () => 0,
+        );
+        if (status === 503) sawNotReady = true;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
+    await server?.stop();
+    await probing;
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    await server?.start();
+    const resumed = Date.now();
+    await waitUntil(async () => (await count()).rows >= RECORDS, 90_000, 'every record').catch(
+      (error: unknown) => {
+        throw new Error(`${String(error)}\n--- node stderr\n${node.stderr.slice(-3000)}`);
+      },
+    );
+    console.log(`finished ${Date.now() - resumed} ms after the server came back`);
+    expect(await count()).toEqual({ rows: RECORDS, distinct: RECORDS });
+    expect(sawNotReady).toBe(true);
+    expect(node.process.exitCode).toBeNull();
+    expect(node.stderr).toMatch(/unreachable/);
+    expect((await node.stop()).code).toBe(0);
+  }, 150_000);
+
+  it('kill -9 of the node five times at random moments: every record stored exactly once', async () => {
+    const { project, count } = await setup();
+    let node: BatonNodeProcess = await startBatonNode(project.configPath);
+    for (let kill = 0; kill < 5; kill++) {
+      await new Promise((resolve) => setTimeout(resolve, 300 + Math.random() * 700));
+      await node.stop('SIGKILL');
+      node = await startBatonNode(project.configPath);
+    }
+    await waitUntil(async () => (await count()).rows >= RECORDS, 90_000, 'every record');
+    // Claims of the killed nodes are recovered after CONSUMER_TIMEOUT_MS; give stragglers a moment to show.
+    await new Promise((resolve) => setTimeout(resolve, 4000));
+    expect(await count()).toEqual({ rows: RECORDS, distinct: RECORDS });
+    const queues = JSON.parse((await runBaton(['-c', project.configPath, 'queues', '--json'])).stdout) as {
+      queues: Array<{ depth: number; in_flight: number; errors: number }>;
+    };
+    expect(queues.queues[0]).toMatchObject({ depth: 0, in_flight: 0, errors: 0 });
+    expect((await node.stop()).code).toBe(0);
+  }, 150_000);
+});
