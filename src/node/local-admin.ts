@@ -29,15 +29,15 @@ class LocalAdmin implements Admin {
   }
 
   publish(queue: string, records: readonly Buffer[]): Promise<number> {
-    return this.#storage.backend.publish(this.#known(queue), records);
+    return this.#storage.backendFor(queue).publish(queue, records);
   }
 
   async queues(): Promise<QueueInfo[]> {
     return Promise.all(
       Object.keys(this.#config.queues).map(async (name) => ({
         name,
-        backend: this.#storage.backend.kind,
-        ...(await this.#storage.backend.stats(name)),
+        backend: this.#storage.backendFor(name).kind,
+        ...(await this.#storage.backendFor(name).stats(name)),
         processed: undefined,
         failed: undefined,
       })),
@@ -45,15 +45,15 @@ class LocalAdmin implements Admin {
   }
 
   listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
-    return this.#storage.backend.listErrors(this.#known(queue), options);
+    return this.#storage.backendFor(queue).listErrors(queue, options);
   }
 
   replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {
-    return this.#storage.backend.replayErrors(this.#known(queue), options);
+    return this.#storage.backendFor(queue).replayErrors(queue, options);
   }
 
   dropErrors(queue: string, ids: readonly string[]): Promise<number> {
-    return this.#storage.backend.dropErrors(this.#known(queue), ids);
+    return this.#storage.backendFor(queue).dropErrors(queue, ids);
   }
 
   sql(text: string, params: readonly unknown[] = []): Promise<QueryResult> {

@@ -115,10 +115,16 @@ export class BatonNode implements Admin {
     const processor = this.#processor(queue);
     const storage = this.#open();
     if (records.length === 0) return { accepted: 0, processed: 0 };
-    if (processor.queue.inline && storage.store.exclusive && this.#state === 'running') {
-      return ingestInline(storage.store, storage.backend, processor, records);
+    const backend = storage.backendFor(queue);
+    if (
+      backend === storage.storeQueues &&
+      processor.queue.inline &&
+      storage.store.exclusive &&
+      this.#state === 'running'
+    ) {
+      return ingestInline(storage.store, storage.storeQueues, processor, records);
     }
-    await storage.backend.publish(queue, records);
+    await backend.publish(queue, records);
     return { accepted: records.length, processed: 0 };
   }
 
@@ -127,9 +133,10 @@ export class BatonNode implements Admin {
   }
 
   async queues(): Promise<QueueInfo[]> {
-    const { backend } = this.#open();
+    const storage = this.#open();
     return Promise.all(
       this.queueNames.map(async (name) => {
+        const backend = storage.backendFor(name);
         const stats = await backend.stats(name);
         const counters = this.#processor(name).counters;
         return {
@@ -145,17 +152,17 @@ export class BatonNode implements Admin {
 
   listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
     this.#processor(queue);
-    return this.#open().backend.listErrors(queue, options);
+    return this.#open().backendFor(queue).listErrors(queue, options);
   }
 
   replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {
     this.#processor(queue);
-    return this.#open().backend.replayErrors(queue, options);
+    return this.#open().backendFor(queue).replayErrors(queue, options);
   }
 
   dropErrors(queue: string, ids: readonly string[]): Promise<number> {
     this.#processor(queue);
-    return this.#open().backend.dropErrors(queue, ids);
+    return this.#open().backendFor(queue).dropErrors(queue, ids);
   }
 
   sql(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
@@ -178,7 +185,7 @@ export class BatonNode implements Admin {
 
   /** Resolves true when the node runs and its store answers. */
   async ready(): Promise<boolean> {
-    return this.#state === 'running' && (await this.#storage?.store.ping()) === true;
+    return this.#state === 'running' && (await this.#storage?.ready()) === true;
   }
 
   async #start(): Promise<void> {
@@ -193,17 +200,18 @@ export class BatonNode implements Admin {
         queues.map((queue) => loadHandler(queue.name, queue.handler, this.config.file)),
       );
       this.#storage = await openStorage(this.config, this.log);
-      const { store, backend } = this.#storage;
+      const storage = this.#storage;
+      const { store } = storage;
       const { migrated, created } = await updateSchema(store, this.config, this.#handlers);
       for (const id of [...this.#storage.migrated, ...migrated])
         this.log.info({ migration: id }, `applied migration ${id}`);
       if (created.length > 0) this.log.info({ tables: created }, `created tables ${created.join(', ')}`);
-      await backend.start();
-      await backend.registerConsumer(this.consumer, this.name);
+      for (const backend of storage.backends) await backend.registerConsumer(this.consumer, this.name);
 
       for (const [index, queue] of queues.entries()) {
         const processor = this.#makeProcessor(queue, this.#handlers[index] as Handler);
         this.#processors.set(queue.name, processor);
+        const backend = storage.backendFor(queue.name);
         this.#runners.push(
           new QueueRunner({ processor, backend, store, consumer: this.consumer, log: this.log }),
         );

@@ -1,8 +1,11 @@
-// Opens what a node or a CLI command needs of the sink database: the store (with the owner lock for the
-// embedded store) with Baton's migrations applied, and the store-backed queue backend. Closes in reverse.
+// Opens what a node or a CLI command needs of its backends: the store (with the owner lock for the
+// embedded store) with Baton's migrations applied, the store-backed queue backend, and the Redis queue
+// backend when a queue uses it. Each queue is routed to its backend. Closes in reverse order.
 import type { ResolvedConfig } from '../config/types.js';
-import { BackendUnavailableError, StoreLockedError } from '../errors.js';
+import { BackendUnavailableError, StoreLockedError, UnknownQueueError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { QueueBackend } from '../queue/backend.js';
+import { RedisQueueBackend } from '../queue/redis.js';
 import { StoreQueueBackend } from '../queue/store-queue.js';
 import type { LockOwner, StoreLock } from '../store/lock.js';
 import { acquireStoreLock } from '../store/lock.js';
@@ -13,48 +16,91 @@ import type { Store } from '../store/store.js';
 
 export interface Storage {
   readonly store: Store;
-  readonly backend: StoreQueueBackend;
+  /** The queue backend on the store (always there: inline ingest and store queues use it). */
+  readonly storeQueues: StoreQueueBackend;
+  /** Every queue backend in use, each once. */
+  readonly backends: readonly QueueBackend[];
   /** The owner lock of the embedded store; undefined on a server store, which any number may share. */
   readonly lock: StoreLock | undefined;
   /** Migration ids applied while opening. */
   readonly migrated: readonly string[];
+  /** The backend of a configured queue (UnknownQueueError otherwise). */
+  backendFor(queue: string): QueueBackend;
+  /** True when the store and every backend answer. */
+  ready(): Promise<boolean>;
   close(): Promise<void>;
 }
 
 export async function openStorage(config: ResolvedConfig, log: Logger): Promise<Storage> {
-  let lock: StoreLock | undefined;
-  let store: Store | undefined;
+  const releasers: Array<() => Promise<void>> = [];
+  const release = async (): Promise<void> => {
+    // Reverse order of opening; keep going past failures.
+    for (const step of releasers.reverse()) await step().catch(() => undefined);
+  };
   try {
     if (config.store.kind === 'embedded') {
-      lock = await takeLock(config);
-      store = await openPgliteStore(config.store.path);
-    } else {
-      store = await openPostgresStore(config.store, {
-        log,
-        startupTimeoutMs: config.node.startupTimeoutMs,
-        applicationName: `baton:${config.node.name}`,
-      });
+      const lock = await takeLock(config);
+      releasers.push(() => lock.release());
+      return await assemble(config, log, await openPgliteStore(config.store.path), lock, releasers, release);
     }
-    const migrated = await applyMigrations(store, await builtinMigrations());
-    const backend = new StoreQueueBackend(store, log);
-    const opened = store;
-    const held = lock;
-    return {
-      store: opened,
-      backend,
-      lock: held,
-      migrated,
-      async close(): Promise<void> {
-        await backend.close();
-        await opened.close();
-        await held?.release();
-      },
-    };
+    const store = await openPostgresStore(config.store, {
+      log,
+      startupTimeoutMs: config.node.startupTimeoutMs,
+      applicationName: `baton:${config.node.name}`,
+    });
+    return await assemble(config, log, store, undefined, releasers, release);
   } catch (error) {
-    await store?.close().catch(() => undefined);
-    await lock?.release();
+    await release();
     throw error;
   }
+}
+
+async function assemble(
+  config: ResolvedConfig,
+  log: Logger,
+  store: Store,
+  lock: StoreLock | undefined,
+  releasers: Array<() => Promise<void>>,
+  release: () => Promise<void>,
+): Promise<Storage> {
+  releasers.push(() => store.close());
+  const migrated = await applyMigrations(store, await builtinMigrations());
+  const storeQueues = new StoreQueueBackend(store, log);
+  releasers.push(() => storeQueues.close());
+  await storeQueues.start();
+
+  const redisQueues = Object.values(config.queues).filter((queue) => queue.backend === 'redis');
+  let redis: RedisQueueBackend | undefined;
+  if (redisQueues.length > 0) {
+    redis = new RedisQueueBackend({
+      url: config.redis.url,
+      store,
+      log,
+      keys: Object.fromEntries(redisQueues.map((queue) => [queue.name, queue.key])),
+    });
+    const opened = redis;
+    releasers.push(() => opened.close());
+    await redis.start({ startupTimeoutMs: config.node.startupTimeoutMs });
+  }
+  const backends: QueueBackend[] = redis ? [storeQueues, redis] : [storeQueues];
+
+  return {
+    store,
+    storeQueues,
+    backends,
+    lock,
+    migrated,
+    backendFor(queue: string): QueueBackend {
+      const queueConfig = config.queues[queue];
+      if (!queueConfig) throw new UnknownQueueError(queue, Object.keys(config.queues));
+      return queueConfig.backend === 'redis' && redis ? redis : storeQueues;
+    },
+    async ready(): Promise<boolean> {
+      const answers = await Promise.all([store.ping(), ...backends.map((backend) => backend.ready())]);
+      return answers.every(Boolean);
+    },
+    close: release,
+  };
 }
 
 async function takeLock(config: ResolvedConfig): Promise<StoreLock> {

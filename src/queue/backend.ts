@@ -47,6 +47,10 @@ export interface ErrorRecord {
 
 export interface QueueBackend {
   readonly kind: 'store' | 'redis';
+  /** Connects and checks the backend; BackendUnavailableError when it does not answer within the timeout. */
+  start(options: { startupTimeoutMs: number }): Promise<void>;
+  /** True when the backend answers now (readiness). */
+  ready(): Promise<boolean>;
   /** Appends records to the queue; resolves once they are durable. Returns how many were stored. */
   publish(queue: string, records: readonly Buffer[]): Promise<number>;
   /** Claims up to `max` ready records for `consumer`, oldest first; undefined when none is ready. */

@@ -113,6 +113,15 @@ export class RedisQueueBackend implements QueueBackend {
    * Connects (BackendUnavailableError when Redis does not answer within `startupTimeoutMs`) and warns once
    * when Redis is not configured for exactly-once across its own crash.
    */
+  async ready(): Promise<boolean> {
+    if (this.#client.status !== 'ready') return false;
+    try {
+      return (await this.#client.ping()) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
   start(options: { startupTimeoutMs?: number } = {}): Promise<void> {
     return (this.#starting ??= this.#connect(options.startupTimeoutMs ?? DEFAULT_STARTUP_TIMEOUT_MS));
   }

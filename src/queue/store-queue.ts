@@ -56,8 +56,12 @@ export class StoreQueueBackend implements QueueBackend {
     this.shared = !store.exclusive;
   }
 
-  /** On a server store, listens for wake-ups from other nodes' publishes. */
-  async start(): Promise<void> {
+  ready(): Promise<boolean> {
+    return this.#store.ping();
+  }
+
+  /** On a server store, listens for wake-ups from other nodes' publishes (the store is already open). */
+  async start(_options?: { startupTimeoutMs: number }): Promise<void> {
     if (!this.#store.listen || this.#unlisten) return;
     this.#unlisten = await this.#store.listen(
       WAKEUP_CHANNEL,

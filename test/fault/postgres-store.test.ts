@@ -2,6 +2,7 @@
 // repeated kill -9 of the node lose nothing and apply nothing twice, and the node never exits.
 import { join } from 'node:path';
 
+import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import type { PrivatePostgres } from '../support/private-services.js';
@@ -17,6 +18,8 @@ import {
 } from '../support/process.js';
 
 const RECORDS = 20_000;
+/** 40 ms per batch of 100 records: the run lasts long enough for the faults to land in the middle. */
+const SLOW = { IDS_BATCH_DELAY_MS: '40' };
 let server: PrivatePostgres | undefined;
 
 afterEach(async () => {
@@ -32,7 +35,7 @@ async function setup() {
     toml:
       `[node]\nname = "fault"\ndata_dir = "data"\nshutdown_timeout_ms = 5000\n[log]\nlevel = "warn"\n` +
       `[http]\nport = ${port}\n[store]\nurl = "${server.url}"\npool_size = 4\n` +
-      `[queues.ids]\nhandler = "${join(FIXTURES_DIR, 'ids-handler.ts')}"\nbatch_size = 200\nconcurrency = 2\nmax_attempts = 20\n`,
+      `[queues.ids]\nhandler = "${join(FIXTURES_DIR, 'ids-handler.ts')}"\nbatch_size = 100\nconcurrency = 2\nmax_attempts = 20\n`,
   });
   const input = Array.from({ length: RECORDS }, (_, id) => JSON.stringify({ id })).join('\n');
   const published = await runBaton(['-c', project.configPath, 'publish', 'ids', '-'], {
@@ -41,15 +44,20 @@ async function setup() {
   });
   expect(published.stdout).toContain(`accepted ${RECORDS} records`);
   const count = async (): Promise<{ rows: number; distinct: number }> => {
-    const result = await runBaton([
-      '-c',
-      project.configPath,
-      'sql',
-      'SELECT count(*) AS rows, count(DISTINCT id) AS "distinct" FROM seen',
-      '--json',
-    ]);
-    const row = (JSON.parse(result.stdout) as { rows: Array<{ rows: string; distinct: string }> }).rows[0];
-    return { rows: Number(row?.rows ?? 0), distinct: Number(row?.distinct ?? 0) };
+    const client = new pg.Client({ connectionString: server?.url });
+    try {
+      await client.connect();
+      const exists = await client.query<{ t: string | null }>("SELECT to_regclass('seen')::text AS t");
+      if (!exists.rows[0]?.t) return { rows: 0, distinct: 0 };
+      const result = await client.query<{ rows: string; distinct: string }>(
+        'SELECT count(*) AS rows, count(DISTINCT id) AS "distinct" FROM seen',
+      );
+      return { rows: Number(result.rows[0]?.rows), distinct: Number(result.rows[0]?.distinct) };
+    } catch {
+      return { rows: -1, distinct: -1 }; // the server is restarting
+    } finally {
+      await client.end().catch(() => undefined);
+    }
   };
   return { project, count };
 }
@@ -65,8 +73,9 @@ async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what:
 describe('PostgreSQL store faults', () => {
   it('a server restart in the middle: the node stays up, reports not ready, then finishes exactly once', async () => {
     const { project, count } = await setup();
-    const node = await startBatonNode(project.configPath);
+    const node = await startBatonNode(project.configPath, { env: SLOW });
     await waitUntil(async () => (await count()).rows >= RECORDS / 5, 60_000, 'a fifth of the records');
+    expect((await count()).rows).toBeLessThan(RECORDS);
     let sawNotReady = false;
     const probing = (async () => {
       for (let i = 0; i < 100 && !sawNotReady; i++) {
@@ -98,12 +107,16 @@ describe('PostgreSQL store faults', () => {
 
   it('kill -9 of the node five times at random moments: every record stored exactly once', async () => {
     const { project, count } = await setup();
-    let node: BatonNodeProcess = await startBatonNode(project.configPath);
+    let node: BatonNodeProcess = await startBatonNode(project.configPath, { env: SLOW });
+    const atKills: number[] = [];
     for (let kill = 0; kill < 5; kill++) {
       await new Promise((resolve) => setTimeout(resolve, 300 + Math.random() * 700));
       await node.stop('SIGKILL');
-      node = await startBatonNode(project.configPath);
+      atKills.push((await count()).rows);
+      node = await startBatonNode(project.configPath, { env: SLOW });
     }
+    // Each kill came while records were still pending.
+    expect(atKills.every((rows) => rows < RECORDS)).toBe(true);
     await waitUntil(async () => (await count()).rows >= RECORDS, 90_000, 'every record');
     // Claims of the killed nodes are recovered after CONSUMER_TIMEOUT_MS; give stragglers a moment to show.
     await new Promise((resolve) => setTimeout(resolve, 4000));
