@@ -20,7 +20,7 @@ async function project(store: 'embedded' | 'postgres') {
   if (store === 'postgres') {
     const database = await createTestDatabase();
     databases.push(database);
-    storeTable = `[store]\nurl = "${database.url}"\n`;
+    storeTable = `[store]\nurl = "${database.url}"\npool_size = 2\n`;
   }
   const toml =
     `[node]\ndata_dir = "data"\n[http]\nenabled = false\n${storeTable}` +
@@ -81,6 +81,7 @@ describe('migrations on PostgreSQL', () => {
       'sql',
       "SELECT count(*) FROM baton_migrations WHERE id = 'items/0001_create_items'",
     ]);
+    expect(ledger.stderr).toBe('');
     expect(ledger.stdout.trim()).toBe('1');
     expect(`${a.stdout}${b.stdout}`.match(/applied items\/0001_create_items/g)).toHaveLength(1);
   });

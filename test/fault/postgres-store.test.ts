@@ -18,8 +18,11 @@ import {
 } from '../support/process.js';
 
 const RECORDS = 20_000;
-/** 40 ms per batch of 100 records: the run lasts long enough for the faults to land in the middle. */
-const SLOW = { IDS_BATCH_DELAY_MS: '40' };
+/**
+ * 150 ms per batch of 100 records, two batches at a time: the records need about 15 s of a running node,
+ * while the faults below leave it running far less than that, on a fast machine or a loaded one.
+ */
+const SLOW = { IDS_BATCH_DELAY_MS: '150' };
 let server: PrivatePostgres | undefined;
 
 afterEach(async () => {
@@ -34,7 +37,7 @@ async function setup() {
   const project = await tempProject({
     toml:
       `[node]\nname = "fault"\ndata_dir = "data"\nshutdown_timeout_ms = 5000\n[log]\nlevel = "warn"\n` +
-      `[http]\nport = ${port}\n[store]\nurl = "${server.url}"\npool_size = 4\n` +
+      `[http]\nport = ${port}\n[store]\nurl = "${server.url}"\npool_size = 3\n` +
       `[queues.ids]\nhandler = "${join(FIXTURES_DIR, 'ids-handler.ts')}"\nbatch_size = 100\nconcurrency = 2\nmax_attempts = 20\n`,
   });
   const input = Array.from({ length: RECORDS }, (_, id) => JSON.stringify({ id })).join('\n');
@@ -121,7 +124,9 @@ describe('PostgreSQL store faults', () => {
     // Claims of the killed nodes are recovered after CONSUMER_TIMEOUT_MS; give stragglers a moment to show.
     await new Promise((resolve) => setTimeout(resolve, 4000));
     expect(await count()).toEqual({ rows: RECORDS, distinct: RECORDS });
-    const queues = JSON.parse((await runBaton(['-c', project.configPath, 'queues', '--json'])).stdout) as {
+    const listing = await runBaton(['-c', project.configPath, 'queues', '--json']);
+    expect(listing.stderr).toBe('');
+    const queues = JSON.parse(listing.stdout) as {
       queues: Array<{ depth: number; in_flight: number; errors: number }>;
     };
     expect(queues.queues[0]).toMatchObject({ depth: 0, in_flight: 0, errors: 0 });

@@ -13,6 +13,11 @@ import type { BatonNodeProcess } from '../support/process.js';
 import { cleanupAll, FIXTURES_DIR, freePort, startBatonNode, tempProject } from '../support/process.js';
 
 const RECORDS = 50_000;
+/**
+ * 300 ms per batch of 500, two batches at a time: the records need about 15 s of a running node, while the
+ * faults leave it running far less than that, however fast or loaded the machine is.
+ */
+const SLOW = { IDS_BATCH_DELAY_MS: '300' };
 const disposers: Array<() => Promise<void>> = [];
 
 afterEach(async () => {
@@ -38,7 +43,7 @@ async function setup(maxAttempts = 20): Promise<Setup> {
   const project = await tempProject({
     toml:
       `[node]\nname = "fault"\ndata_dir = "data"\nshutdown_timeout_ms = 5000\n[log]\nlevel = "warn"\n` +
-      `[http]\nport = ${await freePort()}\n[store]\nurl = "${postgres.url}"\npool_size = 4\n` +
+      `[http]\nport = ${await freePort()}\n[store]\nurl = "${postgres.url}"\npool_size = 3\n` +
       `[redis]\nurl = "${redis.url}"\n` +
       `[queues.ids]\nhandler = "${join(FIXTURES_DIR, 'ids-handler.ts')}"\nbackend = "redis"\nkey = "metrics-ids"\n` +
       `batch_size = 500\nconcurrency = 2\nmax_attempts = ${maxAttempts}\nretry_delay_ms = 100\nretry_max_delay_ms = 200\n`,
@@ -102,14 +107,14 @@ async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what:
 describe('Redis queues into PostgreSQL, under faults', () => {
   it('kill -9 of the node five times at random moments: 50k records, each stored exactly once', async () => {
     const s = await setup();
-    let node: BatonNodeProcess = await startBatonNode(s.configPath);
-    const producing = s.produce(10_000);
+    let node: BatonNodeProcess = await startBatonNode(s.configPath, { env: SLOW });
+    const producing = s.produce(3_000);
     const atKills: number[] = [];
     for (let kill = 0; kill < 5; kill++) {
       await sleep(500 + Math.random() * 1000);
       await node.stop('SIGKILL');
       atKills.push((await s.count()).rows);
-      node = await startBatonNode(s.configPath);
+      node = await startBatonNode(s.configPath, { env: SLOW });
     }
     await producing;
     // Each kill came while records were still arriving: none of them found the work already done.
@@ -122,8 +127,8 @@ describe('Redis queues into PostgreSQL, under faults', () => {
 
   it('a Redis restart in the middle: the node reconnects and stores every record exactly once', async () => {
     const s = await setup();
-    const node = await startBatonNode(s.configPath);
-    const producing = s.produce(8_000);
+    const node = await startBatonNode(s.configPath, { env: SLOW });
+    const producing = s.produce(3_000);
     await waitUntil(async () => (await s.count()).rows >= RECORDS / 5, 60_000, 'a fifth of the records');
     const atFault = (await s.count()).rows;
     await s.redis.restart();
@@ -138,8 +143,8 @@ describe('Redis queues into PostgreSQL, under faults', () => {
 
   it('a PostgreSQL restart in the middle: the node stays up and stores every record exactly once', async () => {
     const s = await setup();
-    const node = await startBatonNode(s.configPath);
-    const producing = s.produce(8_000);
+    const node = await startBatonNode(s.configPath, { env: SLOW });
+    const producing = s.produce(3_000);
     await waitUntil(async () => (await s.count()).rows >= RECORDS / 5, 60_000, 'a fifth of the records');
     const atFault = (await s.count()).rows;
     await s.postgres.restart();
