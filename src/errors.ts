@@ -90,6 +90,49 @@ export class HandlerError extends BatonError {
   }
 }
 
+/** Primary-only work was asked of a node that is not the primary. */
+export class NotPrimaryError extends BatonError {
+  override readonly name = 'NotPrimaryError';
+  readonly code = 'NOT_PRIMARY';
+  readonly role: string;
+  /** Name of the primary, when known. */
+  readonly primary: string | undefined;
+
+  constructor(role: string, primary: string | undefined) {
+    super(`this node is ${role}, not primary${primary ? `; the primary is ${primary}` : ''}`);
+    this.role = role;
+    this.primary = primary;
+  }
+}
+
+/** A write checked with assertPrimary() came from a node whose term is over: a newer primary exists. */
+export class FencedError extends BatonError {
+  override readonly name = 'FencedError';
+  readonly code = 'FENCED';
+  readonly term: number;
+  readonly currentTerm: number | undefined;
+
+  constructor(term: number, currentTerm: number | undefined) {
+    super(
+      `fenced: this node acts for term ${term}, but the group is at term ${currentTerm ?? 'unknown'}; the write is refused`,
+    );
+    this.term = term;
+    this.currentTerm = currentTerm;
+  }
+}
+
+/** Something registered as a component is not one. */
+export class InvalidComponentError extends BatonError {
+  override readonly name = 'InvalidComponentError';
+  readonly code = 'INVALID_COMPONENT';
+  readonly component: string;
+
+  constructor(component: string, message: string) {
+    super(`invalid component ${component}: ${message}`);
+    this.component = component;
+  }
+}
+
 /** Normalises anything thrown into an Error, keeping the original as `cause`. */
 export function coerceError(value: unknown): Error {
   if (value instanceof Error) return value;
