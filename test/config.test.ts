@@ -400,6 +400,20 @@ describe('redactConfig', () => {
     expect(JSON.stringify(redactConfig(config))).not.toContain('secret');
   });
 
+  it('resolves a postgres queue with the url of its own database, hidden in the printed config', async () => {
+    await writeConfig(
+      '[queues.q]\nhandler = "./h.js"\nbackend = "postgres"\nurl = "postgres://baton:secret@queues:5432/q"\n[queues.s]\nhandler = "./h.js"\n',
+    );
+    const config = await loadConfig({ cwd: dir, env: { BATON_QUEUES__Q__BATCH_SIZE: '50' } });
+    expect(config.queues['q']).toMatchObject({
+      backend: 'postgres',
+      url: 'postgres://baton:secret@queues:5432/q',
+      batchSize: 50,
+    });
+    expect(config.queues['s']).toMatchObject({ backend: 'store', url: undefined });
+    expect(JSON.stringify(redactConfig(config))).not.toContain('secret');
+  });
+
   it('refuses a store url that is not postgres:// and an unknown queue backend', () => {
     expect(() =>
       resolveConfig({ store: { url: 'mysql://x' }, queues: {} }, { baseDir: dir, env: {} }),

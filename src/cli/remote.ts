@@ -30,7 +30,7 @@ export class RemoteAdmin implements Admin {
     const reply = await this.#request('GET', '/v1/queues');
     return asArray(reply['queues']).map((queue) => ({
       name: String(queue['name']),
-      backend: queue['backend'] === 'redis' ? 'redis' : 'store',
+      backend: queue['backend'] === 'redis' || queue['backend'] === 'postgres' ? queue['backend'] : 'store',
       depth: Number(queue['depth']),
       inFlight: Number(queue['in_flight']),
       processed: queue['processed'] === null ? undefined : Number(queue['processed']),

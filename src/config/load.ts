@@ -109,6 +109,7 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       name,
       handler,
       backend: queue.backend,
+      url: queue.url,
       key: queue.key ?? name,
       migrations: resolveMigrations(queue.migrations, handler, name, baseDir),
       batchSize: queue.batch_size,

@@ -181,8 +181,18 @@ const redisSchema = table({
 const queueSchema = table({
   /** Module exporting the handler: a path relative to the config file's folder, or a package name. Required. */
   handler: text('a module path or package name'),
-  /** Where the queue's records wait: "store" (a table in the store) or "redis" (a Redis list). */
-  backend: z.enum(['store', 'redis'], { error: expecting('"store" or "redis"') }).default('store'),
+  /**
+   * Where the queue's records wait: "store" (a table in the store), "redis" (a Redis list) or "postgres" (a
+   * table in another PostgreSQL database, at `url`).
+   */
+  backend: z
+    .enum(['store', 'redis', 'postgres'], { error: expecting('"store", "redis" or "postgres"') })
+    .default('store'),
+  /** URL of the PostgreSQL database that holds the queue's records (backend = "postgres" only; required there). */
+  url: z
+    .string({ error: expecting('a postgres:// URL') })
+    .regex(/^postgres(?:ql)?:\/\//, { error: expecting('a postgres:// or postgresql:// URL') })
+    .optional(),
   /** Redis list that producers LPUSH to (backend = "redis"). Default: the queue's name. */
   key: text().optional(),
   /** Folder of the queue's SQL migrations, relative to the config file. Default: <handler folder>/migrations/<queue>. */
@@ -202,6 +212,22 @@ const queueSchema = table({
   /** Embedded store only: ingest may run the handler inside the request's transaction when there is no backlog. */
   inline: boolean().default(true),
 }).superRefine((queue, context) => {
+  if (queue.backend === 'postgres' && queue.url === undefined) {
+    context.addIssue({
+      code: 'custom',
+      path: ['url'],
+      input: queue.url,
+      message: 'required when backend = "postgres": expected a postgres:// or postgresql:// URL',
+    });
+  }
+  if (queue.backend !== 'postgres' && queue.url !== undefined) {
+    context.addIssue({
+      code: 'custom',
+      path: ['url'],
+      input: queue.url,
+      message: `only for backend = "postgres" (this queue's backend is "${queue.backend}")`,
+    });
+  }
   if (queue.retry_max_delay_ms < queue.retry_delay_ms) {
     context.addIssue({
       code: 'custom',

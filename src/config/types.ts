@@ -72,8 +72,10 @@ export interface QueueConfig {
   name: string;
   /** Absolute module path, or a bare package name left for the module resolver. */
   handler: string;
-  /** Where records wait: a table in the store, or a Redis list. */
-  backend: 'store' | 'redis';
+  /** Where records wait: a table in the store, a Redis list, or a table in another PostgreSQL database. */
+  backend: 'store' | 'redis' | 'postgres';
+  /** backend = "postgres": URL of the database that holds the records; undefined for other backends. */
+  url: string | undefined;
   /** The Redis list producers push to (backend = "redis"): the queue's name unless `key` is set. */
   key: string;
   /** Absolute folder of the queue's SQL migrations; undefined for a handler loaded from a package. */

@@ -6,7 +6,7 @@ import type { NewMigration, SchemaUpdate } from './schema.js';
 
 export interface QueueInfo {
   readonly name: string;
-  readonly backend: 'store' | 'redis';
+  readonly backend: 'store' | 'redis' | 'postgres';
   readonly depth: number;
   readonly inFlight: number;
   /** Records processed by the node answering, since it started; undefined when no node runs. */

@@ -1,10 +1,12 @@
 // Opens what a node or a CLI command needs of its backends: the store (with the owner lock for the
-// embedded store) with Baton's migrations applied, the store-backed queue backend, and the Redis queue
-// backend when a queue uses it. Each queue is routed to its backend. Closes in reverse order.
+// embedded store) with Baton's migrations applied, the store-backed queue backend, the Redis queue backend
+// when a queue uses it, and one PostgreSQL queue backend per queue database. Each queue is routed to its
+// backend. Closes in reverse order.
 import type { ResolvedConfig } from '../config/types.js';
 import { BackendUnavailableError, StoreLockedError, UnknownQueueError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { QueueBackend } from '../queue/backend.js';
+import { ForeignQueueBackend } from '../queue/postgres-queue.js';
 import { RedisQueueBackend } from '../queue/redis.js';
 import { StoreQueueBackend } from '../queue/store-queue.js';
 import type { LockOwner, StoreLock } from '../store/lock.js';
@@ -82,7 +84,25 @@ async function assemble(
     releasers.push(() => opened.close());
     await redis.start({ startupTimeoutMs: config.node.startupTimeoutMs });
   }
-  const backends: QueueBackend[] = redis ? [storeQueues, redis] : [storeQueues];
+  // One backend per queue database, however many queues share it: each owns a pool and a LISTEN connection.
+  const foreign = new Map<string, ForeignQueueBackend>();
+  for (const queue of Object.values(config.queues)) {
+    if (queue.backend !== 'postgres' || queue.url === undefined || foreign.has(queue.url)) continue;
+    const backend = new ForeignQueueBackend({
+      url: queue.url,
+      store,
+      log,
+      // A server store's pool settings apply to the queue databases too; the embedded store has none.
+      ...(config.store.kind === 'postgres'
+        ? { poolSize: config.store.poolSize, statementTimeoutMs: config.store.statementTimeoutMs }
+        : {}),
+      applicationName: `baton:${config.node.name}:queue`,
+    });
+    foreign.set(queue.url, backend);
+    releasers.push(() => backend.close());
+    await backend.start({ startupTimeoutMs: config.node.startupTimeoutMs });
+  }
+  const backends: QueueBackend[] = [storeQueues, ...(redis ? [redis] : []), ...foreign.values()];
 
   return {
     store,
@@ -93,7 +113,10 @@ async function assemble(
     backendFor(queue: string): QueueBackend {
       const queueConfig = config.queues[queue];
       if (!queueConfig) throw new UnknownQueueError(queue, Object.keys(config.queues));
-      return queueConfig.backend === 'redis' && redis ? redis : storeQueues;
+      if (queueConfig.backend === 'redis' && redis) return redis;
+      const queueDatabase = queueConfig.url === undefined ? undefined : foreign.get(queueConfig.url);
+      if (queueConfig.backend === 'postgres' && queueDatabase) return queueDatabase;
+      return storeQueues;
     },
     async ready(): Promise<boolean> {
       const answers = await Promise.all([store.ping(), ...backends.map((backend) => backend.ready())]);

@@ -46,7 +46,7 @@ export interface ErrorRecord {
 }
 
 export interface QueueBackend {
-  readonly kind: 'store' | 'redis';
+  readonly kind: 'store' | 'redis' | 'postgres';
   /** Connects and checks the backend; BackendUnavailableError when it does not answer within the timeout. */
   start(options: { startupTimeoutMs: number }): Promise<void>;
   /** True when the backend answers now (readiness). */

@@ -1,19 +1,18 @@
 // Queues kept in Redis lists (`backend = "redis"`), wire-compatible with Azafea: producers LPUSH raw bytes
 // to the queue's key and consumers take from the right. A claim moves records into a processing list per
-// batch; the acknowledgement is a row of baton_redis_ledger written in the handler's own transaction, which
-// claim recovery marks (fencing the late acknowledgement of a consumer thought dead) before giving back.
+// batch; the acknowledgement is a row of the batch ledger (baton_batch_ledger) written in the handler's own
+// transaction, which claim recovery marks (fencing the late acknowledgement of a consumer thought dead)
+// before giving back.
 import { randomUUID } from 'node:crypto';
 
-import { sql } from 'drizzle-orm';
 import { Redis } from 'ioredis';
 
 import { BackendUnavailableError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store, Tx } from '../store/store.js';
-import { executeIn } from '../store/store.js';
 import { backoffDelay } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
-import { ClaimLostError, errorQueueName } from './backend.js';
+import { errorQueueName } from './backend.js';
 import type {
   ClaimedBatch,
   ClaimedRecord,
@@ -22,6 +21,7 @@ import type {
   QueueStats,
   RecordFailure,
 } from './backend.js';
+import { BatchLedger } from './batch-ledger.js';
 import {
   asArray,
   asBuffer,
@@ -45,7 +45,7 @@ import {
 export interface RedisQueueOptions {
   /** redis:// or rediss:// URL. */
   readonly url: string;
-  /** The sink: acknowledgements are rows of its baton_redis_ledger table (migration 0003). */
+  /** The sink: acknowledgements are rows of its baton_batch_ledger table (migrations 0003, 0004). */
   readonly store: Store;
   readonly log: Logger;
   /** Queue name → the Redis list its producers LPUSH to. A queue not listed uses its own name. */
@@ -61,8 +61,7 @@ const PUBLISH_CHUNK = 1_000;
 /** Blocking connections kept for the next wait; more waiting at once get connections of their own. */
 const MAX_IDLE_BLOCKING = 8;
 const BLOCKING_GRACE_MS = 2_000;
-/** Ledger rows of settled batches are kept this long, and swept at most this often per queue. */
-const LEDGER_RETENTION_HOURS = 24;
+/** Ledger rows past their retention are swept at most this often per queue. */
 const LEDGER_SWEEP_MS = 60_000;
 const RECOVERED_REASON = 'its node stopped while processing it (the claim was recovered)';
 
@@ -70,7 +69,7 @@ export class RedisQueueBackend implements QueueBackend {
   readonly kind = 'redis';
   readonly shared = true;
   readonly #client: Redis;
-  readonly #store: Store;
+  readonly #ledger: BatchLedger;
   readonly #log: Logger;
   readonly #keys: Readonly<Record<string, string>>;
   readonly #url: string;
@@ -85,7 +84,7 @@ export class RedisQueueBackend implements QueueBackend {
   #closed = false;
 
   constructor(options: RedisQueueOptions) {
-    this.#store = options.store;
+    this.#ledger = new BatchLedger(options.store);
     this.#log = options.log;
     this.#keys = options.keys ?? {};
     this.#url = redactUrl(options.url);
@@ -204,20 +203,7 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async acknowledge(tx: Tx, batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
-    if (records.length === 0) return;
-    const rows = await executeIn(
-      tx,
-      sql`INSERT INTO baton_redis_ledger (batch_id, queue, outcome, acked)
-          VALUES (${batch.id}, ${batch.queue}, 'committed', ${sql.param(positions(batch, records))}::int[])
-          ON CONFLICT (batch_id) DO UPDATE SET acked = baton_redis_ledger.acked || EXCLUDED.acked
-          WHERE baton_redis_ledger.outcome = 'committed'
-          RETURNING batch_id`,
-    );
-    if (rows.length === 0) {
-      throw new ClaimLostError(
-        `queue "${batch.queue}": batch ${batch.id} was recovered from consumer ${batch.consumer} before it committed`,
-      );
-    }
+    await this.#ledger.acknowledge(tx, batch, positions(batch, records));
   }
 
   async complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
@@ -240,10 +226,7 @@ export class RedisQueueBackend implements QueueBackend {
   async release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
     if (records.length === 0) return;
     // Records acknowledged by a committed part of the batch (the runner may commit it in halves) stay done.
-    const [row] = await this.#store.execute(
-      sql`SELECT acked FROM baton_redis_ledger WHERE batch_id = ${batch.id}`,
-    );
-    const acked = row ? toIntegers(row['acked']) : [];
+    const acked = await this.#ledger.acked(batch.id);
     const indexes = [...new Set(positions(batch, records))].sort((a, b) => a - b);
     const key = this.#key(batch.queue);
     const [processing, batches, retry, retrySeq] = batchKeys(key, batch);
@@ -266,12 +249,10 @@ export class RedisQueueBackend implements QueueBackend {
     const orphans = Object.entries(batches).filter(([, consumer]) => dead.has(consumer));
     if (orphans.length === 0) return 0;
     // Fence first: once this commits, the dead consumer's acknowledgement of these batches fails.
-    const rows = await this.#store.execute(sql`
-      INSERT INTO baton_redis_ledger (batch_id, queue, outcome)
-      SELECT unnest(${sql.param(orphans.map(([id]) => id))}::text[]), ${queue}, 'recovered'
-      ON CONFLICT (batch_id) DO UPDATE SET outcome = 'recovered'
-      RETURNING batch_id, acked`);
-    const acked = new Map(rows.map((row) => [String(row['batch_id']), toIntegers(row['acked'])]));
+    const acked = await this.#ledger.fence(
+      queue,
+      orphans.map(([id]) => id),
+    );
     const now = new Date();
     let recovered = 0;
     for (const [id, consumer] of orphans) {
@@ -340,15 +321,9 @@ export class RedisQueueBackend implements QueueBackend {
     const held = await this.#redis(() =>
       Promise.all(claims.map(([id, consumer]) => this.#client.llen(processingKey(key, consumer, id)))),
     );
-    let inFlight = held.reduce((sum, length) => sum + length, 0);
-    if (claims.length > 0) {
-      // Acknowledged records wait in their processing list until the batch completes; they are done.
-      const [row] = await this.#store.execute(sql`
-        SELECT coalesce(sum((SELECT count(DISTINCT a) FROM unnest(acked) AS a)), 0)::int AS n
-        FROM baton_redis_ledger
-        WHERE batch_id = ANY(${sql.param(claims.map(([id]) => id))}::text[]) AND outcome = 'committed'`);
-      inFlight = Math.max(0, inFlight - Number(row?.['n'] ?? 0));
-    }
+    // Acknowledged records wait in their processing list until the batch completes; they are done.
+    const acked = await this.#ledger.committedCount(claims.map(([id]) => id));
+    const inFlight = Math.max(0, held.reduce((sum, length) => sum + length, 0) - acked);
     return { depth: waiting + retrying, inFlight, errors };
   }
 
@@ -394,10 +369,7 @@ export class RedisQueueBackend implements QueueBackend {
     if (Date.now() - (this.#ledgerSweptAt.get(queue) ?? 0) < LEDGER_SWEEP_MS) return;
     this.#ledgerSweptAt.set(queue, Date.now());
     // Rows of batches still held are kept whatever their age: they fence a consumer that may still commit.
-    await this.#store.execute(sql`
-      DELETE FROM baton_redis_ledger
-      WHERE queue = ${queue} AND created_at < now() - make_interval(hours => ${LEDGER_RETENTION_HOURS})
-        AND NOT (batch_id = ANY(${sql.param([...live])}::text[]))`);
+    await this.#ledger.sweep(queue, live);
   }
 
   async #redis<T>(work: () => Promise<T>): Promise<T> {
@@ -418,12 +390,6 @@ function position(batch: ClaimedBatch, record: ClaimedRecord): number {
 
 function positions(batch: ClaimedBatch, records: readonly ClaimedRecord[]): number[] {
   return records.map((record) => position(batch, record));
-}
-
-/** An int[] from the driver: an array (pg, PGlite) or its text form. */
-function toIntegers(value: unknown): number[] {
-  if (Array.isArray(value)) return value.map(Number);
-  return typeof value === 'string' ? (value.match(/-?\d+/g) ?? []).map(Number) : [];
 }
 
 function redactUrl(url: string): string {

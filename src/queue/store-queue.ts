@@ -1,6 +1,7 @@
 // Queues kept in the sink database itself (`backend = "store"`): a record is a row of baton_queue_records,
 // claimed with FOR UPDATE SKIP LOCKED and deleted in the handler's own transaction, so its effect and its
-// acknowledgement commit together. Runs the same SQL on PGlite and on a PostgreSQL server.
+// acknowledgement commit together. Runs the same SQL on PGlite and on a PostgreSQL server. With a ledger
+// (options.ledger) it serves a queue kept in another database than the sink: see postgres-queue.ts.
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
@@ -8,7 +9,7 @@ import { sql } from 'drizzle-orm';
 
 import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Row, Store, Tx } from '../store/store.js';
+import type { Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import { ClaimLostError } from './backend.js';
 import type {
@@ -19,6 +20,17 @@ import type {
   QueueStats,
   RecordFailure,
 } from './backend.js';
+import type { ClaimLedger } from './queue-tables.js';
+import {
+  byNumericId,
+  deleteAcknowledged,
+  fenceClaims,
+  ids,
+  moveToErrors,
+  toBuffer,
+  toClaimedRecord,
+  toDate,
+} from './queue-tables.js';
 
 /** A record that failed inside an ingest transaction and goes to the queue to be retried there. */
 export interface InlineFailure {
@@ -26,6 +38,21 @@ export interface InlineFailure {
   readonly error: string;
   /** undefined: no attempts left, straight to the error queue. */
   readonly retryAt: Date | undefined;
+}
+
+export interface StoreQueueOptions {
+  /** Claims write their batch id on their rows (batch_id), and recovery consults this ledger first. */
+  readonly ledger?: ClaimLedger;
+}
+
+/** What settle() does to each part of a batch, in one transaction. */
+export interface BatchSettlement {
+  /** Records acknowledged in another database: their rows are deleted. */
+  readonly done?: readonly ClaimedRecord[];
+  /** Records whose run failed: one attempt counted, then retried or moved to the error queue. */
+  readonly failures?: readonly RecordFailure[];
+  /** Records given back without counting an attempt. */
+  readonly released?: readonly ClaimedRecord[];
 }
 
 /** Channel of the NOTIFY that wakes the consumers of other nodes; the payload is the queue name. */
@@ -43,6 +70,7 @@ export class StoreQueueBackend implements QueueBackend {
   readonly shared: boolean;
   readonly #store: Store;
   readonly #log: Logger | undefined;
+  readonly #ledger: ClaimLedger | undefined;
   readonly #wakeups = new EventEmitter().setMaxListeners(0);
   /** Consumers of this process, with their heartbeat timers (server stores). */
   readonly #consumers = new Map<string, NodeJS.Timeout | undefined>();
@@ -50,9 +78,10 @@ export class StoreQueueBackend implements QueueBackend {
   readonly #held = new Map<string, ClaimedBatch>();
   #unlisten: (() => Promise<void>) | undefined;
 
-  constructor(store: Store, log?: Logger) {
+  constructor(store: Store, log?: Logger, options: StoreQueueOptions = {}) {
     this.#store = store;
     this.#log = log;
+    this.#ledger = options.ledger;
     this.shared = !store.exclusive;
   }
 
@@ -110,8 +139,10 @@ export class StoreQueueBackend implements QueueBackend {
   }
 
   async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
+    const id = randomUUID();
+    const batchId = this.#ledger ? sql`, batch_id = ${id}` : sql``;
     const rows = await this.#store.execute(sql`
-      UPDATE baton_queue_records SET claimed_by = ${consumer}, claimed_at = now()
+      UPDATE baton_queue_records SET claimed_by = ${consumer}, claimed_at = now()${batchId}
       WHERE id IN (
         SELECT id FROM baton_queue_records
         WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()
@@ -119,8 +150,9 @@ export class StoreQueueBackend implements QueueBackend {
         FOR UPDATE SKIP LOCKED)
       RETURNING id::text AS id, payload, attempts, enqueued_at`);
     if (rows.length === 0) return undefined;
+    // In id order: a ledger's positions must mean the same records at acknowledgement and at recovery.
     const records = rows.map(toClaimedRecord).sort(byNumericId);
-    const batch = { id: randomUUID(), queue, consumer, records };
+    const batch = { id, queue, consumer, records };
     this.#held.set(batch.id, batch);
     return batch;
   }
@@ -143,39 +175,57 @@ export class StoreQueueBackend implements QueueBackend {
     }
   }
 
-  async complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
+  complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
+    return this.settle(batch, { failures });
+  }
+
+  release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
+    return this.settle(batch, { released: records });
+  }
+
+  /**
+   * Settles a batch in one transaction. complete() and release() are its two common cases; an adapter that
+   * acknowledges in another database also deletes the `done` rows here, once that database committed. Each
+   * part touches only rows the batch still holds (another node may have recovered them meanwhile).
+   */
+  async settle(
+    batch: ClaimedBatch,
+    { done = [], failures = [], released = [] }: BatchSettlement,
+  ): Promise<void> {
     this.#held.delete(batch.id);
-    if (failures.length === 0) return;
+    if (done.length + failures.length + released.length === 0) return;
+    const ours = this.#ledger
+      ? sql`claimed_by = ${batch.consumer} AND batch_id = ${batch.id}`
+      : sql`claimed_by = ${batch.consumer}`;
     await this.#store.transaction(async (tx) => {
+      if (done.length > 0) {
+        await executeIn(
+          tx,
+          sql`DELETE FROM baton_queue_records WHERE id = ANY(${sql.param(ids(done))}::bigint[]) AND ${ours}`,
+        );
+      }
+      if (released.length > 0) {
+        await executeIn(
+          tx,
+          sql`UPDATE baton_queue_records SET claimed_by = NULL, claimed_at = NULL, batch_id = NULL
+              WHERE id = ANY(${sql.param(ids(released))}::bigint[]) AND ${ours}`,
+        );
+      }
       for (const { record, error, retryAt } of failures) {
         if (retryAt) {
           await executeIn(
             tx,
             sql`UPDATE baton_queue_records
-                SET attempts = attempts + 1, claimed_by = NULL, claimed_at = NULL, run_after = ${retryAt}, last_error = ${error}
-                WHERE id = ${record.id}::bigint AND claimed_by = ${batch.consumer}`,
+                SET attempts = attempts + 1, claimed_by = NULL, claimed_at = NULL, batch_id = NULL,
+                    run_after = ${retryAt}, last_error = ${error}
+                WHERE id = ${record.id}::bigint AND ${ours}`,
           );
         } else {
-          await moveToErrors(
-            tx,
-            sql`id = ${record.id}::bigint AND claimed_by = ${batch.consumer}`,
-            sql`attempts + 1`,
-            error,
-          );
+          await moveToErrors(tx, sql`id = ${record.id}::bigint AND ${ours}`, sql`attempts + 1`, error);
         }
       }
     });
-    if (failures.some((failure) => failure.retryAt)) this.#wakeups.emit(batch.queue);
-  }
-
-  async release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
-    this.#held.delete(batch.id);
-    if (records.length === 0) return;
-    await this.#store.execute(
-      sql`UPDATE baton_queue_records SET claimed_by = NULL, claimed_at = NULL
-          WHERE id = ANY(${sql.param(ids(records))}::bigint[]) AND claimed_by = ${batch.consumer}`,
-    );
-    this.#wakeups.emit(batch.queue);
+    if (released.length > 0 || failures.some((failure) => failure.retryAt)) this.#wakeups.emit(batch.queue);
   }
 
   async recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number> {
@@ -188,34 +238,48 @@ export class StoreQueueBackend implements QueueBackend {
     const held = sql.param(
       [...this.#held.values()].flatMap((batch) => batch.records.map((record) => record.id)),
     );
+    // This process's own consumers are alive whatever their last heartbeat says (it may have just come back).
+    const orphaned = sql`queue = ${queue} AND claimed_by IS NOT NULL AND claimed_by NOT IN (${alive})
+      AND NOT (claimed_by = ANY(${local}::text[]))`;
+    // Claims of ours that this process does not hold: their claim committed but its answer was lost with
+    // the connection. Nothing ran, so no attempt is counted.
+    const unknown = sql`queue = ${queue} AND claimed_by = ANY(${local}::text[]) AND NOT (id = ANY(${held}::bigint[]))
+      AND claimed_at < now() - make_interval(secs => ${UNKNOWN_CLAIM_GRACE_MS / 1000})`;
+    // With a ledger, the batches are fenced first, then chosen by id rather than by these conditions.
+    const claims = this.#ledger
+      ? await fenceClaims(this.#store, this.#ledger, queue, { orphaned, unknown })
+      : { orphaned, unknown, acked: new Map<string, readonly number[]>() };
     const recovered = await this.#store.transaction(async (tx) => {
-      // This process's own consumers are alive whatever their last heartbeat says (it may have just come back).
-      const orphaned = sql`queue = ${queue} AND claimed_by IS NOT NULL AND claimed_by NOT IN (${alive})
-        AND NOT (claimed_by = ANY(${local}::text[]))`;
+      await deleteAcknowledged(tx, claims.acked);
       const dead = await moveToErrors(
         tx,
-        sql`${orphaned} AND attempts + 1 >= ${options.maxAttempts}`,
+        sql`${claims.orphaned} AND attempts + 1 >= ${options.maxAttempts}`,
         sql`attempts + 1`,
         reason,
       );
       const requeued = await executeIn(
         tx,
-        sql`UPDATE baton_queue_records SET attempts = attempts + 1, claimed_by = NULL, claimed_at = NULL, last_error = ${reason}
-            WHERE ${orphaned} RETURNING id`,
+        sql`UPDATE baton_queue_records
+            SET attempts = attempts + 1, claimed_by = NULL, claimed_at = NULL, batch_id = NULL, last_error = ${reason}
+            WHERE ${claims.orphaned} RETURNING id`,
       );
-      // Claims of ours that this process does not hold: their claim committed but its answer was lost with
-      // the connection. Nothing ran, so no attempt is counted.
-      const unknown = await executeIn(
+      const given = await executeIn(
         tx,
-        sql`UPDATE baton_queue_records SET claimed_by = NULL, claimed_at = NULL
-            WHERE queue = ${queue} AND claimed_by = ANY(${local}::text[]) AND NOT (id = ANY(${held}::bigint[]))
-              AND claimed_at < now() - make_interval(secs => ${UNKNOWN_CLAIM_GRACE_MS / 1000})
-            RETURNING id`,
+        sql`UPDATE baton_queue_records SET claimed_by = NULL, claimed_at = NULL, batch_id = NULL
+            WHERE ${claims.unknown} RETURNING id`,
       );
-      return dead + requeued.length + unknown.length;
+      return dead + requeued.length + given.length;
     });
     if (recovered > 0) this.#wakeups.emit(queue);
     return recovered;
+  }
+
+  /** Ids of the batches holding claimed records of `queue` (claims written with a ledger). */
+  async claimedBatches(queue: string): Promise<string[]> {
+    const rows = await this.#store.execute(sql`
+      SELECT DISTINCT batch_id FROM baton_queue_records
+      WHERE queue = ${queue} AND claimed_by IS NOT NULL AND batch_id IS NOT NULL`);
+    return rows.map((row) => String(row['batch_id']));
   }
 
   waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
@@ -329,50 +393,4 @@ export class StoreQueueBackend implements QueueBackend {
     this.#unlisten = undefined;
     this.#wakeups.removeAllListeners();
   }
-}
-
-/** Moves the records matching `where` to the error queue with `error`; returns how many moved. */
-async function moveToErrors(
-  tx: Tx,
-  where: ReturnType<typeof sql>,
-  attempts: ReturnType<typeof sql>,
-  error: string,
-): Promise<number> {
-  const rows = await executeIn(
-    tx,
-    sql`WITH moved AS (
-          DELETE FROM baton_queue_records WHERE ${where}
-          RETURNING id, queue, payload, ${attempts} AS attempts, enqueued_at)
-        INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at)
-        SELECT queue, payload, attempts, ${error}, enqueued_at FROM moved ORDER BY id
-        RETURNING id`,
-  );
-  return rows.length;
-}
-
-function toClaimedRecord(row: Row): ClaimedRecord {
-  return {
-    id: String(row['id']),
-    payload: toBuffer(row['payload']),
-    attempts: Number(row['attempts']),
-    enqueuedAt: toDate(row['enqueued_at']),
-  };
-}
-
-function ids(records: readonly ClaimedRecord[]): string[] {
-  return records.map((record) => record.id);
-}
-
-function byNumericId(a: ClaimedRecord, b: ClaimedRecord): number {
-  return a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-}
-
-function toBuffer(value: unknown): Buffer {
-  if (Buffer.isBuffer(value)) return value;
-  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-  throw new TypeError(`expected bytes from the store, got ${typeof value}`);
-}
-
-function toDate(value: unknown): Date {
-  return value instanceof Date ? value : new Date(String(value));
 }

@@ -1,5 +1,5 @@
 // The queue backend contract against Redis lists, with a throwaway PostgreSQL database as the sink (its
-// baton_redis_ledger holds the acknowledgements). The suite picks its own queue names: the backend's `keys`
+// baton_batch_ledger holds the acknowledgements). The suite picks its own queue names: the backend's `keys`
 // map is empty, so each queue's list is the queue's name, and the keys of every queue used are deleted after.
 import type { ClaimedBatch } from '../../src/queue/backend.js';
 import { RedisQueueBackend } from '../../src/queue/redis.js';

@@ -1,0 +1,231 @@
+// Queues kept in a PostgreSQL database of their own (`backend = "postgres"` with a `url`), while handlers
+// write to the sink. The two databases cannot commit together, so delivery is at-least-once and the batch
+// ledger in the sink makes the effect exactly-once, as for Redis queues: the handler's transaction records
+// the positions it acknowledged, and the rows are deleted from the queue database only after that commit.
+// Records, claims, heartbeats, wake-ups and error queues are StoreQueueBackend's, run over the queue database.
+import { BackendUnavailableError, describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { applyMigrations, builtinMigrations } from '../store/migrate.js';
+import { openPostgresStore } from '../store/postgres.js';
+import type { Store, Tx } from '../store/store.js';
+import type {
+  ClaimedBatch,
+  ClaimedRecord,
+  ErrorRecord,
+  QueueBackend,
+  QueueStats,
+  RecordFailure,
+} from './backend.js';
+import { BatchLedger } from './batch-ledger.js';
+import { StoreQueueBackend } from './store-queue.js';
+
+export interface ForeignQueueOptions {
+  /** postgres:// URL of the queue database (Baton's migrations are applied there at start). */
+  readonly url: string;
+  /** The sink: acknowledgements are rows of its baton_batch_ledger table. */
+  readonly store: Store;
+  readonly log: Logger;
+  /** Connections to the queue database, at most. */
+  readonly poolSize?: number;
+  /** Milliseconds a statement may run in the queue database; 0 means no limit. */
+  readonly statementTimeoutMs?: number;
+  readonly applicationName?: string;
+}
+
+const DEFAULT_POOL_SIZE = 10;
+const DEFAULT_STARTUP_TIMEOUT_MS = 30_000;
+/** Ledger rows past their retention are swept at most this often per queue. */
+const LEDGER_SWEEP_MS = 60_000;
+
+interface Opened {
+  readonly store: Store;
+  readonly queues: StoreQueueBackend;
+}
+
+export class ForeignQueueBackend implements QueueBackend {
+  readonly kind = 'postgres';
+  readonly shared = true;
+  readonly #options: ForeignQueueOptions;
+  readonly #ledger: BatchLedger;
+  readonly #ledgerSweptAt = new Map<string, number>();
+  #opened: Opened | undefined;
+  #starting: Promise<void> | undefined;
+  #closed = false;
+
+  constructor(options: ForeignQueueOptions) {
+    this.#options = options;
+    this.#ledger = new BatchLedger(options.store);
+  }
+
+  /** Opens the queue database (BackendUnavailableError past the timeout) and applies Baton's migrations. */
+  start(options: { startupTimeoutMs?: number } = {}): Promise<void> {
+    return (this.#starting ??= this.#open(options.startupTimeoutMs ?? DEFAULT_STARTUP_TIMEOUT_MS));
+  }
+
+  async #open(startupTimeoutMs: number): Promise<void> {
+    const { url, log } = this.#options;
+    const config = {
+      kind: 'postgres',
+      url,
+      poolSize: this.#options.poolSize ?? DEFAULT_POOL_SIZE,
+      statementTimeoutMs: this.#options.statementTimeoutMs ?? 0,
+    } as const;
+    const applicationName = this.#options.applicationName ?? 'baton:queue';
+    const store = await openPostgresStore(config, { log, startupTimeoutMs, applicationName }).catch(
+      (error: unknown) => {
+        // Say which database: the message of the store's own error names the store.
+        throw new BackendUnavailableError('postgres queue', 'cannot open the queue database', {
+          cause: error,
+        });
+      },
+    );
+    try {
+      await applyMigrations(store, await builtinMigrations());
+      const queues = new StoreQueueBackend(store, log, { ledger: this.#ledger });
+      await queues.start();
+      this.#opened = { store, queues };
+    } catch (error) {
+      await store.close().catch(() => undefined);
+      throw error;
+    }
+  }
+
+  async ready(): Promise<boolean> {
+    return this.#opened !== undefined && !this.#closed && (await this.#opened.store.ping());
+  }
+
+  publish(queue: string, records: readonly Buffer[]): Promise<number> {
+    return this.#queues().publish(queue, records);
+  }
+
+  registerConsumer(consumer: string, node: string): Promise<void> {
+    return this.#queues().registerConsumer(consumer, node);
+  }
+
+  unregisterConsumer(consumer: string): Promise<void> {
+    return this.#queues().unregisterConsumer(consumer);
+  }
+
+  /** Claims in id order and writes the batch id on the rows, so that recovery can find the ledger row. */
+  claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
+    return this.#queues().claim(queue, consumer, max);
+  }
+
+  /** Inside the sink transaction: the positions of `records` in their batch go to the ledger. */
+  async acknowledge(tx: Tx, batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
+    await this.#ledger.acknowledge(tx, batch, positions(batch, records));
+  }
+
+  /** After the commit: deletes the acknowledged rows and counts the failures, in one transaction. */
+  complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
+    return this.#settle(batch, failures);
+  }
+
+  /**
+   * Gives back every record of the batch that the ledger does not show committed, and deletes those it does.
+   * The whole batch, not only `records` (the runner gives back whole batches): a batch's rows leave it
+   * together, since recovery counts positions over the rows the batch still holds.
+   */
+  release(batch: ClaimedBatch, _records: readonly ClaimedRecord[]): Promise<void> {
+    return this.#settle(batch, []);
+  }
+
+  async #settle(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
+    const queues = this.#queues();
+    let acked: Set<number>;
+    try {
+      acked = new Set(await this.#ledger.acked(batch.id));
+    } catch (error) {
+      // The batch is no longer this process's to settle: an empty settlement forgets it, so that recovery
+      // gives its claims back (consulting the ledger) once the sink answers again.
+      await queues.settle(batch, {});
+      throw error;
+    }
+    const failed = new Set(failures.map((failure) => failure.record.id));
+    const done: ClaimedRecord[] = [];
+    const released: ClaimedRecord[] = [];
+    batch.records.forEach((record, position) => {
+      if (acked.has(position)) done.push(record);
+      else if (!failed.has(record.id)) released.push(record);
+    });
+    const position = positionsOf(batch);
+    const unacked = failures.filter((failure) => !acked.has(position.get(failure.record.id) ?? -1));
+    await queues.settle(batch, { done, failures: unacked, released });
+  }
+
+  /**
+   * Fences each batch of a dead consumer in the sink's ledger first (a late acknowledgement then fails),
+   * then, in the queue database, deletes what the ledger shows committed and counts one attempt for the rest.
+   */
+  async recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number> {
+    const queues = this.#queues();
+    await this.#sweepLedger(queue, queues);
+    return queues.recoverClaims(queue, options);
+  }
+
+  waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
+    return this.#queues().waitForRecords(queue, timeoutMs, signal);
+  }
+
+  async stats(queue: string): Promise<QueueStats> {
+    const queues = this.#queues();
+    const [stats, batches] = await Promise.all([queues.stats(queue), queues.claimedBatches(queue)]);
+    // Acknowledged records keep their claimed rows until the batch completes; they are done.
+    const acked = await this.#ledger.committedCount(batches);
+    return { ...stats, inFlight: Math.max(0, stats.inFlight - acked) };
+  }
+
+  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
+    return this.#queues().listErrors(queue, options);
+  }
+
+  replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {
+    return this.#queues().replayErrors(queue, options);
+  }
+
+  dropErrors(queue: string, ids: readonly string[]): Promise<number> {
+    return this.#queues().dropErrors(queue, ids);
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#starting?.catch(() => undefined);
+    const opened = this.#opened;
+    if (!opened) return;
+    await opened.queues.close().catch((error: unknown) => {
+      this.#options.log.warn(
+        { err: describeError(error) },
+        'postgres queue: could not unregister its consumers',
+      );
+    });
+    await opened.store.close();
+  }
+
+  #queues(): StoreQueueBackend {
+    if (this.#closed) throw new Error('postgres queue: the backend is closed');
+    if (!this.#opened) throw new Error('postgres queue: start() must finish before the backend is used');
+    return this.#opened.queues;
+  }
+
+  async #sweepLedger(queue: string, queues: StoreQueueBackend): Promise<void> {
+    if (Date.now() - (this.#ledgerSweptAt.get(queue) ?? 0) < LEDGER_SWEEP_MS) return;
+    this.#ledgerSweptAt.set(queue, Date.now());
+    // Rows of batches still claimed are kept whatever their age: they fence a consumer that may still commit.
+    await this.#ledger.sweep(queue, await queues.claimedBatches(queue));
+  }
+}
+
+/** Record id → its position in the batch (records are in id order, as claimed). */
+function positionsOf(batch: ClaimedBatch): Map<string, number> {
+  return new Map(batch.records.map((record, index) => [record.id, index]));
+}
+
+function positions(batch: ClaimedBatch, records: readonly ClaimedRecord[]): number[] {
+  const index = positionsOf(batch);
+  return records.map((record) => {
+    const position = index.get(record.id);
+    if (position === undefined) throw new TypeError(`record ${record.id} is not of batch ${batch.id}`);
+    return position;
+  });
+}

@@ -1,0 +1,125 @@
+// Statements and row mapping over Baton's queue tables (baton_queue_records, baton_queue_errors), shared by
+// the queue adapters that keep records in PostgreSQL: in the sink (StoreQueueBackend) or in a database of
+// their own (ForeignQueueBackend, through a StoreQueueBackend over that database).
+import type { SQL } from 'drizzle-orm';
+import { sql } from 'drizzle-orm';
+
+import type { Row, Store, Tx } from '../store/store.js';
+import { executeIn } from '../store/store.js';
+import type { ClaimedRecord } from './backend.js';
+
+/**
+ * For a queue kept in another database than the sink (ForeignQueueBackend): acknowledgements are rows of a
+ * ledger in the sink, not deletions of the records' rows in the handler's transaction.
+ */
+export interface ClaimLedger {
+  /**
+   * Marks the batches recovered in the ledger and returns the positions (in id order) each had acknowledged.
+   * Recovery calls it before it touches a batch's rows, so that a late acknowledgement cannot commit after.
+   */
+  fence(queue: string, batchIds: readonly string[]): Promise<ReadonlyMap<string, readonly number[]>>;
+}
+
+/** Claims to recover, as conditions on baton_queue_records, and what their batches acknowledged. */
+export interface ClaimsToRecover {
+  /** Claims of dead consumers: one attempt counted. */
+  readonly orphaned: SQL;
+  /** Claims of this process's consumers that it does not hold: given back without an attempt. */
+  readonly unknown: SQL;
+  readonly acked: ReadonlyMap<string, readonly number[]>;
+}
+
+/**
+ * Fences in the ledger the batches of the claims to recover, and returns conditions that choose those
+ * batches by id. Fenced batches are recovered whole, whether or not their consumer shows up again meanwhile
+ * (it can no longer commit them), so that a batch's rows leave it together and positions keep their meaning.
+ */
+export async function fenceClaims(
+  store: Store,
+  ledger: ClaimLedger,
+  queue: string,
+  claims: { orphaned: SQL; unknown: SQL },
+): Promise<ClaimsToRecover> {
+  const found = await store.execute(sql`
+    SELECT DISTINCT batch_id, (${claims.orphaned}) AS orphaned FROM baton_queue_records
+    WHERE ((${claims.orphaned}) OR (${claims.unknown})) AND batch_id IS NOT NULL`);
+  const acked = await ledger.fence(
+    queue,
+    found.map((row) => String(row['batch_id'])),
+  );
+  const batches = (orphaned: boolean): SQL => {
+    const chosen = found.filter((row) => row['orphaned'] === orphaned).map((row) => String(row['batch_id']));
+    return sql`queue = ${queue} AND claimed_by IS NOT NULL AND batch_id = ANY(${sql.param(chosen)}::text[])`;
+  };
+  return { orphaned: batches(true), unknown: batches(false), acked };
+}
+
+/**
+ * Deletes the records that each batch's ledger row shows acknowledged: positions count, in id order, the
+ * rows the batch still holds, which are all of its records since a batch's rows only ever leave it together.
+ */
+export async function deleteAcknowledged(
+  tx: Tx,
+  acked: ReadonlyMap<string, readonly number[]>,
+): Promise<void> {
+  const pairs = [...acked].flatMap(([batch, positions]) =>
+    positions.map((position) => ({ batch, position })),
+  );
+  if (pairs.length === 0) return;
+  await executeIn(
+    tx,
+    sql`DELETE FROM baton_queue_records AS r
+        USING (SELECT id, batch_id, (row_number() OVER (PARTITION BY batch_id ORDER BY id) - 1)::int AS position
+               FROM baton_queue_records
+               WHERE batch_id = ANY(${sql.param([...acked.keys()])}::text[]) AND claimed_by IS NOT NULL) AS p,
+              unnest(${sql.param(pairs.map((pair) => pair.batch))}::text[],
+                     ${sql.param(pairs.map((pair) => pair.position))}::int[]) AS a(batch_id, position)
+        WHERE r.id = p.id AND p.batch_id = a.batch_id AND p.position = a.position AND r.batch_id = a.batch_id`,
+  );
+}
+
+/** Moves the records matching `where` to the error queue with `error`; returns how many moved. */
+export async function moveToErrors(
+  tx: Tx,
+  where: ReturnType<typeof sql>,
+  attempts: ReturnType<typeof sql>,
+  error: string,
+): Promise<number> {
+  const rows = await executeIn(
+    tx,
+    sql`WITH moved AS (
+          DELETE FROM baton_queue_records WHERE ${where}
+          RETURNING id, queue, payload, ${attempts} AS attempts, enqueued_at)
+        INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at)
+        SELECT queue, payload, attempts, ${error}, enqueued_at FROM moved ORDER BY id
+        RETURNING id`,
+  );
+  return rows.length;
+}
+
+export function toClaimedRecord(row: Row): ClaimedRecord {
+  return {
+    id: String(row['id']),
+    payload: toBuffer(row['payload']),
+    attempts: Number(row['attempts']),
+    enqueuedAt: toDate(row['enqueued_at']),
+  };
+}
+
+export function ids(records: readonly ClaimedRecord[]): string[] {
+  return records.map((record) => record.id);
+}
+
+export function byNumericId(a: ClaimedRecord, b: ClaimedRecord): number {
+  return a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
+
+export function toBuffer(value: unknown): Buffer {
+  if (Buffer.isBuffer(value)) return value;
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  throw new TypeError(`expected bytes from the store, got ${typeof value}`);
+}
+
+export function toDate(value: unknown): Date {
+  return value instanceof Date ? value : new Date(String(value));
+}
