@@ -101,6 +101,8 @@ describe('loadConfig', () => {
       store: { kind: 'embedded', path: path.join(dir, '.baton', 'store') },
       redis: { url: 'redis://127.0.0.1:6379' },
       queues: {},
+      group: undefined,
+      components: {},
     });
   });
 
@@ -140,6 +142,7 @@ describe('loadConfig', () => {
       backend: 'store',
       key: 'ping',
       migrations: path.join(dir, 'handlers', 'migrations', 'ping'),
+      runOn: 'any',
       batchSize: 100,
       concurrency: 4,
       maxAttempts: 3,
@@ -421,5 +424,52 @@ describe('redactConfig', () => {
     expect(() =>
       resolveConfig({ queues: { q: { handler: './h.js', backend: 'kafka' } } }, { baseDir: dir, env: {} }),
     ).toThrow(/queues\.q\.backend/);
+  });
+
+  it('resolves [group] with derived timings, and components', () => {
+    const config = resolveConfig(
+      {
+        store: { url: 'postgres://db/sink' },
+        group: { name: 'ingest', elector: 'postgres', lease_ms: 2000 },
+        components: { reporter: { module: './reporter.ts', channels: ['jobs'] } },
+        queues: { q: { handler: './h.js', run_on: 'primary' } },
+      },
+      { baseDir: dir, env: {} },
+    );
+    expect(config.group).toEqual({
+      name: 'ingest',
+      elector: 'postgres',
+      url: undefined,
+      leaseMs: 2000,
+      renewDeadlineMs: 1200,
+      heartbeatMs: 500,
+      stopTimeoutMs: 800,
+      watchPath: undefined,
+      failoverFiles: [],
+    });
+    expect(config.components['reporter']).toEqual({
+      name: 'reporter',
+      module: path.join(dir, 'reporter.ts'),
+      channels: ['jobs'],
+    });
+    expect(config.queues['q']?.runOn).toBe('primary');
+  });
+
+  it('refuses group timings out of order and a postgres elector without a server', () => {
+    const resolve =
+      (group: Record<string, unknown>, store: Record<string, unknown> = { url: 'postgres://db/x' }) =>
+      () =>
+        resolveConfig({ store, group: { name: 'g', ...group }, queues: {} }, { baseDir: dir, env: {} });
+    expect(resolve({ lease_ms: 1000, renew_deadline_ms: 1000 })).toThrow(/group\.renew_deadline_ms/);
+    expect(resolve({ lease_ms: 1000, renew_deadline_ms: 600, heartbeat_ms: 600 })).toThrow(
+      /group\.heartbeat_ms/,
+    );
+    expect(resolve({ lease_ms: 1000, renew_deadline_ms: 600, stop_timeout_ms: 500 })).toThrow(
+      /group\.stop_timeout_ms/,
+    );
+    expect(resolve({ elector: 'postgres' }, {})).toThrow(/group\.url.*PostgreSQL server/);
+    expect(resolve({ elector: 'redis', url: 'postgres://x' })).toThrow(/group\.url/);
+    expect(resolve({ elector: 'raft' })).toThrow(/group\.elector/);
+    expect(() => resolveConfig({ group: {}, queues: {} }, { baseDir: dir, env: {} })).toThrow(/group\.name/);
   });
 });

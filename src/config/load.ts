@@ -12,7 +12,7 @@ import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { applyEnvOverrides, cloneTables, isTable, setOwn, type Env, type RawTable } from './env.js';
 import { describeValue, rawConfigSchema, type ParsedConfig, type RawOverrides } from './schema.js';
-import type { QueueConfig, ResolvedConfig } from './types.js';
+import type { ComponentConfig, GroupConfig, QueueConfig, ResolvedConfig } from './types.js';
 
 /** The file read when none is named, looked up in the working directory. */
 export const DEFAULT_CONFIG_FILE = 'baton.toml';
@@ -119,6 +119,15 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       retryDelayMs: queue.retry_delay_ms,
       retryMaxDelayMs: queue.retry_max_delay_ms,
       inline: queue.inline,
+      runOn: queue.run_on,
+    };
+  }
+  const components: Record<string, ComponentConfig> = {};
+  for (const [name, component] of Object.entries(parsed.components)) {
+    components[name] = {
+      name,
+      module: resolveHandler(component.module, baseDir),
+      channels: component.channels,
     };
   }
 
@@ -154,6 +163,60 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
         },
     redis: { url: parsed.redis.url },
     queues,
+    group: resolveGroup(parsed, baseDir, file),
+    components,
+  };
+}
+
+/** [group] with its derived defaults, checked against the store and the timings' order. */
+function resolveGroup(
+  parsed: ParsedConfig,
+  baseDir: string,
+  file: string | undefined,
+): GroupConfig | undefined {
+  const group = parsed.group;
+  if (!group) return undefined;
+  const fail = (key: string, message: string): never => {
+    throw new ConfigError(message, { key: `group.${key}`, ...optionalFile(file) });
+  };
+  const renewDeadlineMs = group.renew_deadline_ms ?? Math.round(group.lease_ms * 0.6);
+  if (renewDeadlineMs >= group.lease_ms) {
+    fail('renew_deadline_ms', `expected below lease_ms (${group.lease_ms}), got ${renewDeadlineMs}`);
+  }
+  if (group.heartbeat_ms >= renewDeadlineMs) {
+    fail('heartbeat_ms', `expected below renew_deadline_ms (${renewDeadlineMs}), got ${group.heartbeat_ms}`);
+  }
+  const grace = group.lease_ms - renewDeadlineMs;
+  const stopTimeoutMs = group.stop_timeout_ms ?? grace;
+  if (stopTimeoutMs > grace) {
+    fail(
+      'stop_timeout_ms',
+      `expected at most lease_ms - renew_deadline_ms (${grace}), so that primary-only work stops before another node may take over; got ${stopTimeoutMs}`,
+    );
+  }
+  const needsPostgres = group.elector === 'postgres' || group.elector === 'pg-recovery';
+  if (needsPostgres && group.url === undefined && parsed.store.url === undefined) {
+    fail('url', `the ${group.elector} elector needs a PostgreSQL server: set group.url or [store] url`);
+  }
+  if (group.url !== undefined) {
+    const scheme = group.elector === 'redis' ? /^rediss?:\/\// : /^postgres(?:ql)?:\/\//;
+    if (group.elector !== 'standalone' && !scheme.test(group.url)) {
+      fail(
+        'url',
+        `expected a ${group.elector === 'redis' ? 'redis://' : 'postgres://'} URL for the ${group.elector} elector`,
+      );
+    }
+  }
+  return {
+    name: group.name,
+    elector: group.elector,
+    url: group.url,
+    leaseMs: group.lease_ms,
+    renewDeadlineMs,
+    heartbeatMs: group.heartbeat_ms,
+    stopTimeoutMs,
+    watchPath: group.watch_path === undefined ? undefined : path.resolve(baseDir, group.watch_path),
+    failoverFiles: group.failover_files,
   };
 }
 

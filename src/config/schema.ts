@@ -211,6 +211,8 @@ const queueSchema = table({
   retry_max_delay_ms: integer(0).default(32_000),
   /** Embedded store only: ingest may run the handler inside the request's transaction when there is no backlog. */
   inline: boolean().default(true),
+  /** Which nodes consume the queue: "any" (every node) or "primary" (only the group's primary). */
+  run_on: z.enum(['any', 'primary'], { error: expecting('"any" or "primary"') }).default('any'),
 }).superRefine((queue, context) => {
   if (queue.backend === 'postgres' && queue.url === undefined) {
     context.addIssue({
@@ -238,6 +240,38 @@ const queueSchema = table({
   }
 });
 
+const groupSchema = table({
+  /** Name of the group: nodes with the same name and coordination backend elect one primary. Required. */
+  name: text('a group name'),
+  /** How the primary is chosen. */
+  elector: z
+    .enum(['standalone', 'postgres', 'redis', 'pg-recovery'], {
+      error: expecting('"standalone", "postgres", "redis" or "pg-recovery"'),
+    })
+    .default('standalone'),
+  /** Coordination backend URL. Default: the store's URL (postgres, pg-recovery) or [redis] url (redis). */
+  url: text().optional(),
+  /** Milliseconds a lease lasts without renewal. */
+  lease_ms: integer(100).default(5_000),
+  /** Milliseconds without a renewal after which a primary stops its primary-only work; below lease_ms. */
+  renew_deadline_ms: integer(50).optional(),
+  /** Milliseconds between renewals, checks and membership heartbeats; below renew_deadline_ms. */
+  heartbeat_ms: integer(10).default(500),
+  /** Milliseconds primary-only work gets to stop after a step-down. Default: lease_ms - renew_deadline_ms. */
+  stop_timeout_ms: integer(0).optional(),
+  /** pg-recovery: folder to watch for failover files. */
+  watch_path: text().optional(),
+  /** pg-recovery: files under watch_path whose change triggers a re-check at once (e.g. standby.signal). */
+  failover_files: z.array(text(), { error: expecting('an array of file names') }).default([]),
+});
+
+const componentSchema = table({
+  /** Module exporting the component, relative to the config file's folder, or a package name. Required. */
+  module: text('a module path or package name'),
+  /** LISTEN/NOTIFY processor modules: the channels to listen on. */
+  channels: z.array(text(), { error: expecting('an array of channel names') }).optional(),
+});
+
 const queueNameSchema = z.string().regex(QUEUE_NAME_PATTERN, {
   error: (issue) =>
     `invalid queue name ${describeValue(issue.input)}: expected 1 to 128 letters, digits, "_", "." or "-", ` +
@@ -252,6 +286,12 @@ export const rawConfigSchema = table({
   redis: redisSchema.prefault({}),
   /** One table per queue, keyed by queue name. */
   queues: z.record(queueNameSchema, queueSchema, { error: expecting('a table of queues') }).prefault({}),
+  /** The group this node belongs to; absent: the node is not in a group and acts alone. */
+  group: groupSchema.optional(),
+  /** Long-running components, keyed by name. */
+  components: z
+    .record(queueNameSchema, componentSchema, { error: expecting('a table of components') })
+    .prefault({}),
 });
 
 /** What a config file (or an in-code raw object) may contain. */

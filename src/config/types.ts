@@ -1,3 +1,5 @@
+import type { GroupConfig } from '../cluster/config.js';
+
 // The configuration a node runs with, after defaults, env overrides and flags are applied and paths are made
 // absolute. Code reads only this shape (camelCase, units in the names), never the raw TOML.
 
@@ -14,6 +16,9 @@ export interface ResolvedConfig {
   store: StoreConfig;
   redis: RedisConfig;
   queues: Readonly<Record<string, QueueConfig>>;
+  /** The node's group; undefined: not in a group. */
+  group: GroupConfig | undefined;
+  components: Readonly<Record<string, ComponentConfig>>;
 }
 
 export interface NodeConfig {
@@ -91,6 +96,18 @@ export interface QueueConfig {
   /** First back-off after a failure; doubles up to `retryMaxDelayMs`, with jitter. */
   retryDelayMs: number;
   retryMaxDelayMs: number;
+  /** Which nodes consume the queue: every node, or only the group's primary. */
+  runOn: 'any' | 'primary';
   /** Embedded store only: ingest may run the handler inside the request's transaction. */
   inline: boolean;
 }
+
+export interface ComponentConfig {
+  name: string;
+  /** Absolute module path, or a package name. */
+  module: string;
+  /** LISTEN/NOTIFY processors: channels to listen on. */
+  channels: readonly string[] | undefined;
+}
+
+export type { GroupConfig } from '../cluster/config.js';
