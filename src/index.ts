@@ -20,6 +20,11 @@ export type {
   ProcessBatchFn,
 } from './handler/handler.js';
 export type { ErrorRecord, QueueStats } from './queue/backend.js';
+export type { Role, RoleChange, LeaderWatchEvent, LeaderWatchEventType, Member } from './cluster/types.js';
+export type { RoleChangeCallback, LeaderWatchCallback } from './cluster/role-events.js';
+export type { GroupStatus, Failover } from './node/group.js';
+export { primaryOnly } from './http/routes/cluster.js';
+export type { RouteRegistrar } from './http/server.js';
 export type { IngestResult } from './queue/ingest.js';
 export {
   BatonError,
@@ -29,5 +34,8 @@ export {
   UnknownQueueError,
   HandlerError,
   NothingToRunError,
+  NotPrimaryError,
+  FencedError,
+  InvalidComponentError,
 } from './errors.js';
 export type { BatonErrorCode } from './errors.js';

@@ -8,7 +8,7 @@ import { createLogger } from '../log.js';
 import type { Admin } from '../node/admin.js';
 import { openLocalAdmin } from '../node/local-admin.js';
 import { liveStoreOwner } from '../store/lock.js';
-import { RemoteAdmin } from './remote.js';
+import { RemoteAdmin } from '../node/remote-admin.js';
 
 export interface GlobalOptions {
   config?: string;

@@ -9,6 +9,7 @@ import {
   StoreLockedError,
   describeError,
 } from '../errors.js';
+import { registerClusterCommands } from './commands/cluster.js';
 import { registerPluginCommands } from './commands/plugins.js';
 import { registerRecordCommands } from './commands/records.js';
 import { registerRun } from './commands/run.js';
@@ -68,6 +69,7 @@ function buildProgram(ctx: CliContext): Command {
   registerRun(program, ctx);
   registerRecordCommands(program, ctx);
   registerStoreCommands(program, ctx);
+  registerClusterCommands(program, ctx);
   return program;
 }
 

@@ -10,6 +10,14 @@ export interface HandlerContext {
   /** Aborts at the handler's deadline (`timeout_ms`) or when the node must stop at once. */
   readonly signal: AbortSignal;
   readonly log: Logger;
+  /** The group's term this node acts under (0 when it is not in a group). */
+  readonly term: number;
+  /**
+   * Inside `tx` (this handler's transaction, or one of its own): throws FencedError when this node is no
+   * longer the group's primary, so that a deposed primary's late write rolls back instead of landing.
+   * A no-op for a node not in a group.
+   */
+  assertPrimary(tx: Tx): Promise<void>;
 }
 
 export type ProcessFn = (tx: Tx, record: Buffer, ctx: HandlerContext) => unknown;

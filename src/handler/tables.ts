@@ -4,6 +4,7 @@ import { is, sql } from 'drizzle-orm';
 import { getTableConfig, PgTable } from 'drizzle-orm/pg-core';
 
 import type { Store } from '../store/store.js';
+import { lockSchema } from '../store/migrate.js';
 import { executeIn } from '../store/store.js';
 import type { Handler } from './handler.js';
 
@@ -21,6 +22,8 @@ export async function createMissingTables(store: Store, handlers: readonly Handl
   if (tables.size === 0) return [];
 
   return store.transaction(async (tx) => {
+    // Nodes starting together would race to create the same tables.
+    await lockSchema(tx);
     const missing: Record<string, PgTable> = {};
     for (const [name, table] of tables) {
       const [row] = await executeIn(

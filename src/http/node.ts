@@ -1,5 +1,7 @@
 // What the HTTP API needs of a node: the admin operations plus ingest and health.
+import type { Role } from '../cluster/types.js';
 import type { Admin } from '../node/admin.js';
+import type { GroupStatus } from '../node/group.js';
 import type { IngestResult } from '../queue/ingest.js';
 
 export interface HttpNode extends Admin {
@@ -8,4 +10,9 @@ export interface HttpNode extends Admin {
   readonly queueNames: readonly string[];
   ingest(queue: string, records: readonly Buffer[]): Promise<IngestResult>;
   ready(): Promise<boolean>;
+  readonly role: Role;
+  readonly term: number;
+  readonly leader: string | undefined;
+  cluster(): Promise<GroupStatus>;
+  failover(to?: string): Promise<void>;
 }

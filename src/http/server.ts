@@ -9,6 +9,7 @@ import type { Logger } from '../log.js';
 import { registerAuth } from './auth.js';
 import type { HttpNode } from './node.js';
 import { registerAdminRoutes } from './routes/admin.js';
+import { registerClusterRoutes } from './routes/cluster.js';
 import { registerIngestRoutes } from './routes/ingest.js';
 import { registerQueueRoutes } from './routes/queues.js';
 
@@ -18,8 +19,17 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
-export async function startHttpServer(node: HttpNode, config: HttpConfig, log: Logger): Promise<HttpServer> {
+/** Registers a program's own routes on the node's HTTP API (see primaryOnly for primary-only ones). */
+export type RouteRegistrar = (app: FastifyInstance, node: HttpNode) => void;
+
+export async function startHttpServer(
+  node: HttpNode,
+  config: HttpConfig,
+  log: Logger,
+  routes?: RouteRegistrar,
+): Promise<HttpServer> {
   const app = buildHttpApp(node, config, log);
+  if (routes) routes(app, node);
   await app.listen({ host: config.host, port: config.port });
   const bound = app.server.address();
   const port = typeof bound === 'object' && bound !== null ? bound.port : config.port;
@@ -62,6 +72,7 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   });
   registerQueueRoutes(app, node);
   registerAdminRoutes(app, node, config);
+  registerClusterRoutes(app, node, config.token ?? config.tokens[0]?.token);
   // Ingest parses bodies as raw bytes, so it lives in its own encapsulated scope.
   void app.register((scope, _options, done) => {
     registerIngestRoutes(scope, node);

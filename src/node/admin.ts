@@ -2,6 +2,7 @@
 // local opening of the store when no node runs, and an HTTP client of the node that owns the store.
 import type { ErrorRecord } from '../queue/backend.js';
 import type { QueryResult } from '../store/store.js';
+import type { GroupStatus } from './group.js';
 import type { NewMigration, SchemaUpdate } from './schema.js';
 
 export interface QueueInfo {
@@ -30,5 +31,9 @@ export interface Admin {
   migrate(): Promise<SchemaUpdate>;
   /** Writes the next migration of `queue` from its handler's schema and the store. */
   makeMigration(queue: string, message: string): Promise<NewMigration>;
+  /** The group as a running node sees it. */
+  cluster(): Promise<GroupStatus>;
+  /** Manual failover: the group's primary yields, to `to` when named. */
+  failover(to?: string): Promise<void>;
   close(): Promise<void>;
 }

@@ -12,20 +12,26 @@ import type { Admin, QueueInfo } from './admin.js';
 import type { NewMigration, SchemaUpdate } from './schema.js';
 import { makeMigration, updateSchema } from './schema.js';
 import { openStorage } from './storage.js';
+import type { GroupStatus } from './group.js';
+import { openMembership } from './group.js';
+import { RemoteAdmin } from './remote-admin.js';
 import type { Storage } from './storage.js';
 
 export async function openLocalAdmin(config: ResolvedConfig, log: Logger): Promise<Admin> {
   const storage = await openStorage(config, log);
-  return new LocalAdmin(config, storage);
+  return new LocalAdmin(config, storage, log);
 }
 
 class LocalAdmin implements Admin {
   readonly #config: ResolvedConfig;
   readonly #storage: Storage;
 
-  constructor(config: ResolvedConfig, storage: Storage) {
+  readonly #log: Logger;
+
+  constructor(config: ResolvedConfig, storage: Storage, log: Logger) {
     this.#config = config;
     this.#storage = storage;
+    this.#log = log;
   }
 
   publish(queue: string, records: readonly Buffer[]): Promise<number> {
@@ -82,8 +88,54 @@ class LocalAdmin implements Admin {
     );
   }
 
+  /** Asks a live member of the group (found in the membership) for its view. */
+  async cluster(): Promise<GroupStatus> {
+    const member = await this.#liveMember();
+    if (!member) {
+      const group = this.#config.group;
+      return {
+        group: group?.name,
+        elector: group?.elector,
+        node: this.#config.node.name,
+        role: group ? 'secondary' : 'not-in-group',
+        term: 0,
+        leader: undefined,
+        members: [],
+        failovers: [],
+      };
+    }
+    return new RemoteAdmin(member, this.#token()).cluster();
+  }
+
+  /** Asks a live member of the group to fail over (it passes the request to the primary). */
+  async failover(to?: string): Promise<void> {
+    const group = this.#config.group;
+    if (!group) throw new Error('this config has no [group]: there is nothing to fail over');
+    const member = await this.#liveMember();
+    if (!member) throw new Error(`no node of group "${group.name}" answers: start one with baton run`);
+    await new RemoteAdmin(member, this.#token()).failover(to);
+  }
+
   close(): Promise<void> {
     return this.#storage.close();
+  }
+
+  /** The address of a live member of the group, the primary first; undefined when none serves HTTP. */
+  async #liveMember(): Promise<string | undefined> {
+    const group = this.#config.group;
+    if (!group) return undefined;
+    const membership = openMembership(group, this.#storage.store, this.#config.redis.url, this.#log);
+    try {
+      const members = (await membership.list(group.leaseMs * 3)).filter((member) => member.address);
+      members.sort((a, b) => Number(b.role === 'primary') - Number(a.role === 'primary'));
+      return members[0]?.address;
+    } finally {
+      await membership.close();
+    }
+  }
+
+  #token(): string | undefined {
+    return this.#config.http.token ?? this.#config.http.tokens[0]?.token;
   }
 
   #known(queue: string): string {

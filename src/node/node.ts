@@ -9,7 +9,7 @@ import { describeError, NothingToRunError, UnknownQueueError } from '../errors.j
 import type { Handler } from '../handler/handler.js';
 import { loadHandler } from '../handler/load.js';
 import { createMissingTables } from '../handler/tables.js';
-import type { HttpServer } from '../http/server.js';
+import type { HttpServer, RouteRegistrar } from '../http/server.js';
 import { startHttpServer } from '../http/server.js';
 import type { Logger } from '../log.js';
 import { createLogger } from '../log.js';
@@ -24,6 +24,11 @@ import type { NewMigration, SchemaUpdate } from './schema.js';
 import { makeMigration, updateSchema } from './schema.js';
 import type { Storage } from './storage.js';
 import { openStorage } from './storage.js';
+import type { GroupStatus } from './group.js';
+import { GroupMember } from './group.js';
+import type { LeaderWatchCallback, RoleChangeCallback } from '../cluster/role-events.js';
+import type { LeaderWatchEventType, Role, RoleChange } from '../cluster/types.js';
+import type { Tx } from '../store/store.js';
 
 export type NodeState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
@@ -34,6 +39,8 @@ export interface StartNodeOptions {
   readonly env?: Record<string, string | undefined>;
   /** Folder that relative paths of a raw config are resolved against. Default: the working directory. */
   readonly baseDir?: string;
+  /** The program's own HTTP routes, served by the node beside Baton's (mark primary-only ones with primaryOnly). */
+  readonly routes?: RouteRegistrar;
 }
 
 /** The abort reason given to handlers still running when the shutdown deadline passes. */
@@ -52,6 +59,7 @@ export async function startNode(
   const node = new BatonNode(
     resolved,
     options.log ?? createLogger({ level: resolved.log.level, name: resolved.node.name }),
+    options.routes,
   );
   await node.start();
   return node;
@@ -69,12 +77,19 @@ export class BatonNode implements Admin {
   #handlers: Handler[] = [];
   readonly #processors = new Map<string, RecordProcessor>();
   readonly #runners: QueueRunner[] = [];
+  #group: GroupMember | undefined;
+  #unsubscribeRole: (() => void) | undefined;
+  /** Applies role changes to role-gated work one at a time, in order. */
+  #roleWork: Promise<void> = Promise.resolve();
   /** Aborts handlers that are still running when the shutdown deadline passes. */
   readonly #hardStop = new AbortController();
 
-  constructor(config: ResolvedConfig, log: Logger) {
+  readonly #routes: RouteRegistrar | undefined;
+
+  constructor(config: ResolvedConfig, log: Logger, routes?: RouteRegistrar) {
     this.config = config;
     this.log = log;
+    this.#routes = routes;
     this.consumer = `${config.node.name}:${process.pid}:${randomUUID().slice(0, 8)}`;
   }
 
@@ -89,6 +104,64 @@ export class BatonNode implements Admin {
   /** Base URL of the HTTP API, once it listens. */
   get address(): string | undefined {
     return this.#http?.address;
+  }
+
+  /** This node's role: 'primary' | 'secondary' | 'not-in-group' (a node with no group acts alone). */
+  get role(): Role {
+    return this.#group?.state.role ?? (this.config.group ? 'secondary' : 'not-in-group');
+  }
+
+  /** The group's term as this node knows it (0 when not in a group). */
+  get term(): number {
+    return this.#group?.state.term ?? 0;
+  }
+
+  /** Name of the group's primary, when known. */
+  get leader(): string | undefined {
+    return this.#group?.state.leader;
+  }
+
+  /**
+   * Calls `callback` at once with the current role (previous = null), then on every role change, in order,
+   * never blocking the elector. Returns the function that unsubscribes.
+   */
+  subscribe(event: 'node-role-changed', callback: RoleChangeCallback): () => void {
+    if (event !== 'node-role-changed')
+      throw new TypeError(`unknown event "${String(event)}": use 'node-role-changed'`);
+    return this.#roles().subscribe(callback);
+  }
+
+  /** Registers a leader watch under `key` (the same key replaces it); no event type: both. */
+  addLeaderWatch(key: string, fn: LeaderWatchCallback, eventType?: LeaderWatchEventType): void {
+    this.#roles().addLeaderWatch(key, fn, eventType);
+  }
+
+  removeLeaderWatch(key: string): boolean {
+    return this.#roles().removeLeaderWatch(key);
+  }
+
+  /** Role changes as an async iterable: the current role first, then every change. */
+  roleChanges(): AsyncIterableIterator<RoleChange> {
+    return this.#roles().roleChanges();
+  }
+
+  /**
+   * Inside `tx`: throws FencedError when this node is no longer the group's primary (its term is over), so
+   * a deposed primary's write rolls back. A no-op for a node not in a group.
+   */
+  assertPrimary(tx: Tx): Promise<void> {
+    return this.#group?.assertPrimary(tx) ?? Promise.resolve();
+  }
+
+  /** The group as this node sees it: role, term, primary, members, recent failovers. */
+  async cluster(): Promise<GroupStatus> {
+    if (!this.#group) throw new Error(`node ${this.name} is ${this.#state}`);
+    return this.#group.status();
+  }
+
+  /** Manual failover: when this node is primary it yields (to `to` when named). */
+  async failover(to?: string): Promise<void> {
+    await this.#group?.failover(to);
   }
 
   /** Configured queue names, in config order. */
@@ -192,8 +265,10 @@ export class BatonNode implements Admin {
     this.#setState('starting');
     try {
       const queues = Object.values(this.config.queues);
-      if (queues.length === 0) {
-        throw new NothingToRunError('no queue is configured: add a [queues.<name>] table with a handler');
+      if (queues.length === 0 && Object.keys(this.config.components).length === 0) {
+        throw new NothingToRunError(
+          'nothing to run: add a [queues.<name>] table with a handler, or a [components.<name>] table',
+        );
       }
       // Handlers first: a broken handler is a config error, found before anything is opened.
       this.#handlers = await Promise.all(
@@ -207,6 +282,16 @@ export class BatonNode implements Admin {
         this.log.info({ migration: id }, `applied migration ${id}`);
       if (created.length > 0) this.log.info({ tables: created }, `created tables ${created.join(', ')}`);
       for (const backend of storage.backends) await backend.registerConsumer(this.consumer, this.name);
+      const group = new GroupMember({
+        config: this.config.group,
+        node: this.name,
+        store,
+        log: this.log,
+        redisUrl: this.config.redis.url,
+        storeUrl: this.config.store.kind === 'postgres' ? this.config.store.url : undefined,
+        address: () => this.address,
+      });
+      this.#group = group;
 
       for (const [index, queue] of queues.entries()) {
         const processor = this.#makeProcessor(queue, this.#handlers[index] as Handler);
@@ -217,11 +302,13 @@ export class BatonNode implements Admin {
         );
       }
       if (this.config.http.enabled) {
-        this.#http = await startHttpServer(this, this.config.http, this.log);
+        this.#http = await startHttpServer(this, this.config.http, this.log, this.#routes);
         await this.#storage.lock?.setAddress(this.#http.address);
       }
-      for (const runner of this.#runners) runner.start();
+      await group.start();
       this.#setState('running');
+      // Queues on every node run now; those on the primary only follow the role from here on.
+      this.#unsubscribeRole = group.roles.subscribe((change) => this.#followRole(change));
       this.log.info(
         { queues: this.queueNames, http: this.address, store: this.config.store.kind },
         `node ${this.name} running: queues ${this.queueNames.join(', ')}${this.address ? `, HTTP on ${this.address}` : ''}`,
@@ -237,6 +324,13 @@ export class BatonNode implements Admin {
     await this.#starting?.catch(() => undefined);
     if (this.#state !== 'running') return;
     this.#setState('stopping');
+    this.#unsubscribeRole?.();
+    // Primary-only work stops first and leadership is released, so another node takes over at once.
+    await this.#roleWork;
+    await Promise.all(
+      this.#runners.filter((runner) => runner.runOn === 'primary').map((runner) => runner.stop()),
+    );
+    await this.#group?.stop();
     const draining = Promise.all(this.#runners.map((runner) => runner.stop()));
     const deadline = this.config.node.shutdownTimeoutMs;
     let timer: NodeJS.Timeout | undefined;
@@ -260,6 +354,7 @@ export class BatonNode implements Admin {
   async #release(): Promise<void> {
     try {
       await this.#http?.close();
+      await this.#group?.stop();
       await this.#storage?.close();
     } catch (error) {
       this.log.error({ err: describeError(error) }, 'error while releasing resources');
@@ -267,7 +362,31 @@ export class BatonNode implements Admin {
   }
 
   #makeProcessor(queue: QueueConfig, handler: Handler): RecordProcessor {
-    return new RecordProcessor({ queue, handler, log: this.log, abort: this.#hardStop.signal });
+    return new RecordProcessor({
+      queue,
+      handler,
+      log: this.log,
+      abort: this.#hardStop.signal,
+      fencing: { term: () => this.term, assertPrimary: (tx) => this.assertPrimary(tx) },
+    });
+  }
+
+  /** Starts or stops role-gated work after a role change; changes are applied in order. */
+  #followRole(change: RoleChange): Promise<void> {
+    this.#roleWork = this.#roleWork.then(async () => {
+      if (this.#state !== 'running') return;
+      const acting = change.new === 'primary' || change.new === 'not-in-group';
+      for (const runner of this.#runners) {
+        if (runner.runOn === 'any' || acting) runner.start();
+        else await runner.stop();
+      }
+    });
+    return this.#roleWork;
+  }
+
+  #roles(): GroupMember['roles'] {
+    if (!this.#group) throw new Error(`node ${this.name} is ${this.#state}: roles are known once it runs`);
+    return this.#group.roles;
   }
 
   #processor(queue: string): RecordProcessor {

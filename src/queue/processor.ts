@@ -22,6 +22,15 @@ export interface QueueCounters {
   failed: number;
 }
 
+/** What a handler is told about the group: the term, and the fence check. */
+export interface Fencing {
+  term(): number;
+  assertPrimary(tx: Tx): Promise<void>;
+}
+
+/** A node not in a group: term 0, nothing to fence against. */
+const ALONE: Fencing = { term: () => 0, assertPrimary: () => Promise.resolve() };
+
 export class HandlerTimeoutError extends Error {
   override readonly name = 'HandlerTimeoutError';
 }
@@ -37,12 +46,20 @@ export class RecordProcessor {
   readonly #handler: Handler;
   readonly #log: Logger;
   readonly #abort: AbortSignal;
+  readonly #fencing: Fencing;
 
-  constructor(options: { queue: QueueConfig; handler: Handler; log: Logger; abort: AbortSignal }) {
+  constructor(options: {
+    queue: QueueConfig;
+    handler: Handler;
+    log: Logger;
+    abort: AbortSignal;
+    fencing?: Fencing;
+  }) {
     this.queue = options.queue;
     this.#handler = options.handler;
     this.#log = options.log;
     this.#abort = options.abort;
+    this.#fencing = options.fencing ?? ALONE;
   }
 
   /**
@@ -136,6 +153,8 @@ export class RecordProcessor {
         queue: this.queue.name,
         signal: controller.signal,
         log: this.#log,
+        term: this.#fencing.term(),
+        assertPrimary: (checked) => this.#fencing.assertPrimary(checked),
       });
       // A handler that ignores its signal may still reject after its deadline: that must not go unhandled.
       running.catch(() => undefined);

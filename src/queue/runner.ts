@@ -23,7 +23,7 @@ export class QueueRunner {
   readonly #store: Store;
   readonly #consumer: string;
   readonly #log: Logger;
-  readonly #stopping = new AbortController();
+  #stopping = new AbortController();
   #loops: Array<Promise<void>> = [];
 
   constructor(options: {
@@ -44,8 +44,15 @@ export class QueueRunner {
     return this.#processor.queue.name;
   }
 
+  /** Which nodes consume this queue: any, or only the primary (the node starts and stops it with the role). */
+  get runOn(): 'any' | 'primary' {
+    return this.#processor.queue.runOn;
+  }
+
+  /** Starts consuming (again, after a stop: a queue that runs on the primary only follows the role). */
   start(): void {
     if (this.#loops.length > 0) return;
+    this.#stopping = new AbortController();
     this.#loops.push(this.#recoverLoop());
     // One batch at a time on an exclusive (single-connection) store: more loops would only queue up.
     const loops = this.#store.exclusive ? 1 : this.#processor.queue.concurrency;
@@ -56,6 +63,7 @@ export class QueueRunner {
   async stop(): Promise<void> {
     this.#stopping.abort();
     await Promise.all(this.#loops);
+    this.#loops = [];
   }
 
   /** Recovers claims of dead consumers: once at start, then periodically when other processes share the queue. */

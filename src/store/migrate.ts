@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 
 import { sql } from 'drizzle-orm';
 
-import type { Store } from './store.js';
+import type { Store, Tx } from './store.js';
 import { executeIn } from './store.js';
 
 export interface Migration {
@@ -27,10 +27,15 @@ export async function builtinMigrations(): Promise<Migration[]> {
   );
 }
 
+/** Inside `tx`: waits for and takes the lock that serialises schema changes across nodes, until `tx` ends. */
+export async function lockSchema(tx: Tx): Promise<void> {
+  await executeIn(tx, sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
+}
+
 /** Applies the migrations not yet recorded and returns the ids it applied, in order. */
 export async function applyMigrations(store: Store, migrations: readonly Migration[]): Promise<string[]> {
   return store.transaction(async (tx) => {
-    await executeIn(tx, sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
+    await lockSchema(tx);
     await executeIn(
       tx,
       sql`CREATE TABLE IF NOT EXISTS baton_migrations (id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,

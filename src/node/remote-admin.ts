@@ -1,8 +1,10 @@
-// Admin operations through the HTTP API of the node that owns the store (the CLI's path while a node runs).
+// Admin operations through the HTTP API of a running node (the CLI's path while a node owns the store, or to reach a group).
 import { UnknownQueueError } from '../errors.js';
-import type { Admin, QueueInfo } from '../node/admin.js';
+import type { Admin, QueueInfo } from './admin.js';
 import type { ErrorRecord } from '../queue/backend.js';
-import type { NewMigration, SchemaUpdate } from '../node/schema.js';
+import type { Role } from '../cluster/types.js';
+import type { GroupStatus } from './group.js';
+import type { NewMigration, SchemaUpdate } from './schema.js';
 import type { QueryResult, Row } from '../store/store.js';
 
 export class RemoteAdmin implements Admin {
@@ -102,6 +104,38 @@ export class RemoteAdmin implements Admin {
       path: typeof reply['path'] === 'string' ? reply['path'] : undefined,
       statements: asArray(reply['statements']).map(String),
     };
+  }
+
+  async cluster(): Promise<GroupStatus> {
+    const reply = await this.#request('GET', '/v1/cluster');
+    const text = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined);
+    const role = (value: unknown): Role =>
+      value === 'primary' || value === 'secondary' ? value : 'not-in-group';
+    return {
+      group: text(reply['group']),
+      elector: text(reply['elector']),
+      node: String(reply['node']),
+      role: role(reply['role']),
+      term: Number(reply['term']),
+      leader: text(reply['primary']),
+      members: asArray(reply['members']).map((member) => ({
+        node: String(member['node']),
+        address: text(member['address']),
+        role: role(member['role']),
+        term: Number(member['term']),
+        lastSeen: new Date(String(member['last_seen'])),
+      })),
+      failovers: asArray(reply['failovers']).map((failover) => ({
+        at: new Date(String(failover['at'])),
+        term: Number(failover['term']),
+        leader: text(failover['primary']),
+        cause: String(failover['cause']),
+      })),
+    };
+  }
+
+  async failover(to?: string): Promise<void> {
+    await this.#request('POST', '/v1/cluster/failover', { json: to === undefined ? {} : { to } });
   }
 
   async close(): Promise<void> {}

@@ -1,0 +1,286 @@
+// The pg-recovery elector (Hermes): there is no election among nodes. A node is primary while its local
+// PostgreSQL is not in recovery (`SELECT pg_is_in_recovery()` is false), and secondary while it is a standby
+// or cannot be reached. The role is re-checked every check interval, and at once when a failover file (e.g.
+// `standby.signal`) appears, changes or goes away in the watched folder, which is how a promotion or a
+// demotion of the local server shows first.
+import type { FSWatcher } from 'node:fs';
+import { watch } from 'node:fs';
+
+import pg from 'pg';
+
+import { describeError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { backoffDelay } from '../../util/backoff.js';
+import type { Elector, ElectorListener, ElectorOptions, ElectorState } from '../types.js';
+
+/** The files whose appearance or removal marks a change of role: PostgreSQL ≥ 12, then older servers. */
+export const DEFAULT_FAILOVER_FILES: readonly string[] = [
+  'standby.signal',
+  'recovery.signal',
+  'recovery.conf',
+  'recovery.done',
+];
+/** Editors and PostgreSQL itself touch a file in several steps: one check for a burst of events. */
+const DEBOUNCE_MS = 50;
+const RECONNECT_BACKOFF = { initialMs: 1_000, maxMs: 32_000 };
+const CONNECT_TIMEOUT_MS = 5_000;
+const QUERY_TIMEOUT_MS = 5_000;
+
+export interface PgRecoveryElectorOptions extends ElectorOptions {
+  /** The local PostgreSQL server, whose role is this node's role. */
+  readonly url: string;
+  /** Folder to watch for failover files (usually the server's data directory); none: no watching. */
+  readonly watchPath?: string;
+  /** Names (not paths) of the files under watchPath that trigger a check. Default DEFAULT_FAILOVER_FILES. */
+  readonly failoverFiles?: readonly string[];
+  /** How often the role is re-checked without a file event. Default heartbeatMs. */
+  readonly checkIntervalMs?: number;
+  readonly log: Logger;
+  /** Replaces the `pg_is_in_recovery()` query (tests flip it); rejecting means "unreachable". */
+  readonly isInRecovery?: () => Promise<boolean>;
+}
+
+export class PgRecoveryElector implements Elector {
+  readonly kind = 'pg-recovery';
+  readonly #options: PgRecoveryElectorOptions;
+  readonly #log: Logger;
+  readonly #intervalMs: number;
+  readonly #failoverFiles: ReadonlySet<string>;
+  #client: pg.Client | undefined;
+  #listener: ElectorListener | undefined;
+  #state: ElectorState = { role: 'secondary', term: 0, leader: undefined };
+  #delivered = false;
+  /** The highest term this node knows: its own promotions and the fence it read. */
+  #term = 0;
+  /** Consecutive failed checks: the back-off exponent. */
+  #failures = 0;
+  #watcher: FSWatcher | undefined;
+  #debounce: NodeJS.Timeout | undefined;
+  /** A failover file changed: check again without waiting for the interval. */
+  #recheck = false;
+  #wake: (() => void) | undefined;
+  #starting: Promise<void> | undefined;
+  #loop: Promise<void> | undefined;
+  #stopping: Promise<void> | undefined;
+
+  constructor(options: PgRecoveryElectorOptions) {
+    this.#options = options;
+    this.#log = options.log;
+    this.#intervalMs = options.checkIntervalMs ?? options.heartbeatMs;
+    this.#failoverFiles = new Set(options.failoverFiles ?? DEFAULT_FAILOVER_FILES);
+  }
+
+  start(listener: ElectorListener): Promise<void> {
+    return (this.#starting ??= this.#start(listener));
+  }
+
+  async #start(listener: ElectorListener): Promise<void> {
+    this.#listener = listener;
+    this.#watch();
+    const delay = await this.#check();
+    if (this.#stopping) return;
+    this.#loop = this.#run(delay);
+  }
+
+  async #run(firstDelay: number): Promise<void> {
+    let delay = firstDelay;
+    while (!this.#stopping) {
+      if (!this.#recheck) await this.#sleep(delay);
+      this.#recheck = false;
+      if (this.#stopping) return;
+      delay = await this.#check();
+    }
+  }
+
+  /** Asks the server its role and reports it; resolves with the delay before the next check. Never throws. */
+  async #check(): Promise<number> {
+    let inRecovery: boolean;
+    try {
+      inRecovery = await this.#inRecovery();
+    } catch (error) {
+      if (this.#stopping) return 0;
+      this.#failures++;
+      this.#disconnect();
+      const delay = backoffDelay(this.#failures, RECONNECT_BACKOFF);
+      const err = describeError(error);
+      this.#log.warn(
+        { err, retryInMs: delay },
+        `pg-recovery elector: cannot reach PostgreSQL; retrying in ${delay} ms`,
+      );
+      this.#report({ role: 'secondary', term: this.#term, leader: undefined }, 'unreachable', err);
+      return delay;
+    }
+    if (this.#failures > 0) this.#log.info('pg-recovery elector: PostgreSQL answers again');
+    this.#failures = 0;
+    if (this.#stopping) return 0;
+    if (inRecovery) {
+      const message = 'the local PostgreSQL is in recovery (a standby)';
+      this.#report({ role: 'secondary', term: this.#term, leader: undefined }, 'demoted', message);
+    } else if (this.#state.role !== 'primary') {
+      const term = await this.#nextTerm();
+      if (this.#stopping) return 0;
+      const message = `the local PostgreSQL is not in recovery (a primary); term ${term}`;
+      this.#report({ role: 'primary', term, leader: this.#options.node }, 'promoted', message);
+    }
+    return this.#intervalMs;
+  }
+
+  async #inRecovery(): Promise<boolean> {
+    if (this.#options.isInRecovery) return this.#options.isInRecovery();
+    const client = await this.#connect();
+    const { rows } = await client.query<{ recovery: unknown }>('SELECT pg_is_in_recovery() AS recovery');
+    const recovery = rows[0]?.recovery;
+    if (typeof recovery !== 'boolean') throw new TypeError('pg_is_in_recovery() returned no boolean');
+    return recovery;
+  }
+
+  /**
+   * The term of a promotion: one above both this node's counter and the group's fence, read from this
+   * server when it has the table. After a failover the fence came over by replication from the old
+   * primary, so the new term is above the terms the old primary used even though this node never saw them.
+   */
+  async #nextTerm(): Promise<number> {
+    try {
+      const client = await this.#connect();
+      const { rows: exists } = await client.query<{ found: unknown }>(
+        "SELECT to_regclass('baton_fence') IS NOT NULL AS found",
+      );
+      if (exists[0]?.found === true) {
+        const { rows } = await client.query<{ term: unknown }>(
+          'SELECT coalesce(max(term), 0)::text AS term FROM baton_fence WHERE group_name = $1',
+          [this.#options.group],
+        );
+        const fence = Number(rows[0]?.term);
+        if (Number.isSafeInteger(fence)) this.#term = Math.max(this.#term, fence);
+      }
+    } catch (error) {
+      const err = describeError(error);
+      this.#log.warn({ err }, 'pg-recovery elector: could not read the fence; counting from this node only');
+    }
+    this.#term += 1;
+    return this.#term;
+  }
+
+  async #connect(): Promise<pg.Client> {
+    if (this.#client) return this.#client;
+    const client = new pg.Client({
+      connectionString: this.#options.url,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+      query_timeout: QUERY_TIMEOUT_MS,
+      application_name: `baton ${this.#options.node} (pg-recovery elector)`,
+    });
+    // A connection that dies between checks is replaced at the next one.
+    client.on('error', () => {
+      if (this.#client === client) this.#disconnect();
+    });
+    this.#client = client;
+    try {
+      await client.connect();
+    } catch (error) {
+      this.#disconnect();
+      throw error;
+    }
+    return client;
+  }
+
+  #disconnect(): void {
+    const client = this.#client;
+    this.#client = undefined;
+    client?.end().catch(() => undefined);
+  }
+
+  #watch(): void {
+    const folder = this.#options.watchPath;
+    if (folder === undefined) return;
+    try {
+      this.#watcher = watch(folder, { persistent: false }, (_event, filename) => {
+        // Some platforms do not say which file changed: check then, since it may have been one of ours.
+        if (filename === null || this.#failoverFiles.has(filename)) this.#fileChanged(filename);
+      });
+    } catch (error) {
+      const err = describeError(error);
+      this.#log.warn(
+        { err, folder },
+        `pg-recovery elector: cannot watch ${folder}; checking every ${this.#intervalMs} ms only`,
+      );
+      return;
+    }
+    this.#watcher.on('error', (error: unknown) => {
+      const err = describeError(error);
+      this.#log.warn({ err, folder }, `pg-recovery elector: stopped watching ${folder}`);
+      this.#watcher?.close();
+      this.#watcher = undefined;
+    });
+  }
+
+  #fileChanged(filename: string | null): void {
+    clearTimeout(this.#debounce);
+    this.#debounce = setTimeout(() => {
+      if (this.#stopping) return;
+      this.#log.info(
+        { file: filename },
+        'pg-recovery elector: a failover file changed; checking the role now',
+      );
+      this.#recheck = true;
+      this.#wake?.();
+    }, DEBOUNCE_MS);
+  }
+
+  resign(): Promise<void> {
+    // The role follows the database: only promoting or demoting the local server changes it.
+    this.#log.warn('pg-recovery elector: resign is not supported; promote or demote PostgreSQL instead');
+    return Promise.resolve();
+  }
+
+  stop(): Promise<void> {
+    return (this.#stopping ??= this.#stop());
+  }
+
+  async #stop(): Promise<void> {
+    this.#watcher?.close();
+    this.#watcher = undefined;
+    clearTimeout(this.#debounce);
+    this.#wake?.();
+    if (this.#state.role === 'primary') {
+      this.#report(
+        { role: 'secondary', term: this.#term, leader: undefined },
+        'stopped',
+        'leaving the group',
+      );
+    }
+    // Ending the connection also ends a check in flight, so that stopping never waits for a slow server.
+    this.#disconnect();
+    await this.#starting?.catch(() => undefined);
+    await this.#loop;
+    this.#disconnect();
+  }
+
+  /** Applies a state and tells the listener, unless nothing changed (the first state is always told). */
+  #report(next: ElectorState, cause: string, message: string): void {
+    const previous = this.#state;
+    const same =
+      previous.role === next.role && previous.term === next.term && previous.leader === next.leader;
+    if (same && this.#delivered) return;
+    this.#state = next;
+    this.#delivered = true;
+    const { role, term, leader } = next;
+    this.#log.info({ role, term, leader, cause }, `pg-recovery elector: ${role} (${cause}: ${message})`);
+    try {
+      this.#listener?.(next, { cause, message });
+    } catch (error) {
+      this.#log.error({ err: describeError(error) }, 'pg-recovery elector: the listener threw');
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#wake = done;
+    });
+  }
+}

@@ -1,0 +1,223 @@
+// A node's place in its group: it runs the elector, raises the fence in the sink before acting as primary,
+// heartbeats its membership, and publishes role changes. Without a [group], the node is not in a group:
+// it acts alone (role 'not-in-group', term 0) and nothing is fenced.
+import type { GroupConfig } from '../cluster/config.js';
+import { PgRecoveryElector } from '../cluster/electors/pg-recovery.js';
+import { PostgresElector } from '../cluster/electors/postgres.js';
+import { RedisElector } from '../cluster/electors/redis.js';
+import { StandaloneElector } from '../cluster/electors/standalone.js';
+import { assertFence, currentFence, raiseFence } from '../cluster/fence.js';
+import type { Membership } from '../cluster/membership.js';
+import { RedisMembership } from '../cluster/membership-redis.js';
+import { StoreMembership } from '../cluster/membership-store.js';
+import { RoleEvents } from '../cluster/role-events.js';
+import type { Elector, ElectorOptions, ElectorState, Member, StateCause } from '../cluster/types.js';
+import { describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Store, Tx } from '../store/store.js';
+
+export interface GroupStatus {
+  readonly group: string | undefined;
+  readonly elector: string | undefined;
+  readonly node: string;
+  readonly role: ElectorState['role'];
+  readonly term: number;
+  readonly leader: string | undefined;
+  readonly members: readonly Member[];
+  readonly failovers: readonly Failover[];
+}
+
+/** A change of primary seen by this node. */
+export interface Failover {
+  readonly at: Date;
+  readonly term: number;
+  readonly leader: string | undefined;
+  readonly cause: string;
+}
+
+const FAILOVER_HISTORY = 50;
+
+export class GroupMember {
+  readonly roles: RoleEvents;
+  readonly #config: GroupConfig | undefined;
+  readonly #node: string;
+  readonly #store: Store;
+  readonly #log: Logger;
+  readonly #address: () => string | undefined;
+  readonly #failovers: Failover[] = [];
+  #elector: Elector | undefined;
+  #membership: Membership | undefined;
+  #heartbeat: NodeJS.Timeout | undefined;
+  /** Serialises elector reports: the fence must be raised before a 'primary' state is published. */
+  #applying: Promise<void> = Promise.resolve();
+  #stopped = false;
+
+  constructor(options: {
+    config: GroupConfig | undefined;
+    node: string;
+    store: Store;
+    log: Logger;
+    redisUrl: string;
+    storeUrl: string | undefined;
+    address: () => string | undefined;
+  }) {
+    this.#config = options.config;
+    this.#node = options.node;
+    this.#store = options.store;
+    this.#log = options.log.child({ component: 'group' });
+    this.#address = options.address;
+    this.roles = new RoleEvents(
+      options.config
+        ? { role: 'secondary', term: 0, leader: undefined }
+        : { role: 'not-in-group', term: 0, leader: undefined },
+      this.#log,
+    );
+    if (options.config) {
+      this.#elector = makeElector(options.config, options.node, options.store, this.#log, options);
+      this.#membership = openMembership(options.config, options.store, options.redisUrl, this.#log);
+    }
+  }
+
+  get inGroup(): boolean {
+    return this.#config !== undefined;
+  }
+
+  get state(): ElectorState {
+    return this.roles.state;
+  }
+
+  /** Starts the elector (its first state is applied before this resolves) and the membership heartbeat. */
+  async start(): Promise<void> {
+    if (!this.#config || !this.#elector) return;
+    await this.#elector.start((state, cause) => {
+      this.#applying = this.#applying.then(() => this.#apply(state, cause));
+    });
+    await this.#applying;
+    await this.#beat();
+    this.#heartbeat = setInterval(() => void this.#beat(), this.#config.heartbeatMs);
+    this.#heartbeat.unref();
+  }
+
+  /** Inside the caller's transaction: throws FencedError when this node is no longer the group's primary. */
+  async assertPrimary(tx: Tx): Promise<void> {
+    if (!this.#config) return; // alone: nothing to fence against
+    await assertFence(tx, this.#config.name, this.state.term);
+  }
+
+  /** Manual failover: the primary yields (to `to` when named). */
+  async failover(to?: string): Promise<void> {
+    await this.#elector?.resign(to === undefined ? {} : { to });
+  }
+
+  async status(): Promise<GroupStatus> {
+    const members =
+      this.#membership && this.#config ? await this.#membership.list(this.#config.leaseMs * 3) : [];
+    return {
+      group: this.#config?.name,
+      elector: this.#config?.elector,
+      node: this.#node,
+      ...this.state,
+      members,
+      failovers: [...this.#failovers],
+    };
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearInterval(this.#heartbeat);
+    await this.#elector
+      ?.stop()
+      .catch((error: unknown) => this.#log.warn({ err: describeError(error) }, 'elector stop failed'));
+    await this.#applying;
+    await this.#membership?.leave(this.#node).catch(() => undefined);
+    await this.#membership?.close().catch(() => undefined);
+  }
+
+  async #apply(state: ElectorState, cause: StateCause): Promise<void> {
+    if (this.#stopped && state.role === 'primary') return;
+    let next = state;
+    if (state.role === 'primary' && this.#config) {
+      // Raise the fence before acting: a deposed primary's later checks then fail.
+      const raised = await raiseFence(this.#store, this.#config.name, state.term).catch((error: unknown) => {
+        this.#log.error(
+          { err: describeError(error), term: state.term },
+          'cannot raise the fence: not acting as primary',
+        );
+        return false;
+      });
+      if (!raised) {
+        next = { role: 'secondary', term: state.term, leader: undefined };
+        await this.#elector?.resign().catch(() => undefined);
+      }
+    }
+    const previous = this.state;
+    if (next.term !== previous.term || next.leader !== previous.leader || next.role !== previous.role) {
+      this.#log.info(
+        { role: next.role, term: next.term, leader: next.leader, cause: cause.cause },
+        `role ${next.role} (term ${next.term}${next.leader ? `, primary ${next.leader}` : ''}): ${cause.message}`,
+      );
+    }
+    if (next.role === 'primary' || (next.leader !== undefined && next.leader !== previous.leader)) {
+      this.#failovers.unshift({ at: new Date(), term: next.term, leader: next.leader, cause: cause.cause });
+      this.#failovers.length = Math.min(this.#failovers.length, FAILOVER_HISTORY);
+    }
+    this.roles.update(next, cause);
+    void this.#beat();
+  }
+
+  async #beat(): Promise<void> {
+    if (!this.#membership || this.#stopped) return;
+    const { role, term } = this.state;
+    try {
+      await this.#membership.heartbeat({ node: this.#node, address: this.#address(), role, term });
+    } catch (error) {
+      this.#log.warn({ err: describeError(error) }, 'membership heartbeat failed');
+    }
+  }
+}
+
+/** Where a group's members heartbeat: Redis for the redis elector, the store otherwise. */
+export function openMembership(config: GroupConfig, store: Store, redisUrl: string, log: Logger): Membership {
+  return config.elector === 'redis'
+    ? new RedisMembership({ url: config.url ?? redisUrl, group: config.name, log })
+    : new StoreMembership(store, config.name);
+}
+
+function makeElector(
+  config: GroupConfig,
+  node: string,
+  store: Store,
+  log: Logger,
+  urls: { redisUrl: string; storeUrl: string | undefined },
+): Elector {
+  const options: ElectorOptions = {
+    node,
+    group: config.name,
+    leaseMs: config.leaseMs,
+    renewDeadlineMs: config.renewDeadlineMs,
+    heartbeatMs: config.heartbeatMs,
+  };
+  switch (config.elector) {
+    case 'standalone':
+      return new StandaloneElector({ node, currentTerm: () => currentFence(store, config.name) });
+    case 'postgres':
+      return new PostgresElector({ ...options, url: config.url ?? (urls.storeUrl as string), log });
+    case 'redis':
+      // New terms stay above the fence even if Redis lost its counter.
+      return new RedisElector({
+        ...options,
+        url: config.url ?? urls.redisUrl,
+        log,
+        currentTerm: () => currentFence(store, config.name),
+      });
+    case 'pg-recovery':
+      return new PgRecoveryElector({
+        ...options,
+        url: config.url ?? (urls.storeUrl as string),
+        ...(config.watchPath ? { watchPath: config.watchPath } : {}),
+        failoverFiles: config.failoverFiles,
+        log,
+      });
+  }
+}

@@ -1,0 +1,123 @@
+// A group of real node processes on the postgres elector: one primary; kill -9 of the primary gives exactly
+// one new primary with a higher term; `baton status` lists the members; `baton failover --to` moves the
+// primary; a queue with run_on = "primary" is consumed by the primary only.
+import { join } from 'node:path';
+
+import { afterEach, describe, expect, it } from 'vitest';
+
+import type { TestDatabase } from '../support/postgres.js';
+import { createTestDatabase } from '../support/postgres.js';
+import type { BatonNodeProcess } from '../support/process.js';
+import {
+  cleanupAll,
+  FIXTURES_DIR,
+  freePort,
+  runBaton,
+  startBatonNode,
+  tempProject,
+} from '../support/process.js';
+
+let database: TestDatabase | undefined;
+afterEach(async () => {
+  await cleanupAll();
+  await database?.drop();
+  database = undefined;
+});
+
+interface ClusterView {
+  role: string;
+  term: number;
+  primary: string | null;
+  members: Array<{ node: string; role: string; term: number }>;
+}
+
+async function view(node: BatonNodeProcess): Promise<ClusterView | undefined> {
+  try {
+    return (await fetch(`${node.url}/v1/cluster`, { signal: AbortSignal.timeout(2000) }).then((r) =>
+      r.json(),
+    )) as ClusterView;
+  } catch {
+    return undefined;
+  }
+}
+
+async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function group(size: number) {
+  database = await createTestDatabase();
+  const configs: string[] = [];
+  for (let index = 0; index < size; index++) {
+    const name = `n${index + 1}`;
+    const project = await tempProject({
+      toml:
+        `[node]\nname = "${name}"\ndata_dir = "data"\nshutdown_timeout_ms = 3000\n[log]\nlevel = "warn"\n` +
+        `[http]\nport = ${await freePort()}\n[store]\nurl = "${database.url}"\npool_size = 2\n` +
+        `[group]\nname = "g"\nelector = "postgres"\nlease_ms = 2000\nrenew_deadline_ms = 1200\nheartbeat_ms = 200\n` +
+        `[queues.ids]\nhandler = "${join(FIXTURES_DIR, 'ids-handler.ts')}"\nrun_on = "primary"\n`,
+    });
+    configs.push(project.configPath);
+  }
+  const nodes = await Promise.all(configs.map((config) => startBatonNode(config)));
+  return { nodes, configs };
+}
+
+/** The one primary among `nodes`, once they agree (every live node names it), with its term. */
+async function agreedPrimary(nodes: BatonNodeProcess[], timeoutMs: number) {
+  return waitFor(
+    async () => {
+      const views = await Promise.all(nodes.map(view));
+      if (views.some((v) => v === undefined)) return undefined;
+      const primaries = views.filter((v) => v?.role === 'primary');
+      if (primaries.length !== 1) return undefined;
+      const primary = nodes[views.findIndex((v) => v?.role === 'primary')] as BatonNodeProcess;
+      const term = primaries[0]?.term ?? 0;
+      if (!views.every((v) => v?.term === term)) return undefined;
+      return { primary, term };
+    },
+    timeoutMs,
+    'one agreed primary',
+  );
+}
+
+describe('a group of node processes on the postgres elector', () => {
+  it('elects one primary; kill -9 of it gives exactly one new primary with a higher term', async () => {
+    const { nodes } = await group(3);
+    const first = await agreedPrimary(nodes, 20_000);
+    const killedAt = Date.now();
+    await first.primary.stop('SIGKILL');
+    const survivors = nodes.filter((node) => node !== first.primary);
+    const second = await agreedPrimary(survivors, 20_000);
+    console.log(`new primary agreed ${Date.now() - killedAt} ms after kill -9`);
+    expect(second.term).toBeGreaterThan(first.term);
+    expect(second.primary).not.toBe(first.primary);
+  }, 90_000);
+
+  it('lists the members in baton status, and moves the primary with baton failover --to', async () => {
+    const { nodes, configs } = await group(3);
+    const first = await agreedPrimary(nodes, 20_000);
+    const status = await runBaton(['-c', configs[0] as string, 'status', '--json']);
+    expect(status.stderr).toBe('');
+    const parsed = JSON.parse(status.stdout) as {
+      members: Array<{ node: string; role: string }>;
+      primary: string;
+    };
+    expect(parsed.members.map((m) => m.node)).toEqual(['n1', 'n2', 'n3']);
+    expect(parsed.members.filter((m) => m.role === 'primary')).toHaveLength(1);
+
+    const target = nodes.findIndex((node) => node !== first.primary);
+    const targetName = `n${target + 1}`;
+    const moved = await runBaton(['-c', configs[0] as string, 'failover', '--to', targetName]);
+    expect(moved.stderr).toBe('');
+    const second = await agreedPrimary(nodes, 20_000);
+    expect(second.primary).toBe(nodes[target]);
+    expect(second.term).toBeGreaterThan(first.term);
+  }, 90_000);
+});
