@@ -153,6 +153,11 @@ export class BatonNode implements Admin {
     return this.#group?.assertPrimary(tx) ?? Promise.resolve();
   }
 
+  /** Runs `fn` in a transaction of the store (commit on return, rollback on throw), e.g. with assertPrimary. */
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.#open().store.transaction(fn);
+  }
+
   /** The group as this node sees it: role, term, primary, members, recent failovers. */
   async cluster(): Promise<GroupStatus> {
     if (!this.#group) throw new Error(`node ${this.name} is ${this.#state}`);
