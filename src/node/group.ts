@@ -12,7 +12,7 @@ import { RedisMembership } from '../cluster/membership-redis.js';
 import { StoreMembership } from '../cluster/membership-store.js';
 import { RoleEvents } from '../cluster/role-events.js';
 import type { Elector, ElectorOptions, ElectorState, Member, StateCause } from '../cluster/types.js';
-import { describeError } from '../errors.js';
+import { describeError, FencedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store, Tx } from '../store/store.js';
 
@@ -48,6 +48,9 @@ export class GroupMember {
   #elector: Elector | undefined;
   #membership: Membership | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
+  /** The term this node acts under as primary; undefined while it is not primary. */
+  #actingTerm: number | undefined;
+  #lastActingTerm = 0;
   /** Serialises elector reports: the fence must be raised before a 'primary' state is published. */
   #applying: Promise<void> = Promise.resolve();
   #stopped = false;
@@ -98,10 +101,15 @@ export class GroupMember {
     this.#heartbeat.unref();
   }
 
-  /** Inside the caller's transaction: throws FencedError when this node is no longer the group's primary. */
+  /**
+   * Inside the caller's transaction: throws FencedError unless this node is the group's primary and the
+   * fence is still at the term it acts under. A node that stepped down is refused at once; one that was
+   * deposed without knowing it yet (a partition, a long pause) is refused by the fence.
+   */
   async assertPrimary(tx: Tx): Promise<void> {
     if (!this.#config) return; // alone: nothing to fence against
-    await assertFence(tx, this.#config.name, this.state.term);
+    if (this.#actingTerm === undefined) throw new FencedError(this.#lastActingTerm, this.state.term);
+    await assertFence(tx, this.#config.name, this.#actingTerm);
   }
 
   /** Manual failover: the primary yields (to `to` when named). */
@@ -161,6 +169,12 @@ export class GroupMember {
     if (next.role === 'primary' || (next.leader !== undefined && next.leader !== previous.leader)) {
       this.#failovers.unshift({ at: new Date(), term: next.term, leader: next.leader, cause: cause.cause });
       this.#failovers.length = Math.min(this.#failovers.length, FAILOVER_HISTORY);
+    }
+    if (next.role === 'primary') {
+      this.#actingTerm = next.term;
+      this.#lastActingTerm = next.term;
+    } else {
+      this.#actingTerm = undefined;
     }
     this.roles.update(next, cause);
     void this.#beat();

@@ -1,0 +1,106 @@
+// The role API of nodes started in-process on the postgres elector: node-role-changed, leader watches,
+// manual failover, the fence refusing a deposed primary's write, and primaryOnly routes.
+import { fileURLToPath } from 'node:url';
+
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+
+import type { BatonNode, LeaderWatchEvent, RoleChange } from '../../src/index.js';
+import { FencedError, primaryOnly, startNode } from '../../src/index.js';
+import { createLogger } from '../../src/log.js';
+import type { TestDatabase } from '../support/postgres.js';
+import { createTestDatabase } from '../support/postgres.js';
+
+const handler = fileURLToPath(new URL('../fixtures/ids-handler.ts', import.meta.url));
+let database: TestDatabase;
+const nodes: BatonNode[] = [];
+
+async function start(name: string): Promise<BatonNode> {
+  const node = await startNode(
+    {
+      node: { name, data_dir: `/tmp/baton-roles-${name}` },
+      log: { level: 'silent' },
+      http: { port: 0 },
+      store: { url: database.url, pool_size: 3 },
+      group: {
+        name: 'roles',
+        elector: 'postgres',
+        lease_ms: 2000,
+        renew_deadline_ms: 1200,
+        heartbeat_ms: 100,
+      },
+      queues: { ids: { handler, run_on: 'primary' } },
+    },
+    {
+      log: createLogger({ level: 'silent' }),
+      routes: (app, self) => {
+        app.post('/charge', { preHandler: primaryOnly(self) }, () => ({ charged: self.name }));
+      },
+    },
+  );
+  nodes.push(node);
+  return node;
+}
+
+beforeAll(async () => {
+  database = await createTestDatabase();
+});
+afterAll(async () => {
+  await Promise.all(nodes.map((node) => node.stop()));
+  await database.drop();
+});
+
+describe('roles of nodes in a group', () => {
+  it('one primary; subscriptions, leader watches, failover, fencing and primary-only routes', async () => {
+    const a = await start('a');
+    await vi.waitFor(() => expect(a.role).toBe('primary'), { timeout: 10_000 });
+    const b = await start('b');
+    expect(b.role).toBe('secondary');
+
+    const changes: RoleChange[] = [];
+    b.subscribe('node-role-changed', (change) => changes.push(change));
+    await vi.waitFor(() =>
+      expect(changes[0]).toEqual({ previous: null, new: 'secondary', term: a.term, leader: 'a' }),
+    );
+    const watched: LeaderWatchEvent[] = [];
+    b.addLeaderWatch('w', (event) => watched.push(event), 'become-leader');
+
+    // A primary-only route refuses on the secondary and says where the primary is.
+    const refused = await fetch(`${b.address}/charge`, { method: 'POST' });
+    expect(refused.status).toBe(503);
+    expect(await refused.json()).toMatchObject({
+      role: 'secondary',
+      primary: { node: 'a', address: a.address },
+    });
+    expect(await (await fetch(`${a.address}/charge`, { method: 'POST' })).json()).toEqual({ charged: 'a' });
+
+    // Manual failover to b: a yields, b wins with a higher term.
+    const oldTerm = a.term;
+    await a.failover('b');
+    await vi.waitFor(() => expect(b.role).toBe('primary'), { timeout: 10_000 });
+    expect(b.term).toBeGreaterThan(oldTerm);
+    await vi.waitFor(() => expect(changes.map((c) => c.new)).toEqual(['secondary', 'primary']));
+    await vi.waitFor(() => expect(watched).toHaveLength(1));
+    expect(watched[0]).toMatchObject({
+      key: 'w',
+      event: 'become-leader',
+      previous: 'secondary',
+      new: 'primary',
+      term: b.term,
+    });
+
+    // a is deposed: its write checked with assertPrimary is refused, and nothing of it commits.
+    await vi.waitFor(() => expect(a.role).toBe('secondary'));
+    await expect(
+      a.transaction(async (tx) => {
+        await a.assertPrimary(tx);
+      }),
+    ).rejects.toBeInstanceOf(FencedError);
+    await expect(b.transaction((tx) => b.assertPrimary(tx))).resolves.toBeUndefined();
+
+    const status = await a.cluster();
+    expect(status.members.map((m) => [m.node, m.role])).toEqual([
+      ['a', 'secondary'],
+      ['b', 'primary'],
+    ]);
+  }, 60_000);
+});
