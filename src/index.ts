@@ -24,6 +24,11 @@ export type { Role, RoleChange, LeaderWatchEvent, LeaderWatchEventType, Member }
 export type { RoleChangeCallback, LeaderWatchCallback } from './cluster/role-events.js';
 export type { GroupStatus, Failover } from './node/group.js';
 export { primaryOnly } from './http/routes/cluster.js';
+export { defineComponent } from './components/component.js';
+export type { Component, ComponentContext, RunOn } from './components/component.js';
+export { createNotifyProcessor } from './components/notify-processor.js';
+export type { NotifyProcessorOptions, NotifyProcessFn } from './components/notify-processor.js';
+export type { ComponentStatus, ComponentState } from './components/supervisor.js';
 export type { RouteRegistrar } from './http/server.js';
 export type { IngestResult } from './queue/ingest.js';
 export {

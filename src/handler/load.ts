@@ -2,14 +2,12 @@
 // tsx), and checks that it exports what the contract asks. Every problem is a ConfigError that
 // names the queue's `handler` key and the module.
 import { existsSync } from 'node:fs';
-import { extname, isAbsolute } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { isAbsolute } from 'node:path';
 
 import { ConfigError, describeError } from '../errors.js';
 import type { Handler, HandlerContext, HandlerModule, ProcessBatchFn, ProcessFn } from './handler.js';
 import type { Tx } from '../store/store.js';
-
-const TYPESCRIPT = new Set(['.ts', '.mts', '.cts', '.tsx']);
+import { importModule } from '../util/import-module.js';
 
 /** Loads and checks the handler of `queue`; `file` is the config file that named it, for error messages. */
 export async function loadHandler(queue: string, path: string, file?: string): Promise<Handler> {
@@ -19,7 +17,7 @@ export async function loadHandler(queue: string, path: string, file?: string): P
 
   let exports: unknown;
   try {
-    exports = await importModule(path, local);
+    exports = await importModule(path);
   } catch (error) {
     throw new ConfigError(`cannot load handler module ${path}: ${describeError(error)}`, {
       ...where,
@@ -58,16 +56,4 @@ function makeRun(process: ProcessFn | undefined, processBatch: ProcessBatchFn | 
   return async (tx: Tx, records: readonly Buffer[], ctx: HandlerContext) => {
     for (const record of records) await one(tx, record, ctx);
   };
-}
-
-/**
- * TypeScript goes through tsx as an ES module whatever the nearest package.json says, so a handler file
- * next to baton.toml loads without a package.json of its own.
- */
-async function importModule(path: string, local: boolean): Promise<unknown> {
-  if (!local) return import(path);
-  const url = pathToFileURL(path).href;
-  if (!TYPESCRIPT.has(extname(path))) return import(url);
-  const { tsImport } = await import('tsx/esm/api');
-  return (await tsImport(url, import.meta.url)) as unknown;
 }

@@ -1,5 +1,6 @@
 // What the HTTP API needs of a node: the admin operations plus ingest and health.
 import type { Role } from '../cluster/types.js';
+import type { ComponentStatus } from '../components/supervisor.js';
 import type { Admin } from '../node/admin.js';
 import type { GroupStatus } from '../node/group.js';
 import type { IngestResult } from '../queue/ingest.js';
@@ -15,4 +16,5 @@ export interface HttpNode extends Admin {
   readonly leader: string | undefined;
   cluster(): Promise<GroupStatus>;
   failover(to?: string): Promise<void>;
+  components(): ComponentStatus[];
 }

@@ -26,6 +26,12 @@ import type { Storage } from './storage.js';
 import { openStorage } from './storage.js';
 import type { GroupStatus } from './group.js';
 import { GroupMember } from './group.js';
+import { assertFence } from '../cluster/fence.js';
+import type { Component } from '../components/component.js';
+import { assertComponent } from '../components/component.js';
+import { loadConfiguredComponent } from '../components/configured.js';
+import type { ComponentStatus } from '../components/supervisor.js';
+import { Supervisor } from '../components/supervisor.js';
 import type { LeaderWatchCallback, RoleChangeCallback } from '../cluster/role-events.js';
 import type { LeaderWatchEventType, Role, RoleChange } from '../cluster/types.js';
 import type { Tx } from '../store/store.js';
@@ -33,6 +39,8 @@ import type { Tx } from '../store/store.js';
 export type NodeState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
 export interface StartNodeOptions {
+  /** Components registered in code, beside those of [components] in the config. */
+  readonly components?: readonly Component[];
   /** Logger to use; by default one at the config's level on stderr. */
   readonly log?: Logger;
   /** Environment for `BATON_…` overrides when `config` is a raw object. Default: none. */
@@ -60,6 +68,7 @@ export async function startNode(
     resolved,
     options.log ?? createLogger({ level: resolved.log.level, name: resolved.node.name }),
     options.routes,
+    (options.components ?? []).map((component, index) => assertComponent(component, `components[${index}]`)),
   );
   await node.start();
   return node;
@@ -78,6 +87,8 @@ export class BatonNode implements Admin {
   readonly #processors = new Map<string, RecordProcessor>();
   readonly #runners: QueueRunner[] = [];
   #group: GroupMember | undefined;
+  #supervisor: Supervisor | undefined;
+  #components: Component[] = [];
   #unsubscribeRole: (() => void) | undefined;
   /** Applies role changes to role-gated work one at a time, in order. */
   #roleWork: Promise<void> = Promise.resolve();
@@ -86,10 +97,18 @@ export class BatonNode implements Admin {
 
   readonly #routes: RouteRegistrar | undefined;
 
-  constructor(config: ResolvedConfig, log: Logger, routes?: RouteRegistrar) {
+  readonly #extraComponents: readonly Component[];
+
+  constructor(
+    config: ResolvedConfig,
+    log: Logger,
+    routes?: RouteRegistrar,
+    components: readonly Component[] = [],
+  ) {
     this.config = config;
     this.log = log;
     this.#routes = routes;
+    this.#extraComponents = components;
     this.consumer = `${config.node.name}:${process.pid}:${randomUUID().slice(0, 8)}`;
   }
 
@@ -162,6 +181,11 @@ export class BatonNode implements Admin {
   async cluster(): Promise<GroupStatus> {
     if (!this.#group) throw new Error(`node ${this.name} is ${this.#state}`);
     return this.#group.status();
+  }
+
+  /** The components and their state (running, backing off after a failure, …). */
+  components(): ComponentStatus[] {
+    return this.#supervisor?.status() ?? [];
   }
 
   /** Manual failover: when this node is primary it yields (to `to` when named). */
@@ -270,7 +294,11 @@ export class BatonNode implements Admin {
     this.#setState('starting');
     try {
       const queues = Object.values(this.config.queues);
-      if (queues.length === 0 && Object.keys(this.config.components).length === 0) {
+      if (
+        queues.length === 0 &&
+        Object.keys(this.config.components).length === 0 &&
+        this.#extraComponents.length === 0
+      ) {
         throw new NothingToRunError(
           'nothing to run: add a [queues.<name>] table with a handler, or a [components.<name>] table',
         );
@@ -279,6 +307,14 @@ export class BatonNode implements Admin {
       this.#handlers = await Promise.all(
         queues.map((queue) => loadHandler(queue.name, queue.handler, this.config.file)),
       );
+      this.#components = [
+        ...this.#extraComponents,
+        ...(await Promise.all(
+          Object.values(this.config.components).map((component) =>
+            loadConfiguredComponent(component, this.config.file),
+          ),
+        )),
+      ];
       this.#storage = await openStorage(this.config, this.log);
       const storage = this.#storage;
       const { store } = storage;
@@ -297,6 +333,16 @@ export class BatonNode implements Admin {
         address: () => this.address,
       });
       this.#group = group;
+      const groupName = this.config.group?.name;
+      const supervisor = new Supervisor({
+        log: this.log.child({ part: 'supervisor' }),
+        store,
+        assertPrimary: groupName ? (tx, term) => assertFence(tx, groupName, term) : () => Promise.resolve(),
+        // Primary-only work must be over before another node may take over.
+        stopTimeoutMs: this.config.group?.stopTimeoutMs ?? this.config.node.shutdownTimeoutMs,
+      });
+      for (const component of this.#components) supervisor.add(component);
+      this.#supervisor = supervisor;
 
       for (const [index, queue] of queues.entries()) {
         const processor = this.#makeProcessor(queue, this.#handlers[index] as Handler);
@@ -311,6 +357,7 @@ export class BatonNode implements Admin {
         await this.#storage.lock?.setAddress(this.#http.address);
       }
       await group.start();
+      await supervisor.start();
       this.#setState('running');
       // Queues on every node run now; those on the primary only follow the role from here on.
       this.#unsubscribeRole = group.roles.subscribe((change) => this.#followRole(change));
@@ -332,9 +379,10 @@ export class BatonNode implements Admin {
     this.#unsubscribeRole?.();
     // Primary-only work stops first and leadership is released, so another node takes over at once.
     await this.#roleWork;
-    await Promise.all(
-      this.#runners.filter((runner) => runner.runOn === 'primary').map((runner) => runner.stop()),
-    );
+    await Promise.all([
+      this.#supervisor?.stop(),
+      ...this.#runners.filter((runner) => runner.runOn === 'primary').map((runner) => runner.stop()),
+    ]);
     await this.#group?.stop();
     const draining = Promise.all(this.#runners.map((runner) => runner.stop()));
     const deadline = this.config.node.shutdownTimeoutMs;
@@ -381,6 +429,8 @@ export class BatonNode implements Admin {
     this.#roleWork = this.#roleWork.then(async () => {
       if (this.#state !== 'running') return;
       const acting = change.new === 'primary' || change.new === 'not-in-group';
+      // Components first: their signals abort at once on a step-down.
+      await this.#supervisor?.setRole(change.new, change.term);
       for (const runner of this.#runners) {
         if (runner.runOn === 'any' || acting) runner.start();
         else await runner.stop();

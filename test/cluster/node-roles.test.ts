@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import type { BatonNode, LeaderWatchEvent, RoleChange } from '../../src/index.js';
-import { FencedError, primaryOnly, startNode } from '../../src/index.js';
+import { defineComponent, FencedError, primaryOnly, startNode } from '../../src/index.js';
 import { createLogger } from '../../src/log.js';
 import type { TestDatabase } from '../support/postgres.js';
 import { createTestDatabase } from '../support/postgres.js';
@@ -13,6 +13,8 @@ import { createTestDatabase } from '../support/postgres.js';
 const handler = fileURLToPath(new URL('../fixtures/ids-handler.ts', import.meta.url));
 let database: TestDatabase;
 const nodes: BatonNode[] = [];
+/** Where the primary-only component runs now, by node name. */
+const running = new Set<string>();
 
 async function start(name: string): Promise<BatonNode> {
   const node = await startNode(
@@ -32,6 +34,17 @@ async function start(name: string): Promise<BatonNode> {
     },
     {
       log: createLogger({ level: 'silent' }),
+      components: [
+        defineComponent({
+          name: 'reporter',
+          runOn: 'primary',
+          start: (ctx) => {
+            running.add(name);
+            ctx.signal.addEventListener('abort', () => running.delete(name));
+          },
+          stop: () => undefined,
+        }),
+      ],
       routes: (app, self) => {
         app.post('/charge', { preHandler: primaryOnly(self) }, () => ({ charged: self.name }));
       },
@@ -55,6 +68,10 @@ describe('roles of nodes in a group', () => {
     await vi.waitFor(() => expect(a.role).toBe('primary'), { timeout: 10_000 });
     const b = await start('b');
     expect(b.role).toBe('secondary');
+    await vi.waitFor(() => expect([...running]).toEqual(['a']));
+    expect(b.components()).toEqual([
+      expect.objectContaining({ name: 'reporter', runOn: 'primary', state: 'stopped' }),
+    ]);
 
     const changes: RoleChange[] = [];
     b.subscribe('node-role-changed', (change) => changes.push(change));
@@ -78,6 +95,8 @@ describe('roles of nodes in a group', () => {
     await a.failover('b');
     await vi.waitFor(() => expect(b.role).toBe('primary'), { timeout: 10_000 });
     expect(b.term).toBeGreaterThan(oldTerm);
+    // The primary-only component moved with the primary.
+    await vi.waitFor(() => expect([...running]).toEqual(['b']));
     await vi.waitFor(() => expect(changes.map((c) => c.new)).toEqual(['secondary', 'primary']));
     await vi.waitFor(() => expect(watched).toHaveLength(1));
     expect(watched[0]).toMatchObject({

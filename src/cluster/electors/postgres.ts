@@ -237,7 +237,7 @@ export class PostgresElector implements Elector {
     const { group, node, leaseMs, heartbeatMs } = this.#options;
     const { signal } = this.#stopping;
     for (;;) {
-      await session.client.query('SELECT pg_try_advisory_lock($1::bigint)', [this.#key]);
+      await session.client.query('SELECT pg_advisory_lock($1::bigint)', [this.#key]);
       if (signal.aborted) return;
       // The lease runs from the statement's now(), which is later than this: the deadline errs early.
       const sentAt = performance.now();

@@ -14,6 +14,16 @@ const failoverBody = z.object({ to: z.string().min(1).max(200).optional() }).str
 export function registerClusterRoutes(app: FastifyInstance, node: HttpNode, token: string | undefined): void {
   app.get('/v1/cluster', async () => clusterJson(await node.cluster()));
 
+  app.get('/v1/components', () => ({
+    components: node.components().map((component) => ({
+      name: component.name,
+      run_on: component.runOn,
+      state: component.state,
+      restarts: component.restarts,
+      last_error: component.lastError ?? null,
+    })),
+  }));
+
   app.post('/v1/cluster/failover', async (request, reply) => {
     const body = parseInput(failoverBody, request.body ?? {}, 'body');
     if (node.role === 'not-in-group') {
