@@ -14,6 +14,16 @@ const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
       'HTTP NDJSON ingest into a node on the embedded store, end to end, against raw PGlite inserts',
     load: () => import('./ingest-embedded.js'),
   },
+  'ingest-redis': {
+    description:
+      'Redis list to PostgreSQL with the quickstart handler: Baton against a hand-written limit, BullMQ and graphile-worker',
+    load: () => import('./ingest-redis.js'),
+  },
+  failover: {
+    description:
+      'kill -9 of the primary of 3 nodes, 30 times: time to a new primary, and overlaps (postgres and redis electors)',
+    load: () => import('./failover.js'),
+  },
 };
 
 function printList(): void {

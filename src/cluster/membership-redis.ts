@@ -82,6 +82,7 @@ export class RedisMembership implements Membership {
   readonly #ttlMs: number;
   #lastError: unknown;
   #closed = false;
+  #connecting: Promise<void> | undefined;
 
   constructor(options: RedisMembershipOptions) {
     this.#group = options.group;
@@ -157,9 +158,11 @@ export class RedisMembership implements Membership {
   }
 
   /** The first call connects; later ones fail fast while the client reconnects in the background. */
+  /** Connects once; calls made meanwhile wait for that same attempt instead of failing on a half-open client. */
   async #connect(): Promise<void> {
     if (this.#closed) throw new Error('redis membership: closed');
-    if (this.#client.status === 'wait') await this.#client.connect().catch(() => undefined);
+    if (this.#client.status === 'wait') this.#connecting ??= this.#client.connect().catch(() => undefined);
+    await this.#connecting;
   }
 }
 

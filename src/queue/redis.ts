@@ -63,6 +63,8 @@ const MAX_IDLE_BLOCKING = 8;
 const BLOCKING_GRACE_MS = 2_000;
 /** Ledger rows past their retention are swept at most this often per queue. */
 const LEDGER_SWEEP_MS = 60_000;
+/** How long a batch of ours that we do not hold waits before it is recovered (a claim may be in flight). */
+const UNKNOWN_BATCH_GRACE_MS = 5_000;
 const RECOVERED_REASON = 'its node stopped while processing it (the claim was recovered)';
 
 export class RedisQueueBackend implements QueueBackend {
@@ -79,6 +81,10 @@ export class RedisQueueBackend implements QueueBackend {
   readonly #idle: Redis[] = [];
   readonly #busy = new Set<Redis>();
   readonly #ledgerSweptAt = new Map<string, number>();
+  /** Batches this process claimed and has not let go of. */
+  readonly #held = new Set<string>();
+  /** Batches of this process's consumers that it does not hold, by when they were first seen. */
+  readonly #unknownSince = new Map<string, number>();
   #lastError: unknown;
   #starting: Promise<void> | undefined;
   #closed = false;
@@ -90,7 +96,10 @@ export class RedisQueueBackend implements QueueBackend {
     this.#url = redactUrl(options.url);
     this.#client = new Redis(options.url, {
       lazyConnect: true,
-      maxRetriesPerRequest: 1,
+      // A command in flight when the connection drops fails at once and is never sent again: a claim whose
+      // reply was lost must not run a second time. What it did is settled by recovery (see #held).
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
       enableOfflineQueue: false,
       retryStrategy: (attempt) => {
         const delay = backoffDelay(attempt, RECONNECT_BACKOFF);
@@ -194,6 +203,7 @@ export class RedisQueueBackend implements QueueBackend {
     const keys = [key, `${key}:retry`, `${key}:batches`, processingKey(key, consumer, id)];
     const envelopes = asArray(await runScript(this.#client, CLAIM, keys, [max, now.getTime(), consumer, id]));
     if (envelopes.length === 0) return undefined;
+    this.#held.add(id);
     const records = envelopes.map((envelope, index): ClaimedRecord => ({
       id: `${id}:${index}`,
       ...openEnvelope(asBuffer(envelope)),
@@ -214,6 +224,9 @@ export class RedisQueueBackend implements QueueBackend {
       args.push(position(batch, record), retry, error, record.enqueuedAt.toISOString());
     }
     const keys = [...batchKeys(key, batch), ...errorKeys(batch.queue)];
+    // Settled or not, this process lets go of the batch: if the script did not run, recovery settles the
+    // batch by the ledger (what committed stays done, the rest goes back).
+    this.#held.delete(batch.id);
     const settled = asInteger(await runScript(this.#client, COMPLETE, keys, args));
     if (settled < 0) {
       this.#log.warn(
@@ -224,6 +237,7 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
+    this.#held.delete(batch.id);
     if (records.length === 0) return;
     // Records acknowledged by a committed part of the batch (the runner may commit it in halves) stay done.
     const acked = await this.#ledger.acked(batch.id);
@@ -243,10 +257,13 @@ export class RedisQueueBackend implements QueueBackend {
     const batches = await this.#redis(() => this.#client.hgetall(`${key}:batches`));
     await this.#sweepLedger(queue, Object.keys(batches));
     const consumers = [...new Set(Object.values(batches))].filter((c) => !this.#consumers.has(c));
-    if (consumers.length === 0) return 0;
-    const seen = await this.#redis(() => this.#client.mget(consumers.map(consumerKey)));
+    const seen =
+      consumers.length === 0 ? [] : await this.#redis(() => this.#client.mget(consumers.map(consumerKey)));
     const dead = new Set(consumers.filter((_, index) => (seen[index] ?? null) === null));
-    const orphans = Object.entries(batches).filter(([, consumer]) => dead.has(consumer));
+    const orphans = Object.entries(batches).filter(
+      ([id, consumer]) => dead.has(consumer) || this.#unknownOwnBatch(id, consumer),
+    );
+    for (const id of this.#unknownSince.keys()) if (!(id in batches)) this.#unknownSince.delete(id);
     if (orphans.length === 0) return 0;
     // Fence first: once this commits, the dead consumer's acknowledgement of these batches fails.
     const acked = await this.#ledger.fence(
@@ -263,6 +280,21 @@ export class RedisQueueBackend implements QueueBackend {
       );
     }
     return recovered;
+  }
+
+  /**
+   * A batch of one of this process's consumers that it does not hold: its claim's reply was lost with the
+   * connection, or its completion failed. After a grace period (a claim may still be on its way back) it
+   * is recovered like a dead consumer's.
+   */
+  #unknownOwnBatch(id: string, consumer: string): boolean {
+    if (!this.#consumers.has(consumer) || this.#held.has(id)) return false;
+    const since = this.#unknownSince.get(id);
+    if (since === undefined) {
+      this.#unknownSince.set(id, Date.now());
+      return false;
+    }
+    return Date.now() - since >= UNKNOWN_BATCH_GRACE_MS;
   }
 
   async waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void> {

@@ -98,7 +98,7 @@ describe('baton with an invalid config', () => {
     });
     const result = await runBaton(['-c', project.configPath, 'run']);
     expect(result.code).toBe(3);
-    expect(result.stderr).toContain('no queue is configured');
+    expect(result.stderr).toContain('nothing to run');
   });
 
   it('refuses an env override of the wrong type and names the key and variable (exit 2)', async () => {

@@ -80,8 +80,16 @@ async function setup(maxAttempts = 20): Promise<Setup> {
     const pause = durationMs / (RECORDS / chunk);
     try {
       for (let start = 0; start < RECORDS; start += chunk) {
-        // Through a Redis restart the command waits in ioredis's offline queue and is sent on reconnect.
-        await producer.lpush('metrics-ids', ...ids(start, Math.min(RECORDS, start + chunk)));
+        // Through a Redis restart the command waits in ioredis's offline queue and is sent on reconnect; a
+        // command that ran but lost its reply is sent again. The marker makes that resend a no-op, so the
+        // producer itself never pushes a record twice (only then can duplicates be blamed on the consumer).
+        await producer.eval(
+          "if redis.call('SETNX', KEYS[2], 1) == 1 then return redis.call('LPUSH', KEYS[1], unpack(ARGV)) end return 0",
+          2,
+          'metrics-ids',
+          `produced:${start}`,
+          ...ids(start, Math.min(RECORDS, start + chunk)),
+        );
         await sleep(pause);
       }
     } finally {

@@ -135,6 +135,35 @@ describe('redis queue backend', () => {
     expect(await backend.stats(queue)).toMatchObject({ depth: 2, inFlight: 0 });
   });
 
+  it("recovers a batch of this process's own consumer that it does not hold (a claim whose reply was lost)", async () => {
+    const { queue, consumer } = fresh();
+    const own = consumer('own');
+    await backend.registerConsumer(own, 'node');
+    try {
+      await backend.publish(queue, ['lost-1', 'lost-2'].map(text));
+      // Another client runs the claim under our consumer: the batch exists, but this process never saw it,
+      // as when the claim ran on Redis and its reply was lost with the connection.
+      const other = new RedisQueueBackend({
+        url: redis.url,
+        store,
+        log: pino({ level: 'silent' }),
+        keys: { [queue]: `${queue}-list` },
+      });
+      await other.start();
+      expect((await other.claim(queue, own, 10))?.records).toHaveLength(2);
+      await other.close();
+      // First seen now; given back once the grace period (a claim may still be on its way back) is over.
+      expect(await backend.recoverClaims(queue, { maxAttempts: 5 })).toBe(0);
+      await new Promise((resolve) => setTimeout(resolve, 5200));
+      expect(await backend.recoverClaims(queue, { maxAttempts: 5 })).toBe(2);
+      const again = await backend.claim(queue, own, 10);
+      expect(again?.records.map((r) => r.payload.toString())).toEqual(['lost-1', 'lost-2']);
+      if (again) await backend.complete(again, []);
+    } finally {
+      await backend.unregisterConsumer(own);
+    }
+  }, 20_000);
+
   it('fences a consumer thought dead: its late acknowledgement throws ClaimLostError and nothing commits', async () => {
     const { queue, consumer } = fresh();
     const table = await sinkTable();
