@@ -1,5 +1,6 @@
 // Terminal output: aligned tables, and a progress bar that falls back to plain lines when the output is
 // not a terminal.
+import type { QueueInfo } from '../node/admin.js';
 
 export function formatTable(columns: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
   const widths = columns.map((column, index) =>
@@ -11,6 +12,23 @@ export function formatTable(columns: readonly string[], rows: ReadonlyArray<read
       .join('  ')
       .trimEnd();
   return [line(columns), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)].join('\n');
+}
+
+/** The per-queue figures as a table (`queues`, `status`). */
+export function queuesTable(queues: readonly QueueInfo[]): string {
+  const dash = (value: number | undefined): string => (value === undefined ? '-' : String(value));
+  return formatTable(
+    ['queue', 'backend', 'depth', 'in flight', 'processed', 'failed', 'errors'],
+    queues.map((q) => [
+      q.name,
+      q.backend,
+      String(q.depth),
+      String(q.inFlight),
+      dash(q.processed),
+      dash(q.failed),
+      String(q.errors),
+    ]),
+  );
 }
 
 export function cellText(value: unknown): string {

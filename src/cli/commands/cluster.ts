@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 
 import type { CliContext } from '../context.js';
-import { formatTable } from '../output.js';
+import { formatTable, queuesTable } from '../output.js';
 import { queueJson } from '../../util/wire.js';
 
 export function registerClusterCommands(program: Command, ctx: CliContext): void {
@@ -48,21 +48,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
         );
       }
       ctx.print('');
-      const dash = (value: number | undefined): string => (value === undefined ? '-' : String(value));
-      ctx.print(
-        formatTable(
-          ['queue', 'backend', 'depth', 'in flight', 'processed', 'failed', 'errors'],
-          queues.map((q) => [
-            q.name,
-            q.backend,
-            String(q.depth),
-            String(q.inFlight),
-            dash(q.processed),
-            dash(q.failed),
-            String(q.errors),
-          ]),
-        ),
-      );
+      ctx.print(queuesTable(queues));
     });
 
   program

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { errorQueueName } from '../../queue/backend.js';
 import { errorJson, queueJson } from '../../util/wire.js';
 import type { CliContext } from '../context.js';
-import { formatTable, progressBar, recordPreview } from '../output.js';
+import { formatTable, progressBar, queuesTable, recordPreview } from '../output.js';
 import { readLineBatches } from '../stdin.js';
 
 const PUBLISH_BATCH = 1000;
@@ -36,21 +36,7 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
     .action(async (options: { json?: boolean }) => {
       const queues = await ctx.withAdmin((admin) => admin.queues());
       if (options.json) return ctx.printJson({ queues: queues.map(queueJson) });
-      const dash = (value: number | undefined): string => (value === undefined ? '-' : String(value));
-      ctx.print(
-        formatTable(
-          ['queue', 'backend', 'depth', 'in flight', 'processed', 'failed', 'errors'],
-          queues.map((q) => [
-            q.name,
-            q.backend,
-            String(q.depth),
-            String(q.inFlight),
-            dash(q.processed),
-            dash(q.failed),
-            String(q.errors),
-          ]),
-        ),
-      );
+      ctx.print(queuesTable(queues));
     });
 
   program

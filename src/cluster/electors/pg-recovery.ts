@@ -8,6 +8,7 @@ import { watch } from 'node:fs';
 
 import pg from 'pg';
 
+import { Alarm } from '../../util/sleep.js';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { backoffDelay } from '../../util/backoff.js';
@@ -58,7 +59,8 @@ export class PgRecoveryElector implements Elector {
   #debounce: NodeJS.Timeout | undefined;
   /** A failover file changed: check again without waiting for the interval. */
   #recheck = false;
-  #wake: (() => void) | undefined;
+  /** Cut short when something happens that is worth a look now. */
+  readonly #alarm = new Alarm();
   #starting: Promise<void> | undefined;
   #loop: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
@@ -85,7 +87,7 @@ export class PgRecoveryElector implements Elector {
   async #run(firstDelay: number): Promise<void> {
     let delay = firstDelay;
     while (!this.#stopping) {
-      if (!this.#recheck) await this.#sleep(delay);
+      if (!this.#recheck) await this.#alarm.sleep(delay);
       this.#recheck = false;
       if (this.#stopping) return;
       delay = await this.#check();
@@ -222,7 +224,7 @@ export class PgRecoveryElector implements Elector {
         'pg-recovery elector: a failover file changed; checking the role now',
       );
       this.#recheck = true;
-      this.#wake?.();
+      this.#alarm.wake();
     }, DEBOUNCE_MS);
   }
 
@@ -240,7 +242,7 @@ export class PgRecoveryElector implements Elector {
     this.#watcher?.close();
     this.#watcher = undefined;
     clearTimeout(this.#debounce);
-    this.#wake?.();
+    this.#alarm.wake();
     if (this.#state.role === 'primary') {
       this.#report(
         { role: 'secondary', term: this.#term, leader: undefined },
@@ -270,17 +272,5 @@ export class PgRecoveryElector implements Elector {
     } catch (error) {
       this.#log.error({ err: describeError(error) }, 'pg-recovery elector: the listener threw');
     }
-  }
-
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.#wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.#wake = done;
-    });
   }
 }

@@ -11,6 +11,7 @@
 // next primary: the fence in the sink refuses its late writes.
 import { Redis } from 'ioredis';
 
+import { Alarm } from '../../util/sleep.js';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { asArray, asInteger, asText, runScript } from '../../queue/redis-scripts.js';
@@ -94,7 +95,8 @@ export class RedisElector implements Elector {
   #deadline: NodeJS.Timeout | undefined;
   /** Monotonic time before which this node does not take the lease (after resigning). */
   #outUntil = 0;
-  #wake: (() => void) | undefined;
+  /** Cut short when something happens that is worth a look now. */
+  readonly #alarm = new Alarm();
   #starting: Promise<void> | undefined;
   #loop: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
@@ -122,7 +124,7 @@ export class RedisElector implements Elector {
     this.#client.on('error', (error: unknown) => (this.#lastError = error));
     // Back from an outage: look at once instead of at the end of the back-off.
     this.#client.on('ready', () => {
-      if (this.#failures > 0) this.#wake?.();
+      if (this.#failures > 0) this.#alarm.wake();
     });
   }
 
@@ -152,7 +154,7 @@ export class RedisElector implements Elector {
   async #run(firstDelay: number): Promise<void> {
     let delay = firstDelay;
     while (!this.#stopping) {
-      await this.#sleep(delay);
+      await this.#alarm.sleep(delay);
       if (this.#stopping) return;
       delay = await this.#tick();
     }
@@ -271,7 +273,7 @@ export class RedisElector implements Elector {
     this.#outUntil = performance.now() + 2 * this.#options.heartbeatMs;
     this.#stepDown('resigned', to === undefined ? 'stepped down on request' : `handing over to ${to}`);
     await this.#release(term, to);
-    this.#wake?.();
+    this.#alarm.wake();
   }
 
   stop(): Promise<void> {
@@ -279,7 +281,7 @@ export class RedisElector implements Elector {
   }
 
   async #stop(): Promise<void> {
-    this.#wake?.();
+    this.#alarm.wake();
     const { role, term } = this.#state;
     if (role === 'primary') {
       this.#stepDown('stopped', 'leaving the group');
@@ -328,18 +330,6 @@ export class RedisElector implements Elector {
     } catch (error) {
       this.#log.error({ err: describeError(error) }, 'redis elector: the listener threw');
     }
-  }
-
-  #sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(timer);
-        this.#wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.#wake = done;
-    });
   }
 
   #holder(term: number): string {
