@@ -70,11 +70,6 @@ const BREAK_STALE_LOCK = `SELECT k.pid, pg_terminate_backend(k.pid) AS terminate
                 AND l.holder IS NOT DISTINCT FROM $4::text AND l.expires_at < now())
     AND (a.application_name = $6::text OR (a.application_name LIKE '${SESSION_APP}%' AND a.state = 'idle'
          AND a.state_change < now() - $7::float8 ${MS}))`;
-/** Lets the server notice a vanished client within about a lease, instead of the OS's two hours. */
-const TUNE_KEEPALIVES = `SELECT set_config('tcp_keepalives_idle', $1, false),
-  set_config('tcp_keepalives_interval', '1', false), set_config('tcp_keepalives_count', '3', false),
-  set_config('tcp_user_timeout', $2, false)`;
-
 type Row = Record<string, unknown>;
 
 interface Lease {
@@ -113,7 +108,7 @@ export class PostgresElector implements Elector {
   #listener: ElectorListener | undefined;
   #state: ElectorState = { role: 'secondary', term: 0, leader: undefined };
   #delivered = false;
-  #pool: pg.Pool | undefined;
+  readonly #pool: pg.Pool;
   #session: Session | undefined;
   #leadership: Leadership | undefined;
   /** Monotonic time before which this node does not compete (after a resign, so another node wins). */
@@ -130,27 +125,27 @@ export class PostgresElector implements Elector {
     this.#key = key.toString();
     this.#keyHalves = [(unsigned >> 32n).toString(), (unsigned & 0xffffffffn).toString()];
     this.#connectTimeoutMs = Math.min(5000, Math.max(1000, options.leaseMs));
-  }
-
-  async start(listener: ElectorListener): Promise<void> {
-    if (this.#listener || this.#stopping.signal.aborted) return;
-    this.#listener = listener;
+    // Connects lazily. Lease reads, takeovers and lock breaking are short; a hung one (partition) must fail.
     this.#pool = new pg.Pool({
-      connectionString: this.#options.url,
+      connectionString: options.url,
       max: 2,
-      application_name: appName(`baton-elector-watch:${this.#options.node}`),
+      application_name: appName(`baton-elector-watch:${options.node}`),
       keepAlive: true,
       connectionTimeoutMillis: this.#connectTimeoutMs,
       idleTimeoutMillis: 10_000,
-      // Lease reads, takeovers and lock breaking are short; a hung one (partition) must fail, not wait.
-      statement_timeout: this.#options.renewDeadlineMs,
-      query_timeout: this.#options.renewDeadlineMs,
+      statement_timeout: options.renewDeadlineMs,
+      query_timeout: options.renewDeadlineMs,
     });
     this.#pool.on('error', (error) =>
       this.#log.debug({ err: describeError(error) }, 'elector: connection failed'),
     );
     // A checked-out client that fails emits 'error' on itself, which would crash the process without a listener.
     this.#pool.on('connect', (client) => client.on('error', () => undefined));
+  }
+
+  async start(listener: ElectorListener): Promise<void> {
+    if (this.#listener || this.#stopping.signal.aborted) return;
+    this.#listener = listener;
     try {
       this.#observe(await this.#readLease());
     } catch (error) {
@@ -176,20 +171,21 @@ export class PostgresElector implements Elector {
       this.#stopping.abort();
       if (this.#session) await this.#endSession(this.#session);
       await Promise.all(this.#tasks);
-      await this.#pool?.end().catch(() => undefined);
+      await this.#pool.end().catch(() => undefined);
     })();
     return this.#stopped;
   }
 
   /** Steps down, clears the lease (naming `to`) on the session, then ends the session: the lock passes on. */
   async #handOver(leadership: Leadership, cause: string, message: string, to?: string): Promise<void> {
-    leadership.stepDown(cause, message);
     const { group, node, leaseMs } = this.#options;
     const params = [group, node, leadership.term, to ?? null, leaseMs];
+    // Queued on the session before the step-down, which then leaves the session to this.
     leadership.release ??= this.#withDeadline(
       leadership.session.client.query(RELEASE, params),
       'clear the lease',
     );
+    leadership.stepDown(cause, message);
     await leadership.release;
     await this.#endSession(leadership.session);
   }
@@ -201,32 +197,29 @@ export class PostgresElector implements Elector {
       await sleep(this.#holdOffUntil - performance.now(), signal);
       if (signal.aborted) return;
       let pause = this.#options.heartbeatMs;
-      const session = this.#newSession();
+      let session: Session | undefined;
       try {
+        session = this.#newSession();
         await session.client.connect();
-        const found = await session.client.query<Row>('SELECT pg_backend_pid() AS pid');
+        const found = await this.#ask(session, 'SELECT pg_backend_pid() AS pid');
         session.pid = Number(found.rows[0]?.['pid']);
-        const idle = String(Math.max(1, Math.ceil(this.#options.leaseMs / 1000)));
-        // Best effort: a pooler or an old server may refuse these settings.
-        await session.client
-          .query(TUNE_KEEPALIVES, [idle, String(this.#options.leaseMs)])
-          .catch(() => undefined);
         failures = 0;
         await this.#compete(session);
       } catch (error) {
         failures += 1;
         pause = backoffDelay(failures, UNREACHABLE_BACKOFF);
-        if (session.pid === 0) {
+        const connected = (session?.pid ?? 0) !== 0;
+        if (!connected) {
           this.#report({ ...this.#state, leader: undefined }, 'unreachable', `PostgreSQL is unreachable`);
         }
         if (!signal.aborted) {
           this.#log.warn(
             { err: describeError(error), attempt: failures, retryInMs: pause },
-            `elector: ${session.pid === 0 ? 'cannot connect' : 'session lost'} (${explain(error)}); retrying in ${pause} ms`,
+            `elector: ${connected ? 'session lost' : 'cannot connect'} (${explain(error)}); retrying in ${pause} ms`,
           );
         }
       } finally {
-        await this.#endSession(session);
+        if (session) await this.#endSession(session);
       }
       await sleep(pause, signal);
     }
@@ -241,20 +234,15 @@ export class PostgresElector implements Elector {
       if (signal.aborted) return;
       // The lease runs from the statement's now(), which is later than this: the deadline errs early.
       const sentAt = performance.now();
-      await this.#requirePool().query(INSERT_LEASE, [group]);
-      const result = await this.#requirePool().query<Row>(TAKE_OVER, [
-        ...this.#keyHalves,
-        group,
-        node,
-        session.pid,
-        leaseMs,
-      ]);
+      await this.#pool.query(INSERT_LEASE, [group]);
+      const params = [...this.#keyHalves, group, node, session.pid, leaseMs];
+      const result = await this.#pool.query<Row>(TAKE_OVER, params);
       const row = result.rows[0];
       // Our session lost the lock meanwhile (terminated as stale): start again with a new one.
       if (row?.['locked'] !== true) return;
       if (row['term'] !== null) return this.#lead(session, Number(row['term']), sentAt);
       this.#log.info(`elector: deferring to ${String(row['preferred'])}, named by a manual failover`);
-      await session.client.query('SELECT pg_advisory_unlock($1::bigint)', [this.#key]);
+      await this.#ask(session, 'SELECT pg_advisory_unlock($1::bigint)', [this.#key]);
       await sleep(heartbeatMs, signal);
       if (signal.aborted) return;
     }
@@ -274,6 +262,9 @@ export class PostgresElector implements Elector {
         clearTimeout(deadline);
         if (this.#leadership === leadership) this.#leadership = undefined;
         this.#report({ role: 'secondary', term, leader: undefined }, cause, message);
+        // The session ends now (after a hand-over's release): the lock goes with it, and a statement stuck
+        // on a cut connection fails instead of holding up the next campaign.
+        if (!leadership.release) void this.#endSession(session);
       },
     };
     // On the local monotonic clock, from when the last successful renewal was sent: the lease runs on the
@@ -294,11 +285,7 @@ export class PostgresElector implements Elector {
       return;
     }
     this.#leadership = leadership;
-    this.#report(
-      { role: 'primary', term, leader: node },
-      'elected',
-      `won the advisory lock: primary of term ${term}`,
-    );
+    this.#report({ role: 'primary', term, leader: node }, 'elected', `won the lock: primary of term ${term}`);
     arm(takenAt);
     void session.ended.then(() =>
       leadership.stepDown('lost-lease', 'the elector session ended: the lock is gone'),
@@ -312,8 +299,7 @@ export class PostgresElector implements Elector {
       const sentAt = performance.now();
       try {
         const result = await session.client.query(RENEW, [group, node, term, leaseMs]);
-        if (result.rowCount === 0)
-          leadership.stepDown('lost-lease', `term ${term} is over: the lease moved on`);
+        if (result.rowCount === 0) leadership.stepDown('lost-lease', 'the lease has a newer term');
         else if (!done.signal.aborted) arm(sentAt);
       } catch (error) {
         if (!done.signal.aborted) this.#log.warn({ err: describeError(error) }, `elector: renewal failed`);
@@ -345,25 +331,18 @@ export class PostgresElector implements Elector {
       return;
     const term = lease?.term ?? this.#state.term;
     // Our own unexpired lease after a step-down is no leader: we no longer act on it.
-    const live = lease && !lease.expired && lease.holder !== this.#options.node ? lease.holder : undefined;
-    if (live)
-      this.#report(
-        { role: 'secondary', term, leader: live },
-        'new-leader',
-        `${live} is primary (term ${term})`,
-      );
-    else
-      this.#report({ role: 'secondary', term, leader: undefined }, 'leader-gone', 'no primary at the moment');
+    const leader = lease && !lease.expired && lease.holder !== this.#options.node ? lease.holder : undefined;
+    const [cause, message] = leader
+      ? ['new-leader', `${leader} is primary (term ${term})`]
+      : ['leader-gone', 'no primary at the moment'];
+    this.#report({ role: 'secondary', term, leader }, cause, message);
   }
 
   async #breakStaleLock(lease: Lease): Promise<void> {
     const holderApp = lease.holder === undefined ? null : appName(SESSION_APP + lease.holder);
     const { group, leaseMs } = this.#options;
     const params = [...this.#keyHalves, group, lease.holder ?? null, lease.term, holderApp, leaseMs];
-    const result = await this.#requirePool().query<Row>(BREAK_STALE_LOCK, [
-      ...params,
-      this.#session?.pid ?? 0,
-    ]);
+    const result = await this.#pool.query<Row>(BREAK_STALE_LOCK, [...params, this.#session?.pid ?? 0]);
     for (const row of result.rows) {
       this.#log.warn(
         { pid: row['pid'], holder: lease.holder, term: lease.term },
@@ -373,7 +352,7 @@ export class PostgresElector implements Elector {
   }
 
   async #readLease(): Promise<Lease | undefined> {
-    const result = await this.#requirePool().query<Row>(READ_LEASE, [this.#options.group]);
+    const result = await this.#pool.query<Row>(READ_LEASE, [this.#options.group]);
     const row = result.rows[0];
     if (!row) return undefined;
     const holder = typeof row['holder'] === 'string' ? row['holder'] : undefined;
@@ -399,17 +378,25 @@ export class PostgresElector implements Elector {
   /** Ends a session (idempotent); one whose server does not answer gets its socket destroyed. */
   #endSession(session: Session): Promise<void> {
     session.closing ??= (async () => {
-      const ended = await withTimeout(
-        session.client.end().then(
-          () => true,
-          () => true,
-        ),
-        END_TIMEOUT_MS,
-      );
-      if (ended !== true) session.client.connection.stream.destroy();
+      const ending = session.client.end().catch(() => undefined);
+      if (
+        (await withTimeout(
+          ending.then(() => 'ended'),
+          END_TIMEOUT_MS,
+        )) !== 'ended'
+      ) {
+        session.client.connection.stream.destroy();
+      }
       if (this.#session === session) this.#session = undefined;
     })();
     return session.closing;
+  }
+
+  /** A statement on the session that must not hang on a cut connection (only pg_advisory_lock may wait). */
+  async #ask(session: Session, text: string, params: unknown[] = []): Promise<pg.QueryResult<Row>> {
+    const result = await withTimeout(session.client.query<Row>(text, params), this.#options.renewDeadlineMs);
+    if (!result) throw new Error(`no answer within ${this.#options.renewDeadlineMs} ms`);
+    return result;
   }
 
   /** Waits at most renew_deadline_ms for a statement on a session that may be cut off; logs a failure. */
@@ -418,11 +405,6 @@ export class PostgresElector implements Elector {
       this.#log.warn({ err: describeError(error) }, `elector: cannot ${what}`),
     );
     return withTimeout(logged, this.#options.renewDeadlineMs);
-  }
-
-  #requirePool(): pg.Pool {
-    if (!this.#pool) throw new Error('postgres elector: not started');
-    return this.#pool;
   }
 
   /** Applies a state and tells the listener: the first state always, then once per change. */
