@@ -14,6 +14,8 @@ import { RoleEvents } from '../cluster/role-events.js';
 import type { Elector, ElectorOptions, ElectorState, Member, StateCause } from '../cluster/types.js';
 import { describeError, FencedError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { applyMigrations, builtinMigrations } from '../store/migrate.js';
+import { openPostgresStore } from '../store/postgres.js';
 import type { Store, Tx } from '../store/store.js';
 
 export interface GroupStatus {
@@ -47,6 +49,8 @@ export class GroupMember {
   readonly #failovers: Failover[] = [];
   #elector: Elector | undefined;
   #membership: Membership | undefined;
+  #urls: { redisUrl: string; storeUrl: string | undefined } = { redisUrl: '', storeUrl: undefined };
+  #startupTimeoutMs = 30_000;
   #heartbeat: NodeJS.Timeout | undefined;
   /** The term this node acts under as primary; undefined while it is not primary. */
   #actingTerm: number | undefined;
@@ -63,6 +67,7 @@ export class GroupMember {
     redisUrl: string;
     storeUrl: string | undefined;
     address: () => string | undefined;
+    startupTimeoutMs?: number;
   }) {
     this.#config = options.config;
     this.#node = options.node;
@@ -77,7 +82,8 @@ export class GroupMember {
     );
     if (options.config) {
       this.#elector = makeElector(options.config, options.node, options.store, this.#log, options);
-      this.#membership = openMembership(options.config, options.store, options.redisUrl, this.#log);
+      this.#urls = { redisUrl: options.redisUrl, storeUrl: options.storeUrl };
+      this.#startupTimeoutMs = options.startupTimeoutMs ?? 30_000;
     }
   }
 
@@ -92,6 +98,13 @@ export class GroupMember {
   /** Starts the elector (its first state is applied before this resolves) and the membership heartbeat. */
   async start(): Promise<void> {
     if (!this.#config || !this.#elector) return;
+    this.#membership = await openGroupMembership(
+      this.#config,
+      this.#store,
+      this.#urls,
+      this.#log,
+      this.#startupTimeoutMs,
+    );
     await this.#elector.start((state, cause) => {
       this.#applying = this.#applying.then(() => this.#apply(state, cause));
     });
@@ -191,11 +204,38 @@ export class GroupMember {
   }
 }
 
-/** Where a group's members heartbeat: Redis for the redis elector, the store otherwise. */
-export function openMembership(config: GroupConfig, store: Store, redisUrl: string, log: Logger): Membership {
-  return config.elector === 'redis'
-    ? new RedisMembership({ url: config.url ?? redisUrl, group: config.name, log })
-    : new StoreMembership(store, config.name);
+/**
+ * Where a group's members heartbeat: Redis for the redis elector; the postgres elector's own database when
+ * group.url is not the store's (Baton's tables are created there); the store otherwise.
+ */
+export async function openGroupMembership(
+  config: GroupConfig,
+  store: Store,
+  urls: { redisUrl: string; storeUrl: string | undefined },
+  log: Logger,
+  startupTimeoutMs: number,
+): Promise<Membership> {
+  if (config.elector === 'redis') {
+    return new RedisMembership({ url: config.url ?? urls.redisUrl, group: config.name, log });
+  }
+  if (config.elector !== 'postgres' || !config.url || config.url === urls.storeUrl) {
+    return new StoreMembership(store, config.name);
+  }
+  const coordination = await openPostgresStore(
+    { kind: 'postgres', url: config.url, poolSize: 2, statementTimeoutMs: 0 },
+    { log, startupTimeoutMs, applicationName: 'baton-group' },
+  );
+  await applyMigrations(coordination, await builtinMigrations());
+  const membership = new StoreMembership(coordination, config.name);
+  return {
+    heartbeat: (report) => membership.heartbeat(report),
+    list: (withinMs) => membership.list(withinMs),
+    leave: (node) => membership.leave(node),
+    async close() {
+      await membership.close();
+      await coordination.close();
+    },
+  };
 }
 
 function makeElector(

@@ -13,7 +13,7 @@ import type { NewMigration, SchemaUpdate } from './schema.js';
 import { makeMigration, updateSchema } from './schema.js';
 import { openStorage } from './storage.js';
 import type { GroupStatus } from './group.js';
-import { openMembership } from './group.js';
+import { openGroupMembership } from './group.js';
 import { RemoteAdmin } from './remote-admin.js';
 import type { Storage } from './storage.js';
 
@@ -124,7 +124,16 @@ class LocalAdmin implements Admin {
   async #liveMember(): Promise<string | undefined> {
     const group = this.#config.group;
     if (!group) return undefined;
-    const membership = openMembership(group, this.#storage.store, this.#config.redis.url, this.#log);
+    const membership = await openGroupMembership(
+      group,
+      this.#storage.store,
+      {
+        redisUrl: this.#config.redis.url,
+        storeUrl: this.#config.store.kind === 'postgres' ? this.#config.store.url : undefined,
+      },
+      this.#log,
+      this.#config.node.startupTimeoutMs,
+    );
     try {
       const members = (await membership.list(group.leaseMs * 3)).filter((member) => member.address);
       members.sort((a, b) => Number(b.role === 'primary') - Number(a.role === 'primary'));

@@ -331,6 +331,7 @@ export class BatonNode implements Admin {
         redisUrl: this.config.redis.url,
         storeUrl: this.config.store.kind === 'postgres' ? this.config.store.url : undefined,
         address: () => this.address,
+        startupTimeoutMs: this.config.node.startupTimeoutMs,
       });
       this.#group = group;
       const groupName = this.config.group?.name;

@@ -122,4 +122,42 @@ describe('roles of nodes in a group', () => {
       ['b', 'primary'],
     ]);
   }, 60_000);
+
+  it('keeps the lease and the members in the group database when group.url is not the store', async () => {
+    const coordination = await createTestDatabase();
+    const started: BatonNode[] = [];
+    try {
+      for (const name of ['x', 'y']) {
+        started.push(
+          await startNode(
+            {
+              node: { name, data_dir: `/tmp/baton-roles-${name}` },
+              log: { level: 'silent' },
+              http: { port: 0 },
+              store: { url: database.url, pool_size: 2 },
+              group: {
+                name: 'split',
+                elector: 'postgres',
+                url: coordination.url,
+                lease_ms: 2000,
+                heartbeat_ms: 100,
+              },
+              queues: { ids: { handler } },
+            },
+            { log: createLogger({ level: 'silent' }) },
+          ),
+        );
+      }
+      const [x, y] = started as [BatonNode, BatonNode];
+      await vi.waitFor(() => expect([x.role, y.role].sort()).toEqual(['primary', 'secondary']), {
+        timeout: 10_000,
+      });
+      await vi.waitFor(async () =>
+        expect((await y.cluster()).members.map((m) => m.node)).toEqual(['x', 'y']),
+      );
+    } finally {
+      await Promise.all(started.map((node) => node.stop()));
+      await coordination.drop();
+    }
+  }, 60_000);
 });
