@@ -41,6 +41,11 @@ export class Deadline {
     return this.#controller.signal;
   }
 
+  /** Ends the time now, e.g. on SIGINT: every wait fails as if the deadline had passed, and cleanup runs. */
+  cancel(): void {
+    this.#controller.abort();
+  }
+
   /** Throws a DeadlineError once the time is up. */
   check(): void {
     if (this.signal.aborted) throw new DeadlineError('the benchmark ran past its overall timeout');
@@ -229,6 +234,8 @@ export interface NodeChildOptions {
     readonly handler: string;
     readonly extra?: string;
   }>;
+  /** Further top-level TOML tables (e.g. `[store]`, `[redis]`), written before the queues. */
+  readonly extraToml?: string;
   /** Options for the child's `node`, e.g. ["--cpu-prof"] (Node 20 refuses that one in NODE_OPTIONS). */
   readonly nodeArgs?: readonly string[];
 }
@@ -269,6 +276,7 @@ function nodeConfig(options: NodeChildOptions): string {
     `host = "${LOOPBACK}"`,
     `port = ${options.port}`,
   ];
+  if (options.extraToml) lines.push('', options.extraToml);
   for (const queue of options.queues) {
     lines.push('', `[queues.${queue.name}]`, `handler = ${tomlString(queue.handler)}`);
     if (queue.extra) lines.push(queue.extra);

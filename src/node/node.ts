@@ -94,6 +94,8 @@ export class BatonNode implements Admin {
   #roleWork: Promise<void> = Promise.resolve();
   /** Aborts handlers that are still running when the shutdown deadline passes. */
   readonly #hardStop = new AbortController();
+  /** Aborts the handlers of primary-only queues the moment the node steps down; renewed when it acts again. */
+  #acting = new AbortController();
 
   readonly #routes: RouteRegistrar | undefined;
 
@@ -420,7 +422,10 @@ export class BatonNode implements Admin {
       queue,
       handler,
       log: this.log,
-      abort: this.#hardStop.signal,
+      abort:
+        queue.runOn === 'primary'
+          ? () => AbortSignal.any([this.#hardStop.signal, this.#acting.signal])
+          : this.#hardStop.signal,
       fencing: { term: () => this.term, assertPrimary: (tx) => this.assertPrimary(tx) },
     });
   }
@@ -430,12 +435,17 @@ export class BatonNode implements Admin {
     this.#roleWork = this.#roleWork.then(async () => {
       if (this.#state !== 'running') return;
       const acting = change.new === 'primary' || change.new === 'not-in-group';
+      if (acting && this.#acting.signal.aborted) this.#acting = new AbortController();
+      // Primary-only handlers still running are aborted now; their batches roll back and are given back.
+      if (!acting) this.#acting.abort(new NodeStoppingError(`the node is ${change.new}: no longer primary`));
       // Components first: their signals abort at once on a step-down.
       await this.#supervisor?.setRole(change.new, change.term);
+      const stopping: Array<Promise<void>> = [];
       for (const runner of this.#runners) {
         if (runner.runOn === 'any' || acting) runner.start();
-        else await runner.stop();
+        else stopping.push(runner.stop());
       }
+      await Promise.all(stopping);
     });
     return this.#roleWork;
   }

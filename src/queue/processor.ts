@@ -45,20 +45,22 @@ export class RecordProcessor {
   readonly counters: QueueCounters = { processed: 0, failed: 0 };
   readonly #handler: Handler;
   readonly #log: Logger;
-  readonly #abort: AbortSignal;
+  readonly #abortSignal: () => AbortSignal;
   readonly #fencing: Fencing;
 
   constructor(options: {
     queue: QueueConfig;
     handler: Handler;
     log: Logger;
-    abort: AbortSignal;
+    /** Aborts running handlers: the node's hard stop, and for primary-only queues a step-down too. */
+    abort: AbortSignal | (() => AbortSignal);
     fencing?: Fencing;
   }) {
     this.queue = options.queue;
     this.#handler = options.handler;
     this.#log = options.log;
-    this.#abort = options.abort;
+    this.#abortSignal =
+      typeof options.abort === 'function' ? options.abort : () => options.abort as AbortSignal;
     this.#fencing = options.fencing ?? ALONE;
   }
 
@@ -70,7 +72,7 @@ export class RecordProcessor {
     try {
       await this.#call(tx, records);
     } catch (error) {
-      if (this.#abort.aborted || isConnectionError(error)) throw error;
+      if (this.#abortSignal().aborted || isConnectionError(error)) throw error;
       throw new BatchFailedError(describeError(error), { cause: error });
     }
   }
@@ -117,7 +119,7 @@ export class RecordProcessor {
       return;
     } catch (error) {
       // Stopping, or the store went away: not the records' fault, and the transaction is lost anyway.
-      if (this.#abort.aborted || isConnectionError(error)) throw error;
+      if (this.#abortSignal().aborted || isConnectionError(error)) throw error;
       if (end - start === 1) {
         const reason = describeError(error);
         outcome.failed.push({ index: start, error: reason });
@@ -141,8 +143,9 @@ export class RecordProcessor {
         new HandlerTimeoutError(`the handler did not finish within timeout_ms (${timeoutMs} ms)`),
       );
     }, timeoutMs);
-    const forward = (): void => controller.abort(this.#abort.reason);
-    this.#abort.addEventListener('abort', forward, { once: true });
+    const abort = this.#abortSignal();
+    const forward = (): void => controller.abort(abort.reason);
+    abort.addEventListener('abort', forward, { once: true });
     try {
       const aborted = new Promise<never>((_, reject) => {
         controller.signal.addEventListener('abort', () => reject(toError(controller.signal.reason)), {
@@ -161,7 +164,7 @@ export class RecordProcessor {
       await Promise.race([running, aborted]);
     } finally {
       clearTimeout(timer);
-      this.#abort.removeEventListener('abort', forward);
+      abort.removeEventListener('abort', forward);
     }
   }
 }

@@ -116,7 +116,8 @@ export class QueueRunner {
     try {
       failures = await this.#commit(batch, batch.records);
     } catch (error) {
-      if (this.#stopping.signal.aborted && isAbort(error)) {
+      if (isAbort(error)) {
+        // Stopping, or stepping down: the batch rolled back; give it back without counting an attempt.
         await this.#backend.release(batch, batch.records);
         return;
       }

@@ -81,7 +81,7 @@ describe('migrations on PostgreSQL', () => {
       'sql',
       "SELECT count(*) FROM baton_migrations WHERE id = 'items/0001_create_items'",
     ]);
-    expect(ledger.stderr).toBe('');
+    expect(ledger).toMatchObject({ code: 0, stderr: '' });
     expect(ledger.stdout.trim()).toBe('1');
     expect(`${a.stdout}${b.stdout}`.match(/applied items\/0001_create_items/g)).toHaveLength(1);
   });

@@ -11,6 +11,7 @@ import type { TestDatabase } from '../support/postgres.js';
 import { createTestDatabase } from '../support/postgres.js';
 
 const handler = fileURLToPath(new URL('../fixtures/ids-handler.ts', import.meta.url));
+const slowHandler = fileURLToPath(new URL('../fixtures/slow-ids-handler.ts', import.meta.url));
 let database: TestDatabase;
 const nodes: BatonNode[] = [];
 /** Where the primary-only component runs now, by node name. */
@@ -158,6 +159,47 @@ describe('roles of nodes in a group', () => {
     } finally {
       await Promise.all(started.map((node) => node.stop()));
       await coordination.drop();
+    }
+  }, 60_000);
+
+  it('aborts a primary-only queue handler the moment its node steps down; the new primary stores the batch once', async () => {
+    const own = await createTestDatabase();
+    const started: BatonNode[] = [];
+    try {
+      const config = (name: string) => ({
+        node: { name, data_dir: `/tmp/baton-roles-${name}` },
+        log: { level: 'silent' as const },
+        http: { port: 0 },
+        store: { url: own.url, pool_size: 3 },
+        group: { name: 'abort', elector: 'postgres' as const, lease_ms: 2000, heartbeat_ms: 100 },
+        queues: { slow: { handler: slowHandler, run_on: 'primary' as const, batch_size: 50 } },
+      });
+      const p = await startNode(config('p'), { log: createLogger({ level: 'silent' }) });
+      started.push(p);
+      await vi.waitFor(() => expect(p.role).toBe('primary'), { timeout: 10_000 });
+      const q = await startNode(config('q'), { log: createLogger({ level: 'silent' }) });
+      started.push(q);
+      await p.publish(
+        'slow',
+        Array.from({ length: 50 }, (_, id) => Buffer.from(JSON.stringify({ id }))),
+      );
+      await vi.waitFor(async () => expect((await p.queues())[0]?.inFlight).toBe(50), { timeout: 10_000 });
+
+      const failedOverAt = Date.now();
+      await p.failover('q');
+      // p's handler sleeps 4 s per batch; the batch must not wait for it.
+      await vi.waitFor(async () => expect((await q.queues())[0]?.inFlight).toBe(50), { timeout: 3_000 });
+      expect(Date.now() - failedOverAt).toBeLessThan(3_000);
+      await vi.waitFor(
+        async () => {
+          const rows = await q.sql('SELECT count(*)::int AS n, count(DISTINCT id)::int AS d FROM seen');
+          expect(rows.rows[0]).toEqual({ n: 50, d: 50 });
+        },
+        { timeout: 15_000 },
+      );
+    } finally {
+      await Promise.all(started.map((node) => node.stop()));
+      await own.drop();
     }
   }, 60_000);
 });
