@@ -399,7 +399,9 @@ describe('redactConfig', () => {
       statementTimeoutMs: 0,
     });
     expect(config.redis.url).toBe('redis://127.0.0.1:6379');
-    expect(config.queues['q']).toMatchObject({ backend: 'redis', key: 'metrics-2' });
+    expect(config.queues['q']).toMatchObject({ backend: 'redis', key: 'metrics-2', concurrency: 4 });
+    const embedded = resolveConfig({ queues: { e: { handler: './h.js' } } }, { baseDir: dir, env: {} });
+    expect(embedded.queues['e']?.concurrency).toBe(1);
     expect(JSON.stringify(redactConfig(config))).not.toContain('secret');
   });
 

@@ -113,7 +113,8 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       key: queue.key ?? name,
       migrations: resolveMigrations(queue.migrations, handler, name, baseDir),
       batchSize: queue.batch_size,
-      concurrency: queue.concurrency,
+      // One batch at a time leaves a node idle on round trips to a shared backend; PGlite runs one anyway.
+      concurrency: queue.concurrency ?? (queue.backend !== 'store' || parsed.store.url !== undefined ? 4 : 1),
       maxAttempts: queue.max_attempts,
       timeoutMs: queue.timeout_ms,
       retryDelayMs: queue.retry_delay_ms,

@@ -199,8 +199,8 @@ const queueSchema = table({
   migrations: text().optional(),
   /** Records claimed and committed together. */
   batch_size: integer(1, 100_000).default(500),
-  /** Batches in flight at once for this queue on this node (the embedded store runs one at a time). */
-  concurrency: integer(1, 1024).default(1),
+  /** Batches in flight at once for this queue on this node. Default: 4 on a shared backend, 1 on the embedded store. */
+  concurrency: integer(1, 1024).optional(),
   /** Failed runs of a record before it goes to the error queue errors-<name>. */
   max_attempts: integer(1).default(5),
   /** Milliseconds one handler call may take before its AbortSignal fires. */
