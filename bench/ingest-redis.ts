@@ -199,7 +199,7 @@ function batonDefaults(settings: Settings, ctx: VariantContext): Parameters<type
   const profile = settings.cpuProfDir;
   return {
     variant: 'a',
-    label: '(a) Baton, defaults (batch_size 500, concurrency 1)',
+    label: '(a) Baton, defaults (batch_size 500, concurrency 4 on Redis)',
     queueToml: '',
     records: ctx.records,
     timeBoxMs: undefined,
@@ -274,7 +274,7 @@ function printSummary(settings: Settings, measurements: readonly Measurement[]):
   const oneLoop = measurements.find((m) => m.variant === 'c' && m.loops === 1);
   if (baton && oneLoop && oneLoop !== limit) {
     lines.push(
-      `for reference, (a) against the 1-loop limit (one batch in flight, as Baton's default): ` +
+      `for reference, (a) against the 1-loop limit (one batch in flight): ` +
         ratioText(baton, oneLoop, '(c, 1 loop)'),
     );
   }
