@@ -2,8 +2,9 @@
 // repeated kill -9 of the node lose nothing and apply nothing twice, and the node never exits.
 import { join } from 'node:path';
 
-import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
+
+import { countSeen } from '../support/postgres.js';
 
 import type { PrivatePostgres } from '../support/private-services.js';
 import { startPrivatePostgres } from '../support/private-services.js';
@@ -46,22 +47,7 @@ async function setup() {
     timeoutMs: 60_000,
   });
   expect(published.stdout).toContain(`accepted ${RECORDS} records`);
-  const count = async (): Promise<{ rows: number; distinct: number }> => {
-    const client = new pg.Client({ connectionString: server?.url });
-    try {
-      await client.connect();
-      const exists = await client.query<{ t: string | null }>("SELECT to_regclass('seen')::text AS t");
-      if (!exists.rows[0]?.t) return { rows: 0, distinct: 0 };
-      const result = await client.query<{ rows: string; distinct: string }>(
-        'SELECT count(*) AS rows, count(DISTINCT id) AS "distinct" FROM seen',
-      );
-      return { rows: Number(result.rows[0]?.rows), distinct: Number(result.rows[0]?.distinct) };
-    } catch {
-      return { rows: -1, distinct: -1 }; // the server is restarting
-    } finally {
-      await client.end().catch(() => undefined);
-    }
-  };
+  const count = (): Promise<{ rows: number; distinct: number }> => countSeen(server?.url ?? '');
   return { project, count };
 }
 

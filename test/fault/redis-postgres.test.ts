@@ -4,8 +4,9 @@
 import { join } from 'node:path';
 
 import { Redis } from 'ioredis';
-import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
+
+import { countSeen } from '../support/postgres.js';
 
 import type { PrivatePostgres, PrivateRedis } from '../support/private-services.js';
 import { startPrivatePostgres, startPrivateRedis } from '../support/private-services.js';
@@ -48,22 +49,7 @@ async function setup(maxAttempts = 20): Promise<Setup> {
       `[queues.ids]\nhandler = "${join(FIXTURES_DIR, 'ids-handler.ts')}"\nbackend = "redis"\nkey = "metrics-ids"\n` +
       `batch_size = 500\nconcurrency = 2\nmax_attempts = ${maxAttempts}\nretry_delay_ms = 100\nretry_max_delay_ms = 200\n`,
   });
-  const count = async (): Promise<{ rows: number; distinct: number }> => {
-    const client = new pg.Client({ connectionString: postgres.url });
-    try {
-      await client.connect();
-      const exists = await client.query<{ t: string | null }>("SELECT to_regclass('seen')::text AS t");
-      if (!exists.rows[0]?.t) return { rows: 0, distinct: 0 };
-      const result = await client.query<{ rows: string; distinct: string }>(
-        'SELECT count(*) AS rows, count(DISTINCT id) AS "distinct" FROM seen',
-      );
-      return { rows: Number(result.rows[0]?.rows), distinct: Number(result.rows[0]?.distinct) };
-    } catch {
-      return { rows: -1, distinct: -1 }; // the server is restarting
-    } finally {
-      await client.end().catch(() => undefined);
-    }
-  };
+  const count = (): Promise<{ rows: number; distinct: number }> => countSeen(postgres.url);
   const push = async (payloads: readonly string[]): Promise<void> => {
     const producer = new Redis(redis.url);
     try {
@@ -133,37 +119,25 @@ describe('Redis queues into PostgreSQL, under faults', () => {
     expect((await node.stop()).code).toBe(0);
   }, 150_000);
 
-  it('a Redis restart in the middle: the node reconnects and stores every record exactly once', async () => {
-    const s = await setup();
-    const node = await startBatonNode(s.configPath, { env: SLOW });
-    const producing = s.produce(3_000);
-    await waitUntil(async () => (await s.count()).rows >= RECORDS / 5, 60_000, 'a fifth of the records');
-    const atFault = (await s.count()).rows;
-    await s.redis.restart();
-    await producing;
-    expect(atFault).toBeLessThan(RECORDS);
-    await waitUntil(async () => (await s.count()).rows >= RECORDS, 90_000, 'every record');
-    await sleep(2000);
-    expect(await s.count()).toEqual({ rows: RECORDS, distinct: RECORDS });
-    expect(node.process.exitCode).toBeNull();
-    expect((await node.stop()).code).toBe(0);
-  }, 150_000);
-
-  it('a PostgreSQL restart in the middle: the node stays up and stores every record exactly once', async () => {
-    const s = await setup();
-    const node = await startBatonNode(s.configPath, { env: SLOW });
-    const producing = s.produce(3_000);
-    await waitUntil(async () => (await s.count()).rows >= RECORDS / 5, 60_000, 'a fifth of the records');
-    const atFault = (await s.count()).rows;
-    await s.postgres.restart();
-    await producing;
-    expect(atFault).toBeLessThan(RECORDS);
-    await waitUntil(async () => (await s.count()).rows >= RECORDS, 90_000, 'every record');
-    await sleep(2000);
-    expect(await s.count()).toEqual({ rows: RECORDS, distinct: RECORDS });
-    expect(node.process.exitCode).toBeNull();
-    expect((await node.stop()).code).toBe(0);
-  }, 150_000);
+  it.each(['redis', 'postgres'] as const)(
+    'a %s restart in the middle: the node stays up and stores every record exactly once',
+    async (server) => {
+      const s = await setup();
+      const node = await startBatonNode(s.configPath, { env: SLOW });
+      const producing = s.produce(3_000);
+      await waitUntil(async () => (await s.count()).rows >= RECORDS / 5, 60_000, 'a fifth of the records');
+      const atFault = (await s.count()).rows;
+      await s[server].restart();
+      await producing;
+      expect(atFault).toBeLessThan(RECORDS);
+      await waitUntil(async () => (await s.count()).rows >= RECORDS, 90_000, 'every record');
+      await sleep(2000);
+      expect(await s.count()).toEqual({ rows: RECORDS, distinct: RECORDS });
+      expect(node.process.exitCode).toBeNull();
+      expect((await node.stop()).code).toBe(0);
+    },
+    150_000,
+  );
 
   it('a record that always fails reaches errors-<queue> after max_attempts and does not block the queue', async () => {
     const s = await setup(3);

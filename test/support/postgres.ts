@@ -41,3 +41,21 @@ async function admin(statement: string): Promise<void> {
     await client.end();
   }
 }
+
+/** Rows and distinct ids in the `seen` table of the ids handlers; -1 while the server does not answer. */
+export async function countSeen(url: string): Promise<{ rows: number; distinct: number }> {
+  const client = new pg.Client({ connectionString: url });
+  try {
+    await client.connect();
+    const exists = await client.query<{ t: string | null }>("SELECT to_regclass('seen')::text AS t");
+    if (!exists.rows[0]?.t) return { rows: 0, distinct: 0 };
+    const result = await client.query<{ rows: string; distinct: string }>(
+      'SELECT count(*) AS rows, count(DISTINCT id) AS "distinct" FROM seen',
+    );
+    return { rows: Number(result.rows[0]?.rows), distinct: Number(result.rows[0]?.distinct) };
+  } catch {
+    return { rows: -1, distinct: -1 }; // the server is restarting
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
