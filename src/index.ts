@@ -1,6 +1,8 @@
 // The public API of baton-runtime. Everything not exported here is internal and may change.
-export { startNode, BatonNode, NodeStoppingError } from './node/node.js';
-export type { NodeState, StartNodeOptions } from './node/node.js';
+export { BatonNode, NodeStoppingError } from './node/node.js';
+export type { NodeState } from './node/node.js';
+export { startNode } from './node/start.js';
+export type { StartNodeOptions } from './node/start.js';
 export type { Admin, QueueInfo } from './node/admin.js';
 export { loadConfig, resolveConfig } from './config/load.js';
 export type {

@@ -3,7 +3,6 @@
 // machine (idle → starting → running → stopping → stopped | failed) changed through one logging setter.
 import { randomUUID } from 'node:crypto';
 
-import { resolveConfig } from '../config/load.js';
 import type { QueueConfig, ResolvedConfig } from '../config/types.js';
 import { describeError, NothingToRunError, UnknownQueueError } from '../errors.js';
 import type { Handler } from '../handler/handler.js';
@@ -12,7 +11,6 @@ import { createMissingTables } from '../handler/tables.js';
 import type { HttpServer, RouteRegistrar } from '../http/server.js';
 import { startHttpServer } from '../http/server.js';
 import type { Logger } from '../log.js';
-import { createLogger } from '../log.js';
 import type { ErrorRecord } from '../queue/backend.js';
 import type { IngestResult } from '../queue/ingest.js';
 import { ingestInline } from '../queue/ingest.js';
@@ -26,9 +24,9 @@ import type { Storage } from './storage.js';
 import { openStorage } from './storage.js';
 import type { GroupStatus } from './group.js';
 import { GroupMember } from './group.js';
+import { RoleWork } from './role-work.js';
 import { assertFence } from '../cluster/fence.js';
 import type { Component } from '../components/component.js';
-import { assertComponent } from '../components/component.js';
 import { loadConfiguredComponent } from '../components/configured.js';
 import type { ComponentStatus } from '../components/supervisor.js';
 import { Supervisor } from '../components/supervisor.js';
@@ -38,40 +36,9 @@ import type { Tx } from '../store/store.js';
 
 export type NodeState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
-export interface StartNodeOptions {
-  /** Components registered in code, beside those of [components] in the config. */
-  readonly components?: readonly Component[];
-  /** Logger to use; by default one at the config's level on stderr. */
-  readonly log?: Logger;
-  /** Environment for `BATON_…` overrides when `config` is a raw object. Default: none. */
-  readonly env?: Record<string, string | undefined>;
-  /** Folder that relative paths of a raw config are resolved against. Default: the working directory. */
-  readonly baseDir?: string;
-  /** The program's own HTTP routes, served by the node beside Baton's (mark primary-only ones with primaryOnly). */
-  readonly routes?: RouteRegistrar;
-}
-
 /** The abort reason given to handlers still running when the shutdown deadline passes. */
 export class NodeStoppingError extends Error {
   override readonly name = 'NodeStoppingError';
-}
-
-/** Starts a node in this process. `config` is a resolved config or a raw object in the TOML shape. */
-export async function startNode(
-  config: ResolvedConfig | object,
-  options: StartNodeOptions = {},
-): Promise<BatonNode> {
-  const resolved = isResolved(config)
-    ? config
-    : resolveConfig(config, { baseDir: options.baseDir ?? process.cwd(), env: options.env ?? {} });
-  const node = new BatonNode(
-    resolved,
-    options.log ?? createLogger({ level: resolved.log.level, name: resolved.node.name }),
-    options.routes,
-    (options.components ?? []).map((component, index) => assertComponent(component, `components[${index}]`)),
-  );
-  await node.start();
-  return node;
 }
 
 export class BatonNode implements Admin {
@@ -90,12 +57,9 @@ export class BatonNode implements Admin {
   #supervisor: Supervisor | undefined;
   #components: Component[] = [];
   #unsubscribeRole: (() => void) | undefined;
-  /** Applies role changes to role-gated work one at a time, in order. */
-  #roleWork: Promise<void> = Promise.resolve();
+  #roleWork: RoleWork | undefined;
   /** Aborts handlers that are still running when the shutdown deadline passes. */
   readonly #hardStop = new AbortController();
-  /** Aborts the handlers of primary-only queues the moment the node steps down; renewed when it acts again. */
-  #acting = new AbortController();
 
   readonly #routes: RouteRegistrar | undefined;
 
@@ -362,8 +326,10 @@ export class BatonNode implements Admin {
       await group.start();
       await supervisor.start();
       this.#setState('running');
-      // Queues on every node run now; those on the primary only follow the role from here on.
-      this.#unsubscribeRole = group.roles.subscribe((change) => this.#followRole(change));
+      // The first call (at once) starts what this role runs; later calls follow the role.
+      const roleWork = new RoleWork(this.#runners, supervisor);
+      this.#roleWork = roleWork;
+      this.#unsubscribeRole = group.roles.subscribe((change) => roleWork.follow(change));
       this.log.info(
         { queues: this.queueNames, http: this.address, store: this.config.store.kind },
         `node ${this.name} running: queues ${this.queueNames.join(', ')}${this.address ? `, HTTP on ${this.address}` : ''}`,
@@ -381,11 +347,7 @@ export class BatonNode implements Admin {
     this.#setState('stopping');
     this.#unsubscribeRole?.();
     // Primary-only work stops first and leadership is released, so another node takes over at once.
-    await this.#roleWork;
-    await Promise.all([
-      this.#supervisor?.stop(),
-      ...this.#runners.filter((runner) => runner.runOn === 'primary').map((runner) => runner.stop()),
-    ]);
+    await this.#roleWork?.stopPrimaryWork();
     await this.#group?.stop();
     const draining = Promise.all(this.#runners.map((runner) => runner.stop()));
     const deadline = this.config.node.shutdownTimeoutMs;
@@ -424,30 +386,14 @@ export class BatonNode implements Admin {
       log: this.log,
       abort:
         queue.runOn === 'primary'
-          ? () => AbortSignal.any([this.#hardStop.signal, this.#acting.signal])
+          ? () =>
+              AbortSignal.any([
+                this.#hardStop.signal,
+                ...(this.#roleWork ? [this.#roleWork.actingSignal] : []),
+              ])
           : this.#hardStop.signal,
       fencing: { term: () => this.term, assertPrimary: (tx) => this.assertPrimary(tx) },
     });
-  }
-
-  /** Starts or stops role-gated work after a role change; changes are applied in order. */
-  #followRole(change: RoleChange): Promise<void> {
-    this.#roleWork = this.#roleWork.then(async () => {
-      if (this.#state !== 'running') return;
-      const acting = change.new === 'primary' || change.new === 'not-in-group';
-      if (acting && this.#acting.signal.aborted) this.#acting = new AbortController();
-      // Primary-only handlers still running are aborted now; their batches roll back and are given back.
-      if (!acting) this.#acting.abort(new NodeStoppingError(`the node is ${change.new}: no longer primary`));
-      // Components first: their signals abort at once on a step-down.
-      await this.#supervisor?.setRole(change.new, change.term);
-      const stopping: Array<Promise<void>> = [];
-      for (const runner of this.#runners) {
-        if (runner.runOn === 'any' || acting) runner.start();
-        else stopping.push(runner.stop());
-      }
-      await Promise.all(stopping);
-    });
-    return this.#roleWork;
   }
 
   #roles(): GroupMember['roles'] {
@@ -472,11 +418,4 @@ export class BatonNode implements Admin {
     this.log.debug({ from: this.#state, to: state }, `node ${state}`);
     this.#state = state;
   }
-}
-
-function isResolved(config: ResolvedConfig | object): config is ResolvedConfig {
-  const node = (config as { node?: unknown }).node;
-  return (
-    typeof node === 'object' && node !== null && typeof (node as { dataDir?: unknown }).dataDir === 'string'
-  );
 }

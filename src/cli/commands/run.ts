@@ -1,7 +1,7 @@
 // `baton run`: starts a node and runs it until SIGINT or SIGTERM, then drains and exits 0.
 import type { Command } from 'commander';
 
-import { startNode } from '../../node/node.js';
+import { startNode } from '../../node/start.js';
 import type { CliContext } from '../context.js';
 
 export function registerRun(program: Command, ctx: CliContext): void {
