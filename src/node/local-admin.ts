@@ -18,7 +18,7 @@ import { RemoteAdmin } from './remote-admin.js';
 import type { Storage } from './storage.js';
 
 export async function openLocalAdmin(config: ResolvedConfig, log: Logger): Promise<Admin> {
-  const storage = await openStorage(config, log);
+  const storage = await openStorage(config, log, { consume: false });
   return new LocalAdmin(config, storage, log);
 }
 

@@ -33,7 +33,13 @@ export interface Storage {
   close(): Promise<void>;
 }
 
-export async function openStorage(config: ResolvedConfig, log: Logger): Promise<Storage> {
+/** `consume: false` (CLI commands): no wake-up listening, since nothing consumes through this opening. */
+export async function openStorage(
+  config: ResolvedConfig,
+  log: Logger,
+  options: { consume?: boolean } = {},
+): Promise<Storage> {
+  const consume = options.consume ?? true;
   const releasers: Array<() => Promise<void>> = [];
   const release = async (): Promise<void> => {
     // Reverse order of opening; keep going past failures.
@@ -43,14 +49,22 @@ export async function openStorage(config: ResolvedConfig, log: Logger): Promise<
     if (config.store.kind === 'embedded') {
       const lock = await takeLock(config);
       releasers.push(() => lock.release());
-      return await assemble(config, log, await openPgliteStore(config.store.path), lock, releasers, release);
+      return await assemble(
+        config,
+        log,
+        await openPgliteStore(config.store.path),
+        lock,
+        releasers,
+        release,
+        consume,
+      );
     }
     const store = await openPostgresStore(config.store, {
       log,
       startupTimeoutMs: config.node.startupTimeoutMs,
       applicationName: `baton:${config.node.name}`,
     });
-    return await assemble(config, log, store, undefined, releasers, release);
+    return await assemble(config, log, store, undefined, releasers, release, consume);
   } catch (error) {
     await release();
     throw error;
@@ -64,12 +78,13 @@ async function assemble(
   lock: StoreLock | undefined,
   releasers: Array<() => Promise<void>>,
   release: () => Promise<void>,
+  consume: boolean,
 ): Promise<Storage> {
   releasers.push(() => store.close());
   const migrated = await applyMigrations(store, await builtinMigrations());
   const storeQueues = new StoreQueueBackend(store, log);
   releasers.push(() => storeQueues.close());
-  await storeQueues.start();
+  if (consume) await storeQueues.start();
 
   const redisQueues = Object.values(config.queues).filter((queue) => queue.backend === 'redis');
   let redis: RedisQueueBackend | undefined;

@@ -132,6 +132,10 @@ function listenForever(
   log: Logger,
 ): () => Promise<void> {
   const stopping = new AbortController();
+  // Made once, so that a stop that came before the loop looks still ends the wait.
+  const stopped = new Promise<void>((resolve) =>
+    stopping.signal.addEventListener('abort', () => resolve(), { once: true }),
+  );
   let client: pg.Client | undefined;
   const loop = async (): Promise<void> => {
     for (let failures = 0; !stopping.signal.aborted;) {
@@ -153,10 +157,7 @@ function listenForever(
         await current.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
         failures = 0;
         onConnect();
-        await Promise.race([
-          ended,
-          new Promise((resolve) => stopping.signal.addEventListener('abort', resolve)),
-        ]);
+        await Promise.race([ended, stopped]);
       } catch (error) {
         failures += 1;
         if (!stopping.signal.aborted) {
