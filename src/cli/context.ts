@@ -7,7 +7,9 @@ import type { Logger } from '../log.js';
 import { createLogger } from '../log.js';
 import type { Admin } from '../node/admin.js';
 import { openLocalAdmin } from '../node/local-admin.js';
+import type { LockOwner } from '../store/lock.js';
 import { liveStoreOwner } from '../store/lock.js';
+import { sleep } from '../util/sleep.js';
 import { RemoteAdmin } from '../node/remote-admin.js';
 
 export interface GlobalOptions {
@@ -64,7 +66,7 @@ export class CliContext {
 
   async openAdmin(): Promise<Admin> {
     const config = await this.config();
-    const owner = await liveStoreOwner(config.node.dataDir);
+    const owner = config.store.kind === 'embedded' ? await this.#ownerAddress(config) : undefined;
     if (owner?.address)
       return new RemoteAdmin(owner.address, config.http.token ?? config.http.tokens[0]?.token);
     if (owner) {
@@ -74,6 +76,25 @@ export class CliContext {
       );
     }
     return openLocalAdmin(config, await this.logger());
+  }
+
+  /**
+   * The live owner of the embedded store, if any. A node that is still starting holds the lock before its
+   * HTTP API listens: wait for its address (up to the startup timeout) rather than fail.
+   */
+  async #ownerAddress(config: ResolvedConfig): Promise<LockOwner | undefined> {
+    const deadline = Date.now() + config.node.startupTimeoutMs;
+    let owner = await liveStoreOwner(config.node.dataDir);
+    if (owner && !owner.address && config.http.enabled) {
+      this.io.stderr.write(
+        `baton: waiting for the node (pid ${owner.pid}) that is starting on this store…\n`,
+      );
+    }
+    while (owner && !owner.address && config.http.enabled && Date.now() < deadline) {
+      await sleep(200);
+      owner = await liveStoreOwner(config.node.dataDir);
+    }
+    return owner;
   }
 
   print(line = ''): void {
