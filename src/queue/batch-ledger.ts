@@ -6,7 +6,7 @@ import { sql } from 'drizzle-orm';
 
 import type { Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
-import type { ClaimedBatch } from './backend.js';
+import type { ClaimedBatch, ClaimedRecord } from './backend.js';
 import { ClaimLostError } from './backend.js';
 
 /** Rows of settled batches are kept this long (they fence a consumer that might still try to commit). */
@@ -86,4 +86,18 @@ export class BatchLedger {
 function toIntegers(value: unknown): number[] {
   if (Array.isArray(value)) return value.map(Number);
   return typeof value === 'string' ? (value.match(/-?\d+/g) ?? []).map(Number) : [];
+}
+
+/**
+ * The positions of `records` in their batch (what the ledger records). Acknowledging the whole batch, the
+ * runner passes the batch's own array: then the positions are 0…n-1 without looking anything up.
+ */
+export function batchPositions(batch: ClaimedBatch, records: readonly ClaimedRecord[]): number[] {
+  if (records === batch.records) return records.map((_, index) => index);
+  const index = new Map(batch.records.map((record, position) => [record.id, position]));
+  return records.map((record) => {
+    const position = index.get(record.id);
+    if (position === undefined) throw new TypeError(`record ${record.id} is not of batch ${batch.id}`);
+    return position;
+  });
 }

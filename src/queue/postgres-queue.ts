@@ -16,7 +16,7 @@ import type {
   QueueStats,
   RecordFailure,
 } from './backend.js';
-import { BatchLedger } from './batch-ledger.js';
+import { BatchLedger, batchPositions } from './batch-ledger.js';
 import { StoreQueueBackend } from './store-queue.js';
 
 export interface ForeignQueueOptions {
@@ -113,7 +113,7 @@ export class ForeignQueueBackend implements QueueBackend {
 
   /** Inside the sink transaction: the positions of `records` in their batch go to the ledger. */
   async acknowledge(tx: Tx, batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
-    await this.#ledger.acknowledge(tx, batch, positions(batch, records));
+    await this.#ledger.acknowledge(tx, batch, batchPositions(batch, records));
   }
 
   /** After the commit: deletes the acknowledged rows and counts the failures, in one transaction. */
@@ -219,13 +219,4 @@ export class ForeignQueueBackend implements QueueBackend {
 /** Record id → its position in the batch (records are in id order, as claimed). */
 function positionsOf(batch: ClaimedBatch): Map<string, number> {
   return new Map(batch.records.map((record, index) => [record.id, index]));
-}
-
-function positions(batch: ClaimedBatch, records: readonly ClaimedRecord[]): number[] {
-  const index = positionsOf(batch);
-  return records.map((record) => {
-    const position = index.get(record.id);
-    if (position === undefined) throw new TypeError(`record ${record.id} is not of batch ${batch.id}`);
-    return position;
-  });
 }

@@ -21,7 +21,7 @@ import type {
   QueueStats,
   RecordFailure,
 } from './backend.js';
-import { BatchLedger } from './batch-ledger.js';
+import { BatchLedger, batchPositions } from './batch-ledger.js';
 import {
   asArray,
   asBuffer,
@@ -213,7 +213,7 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async acknowledge(tx: Tx, batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
-    await this.#ledger.acknowledge(tx, batch, positions(batch, records));
+    await this.#ledger.acknowledge(tx, batch, batchPositions(batch, records));
   }
 
   async complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
@@ -241,7 +241,7 @@ export class RedisQueueBackend implements QueueBackend {
     if (records.length === 0) return;
     // Records acknowledged by a committed part of the batch (the runner may commit it in halves) stay done.
     const acked = await this.#ledger.acked(batch.id);
-    const indexes = [...new Set(positions(batch, records))].sort((a, b) => a - b);
+    const indexes = [...new Set(batchPositions(batch, records))].sort((a, b) => a - b);
     const key = this.#key(batch.queue);
     const [processing, batches, retry, retrySeq] = batchKeys(key, batch);
     await runScript(
@@ -418,10 +418,6 @@ function position(batch: ClaimedBatch, record: ClaimedRecord): number {
   const index = record.id.startsWith(`${batch.id}:`) ? Number(record.id.slice(batch.id.length + 1)) : NaN;
   if (!Number.isInteger(index)) throw new TypeError(`record ${record.id} is not of batch ${batch.id}`);
   return index;
-}
-
-function positions(batch: ClaimedBatch, records: readonly ClaimedRecord[]): number[] {
-  return records.map((record) => position(batch, record));
 }
 
 function redactUrl(url: string): string {
