@@ -133,6 +133,24 @@ export class InvalidComponentError extends BatonError {
   }
 }
 
+/**
+ * Work in progress was told to stop (the node is stopping, or stepped down): not the records' fault, so
+ * their batch is given back without counting an attempt.
+ */
+export class WorkAbortedError extends Error {
+  override readonly name: string = 'WorkAbortedError';
+}
+
+/** The abort reason given to handlers still running when the shutdown deadline passes. */
+export class NodeStoppingError extends WorkAbortedError {
+  override readonly name = 'NodeStoppingError';
+}
+
+/** The abort reason of primary-only handlers when their node steps down. */
+export class SteppedDownError extends WorkAbortedError {
+  override readonly name = 'SteppedDownError';
+}
+
 /** Normalises anything thrown into an Error, keeping the original as `cause`. */
 export function coerceError(value: unknown): Error {
   if (value instanceof Error) return value;

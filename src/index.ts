@@ -1,5 +1,5 @@
 // The public API of baton-runtime. Everything not exported here is internal and may change.
-export { BatonNode, NodeStoppingError } from './node/node.js';
+export { BatonNode } from './node/node.js';
 export type { NodeState } from './node/node.js';
 export { startNode } from './node/start.js';
 export type { StartNodeOptions } from './node/start.js';
@@ -44,5 +44,8 @@ export {
   NotPrimaryError,
   FencedError,
   InvalidComponentError,
+  NodeStoppingError,
+  SteppedDownError,
+  WorkAbortedError,
 } from './errors.js';
 export type { BatonErrorCode } from './errors.js';

@@ -87,10 +87,6 @@ export class GroupMember {
     }
   }
 
-  get inGroup(): boolean {
-    return this.#config !== undefined;
-  }
-
   get state(): ElectorState {
     return this.roles.state;
   }

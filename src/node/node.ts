@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 
 import type { QueueConfig, ResolvedConfig } from '../config/types.js';
-import { describeError, NothingToRunError, UnknownQueueError } from '../errors.js';
+import { describeError, NothingToRunError, UnknownQueueError, NodeStoppingError } from '../errors.js';
 import type { Handler } from '../handler/handler.js';
 import { loadHandler } from '../handler/load.js';
 import { createMissingTables } from '../handler/tables.js';
@@ -35,11 +35,6 @@ import type { LeaderWatchEventType, Role, RoleChange } from '../cluster/types.js
 import type { Tx } from '../store/store.js';
 
 export type NodeState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
-
-/** The abort reason given to handlers still running when the shutdown deadline passes. */
-export class NodeStoppingError extends Error {
-  override readonly name = 'NodeStoppingError';
-}
 
 export class BatonNode implements Admin {
   readonly config: ResolvedConfig;

@@ -4,13 +4,8 @@
 // batches roll back and are given back) and components get their hard stop deadline.
 import type { RoleChange } from '../cluster/types.js';
 import type { Supervisor } from '../components/supervisor.js';
+import { SteppedDownError } from '../errors.js';
 import type { QueueRunner } from '../queue/runner.js';
-
-/** The abort reason of primary-only handlers when their node steps down. */
-export class SteppedDownError extends Error {
-  // Named like the node's hard stop, which the runner already treats as "give the batch back".
-  override readonly name = 'NodeStoppingError';
-}
 
 export class RoleWork {
   readonly #runners: readonly QueueRunner[];

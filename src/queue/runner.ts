@@ -1,7 +1,7 @@
 // The queue runner: `concurrency` loops per queue that claim a batch, run the handler and acknowledge the
 // batch in one sink transaction. Failed records are retried after back-off, then go to the error queue.
 // Stopping stops the claiming and lets in-flight batches finish; the node aborts them past its deadline.
-import { BackendUnavailableError, describeError } from '../errors.js';
+import { BackendUnavailableError, describeError, WorkAbortedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import { backoffDelay } from '../util/backoff.js';
@@ -236,5 +236,5 @@ export class QueueRunner {
 }
 
 function isAbort(error: unknown): boolean {
-  return error instanceof Error && (error.name === 'AbortError' || error.name === 'NodeStoppingError');
+  return error instanceof WorkAbortedError || (error instanceof Error && error.name === 'AbortError');
 }
