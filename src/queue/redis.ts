@@ -21,6 +21,7 @@ import type {
   QueueStats,
   RecordFailure,
 } from './backend.js';
+import { Heartbeats } from '../util/heartbeats.js';
 import { BatchLedger, batchPositions } from './batch-ledger.js';
 import {
   asArray,
@@ -76,7 +77,7 @@ export class RedisQueueBackend implements QueueBackend {
   readonly #keys: Readonly<Record<string, string>>;
   readonly #url: string;
   /** Consumers of this process with their heartbeat timers: alive by definition while registered. */
-  readonly #consumers = new Map<string, NodeJS.Timeout>();
+  readonly #consumers: Heartbeats;
   /** Connections for BLMOVE (a blocked connection serves nobody else). */
   readonly #idle: Redis[] = [];
   readonly #busy = new Set<Redis>();
@@ -92,6 +93,7 @@ export class RedisQueueBackend implements QueueBackend {
   constructor(options: RedisQueueOptions) {
     this.#ledger = new BatchLedger(options.store);
     this.#log = options.log;
+    this.#consumers = new Heartbeats(HEARTBEAT_MS, 'redis queue', options.log);
     this.#keys = options.keys ?? {};
     this.#url = redactUrl(options.url);
     this.#client = new Redis(options.url, {
@@ -175,24 +177,13 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async registerConsumer(consumer: string, node: string): Promise<void> {
-    if (this.#consumers.has(consumer)) return;
-    const beat = (): Promise<unknown> =>
-      this.#redis(() => this.#client.set(consumerKey(consumer), node, 'PX', CONSUMER_TTL_MS));
-    await beat();
-    const timer = setInterval(() => {
-      beat().catch((error: unknown) => {
-        this.#log.warn({ err: describeError(error), consumer }, 'redis queue: consumer heartbeat failed');
-      });
-    }, HEARTBEAT_MS);
-    timer.unref();
-    this.#consumers.set(consumer, timer);
+    await this.#consumers.add(consumer, () =>
+      this.#redis(() => this.#client.set(consumerKey(consumer), node, 'PX', CONSUMER_TTL_MS)),
+    );
   }
 
   async unregisterConsumer(consumer: string): Promise<void> {
-    if (!this.#consumers.has(consumer)) return;
-    clearInterval(this.#consumers.get(consumer));
-    this.#consumers.delete(consumer);
-    await this.#redis(() => this.#client.del(consumerKey(consumer)));
+    if (this.#consumers.remove(consumer)) await this.#redis(() => this.#client.del(consumerKey(consumer)));
   }
 
   async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
@@ -378,7 +369,7 @@ export class RedisQueueBackend implements QueueBackend {
   async close(): Promise<void> {
     if (this.#closed) return;
     await Promise.all(
-      [...this.#consumers.keys()].map((consumer) =>
+      this.#consumers.ids().map((consumer) =>
         this.unregisterConsumer(consumer).catch((error: unknown) => {
           this.#log.warn({ err: describeError(error), consumer }, 'redis queue: could not unregister');
         }),

@@ -7,10 +7,10 @@ import { EventEmitter } from 'node:events';
 
 import { sql } from 'drizzle-orm';
 
-import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
+import { Heartbeats } from '../util/heartbeats.js';
 import { ClaimLostError } from './backend.js';
 import type {
   ClaimedBatch,
@@ -69,20 +69,19 @@ export class StoreQueueBackend implements QueueBackend {
   readonly kind = 'store';
   readonly shared: boolean;
   readonly #store: Store;
-  readonly #log: Logger | undefined;
   readonly #ledger: ClaimLedger | undefined;
   readonly #wakeups = new EventEmitter().setMaxListeners(0);
   /** Consumers of this process, with their heartbeat timers (server stores). */
-  readonly #consumers = new Map<string, NodeJS.Timeout | undefined>();
+  readonly #consumers: Heartbeats;
   /** Batches this process claimed and has not settled yet, by batch id. */
   readonly #held = new Map<string, ClaimedBatch>();
   #unlisten: (() => Promise<void>) | undefined;
 
   constructor(store: Store, log?: Logger, options: StoreQueueOptions = {}) {
     this.#store = store;
-    this.#log = log;
     this.#ledger = options.ledger;
     this.shared = !store.exclusive;
+    this.#consumers = new Heartbeats(HEARTBEAT_MS, 'store queue', log);
   }
 
   ready(): Promise<boolean> {
@@ -112,30 +111,22 @@ export class StoreQueueBackend implements QueueBackend {
   }
 
   async registerConsumer(consumer: string, node: string): Promise<void> {
-    if (this.#consumers.has(consumer)) return;
-    if (!this.shared) {
-      this.#consumers.set(consumer, undefined);
-      return;
-    }
-    const beat = (): Promise<unknown> =>
-      this.#store.execute(sql`
-        INSERT INTO baton_consumers (id, node, last_seen) VALUES (${consumer}, ${node}, now())
-        ON CONFLICT (id) DO UPDATE SET last_seen = now()`);
-    await beat();
-    const timer = setInterval(() => {
-      beat().catch((error: unknown) => {
-        this.#log?.warn({ err: describeError(error), consumer }, 'store queue: consumer heartbeat failed');
-      });
-    }, HEARTBEAT_MS);
-    timer.unref();
-    this.#consumers.set(consumer, timer);
+    // On an exclusive store nobody else looks: the consumer only needs to be known here.
+    await this.#consumers.add(
+      consumer,
+      this.shared
+        ? () =>
+            this.#store.execute(sql`
+              INSERT INTO baton_consumers (id, node, last_seen) VALUES (${consumer}, ${node}, now())
+              ON CONFLICT (id) DO UPDATE SET last_seen = now()`)
+        : undefined,
+    );
   }
 
   async unregisterConsumer(consumer: string): Promise<void> {
-    if (!this.#consumers.has(consumer)) return;
-    clearInterval(this.#consumers.get(consumer));
-    this.#consumers.delete(consumer);
-    if (this.shared) await this.#store.execute(sql`DELETE FROM baton_consumers WHERE id = ${consumer}`);
+    if (this.#consumers.remove(consumer) && this.shared) {
+      await this.#store.execute(sql`DELETE FROM baton_consumers WHERE id = ${consumer}`);
+    }
   }
 
   async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
@@ -230,7 +221,7 @@ export class StoreQueueBackend implements QueueBackend {
 
   async recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number> {
     const reason = 'its node stopped while processing it (the claim was recovered)';
-    const local = sql.param([...this.#consumers.keys()]);
+    const local = sql.param(this.#consumers.ids());
     // On a server store a consumer is alive while it heartbeats; on an exclusive store, only ours are.
     const alive = this.shared
       ? sql`SELECT id FROM baton_consumers WHERE last_seen > now() - make_interval(secs => ${CONSUMER_TIMEOUT_MS / 1000})`
@@ -388,7 +379,7 @@ export class StoreQueueBackend implements QueueBackend {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.#consumers.keys()].map((consumer) => this.unregisterConsumer(consumer)));
+    await Promise.all(this.#consumers.ids().map((consumer) => this.unregisterConsumer(consumer)));
     await this.#unlisten?.();
     this.#unlisten = undefined;
     this.#wakeups.removeAllListeners();
