@@ -71,7 +71,9 @@ class LocalAdmin implements Admin {
   }
 
   async migrate(): Promise<SchemaUpdate> {
-    return updateSchema(this.#storage.store, this.#config, await this.#handlers());
+    const update = await updateSchema(this.#storage.store, this.#config, await this.#handlers());
+    // Baton's own were applied when the store was opened for this command.
+    return { ...update, migrated: [...this.#storage.migrated, ...update.migrated] };
   }
 
   async makeMigration(queue: string, message: string): Promise<NewMigration> {

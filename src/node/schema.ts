@@ -23,14 +23,17 @@ export interface NewMigration {
   readonly statements: string[];
 }
 
-/** Applies every pending migration, then creates the missing tables of queues that have none. */
+/**
+ * Applies the queues' pending migrations, then creates the missing tables of queues that have none.
+ * Baton's own migrations are applied by whoever opens the store (openStorage), before this.
+ */
 export async function updateSchema(
   store: Store,
   config: ResolvedConfig,
   handlers: readonly Handler[],
 ): Promise<SchemaUpdate> {
   const perQueue = await Promise.all(Object.values(config.queues).map(queueMigrations));
-  const migrated = await applyMigrations(store, [...(await builtinMigrations()), ...perQueue.flat()]);
+  const migrated = await applyMigrations(store, perQueue.flat());
   const unmanaged = handlers.filter((handler) => {
     const index = Object.keys(config.queues).indexOf(handler.queue);
     return (perQueue[index]?.length ?? 0) === 0;
