@@ -10,10 +10,18 @@ export type BatonErrorCode =
   | 'INVALID_COMPONENT'
   | 'UNKNOWN_QUEUE'
   | 'STORE_LOCKED'
-  | 'NOTHING_TO_RUN';
+  | 'NOTHING_TO_RUN'
+  | 'INVALID_EVENT'
+  | 'UNKNOWN_TASK';
 
 export abstract class BatonError extends Error {
   abstract readonly code: BatonErrorCode;
+}
+
+/** A bad event or event query (key, namespace, offset, …): the HTTP API answers 400 with its message. */
+export class InvalidEventError extends BatonError {
+  override readonly name = 'InvalidEventError';
+  readonly code = 'INVALID_EVENT';
 }
 
 /** A configuration that cannot be used. `key` is the dotted path of the offending key, when there is one. */

@@ -12,7 +12,14 @@ import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { applyEnvOverrides, cloneTables, isTable, setOwn, type Env, type RawTable } from './env.js';
 import { describeValue, rawConfigSchema, type ParsedConfig, type RawOverrides } from './schema.js';
-import type { ComponentConfig, GroupConfig, QueueConfig, ResolvedConfig } from './types.js';
+import type {
+  ComponentConfig,
+  GroupConfig,
+  QueueConfig,
+  ResolvedConfig,
+  RuleConfig,
+  TaskConfig,
+} from './types.js';
 
 /** The file read when none is named, looked up in the working directory. */
 export const DEFAULT_CONFIG_FILE = 'baton.toml';
@@ -132,6 +139,35 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
     };
   }
 
+  const tasks: Record<string, TaskConfig> = {};
+  for (const [name, task] of Object.entries(parsed.tasks)) {
+    tasks[name] = {
+      name,
+      command: task.command,
+      module: task.module === undefined ? undefined : resolveHandler(task.module, baseDir),
+      cwd: baseDir,
+      namespace: task.namespace,
+      timeoutMs: task.timeout_ms,
+    };
+  }
+  const rules = parsed.rules.map((rule, index): RuleConfig => {
+    if (!Object.hasOwn(tasks, rule.task)) {
+      const known = Object.keys(tasks);
+      throw new ConfigError(
+        `unknown task ${JSON.stringify(rule.task)}: ` +
+          (known.length === 0 ? 'no [tasks.<name>] table is defined' : `expected one of ${known.join(', ')}`),
+        { key: `rules[${index}].task`, ...optionalFile(file) },
+      );
+    }
+    return {
+      index,
+      on: { namespace: rule.on.namespace, key: rule.on.key, value: rule.on.value },
+      action: rule.action,
+      task: rule.task,
+      onLost: rule.on_lost,
+    };
+  });
+
   return {
     file,
     baseDir,
@@ -166,6 +202,14 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
     queues,
     group: resolveGroup(parsed, baseDir, file),
     components,
+    events: {
+      enabled: parsed.events.enabled,
+      retentionMs: parsed.events.retention_days * 86_400_000,
+      maxBatch: parsed.events.max_batch,
+      maxStreamsPerClient: parsed.events.max_streams_per_client,
+    },
+    tasks,
+    rules,
   };
 }
 

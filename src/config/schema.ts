@@ -272,6 +272,52 @@ const componentSchema = table({
   channels: z.array(text(), { error: expecting('an array of channel names') }).optional(),
 });
 
+const eventsSchema = table({
+  /** Whether the node serves the event log (HTTP API, stream, listeners). */
+  enabled: boolean().default(true),
+  /** Days events are kept; older ones are deleted by the primary (or a node not in a group). 0 keeps them all. */
+  retention_days: integer(0).default(0),
+  /** Events accepted in one POST /v1/events request, at most. */
+  max_batch: integer(1, 100_000).default(10_000),
+  /** Open event streams (SSE) one client address may hold at once. */
+  max_streams_per_client: integer(1, 10_000).default(16),
+});
+
+const taskSchema = table({
+  /** Shell command run by /bin/sh -c, in the config file's folder. Set this or `module`. */
+  command: text('a shell command').optional(),
+  /** Module whose default export (or `run`) is an async function (context) => void. Set this or `command`. */
+  module: text('a module path or package name').optional(),
+  /** Namespace of the task's state events (task.<name>.<state>) and of the client it gets. */
+  namespace: text().default('default'),
+  /** Milliseconds a run may take before it is stopped and marked failed; 0 means no limit. */
+  timeout_ms: integer(0).default(0),
+}).superRefine((task, context) => {
+  if ((task.command === undefined) === (task.module === undefined)) {
+    context.addIssue({
+      code: 'custom',
+      path: task.command === undefined ? [] : ['module'],
+      input: task.module,
+      message: 'expected exactly one of "command" or "module"',
+    });
+  }
+});
+
+const ruleSchema = table({
+  /** The events that fire the rule: namespace (default "default"), key, and optionally an exact value. */
+  on: table({
+    namespace: text().default('default'),
+    key: text('an event key'),
+    value: z.string({ error: expecting('a string') }).optional(),
+  }),
+  /** What the rule does to its task. */
+  action: z.enum(['start', 'stop', 'restart'], { error: expecting('"start", "stop" or "restart"') }),
+  /** Name of a [tasks.<name>] table. */
+  task: text('a task name'),
+  /** What the new primary does with a run of this rule whose node died: "mark" it lost, or "restart" it. */
+  on_lost: z.enum(['mark', 'restart'], { error: expecting('"mark" or "restart"') }).default('mark'),
+});
+
 const queueNameSchema = z.string().regex(QUEUE_NAME_PATTERN, {
   error: (issue) =>
     `invalid queue name ${describeValue(issue.input)}: expected 1 to 128 letters, digits, "_", "." or "-", ` +
@@ -292,6 +338,12 @@ export const rawConfigSchema = table({
   components: z
     .record(queueNameSchema, componentSchema, { error: expecting('a table of components') })
     .prefault({}),
+  /** The event log and its HTTP API. */
+  events: eventsSchema.prefault({}),
+  /** Tasks that rules start, stop and restart, keyed by name. */
+  tasks: z.record(queueNameSchema, taskSchema, { error: expecting('a table of tasks') }).prefault({}),
+  /** Rules: on an event, start, stop or restart a task. Run by the primary. */
+  rules: z.array(ruleSchema, { error: expecting('an array of tables ([[rules]])') }).default([]),
 });
 
 /** What a config file (or an in-code raw object) may contain. */

@@ -19,6 +19,9 @@ export interface ResolvedConfig {
   /** The node's group; undefined: not in a group. */
   group: GroupConfig | undefined;
   components: Readonly<Record<string, ComponentConfig>>;
+  events: EventsConfig;
+  tasks: Readonly<Record<string, TaskConfig>>;
+  rules: readonly RuleConfig[];
 }
 
 export interface NodeConfig {
@@ -108,6 +111,41 @@ export interface ComponentConfig {
   module: string;
   /** LISTEN/NOTIFY processors: channels to listen on. */
   channels: readonly string[] | undefined;
+}
+
+export interface EventsConfig {
+  /** Whether the node serves the event log (HTTP API, stream, listeners). */
+  enabled: boolean;
+  /** Events older than this are deleted by the primary; 0 keeps them all. */
+  retentionMs: number;
+  /** Events accepted in one append request, at most. */
+  maxBatch: number;
+  /** Open event streams one client address may hold at once. */
+  maxStreamsPerClient: number;
+}
+
+export interface TaskConfig {
+  name: string;
+  /** Shell command (run by /bin/sh -c in `cwd`); undefined when the task is a module. */
+  command: string | undefined;
+  /** Absolute module path or package name; undefined when the task is a command. */
+  module: string | undefined;
+  /** Folder a command runs in: the config file's folder. */
+  cwd: string;
+  /** Namespace of the task's state events and of its client. */
+  namespace: string;
+  /** A run past this many milliseconds is stopped and marked failed; 0 means no limit. */
+  timeoutMs: number;
+}
+
+export interface RuleConfig {
+  /** Position in [[rules]], from 0 (names the rule in logs and task runs). */
+  index: number;
+  on: { namespace: string; key: string; value: string | undefined };
+  action: 'start' | 'stop' | 'restart';
+  task: string;
+  /** What the new primary does with a run of this rule whose node died. */
+  onLost: 'mark' | 'restart';
 }
 
 export type { GroupConfig } from '../cluster/config.js';

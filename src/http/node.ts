@@ -3,6 +3,7 @@ import type { Role } from '../cluster/types.js';
 import type { ComponentStatus } from '../components/supervisor.js';
 import type { Admin } from '../node/admin.js';
 import type { GroupStatus } from '../node/group.js';
+import type { EventLog } from '../events/log.js';
 import type { IngestResult } from '../queue/ingest.js';
 
 export interface HttpNode extends Admin {
@@ -17,4 +18,6 @@ export interface HttpNode extends Admin {
   cluster(): Promise<GroupStatus>;
   failover(to?: string): Promise<void>;
   components(): ComponentStatus[];
+  /** The event log; undefined when `[events] enabled = false`. */
+  readonly events: EventLog | undefined;
 }

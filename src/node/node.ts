@@ -33,6 +33,10 @@ import { Supervisor } from '../components/supervisor.js';
 import type { LeaderWatchCallback, RoleChangeCallback } from '../cluster/role-events.js';
 import type { LeaderWatchEventType, Role, RoleChange } from '../cluster/types.js';
 import type { Tx } from '../store/store.js';
+import { EventLog } from '../events/log.js';
+
+/** How often the primary deletes events past their retention. */
+const RETENTION_INTERVAL_MS = 3_600_000;
 
 export type NodeState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
@@ -53,6 +57,8 @@ export class BatonNode implements Admin {
   #components: Component[] = [];
   #unsubscribeRole: (() => void) | undefined;
   #roleWork: RoleWork | undefined;
+  #events: EventLog | undefined;
+  #retention: NodeJS.Timeout | undefined;
   /** Aborts handlers that are still running when the shutdown deadline passes. */
   readonly #hardStop = new AbortController();
 
@@ -152,6 +158,11 @@ export class BatonNode implements Admin {
   /** Manual failover: when this node is primary it yields (to `to` when named). */
   async failover(to?: string): Promise<void> {
     await this.#group?.failover(to);
+  }
+
+  /** The event log, when `[events] enabled` (the default) and the node runs. */
+  get events(): EventLog | undefined {
+    return this.#events;
   }
 
   /** Configured queue names, in config order. */
@@ -258,10 +269,13 @@ export class BatonNode implements Admin {
       if (
         queues.length === 0 &&
         Object.keys(this.config.components).length === 0 &&
-        this.#extraComponents.length === 0
+        this.#extraComponents.length === 0 &&
+        Object.keys(this.config.tasks).length === 0 &&
+        !this.config.events.enabled
       ) {
         throw new NothingToRunError(
-          'nothing to run: add a [queues.<name>] table with a handler, or a [components.<name>] table',
+          'nothing to run: add a [queues.<name>] table with a handler, a [components.<name>] table or a ' +
+            '[tasks.<name>] table, or set [events] enabled = true',
         );
       }
       // Handlers first: a broken handler is a config error, found before anything is opened.
@@ -284,6 +298,10 @@ export class BatonNode implements Admin {
         this.log.info({ migration: id }, `applied migration ${id}`);
       if (created.length > 0) this.log.info({ tables: created }, `created tables ${created.join(', ')}`);
       for (const backend of storage.backends) await backend.registerConsumer(this.consumer, this.name);
+      if (this.config.events.enabled) {
+        this.#events = new EventLog(store, this.log);
+        await this.#events.start();
+      }
       const group = new GroupMember({
         config: this.config.group,
         node: this.name,
@@ -325,6 +343,7 @@ export class BatonNode implements Admin {
       const roleWork = new RoleWork(this.#runners, supervisor);
       this.#roleWork = roleWork;
       this.#unsubscribeRole = group.roles.subscribe((change) => roleWork.follow(change));
+      this.#startRetention();
       this.log.info(
         { queues: this.queueNames, http: this.address, store: this.config.store.kind },
         `node ${this.name} running: queues ${this.queueNames.join(', ')}${this.address ? `, HTTP on ${this.address}` : ''}`,
@@ -364,9 +383,30 @@ export class BatonNode implements Admin {
     this.#setState('stopped');
   }
 
+  /** Deletes events past `[events] retention_days`, hourly, on the primary (or a node not in a group). */
+  #startRetention(): void {
+    const { retentionMs } = this.config.events;
+    const events = this.#events;
+    if (!events || retentionMs === 0) return;
+    const prune = (): void => {
+      if (this.role === 'secondary') return;
+      events.prune(retentionMs).catch((error: unknown) => {
+        this.log.warn(
+          { err: describeError(error) },
+          'could not delete events past their retention; will retry',
+        );
+      });
+    };
+    prune();
+    this.#retention = setInterval(prune, RETENTION_INTERVAL_MS);
+    this.#retention.unref();
+  }
+
   async #release(): Promise<void> {
+    clearInterval(this.#retention);
     try {
       await this.#http?.close();
+      await this.#events?.close();
       await this.#group?.stop();
       await this.#storage?.close();
     } catch (error) {

@@ -92,9 +92,9 @@ describe('baton with an invalid config', () => {
     expect(result.stderr).toMatch(/exports neither process\(\) nor processBatch\(\)/);
   });
 
-  it('has nothing to run without a queue (run exits 3)', async () => {
+  it('has nothing to run without a queue, component or task and with events off (run exits 3)', async () => {
     const project = await tempProject({
-      toml: `[node]\ndata_dir = "data"\n\n[http]\nport = ${await freePort()}\n`,
+      toml: `[node]\ndata_dir = "data"\n\n[http]\nport = ${await freePort()}\n\n[events]\nenabled = false\n`,
     });
     const result = await runBaton(['-c', project.configPath, 'run']);
     expect(result.code).toBe(3);

@@ -1,0 +1,351 @@
+// The event log on the store (PGlite or PostgreSQL): append with server-assigned offsets, read in offset
+// order, follow new events, and keep the offsets of named listeners.
+//
+// Offsets become visible in order. An append locks the single head row, takes the next offsets from it and
+// keeps the lock until it commits, so appends commit one after another in offset order: whenever offset N
+// is visible, every lower offset that will ever exist is visible too. A reader that asks for "offset > the
+// last one I saw" can therefore never skip an event that committed late (the classic bug of logs that take
+// offsets from a sequence, where a lower offset may commit after a higher one has been read).
+//
+// Followers wait on the head this process knows: advanced after each local commit, and from NOTIFY on a
+// server store so that appends by other nodes wake them too; a slow timer re-reads in case one is missed.
+import { sql, type SQL } from 'drizzle-orm';
+
+import type { Logger } from '../log.js';
+import type { Row, Store, Tx } from '../store/store.js';
+import { executeIn } from '../store/store.js';
+import type { AppendedEvent, EventInput, EventQuery, StoredEvent } from './types.js';
+import { checkListenerName, checkQuery, InvalidEventError, normalizeEvent } from './types.js';
+
+/** The NOTIFY channel that carries the newest committed offset. */
+export const EVENTS_CHANNEL = 'baton_events';
+/** How long a follower waits for a wake-up before it reads again anyway. */
+const FOLLOW_POLL_MS = 1_000;
+/** Rows read per query when the caller sets no limit. */
+const DEFAULT_LIMIT = 1_000;
+/** Listener name under which a listener of every namespace keeps its offset. */
+export const ALL_NAMESPACES = '*';
+
+/** Appends inside a caller's transaction; the log learns of them once that transaction commits. */
+export type AppendInTx = (events: readonly EventInput[]) => Promise<AppendedEvent[]>;
+
+export class EventLog {
+  readonly #store: Store;
+  readonly #log: Logger;
+  #head = 0;
+  readonly #waiters = new Set<() => void>();
+  #unlisten: (() => Promise<void>) | undefined;
+
+  constructor(store: Store, log: Logger) {
+    this.#store = store;
+    this.#log = log.child({ part: 'events' });
+  }
+
+  /** Reads the head and, on a server store, listens for appends of other nodes. */
+  async start(): Promise<void> {
+    this.#advance(await this.latestOffset());
+    if (this.#store.listen) {
+      this.#unlisten = await this.#store.listen(
+        EVENTS_CHANNEL,
+        (notification) => this.#advance(Number(notification.payload)),
+        // Notifications sent while disconnected are lost: read the head again after each (re)connection.
+        () =>
+          void this.latestOffset().then(
+            (offset) => this.#advance(offset),
+            () => undefined,
+          ),
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#unlisten?.();
+    this.#unlisten = undefined;
+    this.#wakeAll();
+  }
+
+  /** The highest offset this process knows to be committed. */
+  get head(): number {
+    return this.#head;
+  }
+
+  /** Appends events in one transaction and returns them with their offsets, in the order given. */
+  async append(events: readonly EventInput[]): Promise<AppendedEvent[]> {
+    return this.transaction((_tx, append) => append(events));
+  }
+
+  /**
+   * Runs `fn` in a store transaction in which it may append events (and write anything else, e.g. a
+   * listener's offset or a task run): all of it commits together, then followers are woken.
+   */
+  async transaction<T>(fn: (tx: Tx, append: AppendInTx) => Promise<T>): Promise<T> {
+    let last = 0;
+    const result = await this.#store.transaction((tx) =>
+      fn(tx, async (events) => {
+        const appended = await this.appendIn(tx, events);
+        for (const event of appended) last = Math.max(last, event.offset);
+        return appended;
+      }),
+    );
+    if (last > 0) this.#advance(last);
+    return result;
+  }
+
+  /**
+   * Appends inside `tx`. The head row stays locked until `tx` ends, so keep such transactions short.
+   * Prefer `transaction()`, which also wakes followers after the commit.
+   */
+  async appendIn(tx: Tx, inputs: readonly EventInput[]): Promise<AppendedEvent[]> {
+    const events = inputs.map((input, index) =>
+      normalizeEvent(input, inputs.length === 1 ? 'event' : `events[${index}]`),
+    );
+    if (events.length === 0) return [];
+    const idempotent = events.some((event) => event.clientId !== undefined);
+    // Take the head's lock first: from here on no other append runs, so the duplicate check cannot race.
+    if (idempotent) await executeIn(tx, sql`SELECT 1 FROM baton_event_head WHERE id = 1 FOR UPDATE`);
+    const earlier = idempotent ? await this.#stored(tx, events) : new Map<string, StoredEvent>();
+    // Each event is fresh (inserted at `index`), a resend of an earlier append, or a resend within this one.
+    const plan: Array<{ index: number; duplicate: boolean } | StoredEvent> = [];
+    const fresh: typeof events = [];
+    const firstHere = new Map<string, number>();
+    for (const event of events) {
+      const id = producerId(event);
+      const before = id === undefined ? undefined : earlier.get(id);
+      const here = id === undefined ? undefined : firstHere.get(id);
+      if (before) plan.push(before);
+      else if (here !== undefined) plan.push({ index: here, duplicate: true });
+      else {
+        if (id !== undefined) firstHere.set(id, fresh.length);
+        plan.push({ index: fresh.length, duplicate: false });
+        fresh.push(event);
+      }
+    }
+    const inserted = fresh.length > 0 ? await this.#insert(tx, fresh) : [];
+    return plan.map((step) =>
+      'offset' in step
+        ? { ...step, duplicate: true }
+        : { ...(inserted[step.index] as StoredEvent), duplicate: step.duplicate },
+    );
+  }
+
+  /** Events matching `query`, in offset order. */
+  async list(query: EventQuery = {}): Promise<StoredEvent[]> {
+    checkQuery(query);
+    const rows = await this.#store.execute(sql`
+      SELECT "offset", namespace, key, value, context, sender,
+             (extract(epoch FROM create_time) * 1000)::float8 AS create_ms
+      FROM baton_events WHERE ${conditions(query)}
+      ORDER BY "offset" LIMIT ${query.limit ?? DEFAULT_LIMIT}`);
+    return rows.map(toEvent);
+  }
+
+  /** How many events match `query` (its limit is ignored). */
+  async count(query: EventQuery = {}): Promise<number> {
+    checkQuery(query);
+    const rows = await this.#store.execute(
+      sql`SELECT count(*)::bigint AS n FROM baton_events WHERE ${conditions(query)}`,
+    );
+    return Number(rows[0]?.['n'] ?? 0);
+  }
+
+  /** The offset of the last event created at or before `time` (0 when none): listen "from" it to get later ones. */
+  async offsetAt(time: Date | number): Promise<number> {
+    const ms = typeof time === 'number' ? time : time.getTime();
+    if (!Number.isFinite(ms)) throw new InvalidEventError('time: expected a date or milliseconds since 1970');
+    const rows = await this.#store.execute(sql`
+      SELECT "offset" FROM baton_events WHERE create_time <= to_timestamp(${ms / 1000})
+      ORDER BY create_time DESC, "offset" DESC LIMIT 1`);
+    return Number(rows[0]?.['offset'] ?? 0);
+  }
+
+  /** The highest committed offset (0 for an empty log). */
+  async latestOffset(): Promise<number> {
+    const rows = await this.#store.execute(sql`SELECT last_offset FROM baton_event_head WHERE id = 1`);
+    return Number(rows[0]?.['last_offset'] ?? 0);
+  }
+
+  /**
+   * Resolves once an offset above `offset` is known to be committed, or after `timeoutMs`, or when `signal`
+   * aborts. Followers read again either way.
+   */
+  waitBeyond(offset: number, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+    if (this.#head > offset || options.signal?.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.#waiters.delete(wake);
+        options.signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const wake = (): void => {
+        if (this.#head > offset || options.signal?.aborted) done();
+      };
+      const timer = setTimeout(done, options.timeoutMs ?? FOLLOW_POLL_MS);
+      this.#waiters.add(wake);
+      options.signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /**
+   * Follows the log from `after` (exclusive): yields batches of matching events in offset order as they
+   * commit, until `signal` aborts. Never skips or repeats an offset.
+   */
+  async *follow(
+    query: Omit<EventQuery, 'after' | 'to'> & { after: number },
+    signal: AbortSignal,
+  ): AsyncGenerator<StoredEvent[]> {
+    let after = query.after;
+    while (!signal.aborted) {
+      // Every offset up to the head read *before* the query is visible to it (appends commit in order).
+      const known = this.#head;
+      const events = await this.list({ ...query, after });
+      const last = events.at(-1);
+      if (last) {
+        after = last.offset;
+        yield events;
+        continue;
+      }
+      after = Math.max(after, known);
+      await this.waitBeyond(after, { signal });
+    }
+  }
+
+  /** The stored offset of a named listener, or undefined when it never committed one. */
+  async listenerOffset(namespace: string, name: string): Promise<number | undefined> {
+    checkListenerName(name);
+    const rows = await this.#store.execute(sql`
+      SELECT "offset" FROM baton_event_listeners WHERE namespace = ${namespace} AND name = ${name}`);
+    return rows[0] === undefined ? undefined : Number(rows[0]['offset']);
+  }
+
+  /**
+   * Stores a named listener's offset (it never moves back), inside `tx` when given so that it commits with
+   * the effects of the events it covers.
+   */
+  async commitListenerOffset(namespace: string, name: string, offset: number, tx?: Tx): Promise<void> {
+    checkListenerName(name);
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      throw new InvalidEventError('offset: expected an integer >= 0');
+    }
+    const statement = sql`
+      INSERT INTO baton_event_listeners (namespace, name, "offset") VALUES (${namespace}, ${name}, ${offset})
+      ON CONFLICT (namespace, name) DO UPDATE
+        SET "offset" = greatest(baton_event_listeners."offset", excluded."offset"), updated_at = now()`;
+    if (tx) await executeIn(tx, statement);
+    else await this.#store.execute(statement);
+  }
+
+  /** Deletes events created more than `olderThanMs` ago; returns how many. The head (and offsets) stay. */
+  async prune(olderThanMs: number): Promise<number> {
+    const rows = await this.#store.execute(sql`
+      WITH gone AS (
+        DELETE FROM baton_events WHERE create_time < now() - make_interval(secs => ${olderThanMs / 1000})
+        RETURNING 1)
+      SELECT count(*)::bigint AS n FROM gone`);
+    const pruned = Number(rows[0]?.['n'] ?? 0);
+    if (pruned > 0) this.#log.info({ pruned }, `deleted ${pruned} events past their retention`);
+    return pruned;
+  }
+
+  async #stored(tx: Tx, events: readonly EventInput[]): Promise<Map<string, StoredEvent>> {
+    const keyed = events.filter((event) => event.clientId !== undefined);
+    const rows = await executeIn(
+      tx,
+      sql`
+      SELECT e."offset", e.namespace, e.key, e.value, e.context, e.sender, e.client_id, e.client_seq,
+             (extract(epoch FROM e.create_time) * 1000)::float8 AS create_ms
+      FROM baton_events e
+      JOIN unnest(${sql.param(keyed.map((event) => event.clientId))}::text[],
+                  ${sql.param(keyed.map((event) => event.seq))}::bigint[]) AS p(client_id, client_seq)
+        ON e.client_id = p.client_id AND e.client_seq = p.client_seq`,
+    );
+    return new Map(
+      rows.map((row) => [`${String(row['client_id'])}\u0000${String(row['client_seq'])}`, toEvent(row)]),
+    );
+  }
+
+  async #insert(tx: Tx, events: ReadonlyArray<EventInput & { namespace: string }>): Promise<StoredEvent[]> {
+    const column = <T>(pick: (event: EventInput & { namespace: string }) => T) => sql.param(events.map(pick));
+    // One statement takes the offsets (locking the head until commit), stamps the time, inserts the rows
+    // and wakes the followers of other nodes (NOTIFY is delivered at commit).
+    const [head] = await executeIn(
+      tx,
+      sql`
+      WITH h AS (
+        UPDATE baton_event_head
+        SET last_offset = last_offset + ${events.length},
+            last_time = greatest(date_trunc('milliseconds', clock_timestamp()), last_time)
+        WHERE id = 1 RETURNING last_offset, last_time),
+      inserted AS (
+        INSERT INTO baton_events
+          ("offset", namespace, key, value, context, sender, create_time, client_id, client_seq)
+        SELECT h.last_offset - ${events.length} + e.ordinality, e.namespace, e.key, e.value, e.context,
+               e.sender, h.last_time, e.client_id, e.client_seq
+        FROM h, unnest(
+          ${column((event) => event.namespace)}::text[], ${column((event) => event.key)}::text[],
+          ${column((event) => event.value ?? null)}::text[], ${column((event) => event.context ?? null)}::text[],
+          ${column((event) => event.sender ?? null)}::text[], ${column((event) => event.clientId ?? null)}::text[],
+          ${column((event) => event.seq ?? null)}::bigint[]
+        ) WITH ORDINALITY AS e(namespace, key, value, context, sender, client_id, client_seq, ordinality)
+        RETURNING 1)
+      SELECT last_offset, (extract(epoch FROM last_time) * 1000)::float8 AS create_ms,
+             pg_notify(${EVENTS_CHANNEL}, last_offset::text) AS notified
+      FROM h`,
+    );
+    if (!head) throw new Error("the event log has no head row: were Baton's migrations applied?");
+    const first = Number(head['last_offset']) - events.length + 1;
+    const createTime = Number(head['create_ms']);
+    return events.map((event, index) => ({
+      offset: first + index,
+      namespace: event.namespace,
+      key: event.key,
+      value: event.value ?? null,
+      context: event.context ?? null,
+      sender: event.sender ?? null,
+      createTime,
+    }));
+  }
+
+  #advance(offset: number): void {
+    if (!Number.isSafeInteger(offset) || offset <= this.#head) return;
+    this.#head = offset;
+    this.#wakeAll();
+  }
+
+  #wakeAll(): void {
+    for (const wake of [...this.#waiters]) wake();
+  }
+}
+
+function producerId(event: EventInput): string | undefined {
+  return event.clientId === undefined ? undefined : `${event.clientId}\u0000${String(event.seq)}`;
+}
+
+function conditions(query: EventQuery): SQL {
+  const parts: SQL[] = [sql`true`];
+  if (query.namespace !== undefined) parts.push(sql`namespace = ${query.namespace}`);
+  if (query.keys !== undefined && query.keys.length > 0) {
+    parts.push(sql`key = ANY(${sql.param([...query.keys])}::text[])`);
+  }
+  if (query.sender !== undefined) parts.push(sql`sender = ${query.sender}`);
+  if (query.after !== undefined) parts.push(sql`"offset" > ${query.after}`);
+  if (query.to !== undefined) parts.push(sql`"offset" <= ${query.to}`);
+  return sql.join(parts, sql` AND `);
+}
+
+function toEvent(row: Row): StoredEvent {
+  return {
+    offset: Number(row['offset']),
+    namespace: String(row['namespace']),
+    key: String(row['key']),
+    value: nullableText(row['value']),
+    context: nullableText(row['context']),
+    sender: nullableText(row['sender']),
+    createTime: Number(row['create_ms']),
+  };
+}
+
+function nullableText(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  return typeof value === 'string' ? value : JSON.stringify(value);
+}

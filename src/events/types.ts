@@ -1,0 +1,142 @@
+// Events: what producers send, what the log stores, and how they are asked for. Shared by the event log,
+// the HTTP API, the client and the rule engine. Validation lives here so that every entry point refuses
+// the same inputs with the same words.
+import { InvalidEventError } from '../errors.js';
+
+export { InvalidEventError };
+
+export const DEFAULT_NAMESPACE = 'default';
+/** Namespaces end up in URLs, logs and listener names: a safe alphabet, like queue names. */
+export const NAMESPACE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$/;
+export const MAX_KEY_LENGTH = 1024;
+export const MAX_SENDER_LENGTH = 256;
+export const MAX_VALUE_BYTES = 1_048_576;
+export const MAX_LISTENER_NAME_LENGTH = 256;
+
+/** An event as a producer sends it. The log assigns the offset and the time. */
+export interface EventInput {
+  readonly key: string;
+  readonly value?: string | null | undefined;
+  /** A JSON text (e.g. the task run that sent the event). */
+  readonly context?: string | null | undefined;
+  /** Default: "default". */
+  readonly namespace?: string | undefined;
+  readonly sender?: string | null | undefined;
+  /** Idempotent producers: the same (clientId, seq) twice is stored once. */
+  readonly clientId?: string | undefined;
+  readonly seq?: number | undefined;
+}
+
+/** An event in the log. `offset` is global and increases; `createTime` is milliseconds since the epoch. */
+export interface StoredEvent {
+  readonly offset: number;
+  readonly namespace: string;
+  readonly key: string;
+  readonly value: string | null;
+  readonly context: string | null;
+  readonly sender: string | null;
+  readonly createTime: number;
+}
+
+/** The outcome of one sent event: the stored event, and whether it had been stored before (a resend). */
+export interface AppendedEvent extends StoredEvent {
+  readonly duplicate: boolean;
+}
+
+/** Which events to read. Offsets: `after` is exclusive, `to` inclusive; no namespace means every namespace. */
+export interface EventQuery {
+  readonly namespace?: string | undefined;
+  /** Only these keys; empty or absent: any key. */
+  readonly keys?: readonly string[] | undefined;
+  readonly sender?: string | undefined;
+  readonly after?: number | undefined;
+  readonly to?: number | undefined;
+  readonly limit?: number | undefined;
+}
+
+export function assertNamespace(namespace: string, where = 'namespace'): void {
+  if (!NAMESPACE_PATTERN.test(namespace)) {
+    throw new InvalidEventError(
+      `${where}: invalid namespace ${JSON.stringify(namespace.slice(0, 140))}: expected 1 to 128 letters, ` +
+        'digits, "_", ".", ":", "/" or "-", starting with a letter or digit',
+    );
+  }
+}
+
+/** Checks one event and returns it with its namespace filled in. `where` names it in the message. */
+export function normalizeEvent(input: EventInput, where = 'event'): EventInput & { namespace: string } {
+  if (typeof input !== 'object' || input === null) {
+    throw new InvalidEventError(`${where}: expected an object with at least a "key"`);
+  }
+  const namespace = input.namespace ?? DEFAULT_NAMESPACE;
+  if (typeof namespace !== 'string') throw new InvalidEventError(`${where}.namespace: expected a string`);
+  assertNamespace(namespace, `${where}.namespace`);
+  checkText(input.key, `${where}.key`, { required: true, maxLength: MAX_KEY_LENGTH });
+  checkText(input.value, `${where}.value`, { maxBytes: MAX_VALUE_BYTES });
+  checkText(input.sender, `${where}.sender`, { maxLength: MAX_SENDER_LENGTH });
+  checkText(input.context, `${where}.context`, { maxBytes: MAX_VALUE_BYTES });
+  if (typeof input.context === 'string') {
+    try {
+      JSON.parse(input.context);
+    } catch {
+      throw new InvalidEventError(`${where}.context: expected a JSON text`);
+    }
+  }
+  if ((input.clientId === undefined) !== (input.seq === undefined)) {
+    throw new InvalidEventError(`${where}: "clientId" and "seq" go together (idempotent producers)`);
+  }
+  if (input.clientId !== undefined) {
+    checkText(input.clientId, `${where}.clientId`, { required: true, maxLength: MAX_SENDER_LENGTH });
+    if (!Number.isSafeInteger(input.seq) || (input.seq as number) < 0) {
+      throw new InvalidEventError(`${where}.seq: expected an integer >= 0`);
+    }
+  }
+  return { ...input, namespace };
+}
+
+/** Checks the parts of a query that come from users (keys, namespace, offsets, limit). */
+export function checkQuery(query: EventQuery): void {
+  if (query.namespace !== undefined) assertNamespace(query.namespace);
+  for (const [index, key] of (query.keys ?? []).entries()) {
+    checkText(key, `keys[${index}]`, { required: true, maxLength: MAX_KEY_LENGTH });
+  }
+  checkText(query.sender, 'sender', { maxLength: MAX_SENDER_LENGTH });
+  for (const [name, value] of [
+    ['from', query.after],
+    ['to', query.to],
+  ] as const) {
+    if (value !== undefined && (!Number.isSafeInteger(value) || value < 0)) {
+      throw new InvalidEventError(`${name}: expected an offset (an integer >= 0)`);
+    }
+  }
+  if (query.limit !== undefined && (!Number.isSafeInteger(query.limit) || query.limit < 1)) {
+    throw new InvalidEventError('limit: expected a positive integer');
+  }
+}
+
+export function checkListenerName(name: string): void {
+  checkText(name, 'listener name', { required: true, maxLength: MAX_LISTENER_NAME_LENGTH });
+}
+
+function checkText(
+  value: unknown,
+  where: string,
+  limits: { required?: boolean; maxLength?: number; maxBytes?: number },
+): void {
+  if (value === undefined || value === null) {
+    if (limits.required) throw new InvalidEventError(`${where}: required: expected a non-empty string`);
+    return;
+  }
+  if (typeof value !== 'string') throw new InvalidEventError(`${where}: expected a string`);
+  if (limits.required && value.length === 0) {
+    throw new InvalidEventError(`${where}: expected a non-empty string`);
+  }
+  if (limits.maxLength !== undefined && value.length > limits.maxLength) {
+    throw new InvalidEventError(`${where}: longer than ${limits.maxLength} characters`);
+  }
+  if (limits.maxBytes !== undefined && Buffer.byteLength(value) > limits.maxBytes) {
+    throw new InvalidEventError(`${where}: larger than ${limits.maxBytes} bytes`);
+  }
+  // PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
+  if (value.includes('\u0000')) throw new InvalidEventError(`${where}: contains a NUL character`);
+}
