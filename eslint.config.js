@@ -20,5 +20,15 @@ export default tseslint.config(
       curly: ['error', 'multi-line'],
     },
   },
+  {
+    // The dashboard's script runs in the browser, as plain JavaScript without a build step.
+    files: ['src/dashboard/assets/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      parserOptions: { projectService: false, program: null, project: false },
+      globals: globals.browser,
+      sourceType: 'module',
+    },
+  },
   prettier,
 );

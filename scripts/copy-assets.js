@@ -1,4 +1,6 @@
-// Copies the files the compiled code reads at run time (Baton's SQL migrations) next to it in dist/.
+// Copies the files the compiled code reads at run time (Baton's SQL migrations, the dashboard's page and
+// assets) next to it in dist/.
 import { cpSync } from 'node:fs';
 
 cpSync('src/store/migrations', 'dist/store/migrations', { recursive: true });
+cpSync('src/dashboard/assets', 'dist/dashboard/assets', { recursive: true });

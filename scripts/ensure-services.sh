@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the services the integration tests use are running on this machine: PostgreSQL on
 # 127.0.0.1:5432 (trust auth for user postgres) and Redis on 127.0.0.1:6379. Starts a stopped one and
-# installs a missing one with apt-get. Exits non-zero when a service cannot be made available.
+# installs a missing one with apt-get. Also installs Debian's Chromium for the dashboard's browser test
+# (never a downloaded browser). Exits non-zero when a service cannot be made available.
 set -euo pipefail
 
 log() { printf 'ensure-services: %s\n' "$*"; }
@@ -66,5 +67,15 @@ ensure_redis() {
   wait_for "Redis" sh -c 'redis-cli -h 127.0.0.1 -p 6379 ping | grep -q PONG'
 }
 
+ensure_chromium() {
+  if [ -x /usr/bin/chromium ]; then
+    log "Chromium is installed"
+    return
+  fi
+  log "installing Chromium (Debian's package) for the dashboard's browser test"
+  apt_install chromium
+}
+
 ensure_postgres
 ensure_redis
+ensure_chromium

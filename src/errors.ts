@@ -169,7 +169,9 @@ export function coerceError(value: unknown): Error {
 /** One line that says what went wrong, for logs and error queues. */
 export function describeError(value: unknown): string {
   const error = coerceError(value);
-  return error.message.length > 0 ? `${error.name}: ${error.message}` : error.name;
+  const text = error.message.length > 0 ? `${error.name}: ${error.message}` : error.name;
+  // Messages often quote the bad input, which may hold NUL: PostgreSQL text cannot store it.
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\\u0000') : text;
 }
 
 function safeStringify(value: unknown): string {

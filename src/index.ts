@@ -33,6 +33,27 @@ export type { NotifyProcessorOptions, NotifyProcessFn } from './components/notif
 export type { ComponentStatus, ComponentState } from './components/supervisor.js';
 export type { RouteRegistrar } from './http/server.js';
 export type { IngestResult } from './queue/ingest.js';
+export type { TaskContext, TaskFunction } from './tasks/process.js';
+export { UnknownTaskRunError } from './tasks/runs.js';
+export type { TaskRun, TaskRunState, TaskRunQuery, StopRequest } from './tasks/runs.js';
+export { NotificationClient } from './events/client.js';
+export type {
+  ClientLogger,
+  EventLogOwner,
+  EventProcessFn,
+  EventProcessor,
+  EventTarget,
+  ListEventsOptions,
+  ListenFrom,
+  NotificationClientOptions,
+  RegisterListenerOptions,
+  SendOptions,
+} from './events/client.js';
+export { EventLog } from './events/log.js';
+export { EventRequestError } from './events/http-transport.js';
+export type { EventTransport, FollowQuery } from './events/transport.js';
+export type { AppendedEvent, EventInput, EventQuery, StoredEvent } from './events/types.js';
+export type { EventsConfig } from './config/types.js';
 export {
   BatonError,
   ConfigError,
@@ -47,5 +68,6 @@ export {
   NodeStoppingError,
   SteppedDownError,
   WorkAbortedError,
+  InvalidEventError,
 } from './errors.js';
 export type { BatonErrorCode } from './errors.js';

@@ -10,10 +10,12 @@ import {
   describeError,
 } from '../errors.js';
 import { registerClusterCommands } from './commands/cluster.js';
+import { registerEventCommands } from './commands/events.js';
 import { registerPluginCommands } from './commands/plugins.js';
 import { registerRecordCommands } from './commands/records.js';
 import { registerRun } from './commands/run.js';
 import { registerStoreCommands } from './commands/store.js';
+import { registerTaskCommands } from './commands/tasks.js';
 import type { CliIo, GlobalOptions } from './context.js';
 import { CliContext } from './context.js';
 
@@ -70,6 +72,8 @@ function buildProgram(ctx: CliContext): Command {
   registerRecordCommands(program, ctx);
   registerStoreCommands(program, ctx);
   registerClusterCommands(program, ctx);
+  registerTaskCommands(program, ctx);
+  registerEventCommands(program, ctx);
   return program;
 }
 

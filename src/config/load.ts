@@ -150,6 +150,12 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       timeoutMs: task.timeout_ms,
     };
   }
+  if (Object.keys(tasks).length > 0 && !parsed.events.enabled) {
+    throw new ConfigError('tasks and rules need the event log: set it to true or remove the [tasks] tables', {
+      key: 'events.enabled',
+      ...optionalFile(file),
+    });
+  }
   const rules = parsed.rules.map((rule, index): RuleConfig => {
     if (!Object.hasOwn(tasks, rule.task)) {
       const known = Object.keys(tasks);

@@ -1,9 +1,11 @@
 // What the HTTP API needs of a node: the admin operations plus ingest and health.
 import type { Role } from '../cluster/types.js';
+import type { EventsConfig } from '../config/types.js';
 import type { ComponentStatus } from '../components/supervisor.js';
 import type { Admin } from '../node/admin.js';
 import type { GroupStatus } from '../node/group.js';
 import type { EventLog } from '../events/log.js';
+import type { NodeMetrics } from '../metrics/metrics.js';
 import type { IngestResult } from '../queue/ingest.js';
 
 export interface HttpNode extends Admin {
@@ -20,4 +22,9 @@ export interface HttpNode extends Admin {
   components(): ComponentStatus[];
   /** The event log; undefined when `[events] enabled = false`. */
   readonly events: EventLog | undefined;
+  /** The limits of the event API (`[events]`). */
+  readonly config: { readonly events: EventsConfig };
+  readonly metrics: NodeMetrics;
+  /** The latest task runs as JSON rows (newest first), when tasks are configured; for the dashboard. */
+  recentTaskRuns?(limit: number): Promise<Array<Record<string, unknown>> | null>;
 }

@@ -1,5 +1,5 @@
-// The node's HTTP API (fastify): ingest, queue listings, error queues, health, and the `sql` command's
-// endpoint. Every route but /healthz and /readyz needs the bearer token when one is configured.
+// The node's HTTP API (fastify): ingest, queue listings, error queues, the event log, health, and the `sql`
+// command's endpoint. Every route but /healthz and /readyz needs the bearer token when one is configured.
 import type { FastifyBaseLogger, FastifyError, FastifyInstance } from 'fastify';
 import { fastify, LogController } from 'fastify';
 
@@ -10,8 +10,12 @@ import { registerAuth } from './auth.js';
 import type { HttpNode } from './node.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerClusterRoutes } from './routes/cluster.js';
+import { registerDashboardRoutes } from './routes/dashboard.js';
+import { registerEventRoutes } from './routes/events.js';
 import { registerIngestRoutes } from './routes/ingest.js';
+import { registerMetricsRoute } from './routes/metrics.js';
 import { registerQueueRoutes } from './routes/queues.js';
+import { registerTaskRoutes } from './routes/tasks.js';
 
 export interface HttpServer {
   /** Base URL, e.g. http://127.0.0.1:8080 */
@@ -41,6 +45,18 @@ export async function startHttpServer(
   };
 }
 
+export interface RouteEntry {
+  readonly method: string;
+  readonly url: string;
+}
+
+const routeTables = new WeakMap<FastifyInstance, RouteEntry[]>();
+
+/** Every route of an app built by buildHttpApp (the program's own included), e.g. to check them all. */
+export function routesOf(app: FastifyInstance): readonly RouteEntry[] {
+  return routeTables.get(app) ?? [];
+}
+
 export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): FastifyInstance {
   const httpLog: FastifyBaseLogger = log.child({ component: 'http' });
   // Request logging is off: at ingest rates it would drown the logs; failures are logged by the error handler.
@@ -48,6 +64,11 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
     loggerInstance: httpLog,
     bodyLimit: config.bodyLimitBytes,
     logController: new LogController({ disableRequestLogging: true }),
+  });
+  const table: RouteEntry[] = [];
+  routeTables.set(app, table);
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) table.push({ method, url: route.url });
   });
   app.setErrorHandler((error: FastifyError, request, reply) => {
     if (error instanceof UnknownQueueError) {
@@ -71,8 +92,12 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', state: node.state });
   });
   registerQueueRoutes(app, node);
+  registerMetricsRoute(app, node);
+  registerDashboardRoutes(app, node);
   registerAdminRoutes(app, node, config);
   registerClusterRoutes(app, node, config.token ?? config.tokens[0]?.token);
+  registerEventRoutes(app, node, node.config.events);
+  registerTaskRoutes(app, node);
   // Ingest parses bodies as raw bytes, so it lives in its own encapsulated scope.
   void app.register((scope, _options, done) => {
     registerIngestRoutes(scope, node);

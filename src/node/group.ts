@@ -47,6 +47,7 @@ export class GroupMember {
   readonly #log: Logger;
   readonly #address: () => string | undefined;
   readonly #failovers: Failover[] = [];
+  #failoverCount = 0;
   #elector: Elector | undefined;
   #membership: Membership | undefined;
   #urls: { redisUrl: string; storeUrl: string | undefined } = { redisUrl: '', storeUrl: undefined };
@@ -121,6 +122,11 @@ export class GroupMember {
     await assertFence(tx, this.#config.name, this.#actingTerm);
   }
 
+  /** Changes of primary seen by this node since it started (the history keeps the latest only). */
+  get failoverCount(): number {
+    return this.#failoverCount;
+  }
+
   /** Manual failover: the primary yields (to `to` when named). */
   async failover(to?: string): Promise<void> {
     await this.#elector?.resign(to === undefined ? {} : { to });
@@ -176,6 +182,7 @@ export class GroupMember {
       );
     }
     if (next.role === 'primary' || (next.leader !== undefined && next.leader !== previous.leader)) {
+      this.#failoverCount++;
       this.#failovers.unshift({ at: new Date(), term: next.term, leader: next.leader, cause: cause.cause });
       this.#failovers.length = Math.min(this.#failovers.length, FAILOVER_HISTORY);
     }

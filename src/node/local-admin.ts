@@ -1,7 +1,11 @@
 // Admin operations on an embedded store that no node is running: the CLI opens the store itself (taking
 // its lock), acts, and closes it. Publishing only queues records; a node processes them when it runs.
+import type { MigrationProgress } from '../store/migrate.js';
 import type { QueueConfig, ResolvedConfig } from '../config/types.js';
 import { UnknownQueueError } from '../errors.js';
+import { EventLog } from '../events/log.js';
+import type { EventTransport } from '../events/transport.js';
+import { LocalEventTransport } from '../events/transport.js';
 import type { Handler } from '../handler/handler.js';
 import { loadHandler } from '../handler/load.js';
 import { createMissingTables } from '../handler/tables.js';
@@ -16,6 +20,8 @@ import type { GroupStatus } from './group.js';
 import { openGroupMembership } from './group.js';
 import { RemoteAdmin } from './remote-admin.js';
 import type { Storage } from './storage.js';
+import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
+import { listTaskRuns, requestStop } from '../tasks/runs.js';
 
 export async function openLocalAdmin(config: ResolvedConfig, log: Logger): Promise<Admin> {
   const storage = await openStorage(config, log, { consume: false });
@@ -27,6 +33,7 @@ class LocalAdmin implements Admin {
   readonly #storage: Storage;
 
   readonly #log: Logger;
+  #events: EventLog | undefined;
 
   constructor(config: ResolvedConfig, storage: Storage, log: Logger) {
     this.#config = config;
@@ -70,8 +77,8 @@ class LocalAdmin implements Admin {
     return createMissingTables(this.#storage.store, await this.#handlers());
   }
 
-  async migrate(): Promise<SchemaUpdate> {
-    const update = await updateSchema(this.#storage.store, this.#config, await this.#handlers());
+  async migrate(onApplied?: MigrationProgress): Promise<SchemaUpdate> {
+    const update = await updateSchema(this.#storage.store, this.#config, await this.#handlers(), onApplied);
     // Baton's own were applied when the store was opened for this command.
     return { ...update, migrated: [...this.#storage.migrated, ...update.migrated] };
   }
@@ -118,8 +125,28 @@ class LocalAdmin implements Admin {
     await new RemoteAdmin(member, this.#token()).failover(to);
   }
 
-  close(): Promise<void> {
-    return this.#storage.close();
+  /** The event log on the opened store (on a server store it also hears appends of running nodes). */
+  async openEvents(): Promise<EventTransport> {
+    if (!this.#events) {
+      const events = new EventLog(this.#storage.store, this.#log);
+      await events.start();
+      this.#events = events;
+    }
+    return new LocalEventTransport(this.#events);
+  }
+
+  taskRuns(query: TaskRunQuery = {}): Promise<TaskRun[]> {
+    return listTaskRuns(this.#storage.store, query);
+  }
+
+  /** Recorded in the store: the group's primary carries it out (a node started later, when none runs). */
+  stopTaskRun(id: string): Promise<StopRequest> {
+    return requestStop(this.#storage.store, id);
+  }
+
+  async close(): Promise<void> {
+    await this.#events?.close();
+    await this.#storage.close();
   }
 
   /** The address of a live member of the group, the primary first; undefined when none serves HTTP. */

@@ -32,8 +32,14 @@ import type { ComponentStatus } from '../components/supervisor.js';
 import { Supervisor } from '../components/supervisor.js';
 import type { LeaderWatchCallback, RoleChangeCallback } from '../cluster/role-events.js';
 import type { LeaderWatchEventType, Role, RoleChange } from '../cluster/types.js';
+import type { MigrationProgress } from '../store/migrate.js';
 import type { Tx } from '../store/store.js';
 import { EventLog } from '../events/log.js';
+import { RuleEngine } from '../tasks/engine.js';
+import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
+import { listTaskRuns, pruneTaskRuns, requestStop } from '../tasks/runs.js';
+import { taskRunJson } from '../tasks/wire.js';
+import { NodeMetrics } from '../metrics/metrics.js';
 
 /** How often the primary deletes events past their retention. */
 const RETENTION_INTERVAL_MS = 3_600_000;
@@ -58,9 +64,12 @@ export class BatonNode implements Admin {
   #unsubscribeRole: (() => void) | undefined;
   #roleWork: RoleWork | undefined;
   #events: EventLog | undefined;
+  #ruleEngine: RuleEngine | undefined;
   #retention: NodeJS.Timeout | undefined;
   /** Aborts handlers that are still running when the shutdown deadline passes. */
   readonly #hardStop = new AbortController();
+  /** Prometheus metrics, read from this node at scrape time. */
+  readonly metrics: NodeMetrics;
 
   readonly #routes: RouteRegistrar | undefined;
 
@@ -77,6 +86,7 @@ export class BatonNode implements Admin {
     this.#routes = routes;
     this.#extraComponents = components;
     this.consumer = `${config.node.name}:${process.pid}:${randomUUID().slice(0, 8)}`;
+    this.metrics = new NodeMetrics(this);
   }
 
   get name(): string {
@@ -153,6 +163,11 @@ export class BatonNode implements Admin {
   /** The components and their state (running, backing off after a failure, …). */
   components(): ComponentStatus[] {
     return this.#supervisor?.status() ?? [];
+  }
+
+  /** Changes of primary this node has seen since it started. */
+  get failoverCount(): number {
+    return this.#group?.failoverCount ?? 0;
   }
 
   /** Manual failover: when this node is primary it yields (to `to` when named). */
@@ -247,8 +262,8 @@ export class BatonNode implements Admin {
     return createMissingTables(this.#open().store, this.#handlers);
   }
 
-  migrate(): Promise<SchemaUpdate> {
-    return updateSchema(this.#open().store, this.config, this.#handlers);
+  migrate(onApplied?: MigrationProgress): Promise<SchemaUpdate> {
+    return updateSchema(this.#open().store, this.config, this.#handlers, onApplied);
   }
 
   makeMigration(queue: string, message: string): Promise<NewMigration> {
@@ -322,6 +337,7 @@ export class BatonNode implements Admin {
         stopTimeoutMs: this.config.group?.stopTimeoutMs ?? this.config.node.shutdownTimeoutMs,
       });
       for (const component of this.#components) supervisor.add(component);
+      this.#ruleEngine = await this.#addRuleEngine(supervisor, store);
       this.#supervisor = supervisor;
 
       for (const [index, queue] of queues.entries()) {
@@ -383,6 +399,48 @@ export class BatonNode implements Admin {
     this.#setState('stopped');
   }
 
+  /** The runs of tasks, newest first. */
+  taskRuns(query: TaskRunQuery = {}): Promise<TaskRun[]> {
+    return listTaskRuns(this.#open().store, query);
+  }
+
+  /** The latest task runs as JSON rows, newest first; null when no task is configured (the dashboard). */
+  async recentTaskRuns(limit: number): Promise<Array<Record<string, unknown>> | null> {
+    if (!this.#ruleEngine) return null;
+    return (await this.taskRuns({ limit })).map(taskRunJson);
+  }
+
+  /** Records a stop request for a task run; the primary's rule engine carries it out. */
+  async stopTaskRun(id: string): Promise<StopRequest> {
+    const request = await requestStop(this.#open().store, id);
+    if (request.requested) this.#ruleEngine?.wake();
+    return request;
+  }
+
+  /** With tasks configured: the rule engine, a primary-only component (needs the event log). */
+  async #addRuleEngine(supervisor: Supervisor, store: Storage['store']): Promise<RuleEngine | undefined> {
+    if (Object.keys(this.config.tasks).length === 0) return undefined;
+    // The loader refuses tasks without the event log; a resolved config built by hand may still have them.
+    if (!this.#events) throw new Error('tasks and rules need the event log: set [events] enabled = true');
+    const groupName = this.config.group?.name;
+    const stopTimeoutMs = this.config.group?.stopTimeoutMs ?? this.config.node.shutdownTimeoutMs;
+    const engine = new RuleEngine({
+      node: this.name,
+      tasks: this.config.tasks,
+      rules: this.config.rules,
+      events: this.#events,
+      store,
+      log: this.log,
+      url: () => this.address,
+      fence: groupName ? (tx, term) => assertFence(tx, groupName, term) : () => Promise.resolve(),
+      // A stopped run gets half the stop deadline between SIGTERM and SIGKILL, at most 5 s.
+      graceMs: Math.max(50, Math.min(5_000, Math.floor(stopTimeoutMs / 2))),
+    });
+    await engine.prepare();
+    supervisor.add(engine);
+    return engine;
+  }
+
   /** Deletes events past `[events] retention_days`, hourly, on the primary (or a node not in a group). */
   #startRetention(): void {
     const { retentionMs } = this.config.events;
@@ -390,6 +448,12 @@ export class BatonNode implements Admin {
     if (!events || retentionMs === 0) return;
     const prune = (): void => {
       if (this.role === 'secondary') return;
+      // Task runs that ended follow the same retention as the events that tell their story.
+      if (this.#ruleEngine && this.#storage) {
+        pruneTaskRuns(this.#storage.store, retentionMs).catch((error: unknown) => {
+          this.log.warn({ err: describeError(error) }, 'could not delete task runs past their retention');
+        });
+      }
       events.prune(retentionMs).catch((error: unknown) => {
         this.log.warn(
           { err: describeError(error) },

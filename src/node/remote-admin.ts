@@ -1,11 +1,16 @@
 // Admin operations through the HTTP API of a running node (the CLI's path while a node owns the store, or to reach a group).
 import { UnknownQueueError } from '../errors.js';
+import { HttpEventTransport } from '../events/http-transport.js';
+import type { EventTransport } from '../events/transport.js';
 import type { Admin, QueueInfo } from './admin.js';
 import type { ErrorRecord } from '../queue/backend.js';
 import type { Role } from '../cluster/types.js';
 import type { GroupStatus } from './group.js';
 import type { NewMigration, SchemaUpdate } from './schema.js';
 import type { QueryResult, Row } from '../store/store.js';
+import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
+import { UnknownTaskRunError } from '../tasks/runs.js';
+import { taskRunFromJson } from '../tasks/wire.js';
 
 export class RemoteAdmin implements Admin {
   readonly #base: string;
@@ -136,6 +141,26 @@ export class RemoteAdmin implements Admin {
 
   async failover(to?: string): Promise<void> {
     await this.#request('POST', '/v1/cluster/failover', { json: to === undefined ? {} : { to } });
+  }
+
+  openEvents(): Promise<EventTransport> {
+    return Promise.resolve(new HttpEventTransport(this.#base, this.#token));
+  }
+
+  async taskRuns(query: TaskRunQuery = {}): Promise<TaskRun[]> {
+    const search = new URLSearchParams();
+    if (query.limit !== undefined) search.set('limit', String(query.limit));
+    if (query.state !== undefined) search.set('state', query.state);
+    if (query.task !== undefined) search.set('task', query.task);
+    const reply = await this.#request('GET', `/v1/tasks?${search.toString()}`);
+    return asArray(reply['runs']).map(taskRunFromJson);
+  }
+
+  async stopTaskRun(id: string): Promise<StopRequest> {
+    const reply = await this.#request('POST', `/v1/tasks/runs/${encodeURIComponent(id)}/stop`, { json: {} });
+    const run = reply['run'];
+    if (typeof run !== 'object' || run === null) throw new UnknownTaskRunError(id);
+    return { run: taskRunFromJson(run as Row), requested: reply['requested'] === true };
   }
 
   async close(): Promise<void> {}

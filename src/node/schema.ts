@@ -6,7 +6,7 @@ import { UnknownQueueError } from '../errors.js';
 import type { Handler } from '../handler/handler.js';
 import { pendingMigrations, queueMigrations, schemaDiff, writeMigration } from '../handler/migrations.js';
 import { createMissingTables } from '../handler/tables.js';
-import type { Migration } from '../store/migrate.js';
+import type { Migration, MigrationProgress } from '../store/migrate.js';
 import { applyMigrations, builtinMigrations } from '../store/migrate.js';
 import type { Store } from '../store/store.js';
 
@@ -31,9 +31,10 @@ export async function updateSchema(
   store: Store,
   config: ResolvedConfig,
   handlers: readonly Handler[],
+  onApplied?: MigrationProgress,
 ): Promise<SchemaUpdate> {
   const perQueue = await Promise.all(Object.values(config.queues).map(queueMigrations));
-  const migrated = await applyMigrations(store, perQueue.flat());
+  const migrated = await applyMigrations(store, perQueue.flat(), onApplied);
   const unmanaged = handlers.filter((handler) => {
     const index = Object.keys(config.queues).indexOf(handler.queue);
     return (perQueue[index]?.length ?? 0) === 0;

@@ -32,8 +32,15 @@ export async function lockSchema(tx: Tx): Promise<void> {
   await executeIn(tx, sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
 }
 
+/** Told of each migration as it is applied (inside the one transaction): its id, and how many of how many. */
+export type MigrationProgress = (id: string, done: number, total: number) => void;
+
 /** Applies the migrations not yet recorded and returns the ids it applied, in order. */
-export async function applyMigrations(store: Store, migrations: readonly Migration[]): Promise<string[]> {
+export async function applyMigrations(
+  store: Store,
+  migrations: readonly Migration[],
+  onApplied?: MigrationProgress,
+): Promise<string[]> {
   return store.transaction(async (tx) => {
     await lockSchema(tx);
     await executeIn(
@@ -44,11 +51,12 @@ export async function applyMigrations(store: Store, migrations: readonly Migrati
       (await executeIn(tx, sql`SELECT id FROM baton_migrations`)).map((row) => String(row['id'])),
     );
     const applied: string[] = [];
-    for (const migration of migrations) {
-      if (done.has(migration.id)) continue;
+    const pending = migrations.filter((migration) => !done.has(migration.id));
+    for (const migration of pending) {
       for (const statement of splitStatements(migration.sql)) await tx.execute(sql.raw(statement));
       await executeIn(tx, sql`INSERT INTO baton_migrations (id) VALUES (${migration.id})`);
       applied.push(migration.id);
+      onApplied?.(migration.id, applied.length, pending.length);
     }
     return applied;
   });

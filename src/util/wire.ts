@@ -1,6 +1,9 @@
 // The JSON shapes that Baton prints and serves (HTTP answers and the CLI's --json), in one place so the two
 // cannot drift: snake_case fields, bytes as base64 or PostgreSQL hex text, big integers as strings.
+import type { Member } from '../cluster/types.js';
+import type { ComponentStatus } from '../components/supervisor.js';
 import type { QueueInfo } from '../node/admin.js';
+import type { GroupStatus } from '../node/group.js';
 import type { ErrorRecord } from '../queue/backend.js';
 import { errorQueueName } from '../queue/backend.js';
 
@@ -14,6 +17,45 @@ export function queueJson(queue: QueueInfo): Record<string, unknown> {
     failed: queue.failed ?? null,
     errors: queue.errors,
     error_queue: errorQueueName(queue.name),
+  };
+}
+
+/** The group as one node sees it (GET /v1/cluster, the dashboard). */
+export function clusterJson(status: GroupStatus): Record<string, unknown> {
+  return {
+    group: status.group ?? null,
+    elector: status.elector ?? null,
+    node: status.node,
+    role: status.role,
+    term: status.term,
+    primary: status.leader ?? null,
+    members: status.members.map(memberJson),
+    failovers: status.failovers.map((failover) => ({
+      at: failover.at.toISOString(),
+      term: failover.term,
+      primary: failover.leader ?? null,
+      cause: failover.cause,
+    })),
+  };
+}
+
+function memberJson(member: Member): Record<string, unknown> {
+  return {
+    node: member.node,
+    address: member.address ?? null,
+    role: member.role,
+    term: member.term,
+    last_seen: member.lastSeen.toISOString(),
+  };
+}
+
+export function componentJson(component: ComponentStatus): Record<string, unknown> {
+  return {
+    name: component.name,
+    run_on: component.runOn,
+    state: component.state,
+    restarts: component.restarts,
+    last_error: component.lastError ?? null,
   };
 }
 

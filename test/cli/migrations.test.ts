@@ -48,6 +48,8 @@ describe.each(['embedded', 'postgres'] as const)('migrations on the %s store', (
     const applied = await p.baton(['migrate']);
     expect(applied.code).toBe(0);
     expect(applied.stdout).toContain('applied items/0001_create_items');
+    // Not a terminal: progress comes as plain lines on stderr.
+    expect(applied.stderr).toMatch(/^migrating: 1\/1$/m);
 
     const unchanged = await p.baton(['make-migration', 'items', '-m', 'nothing']);
     expect(unchanged.stdout).toContain('already matches');

@@ -2,7 +2,7 @@
 // and use the CLI (which then goes through the node's HTTP API) and the HTTP API itself. Each test runs on a
 // copy of examples/quickstart/baton.toml with its own data dir and port.
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
 import { parse } from 'smol-toml';
@@ -297,5 +297,26 @@ describe('quickstart', () => {
     expect(again.stdout.trim()).toBe('all tables exist already');
     // The CLI released the store when done.
     expect(existsSync(project.path('data/baton.lock'))).toBe(false);
+  });
+
+  it('publish --file reads one record per line and shows plain progress lines when not on a terminal', async () => {
+    const project = await quickstartProject();
+    const baton = cli(project);
+    const lines = Array.from({ length: 2500 }, (_, index) => ping(`file-${index}`));
+    await writeFile(project.path('records.ndjson'), `${lines.join('\n')}\n`);
+
+    const published = await baton(['publish', 'ping', '--file', project.path('records.ndjson')]);
+    expect(published.code).toBe(0);
+    expect(published.stdout).toContain('accepted 2500 records into queue "ping"');
+    const progress = published.stderr.split('\n').filter((line) => line.startsWith('publishing (bytes): '));
+    expect(progress.length).toBeGreaterThanOrEqual(2);
+    expect(published.stderr).not.toContain('\r');
+
+    const both = await baton(['publish', 'ping', 'x', '--file', project.path('records.ndjson')]);
+    expect(both.code).not.toBe(0);
+    expect(both.stderr).toContain('not both');
+    const missing = await baton(['publish', 'ping', '--file', project.path('nope.txt')]);
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toContain('cannot read');
   });
 });

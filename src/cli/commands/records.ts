@@ -1,4 +1,8 @@
 // Commands on records: `publish`, `errors`, `replay-errors`, `drop-errors`, `queues`.
+import type { ReadStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+
 import type { Command } from 'commander';
 
 import { errorQueueName } from '../../queue/backend.js';
@@ -13,16 +17,31 @@ const REPLAY_CHUNK = 500;
 export function registerRecordCommands(program: Command, ctx: CliContext): void {
   program
     .command('publish')
-    .description('put records into a queue: one given as an argument, or one per line from stdin with "-"')
+    .description(
+      'put records into a queue: one given as an argument, or one per line from stdin ("-") or a file (--file)',
+    )
     .argument('<queue>', 'queue name')
-    .argument('<record>', 'the record, or "-" to read one record per line from stdin')
+    .argument('[record]', 'the record, or "-" to read one record per line from stdin')
+    .option(
+      '-f, --file <path>',
+      'read one record per line from this file (with a progress bar on a terminal)',
+    )
     .option('--json', 'print the result as JSON')
-    .action(async (queue: string, record: string, options: { json?: boolean }) => {
+    .action(async (queue: string, record: string | undefined, options: { file?: string; json?: boolean }) => {
+      if ((record === undefined) === (options.file === undefined)) {
+        throw new Error('give either a record (or "-" for stdin) or --file <path>, not both');
+      }
       const accepted = await ctx.withAdmin(async (admin) => {
-        if (record !== '-') return admin.publish(queue, [Buffer.from(record)]);
+        if (record !== undefined && record !== '-') return admin.publish(queue, [Buffer.from(record)]);
+        const source = options.file === undefined ? undefined : await openRecordFile(options.file);
+        const progress =
+          source && !options.json ? progressBar(ctx.io.stderr, 'publishing (bytes)', source.size) : undefined;
         let total = 0;
-        for await (const batch of readLineBatches(ctx.io.stdin, PUBLISH_BATCH))
+        for await (const batch of readLineBatches(source?.stream ?? ctx.io.stdin, PUBLISH_BATCH)) {
           total += await admin.publish(queue, batch);
+          if (source) progress?.update(source.stream.bytesRead);
+        }
+        progress?.finish();
         return total;
       });
       if (options.json) ctx.printJson({ queue, accepted });
@@ -110,6 +129,14 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
       const dropped = await ctx.withAdmin((admin) => admin.dropErrors(queue, parseIds(ids.join(','))));
       ctx.print(`dropped ${dropped} record${dropped === 1 ? '' : 's'} from ${errorQueueName(queue)}`);
     });
+}
+
+async function openRecordFile(path: string): Promise<{ stream: ReadStream; size: number }> {
+  const info = await stat(path).catch((error: unknown) => {
+    throw new Error(`cannot read ${path}: ${(error as Error).message}`);
+  });
+  if (!info.isFile()) throw new Error(`${path} is not a file`);
+  return { stream: createReadStream(path), size: info.size };
 }
 
 function parseIds(text: string): string[] {

@@ -4,7 +4,8 @@ import type { Command } from 'commander';
 import { redactConfig } from '../../config/redact.js';
 import { rowJson } from '../../util/wire.js';
 import type { CliContext } from '../context.js';
-import { cellText, formatTable } from '../output.js';
+import type { Progress } from '../output.js';
+import { cellText, formatTable, progressBar } from '../output.js';
 
 export function registerStoreCommands(program: Command, ctx: CliContext): void {
   program
@@ -44,7 +45,17 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     )
     .option('--json', 'print the result as JSON')
     .action(async (options: { json?: boolean }) => {
-      const update = await ctx.withAdmin((admin) => admin.migrate());
+      // Each migration is reported as it is applied (all of them commit together at the end). Through a
+      // running node's HTTP API the node applies them and only the result comes back.
+      let progress: Progress | undefined;
+      const update = await ctx.withAdmin((admin) =>
+        admin.migrate((id, done, total) => {
+          if (options.json) return;
+          progress ??= progressBar(ctx.io.stderr, 'migrating', total);
+          progress.update(done);
+          if (done === total) progress.finish();
+        }),
+      );
       if (options.json) return ctx.printJson(update);
       for (const id of update.migrated) ctx.print(`applied ${id}`);
       for (const table of update.created) ctx.print(`created table ${table}`);

@@ -4,8 +4,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 
-import type { Member } from '../../cluster/types.js';
-import type { GroupStatus } from '../../node/group.js';
+import { clusterJson, componentJson } from '../../util/wire.js';
 import type { HttpNode } from '../node.js';
 import { parseInput } from '../validate.js';
 
@@ -14,15 +13,7 @@ const failoverBody = z.object({ to: z.string().min(1).max(200).optional() }).str
 export function registerClusterRoutes(app: FastifyInstance, node: HttpNode, token: string | undefined): void {
   app.get('/v1/cluster', async () => clusterJson(await node.cluster()));
 
-  app.get('/v1/components', () => ({
-    components: node.components().map((component) => ({
-      name: component.name,
-      run_on: component.runOn,
-      state: component.state,
-      restarts: component.restarts,
-      last_error: component.lastError ?? null,
-    })),
-  }));
+  app.get('/v1/components', () => ({ components: node.components().map(componentJson) }));
 
   app.post('/v1/cluster/failover', async (request, reply) => {
     const body = parseInput(failoverBody, request.body ?? {}, 'body');
@@ -71,33 +62,5 @@ export function primaryOnly(node: HttpNode) {
       role: node.role,
       primary: node.leader ? { node: node.leader, address: primary?.address ?? null } : null,
     });
-  };
-}
-
-function clusterJson(status: GroupStatus): Record<string, unknown> {
-  return {
-    group: status.group ?? null,
-    elector: status.elector ?? null,
-    node: status.node,
-    role: status.role,
-    term: status.term,
-    primary: status.leader ?? null,
-    members: status.members.map(memberJson),
-    failovers: status.failovers.map((failover) => ({
-      at: failover.at.toISOString(),
-      term: failover.term,
-      primary: failover.leader ?? null,
-      cause: failover.cause,
-    })),
-  };
-}
-
-function memberJson(member: Member): Record<string, unknown> {
-  return {
-    node: member.node,
-    address: member.address ?? null,
-    role: member.role,
-    term: member.term,
-    last_seen: member.lastSeen.toISOString(),
   };
 }

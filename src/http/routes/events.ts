@@ -1,0 +1,393 @@
+// The event log over HTTP: append (POST /v1/events), read (GET /v1/events, /count, /offset-at, /head), follow
+// as Server-Sent Events (GET /v1/events/stream, resumable with Last-Event-ID), and the stored offsets of named
+// listeners (GET/PUT /v1/events/listeners/:name). Offsets in queries: `from` is exclusive, `to` inclusive.
+// A token limited to some namespaces may only use those, and must name one on every read.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+
+import type { EventsConfig } from '../../config/types.js';
+import { describeError } from '../../errors.js';
+import type { EventLog } from '../../events/log.js';
+import { GroupAppender } from '../../events/group-append.js';
+import type { AppendedEvent, EventInput } from '../../events/types.js';
+import { checkQuery, DEFAULT_NAMESPACE, InvalidEventError } from '../../events/types.js';
+import { eventJson } from '../../events/wire.js';
+import { allowedNamespaces } from '../auth.js';
+import type { HttpNode } from '../node.js';
+import { parseInput } from '../validate.js';
+
+/** A comment line on idle streams, so that proxies and clients know the connection is alive. */
+const HEARTBEAT_MS = 15_000;
+/** What an EventSource waits before it reconnects after the stream ended. */
+const RETRY_MS = 1_000;
+/** Events read per query while following. */
+const STREAM_BATCH = 1_000;
+const EVENT_FIELDS = ['key', 'value', 'context', 'namespace', 'sender', 'clientId', 'seq'];
+
+/** An HTTP error with its status, answered as {error, code} by the server's error handler. */
+class EventsHttpError extends Error {
+  override readonly name = 'EventsHttpError';
+  readonly statusCode: number;
+  readonly code: string;
+
+  constructor(statusCode: number, code: string, message: string) {
+    super(message);
+    this.statusCode = statusCode;
+    this.code = code;
+  }
+}
+
+const offsetText = z
+  .string()
+  .regex(/^\d{1,16}$/, { error: 'expected an offset (an integer >= 0)' })
+  .transform(Number);
+const keysInput = z.union([z.string(), z.array(z.string())]).optional();
+const readQuery = z.object({
+  namespace: z.string().optional(),
+  keys: keysInput,
+  key: keysInput,
+  sender: z.string().optional(),
+  from: offsetText.optional(),
+  to: offsetText.optional(),
+  limit: z.coerce.number().int().min(1).max(10_000).optional(),
+});
+const streamQuery = z.object({
+  namespace: z.string().optional(),
+  keys: keysInput,
+  key: keysInput,
+  from: z.union([z.literal('latest'), offsetText]).optional(),
+});
+/** One event of a POST body; normalizeEvent checks lengths, namespaces and the JSON of the context. */
+const eventItem = z
+  .object({
+    key: z.string({ error: 'required: expected a non-empty string' }),
+    value: z.string().nullable().optional(),
+    // JSON text as stored, or a JSON value that is stored as its text.
+    context: z.unknown().optional(),
+    namespace: z.string().optional(),
+    sender: z.string().nullable().optional(),
+    clientId: z.string().optional(),
+    seq: z.number().int().min(0).optional(),
+  })
+  .strict();
+const listenerQuery = z.object({ namespace: z.string().default(DEFAULT_NAMESPACE) });
+const listenerBody = z.object({ offset: z.number().int().min(0) }).strict();
+const timeQuery = z.object({ time: z.string().min(1, { error: 'required' }) });
+
+export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config: EventsConfig): void {
+  const log = (): EventLog => {
+    if (!node.events) {
+      throw new EventsHttpError(
+        404,
+        'EVENTS_DISABLED',
+        'events are disabled on this node ([events] enabled = false)',
+      );
+    }
+    return node.events;
+  };
+  const streams = new StreamRegistry(config.maxStreamsPerClient);
+  // Requests that arrive together share a transaction (group commit): many one-event producers stay fast.
+  let appender: { log: EventLog; group: GroupAppender } | undefined;
+  const append = (events: readonly EventInput[]): Promise<AppendedEvent[]> => {
+    const current = log();
+    if (appender?.log !== current)
+      appender = { log: current, group: new GroupAppender(current, config.maxBatch) };
+    return appender.group.append(events);
+  };
+  app.addHook('preClose', (done) => {
+    streams.closeAll();
+    done();
+  });
+
+  app.post('/v1/events', async (request, reply) => {
+    log();
+    const inputs = eventInputs(request.body, config.maxBatch);
+    for (const [index, input] of inputs.entries()) {
+      authorize(
+        request,
+        input.namespace ?? DEFAULT_NAMESPACE,
+        inputs.length === 1 ? 'event' : `events[${index}]`,
+      );
+    }
+    const appended = await append(inputs);
+    return reply.code(201).send({ events: appended.map(eventJson) });
+  });
+
+  app.get('/v1/events', async (request) => {
+    const query = readFilter(request);
+    const events = await log().list({ ...query, limit: query.limit ?? 1_000 });
+    return { events: events.map(eventJson) };
+  });
+
+  app.get('/v1/events/count', async (request) => {
+    const { limit: _ignored, ...query } = readFilter(request);
+    return { count: await log().count(query) };
+  });
+
+  app.get('/v1/events/head', async () => ({ offset: await log().latestOffset() }));
+
+  app.get('/v1/events/offset-at', async (request) => {
+    const events = log();
+    const { time } = parseInput(timeQuery, request.query, 'query');
+    const at = parseTime(time);
+    return { offset: await events.offsetAt(at), time: at.toISOString() };
+  });
+
+  app.get<{ Params: { name: string } }>('/v1/events/listeners/:name', async (request) => {
+    const events = log();
+    const { namespace } = parseInput(listenerQuery, request.query, 'query');
+    authorize(request, namespace, 'namespace');
+    const offset = await events.listenerOffset(namespace, request.params.name);
+    return { namespace, name: request.params.name, offset: offset ?? null };
+  });
+
+  app.put<{ Params: { name: string } }>('/v1/events/listeners/:name', async (request) => {
+    const events = log();
+    const { namespace } = parseInput(listenerQuery, request.query, 'query');
+    authorize(request, namespace, 'namespace');
+    const body = parseInput(listenerBody, request.body ?? {}, 'body');
+    await events.commitListenerOffset(namespace, request.params.name, body.offset);
+    const offset = await events.listenerOffset(namespace, request.params.name);
+    return { namespace, name: request.params.name, offset: offset ?? null };
+  });
+
+  app.get('/v1/events/stream', async (request, reply) => {
+    const events = log();
+    const query = parseInput(streamQuery, request.query, 'query');
+    const keys = keyList(query);
+    checkQuery({ namespace: query.namespace, keys });
+    authorizeRead(request, query.namespace);
+    const resumeAt = lastEventId(request);
+    const after =
+      resumeAt ??
+      (query.from === 'latest' || query.from === undefined ? await events.latestOffset() : query.from);
+    await streamEvents(request, reply, streams, events, { namespace: query.namespace, keys, after });
+  });
+}
+
+/** Sends the events after `after` as SSE until the client goes away or the node stops. */
+async function streamEvents(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  streams: StreamRegistry,
+  events: EventLog,
+  query: { namespace: string | undefined; keys: string[] | undefined; after: number },
+): Promise<void> {
+  const client = request.ip;
+  const stream = streams.open(client);
+  if (!stream) {
+    throw new EventsHttpError(
+      429,
+      'TOO_MANY_STREAMS',
+      `this client already has ${streams.limit} open event streams ([events] max_streams_per_client)`,
+    );
+  }
+  const raw = reply.raw;
+  reply.hijack();
+  raw.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+  raw.write(`retry: ${RETRY_MS}\n: following after offset ${query.after}\n\n`);
+  const { signal } = stream.controller;
+  const closed = (): void => stream.controller.abort();
+  raw.on('close', closed);
+  const heartbeat = setInterval(() => raw.write(': heartbeat\n\n'), HEARTBEAT_MS);
+  heartbeat.unref();
+  try {
+    for await (const batch of events.follow({ ...query, limit: STREAM_BATCH }, signal)) {
+      if (signal.aborted) break;
+      const text = batch
+        .map((event) => `id: ${event.offset}\nevent: event\ndata: ${JSON.stringify(eventJson(event))}\n\n`)
+        .join('');
+      // A slow reader holds the stream back (TCP backpressure) instead of filling this process's memory.
+      if (!raw.write(text)) await drained(raw, signal);
+    }
+  } catch (error) {
+    if (!signal.aborted) request.log.warn({ err: describeError(error) }, 'event stream failed; closing it');
+  } finally {
+    clearInterval(heartbeat);
+    raw.off('close', closed);
+    streams.release(client, stream);
+    if (!raw.destroyed) {
+      raw.end();
+      // The node is stopping or the stream failed: let the client reconnect (maybe to another node).
+      raw.socket?.end();
+    }
+  }
+}
+
+function drained(raw: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      raw.off('drain', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    raw.on('drain', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+interface OpenStream {
+  readonly controller: AbortController;
+}
+
+/** Open streams per client address, and the way to end them all when the node stops. */
+class StreamRegistry {
+  readonly limit: number;
+  readonly #perClient = new Map<string, number>();
+  readonly #open = new Set<OpenStream>();
+  #closing = false;
+
+  constructor(limit: number) {
+    this.limit = limit;
+  }
+
+  open(client: string): OpenStream | undefined {
+    const count = this.#perClient.get(client) ?? 0;
+    if (count >= this.limit) return undefined;
+    if (this.#closing) throw new EventsHttpError(503, 'STOPPING', 'the node is stopping');
+    this.#perClient.set(client, count + 1);
+    const stream = { controller: new AbortController() };
+    this.#open.add(stream);
+    return stream;
+  }
+
+  release(client: string, stream: OpenStream): void {
+    if (!this.#open.delete(stream)) return;
+    const count = (this.#perClient.get(client) ?? 1) - 1;
+    if (count <= 0) this.#perClient.delete(client);
+    else this.#perClient.set(client, count);
+  }
+
+  closeAll(): void {
+    this.#closing = true;
+    for (const stream of this.#open) stream.controller.abort();
+  }
+}
+
+/** The events of a POST body: one event, an array of them, or {"events": [...]}. */
+function eventInputs(body: unknown, maxBatch: number): EventInput[] {
+  let items: unknown[];
+  if (Array.isArray(body)) items = body;
+  else if (isObject(body) && !('key' in body) && 'events' in body) {
+    if (!Array.isArray(body['events'])) throw new InvalidEventError('events: expected an array of events');
+    items = body['events'];
+  } else if (isObject(body)) items = [body];
+  else throw new InvalidEventError('expected a JSON event, an array of events, or {"events": [...]}');
+  if (items.length === 0) throw new InvalidEventError('no events: send at least one');
+  if (items.length > maxBatch) {
+    throw new EventsHttpError(
+      413,
+      'TOO_MANY_EVENTS',
+      `${items.length} events in one request; at most ${maxBatch} ([events] max_batch): send them in smaller batches`,
+    );
+  }
+  return items.map((item, index) => eventInput(item, items.length === 1 ? 'event' : `events[${index}]`));
+}
+
+function eventInput(item: unknown, where: string): EventInput {
+  if (!isObject(item)) throw new InvalidEventError(`${where}: expected an object with at least a "key"`);
+  const parsed = eventItem.safeParse(item);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    if (issue?.code === 'unrecognized_keys') {
+      throw new InvalidEventError(
+        `${where}.${issue.keys[0] ?? ''}: unknown field; known: ${EVENT_FIELDS.join(', ')}`,
+      );
+    }
+    const path = issue?.path.length ? `.${issue.path.join('.')}` : '';
+    throw new InvalidEventError(`${where}${path}: ${issue?.message ?? 'malformed'}`);
+  }
+  const { context, ...event } = parsed.data;
+  const contextText =
+    context === undefined || context === null || typeof context === 'string'
+      ? context
+      : JSON.stringify(context);
+  return { ...event, context: contextText };
+}
+
+/** The read filter of GET /v1/events and /count, checked against the token's namespaces. */
+function readFilter(request: FastifyRequest): {
+  namespace?: string;
+  keys?: string[];
+  sender?: string;
+  after?: number;
+  to?: number;
+  limit?: number;
+} {
+  const query = parseInput(readQuery, request.query, 'query');
+  authorizeRead(request, query.namespace);
+  const keys = keyList(query);
+  return {
+    ...(query.namespace !== undefined ? { namespace: query.namespace } : {}),
+    ...(keys ? { keys } : {}),
+    ...(query.sender !== undefined ? { sender: query.sender } : {}),
+    ...(query.from !== undefined ? { after: query.from } : {}),
+    ...(query.to !== undefined ? { to: query.to } : {}),
+    ...(query.limit !== undefined ? { limit: query.limit } : {}),
+  };
+}
+
+/** `key` may repeat and names one key each time; `keys` is a comma-separated list (and may repeat too). */
+function keyList(query: {
+  keys?: string | string[] | undefined;
+  key?: string | string[] | undefined;
+}): string[] | undefined {
+  const listed = [query.keys ?? []].flat().flatMap((text) => text.split(','));
+  const single = [query.key ?? []].flat();
+  const keys = [...listed, ...single].filter((key) => key.length > 0);
+  return keys.length > 0 ? keys : undefined;
+}
+
+function lastEventId(request: FastifyRequest): number | undefined {
+  const header = request.headers['last-event-id'];
+  const text = Array.isArray(header) ? header[0] : header;
+  if (text === undefined || text.trim() === '') return undefined;
+  if (!/^\d{1,16}$/.test(text.trim())) {
+    throw new InvalidEventError('Last-Event-ID: expected the offset of the last event seen');
+  }
+  return Number(text.trim());
+}
+
+function parseTime(text: string): Date {
+  const at = /^\d+$/.test(text) ? new Date(Number(text)) : new Date(text);
+  if (Number.isNaN(at.getTime())) {
+    throw new InvalidEventError(
+      `time: expected an ISO 8601 time (2025-01-31T12:00:00Z) or milliseconds since 1970, got ${JSON.stringify(text.slice(0, 60))}`,
+    );
+  }
+  return at;
+}
+
+/** Refuses a namespace the request's token may not use. */
+function authorize(request: FastifyRequest, namespace: string, where: string): void {
+  const allowed = allowedNamespaces(request);
+  if (allowed && !allowed.includes(namespace)) {
+    throw new EventsHttpError(
+      403,
+      'FORBIDDEN_NAMESPACE',
+      `${where}: this token may not use namespace "${namespace}" (it may use: ${allowed.join(', ')})`,
+    );
+  }
+}
+
+/** A read without a namespace covers every namespace: a token limited to some may not make it. */
+function authorizeRead(request: FastifyRequest, namespace: string | undefined): void {
+  const allowed = allowedNamespaces(request);
+  if (allowed && namespace === undefined) {
+    throw new EventsHttpError(
+      403,
+      'FORBIDDEN_NAMESPACE',
+      `this token is limited to namespaces ${allowed.join(', ')}: name one with ?namespace=`,
+    );
+  }
+  if (namespace !== undefined) authorize(request, namespace, 'namespace');
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
