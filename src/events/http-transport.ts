@@ -3,7 +3,7 @@
 // client reconnects (with Last-Event-ID) instead of waiting forever on a half-open connection.
 import { InvalidEventError } from './types.js';
 import type { AppendedEvent, EventInput, EventQuery, StoredEvent } from './types.js';
-import type { EventTransport, FollowQuery } from './transport.js';
+import type { EventTransport, FollowQuery, ListenerLag } from './transport.js';
 import { parseAppendedEvent, parseEvent } from './wire.js';
 
 /** The node sends a heartbeat every 15 s; three missed ones mean the connection is gone. */
@@ -77,6 +77,17 @@ export class HttpEventTransport implements EventTransport {
 
   async commitListenerOffset(namespace: string, name: string, offset: number): Promise<void> {
     await this.#request('PUT', listenerPath(namespace, name), { offset });
+  }
+
+  async listenerLags(): Promise<ListenerLag[]> {
+    const reply = await this.#request('GET', '/v1/events/listeners');
+    const listeners = Array.isArray(reply['listeners']) ? (reply['listeners'] as unknown[]) : [];
+    return listeners.flatMap((entry) => {
+      const row = entry as Record<string, unknown>;
+      return typeof row['namespace'] === 'string' && typeof row['name'] === 'string'
+        ? [{ namespace: row['namespace'], name: row['name'], lag: Number(row['lag']) }]
+        : [];
+    });
   }
 
   async *follow(query: FollowQuery, signal: AbortSignal): AsyncGenerator<StoredEvent[]> {

@@ -11,6 +11,12 @@ export interface FollowQuery {
   readonly after: number;
 }
 
+export interface ListenerLag {
+  readonly namespace: string;
+  readonly name: string;
+  readonly lag: number;
+}
+
 export interface EventTransport {
   /** Where the log is, for messages: a URL or "in-process". */
   readonly target: string;
@@ -23,6 +29,8 @@ export interface EventTransport {
   latestOffset(): Promise<number>;
   listenerOffset(namespace: string, name: string): Promise<number | undefined>;
   commitListenerOffset(namespace: string, name: string, offset: number): Promise<void>;
+  /** The named listeners and how many events of their namespace each has yet to commit. */
+  listenerLags(): Promise<ListenerLag[]>;
   /**
    * Batches of matching events in offset order as they commit, until `signal` aborts. Ends or throws when
    * the connection drops; the caller follows again from the last offset it handled.
@@ -66,6 +74,10 @@ export class LocalEventTransport implements EventTransport {
 
   commitListenerOffset(namespace: string, name: string, offset: number): Promise<void> {
     return this.#log.commitListenerOffset(namespace, name, offset);
+  }
+
+  listenerLags(): Promise<ListenerLag[]> {
+    return this.#log.listenerLags();
   }
 
   follow(query: FollowQuery, signal: AbortSignal): AsyncIterable<StoredEvent[]> {

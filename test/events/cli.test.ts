@@ -54,6 +54,23 @@ describe('baton events', () => {
     const badEvent = await runBaton(['events', 'send', 'k', '--context', '{nope'], { cwd });
     expect(badEvent.code).toBe(1);
     expect(badEvent.stderr).toMatch(/context: expected a JSON text/);
+
+    // `status` shows how far each named listener is behind in its namespace.
+    const seeded = await runBaton(
+      [
+        'sql',
+        `INSERT INTO baton_event_listeners (namespace, name, "offset") VALUES ('default', 'reader', 0)`,
+      ],
+      { cwd },
+    );
+    expect(seeded.code, seeded.stderr).toBe(0);
+    const status = await runBaton(['status'], { cwd });
+    expect(status.stdout).toMatch(/listener\s+namespace\s+lag \(events\)/);
+    expect(status.stdout).toMatch(/reader\s+default\s+1\b/);
+    const statusJson = JSON.parse((await runBaton(['status', '--json'], { cwd })).stdout) as {
+      listeners: unknown[];
+    };
+    expect(statusJson.listeners).toEqual([{ namespace: 'default', name: 'reader', lag: 1 }]);
   });
 
   it('listens through the running node, printing one JSON object per line', async () => {

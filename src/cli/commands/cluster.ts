@@ -1,6 +1,8 @@
 // Commands on the group: `status` (members, role, term, queues) and `failover`.
 import type { Command } from 'commander';
 
+import type { ListenerLag } from '../../events/transport.js';
+import type { Admin } from '../../node/admin.js';
 import type { CliContext } from '../context.js';
 import { formatTable, queuesTable } from '../output.js';
 import { queueJson } from '../../util/wire.js';
@@ -8,12 +10,13 @@ import { queueJson } from '../../util/wire.js';
 export function registerClusterCommands(program: Command, ctx: CliContext): void {
   program
     .command('status')
-    .description('print the group (members, role, term, primary) and the queues')
+    .description("print the group (members, role, term, primary), the queues and the event listeners' lag")
     .option('--json', 'print as JSON')
     .action(async (options: { json?: boolean }) => {
-      const { cluster, queues } = await ctx.withAdmin(async (admin) => ({
+      const { cluster, queues, listeners } = await ctx.withAdmin(async (admin) => ({
         cluster: await admin.cluster(),
         queues: await admin.queues(),
+        listeners: await listenerLags(admin),
       }));
       if (options.json) {
         return ctx.printJson({
@@ -23,6 +26,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
           term: cluster.term,
           members: cluster.members.map((m) => ({ ...m, lastSeen: m.lastSeen.toISOString() })),
           queues: queues.map(queueJson),
+          listeners,
         });
       }
       if (!cluster.group) {
@@ -49,6 +53,15 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
       }
       ctx.print('');
       ctx.print(queuesTable(queues));
+      if (listeners.length > 0) {
+        ctx.print('');
+        ctx.print(
+          formatTable(
+            ['listener', 'namespace', 'lag (events)'],
+            listeners.map((listener) => [listener.name, listener.namespace, String(listener.lag)]),
+          ),
+        );
+      }
     });
 
   program
@@ -59,4 +72,17 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
       await ctx.withAdmin((admin) => admin.failover(options.to));
       ctx.print(`failover requested${options.to ? ` (to ${options.to})` : ''}`);
     });
+}
+
+/** The named event listeners and their lag; none when the event log is off or out of reach. */
+async function listenerLags(admin: Admin): Promise<ListenerLag[]> {
+  const events = await admin.openEvents?.().catch(() => undefined);
+  if (!events) return [];
+  try {
+    return await events.listenerLags();
+  } catch {
+    return [];
+  } finally {
+    await events.close();
+  }
 }

@@ -133,6 +133,12 @@ export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config
     return { offset: await events.offsetAt(at), time: at.toISOString() };
   });
 
+  app.get('/v1/events/listeners', async (request) => {
+    const allowed = allowedNamespaces(request);
+    const lags = await log().listenerLags();
+    return { listeners: allowed ? lags.filter((lag) => allowed.includes(lag.namespace)) : lags };
+  });
+
   app.get<{ Params: { name: string } }>('/v1/events/listeners/:name', async (request) => {
     const events = log();
     const { namespace } = parseInput(listenerQuery, request.query, 'query');
