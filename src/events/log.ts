@@ -16,6 +16,7 @@ import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import type { AppendedEvent, EventInput, EventQuery, StoredEvent } from './types.js';
 import { checkListenerName, checkQuery, InvalidEventError, normalizeEvent } from './types.js';
+import { RecentEvents } from './recent.js';
 
 /** The NOTIFY channel that carries the newest committed offset. */
 export const EVENTS_CHANNEL = 'baton_events';
@@ -36,6 +37,7 @@ export class EventLog {
   readonly #waiters = new Set<() => void>();
   #unlisten: (() => Promise<void>) | undefined;
   #appended = 0;
+  readonly #recent = new RecentEvents();
 
   constructor(store: Store, log: Logger) {
     this.#store = store;
@@ -86,18 +88,20 @@ export class EventLog {
    */
   async transaction<T>(fn: (tx: Tx, append: AppendInTx) => Promise<T>): Promise<T> {
     let last = 0;
-    let fresh = 0;
+    const fresh: StoredEvent[] = [];
     const result = await this.#store.transaction((tx) =>
       fn(tx, async (events) => {
         const appended = await this.appendIn(tx, events);
         for (const event of appended) {
           last = Math.max(last, event.offset);
-          if (!event.duplicate) fresh++;
+          if (!event.duplicate) fresh.push(storedPart(event));
         }
         return appended;
       }),
     );
-    this.#appended += fresh;
+    this.#appended += fresh.length;
+    // Committed: followers of this process may now take these from memory rather than from the store.
+    this.#recent.add(fresh);
     if (last > 0) this.#advance(last);
     return result;
   }
@@ -209,7 +213,7 @@ export class EventLog {
     while (!signal.aborted) {
       // Every offset up to the head read *before* the query is visible to it (appends commit in order).
       const known = this.#head;
-      const events = await this.list({ ...query, after });
+      const events = this.#recent.between(after, known, query) ?? (await this.list({ ...query, after }));
       const last = events.at(-1);
       if (last) {
         after = last.offset;
@@ -287,7 +291,10 @@ export class EventLog {
         RETURNING 1)
       SELECT count(*)::bigint AS n FROM gone`);
     const pruned = Number(rows[0]?.['n'] ?? 0);
-    if (pruned > 0) this.#log.info({ pruned }, `deleted ${pruned} events past their retention`);
+    if (pruned > 0) {
+      this.#recent.clear();
+      this.#log.info({ pruned }, `deleted ${pruned} events past their retention`);
+    }
     return pruned;
   }
 
@@ -365,6 +372,11 @@ export class EventLog {
   #wakeAll(): void {
     for (const wake of [...this.#waiters]) wake();
   }
+}
+
+function storedPart(event: AppendedEvent): StoredEvent {
+  const { duplicate: _duplicate, ...stored } = event;
+  return stored;
 }
 
 function producerId(event: EventInput): string | undefined {
