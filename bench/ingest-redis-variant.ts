@@ -92,7 +92,7 @@ export async function measureWindow(
     const before: CpuSnapshot = await cpuSnapshot(childPid);
     const drain = await watchDrain({ ...watch, db, signal: ctx.deadline.signal, pollMs: ctx.pollMs });
     const after = await cpuSnapshot(childPid);
-    return { drain, cpu: cpuShares(before, after, drain.seconds) };
+    return { drain, cpu: cpuShares(before, after, drain.seconds, drain.records) };
   } finally {
     await db.end();
   }

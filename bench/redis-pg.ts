@@ -326,17 +326,21 @@ async function serverCpuSeconds(): Promise<{ redis: number; postgres: number }> 
   return totals;
 }
 
-/** CPU used between two snapshots, as shares of one core over `seconds`. */
-export function cpuShares(before: CpuSnapshot, after: CpuSnapshot, seconds: number): string {
-  const share = (used: number): string => `${Math.round((used / seconds) * 100)}%`;
-  const parts = [`bench process ${share(after.bench - before.bench)}`];
+/**
+ * CPU used between two snapshots, as shares of one core over `seconds`, and per record stored (less noisy
+ * than the rate on a shared machine, though the servers' figures include other users' load).
+ */
+export function cpuShares(before: CpuSnapshot, after: CpuSnapshot, seconds: number, records: number): string {
+  const used: Array<[string, number]> = [['bench process', after.bench - before.bench]];
   if (before.child !== undefined && after.child !== undefined)
-    parts.unshift(`node ${share(after.child - before.child)}`);
-  parts.push(
-    `redis ${share(after.redis - before.redis)}`,
-    `postgres ${share(after.postgres - before.postgres)}`,
+    used.unshift(['node', after.child - before.child]);
+  used.push(['redis', after.redis - before.redis], ['postgres', after.postgres - before.postgres]);
+  const share = (cpu: number): string => `${Math.round((cpu / seconds) * 100)}%`;
+  const perRecord = (cpu: number): string => `${((cpu / Math.max(1, records)) * 1e6).toFixed(1)} µs`;
+  return (
+    `cpu (100% = one core): ${used.map(([name, cpu]) => `${name} ${share(cpu)}`).join(', ')}; ` +
+    `per record: ${used.map(([name, cpu]) => `${name.replace(' process', '')} ${perRecord(cpu)}`).join(', ')}`
   );
-  return `cpu (100% = one core): ${parts.join(', ')}`;
 }
 
 /** Versions and durability settings of the two servers, for the report. */

@@ -103,6 +103,9 @@ describe('loadConfig', () => {
       queues: {},
       group: undefined,
       components: {},
+      events: { enabled: true, retentionMs: 0, maxBatch: 10_000, maxStreamsPerClient: 16 },
+      tasks: {},
+      rules: [],
     });
   });
 
@@ -243,6 +246,56 @@ describe('validation', () => {
   it('refuses a short token in [[http.tokens]]', async () => {
     const error = await configError(resolve({ http: { tokens: [{ token: 'short' }] } }));
     expect(error.key).toBe('http.tokens[0].token');
+  });
+
+  it('resolves tasks and rules, and names the key of a bad one', async () => {
+    const config = resolveConfig(
+      {
+        tasks: {
+          build: { command: 'make' },
+          train: { module: './train.ts', namespace: 'ml', timeout_ms: 5 },
+        },
+        rules: [{ on: { key: 'go', value: 'now' }, action: 'start', task: 'build', on_lost: 'restart' }],
+      },
+      { baseDir: dir, env: {} },
+    );
+    expect(config.tasks['train']).toEqual({
+      name: 'train',
+      command: undefined,
+      module: path.join(dir, 'train.ts'),
+      cwd: dir,
+      namespace: 'ml',
+      timeoutMs: 5,
+    });
+    expect(config.rules).toEqual([
+      {
+        index: 0,
+        on: { namespace: 'default', key: 'go', value: 'now' },
+        action: 'start',
+        task: 'build',
+        onLost: 'restart',
+      },
+    ]);
+    const unknown = await configError(
+      resolve({
+        tasks: { build: { command: 'make' } },
+        rules: [{ on: { key: 'k' }, action: 'start', task: 'bulid' }],
+      }),
+    );
+    expect(unknown.key).toBe('rules[0].task');
+    expect(unknown.message).toContain('expected one of build');
+    const both = await configError(resolve({ tasks: { t: { command: 'a', module: './b.ts' } } }));
+    expect(both.key).toBe('tasks.t.module');
+    const neither = await configError(resolve({ tasks: { t: {} } }));
+    expect(neither.message).toContain('exactly one of "command" or "module"');
+    const action = await configError(
+      resolve({ tasks: { t: { command: 'a' } }, rules: [{ on: { key: 'k' }, action: 'launch', task: 't' }] }),
+    );
+    expect(action.key).toBe('rules[0].action');
+    const noEvents = await configError(
+      resolve({ events: { enabled: false }, tasks: { t: { command: 'a' } } }),
+    );
+    expect(noEvents.key).toBe('events.enabled');
   });
 
   it('requires a token when http.host is not loopback', async () => {

@@ -6,6 +6,8 @@ import type { Tx } from '../store/store.js';
 export interface ClaimedRecord {
   /** Adapter-assigned id, unique within the queue. */
   readonly id: string;
+  /** Index of the record in its batch's `records`, set at claim (what a batch ledger records). */
+  readonly position: number;
   readonly payload: Buffer;
   /** Failed runs so far (0 on the first delivery). */
   readonly attempts: number;
@@ -64,7 +66,8 @@ export interface QueueBackend {
   /**
    * After the batch's transaction committed: settles the batch. For each failure, counts one attempt and
    * schedules the record's retry or moves it to the error queue; then frees what the claim held outside
-   * the sink (e.g. a Redis processing list). Called once per processed batch, failures or not.
+   * the sink (e.g. a Redis processing key), possibly later (with the consumer's next claim). Called once per
+   * processed batch, failures or not.
    */
   complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void>;
   /** Gives claimed records back without counting an attempt (they did not run, or their run was undone). */

@@ -1,13 +1,17 @@
 // The batch ledger (`baton_batch_ledger` in the sink): for queues whose records cannot be deleted in the
 // handler's own transaction (Redis lists, PostgreSQL queues in another database), that transaction writes the
-// batch's id and the positions it acknowledged instead. Claim recovery marks the row 'recovered' before it
-// gives anything back, so a consumer thought dead cannot commit the batch afterwards (a row lock orders the two).
+// batch's id and the positions it acknowledged instead (NULL: the whole batch). Claim recovery marks the row
+// 'recovered' before it gives anything back, so a consumer thought dead cannot commit the batch afterwards (a
+// row lock orders the two).
 import { sql } from 'drizzle-orm';
 
 import type { Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import type { ClaimedBatch, ClaimedRecord } from './backend.js';
 import { ClaimLostError } from './backend.js';
+
+/** What a batch's ledger row says was acknowledged: every record of the batch, or these positions. */
+export type Acked = 'all' | readonly number[];
 
 /** Rows of settled batches are kept this long (they fence a consumer that might still try to commit). */
 const RETENTION_HOURS = 24;
@@ -21,16 +25,23 @@ export class BatchLedger {
   }
 
   /**
-   * Inside the handler's transaction: records `positions` of the batch as committed. ClaimLostError when the
-   * batch was recovered meanwhile, so that the transaction rolls back instead of applying records twice.
+   * Inside the handler's transaction: records `positions` of the batch as committed ('all': the whole batch,
+   * written as NULL, without a position list). ClaimLostError when the batch was recovered meanwhile, so that
+   * the transaction rolls back instead of applying records twice.
    */
-  async acknowledge(tx: Tx, batch: ClaimedBatch, positions: readonly number[]): Promise<void> {
-    if (positions.length === 0) return;
+  async acknowledge(tx: Tx, batch: ClaimedBatch, positions: Acked): Promise<void> {
+    if (positions !== 'all' && positions.length === 0) return;
+    const acked = positions === 'all' ? sql`NULL` : sql`${sql.param([...positions])}::int[]`;
+    // NULL (every position) absorbs whatever the row held before.
+    const union =
+      positions === 'all'
+        ? sql`NULL`
+        : sql`CASE WHEN baton_batch_ledger.acked IS NULL THEN NULL ELSE baton_batch_ledger.acked || EXCLUDED.acked END`;
     const rows = await executeIn(
       tx,
       sql`INSERT INTO baton_batch_ledger (batch_id, queue, outcome, acked)
-          VALUES (${batch.id}, ${batch.queue}, 'committed', ${sql.param([...positions])}::int[])
-          ON CONFLICT (batch_id) DO UPDATE SET acked = baton_batch_ledger.acked || EXCLUDED.acked
+          VALUES (${batch.id}, ${batch.queue}, 'committed', ${acked})
+          ON CONFLICT (batch_id) DO UPDATE SET acked = ${union}
           WHERE baton_batch_ledger.outcome = 'committed'
           RETURNING batch_id`,
     );
@@ -42,35 +53,42 @@ export class BatchLedger {
   }
 
   /** Positions of the batch that committed (whatever its outcome since); none when it has no row. */
-  async acked(batchId: string): Promise<number[]> {
+  async acked(batchId: string): Promise<Acked> {
     const [row] = await this.#store.execute(
       sql`SELECT acked FROM baton_batch_ledger WHERE batch_id = ${batchId}`,
     );
-    return row ? toIntegers(row['acked']) : [];
+    return row ? toAcked(row['acked']) : [];
   }
 
   /**
    * Marks the batches 'recovered' (creating their rows when they have none) and returns the positions each
    * had committed. Once this returns, no late acknowledgement of these batches can commit.
    */
-  async fence(queue: string, batchIds: readonly string[]): Promise<Map<string, number[]>> {
+  async fence(queue: string, batchIds: readonly string[]): Promise<Map<string, Acked>> {
     if (batchIds.length === 0) return new Map();
     const rows = await this.#store.execute(sql`
       INSERT INTO baton_batch_ledger (batch_id, queue, outcome)
       SELECT unnest(${sql.param([...batchIds])}::text[]), ${queue}, 'recovered'
       ON CONFLICT (batch_id) DO UPDATE SET outcome = 'recovered'
       RETURNING batch_id, acked`);
-    return new Map(rows.map((row) => [String(row['batch_id']), toIntegers(row['acked'])]));
+    return new Map(rows.map((row) => [String(row['batch_id']), toAcked(row['acked'])]));
   }
 
-  /** How many distinct positions of these batches committed and were not recovered since. */
-  async committedCount(batchIds: readonly string[]): Promise<number> {
-    if (batchIds.length === 0) return 0;
-    const [row] = await this.#store.execute(sql`
-      SELECT coalesce(sum((SELECT count(DISTINCT a) FROM unnest(acked) AS a)), 0)::int AS n
+  /**
+   * How many records of each batch committed and were not recovered since. `sizes`: batch id → the records
+   * it holds, which is the count of a batch acknowledged whole.
+   */
+  async committedCount(sizes: ReadonlyMap<string, number>): Promise<number> {
+    if (sizes.size === 0) return 0;
+    const rows = await this.#store.execute(sql`
+      SELECT batch_id, acked IS NULL AS whole, (SELECT count(DISTINCT a) FROM unnest(acked) AS a)::int AS n
       FROM baton_batch_ledger
-      WHERE batch_id = ANY(${sql.param([...batchIds])}::text[]) AND outcome = 'committed'`);
-    return Number(row?.['n'] ?? 0);
+      WHERE batch_id = ANY(${sql.param([...sizes.keys()])}::text[]) AND outcome = 'committed'`);
+    let committed = 0;
+    for (const row of rows) {
+      committed += row['whole'] === true ? (sizes.get(String(row['batch_id'])) ?? 0) : Number(row['n']);
+    }
+    return committed;
   }
 
   /** Deletes the queue's rows past the retention, except those of `live` batches (still claimed). */
@@ -82,22 +100,28 @@ export class BatchLedger {
   }
 }
 
-/** An int[] from the driver: an array (pg, PGlite) or its text form. */
-function toIntegers(value: unknown): number[] {
+/** The acked column from the driver: NULL (the whole batch), an array (pg, PGlite) or its text form. */
+function toAcked(value: unknown): Acked {
+  if (value === null) return 'all';
   if (Array.isArray(value)) return value.map(Number);
   return typeof value === 'string' ? (value.match(/-?\d+/g) ?? []).map(Number) : [];
 }
 
 /**
- * The positions of `records` in their batch (what the ledger records). Acknowledging the whole batch, the
- * runner passes the batch's own array: then the positions are 0…n-1 without looking anything up.
+ * What acknowledging `records` writes to the ledger: 'all' for the whole batch (the runner passes the batch's
+ * own array), else their positions.
  */
-export function batchPositions(batch: ClaimedBatch, records: readonly ClaimedRecord[]): number[] {
-  if (records === batch.records) return records.map((_, index) => index);
-  const index = new Map(batch.records.map((record, position) => [record.id, position]));
-  return records.map((record) => {
-    const position = index.get(record.id);
-    if (position === undefined) throw new TypeError(`record ${record.id} is not of batch ${batch.id}`);
-    return position;
+export function batchPositions(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Acked {
+  if (records === batch.records) return 'all';
+  const positions = records.map((record) => {
+    if (batch.records[record.position]?.id !== record.id)
+      throw new TypeError(`record ${record.id} is not of batch ${batch.id}`);
+    return record.position;
   });
+  return new Set(positions).size === batch.records.length ? 'all' : positions;
+}
+
+/** Whether the record at `position` is among `acked`. */
+export function isAcked(acked: Acked, position: number): boolean {
+  return acked === 'all' || acked.includes(position);
 }

@@ -16,7 +16,8 @@ import type {
   QueueStats,
   RecordFailure,
 } from './backend.js';
-import { BatchLedger, batchPositions } from './batch-ledger.js';
+import type { Acked } from './batch-ledger.js';
+import { BatchLedger, batchPositions, isAcked } from './batch-ledger.js';
 import { StoreQueueBackend } from './store-queue.js';
 
 export interface ForeignQueueOptions {
@@ -132,24 +133,28 @@ export class ForeignQueueBackend implements QueueBackend {
 
   async #settle(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
     const queues = this.#queues();
-    let acked: Set<number>;
+    let acked: Acked;
     try {
-      acked = new Set(await this.#ledger.acked(batch.id));
+      acked = await this.#ledger.acked(batch.id);
     } catch (error) {
       // The batch is no longer this process's to settle: an empty settlement forgets it, so that recovery
       // gives its claims back (consulting the ledger) once the sink answers again.
       await queues.settle(batch, {});
       throw error;
     }
-    const failed = new Set(failures.map((failure) => failure.record.id));
+    if (acked === 'all') {
+      await queues.settle(batch, { done: batch.records });
+      return;
+    }
+    const committed = new Set(acked);
+    const failed = new Set(failures.map((failure) => failure.record.position));
     const done: ClaimedRecord[] = [];
     const released: ClaimedRecord[] = [];
-    batch.records.forEach((record, position) => {
-      if (acked.has(position)) done.push(record);
-      else if (!failed.has(record.id)) released.push(record);
-    });
-    const position = positionsOf(batch);
-    const unacked = failures.filter((failure) => !acked.has(position.get(failure.record.id) ?? -1));
+    for (const record of batch.records) {
+      if (committed.has(record.position)) done.push(record);
+      else if (!failed.has(record.position)) released.push(record);
+    }
+    const unacked = failures.filter((failure) => !isAcked(acked, failure.record.position));
     await queues.settle(batch, { done, failures: unacked, released });
   }
 
@@ -212,11 +217,6 @@ export class ForeignQueueBackend implements QueueBackend {
     if (Date.now() - (this.#ledgerSweptAt.get(queue) ?? 0) < LEDGER_SWEEP_MS) return;
     this.#ledgerSweptAt.set(queue, Date.now());
     // Rows of batches still claimed are kept whatever their age: they fence a consumer that may still commit.
-    await this.#ledger.sweep(queue, await queues.claimedBatches(queue));
+    await this.#ledger.sweep(queue, [...(await queues.claimedBatches(queue)).keys()]);
   }
-}
-
-/** Record id → its position in the batch (records are in id order, as claimed). */
-function positionsOf(batch: ClaimedBatch): Map<string, number> {
-  return new Map(batch.records.map((record, index) => [record.id, index]));
 }

@@ -7,6 +7,7 @@ import { sql } from 'drizzle-orm';
 import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import type { ClaimedRecord } from './backend.js';
+import type { Acked } from './batch-ledger.js';
 
 /**
  * For a queue kept in another database than the sink (ForeignQueueBackend): acknowledgements are rows of a
@@ -14,10 +15,11 @@ import type { ClaimedRecord } from './backend.js';
  */
 export interface ClaimLedger {
   /**
-   * Marks the batches recovered in the ledger and returns the positions (in id order) each had acknowledged.
-   * Recovery calls it before it touches a batch's rows, so that a late acknowledgement cannot commit after.
+   * Marks the batches recovered in the ledger and returns the positions (in id order) each had acknowledged,
+   * or 'all'. Recovery calls it before it touches a batch's rows, so that a late acknowledgement cannot commit
+   * after.
    */
-  fence(queue: string, batchIds: readonly string[]): Promise<ReadonlyMap<string, readonly number[]>>;
+  fence(queue: string, batchIds: readonly string[]): Promise<ReadonlyMap<string, Acked>>;
 }
 
 /** Claims to recover, as conditions on baton_queue_records, and what their batches acknowledged. */
@@ -26,7 +28,7 @@ export interface ClaimsToRecover {
   readonly orphaned: SQL;
   /** Claims of this process's consumers that it does not hold: given back without an attempt. */
   readonly unknown: SQL;
-  readonly acked: ReadonlyMap<string, readonly number[]>;
+  readonly acked: ReadonlyMap<string, Acked>;
 }
 
 /**
@@ -58,12 +60,17 @@ export async function fenceClaims(
  * Deletes the records that each batch's ledger row shows acknowledged: positions count, in id order, the
  * rows the batch still holds, which are all of its records since a batch's rows only ever leave it together.
  */
-export async function deleteAcknowledged(
-  tx: Tx,
-  acked: ReadonlyMap<string, readonly number[]>,
-): Promise<void> {
+export async function deleteAcknowledged(tx: Tx, acked: ReadonlyMap<string, Acked>): Promise<void> {
+  const whole = [...acked].filter(([, positions]) => positions === 'all').map(([batch]) => batch);
+  if (whole.length > 0) {
+    await executeIn(
+      tx,
+      sql`DELETE FROM baton_queue_records
+          WHERE batch_id = ANY(${sql.param(whole)}::text[]) AND claimed_by IS NOT NULL`,
+    );
+  }
   const pairs = [...acked].flatMap(([batch, positions]) =>
-    positions.map((position) => ({ batch, position })),
+    positions === 'all' ? [] : positions.map((position) => ({ batch, position })),
   );
   if (pairs.length === 0) return;
   await executeIn(
@@ -97,9 +104,11 @@ export async function moveToErrors(
   return rows.length;
 }
 
-export function toClaimedRecord(row: Row): ClaimedRecord {
+/** A claimed row as the record at `position` of its batch. */
+export function toClaimedRecord(row: Row, position: number): ClaimedRecord {
   return {
     id: String(row['id']),
+    position,
     payload: toBuffer(row['payload']),
     attempts: Number(row['attempts']),
     enqueuedAt: toDate(row['enqueued_at']),
@@ -110,8 +119,11 @@ export function ids(records: readonly ClaimedRecord[]): string[] {
   return records.map((record) => record.id);
 }
 
-export function byNumericId(a: ClaimedRecord, b: ClaimedRecord): number {
-  return a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+/** Orders rows by their `id` column, a bigint as text. */
+export function byNumericId(a: Row, b: Row): number {
+  const x = String(a['id']);
+  const y = String(b['id']);
+  return x.length - y.length || (x < y ? -1 : x > y ? 1 : 0);
 }
 
 export function toBuffer(value: unknown): Buffer {

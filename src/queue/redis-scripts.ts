@@ -1,7 +1,7 @@
 // The Redis side of the Redis queue backend: its key layout, the Lua scripts (each atomic on the server),
-// how to run them and how to read their binary replies. Items of a processing list are envelopes
-// `<attempts>:<payload>`; members of the retry ZSET are `<seq>:<attempts>:<payload>` (the sequence number
-// keeps equal payloads apart and orders equal scores); `errors-<queue>` holds raw payloads, as Azafea does.
+// how to run them and how to read their binary replies. A claimed batch is one value under its processing key
+// (redis-batch.ts); members of the retry ZSET are `<seq>:<attempts>:<payload>` (the sequence number keeps
+// equal payloads apart and orders equal scores); `errors-<queue>` holds raw payloads, as Azafea does.
 import { createHash, randomUUID } from 'node:crypto';
 
 import type { Redis } from 'ioredis';
@@ -34,15 +34,6 @@ export function errorKeys(queue: string): string[] {
   return [errors, `${errors}:ids`, `${errors}:meta`, `${errors}:seq`];
 }
 
-/** `<attempts>:<payload>` → its parts; the payload stays bytes. */
-export function openEnvelope(envelope: Buffer): { payload: Buffer; attempts: number } {
-  const colon = envelope.indexOf(0x3a);
-  const attempts = Number(envelope.subarray(0, colon).toString('latin1'));
-  if (colon < 0 || !Number.isInteger(attempts))
-    throw new TypeError('malformed envelope in a processing list');
-  return { payload: envelope.subarray(colon + 1), attempts };
-}
-
 export interface LuaScript {
   readonly lua: string;
   readonly sha: string;
@@ -73,9 +64,31 @@ export async function runScript(
 }
 
 const COMMON = `
+-- The acknowledged indexes from ARGV[from]: '1' (the whole batch), or '0', a count and the 0-based indexes.
+-- Returns whether the whole batch, a set of the 1-based indexes, and where the next argument is.
+local function acked(from)
+  if ARGV[from] == '1' then return true, {}, from + 2 end
+  local set, n = {}, tonumber(ARGV[from + 1])
+  for i = from + 2, from + 1 + n do set[tonumber(ARGV[i]) + 1] = true end
+  return false, set, from + 2 + n
+end
 local function parse(envelope)
   local colon = string.find(envelope, ':', 1, true)
   return tonumber(string.sub(envelope, 1, colon - 1)), string.sub(envelope, colon + 1)
+end
+-- A claimed batch: its payloads and their attempts (-1: given back). A processing list of envelopes (kept by
+-- earlier versions; '' given back) reads the same.
+local function load_batch(key)
+  local payloads, attempts = {}, {}
+  if redis.call('TYPE', key).ok == 'list' then
+    for i, envelope in ipairs(redis.call('LRANGE', key, 0, -1)) do
+      if envelope == '' then payloads[i], attempts[i] = '', -1 else attempts[i], payloads[i] = parse(envelope) end
+    end
+    return payloads, attempts
+  end
+  local value = redis.call('GET', key)
+  if value then payloads, attempts = cmsgpack.unpack(value) end
+  return payloads, attempts
 end
 local function to_retry(retry, seq, score, attempts, payload)
   local n = redis.call('INCR', seq)
@@ -104,48 +117,63 @@ end
 `;
 
 /**
- * KEYS: main list, retry ZSET, batches hash, processing list. ARGV: max, now (ms), consumer, batch id.
- * Moves due retries, then the oldest records of the main list, into the processing list; returns its items.
+ * KEYS: main list, retry ZSET, batches hash, the batch's key, then the keys of completed batches to free.
+ * ARGV: max, now (ms), consumer, batch id, then the ids of those completed batches. Frees the completed
+ * batches (their records are all acknowledged), then takes due retries and the oldest records of the main
+ * list into the batch, kept as one value (see redis-batch.ts; max 0: only frees). Returns how many completed
+ * batches were gone (recovered), then that value, unless nothing was claimed.
  */
 export const CLAIM = script(`
+local gone = 0
+for i = 5, #KEYS do
+  if redis.call('HDEL', KEYS[3], ARGV[i]) == 0 then gone = gone + 1 end
+  redis.call('DEL', KEYS[i])
+end
 local max = tonumber(ARGV[1])
+if max <= 0 then return {gone} end
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, max)
-for _, member in ipairs(due) do
-  redis.call('RPUSH', KEYS[4], string.sub(member, string.find(member, ':', 1, true) + 1))
-  redis.call('ZREM', KEYS[2], member)
+local payloads, attempts = {}, {}
+for i, member in ipairs(due) do
+  attempts[i], payloads[i] = parse(string.sub(member, string.find(member, ':', 1, true) + 1))
 end
-if max > #due then
-  local raw = redis.call('RPOP', KEYS[1], max - #due)
-  if raw then
-    for _, payload in ipairs(raw) do redis.call('RPUSH', KEYS[4], '0:' .. payload) end
-  end
+for i = 1, #due, 1000 do redis.call('ZREM', KEYS[2], unpack(due, i, math.min(i + 999, #due))) end
+local retried = #payloads
+if max > retried then
+  local raw = redis.call('RPOP', KEYS[1], max - retried)
+  if raw and retried == 0 then payloads = raw
+  elseif raw then for i, payload in ipairs(raw) do payloads[retried + i] = payload end end
+  for i = retried + 1, #payloads do attempts[i] = 0 end
 end
-if redis.call('EXISTS', KEYS[4]) == 0 then return {} end
+if #payloads == 0 then return {gone} end
+local batch = cmsgpack.pack(payloads, attempts)
+redis.call('SET', KEYS[4], batch)
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[3])
-return redis.call('LRANGE', KEYS[4], 0, -1)
+return {gone, batch}
 `);
 
 const ERROR_KEYS = 'KEYS[5], KEYS[6], KEYS[7], KEYS[8]';
 
 /**
- * KEYS: processing list, batches hash, retry ZSET, retry seq, errors, error ids, error meta, error seq.
+ * KEYS: the batch's key, batches hash, retry ZSET, retry seq, errors, error ids, error meta, error seq.
  * ARGV: batch id, failed at (ISO), then per failure: index, retry at (ms, or '' for the error queue), error,
  * enqueued at (ISO). Returns how many failures it settled, or -1 when the batch was recovered meanwhile.
  */
 export const COMPLETE = script(`
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return -1 end
-local items = redis.call('LRANGE', KEYS[1], 0, -1)
 local settled = 0
-for i = 3, #ARGV, 4 do
-  local envelope = items[tonumber(ARGV[i]) + 1]
-  if envelope and envelope ~= '' then
-    local attempts, payload = parse(envelope)
-    if ARGV[i + 1] ~= '' then
-      to_retry(KEYS[3], KEYS[4], ARGV[i + 1], attempts + 1, payload)
-    else
-      to_errors(${ERROR_KEYS}, payload, attempts + 1, ARGV[i + 2], ARGV[2], ARGV[i + 3])
+if #ARGV > 2 then
+  local payloads, attempts = load_batch(KEYS[1])
+  for i = 3, #ARGV, 4 do
+    local index = tonumber(ARGV[i]) + 1
+    local tries = attempts[index]
+    if tries and tries >= 0 then
+      if ARGV[i + 1] ~= '' then
+        to_retry(KEYS[3], KEYS[4], ARGV[i + 1], tries + 1, payloads[index])
+      else
+        to_errors(${ERROR_KEYS}, payloads[index], tries + 1, ARGV[i + 2], ARGV[2], ARGV[i + 3])
+      end
+      settled = settled + 1
     end
-    settled = settled + 1
   end
 end
 redis.call('DEL', KEYS[1])
@@ -153,62 +181,92 @@ return settled
 `);
 
 /**
- * KEYS: processing list, batches hash, main list, retry ZSET, retry seq. ARGV: batch id, now (ms), n, n
- * indexes to give back (ascending), then the acknowledged indexes. Returns how many it gave back, -1 when
- * the batch is gone (recovered). Records never run go back to the consuming end of the main list as raw
- * bytes; retried ones to the retry ZSET, due now. Items given back become '' (envelopes never are).
+ * KEYS: the batch's key, batches hash, main list, retry ZSET, retry seq. ARGV: batch id, now (ms), the
+ * acknowledged indexes (see `acked` above), n, then n indexes to give back (ascending). Returns how many it
+ * gave back, -1 when the batch is gone (recovered). Records never run go back to the consuming end of the
+ * main list as raw bytes; retried ones to the retry ZSET, due now. Records given back get attempts -1.
  */
 export const RELEASE = script(`
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return -1 end
-local n = tonumber(ARGV[3])
-local items = redis.call('LRANGE', KEYS[1], 0, -1)
-local acked = {}
-for i = 4 + n, #ARGV do acked[tonumber(ARGV[i]) + 1] = true end
+local whole, acked, next = acked(3)
+if whole then
+  redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 0
+end
+local n = tonumber(ARGV[next])
+local payloads, attempts = load_batch(KEYS[1])
 local raw, released = {}, 0
-for i = 4, 3 + n do
+for i = next + 1, next + n do
   local index = tonumber(ARGV[i]) + 1
-  local envelope = items[index]
-  if envelope and envelope ~= '' and not acked[index] then
-    local attempts, payload = parse(envelope)
-    if attempts == 0 then table.insert(raw, payload) else to_retry(KEYS[4], KEYS[5], ARGV[2], attempts, payload) end
-    redis.call('LSET', KEYS[1], index - 1, '')
-    items[index] = ''
+  local tries = attempts[index]
+  if tries and tries >= 0 and not acked[index] then
+    if tries == 0 then table.insert(raw, payloads[index]) else to_retry(KEYS[4], KEYS[5], ARGV[2], tries, payloads[index]) end
+    payloads[index], attempts[index] = '', -1
     released = released + 1
   end
 end
 for i = #raw, 1, -1 do redis.call('RPUSH', KEYS[3], raw[i]) end
-for index, envelope in ipairs(items) do
-  if envelope ~= '' and not acked[index] then return released end
-end
 redis.call('DEL', KEYS[1])
+for index, tries in ipairs(attempts) do
+  if tries >= 0 and not acked[index] then
+    redis.call('SET', KEYS[1], cmsgpack.pack(payloads, attempts))
+    return released
+  end
+end
 redis.call('HDEL', KEYS[2], ARGV[1])
 return released
 `);
 
 /**
- * KEYS: as COMPLETE. ARGV: batch id, now (ms), max attempts, now (ISO), error, then the acknowledged indexes.
- * Counts one attempt for every record not acknowledged and retries it now, or moves it to the error queue
- * when out of attempts. Returns how many; 0 when another recoverer or the consumer settled the batch first.
+ * KEYS: as COMPLETE. ARGV: batch id, now (ms), max attempts, now (ISO), error, then the acknowledged indexes
+ * (see `acked` above). Counts one attempt for every record not acknowledged and retries it now, or moves it to
+ * the error queue when out of attempts. Returns how many; 0 when another recoverer or the consumer settled
+ * the batch first.
  */
 export const RECOVER = script(`
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
-local acked = {}
-for i = 6, #ARGV do acked[tonumber(ARGV[i]) + 1] = true end
+local whole, acked = acked(6)
 local max = tonumber(ARGV[3])
 local moved = 0
-for index, envelope in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
-  if envelope ~= '' and not acked[index] then
-    local attempts, payload = parse(envelope)
-    if attempts + 1 >= max then
-      to_errors(${ERROR_KEYS}, payload, attempts + 1, ARGV[5], ARGV[4], ARGV[4])
-    else
-      to_retry(KEYS[3], KEYS[4], ARGV[2], attempts + 1, payload)
+if not whole then
+  local payloads, attempts = load_batch(KEYS[1])
+  for index, tries in ipairs(attempts) do
+    if tries >= 0 and not acked[index] then
+      if tries + 1 >= max then
+        to_errors(${ERROR_KEYS}, payloads[index], tries + 1, ARGV[5], ARGV[4], ARGV[4])
+      else
+        to_retry(KEYS[3], KEYS[4], ARGV[2], tries + 1, payloads[index])
+      end
+      moved = moved + 1
     end
-    moved = moved + 1
   end
 end
 redis.call('DEL', KEYS[1])
 return moved
+`);
+
+/**
+ * KEYS: the keys of claimed batches. Returns how many records each holds (what claimed them, given back or
+ * not); 0 for a key that is gone.
+ */
+export const BATCH_SIZES = script(`
+local sizes = {}
+for i, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key).ok
+  if kind == 'list' then sizes[i] = redis.call('LLEN', key)
+  elseif kind == 'string' then
+    local head = redis.call('GETRANGE', key, 0, 4)
+    local b = string.byte(head, 1)
+    if b >= 0x90 and b <= 0x9f then sizes[i] = b - 0x90
+    elseif b == 0xdc then sizes[i] = string.byte(head, 2) * 256 + string.byte(head, 3)
+    elseif b == 0xdd then
+      sizes[i] = ((string.byte(head, 2) * 256 + string.byte(head, 3)) * 256 + string.byte(head, 4)) * 256
+        + string.byte(head, 5)
+    else sizes[i] = 0 end
+  else sizes[i] = 0 end
+end
+return sizes
 `);
 
 /**

@@ -1,8 +1,8 @@
 // Queues kept in Redis lists (`backend = "redis"`), wire-compatible with Azafea: producers LPUSH raw bytes
-// to the queue's key and consumers take from the right. A claim moves records into a processing list per
-// batch; the acknowledgement is a row of the batch ledger (baton_batch_ledger) written in the handler's own
-// transaction, which claim recovery marks (fencing the late acknowledgement of a consumer thought dead)
-// before giving back.
+// to the queue's key and consumers take from the right. A claim moves records into one value per batch
+// under its processing key; the acknowledgement is a row of the batch ledger (baton_batch_ledger) written in
+// the handler's own transaction, which claim recovery marks (fencing the late acknowledgement of a consumer
+// thought dead) before giving back.
 import { randomUUID } from 'node:crypto';
 
 import { Redis } from 'ioredis';
@@ -22,18 +22,20 @@ import type {
   RecordFailure,
 } from './backend.js';
 import { Heartbeats } from '../util/heartbeats.js';
+import type { Acked } from './batch-ledger.js';
 import { BatchLedger, batchPositions } from './batch-ledger.js';
+import { openBatch } from './redis-batch.js';
 import {
   asArray,
   asBuffer,
   asInteger,
   batchKeys,
+  BATCH_SIZES,
   CLAIM,
   COMPLETE,
   consumerKey,
   errorKeys,
   listErrors,
-  openEnvelope,
   processingKey,
   readPersistence,
   RECOVER,
@@ -67,6 +69,17 @@ const LEDGER_SWEEP_MS = 60_000;
 /** How long a batch of ours that we do not hold waits before it is recovered (a claim may be in flight). */
 const UNKNOWN_BATCH_GRACE_MS = 5_000;
 const RECOVERED_REASON = 'its node stopped while processing it (the claim was recovered)';
+/** A completed batch waits at most about this long for a claim of its consumer to free its processing key. */
+const COMPLETED_GRACE_MS = 200;
+
+/** Completed batches of one consumer on one queue, whose processing keys are still to be freed. */
+interface Completed {
+  readonly queue: string;
+  readonly consumer: string;
+  readonly batches: string[];
+  /** When the first of them completed (ms). */
+  readonly since: number;
+}
 
 export class RedisQueueBackend implements QueueBackend {
   readonly kind = 'redis';
@@ -86,6 +99,9 @@ export class RedisQueueBackend implements QueueBackend {
   readonly #held = new Set<string>();
   /** Batches of this process's consumers that it does not hold, by when they were first seen. */
   readonly #unknownSince = new Map<string, number>();
+  /** Completed batches (held until freed) by queue and consumer: see complete(). */
+  readonly #completed = new Map<string, Completed>();
+  #completionTimer: NodeJS.Timeout | undefined;
   #lastError: unknown;
   #starting: Promise<void> | undefined;
   #closed = false;
@@ -183,6 +199,7 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async unregisterConsumer(consumer: string): Promise<void> {
+    await this.#freeCompleted((_, owner) => owner === consumer);
     if (this.#consumers.remove(consumer)) await this.#redis(() => this.#client.del(consumerKey(consumer)));
   }
 
@@ -191,15 +208,20 @@ export class RedisQueueBackend implements QueueBackend {
     const key = this.#key(queue);
     const id = randomUUID();
     const now = new Date();
+    const completed = this.#takeCompleted(queue, consumer);
     const keys = [key, `${key}:retry`, `${key}:batches`, processingKey(key, consumer, id)];
-    const envelopes = asArray(await runScript(this.#client, CLAIM, keys, [max, now.getTime(), consumer, id]));
-    if (envelopes.length === 0) return undefined;
+    for (const batch of completed) keys.push(processingKey(key, consumer, batch));
+    const reply = asArray(
+      await runScript(this.#client, CLAIM, keys, [max, now.getTime(), consumer, id, ...completed]),
+    );
+    this.#warnGone(queue, completed, reply[0]);
+    if (reply.length < 2) return undefined;
     this.#held.add(id);
-    const records = envelopes.map((envelope, index): ClaimedRecord => ({
-      id: `${id}:${index}`,
-      ...openEnvelope(asBuffer(envelope)),
-      enqueuedAt: now,
-    }));
+    const { payloads, attempts } = openBatch(asBuffer(reply[1]));
+    const records = new Array<ClaimedRecord>(payloads.length);
+    for (let index = 0; index < payloads.length; index++) {
+      records[index] = new BatchRecord(id, index, payloads[index]!, attempts[index]!, now);
+    }
     return { id, queue, consumer, records };
   }
 
@@ -207,12 +229,20 @@ export class RedisQueueBackend implements QueueBackend {
     await this.#ledger.acknowledge(tx, batch, batchPositions(batch, records));
   }
 
+  /**
+   * A batch without failures had every record acknowledged: the consumer's next claim on the queue frees its
+   * processing key in the same script (or a timer does, when no claim comes). Failures are settled at once.
+   */
   async complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
+    if (failures.length === 0) {
+      this.#deferCompletion(batch);
+      return;
+    }
     const key = this.#key(batch.queue);
     const args: Array<string | number> = [batch.id, new Date().toISOString()];
     for (const { record, error, retryAt } of failures) {
       const retry = retryAt ? retryAt.getTime() : '';
-      args.push(position(batch, record), retry, error, record.enqueuedAt.toISOString());
+      args.push(record.position, retry, error, record.enqueuedAt.toISOString());
     }
     const keys = [...batchKeys(key, batch), ...errorKeys(batch.queue)];
     // Settled or not, this process lets go of the batch: if the script did not run, recovery settles the
@@ -227,19 +257,89 @@ export class RedisQueueBackend implements QueueBackend {
     }
   }
 
+  #deferCompletion(batch: ClaimedBatch): void {
+    const slot = completedSlot(batch.queue, batch.consumer);
+    const waiting = this.#completed.get(slot);
+    if (waiting) waiting.batches.push(batch.id);
+    else {
+      this.#completed.set(slot, {
+        queue: batch.queue,
+        consumer: batch.consumer,
+        batches: [batch.id],
+        since: Date.now(),
+      });
+    }
+    this.#armCompletionTimer();
+  }
+
+  #armCompletionTimer(): void {
+    if (this.#closed) return;
+    this.#completionTimer ??= setTimeout(() => {
+      this.#completionTimer = undefined;
+      void this.#freeCompleted((since) => Date.now() - since >= COMPLETED_GRACE_MS);
+    }, COMPLETED_GRACE_MS).unref();
+  }
+
+  /**
+   * Takes the completed batches of `consumer` on `queue` for a script to free. From here this process lets go
+   * of them: if the script does not run, recovery frees them (the ledger shows every record acknowledged).
+   */
+  #takeCompleted(queue: string, consumer: string): string[] {
+    const slot = completedSlot(queue, consumer);
+    const waiting = this.#completed.get(slot);
+    if (!waiting) return [];
+    this.#completed.delete(slot);
+    for (const batch of waiting.batches) this.#held.delete(batch);
+    return waiting.batches;
+  }
+
+  /** Frees the processing keys of the completed batches that no claim took and that `due` chooses. */
+  async #freeCompleted(due: (since: number, consumer: string) => boolean): Promise<void> {
+    const chosen = [...this.#completed.values()].filter((waiting) => due(waiting.since, waiting.consumer));
+    await Promise.all(
+      chosen.map(async ({ queue, consumer }) => {
+        const completed = this.#takeCompleted(queue, consumer);
+        if (completed.length === 0) return;
+        const key = this.#key(queue);
+        const keys = [key, `${key}:retry`, `${key}:batches`, processingKey(key, consumer, 'none')];
+        for (const batch of completed) keys.push(processingKey(key, consumer, batch));
+        try {
+          const reply = asArray(
+            await runScript(this.#client, CLAIM, keys, [0, 0, consumer, 'none', ...completed]),
+          );
+          this.#warnGone(queue, completed, reply[0]);
+        } catch (error) {
+          this.#log.warn(
+            { queue, err: describeError(error) },
+            `queue "${queue}": could not free ${completed.length} completed batches; claim recovery will`,
+          );
+        }
+      }),
+    );
+    if (this.#completed.size > 0) this.#armCompletionTimer();
+  }
+
+  #warnGone(queue: string, completed: readonly string[], gone: unknown): void {
+    if (completed.length === 0 || asInteger(gone) === 0) return;
+    this.#log.warn(
+      { queue, batches: completed },
+      `queue "${queue}": ${asInteger(gone)} completed batches were recovered before their processing keys were freed`,
+    );
+  }
+
   async release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
     this.#held.delete(batch.id);
     if (records.length === 0) return;
     // Records acknowledged by a committed part of the batch (the runner may commit it in halves) stay done.
     const acked = await this.#ledger.acked(batch.id);
-    const indexes = [...new Set(batchPositions(batch, records))].sort((a, b) => a - b);
+    const indexes = [...new Set(records.map((record) => record.position))].sort((a, b) => a - b);
     const key = this.#key(batch.queue);
     const [processing, batches, retry, retrySeq] = batchKeys(key, batch);
     await runScript(
       this.#client,
       RELEASE,
       [processing, batches, key, retry, retrySeq],
-      [batch.id, Date.now(), indexes.length, ...indexes, ...acked],
+      [batch.id, Date.now(), ...ackedArgs(acked), indexes.length, ...indexes],
     );
   }
 
@@ -267,7 +367,7 @@ export class RedisQueueBackend implements QueueBackend {
       const keys = [...batchKeys(key, { id, consumer }), ...errorKeys(queue)];
       const args = [id, now.getTime(), options.maxAttempts, now.toISOString(), RECOVERED_REASON];
       recovered += asInteger(
-        await runScript(this.#client, RECOVER, keys, [...args, ...(acked.get(id) ?? [])]),
+        await runScript(this.#client, RECOVER, keys, [...args, ...ackedArgs(acked.get(id) ?? [])]),
       );
     }
     return recovered;
@@ -341,11 +441,12 @@ export class RedisQueueBackend implements QueueBackend {
       ]),
     );
     const claims = Object.entries(batches);
-    const held = await this.#redis(() =>
-      Promise.all(claims.map(([id, consumer]) => this.#client.llen(processingKey(key, consumer, id)))),
-    );
-    // Acknowledged records wait in their processing list until the batch completes; they are done.
-    const acked = await this.#ledger.committedCount(claims.map(([id]) => id));
+    const keys = claims.map(([id, consumer]) => processingKey(key, consumer, id));
+    const held =
+      keys.length === 0 ? [] : asArray(await runScript(this.#client, BATCH_SIZES, keys, [])).map(asInteger);
+    // Acknowledged records wait in their batch until it completes; they are done.
+    const sizes = new Map(claims.map(([id], index) => [id, held[index] ?? 0]));
+    const acked = await this.#ledger.committedCount(sizes);
     const inFlight = Math.max(0, held.reduce((sum, length) => sum + length, 0) - acked);
     return { depth: waiting + retrying, inFlight, errors };
   }
@@ -368,6 +469,8 @@ export class RedisQueueBackend implements QueueBackend {
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    clearTimeout(this.#completionTimer);
+    await this.#freeCompleted(() => true);
     await Promise.all(
       this.#consumers.ids().map((consumer) =>
         this.unregisterConsumer(consumer).catch((error: unknown) => {
@@ -404,11 +507,32 @@ export class RedisQueueBackend implements QueueBackend {
   }
 }
 
-/** Position of a record in its batch (record ids are `<batch>:<position>`). */
-function position(batch: ClaimedBatch, record: ClaimedRecord): number {
-  const index = record.id.startsWith(`${batch.id}:`) ? Number(record.id.slice(batch.id.length + 1)) : NaN;
-  if (!Number.isInteger(index)) throw new TypeError(`record ${record.id} is not of batch ${batch.id}`);
-  return index;
+/** The acknowledged positions as RELEASE and RECOVER take them: '1' for the whole batch, else '0' and a count. */
+function ackedArgs(acked: Acked): Array<string | number> {
+  return acked === 'all' ? ['1', 0] : ['0', acked.length, ...acked];
+}
+
+/** A record of a Redis batch. Its id, `<batch>:<position>`, is made only when asked for (logs, errors). */
+class BatchRecord implements ClaimedRecord {
+  readonly #batch: string;
+
+  constructor(
+    batch: string,
+    readonly position: number,
+    readonly payload: Buffer,
+    readonly attempts: number,
+    readonly enqueuedAt: Date,
+  ) {
+    this.#batch = batch;
+  }
+
+  get id(): string {
+    return `${this.#batch}:${this.position}`;
+  }
+}
+
+function completedSlot(queue: string, consumer: string): string {
+  return `${queue}\u0000${consumer}`;
 }
 
 function redactUrl(url: string): string {

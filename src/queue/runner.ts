@@ -1,6 +1,7 @@
 // The queue runner: `concurrency` loops per queue that claim a batch, run the handler and acknowledge the
-// batch in one sink transaction. Failed records are retried after back-off, then go to the error queue.
-// Stopping stops the claiming and lets in-flight batches finish; the node aborts them past its deadline.
+// batch in one sink transaction (claiming the next batch meanwhile). Failed records are retried after
+// back-off, then go to the error queue. Stopping stops the claiming, gives back batches claimed ahead and lets
+// in-flight batches finish; the node aborts them past its deadline.
 import { BackendUnavailableError, describeError, WorkAbortedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
@@ -91,13 +92,26 @@ export class QueueRunner {
 
   async #loop(): Promise<void> {
     const { batchSize } = this.#processor.queue;
+    // While a full batch runs (more records are likely waiting), the next one is claimed, so that its round
+    // trip is not waited for. Not on an exclusive store: there the claim would wait for the transaction.
+    const prefetch = !this.#store.exclusive;
     let failures = 0;
+    let next: Promise<ClaimedBatch | undefined> | undefined;
     while (!this.#stopping.signal.aborted) {
       try {
-        const batch = await this.#backend.claim(this.queue, this.#consumer, batchSize);
+        const claiming = next ?? this.#backend.claim(this.queue, this.#consumer, batchSize);
+        next = undefined;
+        const batch = await claiming;
         failures = 0;
-        if (batch) await this.#process(batch);
-        else await this.#backend.waitForRecords(this.queue, IDLE_POLL_MS, this.#stopping.signal);
+        if (!batch) {
+          await this.#backend.waitForRecords(this.queue, IDLE_POLL_MS, this.#stopping.signal);
+          continue;
+        }
+        if (prefetch && batch.records.length >= batchSize && !this.#stopping.signal.aborted) {
+          next = this.#backend.claim(this.queue, this.#consumer, batchSize);
+          next.catch(() => undefined);
+        }
+        await this.#process(batch);
       } catch (error) {
         failures += 1;
         const delay = backoffDelay(failures, RECONNECT_BACKOFF);
@@ -107,6 +121,21 @@ export class QueueRunner {
         );
         await sleep(delay, this.#stopping.signal);
       }
+    }
+    if (next) await this.#giveBack(next);
+  }
+
+  /** Stopping: gives back a batch claimed ahead, which never ran (no attempt is counted). */
+  async #giveBack(claiming: Promise<ClaimedBatch | undefined>): Promise<void> {
+    try {
+      const batch = await claiming;
+      if (batch) await this.#backend.release(batch, batch.records);
+    } catch (error) {
+      // The claim or the release failed: if the batch exists, claim recovery gives it back.
+      this.#log.warn(
+        { queue: this.queue, err: describeError(error) },
+        `queue "${this.queue}": could not give back a batch claimed ahead; claim recovery will`,
+      );
     }
   }
 
@@ -195,8 +224,22 @@ export class QueueRunner {
     const payloads = records.map((record) => record.payload);
     return this.#store.transaction(async (tx) => {
       if (mode === 'whole') {
-        await processor.runWhole(tx, payloads);
-        await this.#backend.acknowledge(tx, batch, records);
+        // The acknowledgement goes out first (the yield lets its statement reach the connection), so that its
+        // round trip overlaps the handler's own work. Both are in this transaction: which runs first does not
+        // matter. A lost claim is what the transaction fails with, whatever the handler did.
+        const acknowledged = this.#backend.acknowledge(tx, batch, records);
+        acknowledged.catch(() => undefined);
+        await new Promise(setImmediate);
+        try {
+          await processor.runWhole(tx, payloads);
+        } catch (error) {
+          const lost = await acknowledged.then(
+            () => undefined,
+            (failure: unknown) => (failure instanceof ClaimLostError ? failure : undefined),
+          );
+          throw lost ?? error;
+        }
+        await acknowledged;
         return [];
       }
       const outcome = await processor.run(tx, payloads, (index) => ({ record: records[index]?.id }));

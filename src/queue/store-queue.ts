@@ -142,7 +142,7 @@ export class StoreQueueBackend implements QueueBackend {
       RETURNING id::text AS id, payload, attempts, enqueued_at`);
     if (rows.length === 0) return undefined;
     // In id order: a ledger's positions must mean the same records at acknowledgement and at recovery.
-    const records = rows.map(toClaimedRecord).sort(byNumericId);
+    const records = rows.sort(byNumericId).map(toClaimedRecord);
     const batch = { id, queue, consumer, records };
     this.#held.set(batch.id, batch);
     return batch;
@@ -265,12 +265,13 @@ export class StoreQueueBackend implements QueueBackend {
     return recovered;
   }
 
-  /** Ids of the batches holding claimed records of `queue` (claims written with a ledger). */
-  async claimedBatches(queue: string): Promise<string[]> {
+  /** The batches holding claimed records of `queue` (claims written with a ledger): id → rows it holds. */
+  async claimedBatches(queue: string): Promise<Map<string, number>> {
     const rows = await this.#store.execute(sql`
-      SELECT DISTINCT batch_id FROM baton_queue_records
-      WHERE queue = ${queue} AND claimed_by IS NOT NULL AND batch_id IS NOT NULL`);
-    return rows.map((row) => String(row['batch_id']));
+      SELECT batch_id, count(*)::int AS n FROM baton_queue_records
+      WHERE queue = ${queue} AND claimed_by IS NOT NULL AND batch_id IS NOT NULL
+      GROUP BY batch_id`);
+    return new Map(rows.map((row) => [String(row['batch_id']), Number(row['n'])]));
   }
 
   waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void> {

@@ -135,6 +135,32 @@ describe('postgres queue in another database', () => {
     expect(await sinkRows(table)).toEqual(['r0', 'r2']);
   });
 
+  it('acknowledges a whole batch without positions (acked NULL): complete and recovery delete all its rows', async () => {
+    const { queue, consumer } = fresh();
+    const table = await sinkTable();
+    await backend.publish(queue, ['w0', 'w1', 'w2', 'w3'].map(text));
+    const completed = await backend.claim(queue, consumer('A'), 2);
+    const crashed = await backend.claim(queue, consumer('B'), 2);
+    if (!completed || !crashed) throw new Error('no batch');
+    await commit(table, completed, [0, 1]);
+    await commit(table, crashed, [1, 0]);
+    const ledger = await sink.execute(
+      sql`SELECT acked FROM baton_batch_ledger WHERE batch_id IN (${completed.id}, ${crashed.id})`,
+    );
+    expect(ledger).toEqual([{ acked: null }, { acked: null }]);
+    expect(await backend.stats(queue)).toMatchObject({ depth: 0, inFlight: 0 });
+
+    await backend.complete(completed, []);
+    expect(await records(queue)).toEqual([
+      ['w2', 0, true],
+      ['w3', 0, true],
+    ]);
+    // Consumer B never heartbeats: its batch is recovered, and the ledger shows all of it committed.
+    expect(await backend.recoverClaims(queue, { maxAttempts: 5 })).toBe(0);
+    expect(await records(queue)).toEqual([]);
+    expect(await sinkRows(table)).toEqual(['w0', 'w1', 'w2', 'w3']);
+  });
+
   it('fences a recovered batch: its late acknowledgement throws ClaimLostError and commits nothing', async () => {
     const { queue, consumer } = fresh();
     const table = await sinkTable();

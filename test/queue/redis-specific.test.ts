@@ -3,12 +3,13 @@
 // through the ledger, fencing of a consumer thought dead, and BLMOVE wake-ups that leave the record in place.
 import { sql } from 'drizzle-orm';
 import { pino } from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { BackendUnavailableError } from '../../src/errors.js';
 import type { ClaimedBatch } from '../../src/queue/backend.js';
 import { ClaimLostError } from '../../src/queue/backend.js';
 import { RedisQueueBackend } from '../../src/queue/redis.js';
+import { openBatch } from '../../src/queue/redis-batch.js';
 import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import type { Store } from '../../src/store/store.js';
@@ -19,7 +20,7 @@ import type { TestRedis } from '../support/redis.js';
 import { openTestRedis } from '../support/redis.js';
 
 const text = (value: string): Buffer => Buffer.from(value);
-const QUEUES = 12;
+const QUEUES = 15;
 
 describe('redis queue backend', () => {
   let redis: TestRedis;
@@ -102,11 +103,12 @@ describe('redis queue backend', () => {
     ]);
     expect(batch?.records.map((record) => record.attempts)).toEqual([0, 0, 0, 0]);
     expect(await redis.client.llen(key)).toBe(0);
-    // The processing list holds envelopes of the same bytes.
+    // The batch is kept in Redis with the same bytes, and their attempts.
     const processing = `${key}:processing:${consumer('c')}:${batch!.id}`;
-    expect((await redis.client.lrangeBuffer(processing, 0, -1))[1]).toEqual(
-      Buffer.concat([text('0:'), notUtf8]),
-    );
+    expect(openBatch((await redis.client.getBuffer(processing))!)).toEqual({
+      payloads: [azafea, notUtf8, Buffer.alloc(0), text('last')],
+      attempts: [0, 0, 0, 0],
+    });
 
     // And what Baton publishes is what an Azafea consumer pops: raw bytes at the left.
     await backend.publish(queue, [notUtf8, azafea]);
@@ -196,6 +198,77 @@ describe('redis queue backend', () => {
       ['d', 0],
     ]);
     expect(await backend.recoverClaims(queue, { maxAttempts: 5 })).toBe(2); // only the new batch's records
+  });
+
+  it('acknowledges a whole batch without positions (acked NULL): recovery gives none of it back', async () => {
+    const { queue, key, consumer } = fresh();
+    const table = await sinkTable();
+    await backend.publish(queue, ['w0', 'w1', 'w2'].map(text));
+    const batch = await backend.claim(queue, consumer('A'), 10);
+    if (!batch) throw new Error('no batch');
+    await store.transaction(async (tx) => {
+      await executeIn(tx, sql`INSERT INTO ${sql.identifier(table)} (v) VALUES ('w0'), ('w1'), ('w2')`);
+      await backend.acknowledge(tx, batch, batch.records);
+    });
+    const [ledger] = await store.execute(
+      sql`SELECT outcome, acked FROM baton_batch_ledger WHERE batch_id = ${batch.id}`,
+    );
+    expect(ledger).toEqual({ outcome: 'committed', acked: null });
+    expect(await backend.stats(queue)).toMatchObject({ depth: 0, inFlight: 0 });
+
+    // Consumer A is dead before it completed the batch: the recovery finds every record acknowledged.
+    expect(await backend.recoverClaims(queue, { maxAttempts: 5 })).toBe(0);
+    expect(await redis.client.exists(`${key}:processing:${consumer('A')}:${batch.id}`)).toBe(0);
+    expect(await redis.client.hexists(`${key}:batches`, batch.id)).toBe(0);
+    expect(await backend.claim(queue, consumer('B'), 10)).toBeUndefined();
+    expect(await sinkRows(table)).toEqual(['w0', 'w1', 'w2']);
+    // A late release of that batch gives nothing back either.
+    await backend.release(batch, batch.records);
+    expect(await backend.stats(queue)).toEqual({ depth: 0, inFlight: 0, errors: 0 });
+  });
+
+  it('frees the processing list of a batch completed without failures with its consumer’s next claim', async () => {
+    const { queue, key, consumer } = fresh();
+    const table = await sinkTable();
+    await backend.publish(queue, ['c0', 'c1', 'c2'].map(text));
+    const first = await backend.claim(queue, consumer('C'), 2);
+    if (!first) throw new Error('no batch');
+    await commit(table, first, [0, 1]);
+    await backend.complete(first, []);
+    const processing = `${key}:processing:${consumer('C')}:${first.id}`;
+    expect(await redis.client.exists(processing)).toBe(1);
+
+    const second = await backend.claim(queue, consumer('C'), 10);
+    expect(second?.records.map((r) => r.payload.toString())).toEqual(['c2']);
+    expect(await redis.client.exists(processing)).toBe(0);
+    expect(await redis.client.hget(`${key}:batches`, first.id)).toBeNull();
+
+    // When no claim of that consumer follows, a timer frees it.
+    await commit(table, second!, [0]);
+    await backend.complete(second!, []);
+    await vi.waitFor(
+      async () => {
+        expect(await redis.client.hlen(`${key}:batches`)).toBe(0);
+      },
+      { timeout: 3000, interval: 50 },
+    );
+    expect(await redis.client.exists(`${key}:processing:${consumer('C')}:${second!.id}`)).toBe(0);
+    expect(await sinkRows(table)).toEqual(['c0', 'c1', 'c2']);
+  });
+
+  it('recovers a batch kept as a list of envelopes by an earlier version', async () => {
+    const { queue, key, consumer } = fresh();
+    const id = 'batch-of-an-earlier-version';
+    await redis.client.rpush(`${key}:processing:${consumer('old')}:${id}`, '0:first', '', '2:third');
+    await redis.client.hset(`${key}:batches`, id, consumer('old'));
+    expect(await backend.stats(queue)).toMatchObject({ depth: 0, inFlight: 3 });
+
+    expect(await backend.recoverClaims(queue, { maxAttempts: 5 })).toBe(2);
+    const again = await backend.claim(queue, consumer('new'), 10);
+    expect(again?.records.map((r) => [r.payload.toString(), r.attempts])).toEqual([
+      ['first', 1],
+      ['third', 3],
+    ]);
   });
 
   it('keeps raw bytes in errors-<queue>, as Azafea replay-errors expects, with details beside them', async () => {

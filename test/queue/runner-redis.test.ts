@@ -1,0 +1,132 @@
+// The queue runner on a Redis queue into PostgreSQL: batches acknowledged whole (the ledger's NULL), the
+// next batch claimed while one runs, a failing record isolated, and a stop that gives back what was claimed
+// ahead, so that nothing stays claimed and a restart stores every record exactly once.
+import { sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+
+import { resolveConfig } from '../../src/config/load.js';
+import type { Handler } from '../../src/handler/handler.js';
+import { createLogger } from '../../src/log.js';
+import { RecordProcessor } from '../../src/queue/processor.js';
+import { RedisQueueBackend } from '../../src/queue/redis.js';
+import { QueueRunner } from '../../src/queue/runner.js';
+import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';
+import { openPostgresStore } from '../../src/store/postgres.js';
+import type { Store } from '../../src/store/store.js';
+import { executeIn } from '../../src/store/store.js';
+import type { TestDatabase } from '../support/postgres.js';
+import { createTestDatabase } from '../support/postgres.js';
+import type { TestRedis } from '../support/redis.js';
+import { openTestRedis } from '../support/redis.js';
+
+const log = createLogger({ level: 'silent' });
+const RECORDS = 400;
+
+describe('queue runner on a Redis queue', () => {
+  let redis: TestRedis;
+  let database: TestDatabase;
+  let store: Store;
+  let backend: RedisQueueBackend;
+  let queue: string;
+
+  beforeAll(async () => {
+    redis = await openTestRedis();
+    database = await createTestDatabase();
+    store = await openPostgresStore(
+      { kind: 'postgres', url: database.url, poolSize: 6, statementTimeoutMs: 0 },
+      { log, startupTimeoutMs: 5000 },
+    );
+    await applyMigrations(store, await builtinMigrations());
+    await store.execute(sql`CREATE TABLE sink (v text)`);
+    queue = redis.queue();
+    backend = new RedisQueueBackend({ url: redis.url, store, log });
+    await backend.start();
+  });
+
+  afterAll(async () => {
+    await backend?.close();
+    await redis?.cleanup();
+    await store?.close();
+    await database?.drop();
+  });
+
+  /** Inserts each record; throws on "bad…" records; slow enough that a stop lands mid-run. */
+  const handler: Handler = {
+    queue: 'q',
+    path: 'inline',
+    schema: {},
+    registerCommands: undefined,
+    async run(tx, records) {
+      if (records.some((record) => record.toString().startsWith('bad'))) throw new Error('bad record');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      const values = records.map((record) => record.toString());
+      await executeIn(tx, sql`INSERT INTO sink (v) SELECT unnest(${sql.param(values)}::text[])`);
+    },
+  };
+
+  function runner(consumer: string): QueueRunner {
+    const config = resolveConfig(
+      {
+        queues: {
+          [queue]: { handler: './h.js', backend: 'redis', batch_size: 10, concurrency: 2, max_attempts: 1 },
+        },
+        redis: { url: redis.url },
+        store: { url: database.url },
+      },
+      { baseDir: '/tmp', env: {} },
+    );
+    const processor = new RecordProcessor({
+      queue: config.queues[queue]!,
+      handler,
+      log,
+      abort: new AbortController().signal,
+    });
+    return new QueueRunner({ processor, backend, store, consumer, log });
+  }
+
+  async function stored(): Promise<{ rows: number; distinct: number }> {
+    const [row] = await store.execute(
+      sql`SELECT count(*)::int AS rows, count(DISTINCT v)::int AS distinct FROM sink`,
+    );
+    return { rows: Number(row?.['rows']), distinct: Number(row?.['distinct']) };
+  }
+
+  it('stops with nothing left claimed, and a restart stores every record once', async () => {
+    const records = Array.from({ length: RECORDS }, (_, i) => Buffer.from(i === 123 ? 'bad-123' : `r${i}`));
+    await backend.publish(queue, records);
+    const consumer = `${queue}-consumer`;
+    await backend.registerConsumer(consumer, 'node');
+    const first = runner(consumer);
+    first.start();
+    await vi.waitFor(async () => expect((await stored()).rows).toBeGreaterThanOrEqual(50), {
+      timeout: 10_000,
+      interval: 20,
+    });
+    await first.stop();
+    const stopped = await stored();
+    expect(stopped.rows).toBeLessThan(RECORDS - 1);
+    // The batches claimed ahead went back: what is not stored waits in the queue (or its error queue).
+    const stats = await backend.stats(queue);
+    expect(stats.inFlight).toBe(0);
+    expect(stats.depth + stats.errors + stopped.rows).toBe(RECORDS);
+
+    const second = runner(consumer);
+    second.start();
+    await vi.waitFor(async () => expect((await stored()).rows).toBe(RECORDS - 1), {
+      timeout: 20_000,
+      interval: 50,
+    });
+    await second.stop();
+    expect(await stored()).toEqual({ rows: RECORDS - 1, distinct: RECORDS - 1 });
+    expect((await backend.listErrors(queue, { limit: 10 })).map((e) => e.payload.toString())).toEqual([
+      'bad-123',
+    ]);
+    // Whole batches were acknowledged without positions.
+    const [ledger] = await store.execute(
+      sql`SELECT count(*) FILTER (WHERE acked IS NULL)::int AS whole, count(*)::int AS batches FROM baton_batch_ledger`,
+    );
+    expect(Number(ledger?.['whole'])).toBeGreaterThan(Number(ledger?.['batches']) / 2);
+    await backend.unregisterConsumer(consumer);
+    expect(await backend.stats(queue)).toEqual({ depth: 0, inFlight: 0, errors: 1 });
+  }, 40_000);
+});
