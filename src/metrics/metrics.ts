@@ -8,6 +8,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Role } from '../cluster/types.js';
 import type { EventLog } from '../events/log.js';
 import type { QueueInfo } from '../node/admin.js';
+import type { BatchOutcome } from '../queue/runner.js';
 
 /** How long one reading of the queues serves the metrics of a scrape. */
 const SNAPSHOT_MS = 1_000;
@@ -73,7 +74,7 @@ export class NodeMetrics {
     );
     this.#batchSeconds = new Histogram({
       name: 'baton_batch_duration_seconds',
-      help: 'Time from claiming a batch to its commit (or failure), per queue and outcome.',
+      help: 'Time from claiming a batch to its commit or rollback, per queue and outcome (committed, partial, rolled_back).',
       labelNames: ['queue', 'outcome'],
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [registry],
@@ -120,8 +121,8 @@ export class NodeMetrics {
     );
   }
 
-  /** Records one batch: how long it took from claim to commit, and whether it committed. */
-  observeBatch(queue: string, seconds: number, outcome: 'committed' | 'failed'): void {
+  /** Records one batch: how long it took from claim to commit (or rollback), and how it ended. */
+  observeBatch(queue: string, seconds: number, outcome: BatchOutcome): void {
     this.#batchSeconds.observe({ queue, outcome }, seconds);
   }
 

@@ -211,7 +211,12 @@ export class BatonNode implements Admin {
       storage.store.exclusive &&
       this.#state === 'running'
     ) {
-      return ingestInline(storage.store, storage.storeQueues, processor, records);
+      const started = performance.now();
+      const result = await ingestInline(storage.store, storage.storeQueues, processor, records);
+      if (result.processed > 0) {
+        this.metrics.observeBatch(queue, (performance.now() - started) / 1000, 'committed');
+      }
+      return result;
     }
     await backend.publish(queue, records);
     return { accepted: records.length, processed: 0 };
@@ -345,7 +350,14 @@ export class BatonNode implements Admin {
         this.#processors.set(queue.name, processor);
         const backend = storage.backendFor(queue.name);
         this.#runners.push(
-          new QueueRunner({ processor, backend, store, consumer: this.consumer, log: this.log }),
+          new QueueRunner({
+            processor,
+            backend,
+            store,
+            consumer: this.consumer,
+            log: this.log,
+            onBatch: (seconds, outcome) => this.metrics.observeBatch(queue.name, seconds, outcome),
+          }),
         );
       }
       if (this.config.http.enabled) {

@@ -18,12 +18,16 @@ const IDLE_POLL_MS = 500;
 const RECOVERY_INTERVAL_MS = 1_000;
 const RECONNECT_BACKOFF = { initialMs: 1_000, maxMs: 32_000 };
 
+/** How a batch ended: every record committed, some failed (the others committed), or nothing committed. */
+export type BatchOutcome = 'committed' | 'partial' | 'rolled_back';
+
 export class QueueRunner {
   readonly #processor: RecordProcessor;
   readonly #backend: QueueBackend;
   readonly #store: Store;
   readonly #consumer: string;
   readonly #log: Logger;
+  readonly #onBatch: ((seconds: number, outcome: BatchOutcome) => void) | undefined;
   #stopping = new AbortController();
   #loops: Array<Promise<void>> = [];
 
@@ -33,12 +37,15 @@ export class QueueRunner {
     store: Store;
     consumer: string;
     log: Logger;
+    /** Told of each batch: seconds from its claim to its commit (or rollback), and how it ended. */
+    onBatch?: (seconds: number, outcome: BatchOutcome) => void;
   }) {
     this.#processor = options.processor;
     this.#backend = options.backend;
     this.#store = options.store;
     this.#consumer = options.consumer;
     this.#log = options.log;
+    this.#onBatch = options.onBatch;
   }
 
   get queue(): string {
@@ -141,10 +148,14 @@ export class QueueRunner {
 
   /** Processes a claimed batch, then settles it with the backend: exactly once per batch. */
   async #process(batch: ClaimedBatch): Promise<void> {
+    const started = performance.now();
+    const observe = (outcome: BatchOutcome): void =>
+      this.#onBatch?.((performance.now() - started) / 1000, outcome);
     let failures: RecordFailure[];
     try {
       failures = await this.#commit(batch, batch.records);
     } catch (error) {
+      observe('rolled_back');
       if (isAbort(error)) {
         // Stopping, or stepping down: the batch rolled back; give it back without counting an attempt.
         await this.#backend.release(batch, batch.records);
@@ -165,6 +176,7 @@ export class QueueRunner {
       }
       throw error;
     }
+    observe(failures.length === 0 ? 'committed' : 'partial');
     const processor = this.#processor;
     processor.counters.processed += batch.records.length - failures.length;
     processor.counters.failed += failures.length;

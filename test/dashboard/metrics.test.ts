@@ -71,6 +71,10 @@ describe('/metrics', () => {
     expect(sample(text, 'baton_events_appended_total{')).toBe(2);
     expect(sample(text, 'baton_event_log_head_offset{')).toBeGreaterThanOrEqual(2);
     expect(text).toContain('# TYPE baton_batch_duration_seconds histogram');
+    // The bad record made its batch partial; the others committed (inline or through the queue).
+    expect(
+      sample(text, 'baton_batch_duration_seconds_count{node="metrics-node",queue="gate",outcome="committed"'),
+    ).toBeGreaterThan(0);
     expect(text).toContain('baton_process_resident_memory_bytes');
     expect(text).toContain('node="metrics-node"');
   });
