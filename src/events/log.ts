@@ -22,6 +22,8 @@ import { RecentEvents } from './recent.js';
 export const EVENTS_CHANNEL = 'baton_events';
 /** How long a follower waits for a wake-up before it reads again anyway. */
 const FOLLOW_POLL_MS = 1_000;
+/** The earliest timestamp PostgreSQL can hold, 4714-11-24 BC (plus a second), in ms since 1970. */
+const EARLIEST_TIMESTAMP_MS = -210_866_803_200_000 + 1_000;
 /** Rows read per query when the caller sets no limit. */
 const DEFAULT_LIMIT = 1_000;
 /** Listener name under which a listener of every namespace keeps its offset. */
@@ -167,6 +169,8 @@ export class EventLog {
   async offsetAt(time: Date | number): Promise<number> {
     const ms = typeof time === 'number' ? time : time.getTime();
     if (!Number.isFinite(ms)) throw new InvalidEventError('time: expected a date or milliseconds since 1970');
+    // Before the earliest time PostgreSQL can hold (4714 BC) no event exists.
+    if (ms < EARLIEST_TIMESTAMP_MS) return 0;
     const rows = await this.#store.execute(sql`
       SELECT "offset" FROM baton_events WHERE create_time <= to_timestamp(${ms / 1000})
       ORDER BY create_time DESC, "offset" DESC LIMIT 1`);
