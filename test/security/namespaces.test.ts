@@ -1,0 +1,114 @@
+// Tokens limited to namespaces: such a token reads, writes and streams its own namespaces only, sees the
+// listener offsets and task runs of its namespaces only, and cannot stop another namespace's task run.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import type { BatonNode } from '../../src/index.js';
+import { startNode } from '../../src/index.js';
+import { createLogger } from '../../src/log.js';
+
+const ADMIN = 'admin-token-0123456789';
+const TEAM_A = 'team-a-token-0123456789';
+let dir: string;
+let node: BatonNode;
+
+function call(token: string, method: string, path: string, body?: unknown): Promise<Response> {
+  return fetch(`${node.address}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${token}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+}
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'baton-namespaces-'));
+  node = await startNode(
+    {
+      node: { name: 'ns-node', data_dir: dir },
+      http: { port: 0, token: ADMIN, tokens: [{ token: TEAM_A, namespaces: ['team-a'] }] },
+      tasks: {
+        a: { command: 'sleep 30', namespace: 'team-a' },
+        b: { command: 'sleep 30', namespace: 'team-b' },
+      },
+      rules: [
+        { on: { namespace: 'team-a', key: 'go' }, action: 'start', task: 'a' },
+        { on: { namespace: 'team-b', key: 'go' }, action: 'start', task: 'b' },
+      ],
+    },
+    { log: createLogger({ level: 'silent' }) },
+  );
+});
+
+afterAll(async () => {
+  await node.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('a token limited to namespace team-a', () => {
+  it('writes and reads team-a only', async () => {
+    expect((await call(TEAM_A, 'POST', '/v1/events', { namespace: 'team-a', key: 'k' })).status).toBe(201);
+    const refused = await call(TEAM_A, 'POST', '/v1/events', { namespace: 'team-b', key: 'k' });
+    expect(refused.status).toBe(403);
+    expect(((await refused.json()) as { error: string }).error).toMatch(/team-a/);
+    // A batch with one event of another namespace is refused whole.
+    const mixed = await call(TEAM_A, 'POST', '/v1/events', [
+      { namespace: 'team-a', key: 'k' },
+      { namespace: 'default', key: 'k' },
+    ]);
+    expect(mixed.status).toBe(403);
+    expect(await node.events?.count({ namespace: 'default' })).toBe(0);
+
+    expect((await call(TEAM_A, 'GET', '/v1/events?namespace=team-a&from=0')).status).toBe(200);
+    for (const path of [
+      '/v1/events?namespace=team-b',
+      '/v1/events',
+      '/v1/events/count',
+      '/v1/events/count?namespace=team-b',
+      '/v1/events/stream?namespace=team-b',
+      '/v1/events/stream',
+      '/v1/events/listeners/x?namespace=team-b',
+    ]) {
+      expect((await call(TEAM_A, 'GET', path)).status, path).toBe(403);
+    }
+    expect((await call(TEAM_A, 'PUT', '/v1/events/listeners/x?namespace=team-b', { offset: 1 })).status).toBe(
+      403,
+    );
+  });
+
+  it('sees and stops the task runs of team-a only', async () => {
+    await call(ADMIN, 'POST', '/v1/events', [
+      { namespace: 'team-a', key: 'go' },
+      { namespace: 'team-b', key: 'go' },
+    ]);
+    await expect
+      .poll(async () => (await node.taskRuns({ state: 'running' })).length, { timeout: 20_000 })
+      .toBe(2);
+    const seen = (await (await call(TEAM_A, 'GET', '/v1/tasks')).json()) as {
+      runs: Array<{ id: string; task: string }>;
+    };
+    expect(seen.runs.map((run) => run.task)).toEqual(['a']);
+    const other = (await node.taskRuns({ task: 'b' }))[0];
+    expect((await call(TEAM_A, 'POST', `/v1/tasks/runs/${other?.id ?? 'x'}/stop`)).status).toBe(404);
+    const own = seen.runs[0];
+    expect((await call(TEAM_A, 'POST', `/v1/tasks/runs/${own?.id ?? 'x'}/stop`)).status).toBe(200);
+    await expect
+      .poll(async () => (await node.taskRuns({ task: 'a' }))[0]?.state, { timeout: 20_000 })
+      .toBe('stopped');
+    expect((await node.taskRuns({ task: 'b' }))[0]?.state).toBe('running');
+  });
+
+  it('lists the lag of team-a listeners only', async () => {
+    await node.events?.commitListenerOffset('team-a', 'mine', 0);
+    await node.events?.commitListenerOffset('team-b', 'theirs', 0);
+    const listed = (await (await call(TEAM_A, 'GET', '/v1/events/listeners')).json()) as {
+      listeners: Array<{ name: string }>;
+    };
+    expect(listed.listeners.map((listener) => listener.name)).toEqual(['mine']);
+  });
+});
