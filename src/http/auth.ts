@@ -3,7 +3,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
 
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import type { HttpConfig } from '../config/types.js';
 
@@ -25,6 +25,7 @@ export function registerAuth(app: FastifyInstance, config: HttpConfig): void {
   const grants = configuredGrants(config);
   const digests = grants.map((grant) => digest(grant.token));
   const sessions = new Sessions();
+  const guesses = new GuessLimit();
   /** The grant of a presented token; undefined when it matches none. */
   const match = (presented: string): Grant | undefined => {
     const candidate = digest(presented);
@@ -35,15 +36,17 @@ export function registerAuth(app: FastifyInstance, config: HttpConfig): void {
     }
     return grants[matched];
   };
-  registerSessionRoutes(app, sessions, digests.length > 0 ? match : undefined);
+  registerSessionRoutes(app, sessions, guesses, digests.length > 0 ? match : undefined);
   if (digests.length === 0) return;
   app.addHook('onRequest', async (request, reply) => {
     const path = request.url.split('?')[0] ?? '';
     if (OPEN_ROUTES.has(path) || (path === SESSION_PATH && request.method === 'POST')) return;
     const presented = bearerToken(request);
+    if (presented !== undefined && guesses.blocked(request)) return tooManyGuesses(reply);
     // The dashboard (a browser, whose EventSource cannot send a header) signs in for a session cookie.
     const grant = presented === undefined ? sessions.find(request) : match(presented);
     if (grant === undefined) {
+      if (presented !== undefined) guesses.failed(request);
       return reply
         .code(401)
         .header('www-authenticate', 'Bearer')
@@ -64,14 +67,17 @@ export function registerAuth(app: FastifyInstance, config: HttpConfig): void {
 function registerSessionRoutes(
   app: FastifyInstance,
   sessions: Sessions,
+  guesses: GuessLimit,
   match: ((token: string) => Grant | undefined) | undefined,
 ): void {
   app.get(SESSION_PATH, () => ({ authenticated: true, token_required: match !== undefined }));
   app.post<{ Body: unknown }>(SESSION_PATH, async (request, reply) => {
     if (match === undefined) return reply.code(204).send();
+    if (guesses.blocked(request)) return tooManyGuesses(reply);
     const body = request.body as { token?: unknown } | undefined;
     const grant = typeof body?.token === 'string' ? match(body.token) : undefined;
     if (grant === undefined) {
+      guesses.failed(request);
       return reply.code(401).send({ error: 'invalid token', code: 'UNAUTHORIZED' });
     }
     return reply
@@ -83,6 +89,49 @@ function registerSessionRoutes(
     sessions.close(request);
     return reply.code(204).header('set-cookie', Sessions.clearCookie).send();
   });
+}
+
+/** Wrong tokens one client address may present per window before it is refused for the rest of it. */
+const GUESSES_PER_WINDOW = 20;
+const GUESS_WINDOW_MS = 60_000;
+
+/**
+ * Slows down token guessing: a client address (other than loopback) that presented GUESSES_PER_WINDOW wrong
+ * tokens within GUESS_WINDOW_MS is answered 429 until the window ends.
+ */
+class GuessLimit {
+  readonly #failures = new Map<string, { count: number; until: number }>();
+
+  blocked(request: FastifyRequest): boolean {
+    const entry = this.#failures.get(request.ip);
+    if (entry === undefined) return false;
+    if (entry.until < Date.now()) {
+      this.#failures.delete(request.ip);
+      return false;
+    }
+    return entry.count >= GUESSES_PER_WINDOW;
+  }
+
+  failed(request: FastifyRequest): void {
+    if (isLoopback(request.ip)) return;
+    const now = Date.now();
+    if (this.#failures.size > 10_000) {
+      for (const [address, entry] of this.#failures) if (entry.until < now) this.#failures.delete(address);
+    }
+    const entry = this.#failures.get(request.ip);
+    if (entry === undefined || entry.until < now) {
+      this.#failures.set(request.ip, { count: 1, until: now + GUESS_WINDOW_MS });
+    } else {
+      entry.count++;
+    }
+  }
+}
+
+function tooManyGuesses(reply: FastifyReply): FastifyReply {
+  return reply
+    .code(429)
+    .header('retry-after', String(GUESS_WINDOW_MS / 1000))
+    .send({ error: 'too many wrong tokens from this address; try again later', code: 'TOO_MANY_GUESSES' });
 }
 
 const SESSION_PATH = '/v1/session';

@@ -110,6 +110,34 @@ describe('tokens on every route', () => {
   });
 });
 
+describe('token guessing', () => {
+  it('refuses an address that presented 20 wrong tokens within a minute, but not loopback', async () => {
+    const from = (remoteAddress: string, token: string) =>
+      app.inject({
+        method: 'GET',
+        url: '/v1/queues',
+        remoteAddress,
+        headers: { authorization: `Bearer ${token}` },
+      });
+    for (let attempt = 0; attempt < 20; attempt++) {
+      expect((await from('10.9.8.7', `wrong-${attempt}-000000`)).statusCode).toBe(401);
+    }
+    const blocked = await from('10.9.8.7', TOKEN);
+    expect(blocked.statusCode).toBe(429);
+    expect(blocked.headers['retry-after']).toBe('60');
+    const signIn = await app.inject({
+      method: 'POST',
+      url: '/v1/session',
+      remoteAddress: '10.9.8.7',
+      payload: { token: TOKEN },
+    });
+    expect(signIn.statusCode).toBe(429);
+    expect((await from('10.9.8.6', TOKEN)).statusCode).toBe(200);
+    for (let attempt = 0; attempt < 25; attempt++) await from('127.0.0.1', 'wrong-token-000000');
+    expect((await from('127.0.0.1', TOKEN)).statusCode).toBe(200);
+  });
+});
+
 describe('names from users', () => {
   it('reach SQL only as parameters: hostile queue names and event keys change nothing', async () => {
     const hostile = `words'; DROP TABLE words; --`;
