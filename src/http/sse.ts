@@ -1,49 +1,72 @@
-// Server-Sent Events over a fastify reply: the headers, `id:`/`event:`/`data:` frames, a comment every
-// 15 s so that proxies keep the connection open, and an end for every open stream when the server closes
-// (an open stream would otherwise hold the node's shutdown).
+// Server-Sent Events over fastify replies: the headers, `id:`/`event:`/`data:` frames, a comment every 15 s
+// so that proxies keep the connection open, backpressure for slow readers, a limit of open streams per
+// client address, and an end for every open stream when the server closes (an open stream would otherwise
+// hold the node's shutdown, and its client should reconnect, maybe to another node).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 const HEARTBEAT_MS = 15_000;
 
 export interface EventStream {
-  /** Writes one message; returns false when the client is not reading fast enough (backpressure). */
-  send(message: { data: string; id?: string | number; event?: string }): boolean;
+  /** Aborts when the stream ends, whoever ends it (the client, the server closing, close()). */
+  readonly signal: AbortSignal;
+  /** Writes messages; resolves once the client has taken them (or the stream ended), never buffering more. */
+  send(messages: ReadonlyArray<{ data: string; id?: string | number; event?: string }>): Promise<void>;
   /** Writes a comment line (ignored by clients). */
   comment(text: string): void;
-  /** Calls `fn` once when the stream ends, whoever ends it. */
-  onClose(fn: () => void): void;
-  readonly closed: boolean;
   close(): void;
 }
+
+export interface OpenOptions {
+  /** The `retry:` field: how long an EventSource waits before it reconnects after the stream ended. */
+  readonly retryMs?: number;
+}
+
+/** Why a stream could not be opened: the client holds too many, or the server is closing. */
+export type Refusal = 'too-many' | 'closing';
 
 /**
  * The open event streams of one server. Create it while registering routes (before the server listens):
  * it ends every open stream when the server closes.
  */
 export class EventStreams {
+  readonly perClient: number;
   readonly #open = new Set<EventStream>();
+  readonly #byClient = new Map<string, number>();
+  #closing = false;
 
-  constructor(app: FastifyInstance) {
+  constructor(app: FastifyInstance, options: { perClient?: number } = {}) {
+    this.perClient = options.perClient ?? Number.POSITIVE_INFINITY;
     app.addHook('preClose', (done) => {
+      this.#closing = true;
       for (const stream of [...this.#open]) stream.close();
       done();
     });
   }
 
-  /** How many streams are open. */
-  get size(): number {
-    return this.#open.size;
-  }
-
-  /** Takes over the reply and starts a stream on it. */
-  open(request: FastifyRequest, reply: FastifyReply): EventStream {
-    const stream = openEventStream(request, reply, () => this.#open.delete(stream));
+  /** Takes over the reply and starts a stream on it, or says why it may not (the reply is left alone). */
+  open(request: FastifyRequest, reply: FastifyReply, options: OpenOptions = {}): EventStream | Refusal {
+    if (this.#closing) return 'closing';
+    const client = request.ip;
+    const count = this.#byClient.get(client) ?? 0;
+    if (count >= this.perClient) return 'too-many';
+    this.#byClient.set(client, count + 1);
+    const stream = startStream(request, reply, options, () => {
+      this.#open.delete(stream);
+      const left = (this.#byClient.get(client) ?? 1) - 1;
+      if (left <= 0) this.#byClient.delete(client);
+      else this.#byClient.set(client, left);
+    });
     this.#open.add(stream);
     return stream;
   }
 }
 
-function openEventStream(request: FastifyRequest, reply: FastifyReply, onEnd: () => void): EventStream {
+function startStream(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  options: OpenOptions,
+  onEnd: () => void,
+): EventStream {
   reply.hijack();
   const raw = reply.raw;
   raw.writeHead(200, {
@@ -52,40 +75,52 @@ function openEventStream(request: FastifyRequest, reply: FastifyReply, onEnd: ()
     connection: 'keep-alive',
     'x-accel-buffering': 'no',
   });
-  raw.write(': stream open\n\n');
-  const closers: Array<() => void> = [];
-  let closed = false;
+  raw.write(`${options.retryMs === undefined ? '' : `retry: ${options.retryMs}\n`}: stream open\n\n`);
+  const ended = new AbortController();
   const heartbeat = setInterval(() => raw.write(': keep-alive\n\n'), HEARTBEAT_MS);
+  heartbeat.unref();
   const end = (): void => {
-    if (closed) return;
-    closed = true;
+    if (ended.signal.aborted) return;
+    ended.abort();
     clearInterval(heartbeat);
     onEnd();
-    for (const fn of closers.splice(0)) fn();
-    if (!raw.writableEnded) raw.end();
+    if (!raw.destroyed) {
+      raw.end();
+      raw.socket?.end();
+    }
   };
   request.raw.on('close', end);
+  raw.on('close', end);
   raw.on('error', end);
-  const stream: EventStream = {
-    send(message) {
-      if (closed) return false;
-      let frame = '';
-      if (message.id !== undefined) frame += `id: ${String(message.id)}\n`;
-      if (message.event !== undefined) frame += `event: ${message.event}\n`;
-      for (const line of message.data.split('\n')) frame += `data: ${line}\n`;
-      return raw.write(`${frame}\n`);
+  return {
+    signal: ended.signal,
+    async send(messages) {
+      if (ended.signal.aborted || messages.length === 0) return;
+      let frames = '';
+      for (const message of messages) {
+        if (message.id !== undefined) frames += `id: ${String(message.id)}\n`;
+        if (message.event !== undefined) frames += `event: ${message.event}\n`;
+        for (const line of message.data.split('\n')) frames += `data: ${line}\n`;
+        frames += '\n';
+      }
+      // A slow reader holds the stream back (TCP backpressure) instead of filling this process's memory.
+      if (!raw.write(frames)) await drained(raw, ended.signal);
     },
     comment(text) {
-      if (!closed) raw.write(`: ${text.replace(/\n/g, ' ')}\n\n`);
-    },
-    onClose(fn) {
-      if (closed) fn();
-      else closers.push(fn);
-    },
-    get closed() {
-      return closed;
+      if (!ended.signal.aborted) raw.write(`: ${text.replace(/\n/g, ' ')}\n\n`);
     },
     close: end,
   };
-  return stream;
+}
+
+function drained(raw: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      raw.off('drain', done);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    raw.on('drain', done);
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

@@ -42,11 +42,14 @@ export function registerDashboardRoutes(app: FastifyInstance, node: HttpNode): v
   };
 
   const streams = new EventStreams(app);
-  app.get('/v1/dashboard/stream', (request, reply) => {
+  app.get('/v1/dashboard/stream', async (request, reply) => {
     const stream = streams.open(request, reply);
+    if (typeof stream === 'string') {
+      return reply.code(503).send({ error: 'the node is stopping', code: 'STOPPING' });
+    }
     const send = async (): Promise<void> => {
       try {
-        stream.send({ data: JSON.stringify(await snapshot()) });
+        await stream.send([{ data: JSON.stringify(await snapshot()) }]);
       } catch (error) {
         request.log.warn({ err: describeError(error) }, 'dashboard snapshot failed');
         stream.comment(`snapshot failed: ${describeError(error)}`);
@@ -54,7 +57,8 @@ export function registerDashboardRoutes(app: FastifyInstance, node: HttpNode): v
     };
     void send();
     const timer = setInterval(() => void send(), SNAPSHOT_MS);
-    stream.onClose(() => clearInterval(timer));
+    stream.signal.addEventListener('abort', () => clearInterval(timer), { once: true });
+    return reply;
   });
 }
 

@@ -13,11 +13,10 @@ import type { AppendedEvent, EventInput } from '../../events/types.js';
 import { checkQuery, DEFAULT_NAMESPACE, InvalidEventError } from '../../events/types.js';
 import { eventJson } from '../../events/wire.js';
 import { allowedNamespaces } from '../auth.js';
+import { EventStreams } from '../sse.js';
 import type { HttpNode } from '../node.js';
 import { parseInput } from '../validate.js';
 
-/** A comment line on idle streams, so that proxies and clients know the connection is alive. */
-const HEARTBEAT_MS = 15_000;
 /** What an EventSource waits before it reconnects after the stream ended. */
 const RETRY_MS = 1_000;
 /** Events read per query while following. */
@@ -85,7 +84,7 @@ export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config
     }
     return node.events;
   };
-  const streams = new StreamRegistry(config.maxStreamsPerClient);
+  const streams = new EventStreams(app, { perClient: config.maxStreamsPerClient });
   // Requests that arrive together share a transaction (group commit): many one-event producers stay fast.
   let appender: { log: EventLog; group: GroupAppender } | undefined;
   const append = (events: readonly EventInput[]): Promise<AppendedEvent[]> => {
@@ -94,10 +93,6 @@ export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config
       appender = { log: current, group: new GroupAppender(current, config.maxBatch) };
     return appender.group.append(events);
   };
-  app.addHook('preClose', (done) => {
-    streams.closeAll();
-    done();
-  });
 
   app.post('/v1/events', async (request, reply) => {
     log();
@@ -175,103 +170,33 @@ export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config
 async function streamEvents(
   request: FastifyRequest,
   reply: FastifyReply,
-  streams: StreamRegistry,
+  streams: EventStreams,
   events: EventLog,
   query: { namespace: string | undefined; keys: string[] | undefined; after: number },
 ): Promise<void> {
-  const client = request.ip;
-  const stream = streams.open(client);
-  if (!stream) {
+  const stream = streams.open(request, reply, { retryMs: RETRY_MS });
+  if (stream === 'closing') throw new EventsHttpError(503, 'STOPPING', 'the node is stopping');
+  if (stream === 'too-many') {
     throw new EventsHttpError(
       429,
       'TOO_MANY_STREAMS',
-      `this client already has ${streams.limit} open event streams ([events] max_streams_per_client)`,
+      `this client already has ${streams.perClient} open event streams ([events] max_streams_per_client)`,
     );
   }
-  const raw = reply.raw;
-  reply.hijack();
-  raw.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache, no-transform',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-  });
-  raw.write(`retry: ${RETRY_MS}\n: following after offset ${query.after}\n\n`);
-  const { signal } = stream.controller;
-  const closed = (): void => stream.controller.abort();
-  raw.on('close', closed);
-  const heartbeat = setInterval(() => raw.write(': heartbeat\n\n'), HEARTBEAT_MS);
-  heartbeat.unref();
+  stream.comment(`following after offset ${query.after}`);
   try {
-    for await (const batch of events.follow({ ...query, limit: STREAM_BATCH }, signal)) {
-      if (signal.aborted) break;
-      const text = batch
-        .map((event) => `id: ${event.offset}\nevent: event\ndata: ${JSON.stringify(eventJson(event))}\n\n`)
-        .join('');
-      // A slow reader holds the stream back (TCP backpressure) instead of filling this process's memory.
-      if (!raw.write(text)) await drained(raw, signal);
+    for await (const batch of events.follow({ ...query, limit: STREAM_BATCH }, stream.signal)) {
+      await stream.send(
+        batch.map((event) => ({ id: event.offset, event: 'event', data: JSON.stringify(eventJson(event)) })),
+      );
     }
   } catch (error) {
-    if (!signal.aborted) request.log.warn({ err: describeError(error) }, 'event stream failed; closing it');
-  } finally {
-    clearInterval(heartbeat);
-    raw.off('close', closed);
-    streams.release(client, stream);
-    if (!raw.destroyed) {
-      raw.end();
-      // The node is stopping or the stream failed: let the client reconnect (maybe to another node).
-      raw.socket?.end();
+    if (!stream.signal.aborted) {
+      request.log.warn({ err: describeError(error) }, 'event stream failed; closing it');
     }
-  }
-}
-
-function drained(raw: NodeJS.WritableStream, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      raw.off('drain', done);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    raw.on('drain', done);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
-
-interface OpenStream {
-  readonly controller: AbortController;
-}
-
-/** Open streams per client address, and the way to end them all when the node stops. */
-class StreamRegistry {
-  readonly limit: number;
-  readonly #perClient = new Map<string, number>();
-  readonly #open = new Set<OpenStream>();
-  #closing = false;
-
-  constructor(limit: number) {
-    this.limit = limit;
-  }
-
-  open(client: string): OpenStream | undefined {
-    const count = this.#perClient.get(client) ?? 0;
-    if (count >= this.limit) return undefined;
-    if (this.#closing) throw new EventsHttpError(503, 'STOPPING', 'the node is stopping');
-    this.#perClient.set(client, count + 1);
-    const stream = { controller: new AbortController() };
-    this.#open.add(stream);
-    return stream;
-  }
-
-  release(client: string, stream: OpenStream): void {
-    if (!this.#open.delete(stream)) return;
-    const count = (this.#perClient.get(client) ?? 1) - 1;
-    if (count <= 0) this.#perClient.delete(client);
-    else this.#perClient.set(client, count);
-  }
-
-  closeAll(): void {
-    this.#closing = true;
-    for (const stream of this.#open) stream.controller.abort();
+  } finally {
+    // The node is stopping or the stream failed: the client reconnects (maybe to another node).
+    stream.close();
   }
 }
 
