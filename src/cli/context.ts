@@ -87,7 +87,9 @@ export class CliContext {
     let owner = await liveStoreOwner(config.node.dataDir);
     if (owner && !owner.address && config.http.enabled) {
       this.io.stderr.write(
-        `baton: waiting for the node (pid ${owner.pid}) that is starting on this store…\n`,
+        owner.kind === 'command'
+          ? `baton: waiting for another baton command (pid ${owner.pid}) to release the store…\n`
+          : `baton: waiting for the node (pid ${owner.pid}) that is starting on this store…\n`,
       );
     }
     while (owner && !owner.address && config.http.enabled && Date.now() < deadline) {

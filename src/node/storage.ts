@@ -9,7 +9,8 @@ import type { QueueBackend } from '../queue/backend.js';
 import { ForeignQueueBackend } from '../queue/postgres-queue.js';
 import { RedisQueueBackend } from '../queue/redis.js';
 import { StoreQueueBackend } from '../queue/store-queue.js';
-import type { LockOwner, StoreLock } from '../store/lock.js';
+import type { LockOwner, OwnerKind, StoreLock } from '../store/lock.js';
+import { sleep } from '../util/sleep.js';
 import { acquireStoreLock } from '../store/lock.js';
 import { applyMigrations, builtinMigrations } from '../store/migrate.js';
 import { openPgliteStore } from '../store/pglite.js';
@@ -47,7 +48,7 @@ export async function openStorage(
   };
   try {
     if (config.store.kind === 'embedded') {
-      const lock = await takeLock(config);
+      const lock = await takeLock(config, consume ? 'node' : 'command', log);
       releasers.push(() => lock.release());
       return await assemble(
         config,
@@ -141,18 +142,45 @@ async function assemble(
   };
 }
 
-async function takeLock(config: ResolvedConfig): Promise<StoreLock> {
-  const attempt = await acquireStoreLock(config.node.dataDir, config.node.name).catch((error: unknown) => {
-    throw new BackendUnavailableError('store', `cannot use the data folder ${config.node.dataDir}`, {
-      cause: error,
-    });
-  });
-  if (!attempt.acquired) throw lockedError(config, attempt.owner);
-  return attempt.lock;
+/**
+ * Takes the embedded store's owner lock. A node that finds a CLI command holding it (a command opens the
+ * store for a moment when no node runs) waits for it, up to the startup timeout; any other owner is an error.
+ */
+async function takeLock(config: ResolvedConfig, kind: OwnerKind, log: Logger): Promise<StoreLock> {
+  const deadline = Date.now() + config.node.startupTimeoutMs;
+  let told = false;
+  for (;;) {
+    const attempt = await acquireStoreLock(config.node.dataDir, config.node.name, kind).catch(
+      (error: unknown) => {
+        throw new BackendUnavailableError('store', `cannot use the data folder ${config.node.dataDir}`, {
+          cause: error,
+        });
+      },
+    );
+    if (attempt.acquired) return attempt.lock;
+    if (kind !== 'node' || attempt.owner.kind !== 'command' || Date.now() >= deadline) {
+      throw lockedError(config, attempt.owner);
+    }
+    if (!told) {
+      told = true;
+      log.info(
+        { pid: attempt.owner.pid },
+        `waiting for a baton command (pid ${attempt.owner.pid}) to release the embedded store`,
+      );
+    }
+    await sleep(LOCK_RETRY_MS);
+  }
 }
 
+/** How often a starting node looks again at a store lock held by a CLI command. */
+const LOCK_RETRY_MS = 100;
+
 function lockedError(config: ResolvedConfig, owner: LockOwner): StoreLockedError {
-  const where = owner.address ? ` at ${owner.address}` : ' (its HTTP API is not listening)';
+  const where = owner.address
+    ? ` at ${owner.address}`
+    : owner.kind === 'command'
+      ? ' (a baton command that did not finish in time)'
+      : ' (its HTTP API is not listening)';
   return new StoreLockedError(
     `the embedded store in ${config.node.dataDir} is in use by ${owner.node ?? 'another node'} (pid ${owner.pid})${where}`,
     owner.pid,

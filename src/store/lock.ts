@@ -9,7 +9,11 @@ export interface LockOwner {
   /** Base URL of the owner's HTTP API, once it listens. */
   readonly address: string | undefined;
   readonly node: string | undefined;
+  /** A node (`run`, `startNode`) or a CLI command that opened the store for a moment; undefined in old files. */
+  readonly kind: OwnerKind | undefined;
 }
+
+export type OwnerKind = 'node' | 'command';
 
 export interface StoreLock {
   readonly path: string;
@@ -22,15 +26,19 @@ export type LockAttempt = { acquired: true; lock: StoreLock } | { acquired: fals
 
 export const LOCK_FILE = 'baton.lock';
 
-export async function acquireStoreLock(dataDir: string, node: string): Promise<LockAttempt> {
+export async function acquireStoreLock(
+  dataDir: string,
+  node: string,
+  kind: OwnerKind = 'node',
+): Promise<LockAttempt> {
   await mkdir(dataDir, { recursive: true });
   const path = join(dataDir, LOCK_FILE);
   for (let tries = 0; tries < 5; tries++) {
     try {
       const handle = await open(path, 'wx');
-      await handle.writeFile(serialise({ pid: process.pid, address: undefined, node }));
+      await handle.writeFile(serialise({ pid: process.pid, address: undefined, node, kind }));
       await handle.close();
-      return { acquired: true, lock: makeLock(path, node) };
+      return { acquired: true, lock: makeLock(path, node, kind) };
     } catch (error) {
       if (!isCode(error, 'EEXIST')) throw error;
     }
@@ -54,12 +62,13 @@ export async function readStoreLock(dataDir: string): Promise<LockOwner | undefi
   try {
     const parsed: unknown = JSON.parse(text);
     if (typeof parsed !== 'object' || parsed === null) return undefined;
-    const { pid, address, node } = parsed as Record<string, unknown>;
+    const { pid, address, node, kind } = parsed as Record<string, unknown>;
     if (typeof pid !== 'number') return undefined;
     return {
       pid,
       address: typeof address === 'string' ? address : undefined,
       node: typeof node === 'string' ? node : undefined,
+      kind: kind === 'node' || kind === 'command' ? kind : undefined,
     };
   } catch {
     return undefined;
@@ -72,12 +81,12 @@ export async function liveStoreOwner(dataDir: string): Promise<LockOwner | undef
   return owner && owner.pid !== process.pid && isAlive(owner.pid) ? owner : undefined;
 }
 
-function makeLock(path: string, node: string): StoreLock {
+function makeLock(path: string, node: string, kind: OwnerKind): StoreLock {
   let released = false;
   return {
     path,
     async setAddress(address: string): Promise<void> {
-      if (!released) await writeFile(path, serialise({ pid: process.pid, address, node }));
+      if (!released) await writeFile(path, serialise({ pid: process.pid, address, node, kind }));
     },
     async release(): Promise<void> {
       if (released) return;
@@ -90,7 +99,14 @@ function makeLock(path: string, node: string): StoreLock {
 }
 
 function serialise(owner: LockOwner): string {
-  return JSON.stringify({ pid: owner.pid, address: owner.address ?? null, node: owner.node ?? null }) + '\n';
+  return (
+    JSON.stringify({
+      pid: owner.pid,
+      address: owner.address ?? null,
+      node: owner.node ?? null,
+      kind: owner.kind ?? null,
+    }) + '\n'
+  );
 }
 
 function isAlive(pid: number): boolean {
