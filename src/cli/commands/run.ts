@@ -17,10 +17,18 @@ export function registerRun(program: Command, ctx: CliContext): void {
       await new Promise<void>((resolve) => {
         const stop = (signal: NodeJS.Signals): void => {
           log.info({ signal }, `${signal}: stopping (finishing in-flight batches)`);
-          process.once(signal, () => {
+          const first = Date.now();
+          const again = (): void => {
+            // A launcher (npm, npx) passes on the Ctrl-C that already reached this process through its
+            // process group: a repeat within moments is the same request, not an insistence.
+            if (Date.now() - first < SAME_SIGNAL_MS) {
+              process.once(signal, again);
+              return;
+            }
             log.warn(`${signal} again: exiting at once`);
             process.exit(130);
-          });
+          };
+          process.once(signal, again);
           void node.stop().then(resolve);
         };
         process.once('SIGINT', stop);
@@ -35,3 +43,6 @@ function parsePort(value: string): number {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port "${value}"`);
   return port;
 }
+
+/** A second signal this soon after the first is taken as the same one, delivered twice. */
+const SAME_SIGNAL_MS = 500;
