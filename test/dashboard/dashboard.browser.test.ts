@@ -107,6 +107,15 @@ describe('the dashboard in Chromium', () => {
     await expect.poll(() => errorRow.count(), { timeout: 15_000 }).toBe(0);
     await expect.poll(() => page.textContent(processedCell), { timeout: 15_000 }).toBe('5');
 
+    // Another refused word: dropped from the page for good.
+    await node.sql(`INSERT INTO gate_refused (word) VALUES ('never')`);
+    await publish(['never']);
+    await expect.poll(() => errorRow.count(), { timeout: 15_000 }).toBe(1);
+    await errorRow.locator('button[data-action=drop]').click();
+    await expect.poll(() => errorRow.count(), { timeout: 15_000 }).toBe(0);
+    expect((await node.queues())[0]?.errors).toBe(0);
+    expect(await count('gate_words', `WHERE word = 'never'`)).toBe(0);
+
     // More records: the throughput plot gets a line.
     await publish(Array.from({ length: 200 }, (_, index) => `w${index}`));
     await expect.poll(() => page.textContent(processedCell), { timeout: 15_000 }).toBe('205');
