@@ -450,7 +450,14 @@ describe('redactConfig', () => {
       url: 'postgres://baton:secret@db:5432/sink',
       poolSize: 4,
       statementTimeoutMs: 0,
+      queryTimeoutMs: 30_000,
     });
+    // The client-side wait stays above the server's statement timeout.
+    const slow = resolveConfig(
+      { store: { url: 'postgres://h/db', statement_timeout_ms: 60_000, query_timeout_ms: 1_000 } },
+      { baseDir: dir, env: {} },
+    );
+    expect(slow.store).toMatchObject({ statementTimeoutMs: 60_000, queryTimeoutMs: 65_000 });
     expect(config.redis.url).toBe('redis://127.0.0.1:6379');
     expect(config.queues['q']).toMatchObject({ backend: 'redis', key: 'metrics-2', concurrency: 4 });
     const embedded = resolveConfig({ queues: { e: { handler: './h.js' } } }, { baseDir: dir, env: {} });

@@ -198,6 +198,13 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
           url: parsed.store.url,
           poolSize: parsed.store.pool_size,
           statementTimeoutMs: parsed.store.statement_timeout_ms,
+          queryTimeoutMs:
+            parsed.store.query_timeout_ms === 0
+              ? 0
+              : Math.max(
+                  parsed.store.query_timeout_ms,
+                  parsed.store.statement_timeout_ms > 0 ? parsed.store.statement_timeout_ms + 5_000 : 0,
+                ),
         }
       : {
           kind: 'embedded',

@@ -168,6 +168,11 @@ const storeSchema = table({
   pool_size: integer(1, 1000).default(10),
   /** Milliseconds a statement may run on the server before it is cancelled; 0 means no limit. */
   statement_timeout_ms: integer(0).default(0),
+  /**
+   * Milliseconds the node waits for the server's answer to one statement before it takes the connection
+   * for silent (cut off without a reset) and replaces it; 0 means forever. Raised to statement_timeout_ms + 5 s.
+   */
+  query_timeout_ms: integer(0).default(30_000),
 });
 
 const redisSchema = table({

@@ -69,6 +69,11 @@ export interface PostgresStoreConfig {
   poolSize: number;
   /** Milliseconds a statement may run before the server cancels it; 0 means no limit. */
   statementTimeoutMs: number;
+  /**
+   * Milliseconds the node waits for the server's answer to one statement before it gives the connection up
+   * as silent (client side; at least statement_timeout_ms + 5 s when that is set); 0 means no limit.
+   */
+  queryTimeoutMs: number;
 }
 
 export interface RedisConfig {

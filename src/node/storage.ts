@@ -110,7 +110,11 @@ async function assemble(
       log,
       // A server store's pool settings apply to the queue databases too; the embedded store has none.
       ...(config.store.kind === 'postgres'
-        ? { poolSize: config.store.poolSize, statementTimeoutMs: config.store.statementTimeoutMs }
+        ? {
+            poolSize: config.store.poolSize,
+            statementTimeoutMs: config.store.statementTimeoutMs,
+            queryTimeoutMs: config.store.queryTimeoutMs,
+          }
         : {}),
       applicationName: `baton:${config.node.name}:queue`,
     });

@@ -30,6 +30,7 @@ export interface ForeignQueueOptions {
   readonly poolSize?: number;
   /** Milliseconds a statement may run in the queue database; 0 means no limit. */
   readonly statementTimeoutMs?: number;
+  readonly queryTimeoutMs?: number;
   readonly applicationName?: string;
 }
 
@@ -70,6 +71,7 @@ export class ForeignQueueBackend implements QueueBackend {
       url,
       poolSize: this.#options.poolSize ?? DEFAULT_POOL_SIZE,
       statementTimeoutMs: this.#options.statementTimeoutMs ?? 0,
+      ...(this.#options.queryTimeoutMs === undefined ? {} : { queryTimeoutMs: this.#options.queryTimeoutMs }),
     } as const;
     const applicationName = this.#options.applicationName ?? 'baton:queue';
     const store = await openPostgresStore(config, { log, startupTimeoutMs, applicationName }).catch(

@@ -19,6 +19,8 @@ const MESSAGES = [
   'Client has encountered a connection error',
   'Connection is closed',
   'timeout exceeded when trying to connect',
+  // pg's client-side query_timeout: the server said nothing for that long (a connection gone silent).
+  'Query read timeout',
 ];
 
 export function isConnectionError(error: unknown): boolean {

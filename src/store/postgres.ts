@@ -2,6 +2,7 @@
 // replaced by the pool; statements that fail because the server is gone surface as
 // BackendUnavailableError, so callers retry with back-off instead of counting a handler failure.
 import type { SQL } from 'drizzle-orm';
+import type { NodePgDatabase } from 'drizzle-orm/node-postgres';
 import { drizzle } from 'drizzle-orm/node-postgres';
 import pg from 'pg';
 
@@ -14,10 +15,14 @@ import { isConnectionError } from './connection-errors.js';
 import type { Notification, QueryResult, Row, Store, Tx } from './store.js';
 import { rowsOf } from './store.js';
 
+/** The default of `[store] query_timeout_ms`, for stores opened without a config (queue databases, groups). */
+const DEFAULT_QUERY_TIMEOUT_MS = 30_000;
+
 export async function openPostgresStore(
-  config: PostgresStoreConfig,
+  storeConfig: Omit<PostgresStoreConfig, 'queryTimeoutMs'> & { readonly queryTimeoutMs?: number },
   options: { log: Logger; startupTimeoutMs: number; applicationName?: string },
 ): Promise<Store> {
+  const config = { ...storeConfig, queryTimeoutMs: storeConfig.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS };
   const pool = new pg.Pool({
     connectionString: config.url,
     max: config.poolSize,
@@ -25,6 +30,7 @@ export async function openPostgresStore(
     keepAlive: true,
     connectionTimeoutMillis: 5_000,
     ...(config.statementTimeoutMs > 0 ? { statement_timeout: config.statementTimeoutMs } : {}),
+    ...(config.queryTimeoutMs > 0 ? { query_timeout: config.queryTimeoutMs } : {}),
   });
   // A connection that dies must not crash the process. The pool reports idle ones ('error' on the pool);
   // one that is checked out emits 'error' on itself, which would be fatal without a listener. The query
@@ -36,10 +42,13 @@ export async function openPostgresStore(
     client.on('error', (error) =>
       options.log.warn({ err: describeError(error) }, 'store: a connection failed'),
     );
+    dropWhenSilent(client, options.log);
   });
   await waitUntilReachable(pool, config.url, options.startupTimeoutMs, options.log);
 
   const db = drizzle(pool);
+  /** Transactions run on a client of their own, so that a broken one is destroyed rather than reused. */
+  const clientDbs = new WeakMap<pg.PoolClient, NodePgDatabase>();
   const listeners = new Set<() => Promise<void>>();
   let closed = false;
 
@@ -58,7 +67,24 @@ export async function openPostgresStore(
     kind: 'postgres',
     exclusive: false,
     transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-      return guard(() => db.transaction((tx) => fn(tx)));
+      return guard(async () => {
+        const client = await pool.connect();
+        let broken = false;
+        try {
+          let clientDb = clientDbs.get(client);
+          if (!clientDb) {
+            clientDb = drizzle(client);
+            clientDbs.set(client, clientDb);
+          }
+          return await clientDb.transaction((tx) => fn(tx));
+        } catch (error) {
+          broken = isConnectionError(error);
+          throw error;
+        } finally {
+          // A connection that failed (or went silent) leaves the pool instead of serving the next caller.
+          client.release(broken);
+        }
+      });
     },
     execute(query: SQL): Promise<Row[]> {
       return guard(async () => rowsOf(await db.execute(query)));
@@ -93,6 +119,33 @@ export async function openPostgresStore(
       await pool.end();
     },
   };
+}
+
+/**
+ * With `query_timeout`, pg fails a statement whose answer does not come in time but keeps waiting on the
+ * connection, so every later statement on it would hang too. Such a connection is cut at once: what is
+ * queued behind it fails fast (a rollback, say) and the pool replaces it.
+ */
+function dropWhenSilent(client: pg.PoolClient, log: Logger): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  (client as { query: unknown }).query = (...args: unknown[]): unknown => {
+    const result = query(...args);
+    if (result instanceof Promise) {
+      result.catch((error: unknown) => {
+        if (!(error instanceof Error) || !error.message.includes('Query read timeout')) return;
+        log.warn('store: a connection went silent past query_timeout_ms; dropping it');
+        socketOf(client)?.destroy(error);
+      });
+    }
+    return result;
+  };
+}
+
+/** The socket under a pg client (not in pg's typings, stable across its versions). */
+function socketOf(client: pg.PoolClient): { destroy(error?: Error): void } | undefined {
+  const connection = (client as unknown as { connection?: { stream?: { destroy?: unknown } } }).connection;
+  const stream = connection?.stream;
+  return typeof stream?.destroy === 'function' ? (stream as { destroy(error?: Error): void }) : undefined;
 }
 
 /** Tries the server until it answers or `timeoutMs` passes (then BackendUnavailableError: exit code 4). */
