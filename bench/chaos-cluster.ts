@@ -1,0 +1,329 @@
+// The cluster of the chaos run (bench/chaos.ts): a private PostgreSQL and a private Redis, three node
+// processes that each reach PostgreSQL through a TCP proxy of their own (so that one node's connections can be
+// black-holed), and what the run does to them: start, kill -9, SIGSTOP/SIGCONT, and reading their role.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import pg from 'pg';
+
+import type { PrivatePostgres, PrivateRedis } from '../test/support/private-services.js';
+import type { TcpProxy } from '../test/support/tcp-proxy.js';
+import { startTcpProxy } from '../test/support/tcp-proxy.js';
+import type { GroupLog, NodeRun } from './failover-support.js';
+import type { Deadline } from './support.js';
+import { LOOPBACK, pause, ROOT, stopNodeChild, waitForReady } from './support.js';
+
+export const FIXTURES = join(ROOT, 'bench', 'chaos-fixtures');
+export const GROUP = 'chaos';
+export const LEASE_MS = 2000;
+export const RENEW_DEADLINE_MS = 1200;
+export const HEARTBEAT_MS = 200;
+/** The Redis list producers push the records of queue `rq` to. */
+export const REDIS_KEY = 'chaos-rq';
+/** Namespaces: the listened events, and the chain of rules and tasks. */
+export const EVENTS_NAMESPACE = 'chaos';
+export const CHAIN_NAMESPACE = 'chain';
+
+export type Row = Record<string, unknown>;
+
+/** The chaos process's own connection to PostgreSQL: direct, never through a proxy. Two connections. */
+export class Database {
+  readonly #pool: pg.Pool;
+
+  constructor(url: string) {
+    this.#pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 3000 });
+    // An idle client that loses its server (a PostgreSQL restart) emits this; the next query reconnects.
+    this.#pool.on('error', () => undefined);
+  }
+
+  /** Runs a statement; retried through a PostgreSQL restart until it answers or `deadline` passes. */
+  async rows(text: string, params: readonly unknown[], deadline: Deadline): Promise<Row[]> {
+    for (;;) {
+      try {
+        const result = await this.#pool.query<Row>(text, [...params]);
+        return result.rows;
+      } catch (error) {
+        if (!isConnectionError(error)) throw error;
+        deadline.check();
+        await pause(200, deadline.signal);
+      }
+    }
+  }
+
+  close(): Promise<void> {
+    return this.#pool.end();
+  }
+}
+
+function isConnectionError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = 'code' in error ? String(error.code) : '';
+  // Class 08 (connection), 57P (operator intervention: a shutdown), or no code at all (a socket error).
+  return code === '' || code === 'undefined' || code.startsWith('08') || code.startsWith('57P');
+}
+
+export type NodeState = 'up' | 'killed' | 'paused' | 'starting';
+
+/** One node: its config, port and proxy stay; each start is a new process followed by the group log. */
+export class ChaosNode {
+  readonly name: string;
+  readonly port: number;
+  readonly proxy: TcpProxy;
+  readonly #config: string;
+  readonly #log: GroupLog;
+  state: NodeState = 'starting';
+  run: NodeRun | undefined;
+
+  private constructor(name: string, port: number, proxy: TcpProxy, config: string, log: GroupLog) {
+    this.name = name;
+    this.port = port;
+    this.proxy = proxy;
+    this.#config = config;
+    this.#log = log;
+  }
+
+  static async create(options: {
+    dir: string;
+    name: string;
+    port: number;
+    postgres: PrivatePostgres;
+    redis: PrivateRedis;
+    chainFile: string;
+    log: GroupLog;
+  }): Promise<ChaosNode> {
+    const proxy = await startTcpProxy({ host: LOOPBACK, port: options.postgres.port });
+    const home = join(options.dir, options.name);
+    await mkdir(home, { recursive: true });
+    const config = join(home, 'baton.toml');
+    const storeUrl = `postgres://postgres@${LOOPBACK}:${proxy.port}/postgres`;
+    await writeFile(config, nodeConfig(options.name, options.port, home, storeUrl, options));
+    return new ChaosNode(options.name, options.port, proxy, config, options.log);
+  }
+
+  get url(): string {
+    return `http://${LOOPBACK}:${this.port}`;
+  }
+
+  /** Starts a new process and waits until /readyz answers 200. */
+  async start(deadline: Deadline): Promise<void> {
+    this.state = 'starting';
+    const env: NodeJS.ProcessEnv = { NO_COLOR: '1', CHAOS_NODE: this.name };
+    for (const [key, value] of Object.entries(process.env)) {
+      if (!key.startsWith('BATON_') && value !== undefined) env[key] ??= value;
+    }
+    const child = spawn(process.execPath, [join(ROOT, 'bin', 'baton.js'), '-c', this.#config, 'run'], {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.run = this.#log.follow(this.name, this.port, child);
+    await once(child, 'spawn');
+    await waitForReady(this.run.child, deadline);
+    this.state = 'up';
+  }
+
+  /** kill -9; resolves the kill time (epoch ms) once the process is gone. */
+  async kill(): Promise<number> {
+    const run = this.#alive();
+    const exited = once(run.child.process, 'exit');
+    run.killedAt = Date.now();
+    this.state = 'killed';
+    run.child.process.kill('SIGKILL');
+    await exited;
+    return run.killedAt;
+  }
+
+  pause(): number {
+    this.#alive().child.process.kill('SIGSTOP');
+    this.state = 'paused';
+    return Date.now();
+  }
+
+  resume(): void {
+    this.#alive().child.process.kill('SIGCONT');
+    this.state = 'up';
+  }
+
+  /** True when the process exited without being killed or stopped by the run. */
+  get crashed(): boolean {
+    const run = this.run;
+    return run !== undefined && run.exitedAt !== undefined && run.killedAt === undefined && !run.stopping;
+  }
+
+  /** SIGCONT (in case), SIGTERM, then SIGKILL after a grace period; nothing when no process runs. */
+  async stop(graceMs = 5000): Promise<void> {
+    const run = this.run;
+    if (!run || run.exitedAt !== undefined || run.child.process.exitCode !== null) return;
+    run.stopping = true;
+    run.child.process.kill('SIGCONT');
+    await stopNodeChild(run.child, graceMs);
+  }
+
+  /** Last resort on exit: SIGKILL, synchronously. */
+  killNow(): void {
+    const proc = this.run?.child.process;
+    if (proc && proc.exitCode === null && proc.signalCode === null) {
+      proc.kill('SIGCONT');
+      proc.kill('SIGKILL');
+    }
+  }
+
+  #alive(): NodeRun {
+    const run = this.run;
+    if (!run || run.exitedAt !== undefined) throw new Error(`node ${this.name} is not running`);
+    return run;
+  }
+}
+
+function nodeConfig(
+  name: string,
+  port: number,
+  home: string,
+  storeUrl: string,
+  options: { redis: PrivateRedis; chainFile: string },
+): string {
+  const handler = tomlString(join(FIXTURES, 'sink-handler.ts'));
+  const task = (letter: string, next?: string): string =>
+    tomlString(
+      `sh ${join(FIXTURES, 'chain-task.sh')} ${letter} ${options.chainFile}${next ? ` ${next}` : ''}`,
+    );
+  const queue = [
+    'batch_size = 100',
+    'concurrency = 2',
+    'max_attempts = 20',
+    'retry_delay_ms = 200',
+    'retry_max_delay_ms = 2000',
+  ];
+  const lines = [
+    '[node]',
+    `name = ${tomlString(name)}`,
+    `data_dir = ${tomlString(join(home, 'data'))}`,
+    'shutdown_timeout_ms = 3000',
+    '',
+    '[log]',
+    'level = "info"',
+    '',
+    '[http]',
+    `host = "${LOOPBACK}"`,
+    `port = ${port}`,
+    '',
+    '[store]',
+    `url = ${tomlString(storeUrl)}`,
+    'pool_size = 4',
+    '',
+    '[redis]',
+    `url = ${tomlString(options.redis.url)}`,
+    '',
+    '[group]',
+    `name = "${GROUP}"`,
+    'elector = "postgres"',
+    `lease_ms = ${LEASE_MS}`,
+    `renew_deadline_ms = ${RENEW_DEADLINE_MS}`,
+    `heartbeat_ms = ${HEARTBEAT_MS}`,
+    '',
+    '[queues.rq]',
+    `handler = ${handler}`,
+    'backend = "redis"',
+    `key = "${REDIS_KEY}"`,
+    ...queue,
+    '',
+    '[queues.pq]',
+    `handler = ${handler}`,
+    'backend = "store"',
+    ...queue,
+    '',
+    '[components.witness]',
+    `module = ${tomlString(join(FIXTURES, 'witness.ts'))}`,
+    '',
+    '[tasks.a]',
+    `namespace = "${CHAIN_NAMESPACE}"`,
+    `command = ${task('A', 'chain.a.done')}`,
+    'timeout_ms = 60000',
+    '',
+    '[tasks.b]',
+    `namespace = "${CHAIN_NAMESPACE}"`,
+    `command = ${task('B')}`,
+    'timeout_ms = 60000',
+    '',
+    '[[rules]]',
+    `on = { namespace = "${CHAIN_NAMESPACE}", key = "chain.start" }`,
+    'action = "start"',
+    'task = "a"',
+    'on_lost = "mark"',
+    '',
+    '[[rules]]',
+    `on = { namespace = "${CHAIN_NAMESPACE}", key = "chain.a.done" }`,
+    'action = "start"',
+    'task = "b"',
+    'on_lost = "mark"',
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+function tomlString(text: string): string {
+  return JSON.stringify(text);
+}
+
+/** What one node says of the group (GET /v1/cluster), or undefined when it does not answer in time. */
+export interface ClusterView {
+  readonly node: string;
+  readonly role: string;
+  readonly term: number;
+  readonly primary: string | undefined;
+}
+
+export async function clusterView(node: ChaosNode): Promise<ClusterView | undefined> {
+  try {
+    const response = await fetch(`${node.url}/v1/cluster`, { signal: AbortSignal.timeout(1000) });
+    if (!response.ok) return undefined;
+    const value: unknown = await response.json();
+    if (typeof value !== 'object' || value === null) return undefined;
+    const fields = new Map<string, unknown>(Object.entries(value));
+    const [name, role, term, primary] = ['node', 'role', 'term', 'primary'].map((key) => fields.get(key));
+    if (typeof name !== 'string' || typeof role !== 'string' || typeof term !== 'number') return undefined;
+    return { node: name, role, term, primary: typeof primary === 'string' ? primary : undefined };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The one node that is up and says it is primary, with its term, once every node that is up and answers
+ * agrees (a node that does not answer GET /v1/cluster within a second is left out: see `unresponsive`).
+ */
+export async function agreedPrimary(
+  nodes: readonly ChaosNode[],
+  deadline: Deadline,
+  timeoutMs: number,
+): Promise<{ node: ChaosNode; term: number } | undefined> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    deadline.check();
+    const up = nodes.filter((node) => node.state === 'up');
+    const views = (await Promise.all(up.map(clusterView))).filter((view) => view !== undefined);
+    const primaries = views.filter((view) => view.role === 'primary');
+    const [primary] = primaries;
+    const agreed =
+      primaries.length === 1 &&
+      primary !== undefined &&
+      views.every((view) => view.primary === primary.node && view.term === primary.term);
+    const node = up.find((candidate) => candidate.name === primary?.node);
+    if (agreed && node) return { node, term: primary.term };
+    await pause(100, deadline.signal);
+  }
+  return undefined;
+}
+
+/** The nodes that are up but do not answer GET /v1/cluster within a second, three times in a row. */
+export async function unresponsive(nodes: readonly ChaosNode[]): Promise<string[]> {
+  const silent: string[] = [];
+  for (const node of nodes.filter((candidate) => candidate.state === 'up')) {
+    let answered = false;
+    for (let attempt = 0; attempt < 3 && !answered; attempt++)
+      answered = (await clusterView(node)) !== undefined;
+    if (!answered) silent.push(node.name);
+  }
+  return silent;
+}
