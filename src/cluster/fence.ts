@@ -4,21 +4,79 @@
 // later check of the deposed primary fails. So a late write of a deposed primary is refused, not applied.
 import { sql } from 'drizzle-orm';
 
-import { FencedError } from '../errors.js';
+import { describeError, FencedError } from '../errors.js';
+import type { Logger } from '../log.js';
 import type { Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
+import { sleep } from '../util/sleep.js';
 
 /**
  * Raises the group's fence to `term`. Resolves true when the fence is now at `term`; false when it is
  * already higher (a newer primary acted: this one must not).
+ *
+ * A deposed primary's transaction that checked the fence holds a share lock on its row until it ends, and
+ * the raise waits for it. If that primary is paused (a GC pause, a stopped VM) or its connection went
+ * silent, it would hold the failover for as long: past `breakAfterMs` the sessions blocking the raise are
+ * terminated (their transactions roll back, which is what fencing wants of them anyway).
  */
-export async function raiseFence(store: Store, group: string, term: number): Promise<boolean> {
-  const rows = await store.execute(sql`
-    INSERT INTO baton_fence (group_name, term) VALUES (${group}, ${term})
-    ON CONFLICT (group_name) DO UPDATE SET term = EXCLUDED.term, raised_at = now()
-      WHERE baton_fence.term <= EXCLUDED.term
-    RETURNING term`);
-  return rows.length === 1;
+export async function raiseFence(
+  store: Store,
+  group: string,
+  term: number,
+  options: { breakAfterMs?: number; log?: Logger } = {},
+): Promise<boolean> {
+  const breakAfterMs = options.breakAfterMs ?? BREAK_BLOCKERS_AFTER_MS;
+  return store.transaction(async (tx) => {
+    // A single-connection store (PGlite) has no other session that could block.
+    const [self] = store.exclusive ? [] : await executeIn(tx, sql`SELECT pg_backend_pid() AS pid`);
+    const stop = new AbortController();
+    const breaking = self
+      ? breakBlockers(store, Number(self['pid']), breakAfterMs, stop.signal, options.log)
+      : undefined;
+    try {
+      const rows = await executeIn(
+        tx,
+        sql`
+        INSERT INTO baton_fence (group_name, term) VALUES (${group}, ${term})
+        ON CONFLICT (group_name) DO UPDATE SET term = EXCLUDED.term, raised_at = now()
+          WHERE baton_fence.term <= EXCLUDED.term
+        RETURNING term`,
+      );
+      return rows.length === 1;
+    } finally {
+      stop.abort();
+      await breaking;
+    }
+  });
+}
+
+/** How long a raise waits for the transactions that hold the fence before it ends their sessions. */
+const BREAK_BLOCKERS_AFTER_MS = 500;
+
+/** Until `signal` aborts: every `everyMs`, terminates the sessions that block the session `pid`. */
+async function breakBlockers(
+  store: Store,
+  pid: number,
+  everyMs: number,
+  signal: AbortSignal,
+  log: Logger | undefined,
+): Promise<void> {
+  for (;;) {
+    await sleep(everyMs, signal);
+    if (signal.aborted) return;
+    try {
+      const rows = await store.execute(sql`
+        SELECT blocker, pg_terminate_backend(blocker) AS ended FROM unnest(pg_blocking_pids(${pid})) AS blocker`);
+      if (rows.length > 0) {
+        log?.warn(
+          { sessions: rows.map((row) => Number(row['blocker'])) },
+          'fence: ended the sessions of a deposed primary that held the fence',
+        );
+      }
+    } catch (error) {
+      log?.warn({ err: describeError(error) }, 'fence: could not end the sessions that hold the fence');
+    }
+  }
 }
 
 /** The group's fence, or 0 when none was raised yet. */

@@ -162,7 +162,9 @@ export class GroupMember {
     let next = state;
     if (state.role === 'primary' && this.#config) {
       // Raise the fence before acting: a deposed primary's later checks then fail.
-      const raised = await raiseFence(this.#store, this.#config.name, state.term).catch((error: unknown) => {
+      const raised = await raiseFence(this.#store, this.#config.name, state.term, {
+        log: this.#log,
+      }).catch((error: unknown) => {
         this.#log.error(
           { err: describeError(error), term: state.term },
           'cannot raise the fence: not acting as primary',

@@ -310,6 +310,28 @@ describe('postgres elector', () => {
     expect(rows.map((row) => Number(row['term']))).toEqual([elected.state.term]);
   });
 
+  it('raises the fence past a deposed primary paused inside a fenced transaction', async () => {
+    const fenceGroup = `paused-${groupCount}`;
+    expect(await raiseFence(store, fenceGroup, 1)).toBe(true);
+    // The old primary checked the fence and then froze before committing: its share lock stays.
+    let release: () => void = () => undefined;
+    const frozen = store.transaction(async (tx) => {
+      await assertFence(tx, fenceGroup, 1);
+      await executeIn(tx, sql`INSERT INTO fenced_writes VALUES (${fenceGroup}, 1)`);
+      await new Promise<void>((resolve) => (release = resolve));
+    });
+    frozen.catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const started = Date.now();
+    expect(await raiseFence(store, fenceGroup, 2, { breakAfterMs: 200 })).toBe(true);
+    expect(Date.now() - started).toBeLessThan(10_000);
+    release();
+    // Its session was ended: the frozen write never commits.
+    await expect(frozen).rejects.toThrow();
+    const rows = await store.execute(sql`SELECT term FROM fenced_writes WHERE group_name = ${fenceGroup}`);
+    expect(rows).toEqual([]);
+  });
+
   it('hands over to the node named by a manual failover, even when another waits ahead of it', async () => {
     const membership = new StoreMembership(store, `g${groupCount}`);
     const beat = (): void => {
