@@ -13,7 +13,7 @@ import type { TcpProxy } from '../test/support/tcp-proxy.js';
 import { startTcpProxy } from '../test/support/tcp-proxy.js';
 import type { GroupLog, NodeRun } from './failover-support.js';
 import type { Deadline } from './support.js';
-import { LOOPBACK, pause, ROOT, stopNodeChild, waitForReady } from './support.js';
+import { groupNodeToml, LOOPBACK, pause, ROOT, stopNodeChild, tomlString, waitForReady } from './support.js';
 
 export const FIXTURES = join(ROOT, 'bench', 'chaos-fixtures');
 export const GROUP = 'chaos';
@@ -197,31 +197,21 @@ function nodeConfig(
     'retry_max_delay_ms = 2000',
   ];
   const lines = [
-    '[node]',
-    `name = ${tomlString(name)}`,
-    `data_dir = ${tomlString(join(home, 'data'))}`,
-    'shutdown_timeout_ms = 3000',
-    '',
-    '[log]',
-    'level = "info"',
-    '',
-    '[http]',
-    `host = "${LOOPBACK}"`,
-    `port = ${port}`,
-    '',
-    '[store]',
-    `url = ${tomlString(storeUrl)}`,
-    'pool_size = 4',
-    '',
-    '[redis]',
-    `url = ${tomlString(options.redis.url)}`,
-    '',
-    '[group]',
-    `name = "${GROUP}"`,
-    'elector = "postgres"',
-    `lease_ms = ${LEASE_MS}`,
-    `renew_deadline_ms = ${RENEW_DEADLINE_MS}`,
-    `heartbeat_ms = ${HEARTBEAT_MS}`,
+    ...groupNodeToml({
+      name,
+      dataDir: join(home, 'data'),
+      port,
+      storeUrl,
+      poolSize: 4,
+      redisUrl: options.redis.url,
+      group: {
+        name: GROUP,
+        elector: 'postgres',
+        leaseMs: LEASE_MS,
+        renewDeadlineMs: RENEW_DEADLINE_MS,
+        heartbeatMs: HEARTBEAT_MS,
+      },
+    }),
     '',
     '[queues.rq]',
     `handler = ${handler}`,
@@ -260,10 +250,6 @@ function nodeConfig(
     'on_lost = "mark"',
   ];
   return `${lines.join('\n')}\n`;
-}
-
-function tomlString(text: string): string {
-  return JSON.stringify(text);
 }
 
 /** What one node says of the group (GET /v1/cluster), or undefined when it does not answer in time. */

@@ -9,7 +9,16 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import type { Deadline, NodeChild } from './support.js';
-import { LOOPBACK, now, pause, request, ROOT, stopNodeChild, waitForReady } from './support.js';
+import {
+  groupNodeToml,
+  now,
+  pause,
+  request,
+  ROOT,
+  stopNodeChild,
+  tomlString,
+  waitForReady,
+} from './support.js';
 
 export type ElectorKind = 'postgres' | 'redis';
 export const ELECTORS: readonly ElectorKind[] = ['postgres', 'redis'];
@@ -208,42 +217,27 @@ export class GroupNode {
 
 function nodeConfig(name: string, port: number, dataDir: string, settings: GroupSettings): string {
   const lines = [
-    '[node]',
-    `name = ${tomlString(name)}`,
-    `data_dir = ${tomlString(dataDir)}`,
-    'shutdown_timeout_ms = 3000',
-    '',
-    '[log]',
-    'level = "info"',
-    '',
-    '[http]',
-    `host = "${LOOPBACK}"`,
-    `port = ${port}`,
-    '',
-    '[store]',
-    `url = ${tomlString(settings.storeUrl)}`,
-    'pool_size = 2',
-    '',
-    '[redis]',
-    `url = ${tomlString(settings.redisUrl)}`,
-    '',
-    '[group]',
-    `name = ${tomlString(settings.group)}`,
-    `elector = "${settings.elector}"`,
-    `lease_ms = ${settings.leaseMs}`,
-    `renew_deadline_ms = ${settings.renewDeadlineMs}`,
-    `heartbeat_ms = ${settings.heartbeatMs}`,
+    ...groupNodeToml({
+      name,
+      dataDir,
+      port,
+      storeUrl: settings.storeUrl,
+      poolSize: 2,
+      redisUrl: settings.redisUrl,
+      group: {
+        name: settings.group,
+        elector: settings.elector,
+        leaseMs: settings.leaseMs,
+        renewDeadlineMs: settings.renewDeadlineMs,
+        heartbeatMs: settings.heartbeatMs,
+      },
+    }),
     '',
     '[queues.ping]',
     `handler = ${tomlString(HANDLER)}`,
     'run_on = "primary"',
   ];
   return `${lines.join('\n')}\n`;
-}
-
-/** A TOML basic string: JSON's escaping is a subset of it. */
-function tomlString(text: string): string {
-  return JSON.stringify(text);
 }
 
 /** Polls `probe` every `everyMs` until it gives a value; fails after `timeoutMs` or at the deadline. */

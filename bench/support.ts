@@ -285,8 +285,56 @@ function nodeConfig(options: NodeChildOptions): string {
 }
 
 /** A TOML basic string: JSON's escaping is a subset of it. */
-function tomlString(text: string): string {
+export function tomlString(text: string): string {
   return JSON.stringify(text);
+}
+
+/** What a node of a benchmark's group needs in its config: its own name, folder and port, the shared backends. */
+export interface GroupNodeToml {
+  readonly name: string;
+  readonly dataDir: string;
+  readonly port: number;
+  readonly storeUrl: string;
+  readonly poolSize: number;
+  readonly redisUrl: string;
+  readonly group: {
+    readonly name: string;
+    readonly elector: string;
+    readonly leaseMs: number;
+    readonly renewDeadlineMs: number;
+    readonly heartbeatMs: number;
+  };
+}
+
+/** The [node], [log], [http], [store], [redis] and [group] tables of a group node's config, as lines. */
+export function groupNodeToml(node: GroupNodeToml): string[] {
+  return [
+    '[node]',
+    `name = ${tomlString(node.name)}`,
+    `data_dir = ${tomlString(node.dataDir)}`,
+    'shutdown_timeout_ms = 3000',
+    '',
+    '[log]',
+    'level = "info"',
+    '',
+    '[http]',
+    `host = "${LOOPBACK}"`,
+    `port = ${node.port}`,
+    '',
+    '[store]',
+    `url = ${tomlString(node.storeUrl)}`,
+    `pool_size = ${node.poolSize}`,
+    '',
+    '[redis]',
+    `url = ${tomlString(node.redisUrl)}`,
+    '',
+    '[group]',
+    `name = ${tomlString(node.group.name)}`,
+    `elector = ${tomlString(node.group.elector)}`,
+    `lease_ms = ${node.group.leaseMs}`,
+    `renew_deadline_ms = ${node.group.renewDeadlineMs}`,
+    `heartbeat_ms = ${node.group.heartbeatMs}`,
+  ];
 }
 
 /** Polls `GET /readyz` until it answers 200; fails early if the child exits. */
