@@ -190,6 +190,10 @@ function listenForever(
     stopping.signal.addEventListener('abort', () => resolve(), { once: true }),
   );
   let client: pg.Client | undefined;
+  const untilStopped = async (work: Promise<unknown>): Promise<void> => {
+    work.catch(() => undefined);
+    await Promise.race([work, stopped]);
+  };
   const loop = async (): Promise<void> => {
     for (let failures = 0; !stopping.signal.aborted;) {
       const current = new pg.Client({
@@ -203,11 +207,14 @@ function listenForever(
           current.on('error', () => resolve());
           current.on('end', () => resolve());
         });
-        await current.connect();
+        // A stop may come while connecting: pg then never settles connect(), so never wait on it alone.
+        await untilStopped(current.connect());
+        if (stopping.signal.aborted) break;
         current.on('notification', (message) =>
           onNotification({ channel: message.channel, payload: message.payload ?? '' }),
         );
-        await current.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+        await untilStopped(current.query(`LISTEN ${pg.escapeIdentifier(channel)}`));
+        if (stopping.signal.aborted) break;
         failures = 0;
         onConnect();
         await Promise.race([ended, stopped]);
@@ -217,8 +224,8 @@ function listenForever(
           log.warn({ err: describeError(error), channel }, 'store: LISTEN connection failed');
         }
       }
+      if (stopping.signal.aborted) break;
       await current.end().catch(() => undefined);
-      if (stopping.signal.aborted) return;
       const delay = backoffDelay(Math.max(1, failures), { initialMs: 1000, maxMs: 32_000 });
       log.warn({ channel, retryInMs: delay }, `store: LISTEN connection lost; reconnecting in ${delay} ms`);
       await sleep(delay, stopping.signal);
@@ -227,10 +234,14 @@ function listenForever(
   const running = loop();
   return async () => {
     stopping.abort();
-    await client?.end().catch(() => undefined);
-    await running;
+    const ending = client?.end().catch(() => undefined);
+    // pg may leave end() of a connection that was still connecting unsettled: never wait on it for long.
+    await Promise.race([Promise.all([ending, running]), sleep(LISTEN_STOP_WAIT_MS)]);
   };
 }
+
+/** How long stopping a LISTEN connection waits for it to close. */
+const LISTEN_STOP_WAIT_MS = 2_000;
 
 function redactUrl(url: string): string {
   return url.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@');
