@@ -11,6 +11,7 @@
 // server store so that appends by other nodes wake them too; a slow timer re-reads in case one is missed.
 import { sql, type SQL } from 'drizzle-orm';
 
+import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
@@ -37,7 +38,8 @@ export class EventLog {
   readonly #log: Logger;
   #head = 0;
   readonly #waiters = new Set<() => void>();
-  #unlisten: (() => Promise<void>) | undefined;
+  #listening: Promise<() => Promise<void>> | undefined;
+  #closed = false;
   #appended = 0;
   readonly #recent = new RecentEvents();
 
@@ -46,27 +48,37 @@ export class EventLog {
     this.#log = log.child({ part: 'events' });
   }
 
-  /** Reads the head and, on a server store, listens for appends of other nodes. */
+  /** Reads the head. */
   async start(): Promise<void> {
     this.#advance(await this.latestOffset());
-    if (this.#store.listen) {
-      this.#unlisten = await this.#store.listen(
-        EVENTS_CHANNEL,
-        (notification) => this.#advance(Number(notification.payload)),
-        // Notifications sent while disconnected are lost: read the head again after each (re)connection.
-        () =>
-          void this.latestOffset().then(
-            (offset) => this.#advance(offset),
-            () => undefined,
-          ),
-      );
-    }
   }
 
   async close(): Promise<void> {
-    await this.#unlisten?.();
-    this.#unlisten = undefined;
+    this.#closed = true;
+    const unlisten = await this.#listening?.catch(() => undefined);
+    await unlisten?.();
     this.#wakeAll();
+  }
+
+  /**
+   * On a server store, listens for the appends of other nodes, from the first wait on: only followers need
+   * it, so a process that only appends or reads (a CLI command) holds no LISTEN connection.
+   */
+  #listen(): void {
+    if (this.#listening || this.#closed || !this.#store.listen) return;
+    this.#listening = this.#store.listen(
+      EVENTS_CHANNEL,
+      (notification) => this.#advance(Number(notification.payload)),
+      // Notifications sent while disconnected are lost: read the head again after each (re)connection.
+      () =>
+        void this.latestOffset().then(
+          (offset) => this.#advance(offset),
+          () => undefined,
+        ),
+    );
+    this.#listening.catch((error: unknown) => {
+      this.#log.warn({ err: describeError(error) }, 'cannot listen for events of other nodes; polling');
+    });
   }
 
   /** Events this process appended (not counting ignored resends) since it started. */
@@ -189,6 +201,7 @@ export class EventLog {
    */
   waitBeyond(offset: number, options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<void> {
     if (this.#head > offset || options.signal?.aborted) return Promise.resolve();
+    this.#listen();
     return new Promise((resolve) => {
       const done = (): void => {
         clearTimeout(timer);

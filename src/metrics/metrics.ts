@@ -106,7 +106,7 @@ export class NodeMetrics {
       'baton_event_log_head_offset',
       'The highest committed offset of the event log.',
       [],
-      () => [[{}, source.events?.head ?? 0]],
+      async () => [[{}, (await source.events?.latestOffset().catch(() => source.events?.head)) ?? 0]],
     );
     gauge(
       registry,
