@@ -3,7 +3,7 @@
 // process; then the latency from publish (POST /v1/events) to a listener on the SSE stream, at a steady rate.
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -12,10 +12,8 @@ import { NotificationClient } from '../src/events/client.js';
 import { createLogger } from '../src/log.js';
 import { applyMigrations, builtinMigrations } from '../src/store/migrate.js';
 import { openPgliteStore } from '../src/store/pglite.js';
-import type { NodeChild } from './support.js';
+import type { NodeChild, Deadline } from './support.js';
 import {
-  Deadline,
-  DeadlineError,
   describeMachine,
   formatMachine,
   formatRate,
@@ -28,6 +26,7 @@ import {
   startNodeChild,
   stopNodeChild,
   waitForReady,
+  runMeasured,
 } from './support.js';
 
 const NAME = 'events';
@@ -87,40 +86,30 @@ interface Latency {
 
 export async function main(args: readonly string[]): Promise<number> {
   const settings = readSettings(args);
-  const deadline = new Deadline(settings.timeoutS * 1000);
-  const report: Report = {};
-  const parent = await mkdtemp(join(os.tmpdir(), 'baton-bench-events-'));
   process.stdout.write(
     `${formatMachine(describeMachine())}\nload average: ${os
       .loadavg()
       .map((n) => n.toFixed(2))
       .join(' ')}\n`,
   );
-  try {
-    await measure(settings, report, parent, deadline);
-    printReport(settings, report);
-    process.stdout.write(
-      `${JSON.stringify({
-        bench: NAME,
-        append_batched_per_s: Math.round(report.batched ?? 0),
-        append_single_per_s: Math.round(report.single ?? 0),
-        baseline_per_s: Math.round(report.baselineBatched ?? 0),
-        latency_p50_ms: round2(report.latency?.p50 ?? NaN),
-        latency_p99_ms: round2(report.latency?.p99 ?? NaN),
-      })}\n`,
-    );
-    return 0;
-  } catch (error) {
-    if (!(error instanceof DeadlineError)) throw error;
-    printReport(settings, report);
-    process.stdout.write(
-      `TIMEOUT: not finished within ${settings.timeoutS} s; the figures above are partial\n`,
-    );
-    return 1;
-  } finally {
-    deadline.dispose();
-    await rm(parent, { recursive: true, force: true });
-  }
+  return runMeasured<Report>({
+    timeoutS: settings.timeoutS,
+    tmpPrefix: 'baton-bench-events-',
+    report: {},
+    measure: (report, parent, deadline) => measure(settings, report, parent, deadline),
+    print: (report) => printReport(settings, report),
+    printJson: (report) =>
+      process.stdout.write(
+        `${JSON.stringify({
+          bench: NAME,
+          append_batched_per_s: Math.round(report.batched ?? 0),
+          append_single_per_s: Math.round(report.single ?? 0),
+          baseline_per_s: Math.round(report.baselineBatched ?? 0),
+          latency_p50_ms: round2(report.latency?.p50 ?? NaN),
+          latency_p99_ms: round2(report.latency?.p99 ?? NaN),
+        })}\n`,
+      ),
+  });
 }
 
 function readSettings(args: readonly string[]): Settings {
@@ -256,17 +245,7 @@ async function appendAll(
   const worker = async (): Promise<void> => {
     while (next < bodies.length) {
       const body = bodies[next++] as Buffer;
-      const response = await request({
-        port: child.port,
-        method: 'POST',
-        path: '/v1/events',
-        body,
-        contentType: 'application/json',
-        agent,
-        signal: deadline.signal,
-      });
-      if (response.status !== 201)
-        throw new Error(`POST /v1/events answered ${response.status}: ${response.body}`);
+      await postEvents(child, body, agent, deadline.signal);
     }
   };
   await Promise.all(Array.from({ length: inFlight }, worker));
@@ -317,18 +296,7 @@ async function latency(
       const seq = String(sent++);
       sentAt.set(seq, now());
       const body = Buffer.from(JSON.stringify({ key: 'tick', value: seq, namespace: 'latency' }));
-      const posting = request({
-        port: child.port,
-        method: 'POST',
-        path: '/v1/events',
-        body,
-        contentType: 'application/json',
-        agent,
-        signal: deadline.signal,
-      }).then((response) => {
-        if (response.status !== 201)
-          throw new Error(`POST /v1/events answered ${response.status}: ${response.body}`);
-      });
+      const posting = postEvents(child, body, agent, deadline.signal);
       pending.add(posting);
       void posting.finally(() => pending.delete(posting)).catch(() => undefined);
     }
@@ -385,4 +353,24 @@ function printReport(settings: Settings, report: Report): void {
 
 function round2(value: number): number {
   return Math.round(value * 100) / 100;
+}
+
+/** One POST /v1/events; anything but 201 fails the benchmark. */
+async function postEvents(
+  child: NodeChild,
+  body: Buffer,
+  agent: http.Agent,
+  signal: AbortSignal,
+): Promise<void> {
+  const response = await request({
+    port: child.port,
+    method: 'POST',
+    path: '/v1/events',
+    body,
+    contentType: 'application/json',
+    agent,
+    signal,
+  });
+  if (response.status !== 201)
+    throw new Error(`POST /v1/events answered ${response.status}: ${response.body}`);
 }

@@ -1,17 +1,14 @@
 // Ingest on the embedded store, end to end: small JSON records sent as HTTP NDJSON to a node (child process,
 // quickstart handler, PGlite) until `select count(*) from ping` shows them all, against the raw batched-insert
 // rate of the same rows into a PGlite of the same shape in this process (the faster of two insert methods).
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import http from 'node:http';
-import os from 'node:os';
 import { join } from 'node:path';
 
 import { PGlite } from '@electric-sql/pglite';
 
-import type { NodeChild } from './support.js';
+import type { NodeChild, Deadline } from './support.js';
 import {
-  Deadline,
-  DeadlineError,
   describeMachine,
   formatMachine,
   formatRate,
@@ -28,6 +25,7 @@ import {
   startNodeChild,
   stopNodeChild,
   waitForReady,
+  runMeasured,
 } from './support.js';
 
 const NAME = 'ingest-embedded';
@@ -88,25 +86,14 @@ interface Report {
 
 export async function main(args: readonly string[]): Promise<number> {
   const settings = readSettings(args);
-  const deadline = new Deadline(settings.timeoutS * 1000);
-  const report: Report = { baselines: [], accepted: 0, stored: 0 };
-  const parent = await mkdtemp(join(os.tmpdir(), 'baton-bench-'));
-  try {
-    await measure(settings, report, parent, deadline);
-    printReport(settings, report);
-    printJson(report);
-    return 0;
-  } catch (error) {
-    if (!(error instanceof DeadlineError)) throw error;
-    printReport(settings, report);
-    process.stdout.write(
-      `TIMEOUT: not finished within ${settings.timeoutS} s; the figures above are partial\n`,
-    );
-    return 1;
-  } finally {
-    deadline.dispose();
-    await rm(parent, { recursive: true, force: true });
-  }
+  return runMeasured<Report>({
+    timeoutS: settings.timeoutS,
+    tmpPrefix: 'baton-bench-',
+    report: { baselines: [], accepted: 0, stored: 0 },
+    measure: (report, parent, deadline) => measure(settings, report, parent, deadline),
+    print: (report) => printReport(settings, report),
+    printJson,
+  });
 }
 
 function readSettings(args: readonly string[]): Settings {

@@ -4,7 +4,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { createServer } from 'node:net';
 import os from 'node:os';
@@ -398,4 +398,37 @@ export function integerOption(options: Map<string, string>, name: string, fallba
 /** Bad command-line use: the runner prints it and exits 2. */
 export class UsageError extends Error {
   override readonly name = 'UsageError';
+}
+
+/**
+ * Runs one benchmark's measurement in a fresh temp folder under its overall deadline: prints the report and
+ * the closing JSON line and returns 0; on a timeout prints the partial report and returns 1. The folder is
+ * removed either way.
+ */
+export async function runMeasured<R>(options: {
+  readonly timeoutS: number;
+  readonly tmpPrefix: string;
+  readonly report: R;
+  measure(report: R, parent: string, deadline: Deadline): Promise<void>;
+  print(report: R): void;
+  printJson(report: R): void;
+}): Promise<number> {
+  const deadline = new Deadline(options.timeoutS * 1000);
+  const parent = await mkdtemp(join(os.tmpdir(), options.tmpPrefix));
+  try {
+    await options.measure(options.report, parent, deadline);
+    options.print(options.report);
+    options.printJson(options.report);
+    return 0;
+  } catch (error) {
+    if (!(error instanceof DeadlineError)) throw error;
+    options.print(options.report);
+    process.stdout.write(
+      `TIMEOUT: not finished within ${options.timeoutS} s; the figures above are partial\n`,
+    );
+    return 1;
+  } finally {
+    deadline.dispose();
+    await rm(parent, { recursive: true, force: true });
+  }
 }
