@@ -2,16 +2,13 @@
 // JSON report with lastSeen) for listing, and a key per node with a time to live, which says the node is
 // alive (the redis elector defers to a preferred node only while that key exists). Every time comes from
 // Redis TIME, so that nodes with skewed clocks still agree on who was seen when.
-import { createHash } from 'node:crypto';
-
-import { Redis } from 'ioredis';
 import { z } from 'zod';
 
-import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { asArray, asInteger, asText, redisError, runScript } from '../queue/redis-scripts.js';
-import type { LuaScript } from '../queue/redis-scripts.js';
-import { backoffDelay } from '../util/backoff.js';
+import { RedisConnection } from '../redis/connection.js';
+import { callRedis } from '../redis/connection-errors.js';
+import { asArray, asInteger, asText } from '../redis/replies.js';
+import { luaScript, runScript } from '../redis/script.js';
 import type { MemberReport, Membership } from './membership.js';
 import type { Member } from './types.js';
 
@@ -23,11 +20,6 @@ export function groupPrefix(group: string): string {
 /** The key whose existence says `node` is alive (written by RedisMembership.heartbeat). */
 export function memberKey(group: string, node: string): string {
   return `${groupPrefix(group)}member:${node}`;
-}
-
-/** A Lua script with its SHA1, for runScript (which falls back to EVAL after a Redis restart). */
-export function luaScript(lua: string): LuaScript {
-  return { lua, sha: createHash('sha1').update(lua).digest('hex') };
 }
 
 /** Milliseconds since the epoch on the Redis server's clock. */
@@ -64,7 +56,6 @@ const Report = z.object({
 });
 
 const DEFAULT_TTL_MS = 5_000;
-const RECONNECT_BACKOFF = { initialMs: 1_000, maxMs: 32_000 };
 
 export interface RedisMembershipOptions {
   /** redis:// or rediss:// URL (the same Redis as the redis elector, so that it sees who is alive). */
@@ -76,40 +67,29 @@ export interface RedisMembershipOptions {
 }
 
 export class RedisMembership implements Membership {
-  readonly #client: Redis;
+  readonly #connection: RedisConnection;
   readonly #group: string;
   readonly #log: Logger;
   readonly #ttlMs: number;
-  #lastError: unknown;
-  #closed = false;
-  #connecting: Promise<void> | undefined;
 
   constructor(options: RedisMembershipOptions) {
     this.#group = options.group;
     this.#log = options.log;
     this.#ttlMs = options.ttlMs ?? DEFAULT_TTL_MS;
-    this.#client = new Redis(options.url, {
-      lazyConnect: true,
+    this.#connection = new RedisConnection(options.url, {
       maxRetriesPerRequest: 1,
-      enableOfflineQueue: false,
-      retryStrategy: (attempt) => {
-        const delay = backoffDelay(attempt, RECONNECT_BACKOFF);
+      onReconnect: (attempt, _delay, err) => {
         // Warn once per outage; the node logs failed heartbeats itself.
-        if (attempt === 1) {
-          const err = describeError(this.#lastError ?? 'connection closed');
+        if (attempt === 1)
           this.#log.warn({ err }, `redis membership: connection lost; reconnecting with back-off`);
-        }
-        return delay;
       },
     });
-    // Errors reach callers through their commands; the client keeps reconnecting on its own.
-    this.#client.on('error', (error: unknown) => (this.#lastError = error));
   }
 
   async heartbeat(report: MemberReport): Promise<void> {
     await this.#connect();
     const keys = [this.#membersKey(), memberKey(this.#group, report.node)];
-    await runScript(this.#client, HEARTBEAT, keys, [
+    await runScript(this.#connection.client, HEARTBEAT, keys, [
       report.node,
       report.address ?? '',
       report.role,
@@ -120,7 +100,7 @@ export class RedisMembership implements Membership {
 
   async list(withinMs: number): Promise<Member[]> {
     await this.#connect();
-    const reply = asArray(await runScript(this.#client, LIST, [this.#membersKey()], []));
+    const reply = asArray(await runScript(this.#connection.client, LIST, [this.#membersKey()], []));
     const now = asInteger(reply[0]);
     const members: Member[] = [];
     for (let i = 1; i + 1 < reply.length; i += 2) {
@@ -139,30 +119,27 @@ export class RedisMembership implements Membership {
 
   async leave(node: string): Promise<void> {
     await this.#connect();
-    try {
-      await this.#client.multi().hdel(this.#membersKey(), node).del(memberKey(this.#group, node)).exec();
-    } catch (error) {
-      throw redisError(error);
-    }
+    const { client } = this.#connection;
+    await callRedis(() =>
+      client.multi().hdel(this.#membersKey(), node).del(memberKey(this.#group, node)).exec(),
+    );
   }
 
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#client.status === 'ready') await this.#client.quit().catch(() => undefined);
-    this.#client.disconnect();
+  close(): Promise<void> {
+    return this.#connection.close();
   }
 
   #membersKey(): string {
     return `${groupPrefix(this.#group)}members`;
   }
 
-  /** The first call connects; later ones fail fast while the client reconnects in the background. */
-  /** Connects once; calls made meanwhile wait for that same attempt instead of failing on a half-open client. */
+  /**
+   * The first call connects, and calls made meanwhile wait for that same attempt instead of failing on a
+   * half-open client; later ones fail fast while the client reconnects in the background.
+   */
   async #connect(): Promise<void> {
-    if (this.#closed) throw new Error('redis membership: closed');
-    if (this.#client.status === 'wait') this.#connecting ??= this.#client.connect().catch(() => undefined);
-    await this.#connecting;
+    if (this.#connection.closed) throw new Error('redis membership: closed');
+    await this.#connection.connect();
   }
 }
 

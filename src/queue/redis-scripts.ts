@@ -1,14 +1,16 @@
-// The Redis side of the Redis queue backend: its key layout, the Lua scripts (each atomic on the server),
-// how to run them and how to read their binary replies. A claimed batch is one value under its processing key
-// (redis-batch.ts); members of the retry ZSET are `<seq>:<attempts>:<payload>` (the sequence number keeps
-// equal payloads apart and orders equal scores); `errors-<queue>` holds raw payloads, as Azafea does.
-import { createHash, randomUUID } from 'node:crypto';
+// The Redis side of the Redis queue backend: its key layout, its Lua scripts (each atomic on the server, run
+// with src/redis/script.ts) and the error-queue operations built on them. A claimed batch is one value under
+// its processing key (redis-batch.ts); members of the retry ZSET are `<seq>:<attempts>:<payload>` (the
+// sequence number keeps equal payloads apart and orders equal scores); `errors-<queue>` holds raw payloads,
+// as Azafea does.
+import { randomUUID } from 'node:crypto';
 
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 
-import { BackendUnavailableError } from '../errors.js';
-import { isConnectionError } from '../store/connection-errors.js';
+import { isUnavailable, redisError } from '../redis/connection-errors.js';
+import { asArray, asBuffer, asInteger, asText } from '../redis/replies.js';
+import { luaScript, runScript } from '../redis/script.js';
 import type { ErrorRecord } from './backend.js';
 import { errorQueueName } from './backend.js';
 
@@ -34,35 +36,7 @@ export function errorKeys(queue: string): string[] {
   return [errors, `${errors}:ids`, `${errors}:meta`, `${errors}:seq`];
 }
 
-export interface LuaScript {
-  readonly lua: string;
-  readonly sha: string;
-}
-
-function script(body: string): LuaScript {
-  const lua = COMMON + body;
-  return { lua, sha: createHash('sha1').update(lua).digest('hex') };
-}
-
-/** Runs a script by its SHA1, sending it whole when the server lacks it (after a restart or SCRIPT FLUSH). */
-export async function runScript(
-  client: Redis,
-  { lua, sha }: LuaScript,
-  keys: readonly string[],
-  args: ReadonlyArray<string | Buffer | number>,
-): Promise<unknown> {
-  try {
-    try {
-      return await client.callBuffer('EVALSHA', sha, keys.length, ...keys, ...args);
-    } catch (error) {
-      if (!(error instanceof Error && error.message.startsWith('NOSCRIPT'))) throw error;
-      return await client.callBuffer('EVAL', lua, keys.length, ...keys, ...args);
-    }
-  } catch (error) {
-    throw redisError(error);
-  }
-}
-
+/** Lua functions every queue script starts with. */
 const COMMON = `
 -- The acknowledged indexes from ARGV[from]: '1' (the whole batch), or '0', a count and the 0-based indexes.
 -- Returns whether the whole batch, a set of the 1-based indexes, and where the next argument is.
@@ -123,7 +97,7 @@ end
  * list into the batch, kept as one value (see redis-batch.ts; max 0: only frees). Returns how many completed
  * batches were gone (recovered), then that value, unless nothing was claimed.
  */
-export const CLAIM = script(`
+export const CLAIM = luaScript(`${COMMON}
 local gone = 0
 for i = 5, #KEYS do
   if redis.call('HDEL', KEYS[3], ARGV[i]) == 0 then gone = gone + 1 end
@@ -158,7 +132,7 @@ const ERROR_KEYS = 'KEYS[5], KEYS[6], KEYS[7], KEYS[8]';
  * ARGV: batch id, failed at (ISO), then per failure: index, retry at (ms, or '' for the error queue), error,
  * enqueued at (ISO). Returns how many failures it settled, or -1 when the batch was recovered meanwhile.
  */
-export const COMPLETE = script(`
+export const COMPLETE = luaScript(`${COMMON}
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return -1 end
 local settled = 0
 if #ARGV > 2 then
@@ -186,7 +160,7 @@ return settled
  * gave back, -1 when the batch is gone (recovered). Records never run go back to the consuming end of the
  * main list as raw bytes; retried ones to the retry ZSET, due now. Records given back get attempts -1.
  */
-export const RELEASE = script(`
+export const RELEASE = luaScript(`${COMMON}
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return -1 end
 local whole, acked, next = acked(3)
 if whole then
@@ -224,7 +198,7 @@ return released
  * the error queue when out of attempts. Returns how many; 0 when another recoverer or the consumer settled
  * the batch first.
  */
-export const RECOVER = script(`
+export const RECOVER = luaScript(`${COMMON}
 if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
 local whole, acked = acked(6)
 local max = tonumber(ARGV[3])
@@ -250,7 +224,7 @@ return moved
  * KEYS: the keys of claimed batches. Returns how many records each holds (what claimed them, given back or
  * not); 0 for a key that is gone.
  */
-export const BATCH_SIZES = script(`
+export const BATCH_SIZES = luaScript(`${COMMON}
 local sizes = {}
 for i, key in ipairs(KEYS) do
   local kind = redis.call('TYPE', key).ok
@@ -274,7 +248,7 @@ return sizes
  * [id, payload, meta JSON] of the ids above `after id`, oldest first. The ids list descends from its left
  * (newest) end, so a binary search finds where `after id` falls.
  */
-export const LIST_ERRORS = script(`
+export const LIST_ERRORS = luaScript(`${COMMON}
 align(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
 local after, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 local lo, hi = 0, redis.call('LLEN', KEYS[2])
@@ -298,7 +272,7 @@ return out
  * 'drop', then the ids (ascending; none: the oldest `limit`). Moves raw payloads back to the main list (LPUSH,
  * as Azafea's replay-errors does) or drops them; returns how many.
  */
-export const TAKE_ERRORS = script(`
+export const TAKE_ERRORS = luaScript(`${COMMON}
 align(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
 local limit, tombstone, replay = tonumber(ARGV[2]), ARGV[3], ARGV[4] == 'replay'
 local taken = 0
@@ -327,29 +301,6 @@ redis.call('LREM', KEYS[1], 0, tombstone)
 redis.call('LREM', KEYS[2], 0, tombstone)
 return taken
 `);
-
-export function asArray(reply: unknown): unknown[] {
-  if (reply === null || reply === undefined) return [];
-  if (!Array.isArray(reply)) throw new TypeError(`unexpected Redis reply: ${typeof reply}`);
-  return reply;
-}
-
-export function asBuffer(reply: unknown): Buffer {
-  if (Buffer.isBuffer(reply)) return reply;
-  if (typeof reply === 'string') return Buffer.from(reply);
-  throw new TypeError(`unexpected Redis reply: ${typeof reply}, expected bytes`);
-}
-
-export function asText(reply: unknown): string {
-  return Buffer.isBuffer(reply) || typeof reply === 'string' ? reply.toString() : '';
-}
-
-export function asInteger(reply: unknown): number {
-  const value = Buffer.isBuffer(reply) ? Number(reply.toString('latin1')) : Number(reply);
-  if (!Number.isInteger(value))
-    throw new TypeError(`unexpected Redis reply: ${String(reply)}, expected an integer`);
-  return value;
-}
 
 /** The error records with ids above `afterId`, oldest first. */
 export async function listErrors(
@@ -433,23 +384,4 @@ const errorMeta = z.object({
 function toDate(text: string): Date {
   const date = new Date(text);
   return Number.isNaN(date.getTime()) ? new Date(0) : date;
-}
-
-/** Replies of a server that is there but cannot serve for now: retried like a lost connection. */
-const TRANSIENT_REPLY = /^(LOADING|BUSY|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|NOREPLICAS)\b/;
-
-export function isUnavailable(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  if (error.name === 'ReplyError') return TRANSIENT_REPLY.test(error.message);
-  return (
-    error.name === 'MaxRetriesPerRequestError' ||
-    error.message.includes("Stream isn't writeable") ||
-    isConnectionError(error)
-  );
-}
-
-/** A lost or refused connection becomes BackendUnavailableError: retried, never counted as an attempt. */
-export function redisError(error: unknown): unknown {
-  if (error instanceof BackendUnavailableError || !isUnavailable(error)) return error;
-  return new BackendUnavailableError('redis', 'Redis is unreachable', { cause: error });
 }

@@ -5,13 +5,15 @@
 // thought dead) before giving back.
 import { randomUUID } from 'node:crypto';
 
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 
-import { BackendUnavailableError, describeError } from '../errors.js';
+import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { RedisConnection } from '../redis/connection.js';
+import { callRedis, redisError } from '../redis/connection-errors.js';
+import { asArray, asBuffer, asInteger } from '../redis/replies.js';
+import { runScript } from '../redis/script.js';
 import type { Store, Tx } from '../store/store.js';
-import { backoffDelay } from '../util/backoff.js';
-import { sleep } from '../util/sleep.js';
 import { errorQueueName } from './backend.js';
 import type {
   ClaimedBatch,
@@ -26,9 +28,6 @@ import type { Acked } from './batch-ledger.js';
 import { BatchLedger, batchPositions } from './batch-ledger.js';
 import { openBatch } from './redis-batch.js';
 import {
-  asArray,
-  asBuffer,
-  asInteger,
   batchKeys,
   BATCH_SIZES,
   CLAIM,
@@ -39,9 +38,7 @@ import {
   processingKey,
   readPersistence,
   RECOVER,
-  redisError,
   RELEASE,
-  runScript,
   takeErrors,
 } from './redis-scripts.js';
 
@@ -58,7 +55,6 @@ export interface RedisQueueOptions {
 /** A consumer whose key was not refreshed for this long is dead, and its batches are recovered. */
 export const CONSUMER_TTL_MS = 3_000;
 const HEARTBEAT_MS = 1_000;
-const RECONNECT_BACKOFF = { initialMs: 1_000, maxMs: 32_000 };
 const DEFAULT_STARTUP_TIMEOUT_MS = 30_000;
 const PUBLISH_CHUNK = 1_000;
 /** Blocking connections kept for the next wait; more waiting at once get connections of their own. */
@@ -84,11 +80,12 @@ interface Completed {
 export class RedisQueueBackend implements QueueBackend {
   readonly kind = 'redis';
   readonly shared = true;
+  readonly #connection: RedisConnection;
+  /** The connection's client, for commands. */
   readonly #client: Redis;
   readonly #ledger: BatchLedger;
   readonly #log: Logger;
   readonly #keys: Readonly<Record<string, string>>;
-  readonly #url: string;
   /** Consumers of this process with their heartbeat timers: alive by definition while registered. */
   readonly #consumers: Heartbeats;
   /** Connections for BLMOVE (a blocked connection serves nobody else). */
@@ -102,7 +99,6 @@ export class RedisQueueBackend implements QueueBackend {
   /** Completed batches (held until freed) by queue and consumer: see complete(). */
   readonly #completed = new Map<string, Completed>();
   #completionTimer: NodeJS.Timeout | undefined;
-  #lastError: unknown;
   #starting: Promise<void> | undefined;
   #closed = false;
 
@@ -111,34 +107,20 @@ export class RedisQueueBackend implements QueueBackend {
     this.#log = options.log;
     this.#consumers = new Heartbeats(HEARTBEAT_MS, 'redis queue', options.log);
     this.#keys = options.keys ?? {};
-    this.#url = redactUrl(options.url);
-    this.#client = new Redis(options.url, {
-      lazyConnect: true,
+    this.#connection = new RedisConnection(options.url, {
       // A command in flight when the connection drops fails at once and is never sent again: a claim whose
       // reply was lost must not run a second time. What it did is settled by recovery (see #held).
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
-      enableOfflineQueue: false,
-      retryStrategy: (attempt) => {
-        const delay = backoffDelay(attempt, RECONNECT_BACKOFF);
-        const err = describeError(this.#lastError ?? 'connection closed');
-        const message = `redis: connection to ${this.#url} lost; reconnecting in ${delay} ms (attempt ${attempt})`;
+      onReconnect: (attempt, delay, err) => {
+        const message = `redis: connection to ${this.#connection.url} lost; reconnecting in ${delay} ms (attempt ${attempt})`;
         this.#log.warn({ err, retryInMs: delay }, message);
-        return delay;
       },
+      onRecovered: () => this.#log.info(`redis: connected to ${this.#connection.url} again`),
     });
-    // Errors reach callers through their commands; the client keeps reconnecting on its own.
-    this.#client.on('error', (error: unknown) => (this.#lastError = error));
-    this.#client.on('ready', () => {
-      if (this.#lastError !== undefined) this.#log.info(`redis: connected to ${this.#url} again`);
-      this.#lastError = undefined;
-    });
+    this.#client = this.#connection.client;
   }
 
-  /**
-   * Connects (BackendUnavailableError when Redis does not answer within `startupTimeoutMs`) and warns once
-   * when Redis is not configured for exactly-once across its own crash.
-   */
   async ready(): Promise<boolean> {
     if (this.#client.status !== 'ready') return false;
     try {
@@ -148,22 +130,16 @@ export class RedisQueueBackend implements QueueBackend {
     }
   }
 
+  /**
+   * Connects (BackendUnavailableError when Redis does not answer within `startupTimeoutMs`) and warns once
+   * when Redis is not configured for exactly-once across its own crash.
+   */
   start(options: { startupTimeoutMs?: number } = {}): Promise<void> {
     return (this.#starting ??= this.#connect(options.startupTimeoutMs ?? DEFAULT_STARTUP_TIMEOUT_MS));
   }
 
   async #connect(timeoutMs: number): Promise<void> {
-    if (this.#client.status === 'wait') void this.#client.connect().catch(() => undefined);
-    // The client retries on its own (retryStrategy); startup only waits for it, up to the timeout.
-    const deadline = Date.now() + timeoutMs;
-    while (this.#client.status !== 'ready') {
-      if (Date.now() > deadline || this.#closed) {
-        throw new BackendUnavailableError('redis', `cannot reach Redis at ${this.#url}`, {
-          cause: this.#lastError,
-        });
-      }
-      await sleep(50);
-    }
+    await this.#connection.connectWithin(timeoutMs);
     const advice = 'exactly-once across a Redis crash needs appendonly yes and appendfsync always';
     const settings = await readPersistence(this.#client);
     if (settings instanceof Error) {
@@ -174,7 +150,7 @@ export class RedisQueueBackend implements QueueBackend {
     if (appendonly !== 'yes' || appendfsync !== 'always') {
       this.#log.warn(
         { appendonly, appendfsync },
-        `redis: ${this.#url} runs with appendonly ${appendonly}, appendfsync ${appendfsync}: ${advice}`,
+        `redis: ${this.#connection.url} runs with appendonly ${appendonly}, appendfsync ${appendfsync}: ${advice}`,
       );
     }
   }
@@ -186,7 +162,7 @@ export class RedisQueueBackend implements QueueBackend {
     for (let start = 0; start < records.length; start += PUBLISH_CHUNK) {
       transaction.lpush(key, ...records.slice(start, start + PUBLISH_CHUNK));
     }
-    const replies = await this.#redis(() => transaction.exec());
+    const replies = await callRedis(() => transaction.exec());
     const failed = replies?.find(([error]) => error)?.[0];
     if (failed) throw redisError(failed);
     return records.length;
@@ -194,13 +170,13 @@ export class RedisQueueBackend implements QueueBackend {
 
   async registerConsumer(consumer: string, node: string): Promise<void> {
     await this.#consumers.add(consumer, () =>
-      this.#redis(() => this.#client.set(consumerKey(consumer), node, 'PX', CONSUMER_TTL_MS)),
+      callRedis(() => this.#client.set(consumerKey(consumer), node, 'PX', CONSUMER_TTL_MS)),
     );
   }
 
   async unregisterConsumer(consumer: string): Promise<void> {
     await this.#freeCompleted((_, owner) => owner === consumer);
-    if (this.#consumers.remove(consumer)) await this.#redis(() => this.#client.del(consumerKey(consumer)));
+    if (this.#consumers.remove(consumer)) await callRedis(() => this.#client.del(consumerKey(consumer)));
   }
 
   async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
@@ -345,11 +321,11 @@ export class RedisQueueBackend implements QueueBackend {
 
   async recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number> {
     const key = this.#key(queue);
-    const batches = await this.#redis(() => this.#client.hgetall(`${key}:batches`));
+    const batches = await callRedis(() => this.#client.hgetall(`${key}:batches`));
     await this.#sweepLedger(queue, Object.keys(batches));
     const consumers = [...new Set(Object.values(batches))].filter((c) => !this.#consumers.has(c));
     const seen =
-      consumers.length === 0 ? [] : await this.#redis(() => this.#client.mget(consumers.map(consumerKey)));
+      consumers.length === 0 ? [] : await callRedis(() => this.#client.mget(consumers.map(consumerKey)));
     const dead = new Set(consumers.filter((_, index) => (seen[index] ?? null) === null));
     const orphans = Object.entries(batches).filter(
       ([id, consumer]) => dead.has(consumer) || this.#unknownOwnBatch(id, consumer),
@@ -432,7 +408,7 @@ export class RedisQueueBackend implements QueueBackend {
 
   async stats(queue: string): Promise<QueueStats> {
     const key = this.#key(queue);
-    const [waiting, retrying, errors, batches] = await this.#redis(() =>
+    const [waiting, retrying, errors, batches] = await callRedis(() =>
       Promise.all([
         this.#client.llen(key),
         this.#client.zcard(`${key}:retry`),
@@ -482,8 +458,7 @@ export class RedisQueueBackend implements QueueBackend {
     for (const connection of [...this.#idle, ...this.#busy]) connection.disconnect();
     this.#idle.length = 0;
     this.#busy.clear();
-    if (this.#client.status === 'ready') await this.#client.quit().catch(() => undefined);
-    this.#client.disconnect();
+    await this.#connection.close();
   }
 
   /** The list producers push to: the configured key, else the queue's name. */
@@ -496,14 +471,6 @@ export class RedisQueueBackend implements QueueBackend {
     this.#ledgerSweptAt.set(queue, Date.now());
     // Rows of batches still held are kept whatever their age: they fence a consumer that may still commit.
     await this.#ledger.sweep(queue, live);
-  }
-
-  async #redis<T>(work: () => Promise<T>): Promise<T> {
-    try {
-      return await work();
-    } catch (error) {
-      throw redisError(error);
-    }
   }
 }
 
@@ -533,8 +500,4 @@ class BatchRecord implements ClaimedRecord {
 
 function completedSlot(queue: string, consumer: string): string {
   return `${queue}\u0000${consumer}`;
-}
-
-function redactUrl(url: string): string {
-  return url.replace(/\/\/([^:/@]*):[^@]*@/, '//$1:***@');
 }

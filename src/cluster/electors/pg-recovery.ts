@@ -12,7 +12,8 @@ import { Alarm } from '../../util/sleep.js';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { backoffDelay } from '../../util/backoff.js';
-import type { Elector, ElectorListener, ElectorOptions, ElectorState } from '../types.js';
+import type { Elector, ElectorListener, ElectorOptions } from '../types.js';
+import { StateReporter } from './reporter.js';
 
 /** The files whose appearance or removal marks a change of role: PostgreSQL ≥ 12, then older servers. */
 export const DEFAULT_FAILOVER_FILES: readonly string[] = [
@@ -47,10 +48,8 @@ export class PgRecoveryElector implements Elector {
   readonly #log: Logger;
   readonly #intervalMs: number;
   readonly #failoverFiles: ReadonlySet<string>;
+  readonly #reporter: StateReporter;
   #client: pg.Client | undefined;
-  #listener: ElectorListener | undefined;
-  #state: ElectorState = { role: 'secondary', term: 0, leader: undefined };
-  #delivered = false;
   /** The highest term this node knows: its own promotions and the fence it read. */
   #term = 0;
   /** Consecutive failed checks: the back-off exponent. */
@@ -68,6 +67,7 @@ export class PgRecoveryElector implements Elector {
   constructor(options: PgRecoveryElectorOptions) {
     this.#options = options;
     this.#log = options.log;
+    this.#reporter = new StateReporter({ log: options.log, name: 'pg-recovery elector', logStates: true });
     this.#intervalMs = options.checkIntervalMs ?? options.heartbeatMs;
     this.#failoverFiles = new Set(options.failoverFiles ?? DEFAULT_FAILOVER_FILES);
   }
@@ -77,7 +77,7 @@ export class PgRecoveryElector implements Elector {
   }
 
   async #start(listener: ElectorListener): Promise<void> {
-    this.#listener = listener;
+    this.#reporter.attach(listener);
     this.#watch();
     const delay = await this.#check();
     if (this.#stopping) return;
@@ -109,7 +109,7 @@ export class PgRecoveryElector implements Elector {
         { err, retryInMs: delay },
         `pg-recovery elector: cannot reach PostgreSQL; retrying in ${delay} ms`,
       );
-      this.#report({ role: 'secondary', term: this.#term, leader: undefined }, 'unreachable', err);
+      this.#reporter.report({ role: 'secondary', term: this.#term, leader: undefined }, 'unreachable', err);
       return delay;
     }
     if (this.#failures > 0) this.#log.info('pg-recovery elector: PostgreSQL answers again');
@@ -117,12 +117,12 @@ export class PgRecoveryElector implements Elector {
     if (this.#stopping) return 0;
     if (inRecovery) {
       const message = 'the local PostgreSQL is in recovery (a standby)';
-      this.#report({ role: 'secondary', term: this.#term, leader: undefined }, 'demoted', message);
-    } else if (this.#state.role !== 'primary') {
+      this.#reporter.report({ role: 'secondary', term: this.#term, leader: undefined }, 'demoted', message);
+    } else if (this.#reporter.state.role !== 'primary') {
       const term = await this.#nextTerm();
       if (this.#stopping) return 0;
       const message = `the local PostgreSQL is not in recovery (a primary); term ${term}`;
-      this.#report({ role: 'primary', term, leader: this.#options.node }, 'promoted', message);
+      this.#reporter.report({ role: 'primary', term, leader: this.#options.node }, 'promoted', message);
     }
     return this.#intervalMs;
   }
@@ -243,8 +243,8 @@ export class PgRecoveryElector implements Elector {
     this.#watcher = undefined;
     clearTimeout(this.#debounce);
     this.#alarm.wake();
-    if (this.#state.role === 'primary') {
-      this.#report(
+    if (this.#reporter.state.role === 'primary') {
+      this.#reporter.report(
         { role: 'secondary', term: this.#term, leader: undefined },
         'stopped',
         'leaving the group',
@@ -255,22 +255,5 @@ export class PgRecoveryElector implements Elector {
     await this.#starting?.catch(() => undefined);
     await this.#loop;
     this.#disconnect();
-  }
-
-  /** Applies a state and tells the listener, unless nothing changed (the first state is always told). */
-  #report(next: ElectorState, cause: string, message: string): void {
-    const previous = this.#state;
-    const same =
-      previous.role === next.role && previous.term === next.term && previous.leader === next.leader;
-    if (same && this.#delivered) return;
-    this.#state = next;
-    this.#delivered = true;
-    const { role, term, leader } = next;
-    this.#log.info({ role, term, leader, cause }, `pg-recovery elector: ${role} (${cause}: ${message})`);
-    try {
-      this.#listener?.(next, { cause, message });
-    } catch (error) {
-      this.#log.error({ err: describeError(error) }, 'pg-recovery elector: the listener threw');
-    }
   }
 }

@@ -13,7 +13,8 @@ import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { backoffDelay } from '../../util/backoff.js';
 import { sleep } from '../../util/sleep.js';
-import type { Elector, ElectorListener, ElectorOptions, ElectorState } from '../types.js';
+import type { Elector, ElectorListener, ElectorOptions } from '../types.js';
+import { StateReporter } from './reporter.js';
 
 const UNREACHABLE_BACKOFF = { initialMs: 1000, maxMs: 32_000 };
 /** How long ending a session may take before its socket is destroyed (a partitioned server never answers). */
@@ -105,9 +106,7 @@ export class PostgresElector implements Elector {
   readonly #keyHalves: readonly [string, string];
   readonly #stopping = new AbortController();
   readonly #connectTimeoutMs: number;
-  #listener: ElectorListener | undefined;
-  #state: ElectorState = { role: 'secondary', term: 0, leader: undefined };
-  #delivered = false;
+  readonly #reporter: StateReporter;
   readonly #pool: pg.Pool;
   #session: Session | undefined;
   #leadership: Leadership | undefined;
@@ -120,6 +119,8 @@ export class PostgresElector implements Elector {
     const { log, ...rest } = options;
     this.#options = rest;
     this.#log = log.child({ component: 'elector', elector: 'postgres', group: options.group });
+    // The node logs each role change; the logger's context says which elector this is.
+    this.#reporter = new StateReporter({ log: this.#log, name: 'elector', logStates: false });
     const key = groupLockKey(options.group);
     const unsigned = BigInt.asUintN(64, key);
     this.#key = key.toString();
@@ -144,13 +145,17 @@ export class PostgresElector implements Elector {
   }
 
   async start(listener: ElectorListener): Promise<void> {
-    if (this.#listener || this.#stopping.signal.aborted) return;
-    this.#listener = listener;
+    if (this.#reporter.attached || this.#stopping.signal.aborted) return;
+    this.#reporter.attach(listener);
     try {
       this.#observe(await this.#readLease());
     } catch (error) {
       this.#log.warn({ err: describeError(error) }, `elector: cannot read the lease (${explain(error)})`);
-      this.#report(this.#state, 'unreachable', `PostgreSQL is unreachable (${explain(error)})`);
+      this.#reporter.report(
+        this.#reporter.state,
+        'unreachable',
+        `PostgreSQL is unreachable (${explain(error)})`,
+      );
     }
     if (!this.#stopping.signal.aborted) this.#tasks = [this.#campaign(), this.#watch()];
   }
@@ -167,7 +172,7 @@ export class PostgresElector implements Elector {
     this.#stopped ??= (async () => {
       const leadership = this.#leadership;
       if (leadership) await this.#handOver(leadership, 'stopped', 'the node is leaving the group');
-      this.#listener = undefined; // nothing more is reported after stop
+      this.#reporter.detach(); // nothing more is reported after stop
       this.#stopping.abort();
       if (this.#session) await this.#endSession(this.#session);
       await Promise.all(this.#tasks);
@@ -210,7 +215,11 @@ export class PostgresElector implements Elector {
         pause = backoffDelay(failures, UNREACHABLE_BACKOFF);
         const connected = (session?.pid ?? 0) !== 0;
         if (!connected) {
-          this.#report({ ...this.#state, leader: undefined }, 'unreachable', `PostgreSQL is unreachable`);
+          this.#reporter.report(
+            { ...this.#reporter.state, leader: undefined },
+            'unreachable',
+            `PostgreSQL is unreachable`,
+          );
         }
         if (!signal.aborted) {
           this.#log.warn(
@@ -261,7 +270,7 @@ export class PostgresElector implements Elector {
         done.abort();
         clearTimeout(deadline);
         if (this.#leadership === leadership) this.#leadership = undefined;
-        this.#report({ role: 'secondary', term, leader: undefined }, cause, message);
+        this.#reporter.report({ role: 'secondary', term, leader: undefined }, cause, message);
         // The session ends now (after a hand-over's release): the lock goes with it, and a statement stuck
         // on a cut connection fails instead of holding up the next campaign.
         if (!leadership.release) void this.#endSession(session);
@@ -285,7 +294,11 @@ export class PostgresElector implements Elector {
       return;
     }
     this.#leadership = leadership;
-    this.#report({ role: 'primary', term, leader: node }, 'elected', `won the lock: primary of term ${term}`);
+    this.#reporter.report(
+      { role: 'primary', term, leader: node },
+      'elected',
+      `won the lock: primary of term ${term}`,
+    );
     arm(takenAt);
     void session.ended.then(() =>
       leadership.stepDown('lost-lease', 'the elector session ended: the lock is gone'),
@@ -327,15 +340,19 @@ export class PostgresElector implements Elector {
 
   /** While not primary: reports the lease's leader (or none). Stale reads (an older term) are ignored. */
   #observe(lease: Lease | undefined): void {
-    if (this.#leadership || this.#state.role === 'primary' || (lease && lease.term < this.#state.term))
+    if (
+      this.#leadership ||
+      this.#reporter.state.role === 'primary' ||
+      (lease && lease.term < this.#reporter.state.term)
+    )
       return;
-    const term = lease?.term ?? this.#state.term;
+    const term = lease?.term ?? this.#reporter.state.term;
     // Our own unexpired lease after a step-down is no leader: we no longer act on it.
     const leader = lease && !lease.expired && lease.holder !== this.#options.node ? lease.holder : undefined;
     const [cause, message] = leader
       ? ['new-leader', `${leader} is primary (term ${term})`]
       : ['leader-gone', 'no primary at the moment'];
-    this.#report({ role: 'secondary', term, leader }, cause, message);
+    this.#reporter.report({ role: 'secondary', term, leader }, cause, message);
   }
 
   async #breakStaleLock(lease: Lease): Promise<void> {
@@ -405,26 +422,6 @@ export class PostgresElector implements Elector {
       this.#log.warn({ err: describeError(error) }, `elector: cannot ${what}`),
     );
     return withTimeout(logged, this.#options.renewDeadlineMs);
-  }
-
-  /** Applies a state and tells the listener: the first state always, then once per change. */
-  #report(next: ElectorState, cause: string, message: string): void {
-    const current = this.#state;
-    const same = current.role === next.role && current.term === next.term && current.leader === next.leader;
-    if (same && this.#delivered) return;
-    this.#state = next;
-    this.#delivered = true;
-    try {
-      // Called, never awaited: a slow listener cannot stall the election; a failing one is only logged.
-      const result: unknown = this.#listener?.(next, { cause, message });
-      if (result instanceof Promise) {
-        result.catch((error: unknown) =>
-          this.#log.error({ err: describeError(error) }, 'elector: listener failed'),
-        );
-      }
-    } catch (error) {
-      this.#log.error({ err: describeError(error) }, 'elector: listener threw');
-    }
   }
 }
 

@@ -9,15 +9,18 @@
 // stops or resigns deletes its lease, and another node takes over at its next poll. A process frozen for
 // longer than lease_ms − renew_deadline_ms (a debugger, SIGSTOP, a swap storm) can still overlap with the
 // next primary: the fence in the sink refuses its late writes.
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 
 import { Alarm } from '../../util/sleep.js';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { asArray, asInteger, asText, runScript } from '../../queue/redis-scripts.js';
+import { RedisConnection } from '../../redis/connection.js';
+import { asArray, asInteger, asText } from '../../redis/replies.js';
+import { luaScript, runScript } from '../../redis/script.js';
 import { backoffDelay } from '../../util/backoff.js';
-import { groupPrefix, luaScript, memberKey } from '../membership-redis.js';
-import type { Elector, ElectorListener, ElectorOptions, ElectorState } from '../types.js';
+import { groupPrefix, memberKey } from '../membership-redis.js';
+import type { Elector, ElectorListener, ElectorOptions } from '../types.js';
+import { StateReporter } from './reporter.js';
 
 /**
  * KEYS: leader, term, preferred; ARGV: node, lease ms, term floor, member key prefix, may take ('1'/'0').
@@ -81,17 +84,16 @@ export class RedisElector implements Elector {
   readonly kind = 'redis';
   readonly #options: RedisElectorOptions;
   readonly #log: Logger;
+  readonly #connection: RedisConnection;
+  /** The connection's client, for scripts. */
   readonly #client: Redis;
+  readonly #reporter: StateReporter;
   readonly #keys: { leader: string; term: string; preferred: string };
   /** How often a secondary looks: often enough to notice an expired lease well within lease_ms. */
   readonly #pollMs: number;
-  #listener: ElectorListener | undefined;
-  #state: ElectorState = { role: 'secondary', term: 0, leader: undefined };
-  #delivered = false;
   #floor = 0;
   /** Consecutive failed looks while secondary: the back-off exponent. */
   #failures = 0;
-  #lastError: unknown;
   #deadline: NodeJS.Timeout | undefined;
   /** Monotonic time before which this node does not take the lease (after resigning). */
   #outUntil = 0;
@@ -107,21 +109,18 @@ export class RedisElector implements Elector {
     }
     this.#options = options;
     this.#log = options.log;
+    this.#reporter = new StateReporter({ log: options.log, name: 'redis elector', logStates: true });
     const prefix = groupPrefix(options.group);
     this.#keys = { leader: `${prefix}leader`, term: `${prefix}term`, preferred: `${prefix}preferred` };
     this.#pollMs = Math.max(10, Math.min(options.heartbeatMs, Math.floor(options.leaseMs / 4)));
-    this.#client = new Redis(options.url, {
-      lazyConnect: true,
+    this.#connection = new RedisConnection(options.url, {
       maxRetriesPerRequest: 1,
-      enableOfflineQueue: false,
       // A partition shows as silence, not as an error: a command unanswered for as long as a primary may go
       // without renewing drops the connection (its later replies could not be trusted) and reconnects.
       socketTimeout: options.renewDeadlineMs,
       connectTimeout: Math.max(options.renewDeadlineMs, 1_000),
-      retryStrategy: (attempt) => backoffDelay(attempt, RECONNECT_BACKOFF),
     });
-    // Errors reach the loop through its commands; the client keeps reconnecting on its own.
-    this.#client.on('error', (error: unknown) => (this.#lastError = error));
+    this.#client = this.#connection.client;
     // Back from an outage: look at once instead of at the end of the back-off.
     this.#client.on('ready', () => {
       if (this.#failures > 0) this.#alarm.wake();
@@ -133,7 +132,7 @@ export class RedisElector implements Elector {
   }
 
   async #start(listener: ElectorListener): Promise<void> {
-    this.#listener = listener;
+    this.#reporter.attach(listener);
     if (this.#options.currentTerm) {
       this.#floor = await this.#options.currentTerm().catch((error: unknown) => {
         this.#log.warn({ err: describeError(error) }, 'redis elector: could not read the fence; assuming 0');
@@ -141,12 +140,10 @@ export class RedisElector implements Elector {
       });
     }
     // One bounded attempt to connect, so that the first state is an answer rather than "undecided".
-    await within(
-      this.#client.connect().catch(() => undefined),
-      this.#options.renewDeadlineMs,
-    );
+    await within(this.#connection.connect(), this.#options.renewDeadlineMs);
     const delay = await this.#tick();
-    if (!this.#delivered) this.#report(this.#state, 'leader-gone', 'no primary yet');
+    if (!this.#reporter.delivered)
+      this.#reporter.report(this.#reporter.state, 'leader-gone', 'no primary yet');
     if (this.#stopping) return;
     this.#loop = this.#run(delay);
   }
@@ -163,19 +160,19 @@ export class RedisElector implements Elector {
   /** One renewal (primary) or look (otherwise); resolves with the delay before the next. Never throws. */
   async #tick(): Promise<number> {
     try {
-      if (this.#state.role === 'primary') await this.#renew();
+      if (this.#reporter.state.role === 'primary') await this.#renew();
       else await this.#look();
       if (this.#failures > 0) this.#log.info('redis elector: Redis answers again');
       this.#failures = 0;
-      return this.#state.role === 'primary' ? this.#options.heartbeatMs : this.#pollMs;
+      return this.#reporter.state.role === 'primary' ? this.#options.heartbeatMs : this.#pollMs;
     } catch (error) {
       return this.#failed(error);
     }
   }
 
   #failed(error: unknown): number {
-    const err = describeError(error ?? this.#lastError);
-    if (this.#state.role === 'primary') {
+    const err = describeError(error ?? this.#connection.lastError);
+    if (this.#reporter.state.role === 'primary') {
       // Keep trying at the heartbeat: the renew deadline, not this error, decides when to step down.
       this.#log.warn({ err }, 'redis elector: renewal failed; retrying');
       return this.#options.heartbeatMs;
@@ -183,12 +180,16 @@ export class RedisElector implements Elector {
     this.#failures++;
     const delay = backoffDelay(this.#failures, RECONNECT_BACKOFF);
     this.#log.warn({ err, retryInMs: delay }, `redis elector: cannot reach Redis; retrying in ${delay} ms`);
-    this.#report({ role: 'secondary', term: this.#state.term, leader: undefined }, 'unreachable', err);
+    this.#reporter.report(
+      { role: 'secondary', term: this.#reporter.state.term, leader: undefined },
+      'unreachable',
+      err,
+    );
     return delay;
   }
 
   async #renew(): Promise<void> {
-    const { term } = this.#state;
+    const { term } = this.#reporter.state;
     const sentAt = performance.now();
     const reply = await runScript(
       this.#client,
@@ -197,7 +198,8 @@ export class RedisElector implements Elector {
       [this.#holder(term), this.#leaseMs()],
     );
     // The renew deadline, stop() or resign() may have ended this reign while the reply was on its way.
-    if (this.#state.role !== 'primary' || this.#state.term !== term || this.#stopping) return;
+    if (this.#reporter.state.role !== 'primary' || this.#reporter.state.term !== term || this.#stopping)
+      return;
     if (asInteger(reply) === 1) return this.#renewed(sentAt, term);
     this.#stepDown('lost-lease', `the lease of term ${term} is no longer this node's`);
     await this.#look();
@@ -205,7 +207,7 @@ export class RedisElector implements Elector {
 
   async #look(): Promise<void> {
     const mayTake = !this.#stopping && performance.now() >= this.#outUntil;
-    const floor = Math.max(this.#floor, this.#state.term);
+    const floor = Math.max(this.#floor, this.#reporter.state.term);
     const sentAt = performance.now();
     const reply = asArray(
       await runScript(
@@ -224,7 +226,11 @@ export class RedisElector implements Elector {
         await this.#release(term, undefined);
         return;
       }
-      this.#report({ role: 'primary', term, leader: this.#options.node }, 'elected', `won term ${term}`);
+      this.#reporter.report(
+        { role: 'primary', term, leader: this.#options.node },
+        'elected',
+        `won term ${term}`,
+      );
       this.#renewed(sentAt, term);
       return;
     }
@@ -232,15 +238,19 @@ export class RedisElector implements Elector {
     // Our own lease from a reign we left (its release failed) is no leader: it only waits to expire.
     if (holder && holder.node !== this.#options.node) {
       const { node, term } = holder;
-      this.#report(
+      this.#reporter.report(
         { role: 'secondary', term, leader: node },
         'new-leader',
         `${node} is primary in term ${term}`,
       );
-    } else if (this.#state.leader !== undefined) {
+    } else if (this.#reporter.state.leader !== undefined) {
       const why =
         status === 'deferred' ? `waiting for ${value}, named to take over` : 'no node holds the lease';
-      this.#report({ role: 'secondary', term: this.#state.term, leader: undefined }, 'leader-gone', why);
+      this.#reporter.report(
+        { role: 'secondary', term: this.#reporter.state.term, leader: undefined },
+        'leader-gone',
+        why,
+      );
     }
   }
 
@@ -249,7 +259,7 @@ export class RedisElector implements Elector {
     clearTimeout(this.#deadline);
     const wait = Math.max(0, sentAt + this.#options.renewDeadlineMs - performance.now());
     this.#deadline = setTimeout(() => {
-      if (this.#state.role !== 'primary' || this.#state.term !== term) return;
+      if (this.#reporter.state.role !== 'primary' || this.#reporter.state.term !== term) return;
       const ms = this.#options.renewDeadlineMs;
       this.#stepDown('renew-failed', `could not renew the lease of term ${term} for ${ms} ms`);
     }, wait);
@@ -258,11 +268,15 @@ export class RedisElector implements Elector {
   #stepDown(cause: string, message: string): void {
     clearTimeout(this.#deadline);
     this.#deadline = undefined;
-    this.#report({ role: 'secondary', term: this.#state.term, leader: undefined }, cause, message);
+    this.#reporter.report(
+      { role: 'secondary', term: this.#reporter.state.term, leader: undefined },
+      cause,
+      message,
+    );
   }
 
   async resign(options: { to?: string } = {}): Promise<void> {
-    const { role, term } = this.#state;
+    const { role, term } = this.#reporter.state;
     if (role !== 'primary' || this.#stopping) return;
     const { to } = options;
     if (to === this.#options.node) {
@@ -282,7 +296,7 @@ export class RedisElector implements Elector {
 
   async #stop(): Promise<void> {
     this.#alarm.wake();
-    const { role, term } = this.#state;
+    const { role, term } = this.#reporter.state;
     if (role === 'primary') {
       this.#stepDown('stopped', 'leaving the group');
       await this.#release(term, undefined);
@@ -291,8 +305,7 @@ export class RedisElector implements Elector {
     // A look in flight may still win; it sees #stopping and gives the lease back before the loop ends.
     await this.#starting?.catch(() => undefined);
     await this.#loop;
-    if (this.#client.status === 'ready') await this.#client.quit().catch(() => undefined);
-    this.#client.disconnect();
+    await this.#connection.close();
   }
 
   /** Deletes the lease of `term` if it is still ours, naming `to` as preferred. Never throws. */
@@ -312,23 +325,6 @@ export class RedisElector implements Elector {
         { err },
         `redis elector: could not release the lease of term ${term}; it expires on its own`,
       );
-    }
-  }
-
-  /** Applies a state and tells the listener, unless nothing changed (the first state is always told). */
-  #report(next: ElectorState, cause: string, message: string): void {
-    const previous = this.#state;
-    const same =
-      previous.role === next.role && previous.term === next.term && previous.leader === next.leader;
-    if (same && this.#delivered) return;
-    this.#state = next;
-    this.#delivered = true;
-    const { role, term, leader } = next;
-    this.#log.info({ role, term, leader, cause }, `redis elector: ${role} (${cause}: ${message})`);
-    try {
-      this.#listener?.(next, { cause, message });
-    } catch (error) {
-      this.#log.error({ err: describeError(error) }, 'redis elector: the listener threw');
     }
   }
 
