@@ -24,7 +24,7 @@ export type {
 export type { ErrorRecord, QueueStats } from './queue/backend.js';
 export type { Role, RoleChange, LeaderWatchEvent, LeaderWatchEventType, Member } from './cluster/types.js';
 export type { RoleChangeCallback, LeaderWatchCallback } from './cluster/role-events.js';
-export type { GroupStatus, Failover } from './node/group.js';
+export type { GroupStatus, Failover } from './cluster/types.js';
 export { primaryOnly } from './http/routes/cluster.js';
 export { defineComponent } from './components/component.js';
 export type { Component, ComponentContext, RunOn } from './components/component.js';

@@ -501,7 +501,7 @@ describe('redactConfig', () => {
     expect(config.group).toEqual({
       name: 'ingest',
       elector: 'postgres',
-      url: undefined,
+      url: 'postgres://db/sink', // the store's, resolved once here
       leaseMs: 2000,
       renewDeadlineMs: 1200,
       heartbeatMs: 500,
@@ -517,6 +517,34 @@ describe('redactConfig', () => {
     expect(config.queues['q']?.runOn).toBe('primary');
   });
 
+  it('resolves group.url: given, else the store for postgres and pg-recovery, else [redis] url for redis', () => {
+    const url = (group: Record<string, unknown>, more: Record<string, unknown> = {}) =>
+      resolveConfig({ group: { name: 'g', ...group }, queues: {}, ...more }, { baseDir: dir, env: {} }).group
+        ?.url;
+    const store = { store: { url: 'postgres://db/sink' } };
+    expect(url({ elector: 'postgres' }, store)).toBe('postgres://db/sink');
+    expect(url({ elector: 'pg-recovery' }, store)).toBe('postgres://db/sink');
+    expect(url({ elector: 'postgres', url: 'postgresql://db/coordination' }, store)).toBe(
+      'postgresql://db/coordination',
+    );
+    // A group database of its own works with an embedded store too.
+    expect(url({ elector: 'postgres', url: 'postgres://db/coordination' })).toBe(
+      'postgres://db/coordination',
+    );
+    expect(url({ elector: 'redis' })).toBe('redis://127.0.0.1:6379');
+    expect(url({ elector: 'redis' }, { redis: { url: 'redis://cache:6380/2' } })).toBe(
+      'redis://cache:6380/2',
+    );
+    expect(url({ elector: 'redis', url: 'rediss://elect:6379' }, store)).toBe('rediss://elect:6379');
+    expect(url({ elector: 'standalone' }, store)).toBeUndefined();
+    // The environment sets it like any other key.
+    const fromEnv = resolveConfig(
+      { group: { name: 'g', elector: 'redis' }, queues: {} },
+      { baseDir: dir, env: { BATON_REDIS__URL: 'redis://env:6379' } },
+    );
+    expect(fromEnv.group?.url).toBe('redis://env:6379');
+  });
+
   it('refuses group timings out of order and a postgres elector without a server', () => {
     const resolve =
       (group: Record<string, unknown>, store: Record<string, unknown> = { url: 'postgres://db/x' }) =>
@@ -530,7 +558,10 @@ describe('redactConfig', () => {
       /group\.stop_timeout_ms/,
     );
     expect(resolve({ elector: 'postgres' }, {})).toThrow(/group\.url.*PostgreSQL server/);
+    expect(resolve({ elector: 'pg-recovery' }, {})).toThrow(/group\.url.*PostgreSQL server/);
     expect(resolve({ elector: 'redis', url: 'postgres://x' })).toThrow(/group\.url/);
+    expect(resolve({ elector: 'postgres', url: 'redis://x' })).toThrow(/group\.url.*postgres:\/\//);
+    expect(resolve({ elector: 'standalone', url: 'postgres://x' })).toThrow(/group\.url.*standalone/);
     expect(resolve({ elector: 'raft' })).toThrow(/group\.elector/);
     expect(() => resolveConfig({ group: {}, queues: {} }, { baseDir: dir, env: {} })).toThrow(/group\.name/);
   });

@@ -85,3 +85,23 @@ export interface LeaderWatchEvent {
   readonly new: Role;
   readonly term: number;
 }
+
+/** The group as one node sees it: role, term, primary, members, recent failovers. */
+export interface GroupStatus {
+  readonly group: string | undefined;
+  readonly elector: string | undefined;
+  readonly node: string;
+  readonly role: Role;
+  readonly term: number;
+  readonly leader: string | undefined;
+  readonly members: readonly Member[];
+  readonly failovers: readonly Failover[];
+}
+
+/** A change of primary seen by a node. */
+export interface Failover {
+  readonly at: Date;
+  readonly term: number;
+  readonly leader: string | undefined;
+  readonly cause: string;
+}

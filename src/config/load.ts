@@ -14,6 +14,7 @@ import { applyEnvOverrides, cloneTables, isTable, setOwn, type Env, type RawTabl
 import { describeValue, rawConfigSchema, type ParsedConfig, type RawOverrides } from './schema.js';
 import type {
   ComponentConfig,
+  CoordinatedGroupConfig,
   GroupConfig,
   QueueConfig,
   ResolvedConfig,
@@ -252,23 +253,8 @@ function resolveGroup(
       `expected at most lease_ms - renew_deadline_ms (${grace}), so that primary-only work stops before another node may take over; got ${stopTimeoutMs}`,
     );
   }
-  const needsPostgres = group.elector === 'postgres' || group.elector === 'pg-recovery';
-  if (needsPostgres && group.url === undefined && parsed.store.url === undefined) {
-    fail('url', `the ${group.elector} elector needs a PostgreSQL server: set group.url or [store] url`);
-  }
-  if (group.url !== undefined) {
-    const scheme = group.elector === 'redis' ? /^rediss?:\/\// : /^postgres(?:ql)?:\/\//;
-    if (group.elector !== 'standalone' && !scheme.test(group.url)) {
-      fail(
-        'url',
-        `expected a ${group.elector === 'redis' ? 'redis://' : 'postgres://'} URL for the ${group.elector} elector`,
-      );
-    }
-  }
-  return {
+  const timings = {
     name: group.name,
-    elector: group.elector,
-    url: group.url,
     leaseMs: group.lease_ms,
     renewDeadlineMs,
     heartbeatMs: group.heartbeat_ms,
@@ -276,6 +262,45 @@ function resolveGroup(
     watchPath: group.watch_path === undefined ? undefined : path.resolve(baseDir, group.watch_path),
     failoverFiles: group.failover_files,
   };
+  if (group.elector === 'standalone') {
+    if (group.url !== undefined) {
+      fail(
+        'url',
+        'the standalone elector has no coordination backend: remove group.url or pick another elector',
+      );
+    }
+    return { ...timings, elector: 'standalone', url: undefined };
+  }
+  return { ...timings, elector: group.elector, url: groupUrl(group.elector, group.url, parsed, fail) };
+}
+
+/**
+ * The coordination backend of an elector: group.url when set, else the store's URL (postgres, pg-recovery: a
+ * PostgreSQL server is needed) or [redis] url (redis).
+ */
+function groupUrl(
+  elector: CoordinatedGroupConfig['elector'],
+  configured: string | undefined,
+  parsed: ParsedConfig,
+  fail: (key: string, message: string) => never,
+): string {
+  if (elector === 'redis') {
+    if (configured !== undefined && !/^rediss?:\/\//.test(configured)) {
+      fail('url', 'expected a redis:// URL for the redis elector');
+    }
+    return configured ?? parsed.redis.url;
+  }
+  if (configured !== undefined && !/^postgres(?:ql)?:\/\//.test(configured)) {
+    fail('url', `expected a postgres:// URL for the ${elector} elector`);
+  }
+  const url = configured ?? parsed.store.url;
+  if (url === undefined) {
+    return fail(
+      'url',
+      `the ${elector} elector needs a PostgreSQL server, and the store is embedded: set group.url or [store] url`,
+    );
+  }
+  return url;
 }
 
 /** The queue's migrations folder: as configured, else beside a local handler; none for a package handler. */

@@ -1,5 +1,3 @@
-import type { GroupConfig } from '../cluster/config.js';
-
 // The configuration a node runs with, after defaults, env overrides and flags are applied and paths are made
 // absolute. Code reads only this shape (camelCase, units in the names), never the raw TOML.
 
@@ -153,4 +151,38 @@ export interface RuleConfig {
   onLost: 'mark' | 'restart';
 }
 
-export type { GroupConfig } from '../cluster/config.js';
+export type ElectorKind = 'standalone' | 'postgres' | 'redis' | 'pg-recovery';
+
+/** The resolved [group] settings (docs/config.md). No [group]: the node is not in a group. */
+export type GroupConfig = StandaloneGroupConfig | CoordinatedGroupConfig;
+
+/** A group of one: primary at once, with no coordination backend. */
+export interface StandaloneGroupConfig extends GroupTimings {
+  readonly elector: 'standalone';
+  readonly url: undefined;
+}
+
+/** A group whose primary is decided through a coordination backend. */
+export interface CoordinatedGroupConfig extends GroupTimings {
+  readonly elector: Exclude<ElectorKind, 'standalone'>;
+  /**
+   * The coordination backend: a postgres:// URL (postgres, pg-recovery; default: the store's) or a redis://
+   * URL (redis; default: [redis] url).
+   */
+  readonly url: string;
+}
+
+export interface GroupTimings {
+  readonly name: string;
+  /** How long a lease lasts without renewal. */
+  readonly leaseMs: number;
+  /** A primary that could not renew for this long stops its primary-only work (< leaseMs). */
+  readonly renewDeadlineMs: number;
+  /** How often the primary renews, the others look, and every node heartbeats its membership. */
+  readonly heartbeatMs: number;
+  /** Hard deadline for primary-only work to stop once the node steps down. */
+  readonly stopTimeoutMs: number;
+  /** pg-recovery: folder to watch, and the files in it whose changes trigger a re-check at once. */
+  readonly watchPath: string | undefined;
+  readonly failoverFiles: readonly string[];
+}

@@ -3,7 +3,7 @@ import type { Role } from '../cluster/types.js';
 import type { EventsConfig } from '../config/types.js';
 import type { ComponentStatus } from '../components/supervisor.js';
 import type { Admin } from '../node/admin.js';
-import type { GroupStatus } from '../node/group.js';
+import type { GroupStatus } from '../cluster/types.js';
 import type { EventLog } from '../events/log.js';
 import type { NodeMetrics } from '../metrics/metrics.js';
 import type { IngestResult } from '../queue/ingest.js';

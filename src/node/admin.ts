@@ -5,7 +5,7 @@ import type { ErrorRecord } from '../queue/backend.js';
 import type { MigrationProgress } from '../store/migrate.js';
 import type { QueryResult } from '../store/store.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
-import type { GroupStatus } from './group.js';
+import type { GroupStatus } from '../cluster/types.js';
 import type { NewMigration, SchemaUpdate } from './schema.js';
 
 export interface QueueInfo {

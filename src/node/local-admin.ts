@@ -16,8 +16,8 @@ import type { Admin, QueueInfo } from './admin.js';
 import type { NewMigration, SchemaUpdate } from './schema.js';
 import { makeMigration, updateSchema } from './schema.js';
 import { openStorage } from './storage.js';
-import type { GroupStatus } from './group.js';
-import { openGroupMembership } from './group.js';
+import type { GroupStatus } from '../cluster/types.js';
+import { openMembership } from '../cluster/group.js';
 import { RemoteAdmin } from './remote-admin.js';
 import type { Storage } from './storage.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
@@ -153,13 +153,10 @@ class LocalAdmin implements Admin {
   async #liveMember(): Promise<string | undefined> {
     const group = this.#config.group;
     if (!group) return undefined;
-    const membership = await openGroupMembership(
+    const membership = await openMembership(
       group,
       this.#storage.store,
-      {
-        redisUrl: this.#config.redis.url,
-        storeUrl: this.#config.store.kind === 'postgres' ? this.#config.store.url : undefined,
-      },
+      this.#config.store.kind === 'postgres' ? this.#config.store.url : undefined,
       this.#log,
       this.#config.node.startupTimeoutMs,
     );

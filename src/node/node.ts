@@ -22,8 +22,8 @@ import type { NewMigration, SchemaUpdate } from './schema.js';
 import { makeMigration, updateSchema } from './schema.js';
 import type { Storage } from './storage.js';
 import { openStorage } from './storage.js';
-import type { GroupStatus } from './group.js';
-import { GroupMember } from './group.js';
+import type { GroupStatus } from '../cluster/types.js';
+import { Group } from '../cluster/group.js';
 import { RoleWork } from './role-work.js';
 import { assertFence } from '../cluster/fence.js';
 import type { Component } from '../components/component.js';
@@ -58,7 +58,7 @@ export class BatonNode implements Admin {
   #handlers: Handler[] = [];
   readonly #processors = new Map<string, RecordProcessor>();
   readonly #runners: QueueRunner[] = [];
-  #group: GroupMember | undefined;
+  #group: Group | undefined;
   #supervisor: Supervisor | undefined;
   #components: Component[] = [];
   #unsubscribeRole: (() => void) | undefined;
@@ -322,12 +322,11 @@ export class BatonNode implements Admin {
         this.#events = new EventLog(store, this.log);
         await this.#events.start();
       }
-      const group = new GroupMember({
+      const group = new Group({
         config: this.config.group,
         node: this.name,
         store,
         log: this.log,
-        redisUrl: this.config.redis.url,
         storeUrl: this.config.store.kind === 'postgres' ? this.config.store.url : undefined,
         address: () => this.address,
         startupTimeoutMs: this.config.node.startupTimeoutMs,
@@ -507,7 +506,7 @@ export class BatonNode implements Admin {
     });
   }
 
-  #roles(): GroupMember['roles'] {
+  #roles(): Group['roles'] {
     if (!this.#group) throw new Error(`node ${this.name} is ${this.#state}: roles are known once it runs`);
     return this.#group.roles;
   }

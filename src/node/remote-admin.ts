@@ -5,7 +5,7 @@ import type { EventTransport } from '../events/transport.js';
 import type { Admin, QueueInfo } from './admin.js';
 import type { ErrorRecord } from '../queue/backend.js';
 import type { Role } from '../cluster/types.js';
-import type { GroupStatus } from './group.js';
+import type { GroupStatus } from '../cluster/types.js';
 import type { NewMigration, SchemaUpdate } from './schema.js';
 import type { QueryResult, Row } from '../store/store.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';

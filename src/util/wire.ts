@@ -3,7 +3,7 @@
 import type { Member } from '../cluster/types.js';
 import type { ComponentStatus } from '../components/supervisor.js';
 import type { QueueInfo } from '../node/admin.js';
-import type { GroupStatus } from '../node/group.js';
+import type { GroupStatus } from '../cluster/types.js';
 import type { ErrorRecord } from '../queue/backend.js';
 import { errorQueueName } from '../queue/backend.js';
 

@@ -1,45 +1,23 @@
 // A node's place in its group: it runs the elector, raises the fence in the sink before acting as primary,
 // heartbeats its membership, and publishes role changes. Without a [group], the node is not in a group:
 // it acts alone (role 'not-in-group', term 0) and nothing is fenced.
-import type { GroupConfig } from '../cluster/config.js';
-import { PgRecoveryElector } from '../cluster/electors/pg-recovery.js';
-import { PostgresElector } from '../cluster/electors/postgres.js';
-import { RedisElector } from '../cluster/electors/redis.js';
-import { StandaloneElector } from '../cluster/electors/standalone.js';
-import { assertFence, currentFence, raiseFence } from '../cluster/fence.js';
-import type { Membership } from '../cluster/membership.js';
-import { RedisMembership } from '../cluster/membership-redis.js';
-import { StoreMembership } from '../cluster/membership-store.js';
-import { RoleEvents } from '../cluster/role-events.js';
-import type { Elector, ElectorOptions, ElectorState, Member, StateCause } from '../cluster/types.js';
+import type { GroupConfig } from '../config/types.js';
 import { describeError, FencedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { applyMigrations, builtinMigrations } from '../store/migrate.js';
 import { openPostgresStore } from '../store/postgres.js';
 import type { Store, Tx } from '../store/store.js';
-
-export interface GroupStatus {
-  readonly group: string | undefined;
-  readonly elector: string | undefined;
-  readonly node: string;
-  readonly role: ElectorState['role'];
-  readonly term: number;
-  readonly leader: string | undefined;
-  readonly members: readonly Member[];
-  readonly failovers: readonly Failover[];
-}
-
-/** A change of primary seen by this node. */
-export interface Failover {
-  readonly at: Date;
-  readonly term: number;
-  readonly leader: string | undefined;
-  readonly cause: string;
-}
+import { makeElector } from './elector-factory.js';
+import { assertFence, raiseFence } from './fence.js';
+import type { Membership } from './membership.js';
+import { RedisMembership } from './membership-redis.js';
+import { StoreMembership } from './membership-store.js';
+import { RoleEvents } from './role-events.js';
+import type { Elector, ElectorState, Failover, GroupStatus, StateCause } from './types.js';
 
 const FAILOVER_HISTORY = 50;
 
-export class GroupMember {
+export class Group {
   readonly roles: RoleEvents;
   readonly #config: GroupConfig | undefined;
   readonly #node: string;
@@ -50,7 +28,7 @@ export class GroupMember {
   #failoverCount = 0;
   #elector: Elector | undefined;
   #membership: Membership | undefined;
-  #urls: { redisUrl: string; storeUrl: string | undefined } = { redisUrl: '', storeUrl: undefined };
+  readonly #storeUrl: string | undefined;
   #startupTimeoutMs = 30_000;
   #heartbeat: NodeJS.Timeout | undefined;
   /** The term this node acts under as primary; undefined while it is not primary. */
@@ -65,7 +43,7 @@ export class GroupMember {
     node: string;
     store: Store;
     log: Logger;
-    redisUrl: string;
+    /** The store's URL when it is a PostgreSQL server: a postgres elector on another database keeps members there. */
     storeUrl: string | undefined;
     address: () => string | undefined;
     startupTimeoutMs?: number;
@@ -75,6 +53,7 @@ export class GroupMember {
     this.#store = options.store;
     this.#log = options.log.child({ component: 'group' });
     this.#address = options.address;
+    this.#storeUrl = options.storeUrl;
     this.roles = new RoleEvents(
       options.config
         ? { role: 'secondary', term: 0, leader: undefined }
@@ -82,8 +61,7 @@ export class GroupMember {
       this.#log,
     );
     if (options.config) {
-      this.#elector = makeElector(options.config, options.node, options.store, this.#log, options);
-      this.#urls = { redisUrl: options.redisUrl, storeUrl: options.storeUrl };
+      this.#elector = makeElector(options.config, options.node, options.store, this.#log);
       this.#startupTimeoutMs = options.startupTimeoutMs ?? 30_000;
     }
   }
@@ -95,10 +73,10 @@ export class GroupMember {
   /** Starts the elector (its first state is applied before this resolves) and the membership heartbeat. */
   async start(): Promise<void> {
     if (!this.#config || !this.#elector) return;
-    this.#membership = await openGroupMembership(
+    this.#membership = await openMembership(
       this.#config,
       this.#store,
-      this.#urls,
+      this.#storeUrl,
       this.#log,
       this.#startupTimeoutMs,
     );
@@ -213,17 +191,17 @@ export class GroupMember {
  * Where a group's members heartbeat: Redis for the redis elector; the postgres elector's own database when
  * group.url is not the store's (Baton's tables are created there); the store otherwise.
  */
-export async function openGroupMembership(
+export async function openMembership(
   config: GroupConfig,
   store: Store,
-  urls: { redisUrl: string; storeUrl: string | undefined },
+  storeUrl: string | undefined,
   log: Logger,
   startupTimeoutMs: number,
 ): Promise<Membership> {
   if (config.elector === 'redis') {
-    return new RedisMembership({ url: config.url ?? urls.redisUrl, group: config.name, log });
+    return new RedisMembership({ url: config.url, group: config.name, log });
   }
-  if (config.elector !== 'postgres' || !config.url || config.url === urls.storeUrl) {
+  if (config.elector !== 'postgres' || config.url === storeUrl) {
     return new StoreMembership(store, config.name);
   }
   const coordination = await openPostgresStore(
@@ -241,42 +219,4 @@ export async function openGroupMembership(
       await coordination.close();
     },
   };
-}
-
-function makeElector(
-  config: GroupConfig,
-  node: string,
-  store: Store,
-  log: Logger,
-  urls: { redisUrl: string; storeUrl: string | undefined },
-): Elector {
-  const options: ElectorOptions = {
-    node,
-    group: config.name,
-    leaseMs: config.leaseMs,
-    renewDeadlineMs: config.renewDeadlineMs,
-    heartbeatMs: config.heartbeatMs,
-  };
-  switch (config.elector) {
-    case 'standalone':
-      return new StandaloneElector({ node, currentTerm: () => currentFence(store, config.name) });
-    case 'postgres':
-      return new PostgresElector({ ...options, url: config.url ?? (urls.storeUrl as string), log });
-    case 'redis':
-      // New terms stay above the fence even if Redis lost its counter.
-      return new RedisElector({
-        ...options,
-        url: config.url ?? urls.redisUrl,
-        log,
-        currentTerm: () => currentFence(store, config.name),
-      });
-    case 'pg-recovery':
-      return new PgRecoveryElector({
-        ...options,
-        url: config.url ?? (urls.storeUrl as string),
-        ...(config.watchPath ? { watchPath: config.watchPath } : {}),
-        failoverFiles: config.failoverFiles,
-        log,
-      });
-  }
 }
