@@ -1,6 +1,7 @@
 // The component contract: a long-running unit that the supervisor starts and stops as the node's role
 // changes, and restarts with back-off when it fails. Primary-only work is bound to `ctx.signal`, because
-// a deposed primary's work that outlives its step-down is how split brains happen.
+// a deposed primary's work that outlives its step-down is how split brains happen. Only a node that stops
+// lets components drain (finish what they hold) first.
 import { InvalidComponentError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store, Tx } from '../store/store.js';
@@ -10,7 +11,8 @@ export interface ComponentContext {
   readonly name: string;
   /**
    * Aborts when this run must end: the node stepped down (runOn 'primary'), the term changed, the node is
-   * stopping, or the run failed. It aborts before stop() is called. Primary-only work must obey it.
+   * stopping (after the drain), or the run failed. It aborts before stop() is called. Primary-only work must
+   * obey it. Its reason is a WorkAbortedError: SteppedDownError, NodeStoppingError, or the base class.
    */
   readonly signal: AbortSignal;
   /** The term this run started under (0 for a node not in a group). */
@@ -38,13 +40,19 @@ export interface ComponentContext {
  * - `stop()` releases what the current run holds. It is called after `ctx.signal` aborted, after every
  *   run (also a failed or partial one), never while a start() is still pending, and within a hard
  *   deadline: past it the supervisor considers the component stopped and moves on.
- * - The supervisor never calls start() and stop() of one component at the same time.
+ * - `drain()` is optional, and called only when the node stops: the component stops taking new work and
+ *   resolves once the work it holds has finished, while `ctx.signal` is still live (a primary still acts
+ *   as primary meanwhile). The supervisor waits for it up to the node's drain deadline
+ *   (`shutdown_timeout_ms`); then `ctx.signal` aborts and stop() is called as after any run. A step-down
+ *   or a new term never drains: primary-only work is aborted at once.
+ * - The supervisor never runs two calls (start, drain, stop) of one component at the same time.
  * - `runOn: 'primary'` runs only while the node is primary or not in a group; 'any' runs on every node.
  */
 export interface Component {
   readonly name: string;
   readonly runOn: 'primary' | 'any';
   start(ctx: ComponentContext): Promise<void> | void;
+  drain?(): Promise<void> | void;
   stop(): Promise<void> | void;
 }
 
@@ -60,6 +68,7 @@ export function defineComponent(definition: Component): Component {
     name: component.name,
     runOn: component.runOn,
     start: component.start.bind(component),
+    ...(component.drain ? { drain: component.drain.bind(component) } : {}),
     stop: component.stop.bind(component),
   });
 }
@@ -94,6 +103,9 @@ export function componentProblem(value: unknown): string | undefined {
   }
   if (!('start' in value) || typeof value.start !== 'function') return 'start must be a function';
   if (!('stop' in value) || typeof value.stop !== 'function') return 'stop must be a function';
+  if ('drain' in value && value.drain !== undefined && typeof value.drain !== 'function') {
+    return 'drain must be a function when it is given';
+  }
   return undefined;
 }
 

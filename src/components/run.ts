@@ -2,6 +2,7 @@
 // behind `ctx.signal` and builds the context the component receives, so everything a run may do
 // (check the fence, report a failure) is tied to that run and refused once it is over.
 import type { Role } from '../cluster/types.js';
+import type { WorkAbortedError } from '../errors.js';
 import { FencedError, NotPrimaryError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store, Tx } from '../store/store.js';
@@ -39,11 +40,14 @@ export function createRun(term: number): Run {
   };
 }
 
-/** Aborts the run's signal once, noting when: the stop deadline counts from then. */
-export function abortRun(run: Run): void {
+/**
+ * Aborts the run's signal once with `reason` (what work bound to it is told: a step-down, a stopping node),
+ * noting when: the stop deadline counts from then.
+ */
+export function abortRun(run: Run, reason: WorkAbortedError): void {
   if (run.controller.signal.aborted) return;
   run.abortedAt = Date.now();
-  run.controller.abort();
+  run.controller.abort(reason);
 }
 
 export interface RunContextOptions {

@@ -1,19 +1,30 @@
-// The supervisor: starts and stops components as the node's role changes, and restarts failed ones with
-// back-off. Each component has its own reconcile loop that moves it towards what the role asks, so role
-// changes that come quickly never start one component twice at once, and one slow component never holds
-// up another. Stopping is bounded: a component's signal aborts at once and its stop() gets a hard
-// deadline, because leader-only work that outlives the step-down is a split brain.
+// The supervisor: the node's one role gate. It starts and stops components (queue runners among them) as
+// the node's role changes, and restarts failed ones with back-off. Each component has its own reconcile
+// loop that moves it towards what the role asks, so role changes that come quickly never start one
+// component twice at once, and one slow component never holds up another. A step-down is bounded: the
+// signal aborts at once and stop() gets a hard deadline, because leader-only work that outlives the
+// step-down is a split brain. Only the node's own stop drains first, within the shutdown deadline.
 import type { Role } from '../cluster/types.js';
-import { coerceError, describeError, InvalidComponentError } from '../errors.js';
+import {
+  coerceError,
+  describeError,
+  InvalidComponentError,
+  NodeStoppingError,
+  SteppedDownError,
+  WorkAbortedError,
+} from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store, Tx } from '../store/store.js';
 import { backoffDelay } from '../util/backoff.js';
 import type { Component, ComponentContext, RunOn } from './component.js';
 import { assertComponent } from './component.js';
+import type { Drain, Drainable } from './drain.js';
+import { startDrain } from './drain.js';
 import type { Run } from './run.js';
 import { abortRun, createRun, runContext, settleWithin } from './run.js';
 
-export type ComponentState = 'stopped' | 'starting' | 'running' | 'stopping' | 'failed' | 'backing-off';
+export type ComponentState =
+  'stopped' | 'starting' | 'running' | 'draining' | 'stopping' | 'failed' | 'backing-off';
 
 export interface ComponentStatus {
   readonly name: string;
@@ -47,7 +58,20 @@ export interface SupervisorOptions {
   readonly assertPrimary: (tx: Tx, term: number) => Promise<void>;
   /** How long a component's stop() may take after its signal aborted; past it, it is abandoned. */
   readonly stopTimeoutMs: number;
+  /**
+   * When the supervisor stops (the node stops): how long components with drain() may finish the work they
+   * hold before their signal aborts; the node's shutdown_timeout_ms. 0 (the default): no drain.
+   */
+  readonly drainTimeoutMs?: number;
   readonly backoff?: Partial<RestartBackoff>;
+}
+
+export interface SupervisorStopOptions {
+  /**
+   * Called once no primary-only component runs any more, while the others may still drain: the node gives
+   * up its leadership there, so that another node may take over without waiting for them.
+   */
+  readonly afterPrimaryWork?: () => Promise<void> | void;
 }
 
 interface Entry {
@@ -76,6 +100,7 @@ export class Supervisor {
   readonly #store: Store;
   readonly #assertPrimary: (tx: Tx, term: number) => Promise<void>;
   readonly #stopTimeoutMs: number;
+  readonly #drainTimeoutMs: number;
   readonly #backoff: RestartBackoff;
   readonly #entries = new Map<string, Entry>();
   /** Until the first setRole, primary-only components wait: acting before the role is known is unsafe. */
@@ -89,6 +114,7 @@ export class Supervisor {
     this.#store = options.store;
     this.#assertPrimary = options.assertPrimary;
     this.#stopTimeoutMs = options.stopTimeoutMs;
+    this.#drainTimeoutMs = options.drainTimeoutMs ?? 0;
     this.#backoff = { ...DEFAULT_RESTART_BACKOFF, ...options.backoff };
   }
 
@@ -135,22 +161,17 @@ export class Supervisor {
   }
 
   /**
-   * Stops every component, in reverse order of adding, each within the stop deadline. Idempotent:
+   * Stops every component. First the drain: running components with drain() stop taking new work and
+   * finish what they hold, all at once, until the drain deadline. Then each run's signal aborts
+   * (NodeStoppingError) and its stop() is called within the stop deadline: the primary-only components
+   * first, then `afterPrimaryWork`, then the others; in reverse order of adding within each. Idempotent:
    * a second call returns the first one's promise.
    */
-  stop(): Promise<void> {
+  stop(options: SupervisorStopOptions = {}): Promise<void> {
     if (this.#stopping) return this.#stopping;
-    if (!this.#running) return Promise.resolve();
-    this.#running = false;
-    const stopping = (async () => {
-      for (const entry of [...this.#entries.values()].reverse()) {
-        entry.enabled = false;
-        const run = entry.run;
-        if (run) abortRun(run);
-        this.#kick(entry);
-        if (run) await run.ended;
-      }
-    })().finally(() => {
+    if (!this.#running) return this.#afterPrimaryWork(options);
+    this.#running = false; // no run starts from now on; the running ones go on until they are ended
+    const stopping = this.#stopAll(options).finally(() => {
       this.#stopping = undefined;
     });
     this.#stopping = stopping;
@@ -172,7 +193,7 @@ export class Supervisor {
     for (const entry of this.#entries.values()) {
       const run = entry.run;
       if (run && !this.#keeps(entry, run)) {
-        abortRun(run);
+        abortRun(run, this.#abortReason(entry, run));
         ending.push(run.ended);
       }
       this.#kick(entry);
@@ -188,6 +209,65 @@ export class Supervisor {
       restarts: entry.restarts,
       lastError: entry.lastError,
     }));
+  }
+
+  async #stopAll(options: SupervisorStopOptions): Promise<void> {
+    const entries = [...this.#entries.values()].reverse();
+    const drain = this.#drain(entries);
+    const end = async (entry: Entry): Promise<void> => {
+      await drain.over(entry);
+      entry.enabled = false;
+      const run = entry.run;
+      if (run) abortRun(run, new NodeStoppingError('the node is stopping'));
+      this.#kick(entry);
+      if (run) await run.ended;
+    };
+    try {
+      for (const entry of entries) if (entry.component.runOn === 'primary') await end(entry);
+      await this.#afterPrimaryWork(options);
+      for (const entry of entries) if (entry.component.runOn !== 'primary') await end(entry);
+    } finally {
+      drain.close();
+    }
+  }
+
+  /** Starts the drain of the running components that have drain(), unless there is no drain deadline. */
+  #drain(entries: readonly Entry[]): Drain<Entry> {
+    const items = new Map<Entry, Drainable>();
+    for (const entry of this.#drainTimeoutMs > 0 ? entries : []) {
+      const run = entry.run;
+      if (!run || run.controller.signal.aborted || !entry.component.drain) continue;
+      items.set(entry, {
+        name: entry.component.name,
+        aborted: run.aborted,
+        // Chained after a start() that may still be pending: calls never overlap.
+        drain: () =>
+          this.#call(entry, () => {
+            if (run.controller.signal.aborted) return;
+            this.#setState(entry, 'draining');
+            return entry.component.drain?.();
+          }),
+      });
+    }
+    return startDrain(items, this.#drainTimeoutMs, this.#log);
+  }
+
+  async #afterPrimaryWork(options: SupervisorStopOptions): Promise<void> {
+    try {
+      await options.afterPrimaryWork?.();
+    } catch (error) {
+      this.#log.error({ err: describeError(error) }, 'supervisor: afterPrimaryWork failed');
+    }
+  }
+
+  /** What the work of a run that must end is told: why it ends. */
+  #abortReason(entry: Entry, run: Run): WorkAbortedError {
+    if (!entry.enabled) return new NodeStoppingError('the node is stopping');
+    if (!this.#roleAllows(entry)) return new SteppedDownError(`the node is ${this.#role}: no longer primary`);
+    if (run.term !== this.#term) {
+      return new SteppedDownError(`term ${this.#term} began: the run of term ${run.term} is over`);
+    }
+    return new WorkAbortedError(`component ${entry.component.name} is restarting`);
   }
 
   #roleAllows(entry: Entry): boolean {
@@ -265,12 +345,12 @@ export class Supervisor {
     // Aborted meanwhile (role change, stop, or ctx.fail): the loop ends the run once start() settles.
     if (run.controller.signal.aborted) return;
     if (failure) this.#fail(entry, run, failure.error);
-    else this.#setState(entry, 'running');
+    else if (entry.state === 'starting') this.#setState(entry, 'running'); // not when a drain began meanwhile
   }
 
   /** Aborts the run, calls stop() within the deadline, and schedules a restart when the run failed. */
   async #endRun(entry: Entry, run: Run): Promise<void> {
-    abortRun(run);
+    abortRun(run, this.#abortReason(entry, run));
     const name = entry.component.name;
     const failure = run.failure;
     if (failure) {
@@ -311,7 +391,7 @@ export class Supervisor {
     if (run.controller.signal.aborted || entry.run !== run) return;
     run.failure = coerceError(error);
     entry.lastError = describeError(error);
-    abortRun(run);
+    abortRun(run, new WorkAbortedError(`component ${entry.component.name} failed: ${entry.lastError}`));
     this.#kick(entry);
   }
 

@@ -37,6 +37,19 @@ describe('defineComponent and assertComponent', () => {
     expect(Object.keys(component).sort()).toEqual(['name', 'runOn', 'start', 'stop']);
     await component.start({} as Parameters<Component['start']>[0]);
     expect(definition.count).toBe(1);
+
+    // drain is optional; when given, it is kept, bound too.
+    const withDrain = {
+      ...definition,
+      drained: false,
+      drain() {
+        this.drained = true;
+      },
+    };
+    const draining = defineComponent(withDrain);
+    expect(Object.keys(draining).sort()).toEqual(['drain', 'name', 'runOn', 'start', 'stop']);
+    await draining.drain?.();
+    expect(withDrain.drained).toBe(true);
   });
 
   it('names the component in every error', () => {
@@ -49,6 +62,7 @@ describe('defineComponent and assertComponent', () => {
       [{ ...base, runOn: undefined }, /invalid component river: runOn must be/],
       [{ ...base, start: 'go' }, /invalid component river: start must be a function/],
       [{ ...base, stop: undefined }, /invalid component river: stop must be a function/],
+      [{ ...base, drain: true }, /invalid component river: drain must be a function when it is given/],
       [{ ...base, name: 'has space' }, /invalid component has space: name "has space" may hold only/],
     ];
     for (const [value, message] of cases) {

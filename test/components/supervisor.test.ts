@@ -1,11 +1,18 @@
-// The supervisor: role gating, stop ordering and deadlines, restarts with back-off, and role flapping.
+// The supervisor: role gating, stop ordering and deadlines, the drain of a stopping node, restarts with
+// back-off, and role flapping.
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import { defineComponent } from '../../src/components/component.js';
 import type { ComponentContext } from '../../src/components/component.js';
 import type { SupervisorOptions } from '../../src/components/supervisor.js';
 import { Supervisor } from '../../src/components/supervisor.js';
-import { FencedError, InvalidComponentError, NotPrimaryError } from '../../src/errors.js';
+import {
+  FencedError,
+  InvalidComponentError,
+  NodeStoppingError,
+  NotPrimaryError,
+  SteppedDownError,
+} from '../../src/errors.js';
 import type { Tx } from '../../src/store/store.js';
 import { captureLog, probe, unusedStore } from './support.js';
 
@@ -62,8 +69,8 @@ describe('Supervisor', () => {
     await Promise.all([sup.stop(), sup.stop()]); // idempotent
     await sup.stop();
     expect(sup.status().map((status) => status.state)).toEqual(['stopped', 'stopped']);
-    // Reverse order of adding: the 'any' component (added last) stopped first, and each once.
-    expect(journal).toEqual(['stop:any-work', 'stop:primary-work']);
+    // Primary-only components first (the node gives up its leadership then), then the others; each once.
+    expect(journal).toEqual(['stop:primary-work', 'stop:any-work']);
     expect(any.abortedAtStop).toEqual([true]);
 
     await sup.start();
@@ -126,6 +133,155 @@ describe('Supervisor', () => {
     expect(Date.now() - before).toBeLessThan(1500);
     expect(errors().some((line) => line.msg.includes('stuck-any'))).toBe(true);
     stuck.release();
+  });
+
+  it('stops primary-only components first, then calls afterPrimaryWork, then the others, each kind in reverse order', async () => {
+    const { supervisor: sup, state } = supervisor();
+    const journal: string[] = [];
+    for (const [name, runOn] of [
+      ['p1', 'primary'],
+      ['a1', 'any'],
+      ['p2', 'primary'],
+      ['a2', 'any'],
+    ] as const) {
+      sup.add(probe({ name, runOn, journal }).component);
+    }
+    await sup.start();
+    await sup.setRole('primary', 1);
+    await vi.waitFor(() => expect(sup.status().every((s) => s.state === 'running')).toBe(true), WAIT);
+    journal.length = 0;
+    await sup.stop({ afterPrimaryWork: () => void journal.push('after-primary-work') });
+    expect(journal).toEqual(['stop:p2', 'stop:p1', 'after-primary-work', 'stop:a2', 'stop:a1']);
+    expect(state('a1')).toBe('stopped');
+  });
+
+  it('drains at stop: components finish their work within the drain deadline, then stop', async () => {
+    const { supervisor: sup, state, lines } = supervisor({ drainTimeoutMs: 2000 });
+    const journal: string[] = [];
+    let ctx: ComponentContext | undefined;
+    let abortedWhileDraining: boolean | undefined;
+    sup.add(
+      defineComponent({
+        name: 'batches',
+        runOn: 'any',
+        start: (context) => void (ctx = context),
+        drain: async () => {
+          journal.push('drain');
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          abortedWhileDraining = ctx?.signal.aborted;
+          journal.push('drained');
+        },
+        stop: () => void journal.push(`stop (${String(ctx?.signal.aborted)})`),
+      }),
+    );
+    const plain = probe({ name: 'plain', runOn: 'any', journal });
+    sup.add(plain.component);
+    await sup.start();
+    await vi.waitFor(() => expect(state('batches')).toBe('running'), WAIT);
+    await vi.waitFor(() => expect(state('plain')).toBe('running'), WAIT);
+    journal.length = 0;
+
+    const stopping = sup.stop();
+    await vi.waitFor(() => expect(state('batches')).toBe('draining'), WAIT);
+    await stopping;
+    // The work finished while the run was live; then its signal aborted and stop() ran. Nothing was cut.
+    // A component without drain() (added last, so stopped first) had nothing to wait for.
+    expect(abortedWhileDraining).toBe(false);
+    expect(journal).toEqual(['drain', 'stop:plain', 'drained', 'stop (true)']);
+    expect(ctx?.signal.reason).toBeInstanceOf(NodeStoppingError);
+    expect(lines.some((line) => line.msg.includes('in-flight batches still running'))).toBe(false);
+  });
+
+  it('aborts what is still draining at the deadline, with one log line naming it', async () => {
+    const { supervisor: sup, state, lines } = supervisor({ drainTimeoutMs: 150 });
+    let ctx: ComponentContext | undefined;
+    sup.add(
+      defineComponent({
+        name: 'slow-batch',
+        runOn: 'primary',
+        start: (context) => void (ctx = context),
+        // Finishes only when its signal aborts (a handler longer than the deadline).
+        drain: () => new Promise<void>((resolve) => ctx?.signal.addEventListener('abort', () => resolve())),
+        stop: () => undefined,
+      }),
+    );
+    await sup.start();
+    await sup.setRole('not-in-group', 0);
+    await vi.waitFor(() => expect(state('slow-batch')).toBe('running'), WAIT);
+    const before = Date.now();
+    await sup.stop();
+    const took = Date.now() - before;
+    expect(took).toBeGreaterThanOrEqual(140);
+    expect(took).toBeLessThan(1500);
+    expect(ctx?.signal.reason).toBeInstanceOf(NodeStoppingError);
+    const warned = lines.filter((line) => line.msg.includes('in-flight batches still running'));
+    expect(warned.map((line) => line.msg)).toEqual([
+      'in-flight batches still running after shutdown_timeout_ms (150 ms): aborting them',
+    ]);
+    expect(warned[0]?.['components']).toEqual(['slow-batch']);
+    expect(state('slow-batch')).toBe('stopped');
+  });
+
+  it('gives up the leadership while the others still drain', async () => {
+    const { supervisor: sup, state } = supervisor({ drainTimeoutMs: 5000 });
+    let anyCtx: ComponentContext | undefined;
+    let finishDrain = (): void => undefined;
+    const primary = probe({ name: 'leader-work', runOn: 'primary' });
+    sup.add(primary.component);
+    sup.add(
+      defineComponent({
+        name: 'long-batch',
+        runOn: 'any',
+        start: (context) => void (anyCtx = context),
+        drain: () => new Promise<void>((resolve) => (finishDrain = resolve)),
+        stop: () => undefined,
+      }),
+    );
+    await sup.start();
+    await sup.setRole('primary', 1);
+    await vi.waitFor(() => expect(state('leader-work')).toBe('running'), WAIT);
+    await vi.waitFor(() => expect(state('long-batch')).toBe('running'), WAIT);
+    let released = false;
+    const stopping = sup.stop({ afterPrimaryWork: () => void (released = true) });
+    await vi.waitFor(() => expect(released).toBe(true), WAIT);
+    expect(primary.stops).toHaveLength(1);
+    expect(state('long-batch')).toBe('draining');
+    expect(anyCtx?.signal.aborted).toBe(false);
+    finishDrain();
+    await stopping;
+    expect(state('long-batch')).toBe('stopped');
+  });
+
+  it('never drains on a step-down: primary-only work is aborted at once, SteppedDownError its reason', async () => {
+    const { supervisor: sup, state } = supervisor({ drainTimeoutMs: 5000 });
+    let ctx: ComponentContext | undefined;
+    let drains = 0;
+    sup.add(
+      defineComponent({
+        name: 'leader-batch',
+        runOn: 'primary',
+        start: (context) => void (ctx = context),
+        drain: () => void (drains += 1),
+        stop: () => undefined,
+      }),
+    );
+    await sup.start();
+    await sup.setRole('primary', 1);
+    await vi.waitFor(() => expect(state('leader-batch')).toBe('running'), WAIT);
+    const first = ctx;
+    const stepping = sup.setRole('secondary', 2);
+    expect(first?.signal.aborted).toBe(true); // at once, before setRole resolves
+    expect(first?.signal.reason).toBeInstanceOf(SteppedDownError);
+    await stepping;
+    expect(drains).toBe(0);
+
+    // A new term restarts the run: the old one is told so, also with SteppedDownError.
+    await sup.setRole('primary', 3);
+    await vi.waitFor(() => expect(ctx).not.toBe(first), WAIT);
+    const second = ctx;
+    await sup.setRole('primary', 4);
+    expect(second?.signal.reason).toBeInstanceOf(SteppedDownError);
+    expect(drains).toBe(0);
   });
 
   it('restarts a failing component with growing back-off, then resets it after a good run', async () => {
