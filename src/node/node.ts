@@ -1,10 +1,12 @@
 // A node: one running Baton process, and the composition root. It loads the handlers, opens the store,
-// starts a runner per queue and the HTTP API, and stops them in reverse order. Its lifecycle is a state
-// machine (idle → starting → running → stopping → stopped | failed) changed through one logging setter.
+// joins its group, hands every long-running part (queue runners, components, the rule engine) to the
+// supervisor, which starts and stops them as the role changes, and serves the HTTP API; it stops
+// them in reverse order. Its lifecycle is a state machine (idle → starting → running → stopping → stopped |
+// failed) changed through one logging setter.
 import { randomUUID } from 'node:crypto';
 
 import type { QueueConfig, ResolvedConfig } from '../config/types.js';
-import { describeError, NothingToRunError, UnknownQueueError, NodeStoppingError } from '../errors.js';
+import { describeError, NothingToRunError, UnknownQueueError } from '../errors.js';
 import type { Handler } from '../handler/handler.js';
 import { loadHandler } from '../handler/load.js';
 import { createMissingTables } from '../handler/tables.js';
@@ -24,7 +26,6 @@ import type { Storage } from './storage.js';
 import { openStorage } from './storage.js';
 import type { GroupStatus } from '../cluster/types.js';
 import { Group } from '../cluster/group.js';
-import { RoleWork } from './role-work.js';
 import { assertFence } from '../cluster/fence.js';
 import type { Component } from '../components/component.js';
 import { loadConfiguredComponent } from '../components/configured.js';
@@ -57,17 +58,15 @@ export class BatonNode implements Admin {
   #http: HttpServer | undefined;
   #handlers: Handler[] = [];
   readonly #processors = new Map<string, RecordProcessor>();
-  readonly #runners: QueueRunner[] = [];
+  /** Components of the supervisor: their runs are what a queue's handlers abort with. */
+  readonly #runners = new Map<string, QueueRunner>();
   #group: Group | undefined;
   #supervisor: Supervisor | undefined;
   #components: Component[] = [];
   #unsubscribeRole: (() => void) | undefined;
-  #roleWork: RoleWork | undefined;
   #events: EventLog | undefined;
   #ruleEngine: RuleEngine | undefined;
   #retention: NodeJS.Timeout | undefined;
-  /** Aborts handlers that are still running when the shutdown deadline passes. */
-  readonly #hardStop = new AbortController();
   /** Prometheus metrics, read from this node at scrape time. */
   readonly metrics: NodeMetrics;
 
@@ -339,6 +338,8 @@ export class BatonNode implements Admin {
         assertPrimary: groupName ? (tx, term) => assertFence(tx, groupName, term) : () => Promise.resolve(),
         // Primary-only work must be over before another node may take over.
         stopTimeoutMs: this.config.group?.stopTimeoutMs ?? this.config.node.shutdownTimeoutMs,
+        // At the node's stop, in-flight batches get this long to finish before they are aborted.
+        drainTimeoutMs: this.config.node.shutdownTimeoutMs,
       });
       for (const component of this.#components) supervisor.add(component);
       this.#ruleEngine = await this.#addRuleEngine(supervisor, store);
@@ -347,17 +348,16 @@ export class BatonNode implements Admin {
       for (const [index, queue] of queues.entries()) {
         const processor = this.#makeProcessor(queue, this.#handlers[index] as Handler);
         this.#processors.set(queue.name, processor);
-        const backend = storage.backendFor(queue.name);
-        this.#runners.push(
-          new QueueRunner({
-            processor,
-            backend,
-            store,
-            consumer: this.consumer,
-            log: this.log,
-            onBatch: (seconds, outcome) => this.metrics.observeBatch(queue.name, seconds, outcome),
-          }),
-        );
+        const runner = new QueueRunner({
+          processor,
+          backend: storage.backendFor(queue.name),
+          store,
+          consumer: this.consumer,
+          log: this.log,
+          onBatch: (seconds, outcome) => this.metrics.observeBatch(queue.name, seconds, outcome),
+        });
+        this.#runners.set(queue.name, runner);
+        supervisor.add(runner);
       }
       if (this.config.http.enabled) {
         this.#http = await startHttpServer(this, this.config.http, this.log, this.#routes);
@@ -366,10 +366,12 @@ export class BatonNode implements Admin {
       await group.start();
       await supervisor.start();
       this.#setState('running');
-      // The first call (at once) starts what this role runs; later calls follow the role.
-      const roleWork = new RoleWork(this.#runners, supervisor);
-      this.#roleWork = roleWork;
-      this.#unsubscribeRole = group.roles.subscribe((change) => roleWork.follow(change));
+      // The supervisor is the one role gate. The first call (at once) starts what this role runs; later
+      // calls follow the role: a step-down aborts primary-only work at once. Not awaited, so that a slow
+      // stop never delays the next change.
+      this.#unsubscribeRole = group.roles.subscribe((change) => {
+        void supervisor.setRole(change.new, change.term);
+      });
       this.#startRetention();
       this.log.info(
         { queues: this.queueNames, http: this.address, store: this.config.store.kind },
@@ -387,25 +389,16 @@ export class BatonNode implements Admin {
     if (this.#state !== 'running') return;
     this.#setState('stopping');
     this.#unsubscribeRole?.();
-    // Primary-only work stops first and leadership is released, so another node takes over at once.
-    await this.#roleWork?.stopPrimaryWork();
-    await this.#group?.stop();
-    const draining = Promise.all(this.#runners.map((runner) => runner.stop()));
-    const deadline = this.config.node.shutdownTimeoutMs;
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(true), deadline);
+    // Queue runners stop claiming and finish their in-flight batches within shutdown_timeout_ms; past it they
+    // are aborted (NodeStoppingError) and their batches given back. Leadership is released once the
+    // primary-only work stopped, so that another node takes over safely while the rest still drains, and
+    // the HTTP API stops accepting requests then (#release waits for it, and logs a failure).
+    await this.#supervisor?.stop({
+      afterPrimaryWork: async () => {
+        await this.#group?.stop();
+        this.#http?.close().catch(() => undefined);
+      },
     });
-    // Stop accepting requests while the runners finish their in-flight batches.
-    await this.#http?.close();
-    if (await Promise.race([draining.then(() => false), timedOut])) {
-      this.log.warn(
-        `in-flight batches still running after shutdown_timeout_ms (${deadline} ms): aborting them`,
-      );
-      this.#hardStop.abort(new NodeStoppingError('the node is stopping'));
-      await draining;
-    }
-    clearTimeout(timer);
     await this.#release();
     this.#setState('stopped');
   }
@@ -490,18 +483,14 @@ export class BatonNode implements Admin {
   }
 
   #makeProcessor(queue: QueueConfig, handler: Handler): RecordProcessor {
+    const idle = new AbortController().signal;
     return new RecordProcessor({
       queue,
       handler,
       log: this.log,
-      abort:
-        queue.runOn === 'primary'
-          ? () =>
-              AbortSignal.any([
-                this.#hardStop.signal,
-                ...(this.#roleWork ? [this.#roleWork.actingSignal] : []),
-              ])
-          : this.#hardStop.signal,
+      // The signal of the queue runner's run: it aborts on a step-down (run_on = "primary") and when the
+      // node's stop is past shutdown_timeout_ms (every queue).
+      abort: () => this.#runners.get(queue.name)?.signal ?? idle,
       fencing: { term: () => this.term, assertPrimary: (tx) => this.assertPrimary(tx) },
     });
   }

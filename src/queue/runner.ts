@@ -1,7 +1,9 @@
-// The queue runner: `concurrency` loops per queue that claim a batch, run the handler and acknowledge the
-// batch in one sink transaction (claiming the next batch meanwhile). Failed records are retried after
-// back-off, then go to the error queue. Stopping stops the claiming, gives back batches claimed ahead and lets
-// in-flight batches finish; the node aborts them past its deadline.
+// The queue runner: a component (runOn = the queue's run_on) whose run is `concurrency` loops that claim a
+// batch, run the handler and acknowledge the batch in one sink transaction (claiming the next batch
+// meanwhile). Failed records are retried after back-off, then go to the error queue. Draining stops the
+// claiming, gives back batches claimed ahead and lets in-flight batches finish; the run's signal (a
+// step-down, or the node's stop past its deadline) aborts the handlers, and their batches are given back.
+import type { Component, ComponentContext, RunOn } from '../components/component.js';
 import { BackendUnavailableError, describeError, WorkAbortedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
@@ -21,15 +23,27 @@ const RECONNECT_BACKOFF = { initialMs: 1_000, maxMs: 32_000 };
 /** How a batch ended: every record committed, some failed (the others committed), or nothing committed. */
 export type BatchOutcome = 'committed' | 'partial' | 'rolled_back';
 
-export class QueueRunner {
+/** What a runner's run needs of its component context. */
+export type RunnerContext = Pick<ComponentContext, 'signal' | 'fail'>;
+
+/** One run: its loops, which stop claiming when the run's signal aborts or `draining` does. */
+interface RunnerRun {
+  readonly draining: AbortController;
+  readonly loops: ReadonlyArray<Promise<void>>;
+}
+
+export class QueueRunner implements Component {
+  /** `baton.queue.<queue>` among the node's components. */
+  readonly name: string;
+  readonly runOn: RunOn;
   readonly #processor: RecordProcessor;
   readonly #backend: QueueBackend;
   readonly #store: Store;
   readonly #consumer: string;
   readonly #log: Logger;
   readonly #onBatch: ((seconds: number, outcome: BatchOutcome) => void) | undefined;
-  #stopping = new AbortController();
-  #loops: Array<Promise<void>> = [];
+  #run: RunnerRun | undefined;
+  #signal: AbortSignal = new AbortController().signal;
 
   constructor(options: {
     processor: RecordProcessor;
@@ -46,36 +60,58 @@ export class QueueRunner {
     this.#consumer = options.consumer;
     this.#log = options.log;
     this.#onBatch = options.onBatch;
+    this.name = `baton.queue.${options.processor.queue.name}`;
+    this.runOn = options.processor.queue.runOn;
   }
 
   get queue(): string {
     return this.#processor.queue.name;
   }
 
-  /** Which nodes consume this queue: any, or only the primary (the node starts and stops it with the role). */
-  get runOn(): 'any' | 'primary' {
-    return this.#processor.queue.runOn;
+  /**
+   * The signal of the current run (of the last one once it ended; a live one before the first): the
+   * queue's handlers abort with it.
+   */
+  get signal(): AbortSignal {
+    return this.#signal;
   }
 
-  /** Starts consuming (again, after a stop: a queue that runs on the primary only follows the role). */
-  start(): void {
-    if (this.#loops.length > 0) return;
-    this.#stopping = new AbortController();
-    this.#loops.push(this.#recoverLoop());
+  /** Starts consuming until `ctx.signal` aborts or the run is drained. */
+  start(ctx: RunnerContext): void {
+    this.#signal = ctx.signal;
+    const draining = new AbortController();
+    const claims = AbortSignal.any([ctx.signal, draining.signal]);
     // One batch at a time on an exclusive (single-connection) store: more loops would only queue up.
-    const loops = this.#store.exclusive ? 1 : this.#processor.queue.concurrency;
-    for (let index = 0; index < loops; index++) this.#loops.push(this.#loop());
+    const count = this.#store.exclusive ? 1 : this.#processor.queue.concurrency;
+    const loops = [this.#recoverLoop(claims)];
+    for (let index = 0; index < count; index++) loops.push(this.#loop(claims));
+    this.#run = {
+      draining,
+      // The loops handle their own errors; one that escapes is a bug that restarts the run.
+      loops: loops.map((loop) =>
+        loop.catch((error: unknown) => {
+          if (!ctx.signal.aborted) ctx.fail(error);
+        }),
+      ),
+    };
   }
 
-  /** Stops claiming and resolves when the in-flight batches have finished. */
+  /** Stops claiming (batches claimed ahead are given back) and resolves when the in-flight batches finished. */
+  async drain(): Promise<void> {
+    const run = this.#run;
+    if (!run) return;
+    run.draining.abort();
+    await Promise.all(run.loops);
+  }
+
+  /** Ends the run: once its signal aborted, in-flight handlers are aborted and their batches given back. */
   async stop(): Promise<void> {
-    this.#stopping.abort();
-    await Promise.all(this.#loops);
-    this.#loops = [];
+    await this.drain();
+    this.#run = undefined;
   }
 
   /** Recovers claims of dead consumers: once at start, then periodically when other processes share the queue. */
-  async #recoverLoop(): Promise<void> {
+  async #recoverLoop(claims: AbortSignal): Promise<void> {
     const { maxAttempts } = this.#processor.queue;
     do {
       try {
@@ -93,32 +129,32 @@ export class QueueRunner {
         );
       }
       if (!this.#backend.shared) return;
-      await sleep(RECOVERY_INTERVAL_MS, this.#stopping.signal);
-    } while (!this.#stopping.signal.aborted);
+      await sleep(RECOVERY_INTERVAL_MS, claims);
+    } while (!claims.aborted);
   }
 
-  async #loop(): Promise<void> {
+  async #loop(claims: AbortSignal): Promise<void> {
     const { batchSize } = this.#processor.queue;
     // While a full batch runs (more records are likely waiting), the next one is claimed, so that its round
     // trip is not waited for. Not on an exclusive store: there the claim would wait for the transaction.
     const prefetch = !this.#store.exclusive;
     let failures = 0;
     let next: Promise<ClaimedBatch | undefined> | undefined;
-    while (!this.#stopping.signal.aborted) {
+    while (!claims.aborted) {
       try {
         const claiming = next ?? this.#backend.claim(this.queue, this.#consumer, batchSize);
         next = undefined;
         const batch = await claiming;
         failures = 0;
         if (!batch) {
-          await this.#backend.waitForRecords(this.queue, IDLE_POLL_MS, this.#stopping.signal);
+          await this.#backend.waitForRecords(this.queue, IDLE_POLL_MS, claims);
           continue;
         }
-        if (prefetch && batch.records.length >= batchSize && !this.#stopping.signal.aborted) {
+        if (prefetch && batch.records.length >= batchSize && !claims.aborted) {
           next = this.#backend.claim(this.queue, this.#consumer, batchSize);
           next.catch(() => undefined);
         }
-        await this.#process(batch);
+        await this.#process(batch, claims);
       } catch (error) {
         failures += 1;
         const delay = backoffDelay(failures, RECONNECT_BACKOFF);
@@ -126,7 +162,7 @@ export class QueueRunner {
           { queue: this.queue, err: describeError(error), retryInMs: delay },
           `queue "${this.queue}": consuming failed; retrying in ${delay} ms`,
         );
-        await sleep(delay, this.#stopping.signal);
+        await sleep(delay, claims);
       }
     }
     if (next) await this.#giveBack(next);
@@ -147,7 +183,7 @@ export class QueueRunner {
   }
 
   /** Processes a claimed batch, then settles it with the backend: exactly once per batch. */
-  async #process(batch: ClaimedBatch): Promise<void> {
+  async #process(batch: ClaimedBatch, claims: AbortSignal): Promise<void> {
     const started = performance.now();
     const observe = (outcome: BatchOutcome): void =>
       this.#onBatch?.((performance.now() - started) / 1000, outcome);
@@ -171,7 +207,7 @@ export class QueueRunner {
       }
       if (error instanceof BackendUnavailableError) {
         // Not the records' fault: no attempt is counted. Give them back once the backend answers again.
-        await this.#releaseWhenBack(batch, error);
+        await this.#releaseWhenBack(batch, error, claims);
         return;
       }
       throw error;
@@ -267,20 +303,20 @@ export class QueueRunner {
     });
   }
 
-  async #releaseWhenBack(batch: ClaimedBatch, cause: Error): Promise<void> {
+  async #releaseWhenBack(batch: ClaimedBatch, cause: Error, claims: AbortSignal): Promise<void> {
     this.#log.error(
       { queue: this.queue, err: describeError(cause) },
       `queue "${this.queue}": a backend is unreachable; the batch is given back when it answers again`,
     );
     for (let attempt = 1; ; attempt++) {
-      await sleep(backoffDelay(attempt, RECONNECT_BACKOFF), this.#stopping.signal);
+      await sleep(backoffDelay(attempt, RECONNECT_BACKOFF), claims);
       try {
         await this.#backend.release(batch, batch.records);
         this.#log.info({ queue: this.queue }, `queue "${this.queue}": the backend answers again; resuming`);
         return;
       } catch (error) {
         // Stopping while the store is down: the claims stay, and are recovered once this consumer is gone.
-        if (this.#stopping.signal.aborted) return;
+        if (claims.aborted) return;
         this.#log.warn(
           { queue: this.queue, err: describeError(error) },
           `queue "${this.queue}": still unreachable`,

@@ -70,8 +70,10 @@ describe('roles of nodes in a group', () => {
     const b = await start('b');
     expect(b.role).toBe('secondary');
     await vi.waitFor(() => expect([...running]).toEqual(['a']));
+    // The queue runner is a component too: one role gate for both.
     expect(b.components()).toEqual([
       expect.objectContaining({ name: 'reporter', runOn: 'primary', state: 'stopped' }),
+      expect.objectContaining({ name: 'baton.queue.ids', runOn: 'primary', state: 'stopped' }),
     ]);
 
     const changes: RoleChange[] = [];

@@ -1,5 +1,5 @@
 // The queue runner on a Redis queue into PostgreSQL: batches acknowledged whole (the ledger's NULL), the
-// next batch claimed while one runs, a failing record isolated, and a stop that gives back what was claimed
+// next batch claimed while one runs, a failing record isolated, and a drain that gives back what was claimed
 // ahead, so that nothing stays claimed and a restart stores every record exactly once.
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -10,6 +10,7 @@ import { createLogger } from '../../src/log.js';
 import { RecordProcessor } from '../../src/queue/processor.js';
 import { RedisQueueBackend } from '../../src/queue/redis.js';
 import { QueueRunner } from '../../src/queue/runner.js';
+import type { RunnerContext } from '../../src/queue/runner.js';
 import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import type { Store } from '../../src/store/store.js';
@@ -84,6 +85,22 @@ describe('queue runner on a Redis queue', () => {
     return new QueueRunner({ processor, backend, store, consumer, log });
   }
 
+  /** Starts a run as the supervisor would; its stop drains, then aborts the run and stops the runner. */
+  function run(runner: QueueRunner): { stop(): Promise<void>; failures: unknown[] } {
+    const controller = new AbortController();
+    const failures: unknown[] = [];
+    const ctx: RunnerContext = { signal: controller.signal, fail: (error) => failures.push(error) };
+    runner.start(ctx);
+    return {
+      failures,
+      async stop() {
+        await runner.drain();
+        controller.abort();
+        await runner.stop();
+      },
+    };
+  }
+
   async function stored(): Promise<{ rows: number; distinct: number }> {
     const [row] = await store.execute(
       sql`SELECT count(*)::int AS rows, count(DISTINCT v)::int AS distinct FROM sink`,
@@ -96,8 +113,7 @@ describe('queue runner on a Redis queue', () => {
     await backend.publish(queue, records);
     const consumer = `${queue}-consumer`;
     await backend.registerConsumer(consumer, 'node');
-    const first = runner(consumer);
-    first.start();
+    const first = run(runner(consumer));
     await vi.waitFor(async () => expect((await stored()).rows).toBeGreaterThanOrEqual(50), {
       timeout: 10_000,
       interval: 20,
@@ -110,13 +126,13 @@ describe('queue runner on a Redis queue', () => {
     expect(stats.inFlight).toBe(0);
     expect(stats.depth + stats.errors + stopped.rows).toBe(RECORDS);
 
-    const second = runner(consumer);
-    second.start();
+    const second = run(runner(consumer));
     await vi.waitFor(async () => expect((await stored()).rows).toBe(RECORDS - 1), {
       timeout: 20_000,
       interval: 50,
     });
     await second.stop();
+    expect([...first.failures, ...second.failures]).toEqual([]);
     expect(await stored()).toEqual({ rows: RECORDS - 1, distinct: RECORDS - 1 });
     expect((await backend.listErrors(queue, { limit: 10 })).map((e) => e.payload.toString())).toEqual([
       'bad-123',
