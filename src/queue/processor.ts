@@ -7,6 +7,7 @@ import type { Handler } from '../handler/handler.js';
 import type { Logger } from '../log.js';
 import { isConnectionError } from '../store/connection-errors.js';
 import type { Tx } from '../store/store.js';
+import { withDatabaseReason } from '../store/store.js';
 import { backoffDelay } from '../util/backoff.js';
 
 export interface RecordOutcome {
@@ -121,7 +122,8 @@ export class RecordProcessor {
       // Stopping, or the store went away: not the records' fault, and the transaction is lost anyway.
       if (this.#abortSignal().aborted || isConnectionError(error)) throw error;
       if (end - start === 1) {
-        const reason = describeError(error);
+        // A statement the database refused: its reason, not drizzle's "Failed query", goes to the error queue.
+        const reason = describeError(withDatabaseReason(error));
         outcome.failed.push({ index: start, error: reason });
         this.#log.warn(
           { queue: this.queue.name, position: start, ...describe(start), err: reason },

@@ -9,7 +9,7 @@ import { drizzle } from 'drizzle-orm/pglite';
 
 import { BackendUnavailableError } from '../errors.js';
 import type { QueryResult, Row, Store, Tx } from './store.js';
-import { rowsOf } from './store.js';
+import { rowsOf, withDatabaseReason } from './store.js';
 
 export async function openPgliteStore(path: string): Promise<Store> {
   await mkdir(path, { recursive: true });
@@ -28,10 +28,10 @@ export async function openPgliteStore(path: string): Promise<Store> {
     kind: 'pglite',
     exclusive: true,
     transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-      return db.transaction((tx) => fn(tx));
+      return explained(() => db.transaction((tx) => fn(tx)));
     },
-    async execute(query: SQL): Promise<Row[]> {
-      return rowsOf(await db.execute(query));
+    execute(query: SQL): Promise<Row[]> {
+      return explained(async () => rowsOf(await db.execute(query)));
     },
     async query(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
       const result = await client.query<Row>(text, [...params]);
@@ -52,4 +52,13 @@ export async function openPgliteStore(path: string): Promise<Store> {
       await client.close();
     },
   };
+}
+
+/** A statement PGlite refused rejects with its reason (StatementError), not drizzle's "Failed query". */
+async function explained<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    throw withDatabaseReason(error);
+  }
 }

@@ -13,7 +13,7 @@ import { backoffDelay } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
 import { isConnectionError } from './connection-errors.js';
 import type { Notification, QueryResult, Row, Store, Tx } from './store.js';
-import { rowsOf } from './store.js';
+import { rowsOf, withDatabaseReason } from './store.js';
 
 /** The default of `[store] query_timeout_ms`, for stores opened without a config (queue databases, groups). */
 const DEFAULT_QUERY_TIMEOUT_MS = 30_000;
@@ -59,7 +59,7 @@ export async function openPostgresStore(
       if (isConnectionError(error)) {
         throw new BackendUnavailableError('store', 'the PostgreSQL server is unreachable', { cause: error });
       }
-      throw error;
+      throw withDatabaseReason(error);
     }
   };
 

@@ -2,6 +2,7 @@
 // It hands out transactions as drizzle `Tx` objects and runs Baton's own SQL. It does not know about
 // queues, handlers or HTTP; driver types (PGlite, pg) stay inside the adapters.
 import type { ExtractTablesWithRelations, SQL } from 'drizzle-orm';
+import { DrizzleQueryError } from 'drizzle-orm';
 import type { PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
 
 /** The transaction a handler receives: a drizzle PostgreSQL transaction, the same on PGlite and a server. */
@@ -47,6 +48,41 @@ export interface Store {
     onConnect: () => void,
   ): Promise<() => Promise<void>>;
   close(): Promise<void>;
+}
+
+/**
+ * A statement the database refused. drizzle reports one as "Failed query: … params: …", with the database's
+ * own error (PostgreSQL's reason, SQLSTATE and detail) only as its cause; this says that reason first.
+ * `execute` and `transaction` reject with it, and the queue runner describes failed handlers with it.
+ */
+export class StatementError extends Error {
+  override readonly name = 'StatementError';
+  /** The SQLSTATE the database answered (e.g. 23502, not_null_violation), when it gave one. */
+  readonly sqlState: string | undefined;
+
+  constructor(message: string, options: { sqlState: string | undefined; cause: unknown }) {
+    super(message, { cause: options.cause });
+    this.sqlState = options.sqlState;
+  }
+}
+
+/** `error` as a StatementError when it is drizzle's report of a failed statement; anything else as it is. */
+export function withDatabaseReason(error: unknown): unknown {
+  if (!(error instanceof DrizzleQueryError) || !(error.cause instanceof Error)) return error;
+  const reason = error.cause;
+  const sqlState = textField(reason, 'code');
+  const detail = textField(reason, 'detail');
+  const message =
+    reason.message +
+    (sqlState === undefined ? '' : ` (SQLSTATE ${sqlState})`) +
+    (detail === undefined ? '' : `. ${detail}`) +
+    `\n${error.message}`;
+  return new StatementError(message, { sqlState, cause: error });
+}
+
+function textField(error: Error, key: 'code' | 'detail'): string | undefined {
+  const value: unknown = Reflect.get(error, key);
+  return typeof value === 'string' && value.length > 0 ? value : undefined;
 }
 
 /** Runs a statement inside `tx` and returns its rows, whatever the driver's result shape. */

@@ -5,25 +5,17 @@ import { join } from 'node:path';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
-import { createTestDatabase } from '../support/postgres.js';
-import type { TestDatabase } from '../support/postgres.js';
+import { dropTrackedDatabases, storeToml } from '../support/postgres.js';
 import { cleanupAll, FIXTURES_DIR, runBaton, tempProject } from '../support/process.js';
 
-const databases: TestDatabase[] = [];
 afterEach(async () => {
   await cleanupAll();
-  await Promise.all(databases.splice(0).map((database) => database.drop()));
+  await dropTrackedDatabases();
 });
 
 async function project(store: 'embedded' | 'postgres') {
-  let storeTable = '';
-  if (store === 'postgres') {
-    const database = await createTestDatabase();
-    databases.push(database);
-    storeTable = `[store]\nurl = "${database.url}"\npool_size = 2\n`;
-  }
   const toml =
-    `[node]\ndata_dir = "data"\n[http]\nenabled = false\n${storeTable}` +
+    `[node]\ndata_dir = "data"\n[http]\nenabled = false\n${await storeToml(store)}` +
     `[queues.items]\nhandler = "${join(FIXTURES_DIR, 'items-handler.ts')}"\nmigrations = "./migrations/items"\n`;
   const created = await tempProject({ toml });
   const baton = (args: string[], version = '1') =>

@@ -49,6 +49,11 @@ function insertingHandler(mode: 'batch' | 'single'): Handler & { calls: number }
   return handler;
 }
 
+/** A handler that runs `run`. */
+function handlerRunning(run: Handler['run']): Handler {
+  return { queue: 'q', path: 'inline', schema: {}, registerCommands: undefined, run };
+}
+
 async function sinkValues(): Promise<string[]> {
   return (await temp.store.execute(sql`SELECT v FROM sink ORDER BY v`)).map((row) => String(row['v']));
 }
@@ -91,19 +96,15 @@ describe('RecordProcessor', () => {
 
   it('fails a handler call that passes its deadline, with the reason, and aborts its signal', async () => {
     let signalled = false;
-    const handler: Handler = {
-      queue: 'q',
-      path: 'inline',
-      schema: {},
-      registerCommands: undefined,
-      run: (_tx, _records, ctx) =>
+    const handler = handlerRunning(
+      (_tx, _records, ctx) =>
         new Promise<void>((resolve) => {
           ctx.signal.addEventListener('abort', () => {
             signalled = true;
             resolve();
           });
         }),
-    };
+    );
     const processor = new RecordProcessor({
       queue: queueConfig({ timeout_ms: 100 }),
       handler,
@@ -113,6 +114,27 @@ describe('RecordProcessor', () => {
     const outcome = await temp.store.transaction((tx) => processor.run(tx, [Buffer.from('slow')]));
     expect(outcome.failed[0]?.error).toMatch(/timeout_ms \(100 ms\)/);
     expect(signalled).toBe(true);
+  });
+
+  it("fails a record whose statement the database refuses with the database's reason", async () => {
+    await temp.store.execute(sql`CREATE TABLE stamped (v text NOT NULL, at timestamptz NOT NULL)`);
+    const handler = handlerRunning(async (tx, records) => {
+      for (const record of records) {
+        await executeIn(tx, sql`INSERT INTO stamped (v) VALUES (${record.toString()})`);
+      }
+    });
+    const processor = new RecordProcessor({
+      queue: queueConfig(),
+      handler,
+      log,
+      abort: new AbortController().signal,
+    });
+    const outcome = await temp.store.transaction((tx) => processor.run(tx, [Buffer.from('no time')]));
+    expect(outcome.failed[0]?.error).toMatch(
+      /^StatementError: null value in column "at" of relation "stamped" violates not-null constraint \(SQLSTATE 23502\)/,
+    );
+    // drizzle's report follows: which statement failed.
+    expect(outcome.failed[0]?.error).toContain('Failed query: INSERT INTO stamped');
   });
 
   it('schedules retries with growing back-off, then the error queue after max_attempts', () => {

@@ -25,6 +25,24 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   };
 }
 
+const tracked: TestDatabase[] = [];
+
+/**
+ * The `[store]` table of a test project's config: none on the embedded store; on 'postgres', a fresh
+ * database, dropped by dropTrackedDatabases() (an afterEach).
+ */
+export async function storeToml(store: 'embedded' | 'postgres'): Promise<string> {
+  if (store === 'embedded') return '';
+  const database = await createTestDatabase();
+  tracked.push(database);
+  return `[store]\nurl = "${database.url}"\npool_size = 2\n`;
+}
+
+/** Drops the databases made by storeToml() so far. */
+export async function dropTrackedDatabases(): Promise<void> {
+  await Promise.all(tracked.splice(0).map((database) => database.drop()));
+}
+
 async function admin(statement: string): Promise<void> {
   const client = new pg.Client({ connectionString: SERVER_URL, connectionTimeoutMillis: 5000 });
   try {

@@ -1,0 +1,81 @@
+// What the CLI, the node's log and the error queue say about a record whose handler failed, on the embedded
+// store and on a PostgreSQL server: a statement PostgreSQL refused gives PostgreSQL's reason, not only
+// drizzle's "Failed query: … params: …".
+import { join } from 'node:path';
+
+import { afterEach, describe, expect, it, vi } from 'vitest';
+
+import { dropTrackedDatabases, storeToml } from '../support/postgres.js';
+import {
+  cleanupAll,
+  FIXTURES_DIR,
+  freePort,
+  runBaton,
+  startBatonNode,
+  tempProject,
+} from '../support/process.js';
+
+const REASON = 'null value in column "timestamp" of relation "pings" violates not-null constraint';
+const CREATE_PINGS =
+  'CREATE TABLE pings (id serial PRIMARY KEY, name text NOT NULL, "timestamp" timestamptz NOT NULL);\n';
+const WAIT = { timeout: 20_000, interval: 200 };
+
+interface ErrorsJson {
+  errors: Array<{ id: string; attempts: number; error: string }>;
+}
+
+afterEach(async () => {
+  await cleanupAll();
+  await dropTrackedDatabases();
+});
+
+/** A project with the queue `pings` (one attempt per record), its migrations in ./migrations/pings. */
+async function project(store: 'embedded' | 'postgres', files: Record<string, string> = {}) {
+  const toml =
+    `[node]\ndata_dir = "data"\n[http]\nport = ${await freePort()}\n${await storeToml(store)}` +
+    `[queues.pings]\nhandler = "${join(FIXTURES_DIR, 'pings-handler.ts')}"\nmax_attempts = 1\n` +
+    'migrations = "./migrations/pings"\n';
+  const created = await tempProject({ toml, files });
+  const baton = (args: readonly string[]) =>
+    runBaton(['-c', created.configPath, ...args], { cwd: created.dir });
+  return { ...created, baton };
+}
+
+describe.each(['embedded', 'postgres'] as const)('a failed record on the %s store', (store) => {
+  it("holds PostgreSQL's reason in the error queue and the log", async () => {
+    const p = await project(store);
+    // Queued before the node runs, so that the node's queue runner processes it.
+    expect((await p.baton(['publish', 'pings', '{"name":"no time"}'])).code).toBe(0);
+    const node = await startBatonNode(p.configPath);
+
+    const [failed] = await vi.waitFor(async () => {
+      const listed = JSON.parse((await p.baton(['errors', 'pings', '--json'])).stdout) as ErrorsJson;
+      expect(listed.errors).toHaveLength(1);
+      return listed.errors;
+    }, WAIT);
+    expect(failed?.error).toContain(REASON);
+    expect(failed?.error).toContain('SQLSTATE 23502');
+    expect((await p.baton(['errors', 'pings'])).stdout).toContain('null value in column "timestamp"');
+    expect(node.stderr).toContain(REASON.replaceAll('"', '\\"'));
+    expect((await node.stop()).code).toBe(0);
+  }, 90_000);
+
+  it("says PostgreSQL's reason when a migration fails: migrate, with and without a node, and run", async () => {
+    const p = await project(store, { 'migrations/pings/0001_create_pings.sql': CREATE_PINGS });
+    const node = await startBatonNode(p.configPath);
+    await p.write('migrations/pings/0002_bad.sql', "INSERT INTO pings (name) VALUES ('no time');\n");
+
+    // Through the node on the embedded store; on its own on a server.
+    const migrated = await p.baton(['migrate']);
+    expect(migrated.stderr).toContain(REASON);
+    expect(migrated.code).toBe(1);
+    expect((await node.stop()).code).toBe(0);
+
+    const alone = await p.baton(['migrate']);
+    expect(alone.stderr).toContain(REASON);
+    expect(alone.code).toBe(1);
+    const run = await p.baton(['run']);
+    expect(run.stderr).toContain(REASON);
+    expect(run.code).not.toBe(0);
+  }, 90_000);
+});
