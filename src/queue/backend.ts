@@ -67,9 +67,10 @@ export interface QueueBackend {
    * After the batch's transaction committed: settles the batch. For each failure, counts one attempt and
    * schedules the record's retry or moves it to the error queue; then frees what the claim held outside
    * the sink (e.g. a Redis processing key), possibly later (with the consumer's next claim). Called once per
-   * processed batch, failures or not.
+   * processed batch, failures or not. Resolves to the records it moved to the error queue: record id → the
+   * id that listErrors lists (a failure missing there was retried, or recovered before it completed).
    */
-  complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void>;
+  complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<ReadonlyMap<string, string>>;
   /** Gives claimed records back without counting an attempt (they did not run, or their run was undone). */
   release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void>;
   /** Declares `consumer` alive (and keeps it so, e.g. by heartbeats) until it is unregistered. */

@@ -120,7 +120,7 @@ export class ForeignQueueBackend implements QueueBackend {
   }
 
   /** After the commit: deletes the acknowledged rows and counts the failures, in one transaction. */
-  complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
+  complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<ReadonlyMap<string, string>> {
     return this.#settle(batch, failures);
   }
 
@@ -129,11 +129,15 @@ export class ForeignQueueBackend implements QueueBackend {
    * The whole batch, not only `records` (the runner gives back whole batches): a batch's rows leave it
    * together, since recovery counts positions over the rows the batch still holds.
    */
-  release(batch: ClaimedBatch, _records: readonly ClaimedRecord[]): Promise<void> {
-    return this.#settle(batch, []);
+  async release(batch: ClaimedBatch, _records: readonly ClaimedRecord[]): Promise<void> {
+    await this.#settle(batch, []);
   }
 
-  async #settle(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
+  /** Resolves to the failures moved to the error queue (record id → error record id), as complete() does. */
+  async #settle(
+    batch: ClaimedBatch,
+    failures: readonly RecordFailure[],
+  ): Promise<ReadonlyMap<string, string>> {
     const queues = this.#queues();
     let acked: Acked;
     try {
@@ -144,10 +148,7 @@ export class ForeignQueueBackend implements QueueBackend {
       await queues.settle(batch, {});
       throw error;
     }
-    if (acked === 'all') {
-      await queues.settle(batch, { done: batch.records });
-      return;
-    }
+    if (acked === 'all') return queues.settle(batch, { done: batch.records });
     const committed = new Set(acked);
     const failed = new Set(failures.map((failure) => failure.record.position));
     const done: ClaimedRecord[] = [];
@@ -157,7 +158,7 @@ export class ForeignQueueBackend implements QueueBackend {
       else if (!failed.has(record.position)) released.push(record);
     }
     const unacked = failures.filter((failure) => !isAcked(acked, failure.record.position));
-    await queues.settle(batch, { done, failures: unacked, released });
+    return queues.settle(batch, { done, failures: unacked, released });
   }
 
   /**

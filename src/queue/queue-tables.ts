@@ -85,13 +85,13 @@ export async function deleteAcknowledged(tx: Tx, acked: ReadonlyMap<string, Acke
   );
 }
 
-/** Moves the records matching `where` to the error queue with `error`; returns how many moved. */
+/** Moves the records matching `where` to the error queue with `error`; returns their ids there, in order. */
 export async function moveToErrors(
   tx: Tx,
   where: ReturnType<typeof sql>,
   attempts: ReturnType<typeof sql>,
   error: string,
-): Promise<number> {
+): Promise<string[]> {
   const rows = await executeIn(
     tx,
     sql`WITH moved AS (
@@ -99,9 +99,9 @@ export async function moveToErrors(
           RETURNING id, queue, payload, ${attempts} AS attempts, enqueued_at)
         INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at)
         SELECT queue, payload, attempts, ${error}, enqueued_at FROM moved ORDER BY id
-        RETURNING id`,
+        RETURNING id::text AS id`,
   );
-  return rows.length;
+  return rows.map((row) => String(row['id']));
 }
 
 /** A claimed row as the record at `position` of its batch. */

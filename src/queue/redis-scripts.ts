@@ -80,6 +80,7 @@ local function align(errors, ids, meta, seq, now)
       failed_at = now, enqueued_at = now}))
   end
 end
+-- Returns the record's id in the error queue.
 local function to_errors(errors, ids, meta, seq, payload, attempts, err, failed_at, enqueued_at)
   align(errors, ids, meta, seq, failed_at)
   local id = redis.call('INCR', seq)
@@ -87,6 +88,7 @@ local function to_errors(errors, ids, meta, seq, payload, attempts, err, failed_
   redis.call('LPUSH', ids, id)
   redis.call('HSET', meta, id, cjson.encode({attempts = attempts, error = err, failed_at = failed_at,
     enqueued_at = enqueued_at}))
+  return id
 end
 `;
 
@@ -130,11 +132,12 @@ const ERROR_KEYS = 'KEYS[5], KEYS[6], KEYS[7], KEYS[8]';
 /**
  * KEYS: the batch's key, batches hash, retry ZSET, retry seq, errors, error ids, error meta, error seq.
  * ARGV: batch id, failed at (ISO), then per failure: index, retry at (ms, or '' for the error queue), error,
- * enqueued at (ISO). Returns how many failures it settled, or -1 when the batch was recovered meanwhile.
+ * enqueued at (ISO). Returns how many failures it settled (-1 when the batch was recovered meanwhile), then
+ * the index and error queue id of each record it moved to the error queue.
  */
 export const COMPLETE = luaScript(`${COMMON}
-if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return -1 end
-local settled = 0
+if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return {-1} end
+local settled, moved = 0, {}
 if #ARGV > 2 then
   local payloads, attempts = load_batch(KEYS[1])
   for i = 3, #ARGV, 4 do
@@ -144,14 +147,17 @@ if #ARGV > 2 then
       if ARGV[i + 1] ~= '' then
         to_retry(KEYS[3], KEYS[4], ARGV[i + 1], tries + 1, payloads[index])
       else
-        to_errors(${ERROR_KEYS}, payloads[index], tries + 1, ARGV[i + 2], ARGV[2], ARGV[i + 3])
+        local id = to_errors(${ERROR_KEYS}, payloads[index], tries + 1, ARGV[i + 2], ARGV[2], ARGV[i + 3])
+        table.insert(moved, ARGV[i])
+        table.insert(moved, id)
       end
       settled = settled + 1
     end
   end
 end
 redis.call('DEL', KEYS[1])
-return settled
+table.insert(moved, 1, settled)
+return moved
 `);
 
 /**

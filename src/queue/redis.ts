@@ -209,10 +209,13 @@ export class RedisQueueBackend implements QueueBackend {
    * A batch without failures had every record acknowledged: the consumer's next claim on the queue frees its
    * processing key in the same script (or a timer does, when no claim comes). Failures are settled at once.
    */
-  async complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
+  async complete(
+    batch: ClaimedBatch,
+    failures: readonly RecordFailure[],
+  ): Promise<ReadonlyMap<string, string>> {
     if (failures.length === 0) {
       this.#deferCompletion(batch);
-      return;
+      return new Map();
     }
     const key = this.#key(batch.queue);
     const args: Array<string | number> = [batch.id, new Date().toISOString()];
@@ -224,13 +227,20 @@ export class RedisQueueBackend implements QueueBackend {
     // Settled or not, this process lets go of the batch: if the script did not run, recovery settles the
     // batch by the ledger (what committed stays done, the rest goes back).
     this.#held.delete(batch.id);
-    const settled = asInteger(await runScript(this.#client, COMPLETE, keys, args));
-    if (settled < 0) {
+    const [settled, ...moved] = asArray(await runScript(this.#client, COMPLETE, keys, args));
+    if (asInteger(settled) < 0) {
       this.#log.warn(
         { queue: batch.queue, batch: batch.id },
         `queue "${batch.queue}": batch ${batch.id} was recovered before it completed; the recovery counted its failures`,
       );
     }
+    const byPosition = new Map(failures.map(({ record }) => [record.position, record.id]));
+    const errorIds = new Map<string, string>();
+    for (let index = 0; index + 1 < moved.length; index += 2) {
+      const record = byPosition.get(asInteger(moved[index]));
+      if (record !== undefined) errorIds.set(record, String(asInteger(moved[index + 1])));
+    }
+    return errorIds;
   }
 
   #deferCompletion(batch: ClaimedBatch): void {

@@ -216,17 +216,14 @@ export class QueueRunner implements Component {
     const processor = this.#processor;
     processor.counters.processed += batch.records.length - failures.length;
     processor.counters.failed += failures.length;
-    await this.#backend.complete(batch, failures);
+    const moved = await this.#backend.complete(batch, failures);
     for (const failure of failures) {
-      if (failure.retryAt) continue;
+      // Named by its id in the error queue, as `baton errors` lists it.
+      const errorId = moved.get(failure.record.id);
+      if (errorId === undefined) continue;
       this.#log.error(
-        {
-          queue: this.queue,
-          record: failure.record.id,
-          attempts: failure.record.attempts + 1,
-          err: failure.error,
-        },
-        `queue "${this.queue}": record ${failure.record.id} moved to the error queue errors-${this.queue}`,
+        { queue: this.queue, record: errorId, attempts: failure.record.attempts + 1, err: failure.error },
+        `queue "${this.queue}": record ${errorId} moved to the error queue errors-${this.queue}`,
       );
     }
   }

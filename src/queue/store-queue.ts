@@ -166,29 +166,30 @@ export class StoreQueueBackend implements QueueBackend {
     }
   }
 
-  complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<void> {
+  complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<ReadonlyMap<string, string>> {
     return this.settle(batch, { failures });
   }
 
-  release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
-    return this.settle(batch, { released: records });
+  async release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
+    await this.settle(batch, { released: records });
   }
 
   /**
    * Settles a batch in one transaction. complete() and release() are its two common cases; an adapter that
    * acknowledges in another database also deletes the `done` rows here, once that database committed. Each
-   * part touches only rows the batch still holds (another node may have recovered them meanwhile).
+   * part touches only rows the batch still holds (another node may have recovered them meanwhile). Resolves
+   * to the failures moved to the error queue: record id → error record id.
    */
   async settle(
     batch: ClaimedBatch,
     { done = [], failures = [], released = [] }: BatchSettlement,
-  ): Promise<void> {
+  ): Promise<ReadonlyMap<string, string>> {
     this.#held.delete(batch.id);
-    if (done.length + failures.length + released.length === 0) return;
+    if (done.length + failures.length + released.length === 0) return new Map();
     const ours = this.#ledger
       ? sql`claimed_by = ${batch.consumer} AND batch_id = ${batch.id}`
       : sql`claimed_by = ${batch.consumer}`;
-    await this.#store.transaction(async (tx) => {
+    const moved = await this.#store.transaction(async (tx) => {
       if (done.length > 0) {
         await executeIn(
           tx,
@@ -202,6 +203,7 @@ export class StoreQueueBackend implements QueueBackend {
               WHERE id = ANY(${sql.param(ids(released))}::bigint[]) AND ${ours}`,
         );
       }
+      const toErrors = new Map<string, string>();
       for (const { record, error, retryAt } of failures) {
         if (retryAt) {
           await executeIn(
@@ -212,11 +214,19 @@ export class StoreQueueBackend implements QueueBackend {
                 WHERE id = ${record.id}::bigint AND ${ours}`,
           );
         } else {
-          await moveToErrors(tx, sql`id = ${record.id}::bigint AND ${ours}`, sql`attempts + 1`, error);
+          const [errorId] = await moveToErrors(
+            tx,
+            sql`id = ${record.id}::bigint AND ${ours}`,
+            sql`attempts + 1`,
+            error,
+          );
+          if (errorId !== undefined) toErrors.set(record.id, errorId);
         }
       }
+      return toErrors;
     });
     if (released.length > 0 || failures.some((failure) => failure.retryAt)) this.#wakeups.emit(batch.queue);
+    return moved;
   }
 
   async recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number> {
@@ -259,7 +269,7 @@ export class StoreQueueBackend implements QueueBackend {
         sql`UPDATE baton_queue_records SET claimed_by = NULL, claimed_at = NULL, batch_id = NULL
             WHERE ${claims.unknown} RETURNING id`,
       );
-      return dead + requeued.length + given.length;
+      return dead.length + requeued.length + given.length;
     });
     if (recovered > 0) this.#wakeups.emit(queue);
     return recovered;

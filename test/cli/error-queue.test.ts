@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
 import { dropTrackedDatabases, storeToml } from '../support/postgres.js';
+import type { RunOptions } from '../support/process.js';
 import {
   cleanupAll,
   FIXTURES_DIR,
@@ -36,16 +37,18 @@ async function project(store: 'embedded' | 'postgres', files: Record<string, str
     `[queues.pings]\nhandler = "${join(FIXTURES_DIR, 'pings-handler.ts')}"\nmax_attempts = 1\n` +
     'migrations = "./migrations/pings"\n';
   const created = await tempProject({ toml, files });
-  const baton = (args: readonly string[]) =>
-    runBaton(['-c', created.configPath, ...args], { cwd: created.dir });
+  const baton = (args: readonly string[], options: RunOptions = {}) =>
+    runBaton(['-c', created.configPath, ...args], { cwd: created.dir, ...options });
   return { ...created, baton };
 }
 
 describe.each(['embedded', 'postgres'] as const)('a failed record on the %s store', (store) => {
-  it("holds PostgreSQL's reason in the error queue and the log", async () => {
+  it("holds PostgreSQL's reason in the error queue and the log, which names it by its error queue id", async () => {
     const p = await project(store);
-    // Queued before the node runs, so that the node's queue runner processes it.
-    expect((await p.baton(['publish', 'pings', '{"name":"no time"}'])).code).toBe(0);
+    // Queued before the node runs, so that the node's queue runner processes them. The bad one is the
+    // queue's record 2 and becomes record 1 of errors-pings.
+    const input = '{"name":"on time","timestamp":"2024-05-01T12:00:00Z"}\n{"name":"no time"}\n';
+    expect((await p.baton(['publish', 'pings', '-'], { input })).code).toBe(0);
     const node = await startBatonNode(p.configPath);
 
     const [failed] = await vi.waitFor(async () => {
@@ -57,6 +60,9 @@ describe.each(['embedded', 'postgres'] as const)('a failed record on the %s stor
     expect(failed?.error).toContain('SQLSTATE 23502');
     expect((await p.baton(['errors', 'pings'])).stdout).toContain('null value in column "timestamp"');
     expect(node.stderr).toContain(REASON.replaceAll('"', '\\"'));
+    await vi.waitFor(() => {
+      expect(node.stderr).toContain(`record ${failed?.id} moved to the error queue errors-pings`);
+    }, WAIT);
     expect((await node.stop()).code).toBe(0);
   }, 90_000);
 

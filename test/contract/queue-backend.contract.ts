@@ -130,6 +130,22 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
       expect(replayed?.records[0]).toMatchObject({ payload: bytes('bad'), attempts: 0 });
     });
 
+    it('says the id that listErrors gives each record complete() moved to the error queue', async () => {
+      const { backend, store } = subject;
+      await backend.publish(queue, [bytes('ok'), bytes('again'), bytes('bad')]);
+      const batch = await backend.claim(queue, 'c1', 10);
+      if (!batch) throw new Error('no batch');
+      const [ok, again, bad] = batch.records;
+      await store.transaction((tx) => backend.acknowledge(tx, batch, [ok!]));
+      const moved = await backend.complete(batch, [
+        { record: again!, error: 'x', retryAt: new Date(Date.now() + 60_000) },
+        { record: bad!, error: 'y', retryAt: undefined },
+      ]);
+      const errors = await backend.listErrors(queue, { limit: 10 });
+      expect(errors.map((e) => e.payload)).toEqual([bytes('bad')]);
+      expect([...moved]).toEqual([[bad!.id, errors[0]!.id]]);
+    });
+
     it('replays chosen error records only, and drops others for good', async () => {
       const { backend } = subject;
       await backend.publish(queue, [bytes('e1'), bytes('e2'), bytes('e3')]);
