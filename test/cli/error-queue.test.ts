@@ -66,6 +66,30 @@ describe.each(['embedded', 'postgres'] as const)('a failed record on the %s stor
     expect((await node.stop()).code).toBe(0);
   }, 90_000);
 
+  it('drop-errors drops the ids that exist and exits 1 naming those that do not, with and without a node', async () => {
+    const p = await project(store);
+    const inserted = await p.baton([
+      'sql',
+      "INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at) SELECT 'pings', '\\x00', 1, 'x', now() FROM generate_series(1, 2) RETURNING id",
+    ]);
+    expect(inserted.code).toBe(0);
+    const [first, second] = inserted.stdout.match(/^\d+$/gm) ?? [];
+
+    const alone = await p.baton(['drop-errors', 'pings', first!, '999']);
+    expect(alone.stdout).toContain('dropped 1 record from errors-pings');
+    expect(alone.stderr).toContain('no error record 999 in errors-pings');
+    expect(alone.code).toBe(1);
+
+    // Through the node on the embedded store.
+    const node = await startBatonNode(p.configPath);
+    const through = await p.baton(['drop-errors', 'pings', '998', second!, first!]);
+    expect(through.stdout).toContain('dropped 1 record from errors-pings');
+    expect(through.stderr).toContain(`no error record 998, ${first} in errors-pings`);
+    expect(through.code).toBe(1);
+    expect((await p.baton(['errors', 'pings'])).stdout).toContain('errors-pings is empty');
+    expect((await node.stop()).code).toBe(0);
+  }, 90_000);
+
   it("says PostgreSQL's reason when a migration fails: migrate, with and without a node, and run", async () => {
     const p = await project(store, { 'migrations/pings/0001_create_pings.sql': CREATE_PINGS });
     const node = await startBatonNode(p.configPath);

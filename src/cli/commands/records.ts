@@ -126,8 +126,20 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
     .argument('<queue>', 'queue name')
     .argument('<ids...>', 'error record ids')
     .action(async (queue: string, ids: string[]) => {
-      const dropped = await ctx.withAdmin((admin) => admin.dropErrors(queue, parseIds(ids.join(','))));
+      const { dropped, missing } = await ctx.withAdmin(async (admin) => {
+        let count = 0;
+        const absent: string[] = [];
+        // One id at a time, so that those that name no error record are known.
+        for (const id of new Set(parseIds(ids.join(',')).map((text) => BigInt(text).toString()))) {
+          if ((await admin.dropErrors(queue, [id])) > 0) count += 1;
+          else absent.push(id);
+        }
+        return { dropped: count, missing: absent };
+      });
       ctx.print(`dropped ${dropped} record${dropped === 1 ? '' : 's'} from ${errorQueueName(queue)}`);
+      if (missing.length > 0) {
+        throw new Error(`no error record ${missing.join(', ')} in ${errorQueueName(queue)}`);
+      }
     });
 }
 
