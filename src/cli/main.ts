@@ -37,7 +37,8 @@ export async function main(
   try {
     await addPluginCommands(program, ctx, argv.slice(2));
     await program.parseAsync([...argv]);
-    return EXIT.ok;
+    // A command may set process.exitCode, as a handler's subcommand would in any Node program: keep it.
+    return Number(process.exitCode ?? EXIT.ok);
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode;
     ctx.io.stderr.write(
