@@ -302,16 +302,24 @@ export class EventLog {
 
   /** Deletes events created more than `olderThanMs` ago; returns how many. The head (and offsets) stay. */
   async prune(olderThanMs: number): Promise<number> {
-    const rows = await this.#store.execute(sql`
+    const pruned = await this.#store.transaction((tx) => this.pruneIn(tx, olderThanMs));
+    if (pruned > 0) this.#log.info({ pruned }, `deleted ${pruned} events past their retention`);
+    return pruned;
+  }
+
+  /** prune() inside the caller's transaction (one that checked the fence, say); returns how many. */
+  async pruneIn(tx: Tx, olderThanMs: number): Promise<number> {
+    const rows = await executeIn(
+      tx,
+      sql`
       WITH gone AS (
         DELETE FROM baton_events WHERE create_time < now() - make_interval(secs => ${olderThanMs / 1000})
         RETURNING 1)
-      SELECT count(*)::bigint AS n FROM gone`);
+      SELECT count(*)::bigint AS n FROM gone`,
+    );
     const pruned = Number(rows[0]?.['n'] ?? 0);
-    if (pruned > 0) {
-      this.#recent.clear();
-      this.#log.info({ pruned }, `deleted ${pruned} events past their retention`);
-    }
+    // The events kept in memory may be among them; they are only a cache, so a rollback loses nothing.
+    if (pruned > 0) this.#recent.clear();
     return pruned;
   }
 

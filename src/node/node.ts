@@ -1,6 +1,6 @@
 // A node: one running Baton process, and the composition root. It loads the handlers, opens the store,
-// joins its group, hands every long-running part (queue runners, components, the rule engine) to the
-// supervisor, which starts and stops them as the role changes, and serves the HTTP API; it stops
+// joins its group, hands every long-running part (queue runners, components, the rule engine, retention)
+// to the supervisor, which starts and stops them as the role changes, and serves the HTTP API; it stops
 // them in reverse order. Its lifecycle is a state machine (idle → starting → running → stopping → stopped |
 // failed) changed through one logging setter.
 import { randomUUID } from 'node:crypto';
@@ -36,14 +36,13 @@ import type { LeaderWatchEventType, Role, RoleChange } from '../cluster/types.js
 import type { MigrationProgress } from '../store/migrate.js';
 import type { Tx } from '../store/store.js';
 import { EventLog } from '../events/log.js';
+import type { RetentionTarget } from '../events/retention.js';
+import { Retention } from '../events/retention.js';
 import { RuleEngine } from '../tasks/engine.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
 import { listTaskRuns, pruneTaskRuns, requestStop } from '../tasks/runs.js';
 import { taskRunJson } from '../tasks/wire.js';
 import { NodeMetrics } from '../metrics/metrics.js';
-
-/** How often the primary deletes events past their retention. */
-const RETENTION_INTERVAL_MS = 3_600_000;
 
 export type NodeState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
@@ -66,7 +65,6 @@ export class BatonNode implements Admin {
   #unsubscribeRole: (() => void) | undefined;
   #events: EventLog | undefined;
   #ruleEngine: RuleEngine | undefined;
-  #retention: NodeJS.Timeout | undefined;
   /** Prometheus metrics, read from this node at scrape time. */
   readonly metrics: NodeMetrics;
 
@@ -359,6 +357,7 @@ export class BatonNode implements Admin {
         this.#runners.set(queue.name, runner);
         supervisor.add(runner);
       }
+      this.#addRetention(supervisor);
       if (this.config.http.enabled) {
         this.#http = await startHttpServer(this, this.config.http, this.log, this.#routes);
         await this.#storage.lock?.setAddress(this.#http.address);
@@ -372,7 +371,6 @@ export class BatonNode implements Admin {
       this.#unsubscribeRole = group.roles.subscribe((change) => {
         void supervisor.setRole(change.new, change.term);
       });
-      this.#startRetention();
       this.log.info(
         { queues: this.queueNames, http: this.address, store: this.config.store.kind },
         `node ${this.name} running: queues ${this.queueNames.join(', ')}${this.address ? `, HTTP on ${this.address}` : ''}`,
@@ -445,33 +443,18 @@ export class BatonNode implements Admin {
     return engine;
   }
 
-  /** Deletes events past `[events] retention_days`, hourly, on the primary (or a node not in a group). */
-  #startRetention(): void {
+  /** With `[events] retention_days`: retention, a primary-only component whose deletes are fenced. */
+  #addRetention(supervisor: Supervisor): void {
     const { retentionMs } = this.config.events;
     const events = this.#events;
     if (!events || retentionMs === 0) return;
-    const prune = (): void => {
-      if (this.role === 'secondary') return;
-      // Task runs that ended follow the same retention as the events that tell their story.
-      if (this.#ruleEngine && this.#storage) {
-        pruneTaskRuns(this.#storage.store, retentionMs).catch((error: unknown) => {
-          this.log.warn({ err: describeError(error) }, 'could not delete task runs past their retention');
-        });
-      }
-      events.prune(retentionMs).catch((error: unknown) => {
-        this.log.warn(
-          { err: describeError(error) },
-          'could not delete events past their retention; will retry',
-        );
-      });
-    };
-    prune();
-    this.#retention = setInterval(prune, RETENTION_INTERVAL_MS);
-    this.#retention.unref();
+    const targets: RetentionTarget[] = [{ what: 'events', prune: (tx, ms) => events.pruneIn(tx, ms) }];
+    // Task runs that ended follow the same retention as the events that tell their story.
+    if (this.#ruleEngine) targets.push({ what: 'task runs', prune: pruneTaskRuns });
+    supervisor.add(new Retention({ retentionMs, targets }));
   }
 
   async #release(): Promise<void> {
-    clearInterval(this.#retention);
     try {
       await this.#http?.close();
       await this.#events?.close();

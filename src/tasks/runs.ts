@@ -110,13 +110,16 @@ export async function requestStop(store: Store, id: string): Promise<StopRequest
   return { run: await getTaskRun(store, id), requested: false };
 }
 
-/** Deletes runs that ended more than `olderThanMs` ago; returns how many. */
-export async function pruneTaskRuns(store: Store, olderThanMs: number): Promise<number> {
-  const rows = await store.execute(sql`
+/** Deletes runs that ended more than `olderThanMs` ago, in `tx` (fenced by the caller); returns how many. */
+export async function pruneTaskRuns(tx: Tx, olderThanMs: number): Promise<number> {
+  const rows = await executeIn(
+    tx,
+    sql`
     WITH gone AS (
       DELETE FROM baton_task_runs
       WHERE ended_at < now() - make_interval(secs => ${olderThanMs / 1000}) RETURNING 1)
-    SELECT count(*)::bigint AS n FROM gone`);
+    SELECT count(*)::bigint AS n FROM gone`,
+  );
   return Number(rows[0]?.['n'] ?? 0);
 }
 
