@@ -386,7 +386,6 @@ export class BatonNode implements Admin {
     await this.#starting?.catch(() => undefined);
     if (this.#state !== 'running') return;
     this.#setState('stopping');
-    this.#unsubscribeRole?.();
     // Queue runners stop claiming and finish their in-flight batches within shutdown_timeout_ms; past it they
     // are aborted (NodeStoppingError) and their batches given back. Leadership is released once the
     // primary-only work stopped, so that another node takes over safely while the rest still drains, and
@@ -397,6 +396,8 @@ export class BatonNode implements Admin {
         this.#http?.close().catch(() => undefined);
       },
     });
+    // Only now: a step-down during the drain still aborts primary-only work at once.
+    this.#unsubscribeRole?.();
     await this.#release();
     this.#setState('stopped');
   }

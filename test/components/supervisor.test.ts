@@ -284,6 +284,32 @@ describe('Supervisor', () => {
     expect(drains).toBe(0);
   });
 
+  it('aborts a draining primary-only component at once when the node steps down meanwhile', async () => {
+    const { supervisor: sup, state } = supervisor({ drainTimeoutMs: 5000 });
+    let ctx: ComponentContext | undefined;
+    sup.add(
+      defineComponent({
+        name: 'leader-drain',
+        runOn: 'primary',
+        start: (context) => void (ctx = context),
+        drain: () => new Promise<void>((resolve) => ctx?.signal.addEventListener('abort', () => resolve())),
+        stop: () => undefined,
+      }),
+    );
+    await sup.start();
+    await sup.setRole('primary', 1);
+    await vi.waitFor(() => expect(state('leader-drain')).toBe('running'), WAIT);
+    const stopping = sup.stop();
+    await vi.waitFor(() => expect(state('leader-drain')).toBe('draining'), WAIT);
+    const before = Date.now();
+    const stepping = sup.setRole('secondary', 2);
+    expect(ctx?.signal.aborted).toBe(true); // at once, not at the drain deadline
+    expect(ctx?.signal.reason).toBeInstanceOf(SteppedDownError);
+    await Promise.all([stepping, stopping]);
+    expect(Date.now() - before).toBeLessThan(2000);
+    expect(state('leader-drain')).toBe('stopped');
+  });
+
   it('restarts a failing component with growing back-off, then resets it after a good run', async () => {
     const {
       supervisor: sup,
