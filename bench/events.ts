@@ -237,7 +237,7 @@ async function appendAll(
   for (let start = 0; start < events.length; start += perRequest) {
     const slice = events
       .slice(start, start + perRequest)
-      .map((event, index) => ({ ...event, clientId, seq: start + index }));
+      .map((event, index) => ({ ...event, client_id: clientId, seq: start + index }));
     bodies.push(Buffer.from(JSON.stringify(perRequest === 1 ? slice[0] : slice)));
   }
   let next = 0;

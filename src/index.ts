@@ -3,7 +3,8 @@ export { BatonNode } from './node/node.js';
 export type { NodeState } from './node/node.js';
 export { startNode } from './node/start.js';
 export type { StartNodeOptions } from './node/start.js';
-export type { Admin, QueueInfo } from './node/admin.js';
+export type { Admin, FailoverResult } from './admin/admin.js';
+export { HttpAdmin } from './admin/http-admin.js';
 export { loadConfig, resolveConfig } from './config/load.js';
 export type {
   ResolvedConfig,
@@ -21,7 +22,7 @@ export type {
   ProcessFn,
   ProcessBatchFn,
 } from './handler/handler.js';
-export type { ErrorRecord, QueueStats } from './queue/backend.js';
+export type { ErrorRecord, QueueInfo, QueueStats } from './queue/backend.js';
 export type { Role, RoleChange, LeaderWatchEvent, LeaderWatchEventType, Member } from './cluster/types.js';
 export type { RoleChangeCallback, LeaderWatchCallback } from './cluster/role-events.js';
 export type { GroupStatus, Failover } from './cluster/types.js';
@@ -34,9 +35,8 @@ export type { ComponentStatus, ComponentState } from './components/supervisor.js
 export type { RouteRegistrar } from './http/server.js';
 export type { IngestResult } from './queue/ingest.js';
 export type { TaskContext, TaskFunction } from './tasks/process.js';
-export { UnknownTaskRunError } from './tasks/runs.js';
 export type { TaskRun, TaskRunState, TaskRunQuery, StopRequest } from './tasks/runs.js';
-export { NotificationClient } from './events/client.js';
+export { EventClient, NotificationClient } from './events/client.js';
 export type {
   ClientLogger,
   EventLogOwner,
@@ -45,29 +45,47 @@ export type {
   EventTarget,
   ListEventsOptions,
   ListenFrom,
+  EventClientOptions,
   NotificationClientOptions,
   RegisterListenerOptions,
   SendOptions,
 } from './events/client.js';
 export { EventLog } from './events/log.js';
-export { EventRequestError } from './events/http-transport.js';
 export type { EventTransport, FollowQuery } from './events/transport.js';
 export type { AppendedEvent, EventInput, EventQuery, StoredEvent } from './events/types.js';
 export type { EventsConfig } from './config/types.js';
 export {
   BatonError,
-  ConfigError,
+  ERROR_CODES,
+  BadRequestError,
   BackendUnavailableError,
-  StoreLockedError,
-  UnknownQueueError,
-  HandlerError,
-  NothingToRunError,
-  NotPrimaryError,
+  ClaimLostError,
+  ConfigError,
+  EventsDisabledError,
   FencedError,
+  ForbiddenError,
+  InternalError,
   InvalidComponentError,
-  NodeStoppingError,
-  SteppedDownError,
-  WorkAbortedError,
   InvalidEventError,
+  InvalidTaskError,
+  NodeStoppingError,
+  NotFoundError,
+  NotInGroupError,
+  NotPrimaryError,
+  NotRunningError,
+  NothingToRunError,
+  PayloadTooLargeError,
+  PendingMigrationsError,
+  RemoteError,
+  StatementError,
+  SteppedDownError,
+  StoreLockedError,
+  TooManyRequestsError,
+  UnauthorizedError,
+  UnknownErrorRecordError,
+  UnknownNodeError,
+  UnknownQueueError,
+  UnknownTaskRunError,
+  WorkAbortedError,
 } from './errors.js';
 export type { BatonErrorCode } from './errors.js';

@@ -136,6 +136,7 @@ describe('loadConfig', () => {
         { token: 'ingest-token', namespaces: ['ping', 'pong'] },
         { token: 'admin-token', namespaces: undefined },
       ],
+      adminToken: 'root-token-123',
       bodyLimitBytes: 2048,
     });
     expect(config.store).toEqual({ kind: 'embedded', path: path.join(dir, 'db') });
@@ -386,6 +387,18 @@ describe('env overrides', () => {
     expect(error.message).toContain(
       'BATON_LOG__LEVEL__X sets a key inside "log.level", which is not a table',
     );
+  });
+});
+
+describe('the admin token', () => {
+  it('is [http] token, else the first [[http.tokens]] entry that is limited to no namespace', () => {
+    const resolve = (http: object) => resolveConfig({ http }, { baseDir: dir, env: {} }).http.adminToken;
+    expect(resolve({ token: 'root-token' })).toBe('root-token');
+    const tokens = [{ token: 'team-token', namespaces: ['team-a'] }, { token: 'ops-token' }];
+    expect(resolve({ tokens })).toBe('ops-token');
+    // A token limited to some namespaces never acts for a whole command.
+    expect(resolve({ tokens: [{ token: 'team-token', namespaces: ['team-a'] }] })).toBeUndefined();
+    expect(resolve({})).toBeUndefined();
   });
 });
 

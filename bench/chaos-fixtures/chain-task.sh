@@ -8,7 +8,7 @@ out=$2
 next=${3:-}
 echo "$letter $BATON_TASK_RUN" >>"$out"
 [ -z "$next" ] && exit 0
-body=$(printf '{"key":"%s","value":"%s","namespace":"%s","clientId":"%s","seq":0,"context":"{\\"taskRun\\":\\"%s\\"}"}' \
+body=$(printf '{"key":"%s","value":"%s","namespace":"%s","client_id":"%s","seq":0,"context":"{\\"taskRun\\":\\"%s\\"}"}' \
   "$next" "$BATON_TASK_RUN" "$BATON_NAMESPACE" "$BATON_TASK_RUN" "$BATON_TASK_RUN")
 exec curl -sS -f -o /dev/null -m 5 --retry 6 --retry-all-errors --retry-delay 1 \
   -H 'content-type: application/json' --data "$body" "$BATON_URL/v1/events"

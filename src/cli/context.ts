@@ -5,12 +5,12 @@ import type { ResolvedConfig } from '../config/types.js';
 import { StoreLockedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { createLogger } from '../log.js';
-import type { Admin } from '../node/admin.js';
-import { openLocalAdmin } from '../node/local-admin.js';
+import type { Admin } from '../admin/admin.js';
+import { HttpAdmin } from '../admin/http-admin.js';
+import { openStoreAdmin } from '../admin/open.js';
 import type { LockOwner } from '../store/lock.js';
 import { liveStoreOwner } from '../store/lock.js';
 import { sleep } from '../util/sleep.js';
-import { RemoteAdmin } from '../node/remote-admin.js';
 
 export interface GlobalOptions {
   config?: string;
@@ -67,15 +67,14 @@ export class CliContext {
   async openAdmin(): Promise<Admin> {
     const config = await this.config();
     const owner = config.store.kind === 'embedded' ? await this.#ownerAddress(config) : undefined;
-    if (owner?.address)
-      return new RemoteAdmin(owner.address, config.http.token ?? config.http.tokens[0]?.token);
+    if (owner?.address) return new HttpAdmin(owner.address, { token: config.http.adminToken, config });
     if (owner) {
       throw new StoreLockedError(
         `the embedded store in ${config.node.dataDir} is in use by pid ${owner.pid}, which has no HTTP API to go through (is [http] enabled?)`,
         owner.pid,
       );
     }
-    return openLocalAdmin(config, await this.logger());
+    return openStoreAdmin(config, await this.logger());
   }
 
   /**

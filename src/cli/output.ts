@@ -1,6 +1,6 @@
 // Terminal output: aligned tables, and a progress bar that falls back to plain lines when the output is
 // not a terminal.
-import type { QueueInfo } from '../node/admin.js';
+import type { QueueInfo } from '../queue/backend.js';
 
 export function formatTable(columns: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
   const widths = columns.map((column, index) =>

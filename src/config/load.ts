@@ -191,6 +191,7 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       port: http.port,
       token: http.token,
       tokens: http.tokens.map((entry) => ({ token: entry.token, namespaces: entry.namespaces })),
+      adminToken: http.token ?? http.tokens.find((entry) => entry.namespaces === undefined)?.token,
       bodyLimitBytes: http.body_limit_bytes,
     },
     store: parsed.store.url

@@ -47,6 +47,11 @@ export interface HttpConfig {
   /** Bearer token accepted on every namespace. */
   token: string | undefined;
   tokens: ReadonlyArray<HttpTokenConfig>;
+  /**
+   * The token CLI commands and nodes present to other nodes: `token`, else the first `[[http.tokens]]`
+   * entry limited to no namespace; undefined when none may act on everything.
+   */
+  adminToken: string | undefined;
   /** Request bodies larger than this are answered with 413. */
   bodyLimitBytes: number;
 }

@@ -6,11 +6,11 @@
 // resumes there after a restart (at-least-once: a batch processed just before a crash may come again).
 import { randomUUID } from 'node:crypto';
 
-import { describeError } from '../errors.js';
+import { BatonError, describeError, NotRunningError, RemoteError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { backoffDelay } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
-import { EventRequestError, HttpEventTransport } from './http-transport.js';
+import { HttpEventTransport } from './http-transport.js';
 import { EventLog } from './log.js';
 import type { EventTransport } from './transport.js';
 import { LocalEventTransport } from './transport.js';
@@ -60,7 +60,7 @@ export interface ClientLogger {
   warn(object: object, message: string): void;
 }
 
-export interface NotificationClientOptions {
+export interface EventClientOptions {
   /** Namespace of sent events and of listeners. Default: BATON_NAMESPACE, else "default". */
   readonly namespace?: string;
   /** Sender stamped on sent events. */
@@ -105,7 +105,7 @@ interface Listener {
 const DEFAULT_RETRY = { initialMs: 100, maxMs: 30_000 } as const;
 const SEND_RETRY = { initialMs: 100, maxMs: 5_000 } as const;
 
-export class NotificationClient {
+export class EventClient {
   readonly namespace: string;
   readonly sender: string | undefined;
   readonly clientId: string;
@@ -121,13 +121,11 @@ export class NotificationClient {
   #closed = false;
 
   /** `target`: a node's base URL (default BATON_URL), a node or event log in this process, or a transport. */
-  constructor(target?: EventTarget, options: NotificationClientOptions = {}) {
+  constructor(target?: EventTarget, options: EventClientOptions = {}) {
     const env = options.env ?? process.env;
     const resolved = target ?? env['BATON_URL'];
     if (resolved === undefined || resolved === '') {
-      throw new TypeError(
-        'NotificationClient: give the node URL (e.g. http://127.0.0.1:8080) or set BATON_URL',
-      );
+      throw new TypeError('EventClient: give the node URL (e.g. http://127.0.0.1:8080) or set BATON_URL');
     }
     this.#target = resolved;
     this.namespace = options.namespace ?? nonEmpty(env['BATON_NAMESPACE']) ?? DEFAULT_NAMESPACE;
@@ -138,7 +136,7 @@ export class NotificationClient {
     this.clientId = options.clientId ?? randomUUID();
     this.#seq = options.initialSeq ?? 0;
     if (!Number.isSafeInteger(this.#seq) || this.#seq < 0) {
-      throw new TypeError('NotificationClient: initialSeq must be an integer >= 0');
+      throw new TypeError('EventClient: initialSeq must be an integer >= 0');
     }
     this.#sendTimeoutMs = options.sendTimeoutMs ?? 30_000;
     this.#retry = options.retry ?? DEFAULT_RETRY;
@@ -153,7 +151,7 @@ export class NotificationClient {
   /** Sends one event and returns it as stored, with its offset (`duplicate` when it had been stored before). */
   async sendEvent(key: string, value?: string | null, options: SendOptions = {}): Promise<AppendedEvent> {
     const [event] = await this.sendEvents([{ key, value: value ?? null, ...options }]);
-    if (!event) throw new Error('the node stored no event');
+    if (!event) throw new RemoteError('the node stored no event', 502, undefined);
     return event;
   }
 
@@ -381,13 +379,13 @@ export class NotificationClient {
     if (isTransport(target)) return target;
     const events = target.events;
     if (!events) {
-      throw new Error('this node has no event log: it is not running, or [events] enabled = false');
+      throw new NotRunningError('this node has no event log: it is not running, or [events] enabled = false');
     }
     return new LocalEventTransport(events);
   }
 
   #assertOpen(): void {
-    if (this.#closed) throw new Error('this NotificationClient is closed');
+    if (this.#closed) throw new NotRunningError('this event client is closed');
   }
 }
 
@@ -395,13 +393,17 @@ function isTransport(target: EventLogOwner | EventTransport): target is EventTra
   return 'follow' in target && 'append' in target && 'target' in target;
 }
 
-/** Network failures, timeouts and busy nodes are retried; refusals (400, 401, 403, 404, 413) are not. */
+/** Unreachable, silent and busy nodes are retried (a transient error); refusals (400, 401, 403, 404, 413) are not. */
 function retryable(error: unknown): boolean {
-  if (error instanceof EventRequestError) return error.transient;
-  if (error instanceof InvalidEventError) return false;
+  if (error instanceof BatonError) return error.transient;
   return error instanceof TypeError || (error instanceof Error && error.name === 'TimeoutError');
 }
 
 function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value;
 }
+
+/** The event client under the name AIFlow's users know. */
+export const NotificationClient = EventClient;
+export type NotificationClient = EventClient;
+export type NotificationClientOptions = EventClientOptions;

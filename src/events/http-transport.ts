@@ -1,93 +1,70 @@
 // The event log over a node's HTTP API: JSON requests for appends and reads, and a Server-Sent Events stream
 // for following. A stream that stays silent past three heartbeats is taken for dead and ends, so that the
 // client reconnects (with Last-Event-ID) instead of waiting forever on a half-open connection.
-import { InvalidEventError } from './types.js';
-import type { AppendedEvent, EventInput, EventQuery, StoredEvent } from './types.js';
+import { BackendUnavailableError, InvalidEventError, RemoteError } from '../errors.js';
+import { HttpClient } from '../util/http-client.js';
 import type { EventTransport, FollowQuery, ListenerLag } from './transport.js';
-import { parseAppendedEvent, parseEvent } from './wire.js';
+import type { AppendedEvent, EventInput, EventQuery, StoredEvent } from './types.js';
+import {
+  countReply,
+  eventInputJson,
+  eventsReply,
+  listenerOffsetReply,
+  listenersReply,
+  offsetReply,
+  parseEvent,
+} from './wire.js';
 
 /** The node sends a heartbeat every 15 s; three missed ones mean the connection is gone. */
 const STREAM_IDLE_MS = 45_000;
-/** A plain request that takes longer than this is abandoned (and retried by the client). */
-const REQUEST_TIMEOUT_MS = 30_000;
-
-/** A node answered a request with an error status. */
-export class EventRequestError extends Error {
-  override readonly name = 'EventRequestError';
-  readonly status: number;
-  readonly code: string | undefined;
-
-  constructor(status: number, code: string | undefined, message: string) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-
-  /** Worth sending again (the same request, deduplicated by the producer id): the node is busy or stopping. */
-  get transient(): boolean {
-    return this.status === 502 || this.status === 503 || this.status === 504 || this.status === 429;
-  }
-}
 
 export class HttpEventTransport implements EventTransport {
   readonly target: string;
-  readonly #base: string;
-  readonly #token: string | undefined;
+  readonly #client: HttpClient;
 
   constructor(url: string, token: string | undefined) {
-    this.#base = url.replace(/\/+$/, '');
-    this.target = this.#base;
-    this.#token = token;
+    this.#client = new HttpClient(url, { token });
+    this.target = this.#client.base;
   }
 
   async append(events: readonly EventInput[]): Promise<AppendedEvent[]> {
-    const reply = await this.#request('POST', '/v1/events', { events });
-    return asArray(reply['events']).map(parseAppendedEvent);
+    const reply = await this.#client.call(eventsReply, 'POST', '/v1/events', {
+      json: { events: events.map(eventInputJson) },
+    });
+    return reply.events;
   }
 
   async list(query: EventQuery): Promise<StoredEvent[]> {
-    const reply = await this.#request('GET', `/v1/events?${searchOf(query)}`);
-    return asArray(reply['events']).map(parseEvent);
+    const reply = await this.#client.call(eventsReply, 'GET', `/v1/events?${searchOf(query)}`);
+    return reply.events.map(({ duplicate: _ignored, ...event }) => event);
   }
 
   async count(query: EventQuery): Promise<number> {
     const { limit: _ignored, ...rest } = query;
-    const reply = await this.#request('GET', `/v1/events/count?${searchOf(rest)}`);
-    return Number(reply['count']);
+    return (await this.#client.call(countReply, 'GET', `/v1/events/count?${searchOf(rest)}`)).count;
   }
 
   async offsetAt(time: Date): Promise<number> {
     if (Number.isNaN(time.getTime())) throw new InvalidEventError('time: expected a valid date');
-    const reply = await this.#request(
-      'GET',
-      `/v1/events/offset-at?time=${encodeURIComponent(time.toISOString())}`,
-    );
-    return Number(reply['offset']);
+    const path = `/v1/events/offset-at?time=${encodeURIComponent(time.toISOString())}`;
+    return (await this.#client.call(offsetReply, 'GET', path)).offset;
   }
 
   async latestOffset(): Promise<number> {
-    const reply = await this.#request('GET', '/v1/events/head');
-    return Number(reply['offset']);
+    return (await this.#client.call(offsetReply, 'GET', '/v1/events/head')).offset;
   }
 
   async listenerOffset(namespace: string, name: string): Promise<number | undefined> {
-    const reply = await this.#request('GET', listenerPath(namespace, name));
-    return typeof reply['offset'] === 'number' ? reply['offset'] : undefined;
+    const reply = await this.#client.call(listenerOffsetReply, 'GET', listenerPath(namespace, name));
+    return reply.offset ?? undefined;
   }
 
   async commitListenerOffset(namespace: string, name: string, offset: number): Promise<void> {
-    await this.#request('PUT', listenerPath(namespace, name), { offset });
+    await this.#client.call(listenerOffsetReply, 'PUT', listenerPath(namespace, name), { json: { offset } });
   }
 
   async listenerLags(): Promise<ListenerLag[]> {
-    const reply = await this.#request('GET', '/v1/events/listeners');
-    const listeners = Array.isArray(reply['listeners']) ? (reply['listeners'] as unknown[]) : [];
-    return listeners.flatMap((entry) => {
-      const row = entry as Record<string, unknown>;
-      return typeof row['namespace'] === 'string' && typeof row['name'] === 'string'
-        ? [{ namespace: row['namespace'], name: row['name'], lag: Number(row['lag']) }]
-        : [];
-    });
+    return (await this.#client.call(listenersReply, 'GET', '/v1/events/listeners')).listeners;
   }
 
   async *follow(query: FollowQuery, signal: AbortSignal): AsyncGenerator<StoredEvent[]> {
@@ -102,11 +79,13 @@ export class HttpEventTransport implements EventTransport {
     for (const key of query.keys ?? []) search.append('key', key);
     try {
       touch();
-      const response = await fetch(`${this.#base}/v1/events/stream?${search.toString()}`, {
-        headers: { ...this.#headers(), accept: 'text/event-stream', 'last-event-id': String(query.after) },
+      const response = await this.#client.send('GET', `/v1/events/stream?${search.toString()}`, {
+        headers: { accept: 'text/event-stream', 'last-event-id': String(query.after) },
         signal: AbortSignal.any([signal, idle.signal]),
+        timeoutMs: 0,
       });
-      if (!response.ok || !response.body) throw await errorOf(response, this.#base);
+      if (!response.body)
+        throw new RemoteError(`the event stream of ${this.target} has no body`, 502, undefined);
       const parser = new SseParser();
       const decoder = new TextDecoder();
       for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
@@ -123,7 +102,9 @@ export class HttpEventTransport implements EventTransport {
     } catch (error) {
       if (signal.aborted) return;
       if (idle.signal.aborted)
-        throw new Error(`the event stream of ${this.#base} went silent`, { cause: error });
+        throw new BackendUnavailableError(`the event stream of ${this.target}`, 'went silent', {
+          cause: error,
+        });
       throw error;
     } finally {
       clearTimeout(idleTimer);
@@ -131,27 +112,6 @@ export class HttpEventTransport implements EventTransport {
   }
 
   async close(): Promise<void> {}
-
-  #headers(): Record<string, string> {
-    return this.#token ? { authorization: `Bearer ${this.#token}` } : {};
-  }
-
-  async #request(method: string, path: string, json?: unknown): Promise<Record<string, unknown>> {
-    const headers = this.#headers();
-    if (json !== undefined) headers['content-type'] = 'application/json';
-    const response = await fetch(this.#base + path, {
-      method,
-      headers,
-      ...(json !== undefined ? { body: JSON.stringify(json) } : {}),
-      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-    });
-    if (!response.ok) throw await errorOf(response, this.#base);
-    const reply: unknown = await response.json();
-    if (typeof reply !== 'object' || reply === null) {
-      throw new Error(`${method} ${path}: the node at ${this.#base} answered something else than JSON`);
-    }
-    return reply as Record<string, unknown>;
-  }
 }
 
 /**
@@ -203,21 +163,4 @@ function searchOf(query: EventQuery): string {
   if (query.to !== undefined) search.set('to', String(query.to));
   if (query.limit !== undefined) search.set('limit', String(query.limit));
   return search.toString();
-}
-
-async function errorOf(response: Response, base: string): Promise<Error> {
-  const reply: unknown = await response.json().catch(() => ({}));
-  const body = typeof reply === 'object' && reply !== null ? (reply as Record<string, unknown>) : {};
-  const message = typeof body['error'] === 'string' ? body['error'] : response.statusText;
-  const code = typeof body['code'] === 'string' ? body['code'] : undefined;
-  if (response.status === 400 && code === 'INVALID_EVENT') return new InvalidEventError(message);
-  return new EventRequestError(
-    response.status,
-    code,
-    `the node at ${base} answered ${response.status}: ${message}`,
-  );
-}
-
-function asArray(value: unknown): unknown[] {
-  return Array.isArray(value) ? value : [];
 }

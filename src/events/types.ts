@@ -83,10 +83,12 @@ export function normalizeEvent(input: EventInput, where = 'event'): EventInput &
     }
   }
   if ((input.clientId === undefined) !== (input.seq === undefined)) {
-    throw new InvalidEventError(`${where}: "clientId" and "seq" go together (idempotent producers)`);
+    throw new InvalidEventError(
+      `${where}: a client id (client_id over HTTP) and seq go together (idempotent producers)`,
+    );
   }
   if (input.clientId !== undefined) {
-    checkText(input.clientId, `${where}.clientId`, { required: true, maxLength: MAX_SENDER_LENGTH });
+    checkText(input.clientId, `${where}.client_id`, { required: true, maxLength: MAX_SENDER_LENGTH });
     if (!Number.isSafeInteger(input.seq) || (input.seq as number) < 0) {
       throw new InvalidEventError(`${where}.seq: expected an integer >= 0`);
     }

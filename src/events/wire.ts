@@ -1,6 +1,9 @@
-// Events on the wire (HTTP answers, SSE data, the CLI's JSON): the stored event as JSON with camelCase
-// fields, `createTime` in milliseconds since the epoch, and its parsing back on the client's side.
-import type { AppendedEvent, StoredEvent } from './types.js';
+// Events on the wire (HTTP answers, SSE data, the CLI's JSON), in both directions: eventJson writes the
+// stored event with snake_case fields and `create_time` in milliseconds since the epoch; the schemas read
+// what a node sent back into the event types on the client's side.
+import { z } from 'zod';
+
+import type { AppendedEvent, EventInput, StoredEvent } from './types.js';
 
 export interface EventJson {
   offset: number;
@@ -9,7 +12,7 @@ export interface EventJson {
   value: string | null;
   context: string | null;
   sender: string | null;
-  createTime: number;
+  create_time: number;
   duplicate?: boolean;
 }
 
@@ -21,40 +24,52 @@ export function eventJson(event: StoredEvent | AppendedEvent): EventJson {
     value: event.value,
     context: event.context,
     sender: event.sender,
-    createTime: event.createTime,
+    create_time: event.createTime,
   };
   if ('duplicate' in event) json.duplicate = event.duplicate;
   return json;
 }
 
-/** Reads an event sent by a node; throws on anything that is not one. */
-export function parseEvent(value: unknown): StoredEvent {
-  if (typeof value !== 'object' || value === null) throw new TypeError('expected an event object');
-  const row = value as Record<string, unknown>;
-  const offset = row['offset'];
-  const createTime = row['createTime'];
-  if (typeof offset !== 'number' || !Number.isSafeInteger(offset))
-    throw new TypeError('event without an offset');
-  if (typeof row['key'] !== 'string' || typeof row['namespace'] !== 'string') {
-    throw new TypeError(`event ${offset} without a key or namespace`);
-  }
-  return {
+/** An event as a producer sends it over HTTP (POST /v1/events). */
+export function eventInputJson(input: EventInput): Record<string, unknown> {
+  const { clientId, ...rest } = input;
+  return clientId === undefined ? { ...rest } : { ...rest, client_id: clientId };
+}
+
+const offset = z.number().int().min(0);
+
+export const eventSchema = z
+  .object({
     offset,
-    namespace: row['namespace'],
-    key: row['key'],
-    value: nullableString(row['value']),
-    context: nullableString(row['context']),
-    sender: nullableString(row['sender']),
-    createTime: typeof createTime === 'number' ? createTime : Number(createTime),
-  };
-}
+    namespace: z.string(),
+    key: z.string(),
+    value: z.string().nullable(),
+    context: z.string().nullable(),
+    sender: z.string().nullable(),
+    create_time: z.number(),
+    duplicate: z.boolean().optional(),
+  })
+  .transform((event): AppendedEvent => ({
+    offset: event.offset,
+    namespace: event.namespace,
+    key: event.key,
+    value: event.value,
+    context: event.context,
+    sender: event.sender,
+    createTime: event.create_time,
+    duplicate: event.duplicate === true,
+  }));
 
-export function parseAppendedEvent(value: unknown): AppendedEvent {
-  const event = parseEvent(value);
-  const duplicate = (value as Record<string, unknown>)['duplicate'] === true;
-  return { ...event, duplicate };
-}
+export const eventsReply = z.object({ events: z.array(eventSchema) });
+export const countReply = z.object({ count: z.number().int().min(0) });
+export const offsetReply = z.object({ offset });
+export const listenerOffsetReply = z.object({ offset: offset.nullable() });
+export const listenersReply = z.object({
+  listeners: z.array(z.object({ namespace: z.string(), name: z.string(), lag: z.number() })),
+});
 
-function nullableString(value: unknown): string | null {
-  return typeof value === 'string' ? value : null;
+/** Reads one event of an SSE stream; throws on anything that is not one. */
+export function parseEvent(value: unknown): StoredEvent {
+  const { duplicate: _ignored, ...event } = eventSchema.parse(value);
+  return event;
 }

@@ -5,14 +5,14 @@
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
-import { is, sql } from 'drizzle-orm';
-import { getTableConfig, PgTable } from 'drizzle-orm/pg-core';
+import type { SQL } from 'drizzle-orm';
+import { is } from 'drizzle-orm';
+import { getTableConfig, PgDialect, PgTable } from 'drizzle-orm/pg-core';
 
 import type { QueueConfig } from '../config/types.js';
 import { ConfigError } from '../errors.js';
 import type { Migration } from '../store/migrate.js';
-import type { Store } from '../store/store.js';
-import { executeIn } from '../store/store.js';
+import type { QueryResult } from '../store/store.js';
 import type { Handler } from './handler.js';
 
 const MIGRATION_FILE = /^(\d{4,})_[\w.-]*\.sql$/;
@@ -30,18 +30,29 @@ export async function queueMigrations(queue: QueueConfig): Promise<Migration[]> 
   );
 }
 
+/**
+ * Reads the store with ad-hoc SQL: the store itself, or the `sql` admin operation of the node that owns it
+ * (so that `make-migration` diffs the handler file as it is now, loaded by the command, not by the node).
+ */
+export interface SqlReader {
+  query(text: string, params?: readonly unknown[]): Promise<QueryResult>;
+}
+
 /** Ids of `migrations` not yet recorded as applied. */
-export async function pendingMigrations(store: Store, migrations: readonly Migration[]): Promise<string[]> {
-  const rows = await store.execute(sql`SELECT id FROM baton_migrations`);
+export async function pendingMigrations(
+  reader: SqlReader,
+  migrations: readonly Migration[],
+): Promise<string[]> {
+  const { rows } = await reader.query('SELECT id FROM baton_migrations');
   const applied = new Set(rows.map((row) => String(row['id'])));
   return migrations.filter((migration) => !applied.has(migration.id)).map((migration) => migration.id);
 }
 
 /**
- * The statements that bring the database to the handler's schema, for the handler's own tables only.
- * Read in a transaction that is rolled back: nothing is changed.
+ * The statements that bring the database to the handler's schema, for the handler's own tables only. The
+ * database is only read (its catalogs): nothing is changed.
  */
-export async function schemaDiff(store: Store, handler: Handler): Promise<string[]> {
+export async function schemaDiff(reader: SqlReader, handler: Handler): Promise<string[]> {
   const tables = Object.values(handler.schema).filter((value): value is PgTable => is(value, PgTable));
   if (tables.length === 0) {
     throw new ConfigError(`the handler of queue "${handler.queue}" exports no drizzle tables in \`schema\``, {
@@ -51,18 +62,23 @@ export async function schemaDiff(store: Store, handler: Handler): Promise<string
   const names = tables.map((table) => getTableConfig(table).name);
   const schemas = [...new Set(tables.map((table) => getTableConfig(table).schema ?? 'public'))];
   const { pushSchema } = await import('drizzle-kit/api');
-  let statements: string[] = [];
-  await store
-    .transaction(async (tx) => {
-      await executeIn(tx, sql`SET LOCAL lock_timeout = '5s'`);
-      const diff = await withStdoutSilenced(() => pushSchema({ ...handler.schema }, tx, schemas, names));
-      statements = diff.statementsToExecute.filter((statement) => !FOREIGN_DROPS.test(statement));
-      throw new RolledBack();
-    })
-    .catch((error: unknown) => {
-      if (!(error instanceof RolledBack)) throw error;
-    });
-  return statements;
+  // drizzle-kit only reads the catalogs through execute(): give it the reader's rows.
+  const dialect = new PgDialect();
+  const database = {
+    execute: async (query: SQL) => {
+      const { sql: text, params } = dialect.sqlToQuery(query);
+      return { rows: (await reader.query(text, params)).rows };
+    },
+  };
+  const diff = await withStdoutSilenced(() =>
+    pushSchema(
+      { ...handler.schema },
+      database as unknown as Parameters<typeof pushSchema>[1],
+      schemas,
+      names,
+    ),
+  );
+  return diff.statementsToExecute.filter((statement) => !FOREIGN_DROPS.test(statement));
 }
 
 /** Writes the queue's next migration file; returns its path. */
@@ -108,8 +124,6 @@ async function migrationFiles(dir: string | undefined): Promise<string[]> {
     throw error;
   }
 }
-
-class RolledBack extends Error {}
 
 /** drizzle-kit draws a progress spinner on stdout, which would garble command output: mute it meanwhile. */
 async function withStdoutSilenced<T>(work: () => Promise<T>): Promise<T> {

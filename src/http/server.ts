@@ -4,7 +4,17 @@ import type { FastifyBaseLogger, FastifyError, FastifyInstance } from 'fastify';
 import { fastify, LogController } from 'fastify';
 
 import type { HttpConfig } from '../config/types.js';
-import { BatonError, describeError, UnknownQueueError } from '../errors.js';
+import {
+  BackendUnavailableError,
+  BadRequestError,
+  BatonError,
+  describeError,
+  errorReply,
+  NotFoundError,
+  PayloadTooLargeError,
+  InternalError,
+} from '../errors.js';
+import { isConnectionError } from '../util/connection-errors.js';
 import type { Logger } from '../log.js';
 import { registerAuth } from './auth.js';
 import type { HttpNode } from './node.js';
@@ -70,20 +80,19 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   app.addHook('onRoute', (route) => {
     for (const method of [route.method].flat()) table.push({ method, url: route.url });
   });
-  app.setErrorHandler((error: FastifyError, request, reply) => {
-    if (error instanceof UnknownQueueError) {
-      return reply.code(404).send({ error: error.message, code: error.code, queues: error.known });
+  // Routes only throw: every error is answered here, from the error table (src/errors.ts).
+  app.setErrorHandler((thrown: FastifyError, request, reply) => {
+    const error = asBatonError(thrown);
+    if (error.status >= 500 && !error.transient) {
+      request.log.error({ err: describeError(thrown), url: request.url }, 'request failed');
     }
-    if (error instanceof BatonError) return reply.code(400).send({ error: error.message, code: error.code });
-    const status = typeof error.statusCode === 'number' && error.statusCode >= 400 ? error.statusCode : 500;
-    if (status >= 500) request.log.error({ err: describeError(error), url: request.url }, 'request failed');
-    return reply.code(status).send({ error: error.message, code: error.code ?? 'INTERNAL' });
+    const retryAfter = error.retryAfterSeconds;
+    if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
+    return reply.code(error.status).send(errorReply(error));
   });
-  app.setNotFoundHandler((request, reply) =>
-    reply
-      .code(404)
-      .send({ error: `no route ${request.method} ${request.url.split('?')[0] ?? ''}`, code: 'NOT_FOUND' }),
-  );
+  app.setNotFoundHandler((request) => {
+    throw new NotFoundError(`no route ${request.method} ${request.url.split('?')[0] ?? ''}`);
+  });
 
   registerAuth(app, config);
   app.get('/healthz', () => ({ status: 'ok', node: node.name }));
@@ -95,7 +104,7 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   registerMetricsRoute(app, node);
   registerDashboardRoutes(app, node);
   registerAdminRoutes(app, node, config);
-  registerClusterRoutes(app, node, config.token ?? config.tokens[0]?.token);
+  registerClusterRoutes(app, node);
   registerEventRoutes(app, node, node.config.events);
   registerTaskRoutes(app, node);
   // Ingest parses bodies as raw bytes, so it lives in its own encapsulated scope.
@@ -104,4 +113,19 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
     done();
   });
   return app;
+}
+
+/**
+ * The error table's entry for anything a route threw: Baton's errors as they are; a lost store connection
+ * as BACKEND_UNAVAILABLE; fastify's own refusals (a body over the limit, malformed JSON) by their status;
+ * anything else is an internal error (500).
+ */
+function asBatonError(error: FastifyError): BatonError {
+  if (error instanceof BatonError) return error;
+  if (isConnectionError(error))
+    return new BackendUnavailableError('store', 'the store is unreachable', { cause: error });
+  const status = typeof error.statusCode === 'number' ? error.statusCode : 500;
+  if (status === 413) return new PayloadTooLargeError(error.message);
+  if (status >= 400 && status < 500) return new BadRequestError(error.message);
+  return new InternalError(error.message, { cause: error });
 }

@@ -1,11 +1,7 @@
 // Parses request input with a zod schema; a failure is a 400 that names the field.
 import type { z } from 'zod';
 
-export class BadRequestError extends Error {
-  override readonly name = 'BadRequestError';
-  readonly statusCode = 400;
-  readonly code = 'BAD_REQUEST';
-}
+import { BadRequestError } from '../errors.js';
 
 export function parseInput<T extends z.ZodType>(schema: T, input: unknown, where: string): z.infer<T> {
   const result = schema.safeParse(input);

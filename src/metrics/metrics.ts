@@ -7,7 +7,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 
 import type { Role } from '../cluster/types.js';
 import type { EventLog } from '../events/log.js';
-import type { QueueInfo } from '../node/admin.js';
+import type { QueueInfo } from '../queue/backend.js';
 import type { BatchOutcome } from '../queue/runner.js';
 
 /** How long one reading of the queues serves the metrics of a scrape. */
@@ -17,10 +17,10 @@ const ROLES: readonly Role[] = ['primary', 'secondary', 'not-in-group'];
 /** What the metrics read from the node at scrape time. */
 export interface MetricsSource {
   readonly name: string;
-  readonly role: Role;
-  readonly term: number;
-  readonly failoverCount: number;
-  readonly events: EventLog | undefined;
+  role(): Role;
+  term(): number;
+  failoverCount(): number;
+  events(): EventLog | undefined;
   queues(): Promise<QueueInfo[]>;
 }
 
@@ -84,29 +84,37 @@ export class NodeMetrics {
       'baton_role',
       'The role of this node: 1 for the current role, 0 for the others.',
       ['role'],
-      () => ROLES.map((role) => [{ role }, source.role === role ? 1 : 0]),
+      () => ROLES.map((role) => [{ role }, source.role() === role ? 1 : 0]),
     );
     gauge(registry, 'baton_term', 'The group term as this node knows it (0 when not in a group).', [], () => [
-      [{}, source.term],
+      [{}, source.term()],
     ]);
     totalCounter(registry, {
       name: 'baton_failovers_total',
       help: 'Changes of primary this node has seen since it started (the first election included).',
       labelNames: [],
-      read: () => [[{}, source.failoverCount]],
+      read: () => [[{}, source.failoverCount()]],
     });
     totalCounter(registry, {
       name: 'baton_events_appended_total',
       help: 'Events this node appended to the event log (resends that were ignored not counted).',
       labelNames: [],
-      read: () => [[{}, source.events?.appended ?? 0]],
+      read: () => [[{}, source.events()?.appended ?? 0]],
     });
     gauge(
       registry,
       'baton_event_log_head_offset',
       'The highest committed offset of the event log.',
       [],
-      async () => [[{}, (await source.events?.latestOffset().catch(() => source.events?.head)) ?? 0]],
+      async () => [
+        [
+          {},
+          (await source
+            .events()
+            ?.latestOffset()
+            .catch(() => source.events()?.head)) ?? 0,
+        ],
+      ],
     );
     gauge(
       registry,
@@ -114,7 +122,7 @@ export class NodeMetrics {
       'Events a named listener has not yet committed (its namespace only; capped at 100000).',
       ['namespace', 'listener'],
       async () =>
-        ((await source.events?.listenerLags()) ?? []).map((entry) => [
+        ((await source.events()?.listenerLags()) ?? []).map((entry) => [
           { namespace: entry.namespace, listener: entry.name },
           entry.lag,
         ]),

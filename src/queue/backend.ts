@@ -37,6 +37,16 @@ export interface QueueStats {
   readonly errors: number;
 }
 
+/** A queue as listed by `baton queues` and GET /v1/queues: the backend's figures and the nodes' counters. */
+export interface QueueInfo extends QueueStats {
+  readonly name: string;
+  readonly backend: QueueBackend['kind'];
+  /** Records processed by the nodes running, since they started; undefined when none answers. */
+  readonly processed: number | undefined;
+  /** Failed attempts on the nodes running, since they started; undefined when none answers. */
+  readonly failed: number | undefined;
+}
+
 export interface ErrorRecord {
   readonly id: string;
   readonly queue: string;
@@ -81,6 +91,11 @@ export interface QueueBackend {
    * be the record that killed its consumer). Records out of attempts go to the error queue. Returns how many.
    */
   recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number>;
+  /**
+   * Present when records may be processed inside the producer's own transaction (inline ingest): the store
+   * queue of a store that one process owns. Absent elsewhere; callers then publish.
+   */
+  readonly inline?: InlineIngest | undefined;
   /** True when the backend can lose consumers while running (several processes): recover claims periodically. */
   readonly shared: boolean;
   /** Resolves when records may have become ready, after `timeoutMs`, or when `signal` aborts. */
@@ -93,12 +108,27 @@ export interface QueueBackend {
   close(): Promise<void>;
 }
 
+/** A record that failed inside an ingest transaction and goes to the queue to be retried there. */
+export interface InlineFailure {
+  readonly payload: Buffer;
+  readonly error: string;
+  /** undefined: no attempts left, straight to the error queue. */
+  readonly retryAt: Date | undefined;
+}
+
+/** Inline ingest: a request's records handled and settled in one transaction of the sink. */
+export interface InlineIngest {
+  /** Runs `fn` in a transaction of the sink that holds the queue. */
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /** Inside that transaction: true when ready records wait (new ones must not overtake them). */
+  hasBacklog(tx: Tx, queue: string): Promise<boolean>;
+  /** Inside that transaction: records whose inline run failed go to the queue (or the error queue). */
+  enqueueFailures(tx: Tx, queue: string, failures: readonly InlineFailure[]): Promise<void>;
+  /** After the commit: wakes the consumers of `queue` (records were added outside `publish`). */
+  notify(queue: string): void;
+}
+
 /** Display name of a queue's error queue, as Azafea names it. */
 export function errorQueueName(queue: string): string {
   return `errors-${queue}`;
-}
-
-/** Records of a batch were taken back from its consumer (it was thought dead) before it committed. */
-export class ClaimLostError extends Error {
-  override readonly name = 'ClaimLostError';
 }

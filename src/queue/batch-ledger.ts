@@ -8,7 +8,7 @@ import { sql } from 'drizzle-orm';
 import type { Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import type { ClaimedBatch, ClaimedRecord } from './backend.js';
-import { ClaimLostError } from './backend.js';
+import { ClaimLostError } from '../errors.js';
 
 /** What a batch's ledger row says was acknowledged: every record of the batch, or these positions. */
 export type Acked = 'all' | readonly number[];

@@ -20,7 +20,7 @@ import type { Acked } from './batch-ledger.js';
 import { BatchLedger, batchPositions, isAcked } from './batch-ledger.js';
 import { StoreQueueBackend } from './store-queue.js';
 
-export interface ForeignQueueOptions {
+export interface PostgresQueueOptions {
   /** postgres:// URL of the queue database (Baton's migrations are applied there at start). */
   readonly url: string;
   /** The sink: acknowledgements are rows of its baton_batch_ledger table. */
@@ -44,17 +44,17 @@ interface Opened {
   readonly queues: StoreQueueBackend;
 }
 
-export class ForeignQueueBackend implements QueueBackend {
+export class PostgresQueueBackend implements QueueBackend {
   readonly kind = 'postgres';
   readonly shared = true;
-  readonly #options: ForeignQueueOptions;
+  readonly #options: PostgresQueueOptions;
   readonly #ledger: BatchLedger;
   readonly #ledgerSweptAt = new Map<string, number>();
   #opened: Opened | undefined;
   #starting: Promise<void> | undefined;
   #closed = false;
 
-  constructor(options: ForeignQueueOptions) {
+  constructor(options: PostgresQueueOptions) {
     this.#options = options;
     this.#ledger = new BatchLedger(options.store);
   }

@@ -2,10 +2,10 @@
 // bisected under savepoints until the bad records are isolated, so one bad record costs log2(batch) extra
 // rounds and never fails its neighbours. Each handler call has a deadline and an AbortSignal.
 import type { QueueConfig } from '../config/types.js';
-import { describeError } from '../errors.js';
+import { BatchFailedError, describeError, HandlerTimeoutError } from '../errors.js';
 import type { Handler } from '../handler/handler.js';
 import type { Logger } from '../log.js';
-import { isConnectionError } from '../store/connection-errors.js';
+import { isConnectionError } from '../util/connection-errors.js';
 import type { Tx } from '../store/store.js';
 import { withDatabaseReason } from '../store/store.js';
 import { backoffDelay } from '../util/backoff.js';
@@ -31,15 +31,6 @@ export interface Fencing {
 
 /** A node not in a group: term 0, nothing to fence against. */
 const ALONE: Fencing = { term: () => 0, assertPrimary: () => Promise.resolve() };
-
-export class HandlerTimeoutError extends Error {
-  override readonly name = 'HandlerTimeoutError';
-}
-
-/** The handler failed on a whole batch run without savepoints: roll back, then isolate with run(). */
-export class BatchFailedError extends Error {
-  override readonly name = 'BatchFailedError';
-}
 
 export class RecordProcessor {
   readonly queue: QueueConfig;

@@ -1,6 +1,6 @@
 // Statements and row mapping over Baton's queue tables (baton_queue_records, baton_queue_errors), shared by
 // the queue adapters that keep records in PostgreSQL: in the sink (StoreQueueBackend) or in a database of
-// their own (ForeignQueueBackend, through a StoreQueueBackend over that database).
+// their own (PostgresQueueBackend, through a StoreQueueBackend over that database).
 import type { SQL } from 'drizzle-orm';
 import { sql } from 'drizzle-orm';
 
@@ -10,7 +10,7 @@ import type { ClaimedRecord } from './backend.js';
 import type { Acked } from './batch-ledger.js';
 
 /**
- * For a queue kept in another database than the sink (ForeignQueueBackend): acknowledgements are rows of a
+ * For a queue kept in another database than the sink (PostgresQueueBackend): acknowledgements are rows of a
  * ledger in the sink, not deletions of the records' rows in the handler's transaction.
  */
 export interface ClaimLedger {

@@ -4,15 +4,19 @@
 // claiming, gives back batches claimed ahead and lets in-flight batches finish; the run's signal (a
 // step-down, or the node's stop past its deadline) aborts the handlers, and their batches are given back.
 import type { Component, ComponentContext, RunOn } from '../components/component.js';
-import { BackendUnavailableError, describeError, WorkAbortedError } from '../errors.js';
+import {
+  BackendUnavailableError,
+  BatchFailedError,
+  ClaimLostError,
+  describeError,
+  WorkAbortedError,
+} from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../store/store.js';
 import { backoffDelay } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
 import type { ClaimedBatch, ClaimedRecord, QueueBackend, RecordFailure } from './backend.js';
-import { ClaimLostError } from './backend.js';
 import type { RecordProcessor } from './processor.js';
-import { BatchFailedError } from './processor.js';
 
 /** How long an idle consumer waits for a wake-up before it looks again (retries become ready by time). */
 const IDLE_POLL_MS = 500;

@@ -11,11 +11,13 @@ import type { Logger } from '../log.js';
 import type { Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import { Heartbeats } from '../util/heartbeats.js';
-import { ClaimLostError } from './backend.js';
+import { ClaimLostError } from '../errors.js';
 import type {
   ClaimedBatch,
   ClaimedRecord,
   ErrorRecord,
+  InlineFailure,
+  InlineIngest,
   QueueBackend,
   QueueStats,
   RecordFailure,
@@ -31,14 +33,6 @@ import {
   toClaimedRecord,
   toDate,
 } from './queue-tables.js';
-
-/** A record that failed inside an ingest transaction and goes to the queue to be retried there. */
-export interface InlineFailure {
-  readonly payload: Buffer;
-  readonly error: string;
-  /** undefined: no attempts left, straight to the error queue. */
-  readonly retryAt: Date | undefined;
-}
 
 export interface StoreQueueOptions {
   /** Claims write their batch id on their rows (batch_id), and recovery consults this ledger first. */
@@ -65,9 +59,11 @@ const HEARTBEAT_MS = 1_000;
 /** A claim of ours older than this that no batch in memory holds was lost in transit: it is given back. */
 const UNKNOWN_CLAIM_GRACE_MS = 5_000;
 
-export class StoreQueueBackend implements QueueBackend {
+export class StoreQueueBackend implements QueueBackend, InlineIngest {
   readonly kind = 'store';
   readonly shared: boolean;
+  /** Inline ingest needs the one owner of the store: no other process may claim meanwhile. */
+  readonly inline: InlineIngest | undefined;
   readonly #store: Store;
   readonly #ledger: ClaimLedger | undefined;
   readonly #wakeups = new EventEmitter().setMaxListeners(0);
@@ -81,6 +77,7 @@ export class StoreQueueBackend implements QueueBackend {
     this.#store = store;
     this.#ledger = options.ledger;
     this.shared = !store.exclusive;
+    this.inline = store.exclusive ? this : undefined;
     this.#consumers = new Heartbeats(HEARTBEAT_MS, 'store queue', log);
   }
 
@@ -352,6 +349,10 @@ export class StoreQueueBackend implements QueueBackend {
       sql`DELETE FROM baton_queue_errors WHERE queue = ${queue} AND id = ANY(${sql.param([...errorIds])}::bigint[]) RETURNING id`,
     );
     return rows.length;
+  }
+
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.#store.transaction(fn);
   }
 
   /**

@@ -1,7 +1,7 @@
 // Tells a Redis that is gone or cannot serve for now (retry later, count nothing against the record) from an
 // error of the command itself, and turns the former into BackendUnavailableError for the callers.
 import { BackendUnavailableError } from '../errors.js';
-import { isConnectionError } from '../store/connection-errors.js';
+import { isConnectionError } from '../util/connection-errors.js';
 
 /** Replies of a server that is there but cannot serve for now: retried like a lost connection. */
 const TRANSIENT_REPLY = /^(LOADING|BUSY|READONLY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|NOREPLICAS)\b/;

@@ -11,7 +11,7 @@ import { BackendUnavailableError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { backoffDelay } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
-import { isConnectionError } from './connection-errors.js';
+import { isConnectionError } from '../util/connection-errors.js';
 import type { Notification, QueryResult, Row, Store, Tx } from './store.js';
 import { rowsOf, withDatabaseReason } from './store.js';
 

@@ -3,6 +3,8 @@
 // queues, handlers or HTTP; driver types (PGlite, pg) stay inside the adapters.
 import type { ExtractTablesWithRelations, SQL } from 'drizzle-orm';
 import { DrizzleQueryError } from 'drizzle-orm';
+
+import { StatementError } from '../errors.js';
 import type { PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
 
 /** The transaction a handler receives: a drizzle PostgreSQL transaction, the same on PGlite and a server. */
@@ -51,22 +53,10 @@ export interface Store {
 }
 
 /**
- * A statement the database refused. drizzle reports one as "Failed query: … params: …", with the database's
- * own error (PostgreSQL's reason, SQLSTATE and detail) only as its cause; this says that reason first.
- * `execute` and `transaction` reject with it, and the queue runner describes failed handlers with it.
+ * `error` as a StatementError when it is drizzle's report of a failed statement ("Failed query: … params:
+ * …", with the database's own error only as its cause): the database's reason, SQLSTATE and detail first.
+ * Anything else as it is. `execute` and `transaction` reject with it.
  */
-export class StatementError extends Error {
-  override readonly name = 'StatementError';
-  /** The SQLSTATE the database answered (e.g. 23502, not_null_violation), when it gave one. */
-  readonly sqlState: string | undefined;
-
-  constructor(message: string, options: { sqlState: string | undefined; cause: unknown }) {
-    super(message, { cause: options.cause });
-    this.sqlState = options.sqlState;
-  }
-}
-
-/** `error` as a StatementError when it is drizzle's report of a failed statement; anything else as it is. */
 export function withDatabaseReason(error: unknown): unknown {
   if (!(error instanceof DrizzleQueryError) || !(error.cause instanceof Error)) return error;
   const reason = error.cause;

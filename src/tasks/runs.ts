@@ -4,7 +4,7 @@
 // events (task.<name>.<state>) in the same transaction.
 import { sql, type SQL } from 'drizzle-orm';
 
-import { BatonError } from '../errors.js';
+import { UnknownTaskRunError } from '../errors.js';
 import type { EventInput } from '../events/types.js';
 import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
@@ -47,18 +47,6 @@ export interface TaskRunQuery {
   readonly id?: string | undefined;
   /** Only runs of tasks in these namespaces (a namespace-limited token); absent: all. */
   readonly namespaces?: readonly string[] | undefined;
-}
-
-/** A task run id that is not in the store. */
-export class UnknownTaskRunError extends BatonError {
-  override readonly name = 'UnknownTaskRunError';
-  readonly code = 'UNKNOWN_TASK';
-  readonly run: string;
-
-  constructor(run: string) {
-    super(`unknown task run "${run}"`);
-    this.run = run;
-  }
 }
 
 /** The outcome of a stop request: the run, and whether it was still pending or running. */

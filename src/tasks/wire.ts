@@ -1,7 +1,9 @@
-// Task runs as JSON on the HTTP API (snake_case, ISO times, null for what is not known) and back.
-import type { Row } from '../store/store.js';
+// Task runs on the wire (GET /v1/tasks, the CLI's --json), in both directions: snake_case, ISO times, null for
+// what is not known; the schemas read them back on the client's side.
+import { z } from 'zod';
+
 import type { TaskRun } from './runs.js';
-import { isTaskRunState } from './runs.js';
+import { TASK_RUN_STATES } from './runs.js';
 
 export function taskRunJson(run: TaskRun): Record<string, unknown> {
   return {
@@ -26,31 +28,51 @@ export function taskRunJson(run: TaskRun): Record<string, unknown> {
   };
 }
 
-export function taskRunFromJson(row: Row): TaskRun {
-  const state = row['state'];
-  if (!isTaskRunState(state)) throw new Error(`a task run with an unknown state: ${String(state)}`);
-  const text = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined);
-  const number = (value: unknown): number | undefined => (typeof value === 'number' ? value : undefined);
-  const date = (value: unknown): Date | undefined =>
-    typeof value === 'string' ? new Date(value) : undefined;
-  return {
-    id: String(row['id']),
-    task: String(row['task']),
-    state,
-    rule: Number(row['rule']),
-    triggerOffset: Number(row['trigger_offset']),
-    triggerKey: String(row['trigger_key']),
-    attempt: Number(row['attempt']),
-    restartOf: text(row['restart_of']),
-    namespace: String(row['namespace']),
-    node: text(row['node']),
-    term: number(row['term']),
-    pid: number(row['pid']),
-    createdAt: new Date(String(row['created_at'])),
-    startedAt: date(row['started_at']),
-    endedAt: date(row['ended_at']),
-    exitCode: number(row['exit_code']),
-    error: text(row['error']),
-    stopRequested: row['stop_requested'] === true,
-  };
-}
+const optional = <T extends z.ZodType>(schema: T) =>
+  schema.nullable().transform((value) => value ?? undefined);
+const time = z.iso.datetime().transform((value) => new Date(value));
+
+const taskRunSchema = z
+  .object({
+    id: z.string(),
+    task: z.string(),
+    state: z.enum(TASK_RUN_STATES),
+    rule: z.number(),
+    trigger_offset: z.number(),
+    trigger_key: z.string(),
+    attempt: z.number(),
+    restart_of: optional(z.string()),
+    namespace: z.string(),
+    node: optional(z.string()),
+    term: optional(z.number()),
+    pid: optional(z.number()),
+    created_at: time,
+    started_at: optional(time),
+    ended_at: optional(time),
+    exit_code: optional(z.number()),
+    error: optional(z.string()),
+    stop_requested: z.boolean(),
+  })
+  .transform((row): TaskRun => ({
+    id: row.id,
+    task: row.task,
+    state: row.state,
+    rule: row.rule,
+    triggerOffset: row.trigger_offset,
+    triggerKey: row.trigger_key,
+    attempt: row.attempt,
+    restartOf: row.restart_of,
+    namespace: row.namespace,
+    node: row.node,
+    term: row.term,
+    pid: row.pid,
+    createdAt: row.created_at,
+    startedAt: row.started_at,
+    endedAt: row.ended_at,
+    exitCode: row.exit_code,
+    error: row.error,
+    stopRequested: row.stop_requested,
+  }));
+
+export const taskRunsReply = z.object({ runs: z.array(taskRunSchema) });
+export const stopReply = z.object({ run: taskRunSchema, requested: z.boolean() });

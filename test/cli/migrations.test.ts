@@ -6,7 +6,14 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { dropTrackedDatabases, storeToml } from '../support/postgres.js';
-import { cleanupAll, FIXTURES_DIR, runBaton, tempProject } from '../support/process.js';
+import {
+  cleanupAll,
+  FIXTURES_DIR,
+  freePort,
+  runBaton,
+  startBatonNode,
+  tempProject,
+} from '../support/process.js';
 
 afterEach(async () => {
   await cleanupAll();
@@ -78,5 +85,28 @@ describe('migrations on PostgreSQL', () => {
     expect(ledger).toMatchObject({ code: 0, stderr: '' });
     expect(ledger.stdout.trim()).toBe('1');
     expect(`${a.stdout}${b.stdout}`.match(/applied items\/0001_create_items/g)).toHaveLength(1);
+  });
+});
+
+describe('make-migration while a node owns the embedded store', () => {
+  it('diffs the handler as the command loads it now, not as the node loaded it at its start', async () => {
+    const port = await freePort();
+    const toml =
+      `[node]\ndata_dir = "data"\n[log]\nlevel = "warn"\n[http]\nport = ${port}\n` +
+      `[queues.items]\nhandler = "${join(FIXTURES_DIR, 'items-handler.ts')}"\nmigrations = "./migrations/items"\n`;
+    const p = await tempProject({ toml });
+    const baton = (args: string[], version: string) =>
+      runBaton(['-c', p.configPath, ...args], { env: { ITEMS_SCHEMA_VERSION: version } });
+    expect((await baton(['make-migration', 'items', '-m', 'create items'], '1')).code).toBe(0);
+    // The node applies 0001 at its start, with the schema of version 1.
+    const node = await startBatonNode(p.configPath, { env: { ITEMS_SCHEMA_VERSION: '1' } });
+    // The handler changed since (version 2 adds a column): the command goes through the node and sees it.
+    const second = await baton(['make-migration', 'items', '-m', 'add price'], '2');
+    expect(second.stderr).toBe('');
+    expect(second.code).toBe(0);
+    expect(await readFile(p.path('migrations/items/0002_add_price.sql'), 'utf8')).toMatch(
+      /ALTER TABLE "items" ADD COLUMN "price" integer/,
+    );
+    expect((await node.stop()).code).toBe(0);
   });
 });

@@ -120,4 +120,63 @@ describe('a group of node processes on the postgres elector', () => {
     expect(second.primary).toBe(nodes[target]);
     expect(second.term).toBeGreaterThan(first.term);
   }, 90_000);
+
+  it('refuses failover to an unknown node, and to the primary itself moves nothing', async () => {
+    const { nodes, configs } = await group(2);
+    const first = await agreedPrimary(nodes, 20_000);
+    const primaryName = `n${nodes.indexOf(first.primary) + 1}`;
+
+    const unknown = await runBaton(['-c', configs[0] as string, 'failover', '--to', 'nosuch']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/no live member "nosuch"/);
+
+    const itself = await runBaton(['-c', configs[0] as string, 'failover', '--to', primaryName]);
+    expect(itself.code).toBe(0);
+    expect(itself.stdout).toMatch(/primary already: nothing moves/);
+
+    // Neither request moved anything: the same primary, the same term.
+    const after = await agreedPrimary(nodes, 20_000);
+    expect(after.primary).toBe(first.primary);
+    expect(after.term).toBe(first.term);
+  }, 90_000);
+
+  it('right after kill -9 of the primary, status and failover ask the live members and succeed', async () => {
+    const { nodes, configs } = await group(3);
+    const first = await agreedPrimary(nodes, 20_000);
+    const survivor = nodes.findIndex((node) => node !== first.primary);
+    await first.primary.stop('SIGKILL');
+    // The dead primary is still listed by the membership (for 3 leases): it must not fail the commands.
+    const status = await runBaton(['-c', configs[survivor] as string, 'status', '--json']);
+    expect(status.code).toBe(0);
+    expect(status.stderr).toBe('');
+    const survivors = nodes.filter((node) => node !== first.primary);
+    const second = await agreedPrimary(survivors, 20_000);
+    const moved = await runBaton(['-c', configs[survivor] as string, 'failover']);
+    expect(moved.code).toBe(0);
+    expect(moved.stderr).toBe('');
+    const third = await agreedPrimary(survivors, 20_000);
+    expect(third.term).toBeGreaterThan(second.term);
+  }, 90_000);
+
+  it("shows the running nodes' processed and failed counts in baton queues", async () => {
+    const { nodes, configs } = await group(2);
+    await agreedPrimary(nodes, 20_000);
+    const published = await runBaton(['-c', configs[0] as string, 'publish', 'ids', '-'], {
+      input: Array.from({ length: 20 }, (_, id) => JSON.stringify({ id })).join('\n'),
+    });
+    expect(published.code).toBe(0);
+    const counted = await waitFor(
+      async () => {
+        const listing = await runBaton(['-c', configs[1] as string, 'queues', '--json']);
+        const queues = JSON.parse(listing.stdout) as {
+          queues: Array<{ processed: number | null; failed: number | null }>;
+        };
+        const queue = queues.queues[0];
+        return queue?.processed === 20 ? queue : undefined;
+      },
+      30_000,
+      'the 20 records counted as processed',
+    );
+    expect(counted.failed).toBe(0);
+  }, 90_000);
 });

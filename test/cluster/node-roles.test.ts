@@ -95,7 +95,7 @@ describe('roles of nodes in a group', () => {
 
     // Manual failover to b: a yields, b wins with a higher term.
     const oldTerm = a.term;
-    await a.failover('b');
+    await a.admin.failover('b');
     await vi.waitFor(() => expect(b.role).toBe('primary'), { timeout: 10_000 });
     expect(b.term).toBeGreaterThan(oldTerm);
     // The primary-only component moved with the primary.
@@ -119,7 +119,7 @@ describe('roles of nodes in a group', () => {
     ).rejects.toBeInstanceOf(FencedError);
     await expect(b.transaction((tx) => b.assertPrimary(tx))).resolves.toBeUndefined();
 
-    const status = await a.cluster();
+    const status = await a.admin.cluster();
     expect(status.members.map((m) => [m.node, m.role])).toEqual([
       ['a', 'secondary'],
       ['b', 'primary'],
@@ -156,7 +156,7 @@ describe('roles of nodes in a group', () => {
         timeout: 10_000,
       });
       await vi.waitFor(async () =>
-        expect((await y.cluster()).members.map((m) => m.node)).toEqual(['x', 'y']),
+        expect((await y.admin.cluster()).members.map((m) => m.node)).toEqual(['x', 'y']),
       );
     } finally {
       await Promise.all(started.map((node) => node.stop()));
@@ -185,16 +185,20 @@ describe('roles of nodes in a group', () => {
         'slow',
         Array.from({ length: 50 }, (_, id) => Buffer.from(JSON.stringify({ id }))),
       );
-      await vi.waitFor(async () => expect((await p.queues())[0]?.inFlight).toBe(50), { timeout: 10_000 });
+      await vi.waitFor(async () => expect((await p.admin.queues())[0]?.inFlight).toBe(50), {
+        timeout: 10_000,
+      });
 
       const failedOverAt = Date.now();
-      await p.failover('q');
+      await p.admin.failover('q');
       // p's handler sleeps 4 s per batch; the batch must not wait for it.
-      await vi.waitFor(async () => expect((await q.queues())[0]?.inFlight).toBe(50), { timeout: 3_000 });
+      await vi.waitFor(async () => expect((await q.admin.queues())[0]?.inFlight).toBe(50), {
+        timeout: 3_000,
+      });
       expect(Date.now() - failedOverAt).toBeLessThan(3_000);
       await vi.waitFor(
         async () => {
-          const rows = await q.sql('SELECT count(*)::int AS n, count(DISTINCT id)::int AS d FROM seen');
+          const rows = await q.admin.sql('SELECT count(*)::int AS n, count(DISTINCT id)::int AS d FROM seen');
           expect(rows.rows[0]).toEqual({ n: 50, d: 50 });
         },
         { timeout: 15_000 },

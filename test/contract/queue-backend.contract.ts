@@ -6,7 +6,7 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import type { QueueBackend } from '../../src/queue/backend.js';
-import { ClaimLostError } from '../../src/queue/backend.js';
+import { ClaimLostError } from '../../src/errors.js';
 import type { Store } from '../../src/store/store.js';
 import { executeIn } from '../../src/store/store.js';
 

@@ -27,7 +27,7 @@ let browser: Browser;
 let page: Page;
 
 const count = async (table: string, where = ''): Promise<number> =>
-  Number((await node.sql(`SELECT count(*)::int AS n FROM ${table} ${where}`)).rows[0]?.['n']);
+  Number((await node.admin.sql(`SELECT count(*)::int AS n FROM ${table} ${where}`)).rows[0]?.['n']);
 
 async function publish(words: readonly string[]): Promise<void> {
   const response = await fetch(`${node.address}/v1/queues/gate/records`, {
@@ -91,7 +91,7 @@ describe('the dashboard in Chromium', () => {
     await expect.poll(() => page.textContent('[data-testid=queues] tr[data-queue=gate]')).toContain('gate');
 
     // One word is refused for now: it fails twice and lands in the error queue.
-    await node.sql(`INSERT INTO gate_refused (word) VALUES ('later')`);
+    await node.admin.sql(`INSERT INTO gate_refused (word) VALUES ('later')`);
     await publish(['alpha', 'beta', 'gamma', 'later', 'delta']);
     const processedCell = '[data-testid=queues] tr[data-queue=gate] td:nth-child(5)';
     await expect.poll(() => page.textContent(processedCell), { timeout: 15_000 }).toBe('4');
@@ -101,19 +101,19 @@ describe('the dashboard in Chromium', () => {
     expect(await errorRow.textContent()).toContain('later');
 
     // Let the word through, then replay it from the page.
-    await node.sql(`DELETE FROM gate_refused`);
+    await node.admin.sql(`DELETE FROM gate_refused`);
     await errorRow.locator('button[data-action=replay]').click();
     await expect.poll(() => count('gate_words', `WHERE word = 'later'`), { timeout: 15_000 }).toBe(1);
     await expect.poll(() => errorRow.count(), { timeout: 15_000 }).toBe(0);
     await expect.poll(() => page.textContent(processedCell), { timeout: 15_000 }).toBe('5');
 
     // Another refused word: dropped from the page for good.
-    await node.sql(`INSERT INTO gate_refused (word) VALUES ('never')`);
+    await node.admin.sql(`INSERT INTO gate_refused (word) VALUES ('never')`);
     await publish(['never']);
     await expect.poll(() => errorRow.count(), { timeout: 15_000 }).toBe(1);
     await errorRow.locator('button[data-action=drop]').click();
     await expect.poll(() => errorRow.count(), { timeout: 15_000 }).toBe(0);
-    expect((await node.queues())[0]?.errors).toBe(0);
+    expect((await node.admin.queues())[0]?.errors).toBe(0);
     expect(await count('gate_words', `WHERE word = 'never'`)).toBe(0);
 
     // More records: the throughput plot gets a line.

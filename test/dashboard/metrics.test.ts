@@ -49,13 +49,13 @@ describe('/metrics', () => {
   });
 
   it('counts processed and failed records, errors waiting, batches, role and events', async () => {
-    await node.sql(`INSERT INTO gate_refused (word) VALUES ('nope')`);
+    await node.admin.sql(`INSERT INTO gate_refused (word) VALUES ('nope')`);
     await node.publish(
       'gate',
       ['one', 'two', 'nope', 'three'].map((word) => Buffer.from(word)),
     );
     await node.events?.append([{ key: 'metrics.test' }, { key: 'metrics.test' }]);
-    await expect.poll(async () => (await node.queues())[0]?.errors, { timeout: 10_000 }).toBe(1);
+    await expect.poll(async () => (await node.admin.queues())[0]?.errors, { timeout: 10_000 }).toBe(1);
 
     const response = await get('/metrics');
     expect(response.status).toBe(200);

@@ -92,7 +92,7 @@ describe.each([
       namespace: 'default',
       duplicate: false,
     });
-    expect(typeof first?.['createTime']).toBe('number');
+    expect(typeof first?.['create_time']).toBe('number');
     const offset = Number(first?.['offset']);
 
     const many = await call(base, 'POST', '/v1/events', {
@@ -114,8 +114,8 @@ describe.each([
     expect((wrapped.body['events'] as Array<Record<string, unknown>>)[0]?.['context']).toBe('{"run":2}');
   });
 
-  it('stores a resent event (same clientId and seq) once', async () => {
-    const event = { key: 'once', value: 'x', clientId: 'producer-1', seq: 7 };
+  it('stores a resent event (same client_id and seq) once', async () => {
+    const event = { key: 'once', value: 'x', client_id: 'producer-1', seq: 7 };
     const first = await call(base, 'POST', '/v1/events', { json: event });
     const again = await call(base, 'POST', '/v1/events', { json: event });
     const [stored] = first.body['events'] as Array<Record<string, unknown>>;
@@ -200,7 +200,7 @@ describe.each([
       ['POST', '/v1/events', { key: 'k', colour: 'red' }, /colour: unknown field/],
       ['POST', '/v1/events', [{ key: 'k' }, { key: '' }], /events\[1\]\.key/],
       ['POST', '/v1/events', [], /no events/],
-      ['POST', '/v1/events', { key: 'k', clientId: 'c' }, /clientId.*seq/],
+      ['POST', '/v1/events', { key: 'k', client_id: 'c' }, /client_id.*seq/],
       ['GET', '/v1/events?from=abc', undefined, /from/],
       ['GET', '/v1/events?limit=0', undefined, /limit/],
       ['GET', '/v1/events/offset-at?time=yesterday', undefined, /ISO 8601/],

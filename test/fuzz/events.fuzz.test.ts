@@ -47,7 +47,7 @@ const event = fc.record(
     namespace: fc.oneof(text, fc.constantFrom('default', 'fuzz', 'a.b:c/d-e')),
     context: fc.oneof(fc.json(), text, fc.constant(null), fc.dictionary(fc.string(), fc.integer())),
     sender: fc.oneof(text, fc.constant(null)),
-    clientId: fc.oneof(fc.constantFrom('client-a', 'client-b'), text),
+    client_id: fc.oneof(fc.constantFrom('client-a', 'client-b'), text),
     seq: fc.oneof(fc.nat({ max: 30 }), fc.integer(), fc.double(), fc.string()),
   },
   { requiredKeys: [] },
@@ -104,7 +104,7 @@ describe('fuzzing the events API', () => {
       { numRuns: RUNS },
     );
     // What was stored is in offset order with no gap and no producer id twice.
-    const all = await node.sql(
+    const all = await node.admin.sql(
       `SELECT count(*)::int AS n, count(DISTINCT "offset")::int AS offsets, max("offset")::int AS top,
               count(client_id)::int AS keyed, count(DISTINCT (client_id, client_seq)) FILTER (WHERE client_id IS NOT NULL)::int AS distinct_keyed
        FROM baton_events`,

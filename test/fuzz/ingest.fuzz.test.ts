@@ -131,14 +131,14 @@ describe('fuzzing POST /v1/queues/:queue/records', () => {
     await expect
       .poll(
         async () => {
-          const queue = (await node.queues()).find((candidate) => candidate.name === 'ping');
+          const queue = (await node.admin.queues()).find((candidate) => candidate.name === 'ping');
           return (queue?.depth ?? -1) + (queue?.inFlight ?? -1);
         },
         { timeout: 60_000, interval: 200 },
       )
       .toBe(0);
-    const stored = Number((await node.sql('SELECT count(*)::int AS n FROM ping')).rows[0]?.['n']);
-    const errors = (await node.queues()).find((candidate) => candidate.name === 'ping')?.errors ?? 0;
+    const stored = Number((await node.admin.sql('SELECT count(*)::int AS n FROM ping')).rows[0]?.['n']);
+    const errors = (await node.admin.queues()).find((candidate) => candidate.name === 'ping')?.errors ?? 0;
     expect(stored + errors).toBe(accepted);
     expect(await node.ready()).toBe(true);
   });

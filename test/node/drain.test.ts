@@ -49,7 +49,7 @@ async function inFlight(node: BatonNode, queue: string, ids: readonly number[], 
     queue,
     ids.map((id) => Buffer.from(JSON.stringify({ id, ms }))),
   );
-  await vi.waitFor(async () => expect((await node.queues())[0]?.inFlight).toBe(ids.length), {
+  await vi.waitFor(async () => expect((await node.admin.queues())[0]?.inFlight).toBe(ids.length), {
     timeout: 10_000,
     interval: 10,
   });

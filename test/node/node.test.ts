@@ -17,7 +17,7 @@ let dir: string;
 let node: BatonNode;
 
 const count = async (where = ''): Promise<number> =>
-  Number((await node.sql(`SELECT count(*)::int AS n FROM words ${where}`)).rows[0]?.['n']);
+  Number((await node.admin.sql(`SELECT count(*)::int AS n FROM words ${where}`)).rows[0]?.['n']);
 
 const http = (path: string, init: RequestInit = {}, token: string | null = TOKEN): Promise<Response> =>
   fetch(`${node.address}${path}`, {
@@ -63,10 +63,13 @@ describe('a node started from code', () => {
     );
     expect(result).toEqual({ accepted: 3, processed: 2 });
     expect(await count()).toBe(before + 2);
-    await vi.waitFor(async () => expect((await node.listErrors('words', { limit: 10 })).length).toBe(1), {
-      timeout: 10_000,
-    });
-    const [error] = await node.listErrors('words', { limit: 10 });
+    await vi.waitFor(
+      async () => expect((await node.admin.listErrors('words', { limit: 10 })).length).toBe(1),
+      {
+        timeout: 10_000,
+      },
+    );
+    const [error] = await node.admin.listErrors('words', { limit: 10 });
     expect(error).toMatchObject({ attempts: 2, payload: Buffer.from('fail') });
     expect(error?.error).toContain('the word "fail" is refused');
   });
@@ -80,9 +83,11 @@ describe('a node started from code', () => {
       ),
     ).toBe(250);
     await vi.waitFor(async () => expect(await count("WHERE word LIKE 'q%'")).toBe(250), { timeout: 15_000 });
-    const distinct = await node.sql("SELECT count(DISTINCT word)::int AS n FROM words WHERE word LIKE 'q%'");
+    const distinct = await node.admin.sql(
+      "SELECT count(DISTINCT word)::int AS n FROM words WHERE word LIKE 'q%'",
+    );
     expect(distinct.rows[0]?.['n']).toBe(250);
-    const info = (await node.queues()).find((q) => q.name === 'queued');
+    const info = (await node.admin.queues()).find((q) => q.name === 'queued');
     expect(info).toMatchObject({ depth: 0, inFlight: 0 });
     expect(info?.processed).toBeGreaterThanOrEqual(250);
   });
@@ -133,9 +138,12 @@ describe('a node started from code', () => {
     });
     expect(await replay.json()).toEqual({ replayed: 1 });
     // It fails again (it is still "fail") and comes back to the error queue after its attempts.
-    await vi.waitFor(async () => expect((await node.listErrors('words', { limit: 10 })).length).toBe(1), {
-      timeout: 10_000,
-    });
+    await vi.waitFor(
+      async () => expect((await node.admin.listErrors('words', { limit: 10 })).length).toBe(1),
+      {
+        timeout: 10_000,
+      },
+    );
   });
 
   it('throws UnknownQueueError from code for a queue that is not configured', async () => {

@@ -11,8 +11,8 @@ import { resolveConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import type { ClaimedBatch } from '../../src/queue/backend.js';
-import { ClaimLostError } from '../../src/queue/backend.js';
-import { ForeignQueueBackend } from '../../src/queue/postgres-queue.js';
+import { ClaimLostError } from '../../src/errors.js';
+import { PostgresQueueBackend } from '../../src/queue/postgres-queue.js';
 import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import type { Store } from '../../src/store/store.js';
@@ -30,7 +30,7 @@ describe('postgres queue in another database', () => {
   let sink: Store;
   /** A connection of the test's own to the queue database, to look at its rows. */
   let queueRows: Store;
-  let backend: ForeignQueueBackend;
+  let backend: PostgresQueueBackend;
 
   beforeAll(async () => {
     [sinkDatabase, queueDatabase] = await Promise.all([createTestDatabase(), createTestDatabase()]);
@@ -41,7 +41,7 @@ describe('postgres queue in another database', () => {
       );
     sink = await open(sinkDatabase.url);
     await applyMigrations(sink, await builtinMigrations());
-    backend = new ForeignQueueBackend({ url: queueDatabase.url, store: sink, log, poolSize: 4 });
+    backend = new PostgresQueueBackend({ url: queueDatabase.url, store: sink, log, poolSize: 4 });
     await backend.start({ startupTimeoutMs: 5000 });
     queueRows = await open(queueDatabase.url);
   });
@@ -221,7 +221,7 @@ describe('postgres queue in another database', () => {
     const name = consumer('alive');
     await backend.registerConsumer(name, 'node-1');
     // Another process claims for this live consumer: this one does not hold the batch (its answer was lost).
-    const other = new ForeignQueueBackend({ url: queueDatabase.url, store: sink, log, poolSize: 2 });
+    const other = new PostgresQueueBackend({ url: queueDatabase.url, store: sink, log, poolSize: 2 });
     try {
       await other.start({ startupTimeoutMs: 5000 });
       await backend.publish(queue, ['x', 'y', 'z'].map(text));

@@ -2,7 +2,7 @@
 // databases, the queue's records in one (the adapter applies Baton's migrations there itself) and the
 // handlers' writes and the batch ledger in the other.
 import { createLogger } from '../../src/log.js';
-import { ForeignQueueBackend } from '../../src/queue/postgres-queue.js';
+import { PostgresQueueBackend } from '../../src/queue/postgres-queue.js';
 import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import { describeQueueBackend } from '../contract/queue-backend.contract.js';
@@ -16,7 +16,7 @@ describeQueueBackend('postgres queue in another database', async () => {
     { log, startupTimeoutMs: 5000 },
   );
   await applyMigrations(store, await builtinMigrations());
-  const backend = new ForeignQueueBackend({ url: queueDatabase.url, store, log, poolSize: 8 });
+  const backend = new PostgresQueueBackend({ url: queueDatabase.url, store, log, poolSize: 8 });
   await backend.start({ startupTimeoutMs: 5000 });
   return {
     backend,

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { BackendUnavailableError } from '../../src/errors.js';
 import type { ClaimedBatch } from '../../src/queue/backend.js';
-import { ClaimLostError } from '../../src/queue/backend.js';
+import { ClaimLostError } from '../../src/errors.js';
 import { RedisQueueBackend } from '../../src/queue/redis.js';
 import { openBatch } from '../../src/queue/redis-batch.js';
 import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';

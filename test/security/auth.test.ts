@@ -162,7 +162,7 @@ describe('names from users', () => {
     });
     expect(listed.statusCode).toBe(200);
     expect(listed.body).toContain('DROP TABLE baton_events');
-    const tables = await node.sql(
+    const tables = await node.admin.sql(
       `SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name IN ('words', 'baton_events')`,
     );
     expect(tables.rows[0]?.['n']).toBe(2);

@@ -87,20 +87,20 @@ describe('a token limited to namespace team-a', () => {
       { namespace: 'team-b', key: 'go' },
     ]);
     await expect
-      .poll(async () => (await node.taskRuns({ state: 'running' })).length, { timeout: 20_000 })
+      .poll(async () => (await node.admin.taskRuns({ state: 'running' })).length, { timeout: 20_000 })
       .toBe(2);
     const seen = (await (await call(TEAM_A, 'GET', '/v1/tasks')).json()) as {
       runs: Array<{ id: string; task: string }>;
     };
     expect(seen.runs.map((run) => run.task)).toEqual(['a']);
-    const other = (await node.taskRuns({ task: 'b' }))[0];
+    const other = (await node.admin.taskRuns({ task: 'b' }))[0];
     expect((await call(TEAM_A, 'POST', `/v1/tasks/runs/${other?.id ?? 'x'}/stop`)).status).toBe(404);
     const own = seen.runs[0];
     expect((await call(TEAM_A, 'POST', `/v1/tasks/runs/${own?.id ?? 'x'}/stop`)).status).toBe(200);
     await expect
-      .poll(async () => (await node.taskRuns({ task: 'a' }))[0]?.state, { timeout: 20_000 })
+      .poll(async () => (await node.admin.taskRuns({ task: 'a' }))[0]?.state, { timeout: 20_000 })
       .toBe('stopped');
-    expect((await node.taskRuns({ task: 'b' }))[0]?.state).toBe('running');
+    expect((await node.admin.taskRuns({ task: 'b' }))[0]?.state).toBe('running');
   });
 
   it('lists the lag of team-a listeners only', async () => {

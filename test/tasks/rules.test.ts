@@ -89,7 +89,7 @@ async function send(key: string, options: { namespace?: string; value?: string }
 }
 
 async function runsOf(task: string): Promise<TaskRun[]> {
-  return node.taskRuns({ task, limit: 1000 });
+  return node.admin.taskRuns({ task, limit: 1000 });
 }
 
 /** The run of `task` triggered by the event at `offset`, once it is in one of `states`. */
@@ -216,10 +216,10 @@ describe('rules and tasks on one node', () => {
   });
 
   it('processing the same events again (a failover before the offset moved) starts nothing twice', async () => {
-    const before = (await node.taskRuns({ limit: 10_000 })).length;
+    const before = (await node.admin.taskRuns({ limit: 10_000 })).length;
     const lines = { first: await countRuns(out, 'first'), second: await countRuns(out, 'second') };
     // Move the rules' offset back to the start, as if none of the events had been applied, then restart.
-    await node.sql(`UPDATE baton_event_listeners SET "offset" = 0 WHERE name = 'baton.rules'`);
+    await node.admin.sql(`UPDATE baton_event_listeners SET "offset" = 0 WHERE name = 'baton.rules'`);
     await node.stop();
     node = await start();
     const head = (await node.events?.latestOffset()) ?? 0;
@@ -228,7 +228,7 @@ describe('rules and tasks on one node', () => {
       20_000,
       'the rules to catch up',
     );
-    expect((await node.taskRuns({ limit: 10_000 })).length).toBe(before);
+    expect((await node.admin.taskRuns({ limit: 10_000 })).length).toBe(before);
     expect(await countRuns(out, 'first')).toBe(lines.first);
     expect(await countRuns(out, 'second')).toBe(lines.second);
   });

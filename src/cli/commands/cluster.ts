@@ -2,10 +2,11 @@
 import type { Command } from 'commander';
 
 import type { ListenerLag } from '../../events/transport.js';
-import type { Admin } from '../../node/admin.js';
+import type { Admin } from '../../admin/admin.js';
 import type { CliContext } from '../context.js';
 import { formatTable, queuesTable } from '../output.js';
-import { queueJson } from '../../util/wire.js';
+import { clusterJson } from '../../cluster/wire.js';
+import { queueJson } from '../../queue/wire.js';
 
 export function registerClusterCommands(program: Command, ctx: CliContext): void {
   program
@@ -19,15 +20,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
         listeners: await listenerLags(admin),
       }));
       if (options.json) {
-        return ctx.printJson({
-          group: cluster.group ?? null,
-          elector: cluster.elector ?? null,
-          primary: cluster.leader ?? null,
-          term: cluster.term,
-          members: cluster.members.map((m) => ({ ...m, lastSeen: m.lastSeen.toISOString() })),
-          queues: queues.map(queueJson),
-          listeners,
-        });
+        return ctx.printJson({ ...clusterJson(cluster), queues: queues.map(queueJson), listeners });
       }
       if (!cluster.group) {
         ctx.print(`node ${cluster.node}: not in a group (it acts alone)`);
@@ -69,14 +62,14 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
     .description('make the primary yield, so that another node takes over')
     .option('--to <node>', 'the node that should take over')
     .action(async (options: { to?: string }) => {
-      await ctx.withAdmin((admin) => admin.failover(options.to));
-      ctx.print(`failover requested${options.to ? ` (to ${options.to})` : ''}`);
+      const result = await ctx.withAdmin((admin) => admin.failover(options.to));
+      ctx.print(result.message);
     });
 }
 
 /** The named event listeners and their lag; none when the event log is off or out of reach. */
 async function listenerLags(admin: Admin): Promise<ListenerLag[]> {
-  const events = await admin.openEvents?.().catch(() => undefined);
+  const events = await admin.openEvents().catch(() => undefined);
   if (!events) return [];
   try {
     return await events.listenerLags();

@@ -2,7 +2,7 @@
 // the store when one runs (or the node at --url), else on the store opened by the command itself.
 import type { Command } from 'commander';
 
-import { NotificationClient } from '../../events/client.js';
+import { EventClient } from '../../events/client.js';
 import type { ListenFrom } from '../../events/client.js';
 import { HttpEventTransport } from '../../events/http-transport.js';
 import type { EventTransport } from '../../events/transport.js';
@@ -53,7 +53,7 @@ export function registerEventCommands(program: Command, ctx: CliContext): void {
         command: Command,
       ) => {
         const event = await withEvents(ctx, command, async (transport) => {
-          const client = new NotificationClient(transport, {
+          const client = new EventClient(transport, {
             env: ctx.io.env,
             ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
             ...(options.sender !== undefined ? { sender: options.sender } : {}),
@@ -112,7 +112,7 @@ export function registerEventCommands(program: Command, ctx: CliContext): void {
         const from = parseFrom(options.from);
         await withEvents(ctx, command, async (transport) => {
           const log = await ctx.logger().catch(() => undefined);
-          const client = new NotificationClient(transport, {
+          const client = new EventClient(transport, {
             env: ctx.io.env,
             ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
             ...(log ? { log } : {}),
@@ -166,7 +166,6 @@ async function withEvents<T>(
     return fn(new HttpEventTransport(target.url, target.token ?? ctx.io.env['BATON_TOKEN']));
   }
   return ctx.withAdmin(async (admin) => {
-    if (!admin.openEvents) throw new Error('this store offers no event log');
     return fn(await admin.openEvents());
   });
 }

@@ -6,7 +6,7 @@ import { stat } from 'node:fs/promises';
 import type { Command } from 'commander';
 
 import { errorQueueName } from '../../queue/backend.js';
-import { errorJson, queueJson } from '../../util/wire.js';
+import { errorRecordJson, queueJson } from '../../queue/wire.js';
 import type { CliContext } from '../context.js';
 import { formatTable, progressBar, queuesTable, recordPreview } from '../output.js';
 import { readLineBatches } from '../stdin.js';
@@ -72,7 +72,7 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
         return ctx.printJson({
           queue,
           error_queue: errorQueueName(queue),
-          errors: errors.map(errorJson),
+          errors: errors.map(errorRecordJson),
         });
       }
       if (errors.length === 0) return ctx.print(`${errorQueueName(queue)} is empty`);

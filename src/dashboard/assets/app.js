@@ -280,7 +280,7 @@ function followEvents(head) {
     body.prepend(
       row([
         cell(event.offset, 'num'),
-        cell(time(event.createTime)),
+        cell(time(event.create_time)),
         cell(event.namespace),
         cell(event.key),
         cell(event.value, 'wrap'),

@@ -7,8 +7,11 @@ import { fileURLToPath } from 'node:url';
 
 import type { FastifyInstance } from 'fastify';
 
-import { describeError } from '../../errors.js';
-import { clusterJson, componentJson, queueJson } from '../../util/wire.js';
+import { clusterJson } from '../../cluster/wire.js';
+import { componentJson } from '../../components/wire.js';
+import { describeError, NotRunningError } from '../../errors.js';
+import { queueJson } from '../../queue/wire.js';
+import { taskRunJson } from '../../tasks/wire.js';
 import type { HttpNode } from '../node.js';
 import { EventStreams } from '../sse.js';
 
@@ -44,9 +47,7 @@ export function registerDashboardRoutes(app: FastifyInstance, node: HttpNode): v
   const streams = new EventStreams(app);
   app.get('/v1/dashboard/stream', async (request, reply) => {
     const stream = streams.open(request, reply);
-    if (typeof stream === 'string') {
-      return reply.code(503).send({ error: 'the node is stopping', code: 'STOPPING' });
-    }
+    if (typeof stream === 'string') throw new NotRunningError('the node is stopping');
     const send = async (): Promise<void> => {
       try {
         await stream.send([{ data: JSON.stringify(await snapshot()) }]);
@@ -64,9 +65,9 @@ export function registerDashboardRoutes(app: FastifyInstance, node: HttpNode): v
 
 async function takeSnapshot(node: HttpNode): Promise<Record<string, unknown>> {
   const [cluster, queues, tasks] = await Promise.all([
-    node.cluster(),
-    node.queues(),
-    node.recentTaskRuns ? node.recentTaskRuns(20) : Promise.resolve(null),
+    node.admin.cluster(),
+    node.admin.queues(),
+    node.tasksConfigured ? node.admin.taskRuns({ limit: 20 }) : Promise.resolve(undefined),
   ]);
   return {
     at: new Date().toISOString(),
@@ -77,6 +78,6 @@ async function takeSnapshot(node: HttpNode): Promise<Record<string, unknown>> {
     queues: queues.map(queueJson),
     components: node.components().map(componentJson),
     events_head: node.events?.head ?? null,
-    tasks,
+    tasks: tasks?.map(taskRunJson) ?? null,
   };
 }

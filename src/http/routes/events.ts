@@ -6,7 +6,14 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 
 import type { EventsConfig } from '../../config/types.js';
-import { describeError } from '../../errors.js';
+import {
+  describeError,
+  EventsDisabledError,
+  ForbiddenError,
+  NotRunningError,
+  PayloadTooLargeError,
+  TooManyRequestsError,
+} from '../../errors.js';
 import type { EventLog } from '../../events/log.js';
 import { GroupAppender } from '../../events/group-append.js';
 import type { AppendedEvent, EventInput } from '../../events/types.js';
@@ -21,20 +28,7 @@ import { parseInput } from '../validate.js';
 const RETRY_MS = 1_000;
 /** Events read per query while following. */
 const STREAM_BATCH = 1_000;
-const EVENT_FIELDS = ['key', 'value', 'context', 'namespace', 'sender', 'clientId', 'seq'];
-
-/** An HTTP error with its status, answered as {error, code} by the server's error handler. */
-class EventsHttpError extends Error {
-  override readonly name = 'EventsHttpError';
-  readonly statusCode: number;
-  readonly code: string;
-
-  constructor(statusCode: number, code: string, message: string) {
-    super(message);
-    this.statusCode = statusCode;
-    this.code = code;
-  }
-}
+const EVENT_FIELDS = ['key', 'value', 'context', 'namespace', 'sender', 'client_id', 'seq'];
 
 const offsetText = z
   .string()
@@ -65,7 +59,7 @@ const eventItem = z
     context: z.unknown().optional(),
     namespace: z.string().optional(),
     sender: z.string().nullable().optional(),
-    clientId: z.string().optional(),
+    client_id: z.string().optional(),
     seq: z.number().int().min(0).optional(),
   })
   .strict();
@@ -76,11 +70,7 @@ const timeQuery = z.object({ time: z.string().min(1, { error: 'required' }) });
 export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config: EventsConfig): void {
   const log = (): EventLog => {
     if (!node.events) {
-      throw new EventsHttpError(
-        404,
-        'EVENTS_DISABLED',
-        'events are disabled on this node ([events] enabled = false)',
-      );
+      throw new EventsDisabledError();
     }
     return node.events;
   };
@@ -175,11 +165,9 @@ async function streamEvents(
   query: { namespace: string | undefined; keys: string[] | undefined; after: number },
 ): Promise<void> {
   const stream = streams.open(request, reply, { retryMs: RETRY_MS });
-  if (stream === 'closing') throw new EventsHttpError(503, 'STOPPING', 'the node is stopping');
+  if (stream === 'closing') throw new NotRunningError('the node is stopping');
   if (stream === 'too-many') {
-    throw new EventsHttpError(
-      429,
-      'TOO_MANY_STREAMS',
+    throw new TooManyRequestsError(
       `this client already has ${streams.perClient} open event streams ([events] max_streams_per_client)`,
     );
   }
@@ -211,9 +199,7 @@ function eventInputs(body: unknown, maxBatch: number): EventInput[] {
   else throw new InvalidEventError('expected a JSON event, an array of events, or {"events": [...]}');
   if (items.length === 0) throw new InvalidEventError('no events: send at least one');
   if (items.length > maxBatch) {
-    throw new EventsHttpError(
-      413,
-      'TOO_MANY_EVENTS',
+    throw new PayloadTooLargeError(
       `${items.length} events in one request; at most ${maxBatch} ([events] max_batch): send them in smaller batches`,
     );
   }
@@ -233,12 +219,12 @@ function eventInput(item: unknown, where: string): EventInput {
     const path = issue?.path.length ? `.${issue.path.join('.')}` : '';
     throw new InvalidEventError(`${where}${path}: ${issue?.message ?? 'malformed'}`);
   }
-  const { context, ...event } = parsed.data;
+  const { context, client_id: clientId, ...event } = parsed.data;
   const contextText =
     context === undefined || context === null || typeof context === 'string'
       ? context
       : JSON.stringify(context);
-  return { ...event, context: contextText };
+  return { ...event, ...(clientId !== undefined ? { clientId } : {}), context: contextText };
 }
 
 /** The read filter of GET /v1/events and /count, checked against the token's namespaces. */
@@ -298,9 +284,7 @@ function parseTime(text: string): Date {
 function authorize(request: FastifyRequest, namespace: string, where: string): void {
   const allowed = allowedNamespaces(request);
   if (allowed && !allowed.includes(namespace)) {
-    throw new EventsHttpError(
-      403,
-      'FORBIDDEN_NAMESPACE',
+    throw new ForbiddenError(
       `${where}: this token may not use namespace "${namespace}" (it may use: ${allowed.join(', ')})`,
     );
   }
@@ -310,9 +294,7 @@ function authorize(request: FastifyRequest, namespace: string, where: string): v
 function authorizeRead(request: FastifyRequest, namespace: string | undefined): void {
   const allowed = allowedNamespaces(request);
   if (allowed && namespace === undefined) {
-    throw new EventsHttpError(
-      403,
-      'FORBIDDEN_NAMESPACE',
+    throw new ForbiddenError(
       `this token is limited to namespaces ${allowed.join(', ')}: name one with ?namespace=`,
     );
   }

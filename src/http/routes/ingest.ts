@@ -2,8 +2,9 @@
 // Records are bytes: the body is never decoded as text.
 import type { FastifyInstance } from 'fastify';
 
-import type { HttpNode } from '../node.js';
+import { BadRequestError, UnknownQueueError } from '../../errors.js';
 import { splitLines } from '../../util/lines.js';
+import type { HttpNode } from '../node.js';
 
 export function registerIngestRoutes(app: FastifyInstance, node: HttpNode): void {
   app.removeAllContentTypeParsers();
@@ -11,20 +12,12 @@ export function registerIngestRoutes(app: FastifyInstance, node: HttpNode): void
 
   app.post<{ Params: { queue: string } }>('/v1/queues/:queue/records', async (request, reply) => {
     const { queue } = request.params;
-    if (!node.queueNames.includes(queue)) {
-      return reply.code(404).send({
-        error: `unknown queue "${queue}"`,
-        code: 'UNKNOWN_QUEUE',
-        queues: node.queueNames,
-      });
-    }
+    if (!node.queueNames.includes(queue)) throw new UnknownQueueError(queue, node.queueNames);
     const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
     const ndjson =
       (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === 'application/x-ndjson';
     const records = ndjson ? splitLines(body) : body.length > 0 ? [body] : [];
-    if (records.length === 0) {
-      return reply.code(400).send({ error: 'empty body: no record to accept', code: 'EMPTY_BODY' });
-    }
+    if (records.length === 0) throw new BadRequestError('empty body: no record to accept');
     const result = await node.ingest(queue, records);
     return reply.code(202).send({ accepted: result.accepted });
   });

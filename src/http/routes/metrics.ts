@@ -5,7 +5,7 @@ import type { HttpNode } from '../node.js';
 
 export function registerMetricsRoute(app: FastifyInstance, node: HttpNode): void {
   app.get('/metrics', async (_request, reply) => {
-    const { contentType, body } = await node.metrics.render();
+    const { contentType, body } = await node.renderMetrics();
     return reply.type(contentType).send(body);
   });
 }

@@ -2,8 +2,9 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 
+import { UnknownErrorRecordError } from '../../errors.js';
 import { errorQueueName } from '../../queue/backend.js';
-import { errorJson, queueJson } from '../../util/wire.js';
+import { errorRecordJson, queueJson } from '../../queue/wire.js';
 import type { HttpNode } from '../node.js';
 import { parseInput } from '../validate.js';
 
@@ -17,42 +18,40 @@ const replayBody = z
     limit: z.number().int().min(1).max(100_000).default(1000),
   })
   .strict();
+const dropParams = z.object({
+  queue: z.string(),
+  id: z.string().regex(/^\d+$/, { error: 'error record ids are numbers' }),
+});
 
 export function registerQueueRoutes(app: FastifyInstance, node: HttpNode): void {
-  app.get('/v1/queues', async () => ({ queues: (await node.queues()).map(queueJson) }));
+  app.get('/v1/queues', async () => ({ queues: (await node.admin.queues()).map(queueJson) }));
 
   app.get<{ Params: { queue: string } }>('/v1/queues/:queue/errors', async (request) => {
     const query = parseInput(listQuery, request.query, 'query');
-    const errors = await node.listErrors(request.params.queue, {
+    const errors = await node.admin.listErrors(request.params.queue, {
       limit: query.limit,
       ...(query.after ? { afterId: query.after } : {}),
     });
     return {
       queue: request.params.queue,
       error_queue: errorQueueName(request.params.queue),
-      errors: errors.map(errorJson),
+      errors: errors.map(errorRecordJson),
     };
   });
 
   app.post<{ Params: { queue: string } }>('/v1/queues/:queue/errors/replay', async (request) => {
     const body = parseInput(replayBody, request.body ?? {}, 'body');
-    const replayed = await node.replayErrors(request.params.queue, {
+    const replayed = await node.admin.replayErrors(request.params.queue, {
       limit: body.limit,
       ...(body.ids ? { ids: body.ids } : {}),
     });
     return { replayed };
   });
 
-  app.delete<{ Params: { queue: string; id: string } }>(
-    '/v1/queues/:queue/errors/:id',
-    async (request, reply) => {
-      if (!/^\d+$/.test(request.params.id)) {
-        return reply.code(400).send({ error: 'error record ids are numbers', code: 'BAD_REQUEST' });
-      }
-      const dropped = await node.dropErrors(request.params.queue, [request.params.id]);
-      if (dropped === 0)
-        return reply.code(404).send({ error: `no error record ${request.params.id}`, code: 'NOT_FOUND' });
-      return { dropped };
-    },
-  );
+  app.delete('/v1/queues/:queue/errors/:id', async (request) => {
+    const { queue, id } = parseInput(dropParams, request.params, 'path');
+    const dropped = await node.admin.dropErrors(queue, [id]);
+    if (dropped === 0) throw new UnknownErrorRecordError(queue, [id]);
+    return { dropped };
+  });
 }

@@ -1,10 +1,11 @@
 // Task runs over HTTP: GET /v1/tasks (newest first; limit, state and task filters) and
 // POST /v1/tasks/runs/:id/stop. Any node answers: runs live in the shared store, and a stop request is
 // recorded there for the primary's rule engine to carry out.
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 
-import { TASK_RUN_STATES, UnknownTaskRunError } from '../../tasks/runs.js';
+import { UnknownTaskRunError } from '../../errors.js';
+import { TASK_RUN_STATES } from '../../tasks/runs.js';
 import { taskRunJson } from '../../tasks/wire.js';
 import { allowedNamespaces } from '../auth.js';
 import type { HttpNode } from '../node.js';
@@ -20,7 +21,7 @@ export function registerTaskRoutes(app: FastifyInstance, node: HttpNode): void {
   app.get('/v1/tasks', async (request) => {
     const query = parseInput(listQuery, request.query, 'query');
     const namespaces = allowedNamespaces(request);
-    const runs = await node.taskRuns({
+    const runs = await node.admin.taskRuns({
       limit: query.limit,
       ...(query.state ? { state: query.state } : {}),
       ...(query.task ? { task: query.task } : {}),
@@ -29,23 +30,14 @@ export function registerTaskRoutes(app: FastifyInstance, node: HttpNode): void {
     return { runs: runs.map(taskRunJson) };
   });
 
-  app.post<{ Params: { id: string } }>('/v1/tasks/runs/:id/stop', async (request, reply) => {
+  app.post<{ Params: { id: string } }>('/v1/tasks/runs/:id/stop', async (request) => {
     // A namespace-limited token sees (and stops) only runs of tasks in its namespaces; others do not exist.
     const namespaces = allowedNamespaces(request);
     if (namespaces) {
-      const [visible] = await node.taskRuns({ id: request.params.id, namespaces, limit: 1 });
-      if (!visible) return unknownRun(reply, request.params.id);
+      const [visible] = await node.admin.taskRuns({ id: request.params.id, namespaces, limit: 1 });
+      if (!visible) throw new UnknownTaskRunError(request.params.id);
     }
-    try {
-      const { run, requested } = await node.stopTaskRun(request.params.id);
-      return { run: taskRunJson(run), requested };
-    } catch (error) {
-      if (error instanceof UnknownTaskRunError) return unknownRun(reply, request.params.id);
-      throw error;
-    }
+    const { run, requested } = await node.admin.stopTaskRun(request.params.id);
+    return { run: taskRunJson(run), requested };
   });
-}
-
-function unknownRun(reply: FastifyReply, id: string): FastifyReply {
-  return reply.code(404).send({ error: `unknown task run "${id}"`, code: 'UNKNOWN_TASK' });
 }

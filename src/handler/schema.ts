@@ -1,11 +1,12 @@
 // Bringing the store's schema up to date: Baton's migrations, each queue's migrations, and the tables of
 // handlers whose queue has no migrations (created from their drizzle schema). Shared by a running node
-// and by CLI commands that open the store themselves.
+// and by CLI commands (through the admin operations).
 import type { ResolvedConfig } from '../config/types.js';
-import { UnknownQueueError } from '../errors.js';
-import type { Handler } from '../handler/handler.js';
-import { pendingMigrations, queueMigrations, schemaDiff, writeMigration } from '../handler/migrations.js';
-import { createMissingTables } from '../handler/tables.js';
+import { PendingMigrationsError, UnknownQueueError } from '../errors.js';
+import type { Handler } from './handler.js';
+import type { SqlReader } from './migrations.js';
+import { pendingMigrations, queueMigrations, schemaDiff, writeMigration } from './migrations.js';
+import { createMissingTables } from './tables.js';
 import type { Migration, MigrationProgress } from '../store/migrate.js';
 import { applyMigrations, builtinMigrations } from '../store/migrate.js';
 import type { Store } from '../store/store.js';
@@ -43,9 +44,12 @@ export async function updateSchema(
   return { migrated, created };
 }
 
-/** Writes the next migration of `queue` from the difference between its handler's schema and the store. */
+/**
+ * Writes the next migration of `queue` from the difference between its handler's schema and the store,
+ * which is only read (through `reader`: the store, or the owner node's `sql`).
+ */
 export async function makeMigration(
-  store: Store,
+  reader: SqlReader,
   config: ResolvedConfig,
   handler: Handler,
   message: string,
@@ -53,11 +57,9 @@ export async function makeMigration(
   const queue = config.queues[handler.queue];
   if (!queue) throw new UnknownQueueError(handler.queue, Object.keys(config.queues));
   const all: Migration[] = [...(await builtinMigrations()), ...(await queueMigrations(queue))];
-  const pending = await pendingMigrations(store, all);
-  if (pending.length > 0) {
-    throw new Error(`apply the pending migrations first (baton migrate): ${pending.join(', ')}`);
-  }
-  const statements = await schemaDiff(store, handler);
+  const pending = await pendingMigrations(reader, all);
+  if (pending.length > 0) throw new PendingMigrationsError(pending);
+  const statements = await schemaDiff(reader, handler);
   if (statements.length === 0) return { path: undefined, statements };
   return { path: await writeMigration(queue, message, statements), statements };
 }

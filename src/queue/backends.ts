@@ -1,14 +1,14 @@
-// Opens what a node or a CLI command needs of its backends: the store (with the owner lock for the
+// The backends of a config, opened for a node or a CLI command: the store (with the owner lock for the
 // embedded store) with Baton's migrations applied, the store-backed queue backend, the Redis queue backend
 // when a queue uses it, and one PostgreSQL queue backend per queue database. Each queue is routed to its
 // backend. Closes in reverse order.
 import type { ResolvedConfig } from '../config/types.js';
 import { BackendUnavailableError, StoreLockedError, UnknownQueueError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { QueueBackend } from '../queue/backend.js';
-import { ForeignQueueBackend } from '../queue/postgres-queue.js';
-import { RedisQueueBackend } from '../queue/redis.js';
-import { StoreQueueBackend } from '../queue/store-queue.js';
+import type { QueueBackend } from './backend.js';
+import { PostgresQueueBackend } from './postgres-queue.js';
+import { RedisQueueBackend } from './redis.js';
+import { StoreQueueBackend } from './store-queue.js';
 import type { LockOwner, OwnerKind, StoreLock } from '../store/lock.js';
 import { sleep } from '../util/sleep.js';
 import { acquireStoreLock } from '../store/lock.js';
@@ -17,10 +17,8 @@ import { openPgliteStore } from '../store/pglite.js';
 import { openPostgresStore } from '../store/postgres.js';
 import type { Store } from '../store/store.js';
 
-export interface Storage {
+export interface Backends {
   readonly store: Store;
-  /** The queue backend on the store (always there: inline ingest and store queues use it). */
-  readonly storeQueues: StoreQueueBackend;
   /** Every queue backend in use, each once. */
   readonly backends: readonly QueueBackend[];
   /** The owner lock of the embedded store; undefined on a server store, which any number may share. */
@@ -35,11 +33,11 @@ export interface Storage {
 }
 
 /** `consume: false` (CLI commands): no wake-up listening, since nothing consumes through this opening. */
-export async function openStorage(
+export async function openBackends(
   config: ResolvedConfig,
   log: Logger,
   options: { consume?: boolean } = {},
-): Promise<Storage> {
+): Promise<Backends> {
   const consume = options.consume ?? true;
   const releasers: Array<() => Promise<void>> = [];
   const release = async (): Promise<void> => {
@@ -80,7 +78,7 @@ async function assemble(
   releasers: Array<() => Promise<void>>,
   release: () => Promise<void>,
   consume: boolean,
-): Promise<Storage> {
+): Promise<Backends> {
   releasers.push(() => store.close());
   const migrated = await applyMigrations(store, await builtinMigrations());
   const storeQueues = new StoreQueueBackend(store, log);
@@ -101,10 +99,10 @@ async function assemble(
     await redis.start({ startupTimeoutMs: config.node.startupTimeoutMs });
   }
   // One backend per queue database, however many queues share it: each owns a pool and a LISTEN connection.
-  const foreign = new Map<string, ForeignQueueBackend>();
+  const foreign = new Map<string, PostgresQueueBackend>();
   for (const queue of Object.values(config.queues)) {
     if (queue.backend !== 'postgres' || queue.url === undefined || foreign.has(queue.url)) continue;
-    const backend = new ForeignQueueBackend({
+    const backend = new PostgresQueueBackend({
       url: queue.url,
       store,
       log,
@@ -126,7 +124,6 @@ async function assemble(
 
   return {
     store,
-    storeQueues,
     backends,
     lock,
     migrated,

@@ -1,0 +1,55 @@
+// The admin port: what operators, the CLI and the HTTP API may do to a group's store, queues, tasks and
+// roles. One implementation works on an opened store (StoreAdmin: in a running node, or in a CLI command
+// that opened the store itself); HttpAdmin does the same through a node's HTTP API. It does not run
+// handlers' batches, elect or fence: the node and the cluster do.
+import type { GroupStatus } from '../cluster/types.js';
+import type { EventTransport } from '../events/transport.js';
+import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
+import type { ErrorRecord, QueueInfo } from '../queue/backend.js';
+import type { MigrationProgress } from '../store/migrate.js';
+import type { QueryResult } from '../store/store.js';
+import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
+
+/** What a failover request did. */
+export interface FailoverResult {
+  /** False when nothing had to move (the node named is the primary already). */
+  readonly moved: boolean;
+  /** The primary when the request was made, when known. */
+  readonly primary: string | undefined;
+  /** The node asked to take over, when one was named. */
+  readonly to: string | undefined;
+  /** What happened, in a sentence. */
+  readonly message: string;
+}
+
+export interface Admin {
+  /** Accepts records into a queue; returns how many were stored. */
+  publish(queue: string, records: readonly Buffer[]): Promise<number>;
+  /** Per queue: the backend's figures, with the running nodes' counters when they answer. */
+  queues(): Promise<QueueInfo[]>;
+  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]>;
+  replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number>;
+  /** Deletes error records for good; returns how many existed. */
+  dropErrors(queue: string, ids: readonly string[]): Promise<number>;
+  sql(text: string, params?: readonly unknown[]): Promise<QueryResult>;
+  /** Creates the missing tables of the handlers' schemas; returns their names. */
+  initdb(): Promise<string[]>;
+  /** Applies pending migrations (Baton's and each queue's), then creates tables of queues without any. */
+  migrate(onApplied?: MigrationProgress): Promise<SchemaUpdate>;
+  /** Writes the next migration of `queue` from its handler file as it is now and the store. */
+  makeMigration(queue: string, message: string): Promise<NewMigration>;
+  /** The group as a live node sees it (every live member is tried in turn). */
+  cluster(): Promise<GroupStatus>;
+  /**
+   * Manual failover: the group's primary yields, to `to` when named. Throws UnknownNodeError when `to` is
+   * no live member, NotInGroupError without a group; naming the primary itself moves nothing.
+   */
+  failover(to?: string): Promise<FailoverResult>;
+  /** Task runs, newest first. */
+  taskRuns(query?: TaskRunQuery): Promise<TaskRun[]>;
+  /** Asks for a task run to be stopped (the primary stops it); UnknownTaskRunError for an unknown id. */
+  stopTaskRun(id: string): Promise<StopRequest>;
+  /** The event log: through a node's HTTP API, or on the opened store. */
+  openEvents(): Promise<EventTransport>;
+  close(): Promise<void>;
+}

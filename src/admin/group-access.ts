@@ -1,0 +1,148 @@
+// How the admin operations reach the group: from a running node (its own place in the group, and the
+// primary over HTTP for a failover asked of a secondary), or from a CLI command (the live members listed by
+// the membership, asked over HTTP in turn, the primary first, so that a dead member never fails the command).
+import type { GroupStatus, Member, Role } from '../cluster/types.js';
+import type { ResolvedConfig } from '../config/types.js';
+import { BackendUnavailableError, NotInGroupError, NotPrimaryError, UnknownNodeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { FailoverResult } from './admin.js';
+import { HttpAdmin } from './http-admin.js';
+import type { GroupAccess } from './store-admin.js';
+
+/** How long a CLI command waits for one member before it asks the next. */
+const MEMBER_TIMEOUT_MS = 5_000;
+
+type Counters = ReadonlyMap<string, { processed: number; failed: number }>;
+
+/** What a node offers of its place in the group. */
+export interface NodeGroup {
+  readonly state: { readonly role: Role; readonly leader: string | undefined };
+  status(): Promise<GroupStatus>;
+  /** Yields when this node is primary (to `to` when named). */
+  failover(to?: string): Promise<void>;
+}
+
+/** The group as a running node reaches it; `counters` are this node's own. */
+export function nodeGroupAccess(
+  group: NodeGroup,
+  counters: () => Counters,
+  token: string | undefined,
+): GroupAccess {
+  return {
+    status: () => group.status(),
+    counters: () => Promise.resolve(counters()),
+    async failover(to?: string): Promise<FailoverResult> {
+      if (group.state.role === 'not-in-group') {
+        throw new NotInGroupError('this node is not in a group: there is nothing to fail over');
+      }
+      const status = await group.status();
+      const unchanged = checkTarget(status.members, status.leader, to);
+      if (unchanged) return unchanged;
+      if (status.role === 'primary') {
+        await group.failover(to);
+        return {
+          moved: true,
+          primary: status.node,
+          to,
+          message: `${status.node} yielded the primary role${to ? ` to ${to}` : ''}`,
+        };
+      }
+      // A secondary passes the request on to the primary, which alone can yield.
+      const primary = status.members.find((member) => member.node === status.leader);
+      if (!primary?.address) throw new NotPrimaryError(status.role, status.leader);
+      return new HttpAdmin(primary.address, { token, timeoutMs: MEMBER_TIMEOUT_MS }).failover(to);
+    },
+  };
+}
+
+/** What a CLI command needs to list the live members of its config's group. */
+export interface MemberList {
+  /** The members seen within three leases, by name. */
+  list(): Promise<Member[]>;
+}
+
+/** The group as a CLI command reaches it: through its live members, one after the other. */
+export function memberGroupAccess(
+  config: ResolvedConfig,
+  members: MemberList | undefined,
+  token: string | undefined,
+  log: Logger,
+): GroupAccess {
+  /** Asks each live member with an address in turn (the primary first) until one answers. */
+  const ask = async <T>(what: (admin: HttpAdmin) => Promise<T>): Promise<T | undefined> => {
+    const live = members ? await members.list() : [];
+    live.sort((a, b) => Number(b.role === 'primary') - Number(a.role === 'primary'));
+    for (const member of live) {
+      if (!member.address) continue;
+      try {
+        return await what(new HttpAdmin(member.address, { token, timeoutMs: MEMBER_TIMEOUT_MS }));
+      } catch (error) {
+        if (!(error instanceof BackendUnavailableError)) throw error;
+        log.debug({ member: member.node }, `member ${member.node} does not answer; asking the next one`);
+      }
+    }
+    return undefined;
+  };
+  return {
+    async status(): Promise<GroupStatus> {
+      const answered = await ask((admin) => admin.cluster());
+      if (answered) return answered;
+      return {
+        group: config.group?.name,
+        elector: config.group?.elector,
+        node: config.node.name,
+        role: config.group ? 'secondary' : 'not-in-group',
+        term: 0,
+        leader: undefined,
+        members: members ? await members.list() : [],
+        failovers: [],
+      };
+    },
+    async failover(to?: string): Promise<FailoverResult> {
+      const group = config.group;
+      if (!group) throw new NotInGroupError('this config has no [group]: there is nothing to fail over');
+      const result = await ask((admin) => admin.failover(to));
+      if (result) return result;
+      throw new BackendUnavailableError(
+        `group "${group.name}"`,
+        'no live member answers: start one with baton run',
+      );
+    },
+    async counters(): Promise<Counters> {
+      const sums = new Map<string, { processed: number; failed: number }>();
+      const live = members ? await members.list() : [];
+      await Promise.all(
+        live.map(async (member) => {
+          if (!member.address) return;
+          const admin = new HttpAdmin(member.address, { token, timeoutMs: MEMBER_TIMEOUT_MS });
+          const queues = await admin.queues().catch(() => []);
+          for (const queue of queues) {
+            if (queue.processed === undefined || queue.failed === undefined) continue;
+            const sum = sums.get(queue.name) ?? { processed: 0, failed: 0 };
+            sums.set(queue.name, {
+              processed: sum.processed + queue.processed,
+              failed: sum.failed + queue.failed,
+            });
+          }
+        }),
+      );
+      return sums;
+    },
+  };
+}
+
+/**
+ * Refuses a node that is no live member; answers "nothing moves" when it is the primary already.
+ * Undefined: the failover goes ahead.
+ */
+function checkTarget(
+  members: readonly Member[],
+  leader: string | undefined,
+  to: string | undefined,
+): FailoverResult | undefined {
+  if (to === undefined) return undefined;
+  const live = members.map((member) => member.node);
+  if (!live.includes(to)) throw new UnknownNodeError(to, live);
+  if (to !== leader) return undefined;
+  return { moved: false, primary: leader, to, message: `${to} is the primary already: nothing moves` };
+}

@@ -1,0 +1,162 @@
+// The admin operations through a node's HTTP API: the CLI's path while a node owns the embedded store, and
+// the way to reach a group's live members. Answers are parsed with the codecs of their types and errors
+// come back typed (HttpClient). `make-migration` loads the handler here, from the file as it is now, and
+// reads the store through the node's `sql`.
+import { z } from 'zod';
+
+import { clusterReply } from '../cluster/wire.js';
+import type { GroupStatus } from '../cluster/types.js';
+import type { ResolvedConfig } from '../config/types.js';
+import { UnknownErrorRecordError, UnknownQueueError } from '../errors.js';
+import { HttpEventTransport } from '../events/http-transport.js';
+import type { EventTransport } from '../events/transport.js';
+import { loadHandler } from '../handler/load.js';
+import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
+import { makeMigration } from '../handler/schema.js';
+import type { ErrorRecord, QueueInfo } from '../queue/backend.js';
+import { errorsReply, queuesReply } from '../queue/wire.js';
+import type { QueryResult } from '../store/store.js';
+import { queryResultReply } from '../store/wire.js';
+import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
+import { stopReply, taskRunsReply } from '../tasks/wire.js';
+import type { RequestOptions } from '../util/http-client.js';
+import { HttpClient } from '../util/http-client.js';
+import type { Admin, FailoverResult } from './admin.js';
+
+export const acceptedReply = z.object({ accepted: z.number() });
+export const replayedReply = z.object({ replayed: z.number() });
+export const droppedReply = z.object({ dropped: z.number() });
+export const createdReply = z.object({ created: z.array(z.string()) });
+export const migratedReply = z.object({ migrated: z.array(z.string()), created: z.array(z.string()) });
+export const failoverReply = z
+  .object({
+    moved: z.boolean(),
+    primary: z.string().nullable(),
+    to: z.string().nullable(),
+    message: z.string(),
+  })
+  .transform((reply): FailoverResult => ({
+    moved: reply.moved,
+    primary: reply.primary ?? undefined,
+    to: reply.to ?? undefined,
+    message: reply.message,
+  }));
+
+export class HttpAdmin implements Admin {
+  readonly #client: HttpClient;
+  readonly #token: string | undefined;
+  readonly #config: ResolvedConfig | undefined;
+
+  /** `config` (the caller's) is needed by makeMigration only: it names the handler file and its folder. */
+  constructor(
+    base: string,
+    options: { token?: string | undefined; timeoutMs?: number; config?: ResolvedConfig } = {},
+  ) {
+    this.#client = new HttpClient(base, options);
+    this.#token = options.token;
+    this.#config = options.config;
+  }
+
+  get address(): string {
+    return this.#client.base;
+  }
+
+  async publish(queue: string, records: readonly Buffer[]): Promise<number> {
+    const single = records.length === 1 ? records[0] : undefined;
+    const body: RequestOptions = single
+      ? { body: single, contentType: 'application/octet-stream' }
+      : {
+          body: Buffer.concat(records.flatMap((record) => [record, Buffer.from('\n')])),
+          contentType: 'application/x-ndjson',
+        };
+    return (await this.#client.call(acceptedReply, 'POST', `${queuePath(queue)}/records`, body)).accepted;
+  }
+
+  async queues(): Promise<QueueInfo[]> {
+    return (await this.#client.call(queuesReply, 'GET', '/v1/queues')).queues;
+  }
+
+  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
+    const query = new URLSearchParams({
+      limit: String(options.limit),
+      ...(options.afterId ? { after: options.afterId } : {}),
+    });
+    return this.#client.call(errorsReply, 'GET', `${queuePath(queue)}/errors?${query.toString()}`);
+  }
+
+  async replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {
+    const reply = await this.#client.call(replayedReply, 'POST', `${queuePath(queue)}/errors/replay`, {
+      json: { limit: options.limit, ...(options.ids ? { ids: options.ids } : {}) },
+    });
+    return reply.replayed;
+  }
+
+  async dropErrors(queue: string, ids: readonly string[]): Promise<number> {
+    let dropped = 0;
+    for (const id of ids) {
+      const path = `${queuePath(queue)}/errors/${encodeURIComponent(id)}`;
+      try {
+        dropped += (await this.#client.call(droppedReply, 'DELETE', path)).dropped;
+      } catch (error) {
+        if (!(error instanceof UnknownErrorRecordError)) throw error;
+      }
+    }
+    return dropped;
+  }
+
+  sql(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
+    return this.#client.call(queryResultReply, 'POST', '/v1/sql', { json: { sql: text, params } });
+  }
+
+  async initdb(): Promise<string[]> {
+    return (await this.#client.call(createdReply, 'POST', '/v1/initdb', { json: {} })).created;
+  }
+
+  migrate(): Promise<SchemaUpdate> {
+    return this.#client.call(migratedReply, 'POST', '/v1/migrate', { json: {} });
+  }
+
+  /** The handler is loaded here, from the file as it is now; the store is read through the node's `sql`. */
+  async makeMigration(queue: string, message: string): Promise<NewMigration> {
+    const config = this.#config;
+    const queueConfig = config?.queues[queue];
+    if (!config || !queueConfig) throw new UnknownQueueError(queue, Object.keys(config?.queues ?? {}));
+    const handler = await loadHandler(queue, queueConfig.handler, config.file);
+    const reader = { query: (text: string, params?: readonly unknown[]) => this.sql(text, params) };
+    return makeMigration(reader, config, handler, message);
+  }
+
+  cluster(): Promise<GroupStatus> {
+    return this.#client.call(clusterReply, 'GET', '/v1/cluster');
+  }
+
+  failover(to?: string): Promise<FailoverResult> {
+    return this.#client.call(failoverReply, 'POST', '/v1/cluster/failover', {
+      json: to === undefined ? {} : { to },
+    });
+  }
+
+  async taskRuns(query: TaskRunQuery = {}): Promise<TaskRun[]> {
+    const search = new URLSearchParams();
+    if (query.limit !== undefined) search.set('limit', String(query.limit));
+    if (query.state !== undefined) search.set('state', query.state);
+    if (query.task !== undefined) search.set('task', query.task);
+    return (await this.#client.call(taskRunsReply, 'GET', `/v1/tasks?${search.toString()}`)).runs;
+  }
+
+  stopTaskRun(id: string): Promise<StopRequest> {
+    return this.#client.call(stopReply, 'POST', `/v1/tasks/runs/${encodeURIComponent(id)}/stop`, {
+      json: {},
+    });
+  }
+
+  openEvents(): Promise<EventTransport> {
+    return Promise.resolve(new HttpEventTransport(this.#client.base, this.#token));
+  }
+
+  async close(): Promise<void> {}
+}
+
+function queuePath(queue: string): string {
+  return `/v1/queues/${encodeURIComponent(queue)}`;
+}

@@ -1,0 +1,178 @@
+// The admin operations on an opened store: the one implementation, used by a running node (which adds its
+// ingest path, its live counters, its event log and its place in the group) and by CLI commands that open
+// the store themselves (which reach the group's live members for what only a node knows).
+import type { GroupStatus } from '../cluster/types.js';
+import type { ResolvedConfig } from '../config/types.js';
+import { UnknownQueueError } from '../errors.js';
+import { EventLog } from '../events/log.js';
+import type { EventTransport } from '../events/transport.js';
+import { LocalEventTransport } from '../events/transport.js';
+import type { Handler } from '../handler/handler.js';
+import { loadHandler } from '../handler/load.js';
+import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
+import { makeMigration, updateSchema } from '../handler/schema.js';
+import { createMissingTables } from '../handler/tables.js';
+import type { Logger } from '../log.js';
+import type { ErrorRecord, QueueInfo } from '../queue/backend.js';
+import type { Backends } from '../queue/backends.js';
+import type { IngestResult } from '../queue/ingest.js';
+import type { MigrationProgress } from '../store/migrate.js';
+import type { QueryResult } from '../store/store.js';
+import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
+import { listTaskRuns, requestStop } from '../tasks/runs.js';
+import type { Admin, FailoverResult } from './admin.js';
+
+/** The group as reached from here: a node's own place in it, or its live members asked over HTTP. */
+export interface GroupAccess {
+  status(): Promise<GroupStatus>;
+  failover(to?: string): Promise<FailoverResult>;
+  /** Processed and failed records per queue, summed over the nodes that answer; empty when none does. */
+  counters(): Promise<ReadonlyMap<string, { processed: number; failed: number }>>;
+}
+
+/** What a running node adds to the admin operations. */
+export interface AdminNode {
+  /** The node's ingest path (inline on the embedded store when it can). */
+  ingest(queue: string, records: readonly Buffer[]): Promise<IngestResult>;
+  /** The handlers as the node loaded them. */
+  readonly handlers: readonly Handler[];
+  /** The node's event log, when `[events] enabled`. */
+  readonly events: EventLog | undefined;
+  /** Called after a task run's stop was requested (the primary's rule engine then looks at once). */
+  stopRequested(): void;
+}
+
+export interface StoreAdminOptions {
+  readonly config: ResolvedConfig;
+  readonly backends: Backends;
+  readonly group: GroupAccess;
+  readonly log: Logger;
+  /** The running node of this process, if any. */
+  readonly node?: AdminNode;
+  /** Releases what was opened for this admin alone (a CLI command's backends), after its own parts. */
+  readonly release?: () => Promise<void>;
+}
+
+export class StoreAdmin implements Admin {
+  readonly #config: ResolvedConfig;
+  readonly #backends: Backends;
+  readonly #group: GroupAccess;
+  readonly #log: Logger;
+  readonly #node: AdminNode | undefined;
+  readonly #release: (() => Promise<void>) | undefined;
+  /** An event log this admin opened itself (no node here), closed with it. */
+  #events: EventLog | undefined;
+
+  constructor(options: StoreAdminOptions) {
+    this.#config = options.config;
+    this.#backends = options.backends;
+    this.#group = options.group;
+    this.#log = options.log;
+    this.#node = options.node;
+    this.#release = options.release;
+  }
+
+  async publish(queue: string, records: readonly Buffer[]): Promise<number> {
+    if (this.#node) return (await this.#node.ingest(queue, records)).accepted;
+    return this.#backends.backendFor(queue).publish(queue, records);
+  }
+
+  async queues(): Promise<QueueInfo[]> {
+    const [stats, counters] = await Promise.all([
+      Promise.all(this.#queueNames().map((name) => this.#backends.backendFor(name).stats(name))),
+      this.#group.counters(),
+    ]);
+    return this.#queueNames().map((name, index) => ({
+      name,
+      backend: this.#backends.backendFor(name).kind,
+      ...(stats[index] as Awaited<(typeof stats)[number]>),
+      processed: counters.get(name)?.processed,
+      failed: counters.get(name)?.failed,
+    }));
+  }
+
+  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
+    return this.#backends.backendFor(queue).listErrors(queue, options);
+  }
+
+  replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {
+    return this.#backends.backendFor(queue).replayErrors(queue, options);
+  }
+
+  dropErrors(queue: string, ids: readonly string[]): Promise<number> {
+    return this.#backends.backendFor(queue).dropErrors(queue, ids);
+  }
+
+  sql(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
+    return this.#backends.store.query(text, params);
+  }
+
+  async initdb(): Promise<string[]> {
+    return createMissingTables(this.#backends.store, await this.#handlers());
+  }
+
+  async migrate(onApplied?: MigrationProgress): Promise<SchemaUpdate> {
+    const update = await updateSchema(this.#backends.store, this.#config, await this.#handlers(), onApplied);
+    // Baton's own were applied when the store was opened.
+    return { ...update, migrated: [...this.#backends.migrated, ...update.migrated] };
+  }
+
+  /** Loads the handler file as it is now (not as a running node loaded it), then diffs it with the store. */
+  async makeMigration(queue: string, message: string): Promise<NewMigration> {
+    const config = this.#config.queues[queue];
+    if (!config) throw new UnknownQueueError(queue, this.#queueNames());
+    const handler = await loadHandler(queue, config.handler, this.#config.file);
+    return makeMigration(this.#backends.store, this.#config, handler, message);
+  }
+
+  cluster(): Promise<GroupStatus> {
+    return this.#group.status();
+  }
+
+  failover(to?: string): Promise<FailoverResult> {
+    return this.#group.failover(to);
+  }
+
+  taskRuns(query: TaskRunQuery = {}): Promise<TaskRun[]> {
+    return listTaskRuns(this.#backends.store, query);
+  }
+
+  /** Recorded in the store: the group's primary carries it out (a node started later, when none runs). */
+  async stopTaskRun(id: string): Promise<StopRequest> {
+    const request = await requestStop(this.#backends.store, id);
+    if (request.requested) this.#node?.stopRequested();
+    return request;
+  }
+
+  /** The node's event log, or one opened on the store (on a server store it hears running nodes' appends). */
+  async openEvents(): Promise<EventTransport> {
+    const running = this.#node?.events;
+    if (running) return new LocalEventTransport(running);
+    if (!this.#events) {
+      const events = new EventLog(this.#backends.store, this.#log);
+      await events.start();
+      this.#events = events;
+    }
+    return new LocalEventTransport(this.#events);
+  }
+
+  /** Closes what this admin opened itself; a node's backends are the node's to close. */
+  async close(): Promise<void> {
+    await this.#events?.close();
+    this.#events = undefined;
+    await this.#release?.();
+  }
+
+  #queueNames(): string[] {
+    return Object.keys(this.#config.queues);
+  }
+
+  #handlers(): Promise<readonly Handler[]> {
+    if (this.#node) return Promise.resolve(this.#node.handlers);
+    return Promise.all(
+      Object.values(this.#config.queues).map((queue) =>
+        loadHandler(queue.name, queue.handler, this.#config.file),
+      ),
+    );
+  }
+}
