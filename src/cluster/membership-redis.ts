@@ -2,6 +2,7 @@
 // JSON report with lastSeen) for listing, and a key per node with a time to live, which says the node is
 // alive (the redis elector defers to a preferred node only while that key exists). Every time comes from
 // Redis TIME, so that nodes with skewed clocks still agree on who was seen when.
+import { NotRunningError } from '../errors.js';
 import { z } from 'zod';
 
 import type { Logger } from '../log.js';
@@ -138,7 +139,7 @@ export class RedisMembership implements Membership {
    * half-open client; later ones fail fast while the client reconnects in the background.
    */
   async #connect(): Promise<void> {
-    if (this.#connection.closed) throw new Error('redis membership: closed');
+    if (this.#connection.closed) throw new NotRunningError('redis membership: closed');
     await this.#connection.connect();
   }
 }

@@ -11,7 +11,7 @@
 // server store so that appends by other nodes wake them too; a slow timer re-reads in case one is missed.
 import { sql, type SQL } from 'drizzle-orm';
 
-import { describeError } from '../errors.js';
+import { describeError, InternalError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
@@ -374,7 +374,7 @@ export class EventLog {
              pg_notify(${EVENTS_CHANNEL}, last_offset::text) AS notified
       FROM h`,
     );
-    if (!head) throw new Error("the event log has no head row: were Baton's migrations applied?");
+    if (!head) throw new InternalError("the event log has no head row: were Baton's migrations applied?");
     const first = Number(head['last_offset']) - events.length + 1;
     const createTime = Number(head['create_ms']);
     return events.map((event, index) => ({

@@ -3,9 +3,10 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
 
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 
 import type { HttpConfig } from '../config/types.js';
+import { TooManyRequestsError, UnauthorizedError } from '../errors.js';
 
 /** Routes open without a token: the probes, and the dashboard's page and assets (they hold no data). */
 const OPEN_ROUTES = new Set(['/healthz', '/readyz', '/', '/dashboard/app.js', '/dashboard/style.css']);
@@ -38,25 +39,24 @@ export function registerAuth(app: FastifyInstance, config: HttpConfig): void {
   };
   registerSessionRoutes(app, sessions, guesses, digests.length > 0 ? match : undefined);
   if (digests.length === 0) return;
-  app.addHook('onRequest', async (request, reply) => {
+  // A refusal is passed to done(): the server's error handler answers it, as for every route.
+  app.addHook('onRequest', (request, _reply, done) => {
     const path = request.url.split('?')[0] ?? '';
-    if (OPEN_ROUTES.has(path) || (path === SESSION_PATH && request.method === 'POST')) return;
+    if (OPEN_ROUTES.has(path) || (path === SESSION_PATH && request.method === 'POST')) return done();
     const presented = bearerToken(request);
-    if (presented !== undefined && guesses.blocked(request)) return tooManyGuesses(reply);
+    if (presented !== undefined && guesses.blocked(request)) return done(tooManyGuesses());
     // The dashboard (a browser, whose EventSource cannot send a header) signs in for a session cookie.
     const grant = presented === undefined ? sessions.find(request) : match(presented);
     if (grant === undefined) {
       if (presented !== undefined) guesses.failed(request);
-      return reply
-        .code(401)
-        .header('www-authenticate', 'Bearer')
-        .send(
-          presented === undefined
-            ? { error: 'missing bearer token (Authorization: Bearer <token>)', code: 'UNAUTHORIZED' }
-            : { error: 'invalid token', code: 'UNAUTHORIZED' },
-        );
+      return done(
+        new UnauthorizedError(
+          presented === undefined ? 'missing bearer token (Authorization: Bearer <token>)' : 'invalid token',
+        ),
+      );
     }
     if (grant.namespaces) grantedNamespaces.set(request, grant.namespaces);
+    done();
   });
 }
 
@@ -73,12 +73,12 @@ function registerSessionRoutes(
   app.get(SESSION_PATH, () => ({ authenticated: true, token_required: match !== undefined }));
   app.post<{ Body: unknown }>(SESSION_PATH, async (request, reply) => {
     if (match === undefined) return reply.code(204).send();
-    if (guesses.blocked(request)) return tooManyGuesses(reply);
+    if (guesses.blocked(request)) throw tooManyGuesses();
     const body = request.body as { token?: unknown } | undefined;
     const grant = typeof body?.token === 'string' ? match(body.token) : undefined;
     if (grant === undefined) {
       guesses.failed(request);
-      return reply.code(401).send({ error: 'invalid token', code: 'UNAUTHORIZED' });
+      throw new UnauthorizedError('invalid token');
     }
     return reply
       .code(204)
@@ -127,11 +127,11 @@ class GuessLimit {
   }
 }
 
-function tooManyGuesses(reply: FastifyReply): FastifyReply {
-  return reply
-    .code(429)
-    .header('retry-after', String(GUESS_WINDOW_MS / 1000))
-    .send({ error: 'too many wrong tokens from this address; try again later', code: 'TOO_MANY_GUESSES' });
+function tooManyGuesses(): TooManyRequestsError {
+  return new TooManyRequestsError(
+    'too many wrong tokens from this address; try again later',
+    GUESS_WINDOW_MS / 1000,
+  );
 }
 
 const SESSION_PATH = '/v1/session';

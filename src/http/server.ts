@@ -86,6 +86,7 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
     if (error.status >= 500 && !error.transient) {
       request.log.error({ err: describeError(thrown), url: request.url }, 'request failed');
     }
+    if (error.code === 'UNAUTHORIZED') void reply.header('www-authenticate', 'Bearer');
     const retryAfter = error.retryAfterSeconds;
     if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
     return reply.code(error.status).send(errorReply(error));

@@ -3,7 +3,7 @@
 // ledger in the sink makes the effect exactly-once, as for Redis queues: the handler's transaction records
 // the positions it acknowledged, and the rows are deleted from the queue database only after that commit.
 // Records, claims, heartbeats, wake-ups and error queues are StoreQueueBackend's, run over the queue database.
-import { BackendUnavailableError, describeError } from '../errors.js';
+import { BackendUnavailableError, describeError, NotRunningError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { applyMigrations, builtinMigrations } from '../store/migrate.js';
 import { openPostgresStore } from '../store/postgres.js';
@@ -211,8 +211,9 @@ export class PostgresQueueBackend implements QueueBackend {
   }
 
   #queues(): StoreQueueBackend {
-    if (this.#closed) throw new Error('postgres queue: the backend is closed');
-    if (!this.#opened) throw new Error('postgres queue: start() must finish before the backend is used');
+    if (this.#closed) throw new NotRunningError('postgres queue: the backend is closed');
+    if (!this.#opened)
+      throw new NotRunningError('postgres queue: start() must finish before the backend is used');
     return this.#opened.queues;
   }
 

@@ -1,6 +1,7 @@
 // The owner file of an embedded store. PGlite allows one process at a time, so the process that opens the
 // store writes `baton.lock` (pid and HTTP address) in the data folder; other commands read it and go through
 // the owner's HTTP API instead. The lock of a dead pid is taken over.
+import { BackendUnavailableError } from '../errors.js';
 import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -47,7 +48,7 @@ export async function acquireStoreLock(
     // The owner died (or the file is unreadable): take the lock over.
     await rm(path, { force: true });
   }
-  throw new Error(`could not take the store lock ${path}: it keeps changing hands`);
+  throw new BackendUnavailableError('store lock', `could not take ${path}: it keeps changing hands`);
 }
 
 /** The current owner, or undefined when there is no lock file or it cannot be parsed. */

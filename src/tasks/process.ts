@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 
 import type { TaskConfig } from '../config/types.js';
-import { describeError } from '../errors.js';
+import { describeError, InvalidTaskError } from '../errors.js';
 import type { AppendedEvent } from '../events/types.js';
 import type { Logger } from '../log.js';
 import { importModule } from '../util/import-module.js';
@@ -219,5 +219,7 @@ function taskFunction(namespace: unknown, module: string): TaskFunction {
       return inner.run as TaskFunction;
     }
   }
-  throw new Error(`task module ${module}: expected a default export or an export "run" that is a function`);
+  throw new InvalidTaskError(
+    `task module ${module}: expected a default export or an export "run" that is a function`,
+  );
 }

@@ -4,7 +4,7 @@
 // events (task.<name>.<state>) in the same transaction.
 import { sql, type SQL } from 'drizzle-orm';
 
-import { UnknownTaskRunError } from '../errors.js';
+import { InternalError, UnknownTaskRunError } from '../errors.js';
 import type { EventInput } from '../events/types.js';
 import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
@@ -258,7 +258,7 @@ export function stateEvent(run: TaskRun): EventInput {
 function toTaskRun(row: Row): TaskRun {
   const state = row['state'];
   if (!isTaskRunState(state))
-    throw new Error(`task run ${String(row['id'])}: unknown state ${String(state)}`);
+    throw new InternalError(`task run ${String(row['id'])}: unknown state ${String(state)}`);
   return {
     id: String(row['id']),
     task: String(row['task']),

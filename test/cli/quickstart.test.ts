@@ -168,7 +168,7 @@ describe('quickstart', () => {
       headers: { 'content-type': 'application/x-ndjson' },
     });
     expect(empty.status).toBe(400);
-    expect(await empty.json()).toMatchObject({ code: 'EMPTY_BODY' });
+    expect(await empty.json()).toMatchObject({ code: 'BAD_REQUEST' });
 
     // Rejected requests stored nothing.
     expect((await baton(['sql', 'select count(*) from ping'])).stdout.trim()).toBe('5');
