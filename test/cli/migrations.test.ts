@@ -108,5 +108,5 @@ describe('make-migration while a node owns the embedded store', () => {
       /ALTER TABLE "items" ADD COLUMN "price" integer/,
     );
     expect((await node.stop()).code).toBe(0);
-  });
+  }, 120_000);
 });
