@@ -5,14 +5,13 @@ import type { GroupStatus, Member, Role } from '../cluster/types.js';
 import type { ResolvedConfig } from '../config/types.js';
 import { BackendUnavailableError, NotInGroupError, NotPrimaryError, UnknownNodeError } from '../errors.js';
 import type { Logger } from '../log.js';
+import type { CountersByQueue } from '../queue/processor.js';
 import type { FailoverResult } from './admin.js';
 import { HttpAdmin } from './http-admin.js';
 import type { GroupAccess } from './store-admin.js';
 
 /** How long a CLI command waits for one member before it asks the next. */
 const MEMBER_TIMEOUT_MS = 5_000;
-
-type Counters = ReadonlyMap<string, { processed: number; failed: number }>;
 
 /** What a node offers of its place in the group. */
 export interface NodeGroup {
@@ -25,7 +24,7 @@ export interface NodeGroup {
 /** The group as a running node reaches it; `counters` are this node's own. */
 export function nodeGroupAccess(
   group: NodeGroup,
-  counters: () => Counters,
+  counters: () => CountersByQueue,
   token: string | undefined,
 ): GroupAccess {
   return {
@@ -68,14 +67,19 @@ export function memberGroupAccess(
   token: string | undefined,
   log: Logger,
 ): GroupAccess {
-  /** Asks each live member with an address in turn (the primary first) until one answers. */
-  const ask = async <T>(what: (admin: HttpAdmin) => Promise<T>): Promise<T | undefined> => {
-    const live = members ? await members.list() : [];
-    live.sort((a, b) => Number(b.role === 'primary') - Number(a.role === 'primary'));
-    for (const member of live) {
+  const live = async (): Promise<Member[]> => (members ? await members.list() : []);
+  const adminOf = (address: string): HttpAdmin =>
+    new HttpAdmin(address, { token, timeoutMs: MEMBER_TIMEOUT_MS });
+  /** Asks the members with an address in turn (the primary first) until one answers. */
+  const ask = async <T>(
+    listed: readonly Member[],
+    what: (admin: HttpAdmin) => Promise<T>,
+  ): Promise<T | undefined> => {
+    const ordered = [...listed].sort((a, b) => Number(b.role === 'primary') - Number(a.role === 'primary'));
+    for (const member of ordered) {
       if (!member.address) continue;
       try {
-        return await what(new HttpAdmin(member.address, { token, timeoutMs: MEMBER_TIMEOUT_MS }));
+        return await what(adminOf(member.address));
       } catch (error) {
         if (!(error instanceof BackendUnavailableError)) throw error;
         log.debug({ member: member.node }, `member ${member.node} does not answer; asking the next one`);
@@ -85,7 +89,8 @@ export function memberGroupAccess(
   };
   return {
     async status(): Promise<GroupStatus> {
-      const answered = await ask((admin) => admin.cluster());
+      const listed = await live();
+      const answered = await ask(listed, (admin) => admin.cluster());
       if (answered) return answered;
       return {
         group: config.group?.name,
@@ -94,38 +99,35 @@ export function memberGroupAccess(
         role: config.group ? 'secondary' : 'not-in-group',
         term: 0,
         leader: undefined,
-        members: members ? await members.list() : [],
+        members: listed,
         failovers: [],
       };
     },
     async failover(to?: string): Promise<FailoverResult> {
       const group = config.group;
       if (!group) throw new NotInGroupError('this config has no [group]: there is nothing to fail over');
-      const result = await ask((admin) => admin.failover(to));
+      const result = await ask(await live(), (admin) => admin.failover(to));
       if (result) return result;
       throw new BackendUnavailableError(
         `group "${group.name}"`,
         'no live member answers: start one with baton run',
       );
     },
-    async counters(): Promise<Counters> {
-      const sums = new Map<string, { processed: number; failed: number }>();
-      const live = members ? await members.list() : [];
-      await Promise.all(
-        live.map(async (member) => {
-          if (!member.address) return;
-          const admin = new HttpAdmin(member.address, { token, timeoutMs: MEMBER_TIMEOUT_MS });
-          const queues = await admin.queues().catch(() => []);
-          for (const queue of queues) {
-            if (queue.processed === undefined || queue.failed === undefined) continue;
-            const sum = sums.get(queue.name) ?? { processed: 0, failed: 0 };
-            sums.set(queue.name, {
-              processed: sum.processed + queue.processed,
-              failed: sum.failed + queue.failed,
-            });
-          }
-        }),
+    /** Each live member's own counters, summed; a member that does not answer counts for nothing. */
+    async counters(): Promise<CountersByQueue> {
+      const addresses = (await live()).flatMap(({ address }) => (address ? [address] : []));
+      const answers = await Promise.all(
+        addresses.map((address) =>
+          adminOf(address)
+            .counters()
+            .catch(() => undefined),
+        ),
       );
+      const sums = new Map<string, { processed: number; failed: number }>();
+      for (const [queue, { processed, failed }] of answers.flatMap((answer) => [...(answer ?? [])])) {
+        const sum = sums.get(queue) ?? { processed: 0, failed: 0 };
+        sums.set(queue, { processed: sum.processed + processed, failed: sum.failed + failed });
+      }
       return sums;
     },
   };

@@ -10,11 +10,12 @@ import type { ResolvedConfig } from '../config/types.js';
 import { UnknownErrorRecordError, UnknownQueueError } from '../errors.js';
 import { HttpEventTransport } from '../events/http-transport.js';
 import type { EventTransport } from '../events/transport.js';
-import { loadHandler } from '../handler/load.js';
+import { loadQueueHandler } from '../handler/load.js';
 import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
 import { makeMigration } from '../handler/schema.js';
 import type { ErrorRecord, QueueInfo } from '../queue/backend.js';
-import { errorsReply, queuesReply } from '../queue/wire.js';
+import type { CountersByQueue } from '../queue/processor.js';
+import { countersReply, errorsReply, queuesReply } from '../queue/wire.js';
 import type { QueryResult } from '../store/store.js';
 import { queryResultReply } from '../store/wire.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
@@ -23,12 +24,12 @@ import type { RequestOptions } from '../util/http-client.js';
 import { HttpClient } from '../util/http-client.js';
 import type { Admin, FailoverResult } from './admin.js';
 
-export const acceptedReply = z.object({ accepted: z.number() });
-export const replayedReply = z.object({ replayed: z.number() });
-export const droppedReply = z.object({ dropped: z.number() });
-export const createdReply = z.object({ created: z.array(z.string()) });
-export const migratedReply = z.object({ migrated: z.array(z.string()), created: z.array(z.string()) });
-export const failoverReply = z
+const acceptedReply = z.object({ accepted: z.number() });
+const replayedReply = z.object({ replayed: z.number() });
+const droppedReply = z.object({ dropped: z.number() });
+const createdReply = z.object({ created: z.array(z.string()) });
+const migratedReply = z.object({ migrated: z.array(z.string()), created: z.array(z.string()) });
+const failoverReply = z
   .object({
     moved: z.boolean(),
     primary: z.string().nullable(),
@@ -119,11 +120,15 @@ export class HttpAdmin implements Admin {
   /** The handler is loaded here, from the file as it is now; the store is read through the node's `sql`. */
   async makeMigration(queue: string, message: string): Promise<NewMigration> {
     const config = this.#config;
-    const queueConfig = config?.queues[queue];
-    if (!config || !queueConfig) throw new UnknownQueueError(queue, Object.keys(config?.queues ?? {}));
-    const handler = await loadHandler(queue, queueConfig.handler, config.file);
+    if (!config) throw new UnknownQueueError(queue, []);
+    const handler = await loadQueueHandler(config, queue);
     const reader = { query: (text: string, params?: readonly unknown[]) => this.sql(text, params) };
     return makeMigration(reader, config, handler, message);
+  }
+
+  /** The node's own processed and failed counts per queue (not part of the Admin port). */
+  counters(): Promise<CountersByQueue> {
+    return this.#client.call(countersReply, 'GET', '/v1/queues/counters');
   }
 
   cluster(): Promise<GroupStatus> {

@@ -3,12 +3,11 @@
 // the store themselves (which reach the group's live members for what only a node knows).
 import type { GroupStatus } from '../cluster/types.js';
 import type { ResolvedConfig } from '../config/types.js';
-import { UnknownQueueError } from '../errors.js';
 import { EventLog } from '../events/log.js';
 import type { EventTransport } from '../events/transport.js';
 import { LocalEventTransport } from '../events/transport.js';
 import type { Handler } from '../handler/handler.js';
-import { loadHandler } from '../handler/load.js';
+import { loadQueueHandler, loadQueueHandlers } from '../handler/load.js';
 import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
 import { makeMigration, updateSchema } from '../handler/schema.js';
 import { createMissingTables } from '../handler/tables.js';
@@ -16,6 +15,7 @@ import type { Logger } from '../log.js';
 import type { ErrorRecord, QueueInfo } from '../queue/backend.js';
 import type { Backends } from '../queue/backends.js';
 import type { IngestResult } from '../queue/ingest.js';
+import type { CountersByQueue } from '../queue/processor.js';
 import type { MigrationProgress } from '../store/migrate.js';
 import type { QueryResult } from '../store/store.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
@@ -27,7 +27,7 @@ export interface GroupAccess {
   status(): Promise<GroupStatus>;
   failover(to?: string): Promise<FailoverResult>;
   /** Processed and failed records per queue, summed over the nodes that answer; empty when none does. */
-  counters(): Promise<ReadonlyMap<string, { processed: number; failed: number }>>;
+  counters(): Promise<CountersByQueue>;
 }
 
 /** What a running node adds to the admin operations. */
@@ -78,17 +78,15 @@ export class StoreAdmin implements Admin {
   }
 
   async queues(): Promise<QueueInfo[]> {
-    const [stats, counters] = await Promise.all([
-      Promise.all(this.#queueNames().map((name) => this.#backends.backendFor(name).stats(name))),
-      this.#group.counters(),
-    ]);
-    return this.#queueNames().map((name, index) => ({
-      name,
-      backend: this.#backends.backendFor(name).kind,
-      ...(stats[index] as Awaited<(typeof stats)[number]>),
-      processed: counters.get(name)?.processed,
-      failed: counters.get(name)?.failed,
-    }));
+    const counting = this.#group.counters();
+    return Promise.all(
+      Object.keys(this.#config.queues).map(async (name): Promise<QueueInfo> => {
+        const backend = this.#backends.backendFor(name);
+        const [stats, counters] = await Promise.all([backend.stats(name), counting]);
+        const { processed, failed } = counters.get(name) ?? {};
+        return { name, backend: backend.kind, ...stats, processed, failed };
+      }),
+    );
   }
 
   listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
@@ -113,15 +111,15 @@ export class StoreAdmin implements Admin {
 
   async migrate(onApplied?: MigrationProgress): Promise<SchemaUpdate> {
     const update = await updateSchema(this.#backends.store, this.#config, await this.#handlers(), onApplied);
-    // Baton's own were applied when the store was opened.
-    return { ...update, migrated: [...this.#backends.migrated, ...update.migrated] };
+    // Baton's own were applied when the store was opened: for this command, not at a node's start (whose log
+    // reported them then).
+    const opened = this.#node ? [] : this.#backends.migrated;
+    return { ...update, migrated: [...opened, ...update.migrated] };
   }
 
   /** Loads the handler file as it is now (not as a running node loaded it), then diffs it with the store. */
   async makeMigration(queue: string, message: string): Promise<NewMigration> {
-    const config = this.#config.queues[queue];
-    if (!config) throw new UnknownQueueError(queue, this.#queueNames());
-    const handler = await loadHandler(queue, config.handler, this.#config.file);
+    const handler = await loadQueueHandler(this.#config, queue);
     return makeMigration(this.#backends.store, this.#config, handler, message);
   }
 
@@ -163,16 +161,7 @@ export class StoreAdmin implements Admin {
     await this.#release?.();
   }
 
-  #queueNames(): string[] {
-    return Object.keys(this.#config.queues);
-  }
-
   #handlers(): Promise<readonly Handler[]> {
-    if (this.#node) return Promise.resolve(this.#node.handlers);
-    return Promise.all(
-      Object.values(this.#config.queues).map((queue) =>
-        loadHandler(queue.name, queue.handler, this.#config.file),
-      ),
-    );
+    return this.#node ? Promise.resolve(this.#node.handlers) : loadQueueHandlers(this.#config);
   }
 }

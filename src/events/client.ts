@@ -395,8 +395,8 @@ function isTransport(target: EventLogOwner | EventTransport): target is EventTra
 
 /** Unreachable, silent and busy nodes are retried (a transient error); refusals (400, 401, 403, 404, 413) are not. */
 function retryable(error: unknown): boolean {
-  if (error instanceof BatonError) return error.transient;
-  return error instanceof TypeError || (error instanceof Error && error.name === 'TimeoutError');
+  // The transports report an unreachable or silent node as BackendUnavailableError, a transient error.
+  return error instanceof BatonError && error.transient;
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

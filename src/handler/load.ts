@@ -4,10 +4,24 @@
 import { existsSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 
-import { ConfigError, describeError } from '../errors.js';
+import type { ResolvedConfig } from '../config/types.js';
+import { ConfigError, describeError, UnknownQueueError } from '../errors.js';
 import type { Handler, HandlerContext, HandlerModule, ProcessBatchFn, ProcessFn } from './handler.js';
 import type { Tx } from '../store/store.js';
 import { importModule } from '../util/import-module.js';
+
+/** The handlers of every configured queue, in config order. */
+export function loadQueueHandlers(config: ResolvedConfig): Promise<Handler[]> {
+  const queues = Object.values(config.queues);
+  return Promise.all(queues.map((queue) => loadHandler(queue.name, queue.handler, config.file)));
+}
+
+/** The handler of a configured queue, loaded from its file as it is now; UnknownQueueError otherwise. */
+export function loadQueueHandler(config: ResolvedConfig, queue: string): Promise<Handler> {
+  const queueConfig = config.queues[queue];
+  if (!queueConfig) throw new UnknownQueueError(queue, Object.keys(config.queues));
+  return loadHandler(queue, queueConfig.handler, config.file);
+}
 
 /** Loads and checks the handler of `queue`; `file` is the config file that named it, for error messages. */
 export async function loadHandler(queue: string, path: string, file?: string): Promise<Handler> {

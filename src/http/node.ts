@@ -6,6 +6,7 @@ import type { ComponentStatus } from '../components/supervisor.js';
 import type { EventsConfig } from '../config/types.js';
 import type { EventLog } from '../events/log.js';
 import type { IngestResult } from '../queue/ingest.js';
+import type { CountersByQueue } from '../queue/processor.js';
 
 export interface HttpNode {
   readonly name: string;
@@ -13,6 +14,8 @@ export interface HttpNode {
   readonly queueNames: readonly string[];
   readonly admin: Admin;
   ingest(queue: string, records: readonly Buffer[]): Promise<IngestResult>;
+  /** Records processed and failed per queue by this node since it started. */
+  queueCounters(): CountersByQueue;
   ready(): Promise<boolean>;
   readonly role: Role;
   readonly term: number;

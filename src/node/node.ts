@@ -26,7 +26,7 @@ import type { Backends } from '../queue/backends.js';
 import { openBackends } from '../queue/backends.js';
 import type { IngestResult } from '../queue/ingest.js';
 import { ingestRecords } from '../queue/ingest.js';
-import type { RecordProcessor } from '../queue/processor.js';
+import type { CountersByQueue, RecordProcessor } from '../queue/processor.js';
 import type { Tx } from '../store/store.js';
 import type { RuleEngine } from '../tasks/engine.js';
 import {
@@ -187,6 +187,10 @@ export class BatonNode implements HttpNode {
     });
   }
 
+  queueCounters(): CountersByQueue {
+    return countersOf(this.#processors);
+  }
+
   async publish(queue: string, records: readonly Buffer[]): Promise<number> {
     return (await this.ingest(queue, records)).accepted;
   }
@@ -261,7 +265,7 @@ export class BatonNode implements HttpNode {
         config,
         backends,
         log,
-        group: nodeGroupAccess(group, () => countersOf(this.#processors), config.http.adminToken),
+        group: nodeGroupAccess(group, () => this.queueCounters(), config.http.adminToken),
         node: {
           ingest: (queue, records) => this.ingest(queue, records),
           handlers,

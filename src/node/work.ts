@@ -11,11 +11,11 @@ import type { EventLog } from '../events/log.js';
 import type { RetentionTarget } from '../events/retention.js';
 import { Retention } from '../events/retention.js';
 import type { Handler } from '../handler/handler.js';
-import { loadHandler } from '../handler/load.js';
+import { loadQueueHandlers } from '../handler/load.js';
 import { updateSchema } from '../handler/schema.js';
 import type { Logger } from '../log.js';
 import type { Backends } from '../queue/backends.js';
-import type { Fencing } from '../queue/processor.js';
+import type { CountersByQueue, Fencing } from '../queue/processor.js';
 import { RecordProcessor } from '../queue/processor.js';
 import type { BatchOutcome } from '../queue/runner.js';
 import { QueueRunner } from '../queue/runner.js';
@@ -32,8 +32,7 @@ export async function loadPlugins(
   inCode: readonly Component[],
 ): Promise<{ handlers: Handler[]; components: Component[] }> {
   assertSomethingToRun(config, inCode.length);
-  const queues = Object.values(config.queues);
-  const handlers = await Promise.all(queues.map((q) => loadHandler(q.name, q.handler, config.file)));
+  const handlers = await loadQueueHandlers(config);
   const configured = Object.values(config.components).map((c) => loadConfiguredComponent(c, config.file));
   return { handlers, components: [...inCode, ...(await Promise.all(configured))] };
 }
@@ -129,9 +128,7 @@ export function addQueueRunners(options: {
 }
 
 /** Processed and failed records per queue on this node since it started. */
-export function countersOf(
-  processors: ReadonlyMap<string, RecordProcessor>,
-): ReadonlyMap<string, { processed: number; failed: number }> {
+export function countersOf(processors: ReadonlyMap<string, RecordProcessor>): CountersByQueue {
   return new Map([...processors].map(([queue, processor]) => [queue, { ...processor.counters }]));
 }
 

@@ -23,6 +23,9 @@ export interface QueueCounters {
   failed: number;
 }
 
+/** A node's counters of each queue, by queue name. */
+export type CountersByQueue = ReadonlyMap<string, Readonly<QueueCounters>>;
+
 /** What a handler is told about the group: the term, and the fence check. */
 export interface Fencing {
   term(): number;

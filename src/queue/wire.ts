@@ -4,6 +4,7 @@ import { z } from 'zod';
 
 import type { ErrorRecord, QueueInfo } from './backend.js';
 import { errorQueueName } from './backend.js';
+import type { CountersByQueue } from './processor.js';
 
 export function queueJson(queue: QueueInfo): Record<string, unknown> {
   return {
@@ -44,6 +45,20 @@ export const queueSchema = z
   }));
 
 export const queuesReply = z.object({ queues: z.array(queueSchema) });
+
+/** One node's counters per queue (GET /v1/queues/counters): what a command sums over the live members. */
+export function countersJson(counters: CountersByQueue): Record<string, unknown> {
+  return {
+    queues: [...counters].map(([name, { processed, failed }]) => ({ name, processed, failed })),
+  };
+}
+
+export const countersReply = z
+  .object({ queues: z.array(z.object({ name: z.string(), processed: z.number(), failed: z.number() })) })
+  .transform(
+    (reply): CountersByQueue =>
+      new Map(reply.queues.map(({ name, processed, failed }) => [name, { processed, failed }])),
+  );
 
 /** An error record: the payload as base64, and as text too when it is valid UTF-8. */
 export function errorRecordJson(record: ErrorRecord): Record<string, unknown> {

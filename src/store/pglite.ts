@@ -33,9 +33,11 @@ export async function openPgliteStore(path: string): Promise<Store> {
     execute(query: SQL): Promise<Row[]> {
       return explained(async () => rowsOf(await db.execute(query)));
     },
-    async query(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
-      const result = await client.query<Row>(text, [...params]);
-      return { columns: result.fields.map((field) => field.name), rows: result.rows };
+    query(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
+      return explained(async () => {
+        const result = await client.query<Row>(text, [...params]);
+        return { columns: result.fields.map((field) => field.name), rows: result.rows };
+      });
     },
     async ping(): Promise<boolean> {
       if (closed) return false;

@@ -4,7 +4,7 @@
 import type { ExtractTablesWithRelations, SQL } from 'drizzle-orm';
 import { DrizzleQueryError } from 'drizzle-orm';
 
-import { StatementError } from '../errors.js';
+import { BatonError, StatementError } from '../errors.js';
 import type { PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
 
 /** The transaction a handler receives: a drizzle PostgreSQL transaction, the same on PGlite and a server. */
@@ -53,22 +53,28 @@ export interface Store {
 }
 
 /**
- * `error` as a StatementError when it is drizzle's report of a failed statement ("Failed query: … params:
- * …", with the database's own error only as its cause): the database's reason, SQLSTATE and detail first.
- * Anything else as it is. `execute` and `transaction` reject with it.
+ * `error` as a StatementError when it is a statement the database refused: the driver's own error (with
+ * its SQLSTATE), or drizzle's report of one ("Failed query: … params: …", the database's error only as its
+ * cause). The message says the database's reason, SQLSTATE and detail first. Anything else as it is.
+ * `execute`, `transaction` and `query` of both stores reject with it.
  */
 export function withDatabaseReason(error: unknown): unknown {
-  if (!(error instanceof DrizzleQueryError) || !(error.cause instanceof Error)) return error;
-  const reason = error.cause;
+  const drizzle = error instanceof DrizzleQueryError && error.cause instanceof Error;
+  const reason = drizzle ? (error.cause as Error) : error;
+  if (!(reason instanceof Error) || reason instanceof BatonError) return error;
   const sqlState = textField(reason, 'code');
+  if (!drizzle && (sqlState === undefined || !SQLSTATE.test(sqlState))) return error;
   const detail = textField(reason, 'detail');
   const message =
     reason.message +
     (sqlState === undefined ? '' : ` (SQLSTATE ${sqlState})`) +
     (detail === undefined ? '' : `. ${detail}`) +
-    `\n${error.message}`;
+    (drizzle ? `\n${(error as Error).message}` : '');
   return new StatementError(message, { sqlState, cause: error });
 }
+
+/** Five digits and capitals, one digit at least: a SQLSTATE (42P01, HV000), not a Node code such as EPIPE. */
+const SQLSTATE = /^(?=.*\d)[0-9A-Z]{5}$/;
 
 function textField(error: Error, key: 'code' | 'detail'): string | undefined {
   const value: unknown = Reflect.get(error, key);

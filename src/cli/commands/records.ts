@@ -5,6 +5,7 @@ import { stat } from 'node:fs/promises';
 
 import type { Command } from 'commander';
 
+import { UnknownErrorRecordError } from '../../errors.js';
 import { errorQueueName } from '../../queue/backend.js';
 import { errorRecordJson, queueJson } from '../../queue/wire.js';
 import type { CliContext } from '../context.js';
@@ -137,9 +138,7 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
         return { dropped: count, missing: absent };
       });
       ctx.print(`dropped ${dropped} record${dropped === 1 ? '' : 's'} from ${errorQueueName(queue)}`);
-      if (missing.length > 0) {
-        throw new Error(`no error record ${missing.join(', ')} in ${errorQueueName(queue)}`);
-      }
+      if (missing.length > 0) throw new UnknownErrorRecordError(queue, missing);
     });
 }
 

@@ -4,8 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 
 import type { HttpConfig } from '../../config/types.js';
-import { BatonError, coerceError, ForbiddenError, StatementError } from '../../errors.js';
-import { isConnectionError } from '../../util/connection-errors.js';
+import { ForbiddenError } from '../../errors.js';
 import { queryResultJson } from '../../store/wire.js';
 import { trustedRequest } from '../auth.js';
 import type { HttpNode } from '../node.js';
@@ -21,17 +20,8 @@ export function registerAdminRoutes(app: FastifyInstance, node: HttpNode, config
       throw new ForbiddenError('sql is allowed from loopback only, or with a token');
     }
     const body = parseInput(sqlBody, request.body, 'body');
-    const result = await node.admin.sql(body.sql, body.params ?? []).catch((error: unknown) => {
-      // The statement's own failure is the caller's (400); an unreachable store is not.
-      if (error instanceof BatonError || isConnectionError(error)) throw error;
-      const code: unknown =
-        typeof error === 'object' && error !== null ? Reflect.get(error, 'code') : undefined;
-      throw new StatementError(coerceError(error).message, {
-        sqlState: typeof code === 'string' ? code : undefined,
-        cause: error,
-      });
-    });
-    return queryResultJson(result);
+    // A statement the store refuses is a StatementError (400); an unreachable store is not the caller's.
+    return queryResultJson(await node.admin.sql(body.sql, body.params ?? []));
   });
 
   app.post('/v1/initdb', async () => ({ created: await node.admin.initdb() }));

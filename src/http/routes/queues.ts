@@ -4,7 +4,7 @@ import { z } from 'zod';
 
 import { UnknownErrorRecordError } from '../../errors.js';
 import { errorQueueName } from '../../queue/backend.js';
-import { errorRecordJson, queueJson } from '../../queue/wire.js';
+import { countersJson, errorRecordJson, queueJson } from '../../queue/wire.js';
 import type { HttpNode } from '../node.js';
 import { parseInput } from '../validate.js';
 
@@ -25,6 +25,9 @@ const dropParams = z.object({
 
 export function registerQueueRoutes(app: FastifyInstance, node: HttpNode): void {
   app.get('/v1/queues', async () => ({ queues: (await node.admin.queues()).map(queueJson) }));
+
+  // This node's counters alone: what a command sums over the group, without each node counting the queues.
+  app.get('/v1/queues/counters', () => countersJson(node.queueCounters()));
 
   app.get<{ Params: { queue: string } }>('/v1/queues/:queue/errors', async (request) => {
     const query = parseInput(listQuery, request.query, 'query');
