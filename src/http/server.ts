@@ -26,6 +26,7 @@ import { registerIngestRoutes } from './routes/ingest.js';
 import { registerMetricsRoute } from './routes/metrics.js';
 import { registerQueueRoutes } from './routes/queues.js';
 import { registerTaskRoutes } from './routes/tasks.js';
+import { checkUtf8Body } from './validate.js';
 
 export interface HttpServer {
   /** Base URL, e.g. http://127.0.0.1:8080 */
@@ -82,7 +83,7 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   });
   // Routes only throw: every error is answered here, from the error table (src/errors.ts).
   app.setErrorHandler((thrown: FastifyError, request, reply) => {
-    const error = asBatonError(thrown);
+    const error = asBatonError(thrown, request.id);
     if (error.status >= 500 && !error.transient) {
       request.log.error({ err: describeError(thrown), url: request.url }, 'request failed');
     }
@@ -93,6 +94,13 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   });
   app.setNotFoundHandler((request) => {
     throw new NotFoundError(`no route ${request.method} ${request.url.split('?')[0] ?? ''}`);
+  });
+  // JSON bodies are checked as UTF-8 before parsing: decoding would store U+FFFD in place of bad bytes.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body: Buffer, done) => {
+    checkUtf8Body(body);
+    parseJson(request, body.toString('utf8'), done);
   });
 
   registerAuth(app, config);
@@ -119,14 +127,15 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
 /**
  * The error table's entry for anything a route threw: Baton's errors as they are; a lost store connection
  * as BACKEND_UNAVAILABLE; fastify's own refusals (a body over the limit, malformed JSON) by their status;
- * anything else is an internal error (500).
+ * anything else is an internal error (500) whose answer names the log line, not the message (which may
+ * quote a statement or the database's text).
  */
-function asBatonError(error: FastifyError): BatonError {
+function asBatonError(error: FastifyError, requestId: string): BatonError {
   if (error instanceof BatonError) return error;
   if (isConnectionError(error))
     return new BackendUnavailableError('store', 'the store is unreachable', { cause: error });
   const status = typeof error.statusCode === 'number' ? error.statusCode : 500;
   if (status === 413) return new PayloadTooLargeError(error.message);
   if (status >= 400 && status < 500) return new BadRequestError(error.message);
-  return new InternalError(error.message, { cause: error });
+  return new InternalError(`internal error: the node logged it (reqId ${requestId})`, { cause: error });
 }

@@ -22,18 +22,16 @@ import { eventJson } from '../../events/wire.js';
 import { allowedNamespaces } from '../auth.js';
 import { EventStreams } from '../sse.js';
 import type { HttpNode } from '../node.js';
-import { parseInput } from '../validate.js';
+import { decimalInteger, integerText, parseInput } from '../validate.js';
 
 /** What an EventSource waits before it reconnects after the stream ended. */
 const RETRY_MS = 1_000;
 /** Events read per query while following. */
 const STREAM_BATCH = 1_000;
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:$|[T ])/;
 const EVENT_FIELDS = ['key', 'value', 'context', 'namespace', 'sender', 'client_id', 'seq'];
 
-const offsetText = z
-  .string()
-  .regex(/^\d{1,16}$/, { error: 'expected an offset (an integer >= 0)' })
-  .transform(Number);
+const offsetText = integerText('an offset', 0);
 const keysInput = z.union([z.string(), z.array(z.string())]).optional();
 const readQuery = z.object({
   namespace: z.string().optional(),
@@ -42,7 +40,7 @@ const readQuery = z.object({
   sender: z.string().optional(),
   from: offsetText.optional(),
   to: offsetText.optional(),
-  limit: z.coerce.number().int().min(1).max(10_000).optional(),
+  limit: integerText('a limit', 1, 10_000).optional(),
 });
 const streamQuery = z.object({
   namespace: z.string().optional(),
@@ -264,14 +262,16 @@ function lastEventId(request: FastifyRequest): number | undefined {
   const header = request.headers['last-event-id'];
   const text = Array.isArray(header) ? header[0] : header;
   if (text === undefined || text.trim() === '') return undefined;
-  if (!/^\d{1,16}$/.test(text.trim())) {
+  const offset = decimalInteger(text.trim(), 0, Number.MAX_SAFE_INTEGER);
+  if (offset === undefined) {
     throw new InvalidEventError('Last-Event-ID: expected the offset of the last event seen');
   }
-  return Number(text.trim());
+  return offset;
 }
 
 function parseTime(text: string): Date {
-  const at = /^\d+$/.test(text) ? new Date(Number(text)) : new Date(text);
+  // Digits are milliseconds; anything else must start like an ISO date (Date alone also takes "-1").
+  const at = /^\d+$/.test(text) ? new Date(Number(text)) : new Date(ISO_DATE.test(text) ? text : NaN);
   if (Number.isNaN(at.getTime())) {
     throw new InvalidEventError(
       `time: expected an ISO 8601 time (2025-01-31T12:00:00Z) or milliseconds since 1970, got ${JSON.stringify(text.slice(0, 60))}`,

@@ -6,22 +6,19 @@ import { UnknownErrorRecordError } from '../../errors.js';
 import { errorQueueName } from '../../queue/backend.js';
 import { countersJson, errorRecordJson, queueJson } from '../../queue/wire.js';
 import type { HttpNode } from '../node.js';
-import { parseInput } from '../validate.js';
+import { integerText, parseInput, recordIdText } from '../validate.js';
 
 const listQuery = z.object({
-  limit: z.coerce.number().int().min(1).max(10_000).default(100),
-  after: z.string().regex(/^\d+$/).optional(),
+  limit: integerText('a limit', 1, 10_000).default(100),
+  after: recordIdText.optional(),
 });
 const replayBody = z
   .object({
-    ids: z.array(z.string().regex(/^\d+$/)).max(10_000).optional(),
+    ids: z.array(recordIdText).max(10_000).optional(),
     limit: z.number().int().min(1).max(100_000).default(1000),
   })
   .strict();
-const dropParams = z.object({
-  queue: z.string(),
-  id: z.string().regex(/^\d+$/, { error: 'error record ids are numbers' }),
-});
+const dropParams = z.object({ queue: z.string(), id: recordIdText });
 
 export function registerQueueRoutes(app: FastifyInstance, node: HttpNode): void {
   app.get('/v1/queues', async () => ({ queues: (await node.admin.queues()).map(queueJson) }));

@@ -9,10 +9,10 @@ import { TASK_RUN_STATES } from '../../tasks/runs.js';
 import { taskRunJson } from '../../tasks/wire.js';
 import { allowedNamespaces } from '../auth.js';
 import type { HttpNode } from '../node.js';
-import { parseInput } from '../validate.js';
+import { integerText, parseInput } from '../validate.js';
 
 const listQuery = z.object({
-  limit: z.coerce.number().int().min(1).max(10_000).default(100),
+  limit: integerText('a limit', 1, 10_000).default(100),
   state: z.enum(TASK_RUN_STATES).optional(),
   task: z.string().min(1).max(128).optional(),
 });
