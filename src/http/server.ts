@@ -100,7 +100,7 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body: Buffer, done) => {
     checkUtf8Body(body);
-    parseJson(request, body.toString('utf8'), done);
+    void parseJson(request, body.toString('utf8'), done);
   });
 
   registerAuth(app, config);
