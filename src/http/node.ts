@@ -8,6 +8,12 @@ import type { EventLog } from '../events/log.js';
 import type { IngestResult } from '../queue/ingest.js';
 import type { CountersByQueue } from '../queue/processor.js';
 
+export interface Readiness {
+  readonly ready: boolean;
+  /** Why the node is not ready (e.g. the store lacks Baton's schema). */
+  readonly reason?: string;
+}
+
 export interface HttpNode {
   readonly name: string;
   readonly state: string;
@@ -16,7 +22,8 @@ export interface HttpNode {
   ingest(queue: string, records: readonly Buffer[]): Promise<IngestResult>;
   /** Records processed and failed per queue by this node since it started. */
   queueCounters(): CountersByQueue;
-  ready(): Promise<boolean>;
+  /** Whether the node is ready (GET /readyz), and why not when it is not. */
+  readiness(): Promise<Readiness>;
   readonly role: Role;
   readonly term: number;
   readonly leader: string | undefined;

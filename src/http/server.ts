@@ -106,8 +106,10 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   registerAuth(app, config);
   app.get('/healthz', () => ({ status: 'ok', node: node.name }));
   app.get('/readyz', async (_request, reply) => {
-    const ready = await node.ready();
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', state: node.state });
+    const { ready, reason } = await node.readiness();
+    return reply
+      .code(ready ? 200 : 503)
+      .send({ status: ready ? 'ready' : 'not ready', state: node.state, ...(reason ? { reason } : {}) });
   });
   registerQueueRoutes(app, node);
   registerMetricsRoute(app, node);

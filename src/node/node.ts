@@ -17,7 +17,7 @@ import type { Supervisor } from '../components/supervisor.js';
 import type { ResolvedConfig } from '../config/types.js';
 import { describeError, NotRunningError, UnknownQueueError } from '../errors.js';
 import { EventLog } from '../events/log.js';
-import type { HttpNode } from '../http/node.js';
+import type { HttpNode, Readiness } from '../http/node.js';
 import type { RouteRegistrar } from '../http/server.js';
 import { startHttpServer } from '../http/server.js';
 import type { Logger } from '../log.js';
@@ -27,6 +27,7 @@ import { openBackends } from '../queue/backends.js';
 import type { IngestResult } from '../queue/ingest.js';
 import { ingestRecords } from '../queue/ingest.js';
 import type { CountersByQueue, RecordProcessor } from '../queue/processor.js';
+import { builtinMigrations, missingSchema } from '../store/migrate.js';
 import type { Tx } from '../store/store.js';
 import type { RuleEngine } from '../tasks/engine.js';
 import {
@@ -38,6 +39,9 @@ import {
   makeSupervisor,
   prepareBackends,
 } from './work.js';
+
+/** How long readiness trusts its last look at Baton's schema in the store. */
+const SCHEMA_CHECK_MS = 5_000;
 
 export type NodeState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped' | 'failed';
 
@@ -62,6 +66,8 @@ export class BatonNode implements HttpNode {
   #events: EventLog | undefined;
   #ruleEngine: RuleEngine | undefined;
   readonly #routes: RouteRegistrar | undefined;
+  #schemaCheck: { at: number; problem: Promise<string | undefined> } | undefined;
+  #latestMigration: Promise<string> | undefined;
   readonly #extraComponents: readonly Component[];
 
   constructor(
@@ -195,9 +201,33 @@ export class BatonNode implements HttpNode {
     return (await this.ingest(queue, records)).accepted;
   }
 
-  /** Resolves true when the node runs and its backends answer. */
+  /** Resolves true when the node runs, its backends answer and the store holds Baton's schema. */
   async ready(): Promise<boolean> {
-    return this.#state === 'running' && (await this.#backends?.ready()) === true;
+    return (await this.readiness()).ready;
+  }
+
+  /** Whether the node is ready (GET /readyz), and why not when it is not. */
+  async readiness(): Promise<Readiness> {
+    if (this.#state !== 'running') return { ready: false, reason: `the node is ${this.#state}` };
+    if ((await this.#backends?.ready()) !== true) {
+      return { ready: false, reason: 'the store or a queue backend does not answer' };
+    }
+    const schema = await this.#schemaProblem();
+    return schema === undefined ? { ready: true } : { ready: false, reason: schema };
+  }
+
+  /** Looks at Baton's schema in the store at most once per SCHEMA_CHECK_MS, however often probes come. */
+  #schemaProblem(): Promise<string | undefined> {
+    const store = this.#backends?.store;
+    if (store === undefined) return Promise.resolve(undefined);
+    if (this.#schemaCheck === undefined || Date.now() - this.#schemaCheck.at >= SCHEMA_CHECK_MS) {
+      this.#latestMigration ??= builtinMigrations().then((migrations) => migrations.at(-1)?.id ?? '');
+      const problem = this.#latestMigration
+        .then((latest) => missingSchema(store, latest))
+        .catch((error: unknown) => `could not check Baton's schema in the store: ${describeError(error)}`);
+      this.#schemaCheck = { at: Date.now(), problem };
+    }
+    return this.#schemaCheck.problem;
   }
 
   renderMetrics(): Promise<{ contentType: string; body: string }> {

@@ -74,3 +74,21 @@ export function splitStatements(text: string): string[] {
       chunk.split('\n').some((line) => line.trim().length > 0 && !line.trim().startsWith('--')),
     );
 }
+
+/**
+ * Why the store lacks Baton's schema, or undefined when it holds it: `baton_migrations` exists and records
+ * `latest` (the newest built-in migration). A store dropped and created again, or emptied, under a running
+ * node answers pings but fails every write; readiness asks this (two small queries).
+ */
+export async function missingSchema(store: Store, latest: string): Promise<string | undefined> {
+  const [table] = await store.execute(sql`SELECT to_regclass('baton_migrations') IS NOT NULL AS present`);
+  if (table?.['present'] !== true) {
+    return "Baton's schema is missing from the store (no table baton_migrations): was the database re-created or emptied? Run `baton migrate`";
+  }
+  const [found] = await store.execute(
+    sql`SELECT count(*)::int AS n FROM baton_migrations WHERE id = ${latest}`,
+  );
+  return found?.['n'] === 1
+    ? undefined
+    : `the store lacks Baton's migration ${latest} (baton_migrations does not record it): run \`baton migrate\``;
+}
