@@ -222,10 +222,16 @@ export class BatonNode implements HttpNode {
     if (store === undefined) return Promise.resolve(undefined);
     if (this.#schemaCheck === undefined || Date.now() - this.#schemaCheck.at >= SCHEMA_CHECK_MS) {
       this.#latestMigration ??= builtinMigrations().then((migrations) => migrations.at(-1)?.id ?? '');
-      const problem = this.#latestMigration
+      const check = { at: Date.now(), problem: Promise.resolve<string | undefined>(undefined) };
+      // A failed look is not kept: the next probe looks again.
+      check.problem = this.#latestMigration
         .then((latest) => missingSchema(store, latest))
-        .catch((error: unknown) => `could not check Baton's schema in the store: ${describeError(error)}`);
-      this.#schemaCheck = { at: Date.now(), problem };
+        .catch(() => {
+          if (this.#schemaCheck === check) this.#schemaCheck = undefined;
+          // /readyz is open to anyone: the database's own words stay in the log of what failed with it.
+          return "could not look at Baton's schema in the store";
+        });
+      this.#schemaCheck = check;
     }
     return this.#schemaCheck.problem;
   }
