@@ -141,4 +141,14 @@ function checkText(
   }
   // PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
   if (value.includes('\u0000')) throw new InvalidEventError(`${where}: contains a NUL character`);
+  // A lone surrogate (a JSON "\ud800" escape) is no Unicode text: stored as UTF-8 it would become U+FFFD.
+  const lone = LONE_SURROGATE.exec(value);
+  if (lone) {
+    throw new InvalidEventError(
+      `${where}: holds a lone surrogate (\\u${lone[0].charCodeAt(0).toString(16)} at character ${lone.index}): not Unicode text`,
+    );
+  }
 }
+
+/** With the u flag, \p{Cs} matches only surrogates that are not half of a pair. */
+const LONE_SURROGATE = /\p{Cs}/u;

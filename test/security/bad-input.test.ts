@@ -131,6 +131,21 @@ describe.each(['embedded', 'postgres'] as const)('bad input on the %s store', (k
       expect((await node.events?.list({ keys: ['fine'] }))?.[0]?.value).toBe(text);
     });
 
+    it('refuses events whose text holds a lone surrogate escape, which UTF-8 cannot store either', async () => {
+      const single = await send('POST', '/v1/events', '{"key":"lone","value":"a\\ud800b"}');
+      expect(single.status).toBe(400);
+      expect(((await single.json()) as ErrorReply).error).toContain('event.value: holds a lone surrogate');
+      const batch = await send('POST', '/v1/events', '[{"key":"lone"},{"key":"lone","sender":"\\udc00"}]');
+      expect(batch.status).toBe(400);
+      expect(((await batch.json()) as ErrorReply).error).toContain(
+        'events[1].sender: holds a lone surrogate',
+      );
+      expect(await node.events?.count({ keys: ['lone'] })).toBe(0);
+      const paired = await send('POST', '/v1/events', '{"key":"lone","value":"\\ud834\\udd1e"}');
+      expect(paired.status).toBe(201);
+      expect((await node.events?.list({ keys: ['lone'] }))?.[0]?.value).toBe('𝄞');
+    });
+
     it('is refused on every JSON route (error-queue replay), not only on events', async () => {
       const before = await errorRecords();
       const body = Buffer.concat([Buffer.from('{"ids":["1'), Buffer.from([0xff]), Buffer.from('"]}')]);
