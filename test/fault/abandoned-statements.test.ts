@@ -3,11 +3,14 @@
 // and the producer's resend stores each record once. The node's server connections stay within the bound
 // that docs/config.md states, under the lock and under load. On the embedded store, a long statement
 // through /v1/sql holds the node, as docs/http.md says, and is reported in the log.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { openPgliteStore } from '../../src/store/pglite.js';
 import type { TestDatabase } from '../support/postgres.js';
 import { createTestDatabase } from '../support/postgres.js';
 import type { BatonNodeProcess } from '../support/process.js';
@@ -211,4 +214,61 @@ describe('statements that end, on a PostgreSQL store', () => {
     expect([...seen.values()].every((count) => count === 1)).toBe(true);
     expect((await node.stop()).code).toBe(0);
   }, 150_000);
+});
+
+describe('statements on the embedded store', () => {
+  it('PGlite never ends a statement at statement_timeout: its timers do not fire inside the wasm engine', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'baton-pglite-timeout-'));
+    const store = await openPgliteStore(dir);
+    try {
+      await store.query("SET statement_timeout = '100ms'");
+      expect((await store.query('SHOW statement_timeout')).rows).toEqual([{ statement_timeout: '100ms' }]);
+      const started = performance.now();
+      // Were the limit enforced, this would fail with SQLSTATE 57014 after 100 ms.
+      await store.query('SELECT pg_sleep(0.6)');
+      expect(performance.now() - started).toBeGreaterThanOrEqual(550);
+    } finally {
+      await store.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
+
+  it('a long statement through /v1/sql holds the node until it ends, as documented, and is logged', async () => {
+    const token = 'a-token-of-more-than-16-characters';
+    const project = await tempProject({
+      toml:
+        `[node]\nname = "embedded"\ndata_dir = "data"\n[log]\nlevel = "info"\n` +
+        `[http]\nport = ${await freePort()}\ntoken = "${token}"\n`,
+    });
+    const node = await startBatonNode(project.configPath);
+    const started = performance.now();
+    const statement = fetch(`${node.url}/v1/sql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ sql: 'SELECT pg_sleep(2) AS slept' }),
+      signal: AbortSignal.timeout(60_000),
+    }).then((response) => ({ status: response.status, at: performance.now() - started }));
+    // Sent while the statement runs (the node's loop is held from the moment it starts).
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const health = fetch(`${node.url}/healthz`, { signal: AbortSignal.timeout(60_000) }).then((response) => ({
+      status: response.status,
+      at: performance.now() - started,
+    }));
+    const [sqlAnswer, healthAnswer] = await Promise.all([statement, health]);
+    expect(sqlAnswer.status).toBe(200);
+    expect(sqlAnswer.at).toBeGreaterThanOrEqual(2_000);
+    // The documented ceiling: nothing in the process answers while PGlite runs a statement.
+    expect(healthAnswer.status).toBe(200);
+    expect(healthAnswer.at).toBeGreaterThanOrEqual(1_900);
+    await waitFor(
+      () => Promise.resolve(/held the embedded store, and this process, for \d+ ms/.test(node.stderr)),
+      10_000,
+      'the log line of the long statement',
+    );
+    // Once it is over the node answers at once again.
+    const after = performance.now();
+    expect((await fetch(`${node.url}/healthz`)).status).toBe(200);
+    expect(performance.now() - after).toBeLessThan(2_000);
+    expect((await node.stop()).code).toBe(0);
+  }, 90_000);
 });
