@@ -105,14 +105,21 @@ function expectWithinBound(peaks: ConnectionPeaks, what: string): void {
   expect(peaks.total).toBeLessThanOrEqual(POOL_SIZE + 4);
 }
 
-async function ingest(nodeUrl: string, ids: readonly number[]): Promise<{ status: number; body: string }> {
+async function ingest(
+  nodeUrl: string,
+  ids: readonly number[],
+): Promise<{ status: number; body: string; retryAfter: string | null }> {
   const response = await fetch(`${nodeUrl}/v1/queues/ids/records`, {
     method: 'POST',
     headers: { 'content-type': 'application/x-ndjson' },
     body: ids.map((id) => JSON.stringify({ id })).join('\n'),
     signal: AbortSignal.timeout(60_000),
   });
-  return { status: response.status, body: await response.text() };
+  return {
+    status: response.status,
+    body: await response.text(),
+    retryAfter: response.headers.get('retry-after'),
+  };
 }
 
 async function seenCounts(client: pg.Client): Promise<Map<number, number>> {
@@ -152,6 +159,7 @@ describe('statements that end, on a PostgreSQL store', () => {
     for (const answer of answers) {
       expect(answer.status, answer.body).toBe(503);
       expect(JSON.parse(answer.body)).toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
+      expect(answer.retryAfter).not.toBeNull();
     }
     expectWithinBound(underLock, 'under the lock');
 
@@ -240,7 +248,8 @@ describe('statements on the embedded store', () => {
         `[node]\nname = "embedded"\ndata_dir = "data"\n[log]\nlevel = "info"\n` +
         `[http]\nport = ${await freePort()}\ntoken = "${token}"\n`,
     });
-    const node = await startBatonNode(project.configPath);
+    // A fresh embedded store is created at start, which takes long on a loaded machine.
+    const node = await startBatonNode(project.configPath, { readyTimeoutMs: 120_000 });
     const started = performance.now();
     const statement = fetch(`${node.url}/v1/sql`, {
       method: 'POST',
@@ -270,5 +279,5 @@ describe('statements on the embedded store', () => {
     expect((await fetch(`${node.url}/healthz`)).status).toBe(200);
     expect(performance.now() - after).toBeLessThan(2_000);
     expect((await node.stop()).code).toBe(0);
-  }, 90_000);
+  }, 180_000);
 });
