@@ -85,6 +85,15 @@ describe('statement limits on a PostgreSQL store', () => {
     expect(inTransaction).toBeInstanceOf(BackendUnavailableError);
   });
 
+  it('has the server look for a node gone mid-statement (PostgreSQL 14 or later)', async () => {
+    const version = Number((await store.query('SHOW server_version_num')).rows[0]?.['server_version_num']);
+    expect(version).toBeGreaterThanOrEqual(140_000);
+    expect((await store.query('SHOW client_connection_check_interval')).rows).toEqual([
+      { client_connection_check_interval: '1s' },
+    ]);
+    expect((await store.query('SHOW statement_timeout')).rows).toEqual([{ statement_timeout: '2s' }]);
+  });
+
   it('ends ad-hoc SQL with the server reason (57014)', async () => {
     const error = await failure(store.query(`SELECT pg_sleep(${(LIMIT_MS + 1_000) / 1000})`));
     expect(error).toBeInstanceOf(StatementError);
