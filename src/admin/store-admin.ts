@@ -53,6 +53,9 @@ export interface StoreAdminOptions {
   readonly release?: () => Promise<void>;
 }
 
+/** An ad-hoc statement on the embedded store that runs this long is logged (it held the whole process). */
+const EMBEDDED_SQL_WARN_MS = 1_000;
+
 export class StoreAdmin implements Admin {
   readonly #config: ResolvedConfig;
   readonly #backends: Backends;
@@ -101,8 +104,26 @@ export class StoreAdmin implements Admin {
     return this.#backends.backendFor(queue).dropErrors(queue, ids);
   }
 
-  sql(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
-    return this.#backends.store.query(text, params);
+  /**
+   * On a server store the statement is ended by the server's limit (statement_timeout_ms). The embedded store
+   * has none that fires (PGlite runs in this thread and its timers never do): a long statement holds the
+   * whole process, so it is reported when it is over.
+   */
+  async sql(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
+    const store = this.#backends.store;
+    if (store.kind !== 'pglite') return store.query(text, params);
+    const started = performance.now();
+    try {
+      return await store.query(text, params);
+    } finally {
+      const heldMs = Math.round(performance.now() - started);
+      if (heldMs >= EMBEDDED_SQL_WARN_MS) {
+        this.#log.warn(
+          { heldMs, sql: text.length > 200 ? `${text.slice(0, 200)}…` : text },
+          `sql: one statement held the embedded store, and this process, for ${heldMs} ms`,
+        );
+      }
+    }
   }
 
   async initdb(): Promise<string[]> {

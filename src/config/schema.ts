@@ -164,13 +164,17 @@ const storeSchema = table({
     .string({ error: expecting('a postgres:// URL') })
     .regex(/^postgres(?:ql)?:\/\//, { error: expecting('a postgres:// or postgresql:// URL') })
     .optional(),
-  /** Connections to the PostgreSQL server, at most. */
+  /** Connections of the node's pool to the PostgreSQL server, at most (one LISTEN connection comes beside it). */
   pool_size: integer(1, 1000).default(10),
-  /** Milliseconds a statement may run on the server before it is cancelled; 0 means no limit. */
+  /**
+   * Milliseconds a statement (lock waits included) may run before the server ends it; schema changes excepted.
+   * 0: query_timeout_ms less 5 s (less a fifth when query_timeout_ms is under 25 s); both 0: no limit.
+   */
   statement_timeout_ms: integer(0).default(0),
   /**
    * Milliseconds the node waits for the server's answer to one statement before it takes the connection
-   * for silent (cut off without a reset) and replaces it; 0 means forever. Raised to statement_timeout_ms + 5 s.
+   * for silent (cut off without a reset), asks the server to cancel the statement and replaces the
+   * connection; 0 means forever. Raised to statement_timeout_ms + 5 s, so that the server ends a statement first.
    */
   query_timeout_ms: integer(0).default(30_000),
 });

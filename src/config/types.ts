@@ -68,9 +68,12 @@ export interface PostgresStoreConfig {
   kind: 'postgres';
   /** postgres:// URL of the server. */
   url: string;
-  /** Connections to the server, at most. */
+  /** Connections of the pool to the server, at most (the store's one LISTEN connection aside). */
   poolSize: number;
-  /** Milliseconds a statement may run before the server cancels it; 0 means no limit. */
+  /**
+   * Milliseconds a statement may run before the server ends it; 0: derived from queryTimeoutMs, below it
+   * (see serverStatementLimitMs in store/postgres.ts); both 0: no limit.
+   */
   statementTimeoutMs: number;
   /**
    * Milliseconds the node waits for the server's answer to one statement before it gives the connection up

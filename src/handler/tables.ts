@@ -21,23 +21,26 @@ export async function createMissingTables(store: Store, handlers: readonly Handl
   }
   if (tables.size === 0) return [];
 
-  return store.transaction(async (tx) => {
-    // Nodes starting together would race to create the same tables.
-    await lockSchema(tx);
-    const missing: Record<string, PgTable> = {};
-    for (const [name, table] of tables) {
-      const [row] = await executeIn(
-        tx,
-        sql`SELECT to_regclass(${`"${name.replace('.', '"."')}"`}) IS NULL AS missing`,
-      );
-      if (row?.['missing'] === true) missing[name] = table;
-    }
-    const names = Object.keys(missing);
-    if (names.length === 0) return [];
-    // drizzle-kit is large: load it only when there is something to create.
-    const { generateDrizzleJson, generateMigration } = await import('drizzle-kit/api');
-    const statements = await generateMigration(generateDrizzleJson({}), generateDrizzleJson(missing));
-    for (const statement of statements) await tx.execute(sql.raw(statement));
-    return names;
-  });
+  return store.transaction(
+    async (tx) => {
+      // Nodes starting together would race to create the same tables.
+      await lockSchema(tx);
+      const missing: Record<string, PgTable> = {};
+      for (const [name, table] of tables) {
+        const [row] = await executeIn(
+          tx,
+          sql`SELECT to_regclass(${`"${name.replace('.', '"."')}"`}) IS NULL AS missing`,
+        );
+        if (row?.['missing'] === true) missing[name] = table;
+      }
+      const names = Object.keys(missing);
+      if (names.length === 0) return [];
+      // drizzle-kit is large: load it only when there is something to create.
+      const { generateDrizzleJson, generateMigration } = await import('drizzle-kit/api');
+      const statements = await generateMigration(generateDrizzleJson({}), generateDrizzleJson(missing));
+      for (const statement of statements) await tx.execute(sql.raw(statement));
+      return names;
+    },
+    { schemaChange: true },
+  );
 }

@@ -61,7 +61,8 @@ export async function openBackends(
     const store = await openPostgresStore(config.store, {
       log,
       startupTimeoutMs: config.node.startupTimeoutMs,
-      applicationName: `baton:${config.node.name}`,
+      // A command's connections are told from its node's (pg_stat_activity, the bound in docs/config.md).
+      applicationName: `baton:${config.node.name}${consume ? '' : ':command'}`,
     });
     return await assemble(config, log, store, undefined, releasers, release, consume);
   } catch (error) {

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 
 import { sql } from 'drizzle-orm';
 
+import { sleep } from '../util/sleep.js';
 import type { Store, Tx } from './store.js';
 import { executeIn } from './store.js';
 
@@ -27,10 +28,21 @@ export async function builtinMigrations(): Promise<Migration[]> {
   );
 }
 
-/** Inside `tx`: waits for and takes the lock that serialises schema changes across nodes, until `tx` ends. */
+/**
+ * Inside `tx`: waits for and takes the lock that serialises schema changes across nodes, until `tx` ends.
+ * It asks again and again rather than waiting on the server, so that a node waits as long as another node's
+ * migration runs, whatever the limit on lock waits (lock_timeout) of a schema change.
+ */
 export async function lockSchema(tx: Tx): Promise<void> {
-  await executeIn(tx, sql`SELECT pg_advisory_xact_lock(${MIGRATION_LOCK_KEY})`);
+  for (;;) {
+    const [row] = await executeIn(tx, sql`SELECT pg_try_advisory_xact_lock(${MIGRATION_LOCK_KEY}) AS taken`);
+    if (row?.['taken'] === true) return;
+    await sleep(SCHEMA_LOCK_POLL_MS);
+  }
 }
+
+/** How often a schema change looks again at the lock that another node holds. */
+const SCHEMA_LOCK_POLL_MS = 250;
 
 /** Told of each migration as it is applied (inside the one transaction): its id, and how many of how many. */
 export type MigrationProgress = (id: string, done: number, total: number) => void;
@@ -41,25 +53,28 @@ export async function applyMigrations(
   migrations: readonly Migration[],
   onApplied?: MigrationProgress,
 ): Promise<string[]> {
-  return store.transaction(async (tx) => {
-    await lockSchema(tx);
-    await executeIn(
-      tx,
-      sql`CREATE TABLE IF NOT EXISTS baton_migrations (id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
-    );
-    const done = new Set(
-      (await executeIn(tx, sql`SELECT id FROM baton_migrations`)).map((row) => String(row['id'])),
-    );
-    const applied: string[] = [];
-    const pending = migrations.filter((migration) => !done.has(migration.id));
-    for (const migration of pending) {
-      for (const statement of splitStatements(migration.sql)) await tx.execute(sql.raw(statement));
-      await executeIn(tx, sql`INSERT INTO baton_migrations (id) VALUES (${migration.id})`);
-      applied.push(migration.id);
-      onApplied?.(migration.id, applied.length, pending.length);
-    }
-    return applied;
-  });
+  return store.transaction(
+    async (tx) => {
+      await lockSchema(tx);
+      await executeIn(
+        tx,
+        sql`CREATE TABLE IF NOT EXISTS baton_migrations (id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+      );
+      const done = new Set(
+        (await executeIn(tx, sql`SELECT id FROM baton_migrations`)).map((row) => String(row['id'])),
+      );
+      const applied: string[] = [];
+      const pending = migrations.filter((migration) => !done.has(migration.id));
+      for (const migration of pending) {
+        for (const statement of splitStatements(migration.sql)) await tx.execute(sql.raw(statement));
+        await executeIn(tx, sql`INSERT INTO baton_migrations (id) VALUES (${migration.id})`);
+        applied.push(migration.id);
+        onApplied?.(migration.id, applied.length, pending.length);
+      }
+      return applied;
+    },
+    { schemaChange: true },
+  );
 }
 
 /**

@@ -22,6 +22,14 @@ export interface QueryResult {
   readonly rows: readonly Row[];
 }
 
+export interface TransactionOptions {
+  /**
+   * A schema change (migrations, created tables): on a server its statements run without the store's
+   * statement limit, since rewriting a large table takes long, but each wait for a lock is limited by it.
+   */
+  readonly schemaChange?: boolean;
+}
+
 export interface Notification {
   readonly channel: string;
   readonly payload: string;
@@ -32,7 +40,7 @@ export interface Store {
   /** True when one process alone may open the store (PGlite): other processes go through its owner. */
   readonly exclusive: boolean;
   /** Runs `fn` in one transaction: commit when it returns, roll back when it throws. */
-  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (tx: Tx) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Runs one statement in its own transaction and returns its rows. */
   execute(query: SQL): Promise<Row[]>;
   /** Runs an ad-hoc SQL text (one statement, optional positional parameters). */

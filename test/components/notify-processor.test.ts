@@ -157,7 +157,7 @@ describe('notify processor on PostgreSQL', () => {
     await vi.waitFor(() => expect(processor.calls.length).toBeGreaterThan(0), WAIT);
     const listenerPid = async (): Promise<number | undefined> => {
       const result = await admin.query<{ pid: number }>(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = 'baton-listen' AND datname = current_database()",
+        "SELECT pid FROM pg_stat_activity WHERE application_name LIKE '%:listen' AND datname = current_database()",
       );
       return result.rows[0]?.pid;
     };
@@ -192,7 +192,7 @@ describe('notify processor on PostgreSQL', () => {
     // The client has hung up; the server's backend process exits a moment later.
     await vi.waitFor(async () => {
       const left = await admin.query(
-        "SELECT 1 FROM pg_stat_activity WHERE application_name = 'baton-listen' AND datname = current_database()",
+        "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE '%:listen' AND datname = current_database()",
       );
       expect(left.rowCount).toBe(0);
     }, WAIT);
