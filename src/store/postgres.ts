@@ -96,11 +96,14 @@ export async function openPostgresStore(
         throw new BackendUnavailableError(
           'store',
           `every connection of the pool (pool_size = ${config.poolSize}) stayed busy for ${POOL_WAIT_MS} ms`,
-          { cause: error },
+          { cause: withDatabaseReason(error) },
         );
       }
+      // withDatabaseReason: the cause's message names the statement, never its parameters (the records).
       if (isConnectionError(error)) {
-        throw new BackendUnavailableError('store', 'the PostgreSQL server is unreachable', { cause: error });
+        throw new BackendUnavailableError('store', 'the PostgreSQL server is unreachable', {
+          cause: withDatabaseReason(error),
+        });
       }
       throw withDatabaseReason(error);
     }

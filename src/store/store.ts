@@ -63,7 +63,8 @@ export interface Store {
 /**
  * `error` as a StatementError when it is a statement the database refused: the driver's own error (with
  * its SQLSTATE), or drizzle's report of one ("Failed query: … params: …", the database's error only as its
- * cause). The message says the database's reason, SQLSTATE and detail first. Anything else as it is.
+ * cause). The message says the database's reason, SQLSTATE and detail first, then the statement without its
+ * parameters (they hold records and may be large). Anything else as it is.
  * `execute`, `transaction` and `query` of both stores reject with it.
  */
 export function withDatabaseReason(error: unknown): unknown {
@@ -77,8 +78,14 @@ export function withDatabaseReason(error: unknown): unknown {
     reason.message +
     (sqlState === undefined ? '' : ` (SQLSTATE ${sqlState})`) +
     (detail === undefined ? '' : `. ${detail}`) +
-    (drizzle ? `\n${(error as Error).message}` : '');
+    (drizzle ? `\nFailed query: ${clipped((error as DrizzleQueryError).query)}` : '');
   return new StatementError(message, { sqlState, cause: error });
+}
+
+/** A statement's text as error messages quote it: never its parameters (records, tokens), at most 300 characters. */
+function clipped(statement: string): string {
+  const oneLine = statement.replace(/\s+/g, ' ').trim();
+  return oneLine.length > 300 ? `${oneLine.slice(0, 300)}…` : oneLine;
 }
 
 /** Five digits and capitals, one digit at least: a SQLSTATE (42P01, HV000), not a Node code such as EPIPE. */
