@@ -28,13 +28,12 @@ declare module 'fastify' {
   }
 }
 
-/** Route options declaring what a route needs (merged into options of its own when given). */
+/** Route options declaring what a route needs. */
 export function needs(
   what: RouteAccess['needs'],
   more: Omit<RouteAccess, 'needs'> = {},
-  options: RouteShorthandOptions = {},
 ): RouteShorthandOptions & { config: { access: RouteAccess } } {
-  return { ...options, config: { ...options.config, access: { needs: what, ...more } } };
+  return { config: { access: { needs: what, ...more } } };
 }
 
 /** What routes of a program's own (RouteRegistrar) need when they declare nothing. */
@@ -161,8 +160,8 @@ function refusalOf(
     return new ForbiddenError(`${route} needs the "${access.needs}" scope; this token has: ${held}`);
   }
   if (access.queueParam !== undefined) {
-    const params = request.params as Record<string, string | undefined>;
-    const queue = params[access.queueParam] ?? '';
+    const value: unknown = isRecord(request.params) ? request.params[access.queueParam] : undefined;
+    const queue = typeof value === 'string' ? value : '';
     if (grant.queues !== undefined && !grant.queues.includes(queue)) {
       const allowed = grant.queues.length > 0 ? grant.queues.join(', ') : 'none';
       return new ForbiddenError(`this token may not use queue "${queue}" (it may use: ${allowed})`);
@@ -173,6 +172,10 @@ function refusalOf(
 
 function hasScope(grant: Grant, scope: TokenScope): boolean {
   return grant.scopes.has('admin') || grant.scopes.has(scope);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null;
 }
 
 /**
