@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BatonNode } from '../../src/index.js';
 import { startNode } from '../../src/index.js';
 import { createLogger } from '../../src/log.js';
+import { TEAM_TASKS } from './team-tasks.js';
 
 const ADMIN = 'admin-token-0123456789';
 const TEAM_A = 'team-a-token-0123456789';
@@ -33,14 +34,7 @@ beforeAll(async () => {
     {
       node: { name: 'ns-node', data_dir: dir },
       http: { port: 0, token: ADMIN, tokens: [{ token: TEAM_A, namespaces: ['team-a'] }] },
-      tasks: {
-        a: { command: 'sleep 30', namespace: 'team-a' },
-        b: { command: 'sleep 30', namespace: 'team-b' },
-      },
-      rules: [
-        { on: { namespace: 'team-a', key: 'go' }, action: 'start', task: 'a' },
-        { on: { namespace: 'team-b', key: 'go' }, action: 'start', task: 'b' },
-      ],
+      ...TEAM_TASKS,
     },
     { log: createLogger({ level: 'silent' }) },
   );

@@ -14,6 +14,7 @@ import type { BatonNode } from '../../src/index.js';
 import { startNode } from '../../src/index.js';
 import { createLogger } from '../../src/log.js';
 import { openStream } from '../events/support.js';
+import { TEAM_TASKS } from './team-tasks.js';
 
 const ADMIN = 'admin-token-0123456789';
 const TEAM_A = 'team-a-token-0123456789';
@@ -38,14 +39,7 @@ beforeAll(async () => {
         words: { handler: fileURLToPath(new URL('../node/handlers/words.ts', import.meta.url)) },
         ids: { handler: fileURLToPath(new URL('../fixtures/ids-handler.ts', import.meta.url)) },
       },
-      tasks: {
-        a: { command: 'sleep 30', namespace: 'team-a' },
-        b: { command: 'sleep 30', namespace: 'team-b' },
-      },
-      rules: [
-        { on: { namespace: 'team-a', key: 'go' }, action: 'start', task: 'a' },
-        { on: { namespace: 'team-b', key: 'go' }, action: 'start', task: 'b' },
-      ],
+      ...TEAM_TASKS,
     },
     { log: createLogger({ level: 'silent' }) },
   );
