@@ -146,7 +146,7 @@ describe('the scope matrix', () => {
     const failures: string[] = [];
     let checked = 0;
     for (const route of routesOf(app)) {
-      if (route.method === 'HEAD' || route.access === undefined) continue;
+      if (route.access === undefined) continue;
       for (const caller of CALLERS) {
         const want = expected(route.access, caller);
         // An open stream stays open: streams are let through by the real-request tests.
@@ -166,7 +166,8 @@ describe('the scope matrix', () => {
         if (!ok) {
           failures.push(`${route.method} ${route.url} by ${caller.name}: ${status}, expected ${want}`);
         }
-        if (want === 403 && status === 403) {
+        // A HEAD answer has no body to read the code from.
+        if (want === 403 && status === 403 && route.method !== 'HEAD') {
           expect(response.json<{ code: string }>().code).toBe('FORBIDDEN');
         }
       }
