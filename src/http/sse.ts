@@ -1,7 +1,7 @@
 // Server-Sent Events over fastify replies: the headers, `id:`/`event:`/`data:` frames, a comment every 15 s
 // so that proxies keep the connection open, backpressure for slow readers, limits of open streams per
-// client address and in all, and an end for every open stream when the server closes (an open stream would otherwise
-// hold the node's shutdown, and its client should reconnect, maybe to another node).
+// client address and in all, and an end for every open stream when the server closes (an open stream would
+// otherwise hold the node's shutdown, and its client should reconnect, maybe to another node).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { NotRunningError, TooManyRequestsError } from '../errors.js';

@@ -39,22 +39,19 @@ export function registerQueueRoutes(app: FastifyInstance, node: HttpNode): void 
   });
 
   const oneQueue = { queueParam: 'queue' } as const;
-  app.get<{ Params: { queue: string } }>(
-    '/v1/queues/:queue/errors',
-    needs('read', oneQueue),
-    async (request) => {
-      const query = parseInput(listQuery, request.query, 'query');
-      const errors = await node.admin.listErrors(request.params.queue, {
-        limit: query.limit,
-        ...(query.after ? { afterId: query.after } : {}),
-      });
-      return {
-        queue: request.params.queue,
-        error_queue: errorQueueName(request.params.queue),
-        errors: errors.map(errorRecordJson),
-      };
-    },
-  );
+  const listErrors = needs('read', oneQueue);
+  app.get<{ Params: { queue: string } }>('/v1/queues/:queue/errors', listErrors, async (request) => {
+    const query = parseInput(listQuery, request.query, 'query');
+    const errors = await node.admin.listErrors(request.params.queue, {
+      limit: query.limit,
+      ...(query.after ? { afterId: query.after } : {}),
+    });
+    return {
+      queue: request.params.queue,
+      error_queue: errorQueueName(request.params.queue),
+      errors: errors.map(errorRecordJson),
+    };
+  });
 
   const replay = needs('admin', oneQueue);
   app.post<{ Params: { queue: string } }>('/v1/queues/:queue/errors/replay', replay, async (request) => {
