@@ -50,15 +50,19 @@ level = "debug"
 enabled = true
 host = "0.0.0.0"
 port = 9090
-token = "root-token-123"
+token = "root-token-0123456789"
 body_limit_bytes = 2048
 
 [[http.tokens]]
-token = "ingest-token"
+token = "ingest-token-0123456789"
 namespaces = ["ping", "pong"]
 
 [[http.tokens]]
-token = "admin-token"
+token = "admin-token-0123456789"
+
+[[http.tokens]]
+token = "scrape-token-0123456789"
+scopes = ["metrics"]
 
 [store]
 path = "db"
@@ -131,12 +135,23 @@ describe('loadConfig', () => {
       enabled: true,
       host: '0.0.0.0',
       port: 9090,
-      token: 'root-token-123',
+      token: 'root-token-0123456789',
       tokens: [
-        { token: 'ingest-token', namespaces: ['ping', 'pong'] },
-        { token: 'admin-token', namespaces: undefined },
+        {
+          token: 'ingest-token-0123456789',
+          scopes: ['read', 'write'],
+          namespaces: ['ping', 'pong'],
+          queues: [],
+        },
+        {
+          token: 'admin-token-0123456789',
+          scopes: ['admin', 'read', 'write', 'metrics'],
+          namespaces: undefined,
+          queues: undefined,
+        },
+        { token: 'scrape-token-0123456789', scopes: ['metrics'], namespaces: undefined, queues: undefined },
       ],
-      adminToken: 'root-token-123',
+      adminToken: 'root-token-0123456789',
       bodyLimitBytes: 2048,
     });
     expect(config.store).toEqual({ kind: 'embedded', path: path.join(dir, 'db') });
@@ -303,11 +318,11 @@ describe('validation', () => {
     const error = await configError(resolve({ http: { host: '0.0.0.0' } }));
     expect(error.key).toBe('http.token');
     expect(() =>
-      resolveConfig({ http: { host: '0.0.0.0', token: 'secret-token' } }, { baseDir: dir, env: {} }),
+      resolveConfig({ http: { host: '0.0.0.0', token: 'secret-token-0123' } }, { baseDir: dir, env: {} }),
     ).not.toThrow();
     expect(() =>
       resolveConfig(
-        { http: { host: '10.0.0.1', tokens: [{ token: '12345678' }] } },
+        { http: { host: '10.0.0.1', tokens: [{ token: '1234567890123456' }] } },
         { baseDir: dir, env: {} },
       ),
     ).not.toThrow();
@@ -391,14 +406,101 @@ describe('env overrides', () => {
 });
 
 describe('the admin token', () => {
-  it('is [http] token, else the first [[http.tokens]] entry that is limited to no namespace', () => {
+  it('is [http] token, else the first [[http.tokens]] entry with the admin scope', () => {
     const resolve = (http: object) => resolveConfig({ http }, { baseDir: dir, env: {} }).http.adminToken;
     expect(resolve({ token: 'root-token' })).toBe('root-token');
-    const tokens = [{ token: 'team-token', namespaces: ['team-a'] }, { token: 'ops-token' }];
+    const tokens = [
+      { token: 'team-token', namespaces: ['team-a'] },
+      { token: 'reader-token', scopes: ['read'] },
+      { token: 'ops-token' },
+    ];
     expect(resolve({ tokens })).toBe('ops-token');
-    // A token limited to some namespaces never acts for a whole command.
+    expect(resolve({ tokens: [{ token: 'ops-token', scopes: ['metrics', 'admin'] }] })).toBe('ops-token');
+    // A limited token, or one without admin, never acts for a whole command.
     expect(resolve({ tokens: [{ token: 'team-token', namespaces: ['team-a'] }] })).toBeUndefined();
+    expect(
+      resolve({ tokens: [{ token: 'team-token', scopes: ['read', 'write', 'metrics'] }] }),
+    ).toBeUndefined();
     expect(resolve({})).toBeUndefined();
+  });
+});
+
+describe('token scopes and limits', () => {
+  const tokens = (entries: object[], host = '127.0.0.1') =>
+    resolveConfig({ http: { host, tokens: entries } }, { baseDir: dir, env: {} }).http.tokens;
+
+  it('defaults: every scope when limited by nothing, read and write of what a limited entry names', () => {
+    expect(
+      tokens([
+        { token: 'everything' },
+        { token: 'team-only', namespaces: ['team-a'] },
+        { token: 'queue-only', queues: ['orders'] },
+        { token: 'scraper-1', scopes: ['metrics', 'metrics'] },
+        { token: 'team-reader', scopes: ['read'], namespaces: ['team-a'], queues: ['orders'] },
+      ]),
+    ).toEqual([
+      {
+        token: 'everything',
+        scopes: ['admin', 'read', 'write', 'metrics'],
+        namespaces: undefined,
+        queues: undefined,
+      },
+      { token: 'team-only', scopes: ['read', 'write'], namespaces: ['team-a'], queues: [] },
+      { token: 'queue-only', scopes: ['read', 'write'], namespaces: [], queues: ['orders'] },
+      { token: 'scraper-1', scopes: ['metrics'], namespaces: undefined, queues: undefined },
+      { token: 'team-reader', scopes: ['read'], namespaces: ['team-a'], queues: ['orders'] },
+    ]);
+  });
+
+  it('refuses an unknown scope, naming the key', async () => {
+    const error = await configError(() => tokens([{ token: 'team-token', scopes: ['read', 'sudo'] }]));
+    expect(error.key).toBe('http.tokens[0].scopes[1]');
+    expect(error.message).toContain('expected one of admin, read, write, metrics, got "sudo"');
+    const notArray = await configError(() => tokens([{ token: 'team-token', scopes: 'read' }]));
+    expect(notArray.key).toBe('http.tokens[0].scopes');
+    const empty = await configError(() => tokens([{ token: 'team-token', scopes: [] }]));
+    expect(empty.key).toBe('http.tokens[0].scopes');
+    expect(empty.message).toContain('at least one scope');
+  });
+
+  it('refuses admin on an entry limited to namespaces or queues', async () => {
+    for (const limit of [{ namespaces: ['team-a'] }, { queues: ['orders'] }]) {
+      const error = await configError(() =>
+        tokens([{ token: 'ops-token' }, { token: 'team-token', scopes: ['admin'], ...limit }]),
+      );
+      expect(error.key).toBe('http.tokens[1].scopes');
+      expect(error.message).toContain('admin scope cannot be limited');
+    }
+  });
+
+  it('refuses a token given twice', async () => {
+    const error = await configError(() =>
+      resolveConfig(
+        { http: { token: 'same-token', tokens: [{ token: 'same-token', scopes: ['read'] }] } },
+        { baseDir: dir, env: {} },
+      ),
+    );
+    expect(error.key).toBe('http.tokens[0].token');
+    expect(error.message).toContain('the same token as http.token');
+  });
+
+  it('needs tokens of 16 characters or more off loopback, and keeps the minimum on loopback', async () => {
+    const short = await configError(() =>
+      resolveConfig({ http: { host: '0.0.0.0', token: 'x' } }, { baseDir: dir, env: {} }),
+    );
+    expect(short.key).toBe('http.token');
+    expect(short.message).toContain('at least 16 characters');
+    const entry = await configError(() =>
+      tokens([{ token: '0123456789abcdef' }, { token: '0123456789abcde' }], '0.0.0.0'),
+    );
+    expect(entry.key).toBe('http.tokens[1].token');
+    // Loopback: [http] token any length, [[http.tokens]] at least 8 characters, as before.
+    expect(resolveConfig({ http: { token: 'x' } }, { baseDir: dir, env: {} }).http.token).toBe('x');
+    expect(tokens([{ token: '12345678' }])).toHaveLength(1);
+    // A disabled API listens nowhere: its host does not matter.
+    expect(() =>
+      resolveConfig({ http: { host: '0.0.0.0', enabled: false, token: 'x' } }, { baseDir: dir, env: {} }),
+    ).not.toThrow();
   });
 });
 
@@ -444,7 +546,9 @@ describe('redactConfig', () => {
     expect(text).toContain('postgres://u:***@h:5432/db?password=***&x=1');
     const view = JSON.parse(text) as { http: { token: unknown; tokens: unknown }; file: unknown };
     expect(view.http.token).toBe('***');
-    expect(view.http.tokens).toEqual([{ token: '***', namespaces: ['a'] }]);
+    expect(view.http.tokens).toEqual([
+      { token: '***', scopes: ['read', 'write'], namespaces: ['a'], queues: [] },
+    ]);
     expect(view.file).toBeNull();
   });
 

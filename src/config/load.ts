@@ -11,15 +11,23 @@ import type { z } from 'zod';
 
 import { ConfigError } from '../errors.js';
 import { applyEnvOverrides, cloneTables, isTable, setOwn, type Env, type RawTable } from './env.js';
-import { describeValue, rawConfigSchema, type ParsedConfig, type RawOverrides } from './schema.js';
+import {
+  describeValue,
+  rawConfigSchema,
+  TOKEN_SCOPES,
+  type ParsedConfig,
+  type RawOverrides,
+} from './schema.js';
 import type {
   ComponentConfig,
   CoordinatedGroupConfig,
   GroupConfig,
+  HttpTokenConfig,
   QueueConfig,
   ResolvedConfig,
   RuleConfig,
   TaskConfig,
+  TokenScope,
 } from './types.js';
 
 /** The file read when none is named, looked up in the working directory. */
@@ -108,6 +116,7 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       { key: 'http.token', ...optionalFile(file) },
     );
   }
+  const tokens = resolveTokens(http, file);
 
   const dataDir = path.resolve(baseDir, parsed.node.data_dir);
   const queues: Record<string, QueueConfig> = {};
@@ -190,8 +199,8 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       host: http.host,
       port: http.port,
       token: http.token,
-      tokens: http.tokens.map((entry) => ({ token: entry.token, namespaces: entry.namespaces })),
-      adminToken: http.token ?? http.tokens.find((entry) => entry.namespaces === undefined)?.token,
+      tokens,
+      adminToken: http.token ?? tokens.find((entry) => entry.scopes.includes('admin'))?.token,
       bodyLimitBytes: http.body_limit_bytes,
     },
     store: parsed.store.url
@@ -318,6 +327,59 @@ function resolveMigrations(
 /** Paths (`./h.ts`, `/abs/h.js`) are made absolute; anything else is a package name for the module resolver. */
 function resolveHandler(handler: string, baseDir: string): string {
   return handler.startsWith('.') || path.isAbsolute(handler) ? path.resolve(baseDir, handler) : handler;
+}
+
+/** Tokens accepted off loopback are at least this long: short ones are guessed. */
+const REMOTE_TOKEN_MIN_LENGTH = 16;
+/** The scopes of a limited `[[http.tokens]]` entry that names none. */
+const LIMITED_SCOPES: readonly TokenScope[] = ['read', 'write'];
+
+/**
+ * The `[[http.tokens]]` entries with their defaults: an entry limited by neither `namespaces` nor `queues`
+ * has every scope unless it names some; a limited one has `read` and `write`, and the list it leaves out is
+ * empty (it reaches only what it names). Refuses `admin` on a limited entry (sql reads everything), a token
+ * given twice, and, off loopback, a token shorter than REMOTE_TOKEN_MIN_LENGTH.
+ */
+function resolveTokens(http: ParsedConfig['http'], file: string | undefined): HttpTokenConfig[] {
+  const remote = http.enabled && !isLoopbackHost(http.host);
+  const seen = new Map<string, string>();
+  const check = (token: string, key: string): void => {
+    if (remote && token.length < REMOTE_TOKEN_MIN_LENGTH) {
+      throw new ConfigError(
+        `expected a token of at least ${REMOTE_TOKEN_MIN_LENGTH} characters when http.host ` +
+          `(${JSON.stringify(http.host)}) is not a loopback address, got ${token.length}`,
+        { key, ...optionalFile(file) },
+      );
+    }
+    const earlier = seen.get(token);
+    if (earlier !== undefined) {
+      throw new ConfigError(`the same token as ${earlier}: each token is given once, with its scopes`, {
+        key,
+        ...optionalFile(file),
+      });
+    }
+    seen.set(token, key);
+  };
+  if (http.token !== undefined) check(http.token, 'http.token');
+  return http.tokens.map((entry, index) => {
+    const key = `http.tokens[${index}]`;
+    check(entry.token, `${key}.token`);
+    const limited = entry.namespaces !== undefined || entry.queues !== undefined;
+    const scopes = [...new Set<TokenScope>(entry.scopes ?? (limited ? LIMITED_SCOPES : TOKEN_SCOPES))];
+    if (limited && scopes.includes('admin')) {
+      throw new ConfigError(
+        'the admin scope cannot be limited to namespaces or queues (sql reads and writes everything): ' +
+          'remove "admin", or remove namespaces and queues from this entry',
+        { key: `${key}.scopes`, ...optionalFile(file) },
+      );
+    }
+    return {
+      token: entry.token,
+      scopes,
+      namespaces: limited ? (entry.namespaces ?? []) : undefined,
+      queues: limited ? (entry.queues ?? []) : undefined,
+    };
+  });
 }
 
 /** Whether `host` only accepts connections from this machine: 127.0.0.0/8, ::1 or localhost. */

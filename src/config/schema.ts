@@ -4,7 +4,7 @@
 
 import { z } from 'zod';
 
-import type { LogLevel } from './types.js';
+import type { LogLevel, TokenScope } from './types.js';
 
 export const LOG_LEVELS = [
   'fatal',
@@ -15,6 +15,8 @@ export const LOG_LEVELS = [
   'trace',
   'silent',
 ] as const satisfies readonly LogLevel[];
+
+export const TOKEN_SCOPES = ['admin', 'read', 'write', 'metrics'] as const satisfies readonly TokenScope[];
 
 /** Queue names end up in table names, Redis keys and URLs, so they are kept to a safe alphabet. */
 export const QUEUE_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
@@ -137,8 +139,20 @@ const httpTokenSchema = table({
   token: text('a string of at least 8 characters').min(8, {
     error: expecting('a string of at least 8 characters'),
   }),
-  /** Namespaces this token may use. Default: all. */
+  /**
+   * What the token may do: `admin`, `read`, `write`, `metrics`. Default: every scope for an entry without
+   * `namespaces` and `queues`; `read` and `write` for an entry limited by them. `admin` cannot be limited.
+   */
+  scopes: z
+    .array(z.enum(TOKEN_SCOPES, { error: expecting(`one of ${TOKEN_SCOPES.join(', ')}`) }), {
+      error: expecting(`an array of scopes (${TOKEN_SCOPES.join(', ')})`),
+    })
+    .min(1, { error: expecting(`at least one scope (${TOKEN_SCOPES.join(', ')})`) })
+    .optional(),
+  /** Namespaces this token may use. Default: all, unless `queues` is set (then none). */
   namespaces: z.array(text(), { error: expecting('an array of strings') }).optional(),
+  /** Queues this token may use (ingest, error queues, listings). Default: all, unless `namespaces` is set (then none). */
+  queues: z.array(text(), { error: expecting('an array of queue names') }).optional(),
 });
 
 const httpSchema = table({
@@ -148,11 +162,14 @@ const httpSchema = table({
   host: text().default('127.0.0.1'),
   /** TCP port; 0 picks a free one. */
   port: integer(0, 65_535).default(8080),
-  /** Bearer token accepted on every namespace. Required off loopback unless [[http.tokens]] is set. */
+  /**
+   * Bearer token with every scope, on every namespace and queue. Required off loopback unless
+   * [[http.tokens]] is set; there, at least 16 characters (as every [[http.tokens]] token).
+   */
   token: text().optional(),
   /** Request bodies larger than this many bytes are answered with 413. Default: 10 MiB. */
   body_limit_bytes: integer(1).default(10_485_760),
-  /** Further tokens, each optionally limited to some namespaces. */
+  /** Further tokens, each with its scopes and optionally limited to some namespaces and queues. */
   tokens: z.array(httpTokenSchema, { error: expecting('an array of tables ([[http.tokens]])') }).default([]),
 });
 

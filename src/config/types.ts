@@ -33,10 +33,21 @@ export interface NodeConfig {
   startupTimeoutMs: number;
 }
 
+/**
+ * What a token may do: `admin` (sql, initdb, migrate, failover, replay and drop of error queues; it holds the
+ * other three too), `read` and `write` (events and tasks of its namespaces, ingest and error queues of its
+ * queues, listings), `metrics` (GET /metrics).
+ */
+export type TokenScope = 'admin' | 'read' | 'write' | 'metrics';
+
 export interface HttpTokenConfig {
   token: string;
+  /** What the token may do (never empty). */
+  scopes: readonly TokenScope[];
   /** Namespaces the token may use; `undefined` means all. */
   namespaces: readonly string[] | undefined;
+  /** Queues the token may use; `undefined` means all. */
+  queues: readonly string[] | undefined;
 }
 
 export interface HttpConfig {
@@ -44,12 +55,12 @@ export interface HttpConfig {
   host: string;
   /** 0 means a free port picked at listen time. */
   port: number;
-  /** Bearer token accepted on every namespace. */
+  /** Bearer token with every scope, on every namespace and queue. */
   token: string | undefined;
   tokens: ReadonlyArray<HttpTokenConfig>;
   /**
    * The token CLI commands and nodes present to other nodes: `token`, else the first `[[http.tokens]]`
-   * entry limited to no namespace; undefined when none may act on everything.
+   * entry with the `admin` scope (such an entry is never limited); undefined when no token is an admin one.
    */
   adminToken: string | undefined;
   /** Request bodies larger than this are answered with 413. */

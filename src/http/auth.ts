@@ -1,25 +1,99 @@
-// Bearer-token check for every route but the health probes, the namespaces a request's token may use, and
-// the loopback rule of the `sql` endpoint.
+// Who may call what: the bearer token (or the dashboard's session) of a request, the scopes, namespaces and
+// queues of its token, and the access every route declares with itself (`needs(...)` in its options), all
+// checked in one hook. A route that declares nothing is refused, so a route added later fails closed.
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
 
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest, RouteShorthandOptions } from 'fastify';
 
-import type { HttpConfig } from '../config/types.js';
-import { TooManyRequestsError, UnauthorizedError } from '../errors.js';
+import type { HttpConfig, TokenScope } from '../config/types.js';
+import { ForbiddenError, TooManyRequestsError, UnauthorizedError } from '../errors.js';
 
-/** Routes open without a token: the probes, and the dashboard's page and assets (they hold no data). */
-const OPEN_ROUTES = new Set(['/healthz', '/readyz', '/', '/dashboard/app.js', '/dashboard/style.css']);
+/** What a route needs, declared with it: `app.get(url, needs('read'), handler)`. */
+export interface RouteAccess {
+  /** `open`: no token; `token`: any valid token; a scope: a token that has it (`admin` has every scope). */
+  readonly needs: 'open' | 'token' | TokenScope;
+  /** The path parameter naming the one queue the route reaches: a token limited to other queues gets 403. */
+  readonly queueParam?: string;
+  /** The route checks each namespace the request names against the token's (403 for another one). */
+  readonly namespaces?: 'checked';
+  /** The route lists things of every queue or namespace and leaves out those the token may not read. */
+  readonly filtered?: true;
+}
 
-/** The namespaces each authenticated request may use; absent: every namespace. */
-const grantedNamespaces = new WeakMap<FastifyRequest, readonly string[]>();
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Who may call the route (see RouteAccess); a route without it is refused. */
+    access?: RouteAccess;
+  }
+}
+
+/** Route options declaring what a route needs. */
+export function needs(
+  what: RouteAccess['needs'],
+  more: Omit<RouteAccess, 'needs'> = {},
+): RouteShorthandOptions & { config: { access: RouteAccess } } {
+  return { config: { access: { needs: what, ...more } } };
+}
+
+/** What routes of a program's own (RouteRegistrar) need when they declare nothing. */
+export const OWN_ROUTE_ACCESS: RouteAccess = { needs: 'admin' };
+
+/** What one request may do: the scopes, namespaces and queues of its token. */
+interface Grant {
+  readonly scopes: ReadonlySet<TokenScope>;
+  /** Undefined: every namespace. */
+  readonly namespaces: readonly string[] | undefined;
+  /** Undefined: every queue. */
+  readonly queues: readonly string[] | undefined;
+}
+
+const EVERYTHING: Grant = {
+  scopes: new Set(['admin', 'read', 'write', 'metrics']),
+  namespaces: undefined,
+  queues: undefined,
+};
+/** The grant of a request that presented no token (an open route): nothing. */
+const NOTHING: Grant = { scopes: new Set(), namespaces: [], queues: [] };
+
+const requestGrants = new WeakMap<FastifyRequest, Grant>();
+/** Apps whose own routes are registered: a route that declares nothing from then on is a program's own. */
+const ownRoutesFollow = new WeakSet<FastifyInstance>();
 
 /**
  * The namespaces the request's token may read, write and stream; undefined when it may use all of them
- * (no token configured, `[http] token`, or a `[[http.tokens]]` entry without `namespaces`).
+ * (no token configured, `[http] token`, or a `[[http.tokens]]` entry limited by neither list).
  */
 export function allowedNamespaces(request: FastifyRequest): readonly string[] | undefined {
-  return grantedNamespaces.get(request);
+  return (requestGrants.get(request) ?? NOTHING).namespaces;
+}
+
+/** The queues the request's token may use; undefined when it may use all of them. */
+export function allowedQueues(request: FastifyRequest): readonly string[] | undefined {
+  return (requestGrants.get(request) ?? NOTHING).queues;
+}
+
+/** Whether the request's token may use `queue`. */
+export function mayUseQueue(request: FastifyRequest, queue: string): boolean {
+  const queues = allowedQueues(request);
+  return queues === undefined || queues.includes(queue);
+}
+
+/**
+ * Gives the routes registered from now on that declare nothing OWN_ROUTE_ACCESS: called once the built-in
+ * routes are registered, before a program's own. A built-in route that declares nothing stays refused.
+ */
+export function ownRoutesFromNow(app: FastifyInstance): void {
+  ownRoutesFollow.add(app);
+}
+
+/** Gives undeclared routes of a program's own their default; call before any route is registered. */
+export function registerRouteAccess(app: FastifyInstance): void {
+  app.addHook('onRoute', (route) => {
+    if (route.config?.access === undefined && ownRoutesFollow.has(app)) {
+      route.config = { ...route.config, access: OWN_ROUTE_ACCESS };
+    }
+  });
 }
 
 export function registerAuth(app: FastifyInstance, config: HttpConfig): void {
@@ -38,26 +112,70 @@ export function registerAuth(app: FastifyInstance, config: HttpConfig): void {
     return grants[matched];
   };
   registerSessionRoutes(app, sessions, guesses, digests.length > 0 ? match : undefined);
-  if (digests.length === 0) return;
   // A refusal is passed to done(): the server's error handler answers it, as for every route.
   app.addHook('onRequest', (request, _reply, done) => {
-    const path = request.url.split('?')[0] ?? '';
-    if (OPEN_ROUTES.has(path) || (path === SESSION_PATH && request.method === 'POST')) return done();
-    const presented = bearerToken(request);
-    if (presented !== undefined && guesses.blocked(request)) return done(tooManyGuesses());
-    // The dashboard (a browser, whose EventSource cannot send a header) signs in for a session cookie.
-    const grant = presented === undefined ? sessions.find(request) : match(presented);
-    if (grant === undefined) {
-      if (presented !== undefined) guesses.failed(request);
-      return done(
-        new UnauthorizedError(
-          presented === undefined ? 'missing bearer token (Authorization: Bearer <token>)' : 'invalid token',
-        ),
-      );
+    // No route: a valid token is needed to learn so (404), as for every route that is not open.
+    const access: RouteAccess | undefined = request.is404
+      ? { needs: 'token' }
+      : request.routeOptions.config.access;
+    const route = `${request.method} ${request.routeOptions.url ?? ''}`;
+    if (access === undefined) {
+      request.log.error({ route }, 'route declares no access (needs): refused');
+      return done(new ForbiddenError(`${route} declares no access; refused`));
     }
-    if (grant.namespaces) grantedNamespaces.set(request, grant.namespaces);
-    done();
+    if (access.needs === 'open') return done();
+    let grant: Grant = EVERYTHING;
+    if (digests.length > 0) {
+      const presented = bearerToken(request);
+      if (presented !== undefined && guesses.blocked(request)) return done(tooManyGuesses());
+      // The dashboard (a browser, whose EventSource cannot send a header) signs in for a session cookie.
+      const found = presented === undefined ? sessions.find(request) : match(presented);
+      if (found === undefined) {
+        if (presented !== undefined) guesses.failed(request);
+        return done(
+          new UnauthorizedError(
+            presented === undefined
+              ? 'missing bearer token (Authorization: Bearer <token>)'
+              : 'invalid token',
+          ),
+        );
+      }
+      grant = found;
+    }
+    requestGrants.set(request, grant);
+    const refusal = refusalOf(grant, access, request, route);
+    done(refusal);
   });
+}
+
+/** Why a grant may not call a route as the request asks; undefined when it may. */
+function refusalOf(
+  grant: Grant,
+  access: RouteAccess,
+  request: FastifyRequest,
+  route: string,
+): ForbiddenError | undefined {
+  if (access.needs !== 'token' && access.needs !== 'open' && !hasScope(grant, access.needs)) {
+    const held = [...grant.scopes].join(', ') || 'none';
+    return new ForbiddenError(`${route} needs the "${access.needs}" scope; this token has: ${held}`);
+  }
+  if (access.queueParam !== undefined) {
+    const value: unknown = isRecord(request.params) ? request.params[access.queueParam] : undefined;
+    const queue = typeof value === 'string' ? value : '';
+    if (grant.queues !== undefined && !grant.queues.includes(queue)) {
+      const allowed = grant.queues.length > 0 ? grant.queues.join(', ') : 'none';
+      return new ForbiddenError(`this token may not use queue "${queue}" (it may use: ${allowed})`);
+    }
+  }
+  return undefined;
+}
+
+function hasScope(grant: Grant, scope: TokenScope): boolean {
+  return grant.scopes.has('admin') || grant.scopes.has(scope);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null;
 }
 
 /**
@@ -70,8 +188,11 @@ function registerSessionRoutes(
   guesses: GuessLimit,
   match: ((token: string) => Grant | undefined) | undefined,
 ): void {
-  app.get(SESSION_PATH, () => ({ authenticated: true, token_required: match !== undefined }));
-  app.post<{ Body: unknown }>(SESSION_PATH, async (request, reply) => {
+  app.get(SESSION_PATH, needs('token'), () => ({
+    authenticated: true,
+    token_required: match !== undefined,
+  }));
+  app.post<{ Body: unknown }>(SESSION_PATH, needs('open'), async (request, reply) => {
     if (match === undefined) return reply.code(204).send();
     if (guesses.blocked(request)) throw tooManyGuesses();
     const body = request.body as { token?: unknown } | undefined;
@@ -85,7 +206,7 @@ function registerSessionRoutes(
       .header('set-cookie', sessions.open(grant, request.protocol === 'https'))
       .send();
   });
-  app.delete(SESSION_PATH, (request, reply) => {
+  app.delete(SESSION_PATH, needs('token'), (request, reply) => {
     sessions.close(request);
     return reply.code(204).header('set-cookie', Sessions.clearCookie).send();
   });
@@ -193,16 +314,16 @@ function configuredTokens(config: HttpConfig): string[] {
   return configuredGrants(config).map((grant) => grant.token);
 }
 
-interface Grant {
-  readonly token: string;
-  /** Undefined: every namespace. */
-  readonly namespaces: readonly string[] | undefined;
-}
-
-function configuredGrants(config: HttpConfig): Grant[] {
+/** `[http] token` has every scope on everything; each `[[http.tokens]]` entry what config resolved for it. */
+function configuredGrants(config: HttpConfig): Array<Grant & { token: string }> {
   return [
-    ...(config.token ? [{ token: config.token, namespaces: undefined }] : []),
-    ...config.tokens.map((entry) => ({ token: entry.token, namespaces: entry.namespaces })),
+    ...(config.token ? [{ ...EVERYTHING, token: config.token }] : []),
+    ...config.tokens.map((entry) => ({
+      token: entry.token,
+      scopes: new Set(entry.scopes),
+      namespaces: entry.namespaces,
+      queues: entry.queues,
+    })),
   ];
 }
 

@@ -1,5 +1,5 @@
 // The node's HTTP API (fastify): ingest, queue listings, error queues, the event log, health, and the `sql`
-// command's endpoint. Every route but /healthz and /readyz needs the bearer token when one is configured.
+// command's endpoint. Every route declares who may call it (auth.ts); the probes are open to all.
 import type { FastifyBaseLogger, FastifyError, FastifyInstance } from 'fastify';
 import { fastify, LogController } from 'fastify';
 
@@ -16,7 +16,8 @@ import {
 } from '../errors.js';
 import { isConnectionError } from '../util/connection-errors.js';
 import type { Logger } from '../log.js';
-import { registerAuth } from './auth.js';
+import type { RouteAccess } from './auth.js';
+import { needs, ownRoutesFromNow, registerAuth, registerRouteAccess } from './auth.js';
 import type { HttpNode } from './node.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerClusterRoutes } from './routes/cluster.js';
@@ -34,7 +35,10 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
-/** Registers a program's own routes on the node's HTTP API (see primaryOnly for primary-only ones). */
+/**
+ * Registers a program's own routes on the node's HTTP API (see primaryOnly for primary-only ones). A route
+ * that declares no access (`needs(...)` from auth.ts, i.e. `config: { access }`) needs the `admin` scope.
+ */
 export type RouteRegistrar = (app: FastifyInstance, node: HttpNode) => void;
 
 export async function startHttpServer(
@@ -59,6 +63,8 @@ export async function startHttpServer(
 export interface RouteEntry {
   readonly method: string;
   readonly url: string;
+  /** Who may call it, as declared (or defaulted, for a program's own route); undefined: refused to all. */
+  readonly access: RouteAccess | undefined;
 }
 
 const routeTables = new WeakMap<FastifyInstance, RouteEntry[]>();
@@ -78,8 +84,11 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   });
   const table: RouteEntry[] = [];
   routeTables.set(app, table);
+  registerRouteAccess(app);
   app.addHook('onRoute', (route) => {
-    for (const method of [route.method].flat()) table.push({ method, url: route.url });
+    for (const method of [route.method].flat()) {
+      table.push({ method, url: route.url, access: route.config?.access });
+    }
   });
   // Routes only throw: every error is answered here, from the error table (src/errors.ts).
   app.setErrorHandler((thrown: FastifyError, request, reply) => {
@@ -104,8 +113,8 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   });
 
   registerAuth(app, config);
-  app.get('/healthz', () => ({ status: 'ok', node: node.name }));
-  app.get('/readyz', async (_request, reply) => {
+  app.get('/healthz', needs('open'), () => ({ status: 'ok', node: node.name }));
+  app.get('/readyz', needs('open'), async (_request, reply) => {
     const { ready, reason } = await node.readiness();
     return reply
       .code(ready ? 200 : 503)
@@ -123,6 +132,7 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
     registerIngestRoutes(scope, node);
     done();
   });
+  ownRoutesFromNow(app);
   return app;
 }
 

@@ -1,8 +1,10 @@
 // Server-Sent Events over fastify replies: the headers, `id:`/`event:`/`data:` frames, a comment every 15 s
-// so that proxies keep the connection open, backpressure for slow readers, a limit of open streams per
-// client address, and an end for every open stream when the server closes (an open stream would otherwise
-// hold the node's shutdown, and its client should reconnect, maybe to another node).
+// so that proxies keep the connection open, backpressure for slow readers, limits of open streams per
+// client address and in all, and an end for every open stream when the server closes (an open stream would
+// otherwise hold the node's shutdown, and its client should reconnect, maybe to another node).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+
+import { NotRunningError, TooManyRequestsError } from '../errors.js';
 
 const HEARTBEAT_MS = 15_000;
 
@@ -21,8 +23,17 @@ export interface OpenOptions {
   readonly retryMs?: number;
 }
 
-/** Why a stream could not be opened: the client holds too many, or the server is closing. */
-export type Refusal = 'too-many' | 'closing';
+/** Why a stream could not be opened: the client holds too many, the server holds too many, or it is closing. */
+export type Refusal = 'too-many' | 'full' | 'closing';
+
+export interface StreamLimits {
+  /** Open streams one client address may hold. Default: no limit. */
+  readonly perClient?: number;
+  /** Open streams in all. Default: no limit. */
+  readonly total?: number;
+  /** What the streams are, and the setting that limits them, for the 429 message. */
+  readonly what?: string;
+}
 
 /**
  * The open event streams of one server. Create it while registering routes (before the server listens):
@@ -30,12 +41,16 @@ export type Refusal = 'too-many' | 'closing';
  */
 export class EventStreams {
   readonly perClient: number;
+  readonly total: number;
+  readonly #what: string;
   readonly #open = new Set<EventStream>();
   readonly #byClient = new Map<string, number>();
   #closing = false;
 
-  constructor(app: FastifyInstance, options: { perClient?: number } = {}) {
+  constructor(app: FastifyInstance, options: StreamLimits = {}) {
     this.perClient = options.perClient ?? Number.POSITIVE_INFINITY;
+    this.total = options.total ?? Number.POSITIVE_INFINITY;
+    this.#what = options.what ?? 'streams';
     app.addHook('preClose', (done) => {
       this.#closing = true;
       for (const stream of [...this.#open]) stream.close();
@@ -49,6 +64,7 @@ export class EventStreams {
     const client = request.ip;
     const count = this.#byClient.get(client) ?? 0;
     if (count >= this.perClient) return 'too-many';
+    if (this.#open.size >= this.total) return 'full';
     this.#byClient.set(client, count + 1);
     const stream = startStream(request, reply, options, () => {
       this.#open.delete(stream);
@@ -57,6 +73,19 @@ export class EventStreams {
       else this.#byClient.set(client, left);
     });
     this.#open.add(stream);
+    return stream;
+  }
+
+  /** Like open(), but a refusal is thrown: 429 (with Retry-After) for a limit, 503 while closing. */
+  openOrThrow(request: FastifyRequest, reply: FastifyReply, options: OpenOptions = {}): EventStream {
+    const stream = this.open(request, reply, options);
+    if (stream === 'closing') throw new NotRunningError('the node is stopping');
+    if (stream === 'too-many') {
+      throw new TooManyRequestsError(`this client already has ${this.perClient} open ${this.#what}`);
+    }
+    if (stream === 'full') {
+      throw new TooManyRequestsError(`this node already serves ${this.total} open ${this.#what}`);
+    }
     return stream;
   }
 }

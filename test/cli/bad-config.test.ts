@@ -122,6 +122,20 @@ describe('baton with an invalid config', () => {
     expect(result.stderr).toContain('http.token');
   });
 
+  it('refuses an unknown token scope and names its key (exit 2)', async () => {
+    const project = await tempProject({
+      toml: await config(
+        './handlers/ping.ts',
+        '\n[[http.tokens]]\ntoken = "team-token-1234"\nscopes = ["reed"]\n',
+      ),
+      files: { 'handlers/ping.ts': GOOD_HANDLER },
+    });
+    const result = await runBaton(['-c', project.configPath, 'run']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('http.tokens[0].scopes[0]');
+    expect(result.stderr).toContain('got "reed"');
+  });
+
   it('exits 4 when the data dir cannot be created', async () => {
     const project = await tempProject({
       toml: (await config('./handlers/ping.ts')).replace('data_dir = "data"', 'data_dir = "/dev/null/baton"'),
@@ -147,6 +161,8 @@ describe('baton with an invalid config', () => {
       http: { token: unknown; tokens: Array<{ token: unknown }> };
     };
     expect(printed.http.token).toBe('***');
-    expect(printed.http.tokens).toEqual([{ token: '***', namespaces: null }]);
+    expect(printed.http.tokens).toEqual([
+      { token: '***', scopes: ['admin', 'read', 'write', 'metrics'], namespaces: null, queues: null },
+    ]);
   });
 });

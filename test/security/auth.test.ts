@@ -1,7 +1,9 @@
 // Authentication on every route: with a token configured, each route the HTTP API has (found by walking
 // the app's route table, so that a route added later is covered too) refuses a request without a token
 // and with a wrong one, and lets the right token through. Only the probes, the dashboard's page and
-// assets, and the sign-in are open. Names from users reach SQL only as parameters.
+// assets, and the sign-in are open (the routes that declare `needs('open')`, and no other). What each
+// scope may do on every route is the scope matrix of scopes.test.ts. Names from users reach SQL only as
+// parameters.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -73,6 +75,13 @@ describe('tokens on every route', () => {
     ]) {
       expect(routes).toContain(expected);
     }
+  });
+
+  it('declares open only the probes, the dashboard page and assets, and the sign-in', () => {
+    const open = routesOf(app)
+      .filter((route) => route.method !== 'HEAD' && route.access?.needs === 'open')
+      .map((route) => `${route.method} ${route.url}`);
+    expect(new Set(open)).toEqual(OPEN);
   });
 
   it('refuses every route but the open ones without a token or with a wrong one', async () => {

@@ -1,5 +1,6 @@
 // Tokens limited to namespaces: such a token reads, writes and streams its own namespaces only, sees the
-// listener offsets and task runs of its namespaces only, and cannot stop another namespace's task run.
+// listener offsets and task runs of its namespaces only, and cannot stop another namespace's task run; it
+// has no admin scope (no sql, initdb, migrate, failover, replay), no metrics, and no queue it does not name.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BatonNode } from '../../src/index.js';
 import { startNode } from '../../src/index.js';
 import { createLogger } from '../../src/log.js';
+import { TEAM_TASKS } from './team-tasks.js';
 
 const ADMIN = 'admin-token-0123456789';
 const TEAM_A = 'team-a-token-0123456789';
@@ -32,14 +34,7 @@ beforeAll(async () => {
     {
       node: { name: 'ns-node', data_dir: dir },
       http: { port: 0, token: ADMIN, tokens: [{ token: TEAM_A, namespaces: ['team-a'] }] },
-      tasks: {
-        a: { command: 'sleep 30', namespace: 'team-a' },
-        b: { command: 'sleep 30', namespace: 'team-b' },
-      },
-      rules: [
-        { on: { namespace: 'team-a', key: 'go' }, action: 'start', task: 'a' },
-        { on: { namespace: 'team-b', key: 'go' }, action: 'start', task: 'b' },
-      ],
+      ...TEAM_TASKS,
     },
     { log: createLogger({ level: 'silent' }) },
   );
@@ -101,6 +96,33 @@ describe('a token limited to namespace team-a', () => {
       .poll(async () => (await node.admin.taskRuns({ task: 'a' }))[0]?.state, { timeout: 20_000 })
       .toBe('stopped');
     expect((await node.admin.taskRuns({ task: 'b' }))[0]?.state).toBe('running');
+  });
+
+  it('reaches no sql, admin route, metrics or queue', async () => {
+    await call(ADMIN, 'POST', '/v1/events', { namespace: 'team-b', key: 'secret', value: 'of team-b' });
+    const sql = await call(TEAM_A, 'POST', '/v1/sql', {
+      sql: "CREATE TABLE stolen AS SELECT * FROM baton_events WHERE namespace = 'team-b'",
+    });
+    expect(sql.status).toBe(403);
+    expect(((await sql.json()) as { code: string; error: string }).error).toContain('"admin" scope');
+    const tables = await node.admin.sql(
+      `SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name = 'stolen'`,
+    );
+    expect(tables.rows[0]?.['n']).toBe(0);
+    for (const [method, path] of [
+      ['POST', '/v1/initdb'],
+      ['POST', '/v1/migrate'],
+      ['POST', '/v1/cluster/failover'],
+      ['POST', '/v1/queues/words/errors/replay'],
+      ['GET', '/v1/queues/words/errors'],
+      ['POST', '/v1/queues/words/records'],
+      ['GET', '/metrics'],
+    ] as const) {
+      expect((await call(TEAM_A, method, path, method === 'POST' ? {} : undefined)).status, path).toBe(403);
+    }
+    // The admin token still does all of it.
+    expect((await call(ADMIN, 'POST', '/v1/sql', { sql: 'select 1 AS one' })).status).toBe(200);
+    expect((await call(ADMIN, 'GET', '/metrics')).status).toBe(200);
   });
 
   it('lists the lag of team-a listeners only', async () => {

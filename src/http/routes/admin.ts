@@ -1,12 +1,12 @@
-// Store administration through the node that owns it: `sql`, `initdb` and `migrate`. The sql endpoint is
-// open only to loopback clients unless a token is configured (and then it needs the token).
+// Store administration through the node that owns it: `sql`, `initdb` and `migrate`, for tokens with the
+// admin scope. The sql endpoint is open only to loopback clients unless a token is configured.
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 
 import type { HttpConfig } from '../../config/types.js';
 import { ForbiddenError } from '../../errors.js';
 import { queryResultJson } from '../../store/wire.js';
-import { trustedRequest } from '../auth.js';
+import { needs, trustedRequest } from '../auth.js';
 import type { HttpNode } from '../node.js';
 import { parseInput } from '../validate.js';
 
@@ -15,7 +15,7 @@ const sqlBody = z
   .strict();
 
 export function registerAdminRoutes(app: FastifyInstance, node: HttpNode, config: HttpConfig): void {
-  app.post('/v1/sql', async (request) => {
+  app.post('/v1/sql', needs('admin'), async (request) => {
     if (!trustedRequest(request, config)) {
       throw new ForbiddenError('sql is allowed from loopback only, or with a token');
     }
@@ -24,6 +24,6 @@ export function registerAdminRoutes(app: FastifyInstance, node: HttpNode, config
     return queryResultJson(await node.admin.sql(body.sql, body.params ?? []));
   });
 
-  app.post('/v1/initdb', async () => ({ created: await node.admin.initdb() }));
-  app.post('/v1/migrate', async () => node.admin.migrate());
+  app.post('/v1/initdb', needs('admin'), async () => ({ created: await node.admin.initdb() }));
+  app.post('/v1/migrate', needs('admin'), async () => node.admin.migrate());
 }

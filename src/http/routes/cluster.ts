@@ -7,17 +7,18 @@ import { z } from 'zod';
 import { clusterJson } from '../../cluster/wire.js';
 import { componentJson } from '../../components/wire.js';
 import { NotPrimaryError } from '../../errors.js';
+import { needs } from '../auth.js';
 import type { HttpNode } from '../node.js';
 import { parseInput } from '../validate.js';
 
 const failoverBody = z.object({ to: z.string().min(1).max(200).optional() }).strict();
 
 export function registerClusterRoutes(app: FastifyInstance, node: HttpNode): void {
-  app.get('/v1/cluster', async () => clusterJson(await node.admin.cluster()));
+  app.get('/v1/cluster', needs('read'), async () => clusterJson(await node.admin.cluster()));
 
-  app.get('/v1/components', () => ({ components: node.components().map(componentJson) }));
+  app.get('/v1/components', needs('read'), () => ({ components: node.components().map(componentJson) }));
 
-  app.post('/v1/cluster/failover', async (request) => {
+  app.post('/v1/cluster/failover', needs('admin'), async (request) => {
     const body = parseInput(failoverBody, request.body ?? {}, 'body');
     const result = await node.admin.failover(body.to);
     return {

@@ -1,25 +1,19 @@
 // The event log over HTTP: append (POST /v1/events), read (GET /v1/events, /count, /offset-at, /head), follow
 // as Server-Sent Events (GET /v1/events/stream, resumable with Last-Event-ID), and the stored offsets of named
 // listeners (GET/PUT /v1/events/listeners/:name). Offsets in queries: `from` is exclusive, `to` inclusive.
-// A token limited to some namespaces may only use those, and must name one on every read.
+// Reads need the read scope, appends and stored offsets the write scope; a token limited to some
+// namespaces may only use those, and must name one on every read.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 
 import type { EventsConfig } from '../../config/types.js';
-import {
-  describeError,
-  EventsDisabledError,
-  ForbiddenError,
-  NotRunningError,
-  PayloadTooLargeError,
-  TooManyRequestsError,
-} from '../../errors.js';
+import { describeError, EventsDisabledError, ForbiddenError, PayloadTooLargeError } from '../../errors.js';
 import type { EventLog } from '../../events/log.js';
 import { GroupAppender } from '../../events/group-append.js';
 import type { AppendedEvent, EventInput } from '../../events/types.js';
 import { checkQuery, DEFAULT_NAMESPACE, InvalidEventError } from '../../events/types.js';
 import { eventJson } from '../../events/wire.js';
-import { allowedNamespaces } from '../auth.js';
+import { allowedNamespaces, needs } from '../auth.js';
 import { EventStreams } from '../sse.js';
 import type { HttpNode } from '../node.js';
 import { decimalInteger, integerText, parseInput } from '../validate.js';
@@ -29,6 +23,8 @@ const RETRY_MS = 1_000;
 /** Events read per query while following. */
 const STREAM_BATCH = 1_000;
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:$|[T ])/;
+/** Open event streams one node serves in all, whatever the clients. */
+const MAX_STREAMS = 1_024;
 const EVENT_FIELDS = ['key', 'value', 'context', 'namespace', 'sender', 'client_id', 'seq'];
 
 const offsetText = integerText('an offset', 0);
@@ -72,7 +68,13 @@ export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config
     }
     return node.events;
   };
-  const streams = new EventStreams(app, { perClient: config.maxStreamsPerClient });
+  const streams = new EventStreams(app, {
+    perClient: config.maxStreamsPerClient,
+    total: MAX_STREAMS,
+    what: 'event streams ([events] max_streams_per_client)',
+  });
+  const read = needs('read', { namespaces: 'checked' });
+  const write = needs('write', { namespaces: 'checked' });
   // Requests that arrive together share a transaction (group commit): many one-event producers stay fast.
   let appender: { log: EventLog; group: GroupAppender } | undefined;
   const append = (events: readonly EventInput[]): Promise<AppendedEvent[]> => {
@@ -82,7 +84,7 @@ export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config
     return appender.group.append(events);
   };
 
-  app.post('/v1/events', async (request, reply) => {
+  app.post('/v1/events', write, async (request, reply) => {
     log();
     const inputs = eventInputs(request.body, config.maxBatch);
     for (const [index, input] of inputs.entries()) {
@@ -96,33 +98,33 @@ export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config
     return reply.code(201).send({ events: appended.map(eventJson) });
   });
 
-  app.get('/v1/events', async (request) => {
+  app.get('/v1/events', read, async (request) => {
     const query = readFilter(request);
     const events = await log().list({ ...query, limit: query.limit ?? 1_000 });
     return { events: events.map(eventJson) };
   });
 
-  app.get('/v1/events/count', async (request) => {
+  app.get('/v1/events/count', read, async (request) => {
     const { limit: _ignored, ...query } = readFilter(request);
     return { count: await log().count(query) };
   });
 
-  app.get('/v1/events/head', async () => ({ offset: await log().latestOffset() }));
+  app.get('/v1/events/head', needs('read'), async () => ({ offset: await log().latestOffset() }));
 
-  app.get('/v1/events/offset-at', async (request) => {
+  app.get('/v1/events/offset-at', needs('read'), async (request) => {
     const events = log();
     const { time } = parseInput(timeQuery, request.query, 'query');
     const at = parseTime(time);
     return { offset: await events.offsetAt(at), time: at.toISOString() };
   });
 
-  app.get('/v1/events/listeners', async (request) => {
+  app.get('/v1/events/listeners', needs('read', { filtered: true }), async (request) => {
     const allowed = allowedNamespaces(request);
     const lags = await log().listenerLags();
     return { listeners: allowed ? lags.filter((lag) => allowed.includes(lag.namespace)) : lags };
   });
 
-  app.get<{ Params: { name: string } }>('/v1/events/listeners/:name', async (request) => {
+  app.get<{ Params: { name: string } }>('/v1/events/listeners/:name', read, async (request) => {
     const events = log();
     const { namespace } = parseInput(listenerQuery, request.query, 'query');
     authorize(request, namespace, 'namespace');
@@ -130,7 +132,7 @@ export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config
     return { namespace, name: request.params.name, offset: offset ?? null };
   });
 
-  app.put<{ Params: { name: string } }>('/v1/events/listeners/:name', async (request) => {
+  app.put<{ Params: { name: string } }>('/v1/events/listeners/:name', write, async (request) => {
     const events = log();
     const { namespace } = parseInput(listenerQuery, request.query, 'query');
     authorize(request, namespace, 'namespace');
@@ -140,7 +142,7 @@ export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config
     return { namespace, name: request.params.name, offset: offset ?? null };
   });
 
-  app.get('/v1/events/stream', async (request, reply) => {
+  app.get('/v1/events/stream', read, async (request, reply) => {
     const events = log();
     const query = parseInput(streamQuery, request.query, 'query');
     const keys = keyList(query);
@@ -162,13 +164,7 @@ async function streamEvents(
   events: EventLog,
   query: { namespace: string | undefined; keys: string[] | undefined; after: number },
 ): Promise<void> {
-  const stream = streams.open(request, reply, { retryMs: RETRY_MS });
-  if (stream === 'closing') throw new NotRunningError('the node is stopping');
-  if (stream === 'too-many') {
-    throw new TooManyRequestsError(
-      `this client already has ${streams.perClient} open event streams ([events] max_streams_per_client)`,
-    );
-  }
+  const stream = streams.openOrThrow(request, reply, { retryMs: RETRY_MS });
   stream.comment(`following after offset ${query.after}`);
   try {
     for await (const batch of events.follow({ ...query, limit: STREAM_BATCH }, stream.signal)) {
@@ -285,7 +281,7 @@ function authorize(request: FastifyRequest, namespace: string, where: string): v
   const allowed = allowedNamespaces(request);
   if (allowed && !allowed.includes(namespace)) {
     throw new ForbiddenError(
-      `${where}: this token may not use namespace "${namespace}" (it may use: ${allowed.join(', ')})`,
+      `${where}: this token may not use namespace "${namespace}" (it may use: ${allowed.join(', ') || 'none'})`,
     );
   }
 }
@@ -293,6 +289,7 @@ function authorize(request: FastifyRequest, namespace: string, where: string): v
 /** A read without a namespace covers every namespace: a token limited to some may not make it. */
 function authorizeRead(request: FastifyRequest, namespace: string | undefined): void {
   const allowed = allowedNamespaces(request);
+  if (allowed?.length === 0) throw new ForbiddenError('this token may use no namespace');
   if (allowed && namespace === undefined) {
     throw new ForbiddenError(
       `this token is limited to namespaces ${allowed.join(', ')}: name one with ?namespace=`,

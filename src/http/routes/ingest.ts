@@ -4,13 +4,15 @@ import type { FastifyInstance } from 'fastify';
 
 import { BadRequestError, UnknownQueueError } from '../../errors.js';
 import { splitLines } from '../../util/lines.js';
+import { needs } from '../auth.js';
 import type { HttpNode } from '../node.js';
 
 export function registerIngestRoutes(app: FastifyInstance, node: HttpNode): void {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
 
-  app.post<{ Params: { queue: string } }>('/v1/queues/:queue/records', async (request, reply) => {
+  const access = needs('write', { queueParam: 'queue' });
+  app.post<{ Params: { queue: string } }>('/v1/queues/:queue/records', access, async (request, reply) => {
     const { queue } = request.params;
     if (!node.queueNames.includes(queue)) throw new UnknownQueueError(queue, node.queueNames);
     const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);

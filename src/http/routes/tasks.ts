@@ -1,5 +1,5 @@
 // Task runs over HTTP: GET /v1/tasks (newest first; limit, state and task filters) and
-// POST /v1/tasks/runs/:id/stop. Any node answers: runs live in the shared store, and a stop request is
+// POST /v1/tasks/runs/:id/stop (read and write scopes, runs of the token's namespaces only). Any node answers: runs live in the shared store, and a stop request is
 // recorded there for the primary's rule engine to carry out.
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { UnknownTaskRunError } from '../../errors.js';
 import { TASK_RUN_STATES } from '../../tasks/runs.js';
 import { taskRunJson } from '../../tasks/wire.js';
-import { allowedNamespaces } from '../auth.js';
+import { allowedNamespaces, needs } from '../auth.js';
 import type { HttpNode } from '../node.js';
 import { integerText, parseInput } from '../validate.js';
 
@@ -18,7 +18,7 @@ const listQuery = z.object({
 });
 
 export function registerTaskRoutes(app: FastifyInstance, node: HttpNode): void {
-  app.get('/v1/tasks', async (request) => {
+  app.get('/v1/tasks', needs('read', { filtered: true }), async (request) => {
     const query = parseInput(listQuery, request.query, 'query');
     const namespaces = allowedNamespaces(request);
     const runs = await node.admin.taskRuns({
@@ -30,7 +30,8 @@ export function registerTaskRoutes(app: FastifyInstance, node: HttpNode): void {
     return { runs: runs.map(taskRunJson) };
   });
 
-  app.post<{ Params: { id: string } }>('/v1/tasks/runs/:id/stop', async (request) => {
+  const stop = needs('write', { namespaces: 'checked' });
+  app.post<{ Params: { id: string } }>('/v1/tasks/runs/:id/stop', stop, async (request) => {
     // A namespace-limited token sees (and stops) only runs of tasks in its namespaces; others do not exist.
     const namespaces = allowedNamespaces(request);
     if (namespaces) {

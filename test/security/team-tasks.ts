@@ -1,0 +1,12 @@
+// Tasks of two teams for the security tests: task `a` in namespace team-a and `b` in team-b, each started by
+// an event with key `go` in its namespace, and running long enough to be listed and stopped.
+export const TEAM_TASKS = {
+  tasks: {
+    a: { command: 'sleep 30', namespace: 'team-a' },
+    b: { command: 'sleep 30', namespace: 'team-b' },
+  },
+  rules: [
+    { on: { namespace: 'team-a', key: 'go' }, action: 'start', task: 'a' },
+    { on: { namespace: 'team-b', key: 'go' }, action: 'start', task: 'b' },
+  ],
+};
