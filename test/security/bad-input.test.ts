@@ -246,6 +246,7 @@ describe.each(['embedded', 'postgres'] as const)('bad input on the %s store', (k
           expect(response.status, `${method} ${path}: ${text}`).toBe(400);
           const reply = JSON.parse(text) as ErrorReply;
           expect(reply.error, path).toContain(field);
+          expect(reply.error, path).toMatch(/expected/);
           expect(reply.error, path).not.toMatch(SQL_TEXT);
         }
       },

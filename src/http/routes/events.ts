@@ -42,7 +42,11 @@ const streamQuery = z.object({
   namespace: z.string().optional(),
   keys: keysInput,
   key: keysInput,
-  from: z.union([z.literal('latest'), offsetText]).optional(),
+  from: z
+    .union([z.literal('latest'), offsetText], {
+      error: `expected "latest" or an offset (an integer from 0 to ${Number.MAX_SAFE_INTEGER})`,
+    })
+    .optional(),
 });
 /** One event of a POST body; normalizeEvent checks lengths, namespaces and the JSON of the context. */
 const eventItem = z
