@@ -193,6 +193,9 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       tokens: http.tokens.map((entry) => ({ token: entry.token, namespaces: entry.namespaces })),
       adminToken: http.token ?? http.tokens.find((entry) => entry.namespaces === undefined)?.token,
       bodyLimitBytes: http.body_limit_bytes,
+      hosts: resolveHosts(http.hosts, http.host),
+      requestTimeoutMs: http.request_timeout_ms,
+      trustProxy: http.trust_proxy,
     },
     store: parsed.store.url
       ? {
@@ -321,6 +324,21 @@ function resolveHandler(handler: string, baseDir: string): string {
 }
 
 /** Whether `host` only accepts connections from this machine: 127.0.0.0/8, ::1 or localhost. */
+/**
+ * The Host names `[http] hosts` accepts, lowercased and without IPv6 brackets: 'any' with "*", or by default
+ * when the node listens off loopback (where a token is required, which a page of another site cannot hold).
+ */
+function resolveHosts(hosts: readonly string[] | undefined, listen: string): readonly string[] | 'any' {
+  if (hosts === undefined) return isLoopbackHost(listen) ? [] : 'any';
+  if (hosts.includes('*')) return 'any';
+  return hosts.map((name) =>
+    name
+      .toLowerCase()
+      .replace(/^\[(.*)\]$/, '$1')
+      .replace(/\.$/, ''),
+  );
+}
+
 export function isLoopbackHost(host: string): boolean {
   const bare = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
   if (bare === 'localhost' || bare === '::1') return true;
