@@ -1,5 +1,6 @@
 // The node's HTTP API (fastify): ingest, queue listings, error queues, the event log, health, and the `sql`
-// command's endpoint. Every route but /healthz and /readyz needs the bearer token when one is configured.
+// command's endpoint. Every route but /healthz and /readyz needs the bearer token when one is configured;
+// before it, the Host and Origin checks keep pages of other sites out, and slow requests are cut off.
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 

@@ -10,14 +10,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { BatonNode } from '../../src/index.js';
 import { startNode } from '../../src/index.js';
 import { createLogger } from '../../src/log.js';
+import { launchChromium } from '../support/chromium.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const handler = fileURLToPath(new URL('../fixtures/gate-handler.ts', import.meta.url));
 const TOKEN = 'page-token-0123456789';
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -144,19 +143,7 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => attacker.listen(0, '127.0.0.1', resolve));
   const address = attacker.address();
   attackerPort = typeof address === 'object' && address !== null ? address.port : 0;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
   context = await browser.newContext();
 }, 180_000);
 

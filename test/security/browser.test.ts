@@ -60,6 +60,25 @@ function send(
   });
 }
 
+/** Posts a record (or NDJSON records) to the queue `words`. */
+const ingest = (base: string, headers: Record<string, string>, body: string): Promise<Answer> =>
+  send(base, 'POST', '/v1/queues/words/records', headers, body);
+
+/** Signs in with the token: the answer's Set-Cookie holds the session. */
+const signIn = (base: string, headers: Record<string, string> = {}): Promise<Answer> =>
+  send(
+    base,
+    'POST',
+    '/v1/session',
+    { 'content-type': 'application/json', ...headers },
+    JSON.stringify({ token: TOKEN }),
+  );
+
+const cookieOf = (answer: Answer): string => String(answer.headers['set-cookie']?.[0]);
+
+/** The `name=value` of the session cookie set by a sign-in. */
+const sessionOf = (answer: Answer): string => cookieOf(answer).split(';')[0] ?? '';
+
 const code = (answer: Answer): unknown => (JSON.parse(answer.body) as { code?: unknown }).code;
 
 const stored = async (word: string): Promise<number> =>
@@ -109,8 +128,8 @@ describe('the Host check', () => {
       expect(sql.status, host).toBe(421);
       expect(code(sql)).toBe('UNKNOWN_HOST');
       expect(sql.body).toContain('[http] hosts');
-      const ingest = await send(base, 'POST', '/v1/queues/words/records', { host }, 'rebound');
-      expect(ingest.status).toBe(421);
+      const posted = await ingest(base, { host }, 'rebound');
+      expect(posted.status).toBe(421);
       expect((await send(base, 'GET', '/v1/queues', { host })).status).toBe(421);
       expect((await send(base, 'GET', '/', { host })).status).toBe(421);
     }
@@ -147,10 +166,8 @@ describe('the Host check', () => {
     expect((await send(base, 'GET', '/v1/queues', { host: `localhost:${port}` })).status).toBe(200);
     expect((await send(base, 'GET', '/v1/queues', { host: 'other.example.com' })).status).toBe(421);
     // Its own origin under that name is same-origin.
-    const posted = await send(
+    const posted = await ingest(
       base,
-      'POST',
-      '/v1/queues/words/records',
       { host: `baton.example.com:${port}`, origin: `http://baton.example.com:${port}` },
       'named',
     );
@@ -180,13 +197,7 @@ describe('the Origin check on a tokenless node', () => {
     ];
     for (const origin of foreign) {
       for (const type of ['text/plain', 'application/x-ndjson', 'application/json']) {
-        const answer = await send(
-          base,
-          'POST',
-          '/v1/queues/words/records',
-          { origin, 'content-type': type },
-          'foreign',
-        );
+        const answer = await ingest(base, { origin, 'content-type': type }, 'foreign');
         expect(answer.status, `${origin} ${type}`).toBe(403);
         expect(code(answer)).toBe('FORBIDDEN');
         expect(answer.body).toContain('cross-origin request refused');
@@ -202,13 +213,7 @@ describe('the Origin check on a tokenless node', () => {
     }
     // Lacking an Origin, the browser's Sec-Fetch-Site says where the request comes from.
     for (const site of ['cross-site', 'same-site']) {
-      const answer = await send(
-        base,
-        'POST',
-        '/v1/queues/words/records',
-        { 'sec-fetch-site': site },
-        'foreign',
-      );
+      const answer = await ingest(base, { 'sec-fetch-site': site }, 'foreign');
       expect(answer.status, site).toBe(403);
     }
     expect(await stored('foreign')).toBe(0);
@@ -217,22 +222,9 @@ describe('the Origin check on a tokenless node', () => {
   it('accepts its own origin, and clients without an Origin (curl, the CLI, producers)', async () => {
     const base = node.address ?? '';
     const own = `http://${hostOf(base)}`;
-    expect((await send(base, 'POST', '/v1/queues/words/records', { origin: own }, 'own')).status).toBe(202);
-    expect(
-      (await send(base, 'POST', '/v1/queues/words/records', { 'sec-fetch-site': 'same-origin' }, 'own'))
-        .status,
-    ).toBe(202);
-    expect(
-      (
-        await send(
-          base,
-          'POST',
-          '/v1/queues/words/records',
-          { 'content-type': 'application/x-ndjson' },
-          'plain\nplain',
-        )
-      ).status,
-    ).toBe(202);
+    expect((await ingest(base, { origin: own }, 'own')).status).toBe(202);
+    expect((await ingest(base, { 'sec-fetch-site': 'same-origin' }, 'own')).status).toBe(202);
+    expect((await ingest(base, { 'content-type': 'application/x-ndjson' }, 'plain\nplain')).status).toBe(202);
     const sql = await fetch(`${base}/v1/sql`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -252,15 +244,9 @@ describe('the session cookie', () => {
 
   beforeAll(async () => {
     base = await serve({ token: TOKEN });
-    const signedIn = await send(
-      base,
-      'POST',
-      '/v1/session',
-      { 'content-type': 'application/json' },
-      JSON.stringify({ token: TOKEN }),
-    );
+    const signedIn = await signIn(base);
     expect(signedIn.status).toBe(204);
-    cookie = String(signedIn.headers['set-cookie']?.[0]).split(';')[0] ?? '';
+    cookie = sessionOf(signedIn);
     expect(cookie).toMatch(/^baton_session=/);
   });
 
@@ -277,19 +263,11 @@ describe('the session cookie', () => {
     }
     expect((await send(base, 'DELETE', '/v1/queues/words/errors/1', { cookie })).status).toBe(403);
     // From a page of another port of the same host (same site: SameSite=Strict lets the cookie through).
-    const other = await send(
-      base,
-      'POST',
-      '/v1/queues/words/records',
-      { cookie, origin: 'http://127.0.0.1:1' },
-      'cookie-alone',
-    );
+    const other = await ingest(base, { cookie, origin: 'http://127.0.0.1:1' }, 'cookie-alone');
     expect(other.status).toBe(403);
     // The CSRF header does not make another origin the node's own.
-    const both = await send(
+    const both = await ingest(
       base,
-      'POST',
-      '/v1/queues/words/records',
       { cookie, origin: 'http://127.0.0.1:1', 'x-baton-csrf': '1' },
       'cookie-alone',
     );
@@ -298,45 +276,16 @@ describe('the session cookie', () => {
   });
 
   it('with the CSRF header or the own Origin works, as does a bearer token without an Origin', async () => {
-    expect(
-      (await send(base, 'POST', '/v1/queues/words/records', { cookie, 'x-baton-csrf': '1' }, 'signed'))
-        .status,
-    ).toBe(202);
-    expect(
-      (
-        await send(
-          base,
-          'POST',
-          '/v1/queues/words/records',
-          { cookie, origin: `http://${hostOf(base)}` },
-          'signed',
-        )
-      ).status,
-    ).toBe(202);
-    expect(
-      (
-        await send(
-          base,
-          'POST',
-          '/v1/queues/words/records',
-          { authorization: `Bearer ${TOKEN}`, cookie },
-          'signed',
-        )
-      ).status,
-    ).toBe(202);
+    expect((await ingest(base, { cookie, 'x-baton-csrf': '1' }, 'signed')).status).toBe(202);
+    expect((await ingest(base, { cookie, origin: `http://${hostOf(base)}` }, 'signed')).status).toBe(202);
+    expect((await ingest(base, { authorization: `Bearer ${TOKEN}`, cookie }, 'signed')).status).toBe(202);
     expect((await send(base, 'POST', '/v1/migrate', { cookie, 'x-baton-csrf': '1' })).status).toBe(200);
     expect(await stored('signed')).toBe(3);
   });
 
   it('signs out without the CSRF header (the Origin check alone guards the session routes)', async () => {
-    const signedIn = await send(
-      base,
-      'POST',
-      '/v1/session',
-      { 'content-type': 'application/json' },
-      JSON.stringify({ token: TOKEN }),
-    );
-    const second = String(signedIn.headers['set-cookie']?.[0]).split(';')[0] ?? '';
+    const signedIn = await signIn(base);
+    const second = sessionOf(signedIn);
     expect(
       (await send(base, 'DELETE', '/v1/session', { cookie: second, origin: 'http://127.0.0.1:1' })).status,
     ).toBe(403);
@@ -347,27 +296,15 @@ describe('the session cookie', () => {
 });
 
 describe('Secure cookie behind a TLS proxy', () => {
-  const signIn = (base: string, headers: Record<string, string>) =>
-    send(
-      base,
-      'POST',
-      '/v1/session',
-      { 'content-type': 'application/json', ...headers },
-      JSON.stringify({ token: TOKEN }),
-    );
-  const cookieOf = (answer: Answer): string => String(answer.headers['set-cookie']?.[0]);
-
   it('is Secure when a trusted proxy says https, and the page of https://<host> is same-origin', async () => {
     const base = await serve({ token: TOKEN, trustProxy: ['loopback'] });
     const https = await signIn(base, { 'x-forwarded-proto': 'https' });
     expect(https.status).toBe(204);
     expect(cookieOf(https)).toMatch(/; Secure/);
     expect(cookieOf(await signIn(base, {}))).not.toMatch(/Secure/);
-    const session = cookieOf(https).split(';')[0] ?? '';
-    const posted = await send(
+    const session = sessionOf(https);
+    const posted = await ingest(
       base,
-      'POST',
-      '/v1/queues/words/records',
       { cookie: session, 'x-forwarded-proto': 'https', origin: `https://${hostOf(base)}` },
       'proxied',
     );
@@ -382,10 +319,8 @@ describe('Secure cookie behind a TLS proxy', () => {
       expect(answer.status).toBe(204);
       expect(cookieOf(answer), JSON.stringify(trustProxy)).not.toMatch(/Secure/);
       // An https page is then another origin; the refusal says what to set.
-      const posted = await send(
+      const posted = await ingest(
         base,
-        'POST',
-        '/v1/queues/words/records',
         { authorization: `Bearer ${TOKEN}`, 'x-forwarded-proto': 'https', origin: `https://${hostOf(base)}` },
         'unproxied',
       );
