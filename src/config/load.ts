@@ -323,7 +323,6 @@ function resolveHandler(handler: string, baseDir: string): string {
   return handler.startsWith('.') || path.isAbsolute(handler) ? path.resolve(baseDir, handler) : handler;
 }
 
-/** Whether `host` only accepts connections from this machine: 127.0.0.0/8, ::1 or localhost. */
 /**
  * The Host names `[http] hosts` accepts, lowercased and without IPv6 brackets: 'any' with "*", or by default
  * when the node listens off loopback (where a token is required, which a page of another site cannot hold).
@@ -331,14 +330,18 @@ function resolveHandler(handler: string, baseDir: string): string {
 function resolveHosts(hosts: readonly string[] | undefined, listen: string): readonly string[] | 'any' {
   if (hosts === undefined) return isLoopbackHost(listen) ? [] : 'any';
   if (hosts.includes('*')) return 'any';
-  return hosts.map((name) =>
-    name
-      .toLowerCase()
-      .replace(/^\[(.*)\]$/, '$1')
-      .replace(/\.$/, ''),
-  );
+  return hosts.map(bareHostName);
 }
 
+/** A host name as compared: lowercased, without IPv6 brackets or a final dot (`[FD00::1]` → `fd00::1`). */
+export function bareHostName(name: string): string {
+  return name
+    .toLowerCase()
+    .replace(/^\[(.*)\]$/, '$1')
+    .replace(/\.$/, '');
+}
+
+/** Whether `host` only accepts connections from this machine: 127.0.0.0/8, ::1 or localhost. */
 export function isLoopbackHost(host: string): boolean {
   const bare = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
   if (bare === 'localhost' || bare === '::1') return true;

@@ -4,7 +4,7 @@
 // reached from a web site). Clients that no page can imitate (curl, the CLI, other nodes) are unaffected.
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 
-import { isLoopbackHost } from '../config/load.js';
+import { bareHostName, isLoopbackHost } from '../config/load.js';
 import type { HttpConfig } from '../config/types.js';
 import type { BatonError } from '../errors.js';
 import { ForbiddenError, UnknownHostError } from '../errors.js';
@@ -40,7 +40,7 @@ type HostRule = (name: string) => boolean;
 
 function hostRule(config: HttpConfig): HostRule {
   if (config.hosts === 'any') return () => true;
-  const names = new Set([...config.hosts, bareName(config.host)]);
+  const names = new Set([...config.hosts, bareHostName(config.host)]);
   return (name) => isLoopbackHost(name) || names.has(name);
 }
 
@@ -121,12 +121,5 @@ function hostName(host: string): string | undefined {
   // Only what a browser can send: a name, an IPv4 address or a bracketed IPv6 one, and a port.
   if (!/^(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/.test(host)) return undefined;
   const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : (host.split(':')[0] ?? '');
-  return bareName(name);
-}
-
-function bareName(name: string): string {
-  return name
-    .toLowerCase()
-    .replace(/^\[(.*)\]$/, '$1')
-    .replace(/\.$/, '');
+  return bareHostName(name);
 }
