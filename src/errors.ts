@@ -16,11 +16,13 @@ export const ERROR_CODES = {
   UNKNOWN_TASK: { status: 404, transient: false },
   UNKNOWN_NODE: { status: 404, transient: false },
   EVENTS_DISABLED: { status: 404, transient: false },
+  REQUEST_TIMEOUT: { status: 408, transient: false },
   NOT_IN_GROUP: { status: 409, transient: false },
   FENCED: { status: 409, transient: false },
   CLAIM_LOST: { status: 409, transient: false },
   PENDING_MIGRATIONS: { status: 409, transient: false },
   PAYLOAD_TOO_LARGE: { status: 413, transient: false },
+  UNKNOWN_HOST: { status: 421, transient: false },
   TOO_MANY_REQUESTS: { status: 429, transient: true },
   CONFIG_INVALID: { status: 500, transient: false },
   NOTHING_TO_RUN: { status: 500, transient: false },
@@ -107,6 +109,18 @@ export class UnauthorizedError extends BatonError {
 export class ForbiddenError extends BatonError {
   override readonly name = 'ForbiddenError';
   readonly code = 'FORBIDDEN';
+}
+
+/** A request whose Host header names none of the node's names (`[http] hosts`): a DNS-rebinding page's. */
+export class UnknownHostError extends BatonError {
+  override readonly name = 'UnknownHostError';
+  readonly code = 'UNKNOWN_HOST';
+}
+
+/** A request whose headers and body did not all arrive within `[http] request_timeout_ms`. */
+export class RequestTimeoutError extends BatonError {
+  override readonly name = 'RequestTimeoutError';
+  readonly code = 'REQUEST_TIMEOUT';
 }
 
 /** A route, or a thing a route names, that does not exist. */
@@ -481,6 +495,8 @@ const SIMPLE: Partial<Record<BatonErrorCode, new (message: string) => BatonError
   INVALID_EVENT: InvalidEventError,
   UNAUTHORIZED: UnauthorizedError,
   FORBIDDEN: ForbiddenError,
+  UNKNOWN_HOST: UnknownHostError,
+  REQUEST_TIMEOUT: RequestTimeoutError,
   NOT_FOUND: NotFoundError,
   NOT_IN_GROUP: NotInGroupError,
   NOT_RUNNING: NotRunningError,

@@ -52,6 +52,9 @@ host = "0.0.0.0"
 port = 9090
 token = "root-token-0123456789"
 body_limit_bytes = 2048
+hosts = ["Baton.Example.com", "[fd00::1]"]
+request_timeout_ms = 5000
+trust_proxy = ["10.0.0.0/8", "loopback"]
 
 [[http.tokens]]
 token = "ingest-token-0123456789"
@@ -101,6 +104,9 @@ describe('loadConfig', () => {
         token: undefined,
         tokens: [],
         bodyLimitBytes: 10_485_760,
+        hosts: [],
+        requestTimeoutMs: 30_000,
+        trustProxy: false,
       },
       store: { kind: 'embedded', path: path.join(dir, '.baton', 'store') },
       redis: { url: 'redis://127.0.0.1:6379' },
@@ -153,6 +159,9 @@ describe('loadConfig', () => {
       ],
       adminToken: 'root-token-0123456789',
       bodyLimitBytes: 2048,
+      hosts: ['baton.example.com', 'fd00::1'],
+      requestTimeoutMs: 5000,
+      trustProxy: ['10.0.0.0/8', 'loopback'],
     });
     expect(config.store).toEqual({ kind: 'embedded', path: path.join(dir, 'db') });
     expect(config.queues['ping']).toEqual({
@@ -681,5 +690,66 @@ describe('redactConfig', () => {
     expect(resolve({ elector: 'standalone', url: 'postgres://x' })).toThrow(/group\.url.*standalone/);
     expect(resolve({ elector: 'raft' })).toThrow(/group\.elector/);
     expect(() => resolveConfig({ group: {}, queues: {} }, { baseDir: dir, env: {} })).toThrow(/group\.name/);
+  });
+});
+
+describe('[http] hosts, request_timeout_ms and trust_proxy', () => {
+  const http = (raw: Record<string, unknown>, env: Record<string, string> = {}) =>
+    resolveConfig({ http: raw }, { baseDir: dir, env }).http;
+  const refused = (raw: Record<string, unknown>) => configError(() => http(raw));
+
+  it('accept only the loopback names by default on loopback, any name elsewhere (where a token is required)', () => {
+    expect(http({}).hosts).toEqual([]);
+    expect(http({ host: '::1' }).hosts).toEqual([]);
+    expect(http({ host: '0.0.0.0', token: 'secret-token' }).hosts).toBe('any');
+    expect(http({ host: '10.0.0.5', token: 'secret-token', hosts: ['baton.internal'] }).hosts).toEqual([
+      'baton.internal',
+    ]);
+    expect(http({ hosts: ['a.example', '*'] }).hosts).toBe('any');
+    expect(http({ hosts: ['A.Example.', '192.168.1.9', '::1', '[FD00::2]'] }).hosts).toEqual([
+      'a.example',
+      '192.168.1.9',
+      '::1',
+      'fd00::2',
+    ]);
+  });
+
+  it('refuses a host given with a scheme, a port or a path', async () => {
+    for (const [entry, shown] of [
+      ['http://baton.example.com', '"http://baton.example.com"'],
+      ['baton.example.com:8080', '"baton.example.com:8080"'],
+      ['baton.example.com/ui', '"baton.example.com/ui"'],
+      ['', '""'],
+    ] as const) {
+      const error = await refused({ hosts: ['ok.example', entry] });
+      expect(error.key, entry).toBe('http.hosts[1]');
+      expect(error.message).toContain(`expected a host name without scheme or port`);
+      expect(error.message).toContain(`got ${shown}`);
+    }
+    expect((await refused({ hosts: 'baton.example.com' })).key).toBe('http.hosts');
+  });
+
+  it('takes request_timeout_ms in milliseconds, 0 for no limit', async () => {
+    expect(http({ request_timeout_ms: 0 }).requestTimeoutMs).toBe(0);
+    expect(http({}, { BATON_HTTP__REQUEST_TIMEOUT_MS: '120000' }).requestTimeoutMs).toBe(120_000);
+    const error = await refused({ request_timeout_ms: -1 });
+    expect(error.key).toBe('http.request_timeout_ms');
+    expect(error.message).toContain('expected an integer >= 0, got -1');
+  });
+
+  it('takes trust_proxy as true, false, or addresses and ranges', async () => {
+    expect(http({ trust_proxy: true }).trustProxy).toBe(true);
+    const ranges = ['127.0.0.1', '10.0.0.0/8', '::1', 'fd00::/8', 'loopback', 'uniquelocal'];
+    expect(http({ trust_proxy: ranges }).trustProxy).toEqual(ranges);
+    expect(http({}, { BATON_HTTP__TRUST_PROXY: 'true' }).trustProxy).toBe(true);
+    expect(http({}, { BATON_HTTP__TRUST_PROXY: '["10.1.2.3"]' }).trustProxy).toEqual(['10.1.2.3']);
+    for (const entry of ['proxy.internal', '10.0.0.0/33', '10.0.0.1/8/1', '::1/129', '*']) {
+      const error = await refused({ trust_proxy: [entry] });
+      expect(error.key, entry).toBe('http.trust_proxy[0]');
+      expect(error.message).toContain('expected an IP address, a CIDR range');
+    }
+    const wrong = await refused({ trust_proxy: 'yes' });
+    expect(wrong.key).toBe('http.trust_proxy');
+    expect(wrong.message).toContain('expected true, false or an array of addresses, got "yes"');
   });
 });

@@ -202,6 +202,9 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       tokens,
       adminToken: http.token ?? tokens.find((entry) => entry.scopes.includes('admin'))?.token,
       bodyLimitBytes: http.body_limit_bytes,
+      hosts: resolveHosts(http.hosts, http.host),
+      requestTimeoutMs: http.request_timeout_ms,
+      trustProxy: http.trust_proxy,
     },
     store: parsed.store.url
       ? {
@@ -380,6 +383,24 @@ function resolveTokens(http: ParsedConfig['http'], file: string | undefined): Ht
       queues: limited ? (entry.queues ?? []) : undefined,
     };
   });
+}
+
+/**
+ * The Host names `[http] hosts` accepts, lowercased and without IPv6 brackets: 'any' with "*", or by default
+ * when the node listens off loopback (where a token is required, which a page of another site cannot hold).
+ */
+function resolveHosts(hosts: readonly string[] | undefined, listen: string): readonly string[] | 'any' {
+  if (hosts === undefined) return isLoopbackHost(listen) ? [] : 'any';
+  if (hosts.includes('*')) return 'any';
+  return hosts.map(bareHostName);
+}
+
+/** A host name as compared: lowercased, without IPv6 brackets or a final dot (`[FD00::1]` → `fd00::1`). */
+export function bareHostName(name: string): string {
+  return name
+    .toLowerCase()
+    .replace(/^\[(.*)\]$/, '$1')
+    .replace(/\.$/, '');
 }
 
 /** Whether `host` only accepts connections from this machine: 127.0.0.0/8, ::1 or localhost. */

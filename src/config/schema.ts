@@ -2,6 +2,8 @@
 // declared once here with its meaning, unit and default; `load.ts` turns the parsed result into a
 // `ResolvedConfig`. Error texts are written here because only the schema knows what it expected.
 
+import { isIP } from 'node:net';
+
 import { z } from 'zod';
 
 import type { LogLevel, TokenScope } from './types.js';
@@ -95,6 +97,37 @@ function text(what = 'a non-empty string') {
   return z.string({ error }).min(1, { error });
 }
 
+/** A name for the Host header: a DNS name, an IPv4 address, an IPv6 address (bracketed or not), or "*". */
+function hostName() {
+  const error = expecting('a host name without scheme or port (such as "baton.example.com"), or "*"');
+  return z
+    .string({ error })
+    .refine(
+      (name) =>
+        name === '*' ||
+        /^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?$/.test(name) ||
+        isIP(name.replace(/^\[(.*)\]$/, '$1')) === 6,
+      { error },
+    );
+}
+
+/** A proxy's address or CIDR range, or one of the named ranges that fastify's trustProxy knows. */
+function proxyAddress() {
+  const error = expecting('an IP address, a CIDR range, "loopback", "linklocal" or "uniquelocal"');
+  return z.string({ error }).refine(
+    (entry) => {
+      if (['loopback', 'linklocal', 'uniquelocal'].includes(entry)) return true;
+      const [address = '', bits, ...rest] = entry.split('/');
+      const version = isIP(address);
+      if (version === 0 || rest.length > 0) return false;
+      if (bits === undefined) return true;
+      if (!/^\d{1,3}$/.test(bits)) return false;
+      return Number(bits) <= (version === 4 ? 32 : 128);
+    },
+    { error },
+  );
+}
+
 function boolean() {
   return z.boolean({ error: expecting('true or false') });
 }
@@ -169,6 +202,22 @@ const httpSchema = table({
   token: text().optional(),
   /** Request bodies larger than this many bytes are answered with 413. Default: 10 MiB. */
   body_limit_bytes: integer(1).default(10_485_760),
+  /**
+   * Names the Host header may carry (any port), besides the loopback names and `host`; "*" accepts any.
+   * Default: only those when `host` is loopback, any name otherwise (a token is required there).
+   */
+  hosts: z.array(hostName(), { error: expecting('an array of host names') }).optional(),
+  /** Milliseconds a client has to send a whole request, headers and body; 0 means no limit. */
+  request_timeout_ms: integer(0).default(30_000),
+  /**
+   * Proxies whose X-Forwarded-Proto, -For and -Host headers are believed: true (any peer), false (none), or
+   * their addresses and CIDR ranges ("10.0.0.0/8", or "loopback", "linklocal", "uniquelocal").
+   */
+  trust_proxy: z
+    .union([z.boolean(), z.array(proxyAddress())], {
+      error: expecting('true, false or an array of addresses'),
+    })
+    .default(false),
   /** Further tokens, each with its scopes and optionally limited to some namespaces and queues. */
   tokens: z.array(httpTokenSchema, { error: expecting('an array of tables ([[http.tokens]])') }).default([]),
 });

@@ -65,6 +65,15 @@ export interface HttpConfig {
   adminToken: string | undefined;
   /** Request bodies larger than this are answered with 413. */
   bodyLimitBytes: number;
+  /**
+   * Host header names accepted (any port), lowercased, besides the loopback names and `host`, which always
+   * are; 'any': every name (the default when `host` is not loopback).
+   */
+  hosts: readonly string[] | 'any';
+  /** Milliseconds a client has to send a whole request (headers and body); 0 means no limit. */
+  requestTimeoutMs: number;
+  /** Peers whose X-Forwarded-* headers are believed: all (true), none (false), or these addresses/ranges. */
+  trustProxy: boolean | readonly string[];
 }
 
 export type StoreConfig = EmbeddedStoreConfig | PostgresStoreConfig;

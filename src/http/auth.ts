@@ -299,6 +299,11 @@ function sessionId(request: FastifyRequest): string | undefined {
   return undefined;
 }
 
+/** True when the request carries the dashboard's session cookie (valid or not). */
+export function hasSessionCookie(request: FastifyRequest): boolean {
+  return sessionId(request) !== undefined;
+}
+
 /** True when a token is configured (so requests were authenticated) or the request comes from loopback. */
 export function trustedRequest(request: FastifyRequest, config: HttpConfig): boolean {
   return configuredTokens(config).length > 0 || isLoopback(request.socket.remoteAddress ?? '');

@@ -1,6 +1,10 @@
 // The node's HTTP API (fastify): ingest, queue listings, error queues, the event log, health, and the `sql`
-// command's endpoint. Every route declares who may call it (auth.ts); the probes are open to all.
-import type { FastifyBaseLogger, FastifyError, FastifyInstance } from 'fastify';
+// command's endpoint. Every route declares who may call it (auth.ts); the probes are open to all. Before
+// auth, the Host and Origin checks keep pages of other sites out, and slow requests are cut off.
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+
+import type { ConnectionError, FastifyBaseLogger, FastifyError, FastifyInstance } from 'fastify';
 import { fastify, LogController } from 'fastify';
 
 import type { HttpConfig } from '../config/types.js';
@@ -13,11 +17,13 @@ import {
   NotFoundError,
   PayloadTooLargeError,
   InternalError,
+  RequestTimeoutError,
 } from '../errors.js';
 import { isConnectionError } from '../util/connection-errors.js';
 import type { Logger } from '../log.js';
 import type { RouteAccess } from './auth.js';
 import { needs, ownRoutesFromNow, registerAuth, registerRouteAccess } from './auth.js';
+import { registerBrowserChecks } from './browser.js';
 import type { HttpNode } from './node.js';
 import { registerAdminRoutes } from './routes/admin.js';
 import { registerClusterRoutes } from './routes/cluster.js';
@@ -76,11 +82,17 @@ export function routesOf(app: FastifyInstance): readonly RouteEntry[] {
 
 export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): FastifyInstance {
   const httpLog: FastifyBaseLogger = log.child({ component: 'http' });
+  const timeouts = requestTimeouts(config.requestTimeoutMs);
   // Request logging is off: at ingest rates it would drown the logs; failures are logged by the error handler.
   const app = fastify({
     loggerInstance: httpLog,
     bodyLimit: config.bodyLimitBytes,
     logController: new LogController({ disableRequestLogging: true }),
+    // Believed X-Forwarded-Proto makes request.protocol https (the session cookie Secure), -For the client.
+    trustProxy: typeof config.trustProxy === 'boolean' ? config.trustProxy : [...config.trustProxy],
+    requestTimeout: timeouts.requestTimeout,
+    http: timeouts,
+    clientErrorHandler: answerClientError(config.requestTimeoutMs, httpLog),
   });
   const table: RouteEntry[] = [];
   routeTables.set(app, table);
@@ -112,6 +124,7 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
     void parseJson(request, body.toString('utf8'), done);
   });
 
+  registerBrowserChecks(app, config);
   registerAuth(app, config);
   app.get('/healthz', needs('open'), () => ({ status: 'ok', node: node.name }));
   app.get('/readyz', needs('open'), async (_request, reply) => {
@@ -150,4 +163,60 @@ function asBatonError(error: FastifyError, requestId: string): BatonError {
   if (status === 413) return new PayloadTooLargeError(error.message);
   if (status >= 400 && status < 500) return new BadRequestError(error.message);
   return new InternalError(`internal error: the node logged it (reqId ${requestId})`, { cause: error });
+}
+
+/** Node's own limit on the headers when request_timeout_ms is 0. */
+const DEFAULT_HEADERS_TIMEOUT_MS = 60_000;
+/** Headers come in one write from any real client: a connection that trickles them is cut sooner. */
+const MAX_HEADERS_TIMEOUT_MS = 10_000;
+
+/**
+ * Node's limits on receiving a request: the whole of it (headers and body) within `requestTimeoutMs`, the
+ * headers within at most 10 s. They end once the request is received, so a long answer (an SSE stream, a
+ * long migration) is not cut. Node checks them every connectionsCheckingInterval, here a quarter of the
+ * headers limit (at most 1 s), so that a request is cut at most that late.
+ */
+function requestTimeouts(requestTimeoutMs: number): {
+  requestTimeout: number;
+  headersTimeout: number;
+  connectionsCheckingInterval: number;
+} {
+  const headersTimeout =
+    requestTimeoutMs === 0 ? DEFAULT_HEADERS_TIMEOUT_MS : Math.min(requestTimeoutMs, MAX_HEADERS_TIMEOUT_MS);
+  return {
+    requestTimeout: requestTimeoutMs,
+    headersTimeout,
+    connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
+  };
+}
+
+/**
+ * Answers what Node refuses before fastify sees a request (a request not received in time, malformed HTTP)
+ * in the error table's form, then closes the connection.
+ */
+function answerClientError(
+  requestTimeoutMs: number,
+  log: FastifyBaseLogger,
+): (error: ConnectionError, socket: Socket) => void {
+  return (error, socket) => {
+    if (error.code === 'ECONNRESET' || socket.destroyed) return;
+    const refusal =
+      error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? new RequestTimeoutError(
+            `the request was not received whole within ${requestTimeoutMs} ms ([http] request_timeout_ms)`,
+          )
+        : new BadRequestError(
+            error.code === 'HPE_HEADER_OVERFLOW' ? 'request headers too large' : 'malformed HTTP request',
+          );
+    // Debug only: a slow or broken client is the client's problem, and a flood of them must not flood the log.
+    log.debug({ code: error.code, remote: socket.remoteAddress }, `client error: ${refusal.message}`);
+    if (socket.writable) {
+      const body = JSON.stringify(errorReply(refusal));
+      socket.write(
+        `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? ''}\r\nConnection: close\r\n` +
+          `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+    }
+    socket.destroy(error);
+  };
 }

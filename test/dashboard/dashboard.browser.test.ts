@@ -8,14 +8,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import type { Browser, Page } from 'playwright-core';
-import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { BatonNode } from '../../src/index.js';
 import { startNode } from '../../src/index.js';
 import { createLogger } from '../../src/log.js';
+import { launchChromium } from '../support/chromium.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const handler = fileURLToPath(new URL('../fixtures/gate-handler.ts', import.meta.url));
 const artifacts = fileURLToPath(new URL('../../test-results/', import.meta.url));
 const TOKEN = 'dashboard-token-0123456789';
@@ -52,19 +51,7 @@ beforeAll(async () => {
     },
     { log: createLogger({ level: 'silent' }) },
   );
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
   page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
 });
 

@@ -49,10 +49,16 @@ function time(value) {
   return Number.isNaN(date.getTime()) ? '-' : date.toLocaleTimeString();
 }
 
+/**
+ * Sent with every call: the node accepts a state-changing call signed in by the session cookie only with it
+ * (or a same-origin Origin), and a page of another origin cannot set it.
+ */
+const CSRF = { 'x-baton-csrf': '1' };
+
 async function api(path, init = {}) {
   const response = await fetch(path, {
     ...init,
-    headers: { ...(init.body ? { 'content-type': 'application/json' } : {}), ...init.headers },
+    headers: { ...CSRF, ...(init.body ? { 'content-type': 'application/json' } : {}), ...init.headers },
   });
   if (response.status === 401) {
     showLogin();
@@ -332,7 +338,7 @@ async function signIn(event) {
   try {
     await fetch('/v1/session', {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { ...CSRF, 'content-type': 'application/json' },
       body: JSON.stringify({ token }),
     }).then(async (response) => {
       if (!response.ok) throw new Error((await response.json()).error ?? 'sign-in failed');
