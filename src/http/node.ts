@@ -17,6 +17,8 @@ export interface HttpNode {
   /** Records processed and failed per queue by this node since it started. */
   queueCounters(): CountersByQueue;
   ready(): Promise<boolean>;
+  /** Why the node is not ready although its backends answer (each names what to fix); empty otherwise. */
+  problems(): Promise<string[]>;
   readonly role: Role;
   readonly term: number;
   readonly leader: string | undefined;

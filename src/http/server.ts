@@ -98,8 +98,9 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   registerAuth(app, config);
   app.get('/healthz', () => ({ status: 'ok', node: node.name }));
   app.get('/readyz', async (_request, reply) => {
-    const ready = await node.ready();
-    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', state: node.state });
+    const [ready, problems] = await Promise.all([node.ready(), node.problems()]);
+    const body = { status: ready ? 'ready' : 'not ready', state: node.state };
+    return reply.code(ready ? 200 : 503).send(problems.length > 0 ? { ...body, problems } : body);
   });
   registerQueueRoutes(app, node);
   registerMetricsRoute(app, node);

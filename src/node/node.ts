@@ -200,6 +200,11 @@ export class BatonNode implements HttpNode {
     return this.#state === 'running' && (await this.#backends?.ready()) === true;
   }
 
+  /** What keeps the node's backends from serving although they answer (e.g. a Redis key of the wrong type). */
+  async problems(): Promise<string[]> {
+    return (await this.#backends?.problems()) ?? [];
+  }
+
   renderMetrics(): Promise<{ contentType: string; body: string }> {
     return this.metrics.render();
   }
