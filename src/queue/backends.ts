@@ -124,7 +124,7 @@ async function assemble(
   }
   const backends: QueueBackend[] = [storeQueues, ...(redis ? [redis] : []), ...foreign.values()];
   const problems = async (): Promise<string[]> =>
-    (await Promise.all(backends.map((backend) => backend.problems?.() ?? []))).flat();
+    (await Promise.all(backends.map((backend) => backend.problems?.() ?? Promise.resolve([])))).flat();
 
   return {
     store,

@@ -26,6 +26,9 @@ export function processingKey(key: string, consumer: string, batch: string): str
   return `${key}:processing:${consumer}:${batch}`;
 }
 
+/** Batch ids are UUIDs: a key under the processing prefix that ends otherwise is none of Baton's. */
+const BATCH_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 /**
  * The batches that have a processing key under the list `key` (consumer and batch id parsed from the key;
  * batch ids hold no colon). SCAN: the keyspace is walked in steps, so the answer may miss keys made meanwhile.
@@ -43,7 +46,8 @@ export async function scanProcessingKeys(
     for (const name of keys) {
       const rest = name.slice(prefix.length);
       const colon = rest.lastIndexOf(':');
-      if (colon > 0) found.push({ consumer: rest.slice(0, colon), id: rest.slice(colon + 1) });
+      const id = rest.slice(colon + 1);
+      if (colon > 0 && BATCH_ID.test(id)) found.push({ consumer: rest.slice(0, colon), id });
     }
     cursor = next;
   } while (cursor !== '0');

@@ -72,7 +72,8 @@ const LEDGER_SWEEP_MS = 60_000;
 /** How long a batch of ours that we do not hold waits before it is recovered (a claim may be in flight). */
 const UNKNOWN_BATCH_GRACE_MS = 5_000;
 const RECOVERED_REASON = 'its node stopped while processing it (the claim was recovered)';
-const ORPHAN_REASON = 'a script failed halfway and left its batch without its claim (the batch was recovered)';
+const ORPHAN_REASON =
+  'a script failed halfway and left its batch without its claim (the batch was recovered)';
 /**
  * Processing keys without their batch (left by a script that failed halfway, before scripts checked their
  * keys) are searched for at the first recovery of a queue, then at most this often, and when a key is fixed.
@@ -224,7 +225,9 @@ export class RedisQueueBackend implements QueueBackend {
     const completed = this.#takeCompleted(queue, consumer);
     const keys = claimKeys(queue, key, processingKey(key, consumer, id));
     for (const batch of completed) keys.push(processingKey(key, consumer, batch));
-    const reply = asArray(await this.#run(queue, CLAIM, keys, [max, now.getTime(), consumer, id, ...completed]));
+    const reply = asArray(
+      await this.#run(queue, CLAIM, keys, [max, now.getTime(), consumer, id, ...completed]),
+    );
     this.#warnGone(queue, completed, reply[0]);
     if (reply.length < 2) return undefined;
     this.#held.add(id);
@@ -589,7 +592,9 @@ export class RedisQueueBackend implements QueueBackend {
 /** The reason the recovery of a batch whose completion was refused gives its failed records. */
 function failureReason(failures: readonly RecordFailure[]): string {
   const reasons = [...new Set(failures.map((failure) => failure.error))];
-  return reasons.length === 1 ? reasons[0]! : `${reasons.length} different failures; the first: ${reasons[0]}`;
+  return reasons.length === 1
+    ? reasons[0]!
+    : `${reasons.length} different failures; the first: ${reasons[0]}`;
 }
 
 /** The acknowledged positions as RELEASE and RECOVER take them: '1' for the whole batch, else '0' and a count. */
