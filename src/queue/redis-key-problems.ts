@@ -29,6 +29,8 @@ export class KeyProblems {
   readonly #log: Logger;
   /** Broken keys by name, with their queue. */
   readonly #known = new Map<string, { readonly queue: string; readonly problem: KeyProblem }>();
+  /** The errors thrown for a refusal, to tell them from others of the same class. */
+  readonly #refusals = new WeakSet<object>();
 
   constructor(client: Redis, log: Logger) {
     this.#client = client;
@@ -48,10 +50,17 @@ export class KeyProblems {
     };
   }
 
-  /** True while a key of `queue` is known to be broken. */
-  has(queue: string): boolean {
-    for (const entry of this.#known.values()) if (entry.queue === queue) return true;
+  /** True while a key of `queue` is known to be broken; `shared`: one of the queue's own keys, not a batch's. */
+  has(queue: string, options: { shared?: boolean } = {}): boolean {
+    for (const { queue: owner, problem } of this.#known.values()) {
+      if (owner === queue && !(options.shared === true && problem.expected === 'batch')) return true;
+    }
     return false;
+  }
+
+  /** True for an error thrown because a script refused a key of the wrong type. */
+  refused(error: unknown): boolean {
+    return typeof error === 'object' && error !== null && this.#refusals.has(error);
   }
 
   /**
@@ -61,8 +70,7 @@ export class KeyProblems {
   async explain(queue: string, keys: readonly RoledKey[], error: unknown): Promise<unknown> {
     if (!isWrongType(error)) return redisError(error);
     const [problem] = await this.check(queue, keys).catch(() => []);
-    if (problem) return keyProblemError(problem);
-    return redisError(error);
+    return problem ? this.#note(queue, problem) : redisError(error);
   }
 
   /**
@@ -107,6 +115,8 @@ export class KeyProblems {
         `redis: ${describeKeyProblem(problem)}: queue "${queue}" waits, losing nothing, until the key is fixed (docs/operations.md)`,
       );
     }
-    return keyProblemError(problem);
+    const refusal = keyProblemError(problem);
+    this.#refusals.add(refusal);
+    return refusal;
   }
 }

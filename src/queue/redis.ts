@@ -376,8 +376,9 @@ export class RedisQueueBackend implements QueueBackend {
     const key = this.#key(queue);
     if (this.#keyProblems.has(queue)) {
       await this.#keyProblems.check(queue, queueKeys(queue, key));
-      if (this.#keyProblems.has(queue)) return 0; // logged once; tried again on the next pass
-      this.#orphans.delete(queue); // fixed: look for batches a failed script may have left
+      // A key of the queue itself: every batch would be refused. Logged once; tried again on the next pass.
+      if (this.#keyProblems.has(queue, { shared: true })) return 0;
+      if (!this.#keyProblems.has(queue)) this.#orphans.delete(queue); // fixed: look for left-behind batches
     }
     // Processing keys are listed before the batches hash is read: one listed and not in the hash read after
     // it has lost its batch for good (a script claims, and frees, both at once).
@@ -389,7 +390,7 @@ export class RedisQueueBackend implements QueueBackend {
       batches = await this.#client.hgetall(`${key}:batches`);
     } catch (error) {
       const explained = await this.#keyProblems.explain(queue, queueKeys(queue, key), error);
-      if (this.#keyProblems.has(queue)) return 0;
+      if (this.#keyProblems.refused(explained)) return 0;
       throw explained;
     }
     const orphans = this.#orphansOf(queue, scanned, batches);
@@ -424,7 +425,7 @@ export class RedisQueueBackend implements QueueBackend {
           await this.#run(queue, RECOVER, keys, [...args, ...ackedArgs(acked.get(id) ?? [])]),
         );
       } catch (error) {
-        if (this.#keyProblems.has(queue)) continue; // logged once; the batch waits for the next pass
+        if (this.#keyProblems.refused(error)) continue; // logged once; the batch waits for the next pass
         throw error;
       }
       orphans.delete(id);

@@ -492,6 +492,29 @@ describe('redis queue: a key of the wrong type', () => {
     expect(record?.error).toContain('a script failed halfway');
   });
 
+  it('recovers the other batches of a queue while one processing key holds the wrong type', async () => {
+    const queue = fresh();
+    await backend.publish(queue, [`${queue}/a`, `${queue}/b`, `${queue}/c`].map(text));
+    const first = await backend.claim(queue, `${queue}-d1`, 1);
+    await backend.claim(queue, `${queue}-d2`, 1);
+    if (!first) throw new Error('nothing claimed');
+    const fix = await breakKey(`${queue}:processing:${queue}-d1:${first.id}`, 'hash');
+    try {
+      expect(await backend.recoverClaims(queue, { maxAttempts: 10 })).toBe(1);
+      // Known broken now, the key does not hold back the batches claimed since.
+      await backend.claim(queue, `${queue}-d3`, 1);
+      expect(await backend.recoverClaims(queue, { maxAttempts: 10 })).toBe(1);
+    } finally {
+      await fix();
+    }
+    expect(await backend.recoverClaims(queue, { maxAttempts: 10 })).toBe(1);
+    await drain(queue);
+    const found = await places(queue);
+    expect(found.get(`${queue}/a`)).toEqual(['sink']);
+    expect(found.get(`${queue}/b`)).toEqual(['sink']);
+    expect(found.get(`${queue}/c`)).toEqual(['sink']);
+  });
+
   it('gives a record whose completion was refused the failure it had, when recovery settles it', async () => {
     const queue = fresh();
     await backend.publish(queue, [`${queue}/p-poison`].map(text));
