@@ -31,6 +31,7 @@ import { BatchLedger, batchPositions } from './batch-ledger.js';
 import { openBatch } from './redis-batch.js';
 import type { RoledKey } from './redis-key-problems.js';
 import { KeyProblems } from './redis-key-problems.js';
+import { OrphanBatches } from './redis-orphans.js';
 import {
   batchKeys,
   BATCH_SIZES,
@@ -45,7 +46,6 @@ import {
   readPersistence,
   RECOVER,
   RELEASE,
-  scanProcessingKeys,
   takeErrors,
 } from './redis-scripts.js';
 
@@ -74,11 +74,6 @@ const UNKNOWN_BATCH_GRACE_MS = 5_000;
 const RECOVERED_REASON = 'its node stopped while processing it (the claim was recovered)';
 const ORPHAN_REASON =
   'a script failed halfway and left its batch without its claim (the batch was recovered)';
-/**
- * Processing keys without their batch (left by a script that failed halfway, before scripts checked their
- * keys) are searched for at the first recovery of a queue, then at most this often, and when a key is fixed.
- */
-const ORPHAN_SCAN_MS = 60_000;
 /** A completed batch waits at most about this long for a claim of its consumer to free its processing key. */
 const COMPLETED_GRACE_MS = 200;
 
@@ -114,8 +109,7 @@ export class RedisQueueBackend implements QueueBackend {
   readonly #completed = new Map<string, Completed>();
   #completionTimer: NodeJS.Timeout | undefined;
   readonly #keyProblems: KeyProblems;
-  /** Per queue: when its processing keys were last searched for orphans, and the orphans still to recover. */
-  readonly #orphans = new Map<string, { scannedAt: number; batches: Map<string, string> }>();
+  readonly #orphans: OrphanBatches;
   /** Why the records of a batch whose completion a broken key refused failed, for its recovery. */
   readonly #unsettled = new Map<string, string>();
   #starting: Promise<void> | undefined;
@@ -139,6 +133,7 @@ export class RedisQueueBackend implements QueueBackend {
     });
     this.#client = this.#connection.client;
     this.#keyProblems = new KeyProblems(this.#client, options.log);
+    this.#orphans = new OrphanBatches(this.#client);
   }
 
   async ready(): Promise<boolean> {
@@ -378,13 +373,11 @@ export class RedisQueueBackend implements QueueBackend {
       await this.#keyProblems.check(queue, queueKeys(queue, key));
       // A key of the queue itself: every batch would be refused. Logged once; tried again on the next pass.
       if (this.#keyProblems.has(queue, { shared: true })) return 0;
-      if (!this.#keyProblems.has(queue)) this.#orphans.delete(queue); // fixed: look for left-behind batches
+      if (!this.#keyProblems.has(queue)) this.#orphans.searchAgain(queue);
     }
     // Processing keys are listed before the batches hash is read: one listed and not in the hash read after
     // it has lost its batch for good (a script claims, and frees, both at once).
-    const scanned = this.#orphanScanDue(queue)
-      ? await callRedis(() => scanProcessingKeys(this.#client, key))
-      : undefined;
+    const scanned = await this.#orphans.scan(queue, key);
     let batches: Record<string, string>;
     try {
       batches = await this.#client.hgetall(`${key}:batches`);
@@ -393,7 +386,7 @@ export class RedisQueueBackend implements QueueBackend {
       if (this.#keyProblems.refused(explained)) return 0;
       throw explained;
     }
-    const orphans = this.#orphansOf(queue, scanned, batches);
+    const orphans = this.#orphans.collect(queue, scanned, batches);
     for (const id of this.#unsettled.keys()) if (!(id in batches)) this.#unsettled.delete(id);
     await this.#sweepLedger(queue, [...Object.keys(batches), ...orphans.keys()]);
     const consumers = [...new Set(Object.values(batches))].filter((c) => !this.#consumers.has(c));
@@ -432,26 +425,6 @@ export class RedisQueueBackend implements QueueBackend {
       this.#unsettled.delete(id);
     }
     return recovered;
-  }
-
-  #orphanScanDue(queue: string): boolean {
-    const orphans = this.#orphans.get(queue);
-    return orphans === undefined || Date.now() - orphans.scannedAt >= ORPHAN_SCAN_MS;
-  }
-
-  /** The orphans of `queue` still to recover (batch id → consumer), with those `scanned` found. */
-  #orphansOf(
-    queue: string,
-    scanned: ReadonlyArray<{ id: string; consumer: string }> | undefined,
-    batches: Readonly<Record<string, string>>,
-  ): Map<string, string> {
-    let orphans = this.#orphans.get(queue);
-    if (scanned) {
-      orphans = { scannedAt: Date.now(), batches: orphans?.batches ?? new Map<string, string>() };
-      this.#orphans.set(queue, orphans);
-      for (const { id, consumer } of scanned) if (!(id in batches)) orphans.batches.set(id, consumer);
-    }
-    return orphans?.batches ?? new Map<string, string>();
   }
 
   /**
