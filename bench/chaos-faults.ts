@@ -1,16 +1,27 @@
 // The faults of the chaos run (bench/chaos.ts), drawn from a seeded generator so that a run can be repeated:
 // kill -9 of a node (started again a few seconds later), SIGSTOP of the primary for twice the lease, a Redis
-// restart, a PostgreSQL restart (pg_ctl restart -m fast), and one node's PostgreSQL connections black-holed
-// by its proxy for a few seconds. One fault at a time; after each, the run waits until every node is up and
+// restart, a PostgreSQL restart (pg_ctl restart -m fast), one node's PostgreSQL connections black-holed
+// by its proxy for a few seconds, and a key of the Redis queue (its list, `errors-rq`, its retry set or a
+// processing key) holding the wrong type for a few seconds: its value moved aside and a string or a hash put
+// in its place, then put back. One fault at a time; after each, the run waits until every node is up and
 // agrees on a primary, then settles. A fault that hits the primary is timed: from the injection to the
 // first witness row of a newer term (see bench/chaos.ts for why the witness and not the logs).
+import { Redis } from 'ioredis';
+
 import type { PrivatePostgres, PrivateRedis } from '../test/support/private-services.js';
 import type { ChaosNode, Database } from './chaos-cluster.js';
-import { agreedPrimary, LEASE_MS, unresponsive } from './chaos-cluster.js';
+import { agreedPrimary, LEASE_MS, REDIS_KEY, unresponsive } from './chaos-cluster.js';
 import type { Deadline } from './support.js';
 import { pause } from './support.js';
 
-export const FAULT_KINDS = ['kill', 'pause', 'redis-restart', 'postgres-restart', 'blackhole'] as const;
+export const FAULT_KINDS = [
+  'kill',
+  'pause',
+  'redis-restart',
+  'postgres-restart',
+  'blackhole',
+  'redis-key',
+] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 /** One injected fault and what it did. */
@@ -74,6 +85,8 @@ export interface FaultContext {
   readonly random: Random;
   readonly deadline: Deadline;
   readonly print: (line: string) => void;
+  /** The kinds drawn from (all of FAULT_KINDS unless --faults chose some). */
+  readonly kinds: readonly FaultKind[];
 }
 
 /** Gap between the end of one fault's settling and the next injection, in ms. */
@@ -88,7 +101,7 @@ export async function injectFaults(ctx: FaultContext, until: number, faults: Fau
     // A fault needs about 15 s to run and settle: do not start one that would run past the end.
     if (Date.now() + gap + 15_000 > until) return;
     await pause(gap, ctx.deadline.signal);
-    const kind = ctx.random.pick(FAULT_KINDS);
+    const kind = ctx.random.pick(ctx.kinds);
     const fault = await inject(ctx, index, kind);
     faults.push(fault);
     await settle(ctx, fault);
@@ -148,6 +161,17 @@ async function inject(ctx: FaultContext, index: number, kind: FaultKind): Promis
       const fault = { ...base, target: node.name, at, hitPrimary: before?.node === node, note };
       return { ...fault, durationMs: Date.now() - at, failoverMs: await failover };
     }
+    case 'redis-key': {
+      const { key, wrong, durationMs, note } = await flipKey(ctx);
+      return {
+        ...base,
+        target: `${key} (a ${wrong})`,
+        at: Date.now() - durationMs,
+        hitPrimary: false,
+        durationMs,
+        note,
+      };
+    }
     case 'redis-restart': {
       const at = Date.now();
       await ctx.redis.restart();
@@ -160,6 +184,61 @@ async function inject(ctx: FaultContext, index: number, kind: FaultKind): Promis
       const recoveryMs = await firstWitnessAfter(ctx, 'term >= 0', Date.now(), at);
       return { ...base, target: 'postgres', at, hitPrimary: false, durationMs, recoveryMs };
     }
+  }
+}
+
+/**
+ * The keys of queue `rq` a redis-key fault may break (a processing key twice as likely: the others are often
+ * empty under this load), and where a value is put aside meanwhile.
+ */
+const FLIPPABLE = [REDIS_KEY, 'errors-rq', `${REDIS_KEY}:retry`, 'processing', 'processing'] as const;
+const ASIDE = 'chaos-aside';
+
+/**
+ * A key of queue `rq` holds the wrong type for 3–6 s: its value is renamed aside and a string or a hash put
+ * in its place in one script (no write can come between), then the wrong value is deleted and the real one
+ * renamed back, also in one script. A processing key is one of the batches claimed at that moment (the list
+ * when none is). The key's own type is kept out of the draw: a string where a batch (a string) is kept would
+ * have to be one of the wrong shape, so a batch gets a hash.
+ */
+async function flipKey(
+  ctx: FaultContext,
+): Promise<{ key: string; wrong: string; durationMs: number; note: string }> {
+  const client = new Redis(ctx.redis.url, { maxRetriesPerRequest: 3 });
+  client.on('error', () => undefined);
+  try {
+    let key: string = ctx.random.pick(FLIPPABLE);
+    if (key === 'processing') {
+      const claimed = await client.keys(`${REDIS_KEY}:processing:*`);
+      key = claimed.length > 0 ? ctx.random.pick(claimed) : REDIS_KEY;
+    }
+    const wrong = key.includes(':processing:') || ctx.random.next() < 0.5 ? 'hash' : 'string';
+    const at = Date.now();
+    const existed = await client.eval(
+      `local existed = redis.call('EXISTS', KEYS[1])
+       if existed == 1 then redis.call('RENAME', KEYS[1], KEYS[2]) end
+       if ARGV[1] == 'string' then redis.call('SET', KEYS[1], 'chaos') else redis.call('HSET', KEYS[1], 'chaos', '1') end
+       return existed`,
+      2,
+      key,
+      ASIDE,
+      wrong,
+    );
+    try {
+      await pause(ctx.random.between(3000, 6000), ctx.deadline.signal);
+    } finally {
+      await client.eval(
+        `redis.call('DEL', KEYS[1])
+         if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[1]) end`,
+        2,
+        key,
+        ASIDE,
+      );
+    }
+    const note = Number(existed) === 1 ? 'value put back' : 'the key did not exist; deleted again';
+    return { key, wrong, durationMs: Date.now() - at, note };
+  } finally {
+    client.disconnect();
   }
 }
 

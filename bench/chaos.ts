@@ -1,8 +1,10 @@
-// `npm run chaos [-- --minutes 8 --seed N --rate 100]`: a bounded chaos run (it stops by itself within
-// --minutes, at most 10, checks included). Three node processes (postgres elector, lease 2000 ms) on a
-// private PostgreSQL and a private Redis, with steady load, while faults are injected at random from a seed:
-// kill -9 of a node, SIGSTOP/SIGCONT of the primary, a Redis restart, a PostgreSQL restart, one node's
-// PostgreSQL connections black-holed by its TCP proxy. Then it checks and prints, and ends with one JSON line.
+// `npm run chaos [-- --minutes 8 --seed N --rate 100 --faults kill,redis-key]`: a bounded chaos run (it stops
+// by itself within --minutes, at most 10, checks included). Three node processes (postgres elector, lease
+// 2000 ms) on a private PostgreSQL and a private Redis, with steady load, while faults are injected at random
+// from a seed: kill -9 of a node, SIGSTOP/SIGCONT of the primary, a Redis restart, a PostgreSQL restart, one
+// node's PostgreSQL connections black-holed by its TCP proxy, a key of the Redis queue holding the wrong type
+// for a few seconds (--faults draws from the kinds named; default all). Then it checks and prints, and ends
+// with one JSON line.
 //
 // The load:
 // - Queue `rq` (Redis): ids "r0", "r1"… LPUSHed straight to Redis, as Azafea's producers do. Queue `pq`
@@ -56,7 +58,7 @@ import {
   expectedOffsets,
 } from './chaos-checks.js';
 import { agreedPrimary, ChaosNode, Database, REDIS_KEY, unresponsive } from './chaos-cluster.js';
-import type { Fault } from './chaos-faults.js';
+import type { Fault, FaultKind } from './chaos-faults.js';
 import { FAULT_KINDS, injectFaults, Random } from './chaos-faults.js';
 import type { EventProducer } from './chaos-load.js';
 import { ChaosListener, chainProducer, RedisProducer, StoreProducer, tickProducer } from './chaos-load.js';
@@ -89,6 +91,7 @@ interface Settings {
   readonly minutes: number;
   readonly seed: number;
   readonly rate: number;
+  readonly kinds: readonly FaultKind[];
 }
 
 interface Outcome {
@@ -130,7 +133,7 @@ export async function main(args: readonly string[]): Promise<number> {
   let failure: string | undefined;
   try {
     print(
-      `${NAME}: seed ${settings.seed} (repeat with --seed ${settings.seed}), ${settings.minutes} min, ${settings.rate} records/s per queue`,
+      `${NAME}: seed ${settings.seed} (repeat with --seed ${settings.seed}), ${settings.minutes} min, ${settings.rate} records/s per queue, faults ${settings.kinds.join(',')}`,
     );
     print(formatMachine(describeMachine()));
     print(`load average at start: ${loadAverage()}`);
@@ -171,7 +174,7 @@ export async function main(args: readonly string[]): Promise<number> {
 }
 
 function readSettings(args: readonly string[]): Settings {
-  const options = parseOptions(args, ['minutes', 'seed', 'rate']);
+  const options = parseOptions(args, ['minutes', 'seed', 'rate', 'faults']);
   const minutes = Number(options.get('minutes') ?? 8);
   if (!Number.isFinite(minutes) || minutes < 3 || minutes > MAX_MINUTES) {
     throw new UsageError(
@@ -188,7 +191,15 @@ function readSettings(args: readonly string[]): Settings {
       `--rate expects records per second per queue, 4 to 5000, got ${options.get('rate')}`,
     );
   }
-  return { minutes, seed, rate };
+  const named = options.get('faults')?.split(',') ?? [...FAULT_KINDS];
+  const kinds = FAULT_KINDS.filter((kind) => named.includes(kind));
+  const unknown = named.filter((name) => !FAULT_KINDS.some((kind) => kind === name));
+  if (unknown.length > 0 || kinds.length === 0) {
+    throw new UsageError(
+      `--faults expects kinds among ${FAULT_KINDS.join(', ')}, got ${options.get('faults')}`,
+    );
+  }
+  return { minutes, seed, rate, kinds };
 }
 
 async function run(
@@ -260,10 +271,16 @@ async function run(
   producers.forEach((producer) => producer.start());
 
   const faultsEnd = startedAt + settings.minutes * 60_000 - CLEANUP_MS - DRAIN_AND_CHECK_MS;
-  print(`load and faults until ${new Date(faultsEnd).toISOString()}; fault kinds: ${FAULT_KINDS.join(', ')}`);
+  print(
+    `load and faults until ${new Date(faultsEnd).toISOString()}; fault kinds: ${settings.kinds.join(', ')}`,
+  );
   const watching = watchNodes(nodes, faultsEnd + DRAIN_AND_CHECK_MS, deadline, outcome, print);
   const reregistering = reregisterNow(listeners[1] as ChaosListener, random, faultsEnd, deadline);
-  await injectFaults({ nodes, postgres, redis, db, random, deadline, print }, faultsEnd, outcome.faults);
+  await injectFaults(
+    { nodes, postgres, redis, db, random, deadline, print, kinds: settings.kinds },
+    faultsEnd,
+    outcome.faults,
+  );
   await reregistering;
   await pause(Math.max(0, faultsEnd - Date.now()), deadline.signal);
   await Promise.all(producers.map((producer) => producer.stop()));

@@ -24,6 +24,8 @@ export interface HttpNode {
   queueCounters(): CountersByQueue;
   /** Whether the node is ready (GET /readyz), and why not when it is not. */
   readiness(): Promise<Readiness>;
+  /** Why the node is not ready although its backends answer (each names what to fix); empty otherwise. */
+  problems(): Promise<string[]>;
   readonly role: Role;
   readonly term: number;
   readonly leader: string | undefined;

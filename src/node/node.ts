@@ -210,7 +210,10 @@ export class BatonNode implements HttpNode {
   async readiness(): Promise<Readiness> {
     if (this.#state !== 'running') return { ready: false, reason: `the node is ${this.#state}` };
     if ((await this.#backends?.ready()) !== true) {
-      return { ready: false, reason: 'the store or a queue backend does not answer' };
+      const problems = await this.problems();
+      const reason =
+        problems.length > 0 ? problems.join('; ') : 'the store or a queue backend does not answer';
+      return { ready: false, reason };
     }
     const schema = await this.#schemaProblem();
     return schema === undefined ? { ready: true } : { ready: false, reason: schema };
@@ -234,6 +237,11 @@ export class BatonNode implements HttpNode {
       this.#schemaCheck = check;
     }
     return this.#schemaCheck.problem;
+  }
+
+  /** What keeps the node's backends from serving although they answer (e.g. a Redis key of the wrong type). */
+  async problems(): Promise<string[]> {
+    return (await this.#backends?.problems()) ?? [];
   }
 
   renderMetrics(): Promise<{ contentType: string; body: string }> {

@@ -63,6 +63,11 @@ export interface QueueBackend {
   start(options: { startupTimeoutMs: number }): Promise<void>;
   /** True when the backend answers now (readiness). */
   ready(): Promise<boolean>;
+  /**
+   * What keeps the backend from serving although it answers, one sentence each naming the thing to fix (e.g.
+   * a Redis key of the wrong type); empty when nothing does. Absent: nothing of the kind can happen.
+   */
+  problems?(): Promise<string[]>;
   /** Appends records to the queue; resolves once they are durable. Returns how many were stored. */
   publish(queue: string, records: readonly Buffer[]): Promise<number>;
   /** Claims up to `max` ready records for `consumer`, oldest first; undefined when none is ready. */

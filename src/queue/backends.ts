@@ -27,8 +27,10 @@ export interface Backends {
   readonly migrated: readonly string[];
   /** The backend of a configured queue (UnknownQueueError otherwise). */
   backendFor(queue: string): QueueBackend;
-  /** True when the store and every backend answer. */
+  /** True when the store and every backend answer, and no backend reports a problem. */
   ready(): Promise<boolean>;
+  /** What the backends report keeps them from serving (see QueueBackend.problems). */
+  problems(): Promise<string[]>;
   close(): Promise<void>;
 }
 
@@ -122,6 +124,8 @@ async function assemble(
     await backend.start({ startupTimeoutMs: config.node.startupTimeoutMs });
   }
   const backends: QueueBackend[] = [storeQueues, ...(redis ? [redis] : []), ...foreign.values()];
+  const problems = async (): Promise<string[]> =>
+    (await Promise.all(backends.map((backend) => backend.problems?.() ?? Promise.resolve([])))).flat();
 
   return {
     store,
@@ -138,8 +142,9 @@ async function assemble(
     },
     async ready(): Promise<boolean> {
       const answers = await Promise.all([store.ping(), ...backends.map((backend) => backend.ready())]);
-      return answers.every(Boolean);
+      return answers.every(Boolean) && (await problems()).length === 0;
     },
+    problems,
     close: release,
   };
 }

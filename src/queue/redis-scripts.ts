@@ -2,15 +2,19 @@
 // with src/redis/script.ts) and the error-queue operations built on them. A claimed batch is one value under
 // its processing key (redis-batch.ts); members of the retry ZSET are `<seq>:<attempts>:<payload>` (the
 // sequence number keeps equal payloads apart and orders equal scores); `errors-<queue>` holds raw payloads,
-// as Azafea does.
+// as Azafea does. Each script checks the type of every key of its queue before it writes (KEY_CHECKS): a
+// key of the wrong type fails it whole, and the records stay where they were.
 import { randomUUID } from 'node:crypto';
 
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
 
 import { isUnavailable, redisError } from '../redis/connection-errors.js';
+import type { KeyRole } from '../redis/key-types.js';
+import { KEY_CHECKS } from '../redis/key-types.js';
 import { asArray, asBuffer, asInteger, asText } from '../redis/replies.js';
-import { luaScript, runScript } from '../redis/script.js';
+import type { LuaScript } from '../redis/script.js';
+import { luaScript } from '../redis/script.js';
 import type { ErrorRecord } from './backend.js';
 import { errorQueueName } from './backend.js';
 
@@ -20,6 +24,34 @@ export function consumerKey(consumer: string): string {
 
 export function processingKey(key: string, consumer: string, batch: string): string {
   return `${key}:processing:${consumer}:${batch}`;
+}
+
+/** Batch ids are UUIDs: a key under the processing prefix that ends otherwise is none of Baton's. */
+const BATCH_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/**
+ * The batches that have a processing key under the list `key` (consumer and batch id parsed from the key;
+ * batch ids hold no colon). SCAN: the keyspace is walked in steps, so the answer may miss keys made meanwhile.
+ */
+export async function scanProcessingKeys(
+  client: Redis,
+  key: string,
+): Promise<Array<{ id: string; consumer: string }>> {
+  const prefix = `${key}:processing:`;
+  const pattern = `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`;
+  const found: Array<{ id: string; consumer: string }> = [];
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+    for (const name of keys) {
+      const rest = name.slice(prefix.length);
+      const colon = rest.lastIndexOf(':');
+      const id = rest.slice(colon + 1);
+      if (colon > 0 && BATCH_ID.test(id)) found.push({ consumer: rest.slice(0, colon), id });
+    }
+    cursor = next;
+  } while (cursor !== '0');
+  return found;
 }
 
 /** Processing list, batches hash, retry ZSET and its sequence, of a batch of the list `key`. */
@@ -36,8 +68,38 @@ export function errorKeys(queue: string): string[] {
   return [errors, `${errors}:ids`, `${errors}:meta`, `${errors}:seq`];
 }
 
+/** The role of each of errorKeys(). */
+const ERROR_ROLES: readonly KeyRole[] = ['list', 'list', 'hash', 'counter'];
+
+/**
+ * The keys of a queue whose list is `key`, each with its role (what the scripts check): the list, the retry
+ * ZSET and its sequence, the batches hash, and errorKeys(queue).
+ */
+export function queueKeys(queue: string, key: string): Array<{ key: string; role: KeyRole }> {
+  const own: Array<[string, KeyRole]> = [
+    [key, 'list'],
+    [`${key}:retry`, 'zset'],
+    [`${key}:retry:seq`, 'counter'],
+    [`${key}:batches`, 'hash'],
+  ];
+  const errors = errorKeys(queue).map((name, index): [string, KeyRole] => [name, ERROR_ROLES[index]!]);
+  return [...own, ...errors].map(([name, role]) => ({ key: name, role }));
+}
+
+/** The keys CLAIM takes before those of the completed batches it frees (see CLAIM). */
+export function claimKeys(queue: string, key: string, processing: string): string[] {
+  return [key, `${key}:retry`, `${key}:batches`, processing, `${key}:retry:seq`, ...errorKeys(queue)];
+}
+
+/** Runs a script: src/redis/script.ts's runScript, or the backend's wrapper of it. */
+export type ScriptRunner = (
+  script: LuaScript,
+  keys: readonly string[],
+  args: ReadonlyArray<string | Buffer | number>,
+) => Promise<unknown>;
+
 /** Lua functions every queue script starts with. */
-const COMMON = `
+const COMMON = `${KEY_CHECKS}
 -- The acknowledged indexes from ARGV[from]: '1' (the whole batch), or '0', a count and the 0-based indexes.
 -- Returns whether the whole batch, a set of the 1-based indexes, and where the next argument is.
 local function acked(from)
@@ -51,7 +113,8 @@ local function parse(envelope)
   return tonumber(string.sub(envelope, 1, colon - 1)), string.sub(envelope, colon + 1)
 end
 -- A claimed batch: its payloads and their attempts (-1: given back). A processing list of envelopes (kept by
--- earlier versions; '' given back) reads the same.
+-- earlier versions; '' given back) reads the same. Returns nil (before anything is written) for a value
+-- that is not a batch.
 local function load_batch(key)
   local payloads, attempts = {}, {}
   if redis.call('TYPE', key).ok == 'list' then
@@ -61,8 +124,10 @@ local function load_batch(key)
     return payloads, attempts
   end
   local value = redis.call('GET', key)
-  if value then payloads, attempts = cmsgpack.unpack(value) end
-  return payloads, attempts
+  if not value then return payloads, attempts end
+  local ok, loaded, tries = pcall(cmsgpack.unpack, value)
+  if ok and type(loaded) == 'table' and type(tries) == 'table' and #loaded == #tries then return loaded, tries end
+  return nil
 end
 local function to_retry(retry, seq, score, attempts, payload)
   local n = redis.call('INCR', seq)
@@ -93,16 +158,20 @@ end
 `;
 
 /**
- * KEYS: main list, retry ZSET, batches hash, the batch's key, then the keys of completed batches to free.
- * ARGV: max, now (ms), consumer, batch id, then the ids of those completed batches. Frees the completed
- * batches (their records are all acknowledged), then takes due retries and the oldest records of the main
- * list into the batch, kept as one value (see redis-batch.ts; max 0: only frees). Returns how many completed
- * batches were gone (recovered), then that value, unless nothing was claimed.
+ * KEYS: claimKeys() (main list, retry ZSET, batches hash, the batch's key, retry seq, the error keys), then
+ * the keys of completed batches to free. ARGV: max, now (ms), consumer, batch id, then the ids of those
+ * completed batches. Frees the completed batches (their records are all acknowledged), then takes due
+ * retries and the oldest records of the main list into the batch, kept as one value (see redis-batch.ts;
+ * max 0: only frees). Returns how many completed batches were gone (recovered), then that value, unless
+ * nothing was claimed. Claims nothing while any key of the queue has the wrong type, even one this script
+ * does not write: a batch that could not be settled would only wait in its processing key.
  */
 export const CLAIM = luaScript(`${COMMON}
+local bad = check({'list', 'zset', 'hash', '', 'counter', 'list', 'list', 'hash', 'counter'})
+if bad then return bad end
 local gone = 0
-for i = 5, #KEYS do
-  if redis.call('HDEL', KEYS[3], ARGV[i]) == 0 then gone = gone + 1 end
+for i = 10, #KEYS do
+  if redis.call('HDEL', KEYS[3], ARGV[i - 5]) == 0 then gone = gone + 1 end
   redis.call('DEL', KEYS[i])
 end
 local max = tonumber(ARGV[1])
@@ -136,10 +205,14 @@ const ERROR_KEYS = 'KEYS[5], KEYS[6], KEYS[7], KEYS[8]';
  * the index and error queue id of each record it moved to the error queue.
  */
 export const COMPLETE = luaScript(`${COMMON}
-if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return {-1} end
+local bad = check({'batch', 'hash', 'zset', 'counter', 'list', 'list', 'hash', 'counter'})
+if bad then return bad end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {-1} end
+local payloads, attempts = load_batch(KEYS[1])
+if not payloads then return key_error(KEYS[1], 'string', 'batch') end
+redis.call('HDEL', KEYS[2], ARGV[1])
 local settled, moved = 0, {}
 if #ARGV > 2 then
-  local payloads, attempts = load_batch(KEYS[1])
   for i = 3, #ARGV, 4 do
     local index = tonumber(ARGV[i]) + 1
     local tries = attempts[index]
@@ -167,6 +240,8 @@ return moved
  * main list as raw bytes; retried ones to the retry ZSET, due now. Records given back get attempts -1.
  */
 export const RELEASE = luaScript(`${COMMON}
+local bad = check({'batch', 'hash', 'list', 'zset', 'counter'})
+if bad then return bad end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return -1 end
 local whole, acked, next = acked(3)
 if whole then
@@ -176,6 +251,7 @@ if whole then
 end
 local n = tonumber(ARGV[next])
 local payloads, attempts = load_batch(KEYS[1])
+if not payloads then return key_error(KEYS[1], 'string', 'batch') end
 local raw, released = {}, 0
 for i = next + 1, next + n do
   local index = tonumber(ARGV[i]) + 1
@@ -199,18 +275,29 @@ return released
 `);
 
 /**
- * KEYS: as COMPLETE. ARGV: batch id, now (ms), max attempts, now (ISO), error, then the acknowledged indexes
- * (see `acked` above). Counts one attempt for every record not acknowledged and retries it now, or moves it to
- * the error queue when out of attempts. Returns how many; 0 when another recoverer or the consumer settled
- * the batch first.
+ * KEYS: as COMPLETE. ARGV: batch id, now (ms), max attempts, now (ISO), error, 'claimed' or 'orphan', then
+ * the acknowledged indexes (see `acked` above). Counts one attempt for every record not acknowledged and
+ * retries it now, or moves it to the error queue when out of attempts. Returns how many; 0 when another
+ * recoverer or the consumer settled the batch first. 'orphan': a processing key without its entry in the
+ * batches hash (left by a script that failed halfway before scripts checked their keys first).
  */
 export const RECOVER = luaScript(`${COMMON}
-if redis.call('HDEL', KEYS[2], ARGV[1]) == 0 then return 0 end
-local whole, acked = acked(6)
+local bad = check({'batch', 'hash', 'zset', 'counter', 'list', 'list', 'hash', 'counter'})
+if bad then return bad end
+local claimed = redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
+if ARGV[6] == 'orphan' then
+  if claimed or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+elseif not claimed then return 0 end
+local whole, acked = acked(7)
+local payloads, attempts = {}, {}
+if not whole then
+  payloads, attempts = load_batch(KEYS[1])
+  if not payloads then return key_error(KEYS[1], 'string', 'batch') end
+end
+redis.call('HDEL', KEYS[2], ARGV[1])
 local max = tonumber(ARGV[3])
 local moved = 0
 if not whole then
-  local payloads, attempts = load_batch(KEYS[1])
   for index, tries in ipairs(attempts) do
     if tries >= 0 and not acked[index] then
       if tries + 1 >= max then
@@ -255,6 +342,8 @@ return sizes
  * (newest) end, so a binary search finds where `after id` falls.
  */
 export const LIST_ERRORS = luaScript(`${COMMON}
+local bad = check({'list', 'list', 'hash', 'counter'})
+if bad then return bad end
 align(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
 local after, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
 local lo, hi = 0, redis.call('LLEN', KEYS[2])
@@ -279,6 +368,8 @@ return out
  * as Azafea's replay-errors does) or drops them; returns how many.
  */
 export const TAKE_ERRORS = luaScript(`${COMMON}
+local bad = check({'list', 'list', 'hash', 'counter', 'list'})
+if bad then return bad end
 align(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
 local limit, tombstone, replay = tonumber(ARGV[2]), ARGV[3], ARGV[4] == 'replay'
 local taken = 0
@@ -310,19 +401,19 @@ return taken
 
 /** The error records with ids above `afterId`, oldest first. */
 export async function listErrors(
-  client: Redis,
+  run: ScriptRunner,
   queue: string,
   afterId: string,
   limit: number,
 ): Promise<ErrorRecord[]> {
   if (!/^\d+$/.test(afterId)) throw new TypeError(`error ids are numbers; got "${afterId}"`);
-  const rows = asArray(await runScript(client, LIST_ERRORS, errorKeys(queue), [now(), afterId, limit]));
+  const rows = asArray(await run(LIST_ERRORS, errorKeys(queue), [now(), afterId, limit]));
   return rows.map((row) => toErrorRecord(queue, row));
 }
 
 /** Replays error records into the list `into` (raw bytes, attempts reset), or drops them when undefined. */
 export async function takeErrors(
-  client: Redis,
+  run: ScriptRunner,
   queue: string,
   options: { into: string | undefined; ids: readonly string[] | undefined; limit: number },
 ): Promise<number> {
@@ -333,9 +424,7 @@ export async function takeErrors(
   const tombstone = `\u0000baton-tombstone:${randomUUID()}`;
   const mode = options.into === undefined ? 'drop' : 'replay';
   const keys = [...errorKeys(queue), options.into ?? errorKeys(queue)[0]!];
-  return asInteger(
-    await runScript(client, TAKE_ERRORS, keys, [now(), options.limit, tombstone, mode, ...(ids ?? [])]),
-  );
+  return asInteger(await run(TAKE_ERRORS, keys, [now(), options.limit, tombstone, mode, ...(ids ?? [])]));
 }
 
 /** `appendonly` and `appendfsync`, or the error when CONFIG is disabled; throws when Redis is unreachable. */

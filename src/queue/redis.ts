@@ -2,7 +2,8 @@
 // to the queue's key and consumers take from the right. A claim moves records into one value per batch
 // under its processing key; the acknowledgement is a row of the batch ledger (baton_batch_ledger) written in
 // the handler's own transaction, which claim recovery marks (fencing the late acknowledgement of a consumer
-// thought dead) before giving back.
+// thought dead) before giving back. A key of the wrong type stops the queue's scripts before they write
+// (redis-key-problems.ts); the work waits and resumes once the key is fixed.
 import { randomUUID } from 'node:crypto';
 
 import type { Redis } from 'ioredis';
@@ -12,7 +13,8 @@ import type { Logger } from '../log.js';
 import { RedisConnection } from '../redis/connection.js';
 import { callRedis, redisError } from '../redis/connection-errors.js';
 import { asArray, asBuffer, asInteger } from '../redis/replies.js';
-import { runScript } from '../redis/script.js';
+import { describeKeyProblem } from '../redis/key-types.js';
+import type { LuaScript } from '../redis/script.js';
 import type { Store, Tx } from '../store/store.js';
 import { errorQueueName } from './backend.js';
 import type {
@@ -27,15 +29,20 @@ import { Heartbeats } from '../util/heartbeats.js';
 import type { Acked } from './batch-ledger.js';
 import { BatchLedger, batchPositions } from './batch-ledger.js';
 import { openBatch } from './redis-batch.js';
+import type { RoledKey } from './redis-key-problems.js';
+import { KeyProblems } from './redis-key-problems.js';
+import { OrphanBatches } from './redis-orphans.js';
 import {
   batchKeys,
   BATCH_SIZES,
   CLAIM,
+  claimKeys,
   COMPLETE,
   consumerKey,
   errorKeys,
   listErrors,
   processingKey,
+  queueKeys,
   readPersistence,
   RECOVER,
   RELEASE,
@@ -65,6 +72,8 @@ const LEDGER_SWEEP_MS = 60_000;
 /** How long a batch of ours that we do not hold waits before it is recovered (a claim may be in flight). */
 const UNKNOWN_BATCH_GRACE_MS = 5_000;
 const RECOVERED_REASON = 'its node stopped while processing it (the claim was recovered)';
+const ORPHAN_REASON =
+  'a script failed halfway and left its batch without its claim (the batch was recovered)';
 /** A completed batch waits at most about this long for a claim of its consumer to free its processing key. */
 const COMPLETED_GRACE_MS = 200;
 
@@ -99,6 +108,10 @@ export class RedisQueueBackend implements QueueBackend {
   /** Completed batches (held until freed) by queue and consumer: see complete(). */
   readonly #completed = new Map<string, Completed>();
   #completionTimer: NodeJS.Timeout | undefined;
+  readonly #keyProblems: KeyProblems;
+  readonly #orphans: OrphanBatches;
+  /** Why the records of a batch whose completion a broken key refused failed, for its recovery. */
+  readonly #unsettled = new Map<string, string>();
   #starting: Promise<void> | undefined;
   #closed = false;
 
@@ -119,6 +132,8 @@ export class RedisQueueBackend implements QueueBackend {
       onRecovered: () => this.#log.info(`redis: connected to ${this.#connection.url} again`),
     });
     this.#client = this.#connection.client;
+    this.#keyProblems = new KeyProblems(this.#client, options.log);
+    this.#orphans = new OrphanBatches(this.#client);
   }
 
   async ready(): Promise<boolean> {
@@ -128,6 +143,24 @@ export class RedisQueueBackend implements QueueBackend {
     } catch {
       return false;
     }
+  }
+
+  /** The keys of the configured queues that hold the wrong type, one sentence each (empty while unreachable). */
+  async problems(): Promise<string[]> {
+    if (this.#client.status !== 'ready') return [];
+    const found = await Promise.all(
+      Object.keys(this.#keys).map(async (queue) => {
+        const key = this.#key(queue);
+        const keys: RoledKey[] = queueKeys(queue, key);
+        const batches = await this.#client.hgetall(`${key}:batches`).catch(() => ({}));
+        for (const [id, consumer] of Object.entries(batches)) {
+          keys.push({ key: processingKey(key, consumer, id), role: 'batch' });
+        }
+        const problems = await this.#keyProblems.check(queue, keys).catch(() => []);
+        return problems.map((problem) => `queue "${queue}": ${describeKeyProblem(problem)}`);
+      }),
+    );
+    return found.flat();
   }
 
   /**
@@ -164,7 +197,7 @@ export class RedisQueueBackend implements QueueBackend {
     }
     const replies = await callRedis(() => transaction.exec());
     const failed = replies?.find(([error]) => error)?.[0];
-    if (failed) throw redisError(failed);
+    if (failed) throw await this.#keyProblems.explain(queue, queueKeys(queue, key), failed);
     return records.length;
   }
 
@@ -185,10 +218,10 @@ export class RedisQueueBackend implements QueueBackend {
     const id = randomUUID();
     const now = new Date();
     const completed = this.#takeCompleted(queue, consumer);
-    const keys = [key, `${key}:retry`, `${key}:batches`, processingKey(key, consumer, id)];
+    const keys = claimKeys(queue, key, processingKey(key, consumer, id));
     for (const batch of completed) keys.push(processingKey(key, consumer, batch));
     const reply = asArray(
-      await runScript(this.#client, CLAIM, keys, [max, now.getTime(), consumer, id, ...completed]),
+      await this.#run(queue, CLAIM, keys, [max, now.getTime(), consumer, id, ...completed]),
     );
     this.#warnGone(queue, completed, reply[0]);
     if (reply.length < 2) return undefined;
@@ -227,7 +260,14 @@ export class RedisQueueBackend implements QueueBackend {
     // Settled or not, this process lets go of the batch: if the script did not run, recovery settles the
     // batch by the ledger (what committed stays done, the rest goes back).
     this.#held.delete(batch.id);
-    const [settled, ...moved] = asArray(await runScript(this.#client, COMPLETE, keys, args));
+    let reply: unknown;
+    try {
+      reply = await this.#run(batch.queue, COMPLETE, keys, args);
+    } catch (error) {
+      this.#unsettled.set(batch.id, failureReason(failures));
+      throw error;
+    }
+    const [settled, ...moved] = asArray(reply);
     if (asInteger(settled) < 0) {
       this.#log.warn(
         { queue: batch.queue, batch: batch.id },
@@ -287,12 +327,10 @@ export class RedisQueueBackend implements QueueBackend {
         const completed = this.#takeCompleted(queue, consumer);
         if (completed.length === 0) return;
         const key = this.#key(queue);
-        const keys = [key, `${key}:retry`, `${key}:batches`, processingKey(key, consumer, 'none')];
+        const keys = claimKeys(queue, key, processingKey(key, consumer, 'none'));
         for (const batch of completed) keys.push(processingKey(key, consumer, batch));
         try {
-          const reply = asArray(
-            await runScript(this.#client, CLAIM, keys, [0, 0, consumer, 'none', ...completed]),
-          );
+          const reply = asArray(await this.#run(queue, CLAIM, keys, [0, 0, consumer, 'none', ...completed]));
           this.#warnGone(queue, completed, reply[0]);
         } catch (error) {
           this.#log.warn(
@@ -321,8 +359,8 @@ export class RedisQueueBackend implements QueueBackend {
     const indexes = [...new Set(records.map((record) => record.position))].sort((a, b) => a - b);
     const key = this.#key(batch.queue);
     const [processing, batches, retry, retrySeq] = batchKeys(key, batch);
-    await runScript(
-      this.#client,
+    await this.#run(
+      batch.queue,
       RELEASE,
       [processing, batches, key, retry, retrySeq],
       [batch.id, Date.now(), ...ackedArgs(acked), indexes.length, ...indexes],
@@ -331,30 +369,60 @@ export class RedisQueueBackend implements QueueBackend {
 
   async recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number> {
     const key = this.#key(queue);
-    const batches = await callRedis(() => this.#client.hgetall(`${key}:batches`));
-    await this.#sweepLedger(queue, Object.keys(batches));
+    if (this.#keyProblems.has(queue)) {
+      await this.#keyProblems.check(queue, queueKeys(queue, key));
+      // A key of the queue itself: every batch would be refused. Logged once; tried again on the next pass.
+      if (this.#keyProblems.has(queue, { shared: true })) return 0;
+      if (!this.#keyProblems.has(queue)) this.#orphans.searchAgain(queue);
+    }
+    // Processing keys are listed before the batches hash is read: one listed and not in the hash read after
+    // it has lost its batch for good (a script claims, and frees, both at once).
+    const scanned = await this.#orphans.scan(queue, key);
+    let batches: Record<string, string>;
+    try {
+      batches = await this.#client.hgetall(`${key}:batches`);
+    } catch (error) {
+      const explained = await this.#keyProblems.explain(queue, queueKeys(queue, key), error);
+      if (this.#keyProblems.refused(explained)) return 0;
+      throw explained;
+    }
+    const orphans = this.#orphans.collect(queue, scanned, batches);
+    for (const id of this.#unsettled.keys()) if (!(id in batches)) this.#unsettled.delete(id);
+    await this.#sweepLedger(queue, [...Object.keys(batches), ...orphans.keys()]);
     const consumers = [...new Set(Object.values(batches))].filter((c) => !this.#consumers.has(c));
     const seen =
       consumers.length === 0 ? [] : await callRedis(() => this.#client.mget(consumers.map(consumerKey)));
     const dead = new Set(consumers.filter((_, index) => (seen[index] ?? null) === null));
-    const orphans = Object.entries(batches).filter(
+    const claimed = Object.entries(batches).filter(
       ([id, consumer]) => dead.has(consumer) || this.#unknownOwnBatch(id, consumer),
     );
     for (const id of this.#unknownSince.keys()) if (!(id in batches)) this.#unknownSince.delete(id);
-    if (orphans.length === 0) return 0;
+    const settle = [
+      ...claimed.map(([id, consumer]) => ({ id, consumer, mode: 'claimed' })),
+      ...[...orphans].map(([id, consumer]) => ({ id, consumer, mode: 'orphan' })),
+    ];
+    if (settle.length === 0) return 0;
     // Fence first: once this commits, the dead consumer's acknowledgement of these batches fails.
     const acked = await this.#ledger.fence(
       queue,
-      orphans.map(([id]) => id),
+      settle.map(({ id }) => id),
     );
     const now = new Date();
     let recovered = 0;
-    for (const [id, consumer] of orphans) {
+    for (const { id, consumer, mode } of settle) {
       const keys = [...batchKeys(key, { id, consumer }), ...errorKeys(queue)];
-      const args = [id, now.getTime(), options.maxAttempts, now.toISOString(), RECOVERED_REASON];
-      recovered += asInteger(
-        await runScript(this.#client, RECOVER, keys, [...args, ...ackedArgs(acked.get(id) ?? [])]),
-      );
+      const reason = mode === 'orphan' ? ORPHAN_REASON : (this.#unsettled.get(id) ?? RECOVERED_REASON);
+      const args = [id, now.getTime(), options.maxAttempts, now.toISOString(), reason, mode];
+      try {
+        recovered += asInteger(
+          await this.#run(queue, RECOVER, keys, [...args, ...ackedArgs(acked.get(id) ?? [])]),
+        );
+      } catch (error) {
+        if (this.#keyProblems.refused(error)) continue; // logged once; the batch waits for the next pass
+        throw error;
+      }
+      orphans.delete(id);
+      this.#unsettled.delete(id);
     }
     return recovered;
   }
@@ -389,7 +457,8 @@ export class RedisQueueBackend implements QueueBackend {
       await connection.blmoveBuffer(key, key, 'RIGHT', 'RIGHT', (timeoutMs / 1000).toFixed(3));
       reusable = true;
     } catch (error) {
-      if (!signal.aborted && !this.#closed) throw redisError(error);
+      if (!signal.aborted && !this.#closed)
+        throw await this.#keyProblems.explain(queue, queueKeys(queue, this.#key(queue)), error);
     } finally {
       clearTimeout(deadline);
       signal.removeEventListener('abort', abort);
@@ -418,18 +487,18 @@ export class RedisQueueBackend implements QueueBackend {
 
   async stats(queue: string): Promise<QueueStats> {
     const key = this.#key(queue);
-    const [waiting, retrying, errors, batches] = await callRedis(() =>
-      Promise.all([
-        this.#client.llen(key),
-        this.#client.zcard(`${key}:retry`),
-        this.#client.llen(errorQueueName(queue)),
-        this.#client.hgetall(`${key}:batches`),
-      ]),
-    );
+    const [waiting, retrying, errors, batches] = await Promise.all([
+      this.#client.llen(key),
+      this.#client.zcard(`${key}:retry`),
+      this.#client.llen(errorQueueName(queue)),
+      this.#client.hgetall(`${key}:batches`),
+    ]).catch(async (error: unknown) => {
+      throw await this.#keyProblems.explain(queue, queueKeys(queue, key), error);
+    });
     const claims = Object.entries(batches);
     const keys = claims.map(([id, consumer]) => processingKey(key, consumer, id));
     const held =
-      keys.length === 0 ? [] : asArray(await runScript(this.#client, BATCH_SIZES, keys, [])).map(asInteger);
+      keys.length === 0 ? [] : asArray(await this.#run(queue, BATCH_SIZES, keys, [])).map(asInteger);
     // Acknowledged records wait in their batch until it completes; they are done.
     const sizes = new Map(claims.map(([id], index) => [id, held[index] ?? 0]));
     const acked = await this.#ledger.committedCount(sizes);
@@ -438,11 +507,11 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
-    return listErrors(this.#client, queue, options.afterId ?? '0', options.limit);
+    return listErrors(this.#keyProblems.runner(queue), queue, options.afterId ?? '0', options.limit);
   }
 
   replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {
-    return takeErrors(this.#client, queue, {
+    return takeErrors(this.#keyProblems.runner(queue), queue, {
       into: this.#key(queue),
       ids: options.ids,
       limit: options.limit,
@@ -450,7 +519,7 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   dropErrors(queue: string, ids: readonly string[]): Promise<number> {
-    return takeErrors(this.#client, queue, { into: undefined, ids, limit: ids.length });
+    return takeErrors(this.#keyProblems.runner(queue), queue, { into: undefined, ids, limit: ids.length });
   }
 
   async close(): Promise<void> {
@@ -471,6 +540,16 @@ export class RedisQueueBackend implements QueueBackend {
     await this.#connection.close();
   }
 
+  /** Runs a script over the keys of `queue`: a key of the wrong type is logged once and thrown as the typed error. */
+  #run(
+    queue: string,
+    script: LuaScript,
+    keys: readonly string[],
+    args: ReadonlyArray<string | Buffer | number>,
+  ): Promise<unknown> {
+    return this.#keyProblems.runner(queue)(script, keys, args);
+  }
+
   /** The list producers push to: the configured key, else the queue's name. */
   #key(queue: string): string {
     return this.#keys[queue] ?? queue;
@@ -482,6 +561,14 @@ export class RedisQueueBackend implements QueueBackend {
     // Rows of batches still held are kept whatever their age: they fence a consumer that may still commit.
     await this.#ledger.sweep(queue, live);
   }
+}
+
+/** The reason the recovery of a batch whose completion was refused gives its failed records. */
+function failureReason(failures: readonly RecordFailure[]): string {
+  const reasons = [...new Set(failures.map((failure) => failure.error))];
+  return reasons.length === 1
+    ? reasons[0]!
+    : `${reasons.length} different failures; the first: ${reasons[0]}`;
 }
 
 /** The acknowledged positions as RELEASE and RECOVER take them: '1' for the whole batch, else '0' and a count. */
