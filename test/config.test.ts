@@ -701,8 +701,8 @@ describe('[http] hosts, request_timeout_ms and trust_proxy', () => {
   it('accept only the loopback names by default on loopback, any name elsewhere (where a token is required)', () => {
     expect(http({}).hosts).toEqual([]);
     expect(http({ host: '::1' }).hosts).toEqual([]);
-    expect(http({ host: '0.0.0.0', token: 'secret-token' }).hosts).toBe('any');
-    expect(http({ host: '10.0.0.5', token: 'secret-token', hosts: ['baton.internal'] }).hosts).toEqual([
+    expect(http({ host: '0.0.0.0', token: 'secret-token-0123456' }).hosts).toBe('any');
+    expect(http({ host: '10.0.0.5', token: 'secret-token-0123456', hosts: ['baton.internal'] }).hosts).toEqual([
       'baton.internal',
     ]);
     expect(http({ hosts: ['a.example', '*'] }).hosts).toBe('any');
