@@ -176,7 +176,7 @@ describe('quickstart', () => {
     const exit = await node.stop('SIGTERM');
     expect(exit.code).toBe(0);
     expect(existsSync(project.path('data/baton.lock'))).toBe(false);
-  });
+  }, 240_000); // a dozen commands, each opening the embedded store: slow on a loaded machine
 
   it('queues --json reports depth, in_flight, processed, failed and errors, with and without a node', async () => {
     // The field names are those of GET /v1/queues. Soft assertions: every difference is reported at once.

@@ -71,7 +71,7 @@ describe('baton events', () => {
       listeners: unknown[];
     };
     expect(statusJson.listeners).toEqual([{ namespace: 'default', name: 'reader', lag: 1 }]);
-  });
+  }, 240_000); // nine commands, each opening the embedded store: slow on a loaded machine
 
   it('listens through the running node, printing one JSON object per line', async () => {
     const port = await freePort();

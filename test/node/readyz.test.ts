@@ -86,10 +86,13 @@ describe('a PostgreSQL store re-created empty under a running node', () => {
     expect(migrated.code, migrated.stderr).toBe(0);
     await vi.waitFor(async () => expect((await readyz(node.url)).status).toBe(200), WAIT);
     await vi.waitFor(async () => expect((await publish(node.url, 3)).status).toBe(202), WAIT);
-    const seen = await runBaton(['-c', project.configPath, 'sql', 'SELECT id FROM seen ORDER BY id'], {
-      cwd: project.dir,
-    });
-    expect(seen.stdout.trim().split('\n')).toContain('3');
+    // On a PostgreSQL store the record is queued, then processed by the node's runner.
+    await vi.waitFor(async () => {
+      const seen = await runBaton(['-c', project.configPath, 'sql', 'SELECT id FROM seen ORDER BY id'], {
+        cwd: project.dir,
+      });
+      expect(seen.stdout.trim().split('\n')).toContain('3');
+    }, WAIT);
     expect((await node.stop()).code).toBe(0);
   }, 240_000);
 });
