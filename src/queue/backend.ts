@@ -12,6 +12,11 @@ export interface ClaimedRecord {
   /** Failed runs so far (0 on the first delivery). */
   readonly attempts: number;
   readonly enqueuedAt: Date;
+  /**
+   * True when the record was claimed by a consumer that died (its claim was recovered): it may be the record
+   * that killed its node, so the runner runs it alone. Only adapters that can tell set it.
+   */
+  readonly orphaned?: boolean;
 }
 
 export interface ClaimedBatch {
@@ -108,25 +113,26 @@ export interface QueueBackend {
   close(): Promise<void>;
 }
 
-/** A record that failed inside an ingest transaction and goes to the queue to be retried there. */
-export interface InlineFailure {
-  readonly payload: Buffer;
-  readonly error: string;
-  /** undefined: no attempts left, straight to the error queue. */
-  readonly retryAt: Date | undefined;
-}
-
-/** Inline ingest: a request's records handled and settled in one transaction of the sink. */
+/**
+ * Inline ingest: a request's records handled in the request. They are first committed as records of the
+ * queue claimed by the node's consumer (one statement), so that a record that kills the process is counted
+ * and quarantined as on the queue path; then the handler runs and acknowledges them in one transaction of
+ * the sink (`acknowledge`), and `complete` or `release` settles what remains, as for a claimed batch.
+ */
 export interface InlineIngest {
+  /**
+   * Stores `records` in `queue` claimed by `consumer`, in one committed statement, and returns them as a
+   * claimed batch. When ready records wait (new ones must not overtake them) they are stored unclaimed
+   * instead, as publish() does, and undefined is returned.
+   */
+  claimInline(queue: string, consumer: string, records: readonly Buffer[]): Promise<ClaimedBatch | undefined>;
   /** Runs `fn` in a transaction of the sink that holds the queue. */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
-  /** Inside that transaction: true when ready records wait (new ones must not overtake them). */
-  hasBacklog(tx: Tx, queue: string): Promise<boolean>;
-  /** Inside that transaction: records whose inline run failed go to the queue (or the error queue). */
-  enqueueFailures(tx: Tx, queue: string, failures: readonly InlineFailure[]): Promise<void>;
-  /** After the commit: wakes the consumers of `queue` (records were added outside `publish`). */
-  notify(queue: string): void;
 }
+
+/** Why a record whose claim was recovered from a dead consumer failed (its error queue entry says so). */
+export const RECOVERED_REASON =
+  'its node stopped while processing it: crashed, killed, or ended by the watchdog (the claim was recovered)';
 
 /** Display name of a queue's error queue, as Azafea names it. */
 export function errorQueueName(queue: string): string {

@@ -16,12 +16,12 @@ import type {
   ClaimedBatch,
   ClaimedRecord,
   ErrorRecord,
-  InlineFailure,
   InlineIngest,
   QueueBackend,
   QueueStats,
   RecordFailure,
 } from './backend.js';
+import { RECOVERED_REASON } from './backend.js';
 import type { ClaimLedger } from './queue-tables.js';
 import {
   byNumericId,
@@ -129,6 +129,11 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
     const id = randomUUID();
     const batchId = this.#ledger ? sql`, batch_id = ${id}` : sql``;
+    // Records of a dead consumer's claim are marked, so that the runner runs each alone. Not with a ledger:
+    // there a batch's rows must leave it together, so it is never split.
+    const orphaned = this.#ledger
+      ? sql``
+      : sql`, last_error IS NOT DISTINCT FROM ${RECOVERED_REASON} AS orphaned`;
     const rows = await this.#store.execute(sql`
       UPDATE baton_queue_records SET claimed_by = ${consumer}, claimed_at = now()${batchId}
       WHERE id IN (
@@ -136,10 +141,13 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
         WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()
         ORDER BY id LIMIT ${max}
         FOR UPDATE SKIP LOCKED)
-      RETURNING id::text AS id, payload, attempts, enqueued_at`);
+      RETURNING id::text AS id, payload, attempts, enqueued_at${orphaned}`);
     if (rows.length === 0) return undefined;
     // In id order: a ledger's positions must mean the same records at acknowledgement and at recovery.
-    const records = rows.sort(byNumericId).map(toClaimedRecord);
+    const records = rows.sort(byNumericId).map((row, position) => ({
+      ...toClaimedRecord(row, position),
+      ...(row['orphaned'] === true ? { orphaned: true } : {}),
+    }));
     const batch = { id, queue, consumer, records };
     this.#held.set(batch.id, batch);
     return batch;
@@ -227,7 +235,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   }
 
   async recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number> {
-    const reason = 'its node stopped while processing it (the claim was recovered)';
+    const reason = RECOVERED_REASON;
     const local = sql.param(this.#consumers.ids());
     // On a server store a consumer is alive while it heartbeats; on an exclusive store, only ours are.
     const alive = this.shared
@@ -351,43 +359,56 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     return rows.length;
   }
 
+  async claimInline(
+    queue: string,
+    consumer: string,
+    records: readonly Buffer[],
+  ): Promise<ClaimedBatch | undefined> {
+    if (records.length === 0) return undefined;
+    // One statement: a backlog (ready records waiting; those waiting out a retry back-off do not count) makes
+    // the new records wait their turn unclaimed; else they are claimed at once, in the order given.
+    const [row] = await this.#store.execute(sql`
+      WITH backlog AS (
+        SELECT EXISTS (
+          SELECT 1 FROM baton_queue_records
+          WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()) AS waiting),
+      inserted AS (
+        INSERT INTO baton_queue_records (queue, payload, claimed_by, claimed_at)
+        SELECT ${queue}, r.payload, CASE WHEN b.waiting THEN NULL ELSE ${consumer} END,
+               CASE WHEN b.waiting THEN NULL ELSE now() END
+        FROM unnest(${sql.param(records)}::bytea[]) WITH ORDINALITY AS r(payload, n), backlog AS b
+        ORDER BY r.n
+        RETURNING id, claimed_by IS NOT NULL AS claimed)
+      SELECT bool_and(claimed) AS claimed, min(id)::text AS first, max(id)::text AS last, count(*)::int AS n
+      FROM inserted`);
+    if (row?.['claimed'] !== true) {
+      this.#wakeups.emit(queue);
+      return undefined;
+    }
+    // One statement on the store's one connection takes consecutive ids, in the order of its rows.
+    const first = BigInt(String(row['first']));
+    if (BigInt(String(row['last'])) - first + 1n !== BigInt(records.length)) {
+      throw new Error(`inline claim of ${records.length} records took non-consecutive ids`);
+    }
+    const enqueuedAt = new Date();
+    const batch: ClaimedBatch = {
+      id: randomUUID(),
+      queue,
+      consumer,
+      records: records.map((payload, position) => ({
+        id: String(first + BigInt(position)),
+        position,
+        payload,
+        attempts: 0,
+        enqueuedAt,
+      })),
+    };
+    this.#held.set(batch.id, batch);
+    return batch;
+  }
+
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
     return this.#store.transaction(fn);
-  }
-
-  /**
-   * Inside an ingest transaction: true when records of the queue are ready and waiting to be claimed.
-   * Records waiting out a retry back-off do not count: new records need not wait for them.
-   */
-  async hasBacklog(tx: Tx, queue: string): Promise<boolean> {
-    const rows = await executeIn(
-      tx,
-      sql`SELECT 1 FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now() LIMIT 1`,
-    );
-    return rows.length > 0;
-  }
-
-  /** Inside an ingest transaction: records whose inline run failed go to the queue (or error queue). */
-  async enqueueFailures(tx: Tx, queue: string, failures: readonly InlineFailure[]): Promise<void> {
-    for (const { payload, error, retryAt } of failures) {
-      if (retryAt) {
-        await executeIn(
-          tx,
-          sql`INSERT INTO baton_queue_records (queue, payload, attempts, run_after, last_error)
-              VALUES (${queue}, ${payload}, 1, ${retryAt}, ${error})`,
-        );
-      } else {
-        await executeIn(
-          tx,
-          sql`INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at) VALUES (${queue}, ${payload}, 1, ${error}, now())`,
-        );
-      }
-    }
-  }
-
-  /** Wakes the consumers of `queue` (records were added outside `publish`). */
-  notify(queue: string): void {
-    this.#wakeups.emit(queue);
   }
 
   async close(): Promise<void> {
