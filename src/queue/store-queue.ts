@@ -208,27 +208,41 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
               WHERE id = ANY(${sql.param(ids(released))}::bigint[]) AND ${ours}`,
         );
       }
-      const toErrors = new Map<string, string>();
-      for (const { record, error, retryAt } of failures) {
-        if (retryAt) {
-          await executeIn(
-            tx,
-            sql`UPDATE baton_queue_records
-                SET attempts = attempts + 1, claimed_by = NULL, claimed_at = NULL, batch_id = NULL,
-                    run_after = ${retryAt}, last_error = ${error}
-                WHERE id = ${record.id}::bigint AND ${ours}`,
-          );
-        } else {
-          const [errorId] = await moveToErrors(
-            tx,
-            sql`id = ${record.id}::bigint AND ${ours}`,
-            sql`attempts + 1`,
-            error,
-          );
-          if (errorId !== undefined) toErrors.set(record.id, errorId);
-        }
+      // One statement for the retries and one for the error queue, whatever the number of failures: a batch
+      // of junk must not hold the node's thread for a statement per record.
+      const retries = failures.filter((failure) => failure.retryAt !== undefined);
+      if (retries.length > 0) {
+        await executeIn(
+          tx,
+          sql`UPDATE baton_queue_records AS r
+              SET attempts = r.attempts + 1, claimed_by = NULL, claimed_at = NULL, batch_id = NULL,
+                  run_after = f.run_after, last_error = f.error
+              FROM unnest(${sql.param(retries.map((failure) => failure.record.id))}::bigint[],
+                          ${sql.param(retries.map((failure) => (failure.retryAt as Date).toISOString()))}::timestamptz[],
+                          ${sql.param(retries.map((failure) => failure.error))}::text[]) AS f(id, run_after, error)
+              WHERE r.id = f.id AND ${ours}`,
+        );
       }
-      return toErrors;
+      const dead = failures.filter((failure) => failure.retryAt === undefined);
+      if (dead.length === 0) return new Map<string, string>();
+      // Error queue ids are taken in the order of the record ids: the k-th of each pairs up.
+      const pairs = await executeIn(
+        tx,
+        sql`WITH f AS (
+              SELECT * FROM unnest(${sql.param(dead.map((failure) => failure.record.id))}::bigint[],
+                                   ${sql.param(dead.map((failure) => failure.error))}::text[]) AS f(id, error)),
+            moved AS (
+              DELETE FROM baton_queue_records AS r USING f WHERE r.id = f.id AND ${ours}
+              RETURNING r.id, r.queue, r.payload, r.attempts + 1 AS attempts, f.error, r.enqueued_at),
+            inserted AS (
+              INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at)
+              SELECT queue, payload, attempts, error, enqueued_at FROM moved ORDER BY id
+              RETURNING id)
+            SELECT m.id::text AS record, i.id::text AS error
+            FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM moved) AS m
+            JOIN (SELECT id, row_number() OVER (ORDER BY id) AS n FROM inserted) AS i USING (n)`,
+      );
+      return new Map(pairs.map((row) => [String(row['record']), String(row['error'])]));
     });
     if (released.length > 0 || failures.some((failure) => failure.retryAt)) this.#wakeups.emit(batch.queue);
     return moved;
