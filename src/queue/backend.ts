@@ -114,20 +114,49 @@ export interface QueueBackend {
 }
 
 /**
- * Inline ingest: a request's records handled in the request. They are first committed as records of the
- * queue claimed by the node's consumer (one statement), so that a record that kills the process is counted
- * and quarantined as on the queue path; then the handler runs and acknowledges them in one transaction of
- * the sink (`acknowledge`), and `complete` or `release` settles what remains, as for a claimed batch.
+ * Inline ingest: a request's records handled in the request. They are first committed as one claim row of
+ * the queue holding the whole request (one short commit, one row whatever the number of records), so that
+ * a record that kills the process is counted: recovery turns an orphaned claim row into the request's
+ * records, one attempt each, as for a claimed batch. Then the handler runs and settles the claim in one
+ * transaction of the sink.
  */
 export interface InlineIngest {
   /**
-   * Stores `records` in `queue` claimed by `consumer`, in one committed statement, and returns them as a
-   * claimed batch. When ready records wait (new ones must not overtake them) they are stored unclaimed
-   * instead, as publish() does, and undefined is returned.
+   * Stores `records` as one claim of `consumer` in `queue`, committed. When ready records wait (new ones
+   * must not overtake them) they are stored unclaimed instead, as publish() does, and undefined is returned.
    */
-  claimInline(queue: string, consumer: string, records: readonly Buffer[]): Promise<ClaimedBatch | undefined>;
+  claimInline(queue: string, consumer: string, records: readonly Buffer[]): Promise<InlineClaim | undefined>;
   /** Runs `fn` in a transaction of the sink that holds the queue. */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  /**
+   * Inside that transaction: removes the claim (ClaimLostError when it is gone); `failures` (by position)
+   * go to the queue to be retried or to the error queue, `requeue` to the queue unclaimed, uncounted.
+   * Resolves to the positions moved to the error queue → their error queue ids.
+   */
+  settleInline(
+    tx: Tx,
+    claim: InlineClaim,
+    outcome: { failures?: readonly InlineFailure[]; requeue?: boolean },
+  ): Promise<ReadonlyMap<number, string>>;
+  /** After the commit: wakes the consumers of `queue` (records were added outside `publish`). */
+  notify(queue: string): void;
+}
+
+/** A request's records claimed for inline ingest: one row of the queue. */
+export interface InlineClaim {
+  /** The claim row's id. */
+  readonly id: string;
+  readonly queue: string;
+  readonly consumer: string;
+  readonly records: readonly Buffer[];
+}
+
+/** A record of an inline claim whose run failed. */
+export interface InlineFailure {
+  readonly position: number;
+  readonly error: string;
+  /** When to run it again; undefined: no attempts left, straight to the error queue. */
+  readonly retryAt: Date | undefined;
 }
 
 /** Why a record whose claim was recovered from a dead consumer failed (its error queue entry says so). */

@@ -1,13 +1,20 @@
 // Inline ingest: where a queue's backend offers it (the store queue of the embedded store), records that
-// arrive over HTTP or the CLI are processed within the request. They are first committed as records of the
-// queue claimed by this node (one statement), so that a record that kills the process is counted at the next
-// start and reaches the error queue after max_attempts, as on the queue path; then the handler runs and
-// acknowledges them in one transaction. A queue with a backlog takes the queue path, so records do not
-// overtake older ones. Failures of a small request are isolated within it; a request with more failures
-// goes back to the queue, where the runner isolates them in batches, so one request never holds the node.
+// arrive over HTTP or the CLI are processed within the request. They are first committed as one claim row
+// of the queue (one short statement), so that a record that kills the process is counted at the next start
+// and reaches the error queue after max_attempts, as on the queue path; then the handler runs and settles
+// the claim in one transaction: one write per record, plus two per request. A queue with a backlog takes
+// the queue path, so records do not overtake older ones. Failures of a small request are isolated within
+// it; a request with more failures goes back to the queue, whose runner isolates them in batches.
 import { BatchFailedError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { ClaimedBatch, ClaimedRecord, InlineIngest, QueueBackend, RecordFailure } from './backend.js';
+import type {
+  ClaimedRecord,
+  InlineClaim,
+  InlineFailure,
+  InlineIngest,
+  QueueBackend,
+  RecordFailure,
+} from './backend.js';
 import type { RecordProcessor } from './processor.js';
 import { logFailures } from './processor.js';
 
@@ -43,10 +50,10 @@ export async function ingestRecords(
   if (records.length === 0) return { accepted: 0, processed: 0 };
   if (backend.inline && processor.queue.inline && options.inline) {
     const started = performance.now();
-    const batch = await backend.inline.claimInline(processor.queue.name, options.consumer, records);
+    const claim = await backend.inline.claimInline(processor.queue.name, options.consumer, records);
     // undefined: a backlog, and the records were stored unclaimed for the runner.
-    if (!batch) return { accepted: records.length, processed: 0 };
-    const processed = await processInline(backend, backend.inline, processor, batch, options.log);
+    if (!claim) return { accepted: records.length, processed: 0 };
+    const processed = await processInline(backend.inline, processor, claim, options.log);
     if (processed > 0) options.onCommitted?.((performance.now() - started) / 1000);
     return { accepted: records.length, processed };
   }
@@ -56,81 +63,101 @@ export async function ingestRecords(
 
 /** Runs the handler over a claimed request and settles it; returns how many records committed. */
 async function processInline(
-  backend: QueueBackend,
   inline: InlineIngest,
   processor: RecordProcessor,
-  batch: ClaimedBatch,
+  claim: InlineClaim,
   log: Logger,
 ): Promise<number> {
   const queue = processor.queue.name;
-  let failures: RecordFailure[] | undefined;
+  const count = claim.records.length;
+  let settled: { failures: InlineFailure[]; moved: ReadonlyMap<number, string> } | undefined;
   try {
-    failures = await runInline(backend, inline, processor, batch);
+    settled = await runInline(inline, processor, claim);
   } catch (error) {
-    // Stopping, or the store failed: the records were claimed and stay in the queue. Give them back for the
-    // runner; if even that fails, the claim is recovered at the next start (with an attempt counted).
-    await backend.release(batch, batch.records);
+    // Stopping, or the store failed: the records go back to the queue for the runner; if even that fails,
+    // the claim stays and is recovered at the next start (with an attempt counted).
+    await requeue(inline, claim);
     log.warn(
-      { queue, records: batch.records.length, err: describeError(error) },
+      { queue, records: count, err: describeError(error) },
       `queue "${queue}": a request's records could not be processed inline; they wait in the queue`,
     );
     return 0;
   }
-  if (!failures) {
+  if (!settled) {
     // Too many failures for the request: its records go back to the queue unprocessed, no attempt counted.
-    await backend.release(batch, batch.records);
+    await requeue(inline, claim);
     log.warn(
-      { queue, records: batch.records.length, maxFailures: INLINE_MAX_FAILURES },
-      `queue "${queue}": more than ${INLINE_MAX_FAILURES} of a request's ${batch.records.length} records failed; they wait in the queue, whose runner isolates failures in batches`,
+      { queue, records: count, maxFailures: INLINE_MAX_FAILURES },
+      `queue "${queue}": more than ${INLINE_MAX_FAILURES} of a request's ${count} records failed; they wait in the queue, whose runner isolates failures in batches`,
     );
     return 0;
   }
-  const moved = await backend.complete(batch, failures);
-  const processed = batch.records.length - failures.length;
-  processor.counters.processed += processed;
+  const { failures, moved } = settled;
+  if (failures.length > 0) inline.notify(queue);
+  processor.counters.processed += count - failures.length;
   processor.counters.failed += failures.length;
-  logFailures(log, queue, failures, moved);
-  return processed;
+  // Logged as a batch's failures are; a record is named by its position in the request until it has an id.
+  const asRecord = (position: number): ClaimedRecord => ({
+    id: String(position),
+    position,
+    payload: claim.records[position] as Buffer,
+    attempts: 0,
+    enqueuedAt: new Date(),
+  });
+  logFailures(
+    log,
+    queue,
+    failures.map((failure): RecordFailure => ({ ...failure, record: asRecord(failure.position) })),
+    new Map([...moved].map(([position, errorId]) => [String(position), errorId])),
+  );
+  return count - failures.length;
 }
 
 /**
- * The request's records in one transaction with their acknowledgement; when a record fails, again in a new
- * one with failures isolated under savepoints. Resolves to the failures, or undefined past
+ * The request's records in one transaction that also settles their claim; when a record fails, again in a
+ * new one with failures isolated under savepoints. Resolves to the failures, or undefined past
  * INLINE_MAX_FAILURES (nothing committed).
  */
 async function runInline(
-  backend: QueueBackend,
   inline: InlineIngest,
   processor: RecordProcessor,
-  batch: ClaimedBatch,
-): Promise<RecordFailure[] | undefined> {
-  const payloads = batch.records.map((record) => record.payload);
-  const claim = { batch: batch.id, ids: batch.records.map((record) => record.id) };
+  claim: InlineClaim,
+): Promise<{ failures: InlineFailure[]; moved: ReadonlyMap<number, string> } | undefined> {
+  const ref = { batch: `inline ${claim.id}`, ids: [] };
   try {
     await inline.transaction(async (tx) => {
-      await backend.acknowledge(tx, batch, batch.records);
-      await processor.runWhole(tx, payloads, claim);
+      await inline.settleInline(tx, claim, {});
+      await processor.runWhole(tx, claim.records, ref);
     });
-    return [];
+    return { failures: [], moved: new Map() };
   } catch (error) {
     if (!(error instanceof BatchFailedError)) throw error;
   }
   try {
     return await inline.transaction(async (tx) => {
-      const outcome = await processor.runBounded(tx, payloads, { claim, maxFailures: INLINE_MAX_FAILURES });
+      const outcome = await processor.runBounded(tx, claim.records, {
+        claim: ref,
+        maxFailures: INLINE_MAX_FAILURES,
+      });
       // Rolls back what the records that succeeded so far wrote.
       if (!outcome) throw new TooManyFailures();
-      const succeeded = outcome.succeeded.map((index) => batch.records[index] as ClaimedRecord);
-      await backend.acknowledge(tx, batch, succeeded);
-      return outcome.failed.map(({ index, error }): RecordFailure => {
-        const record = batch.records[index] as ClaimedRecord;
-        return { record, error, retryAt: processor.retryAt(record.attempts) };
-      });
+      const failures = outcome.failed.map(({ index, error }): InlineFailure => ({
+        position: index,
+        error,
+        retryAt: processor.retryAt(0),
+      }));
+      return { failures, moved: await inline.settleInline(tx, claim, { failures }) };
     });
   } catch (error) {
     if (error instanceof TooManyFailures) return undefined;
     throw error;
   }
+}
+
+/** The claim's records back to the queue, unclaimed and uncounted. */
+async function requeue(inline: InlineIngest, claim: InlineClaim): Promise<void> {
+  await inline.transaction((tx) => inline.settleInline(tx, claim, { requeue: true }));
+  inline.notify(claim.queue);
 }
 
 /** Internal: rolls back an isolating transaction that found more than INLINE_MAX_FAILURES failures. */

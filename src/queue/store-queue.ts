@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
+import type { SQL } from 'drizzle-orm';
 import { sql } from 'drizzle-orm';
 
 import type { Logger } from '../log.js';
@@ -16,6 +17,8 @@ import type {
   ClaimedBatch,
   ClaimedRecord,
   ErrorRecord,
+  InlineClaim,
+  InlineFailure,
   InlineIngest,
   QueueBackend,
   QueueStats,
@@ -58,6 +61,8 @@ export const CONSUMER_TIMEOUT_MS = 3_000;
 const HEARTBEAT_MS = 1_000;
 /** A claim of ours older than this that no batch in memory holds was lost in transit: it is given back. */
 const UNKNOWN_CLAIM_GRACE_MS = 5_000;
+/** batch_id of a row that holds an inline request's records, claimed (never set otherwise without a ledger). */
+const INLINE_CLAIM = 'inline';
 
 export class StoreQueueBackend implements QueueBackend, InlineIngest {
   readonly kind = 'store';
@@ -264,12 +269,14 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     // Claims of ours that this process does not hold: their claim committed but its answer was lost with
     // the connection. Nothing ran, so no attempt is counted.
     const unknown = sql`queue = ${queue} AND claimed_by = ANY(${local}::text[]) AND NOT (id = ANY(${held}::bigint[]))
+      AND batch_id IS DISTINCT FROM ${INLINE_CLAIM}
       AND claimed_at < now() - make_interval(secs => ${UNKNOWN_CLAIM_GRACE_MS / 1000})`;
     // With a ledger, the batches are fenced first, then chosen by id rather than by these conditions.
     const claims = this.#ledger
       ? await fenceClaims(this.#store, this.#ledger, queue, { orphaned, unknown })
       : { orphaned, unknown, acked: new Map<string, readonly number[]>() };
     const recovered = await this.#store.transaction(async (tx) => {
+      if (!this.#ledger) await unpackInlineClaims(tx, orphaned);
       await deleteAcknowledged(tx, claims.acked);
       const dead = await moveToErrors(
         tx,
@@ -377,48 +384,80 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     queue: string,
     consumer: string,
     records: readonly Buffer[],
-  ): Promise<ClaimedBatch | undefined> {
-    if (records.length === 0) return undefined;
-    // One statement: a backlog (ready records waiting; those waiting out a retry back-off do not count) makes
-    // the new records wait their turn unclaimed; else they are claimed at once, in the order given.
+  ): Promise<InlineClaim | undefined> {
+    // One row for the whole request: a backlog (ready records waiting; those waiting out a retry back-off do
+    // not count) makes the records wait their turn unclaimed instead. Sent as base64 text: a large bytea
+    // parameter costs the embedded store about ten times more to take in (110 ms against 10 for 5000 records).
+    const packed = packRecords(records).toString('base64');
     const [row] = await this.#store.execute(sql`
-      WITH backlog AS (
-        SELECT EXISTS (
-          SELECT 1 FROM baton_queue_records
-          WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()) AS waiting),
-      inserted AS (
-        INSERT INTO baton_queue_records (queue, payload, claimed_by, claimed_at)
-        SELECT ${queue}, r.payload, CASE WHEN b.waiting THEN NULL ELSE ${consumer} END,
-               CASE WHEN b.waiting THEN NULL ELSE now() END
-        FROM unnest(${sql.param(records)}::bytea[]) WITH ORDINALITY AS r(payload, n), backlog AS b
-        ORDER BY r.n
-        RETURNING id, claimed_by IS NOT NULL AS claimed)
-      SELECT bool_and(claimed) AS claimed, min(id)::text AS first, max(id)::text AS last, count(*)::int AS n
-      FROM inserted`);
-    if (row?.['claimed'] !== true) {
-      this.#wakeups.emit(queue);
+      INSERT INTO baton_queue_records (queue, payload, claimed_by, claimed_at, batch_id)
+      SELECT ${queue}, decode(${packed}, 'base64'), ${consumer}, now(), ${INLINE_CLAIM}
+      WHERE NOT EXISTS (
+        SELECT 1 FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now())
+      RETURNING id::text AS id`);
+    if (!row) {
+      await this.publish(queue, records);
       return undefined;
     }
-    // One statement on the store's one connection takes consecutive ids, in the order of its rows.
-    const first = BigInt(String(row['first']));
-    if (BigInt(String(row['last'])) - first + 1n !== BigInt(records.length)) {
-      throw new Error(`inline claim of ${records.length} records took non-consecutive ids`);
+    return { id: String(row['id']), queue, consumer, records };
+  }
+
+  async settleInline(
+    tx: Tx,
+    claim: InlineClaim,
+    { failures = [], requeue = false }: { failures?: readonly InlineFailure[]; requeue?: boolean },
+  ): Promise<ReadonlyMap<number, string>> {
+    const { queue, records } = claim;
+    const removed = await executeIn(
+      tx,
+      sql`DELETE FROM baton_queue_records WHERE id = ${claim.id}::bigint AND claimed_by = ${claim.consumer} RETURNING 1`,
+    );
+    if (removed.length === 0) {
+      throw new ClaimLostError(
+        `queue "${queue}": the inline claim ${claim.id} was recovered before it committed`,
+      );
     }
-    const enqueuedAt = new Date();
-    const batch: ClaimedBatch = {
-      id: randomUUID(),
-      queue,
-      consumer,
-      records: records.map((payload, position) => ({
-        id: String(first + BigInt(position)),
-        position,
-        payload,
-        attempts: 0,
-        enqueuedAt,
-      })),
-    };
-    this.#held.set(batch.id, batch);
-    return batch;
+    if (requeue) {
+      await executeIn(
+        tx,
+        sql`INSERT INTO baton_queue_records (queue, payload)
+            SELECT ${queue}, p FROM unnest(${sql.param(records)}::bytea[]) WITH ORDINALITY AS u(p, n) ORDER BY n`,
+      );
+    }
+    const payloads = (list: readonly InlineFailure[]) =>
+      sql.param(list.map((failure) => records[failure.position] as Buffer));
+    const errors = (list: readonly InlineFailure[]) => sql.param(list.map((failure) => failure.error));
+    const retries = failures.filter((failure) => failure.retryAt !== undefined);
+    if (retries.length > 0) {
+      const times = sql.param(retries.map((failure) => (failure.retryAt as Date).toISOString()));
+      await executeIn(
+        tx,
+        sql`INSERT INTO baton_queue_records (queue, payload, attempts, run_after, last_error)
+            SELECT ${queue}, p, 1, t, e
+            FROM unnest(${payloads(retries)}::bytea[], ${times}::timestamptz[], ${errors(retries)}::text[])
+                 WITH ORDINALITY AS u(p, t, e, n)
+            ORDER BY n`,
+      );
+    }
+    const dead = failures.filter((failure) => failure.retryAt === undefined);
+    if (dead.length === 0) return new Map();
+    const moved = await executeIn(
+      tx,
+      sql`WITH inserted AS (
+            INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at)
+            SELECT ${queue}, p, 1, e, now()
+            FROM unnest(${payloads(dead)}::bytea[], ${errors(dead)}::text[]) WITH ORDINALITY AS u(p, e, n)
+            ORDER BY n
+            RETURNING id)
+          SELECT id::text AS id FROM inserted ORDER BY id`,
+    );
+    // Ids are taken in insertion order: the k-th error id is the k-th failure's.
+    return new Map(moved.map((row, index) => [(dead[index] as InlineFailure).position, String(row['id'])]));
+  }
+
+  /** Wakes the consumers of `queue` (records were added outside `publish`). */
+  notify(queue: string): void {
+    this.#wakeups.emit(queue);
   }
 
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
@@ -430,5 +469,49 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     await this.#unlisten?.();
     this.#unlisten = undefined;
     this.#wakeups.removeAllListeners();
+  }
+}
+
+/** An inline request's records as one bytea: each record's length (4 bytes, big-endian), then its bytes. */
+function packRecords(records: readonly Buffer[]): Buffer {
+  const packed = Buffer.allocUnsafe(records.reduce((sum, record) => sum + 4 + record.length, 0));
+  let offset = 0;
+  for (const record of records) {
+    offset = packed.writeUInt32BE(record.length, offset);
+    offset += record.copy(packed, offset);
+  }
+  return packed;
+}
+
+function unpackRecords(packed: Buffer): Buffer[] {
+  const records: Buffer[] = [];
+  for (let offset = 0; offset < packed.length;) {
+    const length = packed.readUInt32BE(offset);
+    records.push(packed.subarray(offset + 4, offset + 4 + length));
+    offset += 4 + length;
+  }
+  return records;
+}
+
+/**
+ * Inside the recovery transaction: turns each orphaned inline claim row into its request's records, still
+ * claimed by the dead consumer, so that the recovery that follows counts an attempt for each of them as for
+ * a claimed batch (and moves them to the error queue when they are out of attempts).
+ */
+async function unpackInlineClaims(tx: Tx, orphaned: SQL): Promise<void> {
+  const claims = await executeIn(
+    tx,
+    sql`DELETE FROM baton_queue_records WHERE ${orphaned} AND batch_id = ${INLINE_CLAIM}
+        RETURNING id, queue, payload, attempts, enqueued_at, claimed_by, claimed_at`,
+  );
+  for (const claim of claims.sort(byNumericId)) {
+    await executeIn(
+      tx,
+      sql`INSERT INTO baton_queue_records (queue, payload, attempts, enqueued_at, claimed_by, claimed_at)
+          SELECT ${claim['queue']}, p, ${claim['attempts']}, ${toDate(claim['enqueued_at']).toISOString()}::timestamptz,
+                 ${claim['claimed_by']}, ${toDate(claim['claimed_at']).toISOString()}::timestamptz
+          FROM unnest(${sql.param(unpackRecords(toBuffer(claim['payload'])))}::bytea[]) WITH ORDINALITY AS u(p, n)
+          ORDER BY n`,
+    );
   }
 }

@@ -1,6 +1,6 @@
-// The inline claim on the embedded store: a request's records become claimed rows of the queue in one
-// statement, each id naming the record at its position; a backlog stores them unclaimed instead. A claim
-// whose consumer died is recovered with an attempt, and its records are marked so that each runs alone.
+// The inline claim on the embedded store: a request's records become one claimed row of the queue; a
+// backlog stores them unclaimed instead. Settling it removes the row and queues the failures; a claim whose
+// consumer died becomes the request's records, one attempt each, marked so that each runs alone.
 import { sql } from 'drizzle-orm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
@@ -39,16 +39,35 @@ async function rows(): Promise<
 }
 
 describe('the inline claim', () => {
-  it('stores the records claimed, each id naming the record at its position', async () => {
+  it('stores one claimed row, which settling removes, queueing the failures', async () => {
     const records = Array.from({ length: 1000 }, (_, index) => Buffer.from(`record ${index}`));
-    const batch = await backend.inline?.claimInline('q', 'alive', records);
-    expect(batch?.records).toHaveLength(1000);
-    const stored = new Map((await rows()).map((row) => [row.id, row]));
-    for (const record of batch?.records ?? []) {
-      expect(stored.get(record.id)?.payload).toBe(`record ${record.position}`);
-      expect(stored.get(record.id)?.claimed_by).toBe('alive');
-    }
-    expect(await backend.stats('q')).toEqual({ depth: 0, inFlight: 1000, errors: 0 });
+    const claim = await backend.inline?.claimInline('q', 'alive', records);
+    if (!claim) throw new Error('no claim');
+    expect(await backend.stats('q')).toEqual({ depth: 0, inFlight: 1, errors: 0 });
+    const moved = await temp.store.transaction((tx) =>
+      backend.settleInline(tx, claim, {
+        failures: [
+          { position: 3, error: 'again', retryAt: new Date(0) },
+          { position: 7, error: 'never', retryAt: undefined },
+          { position: 9, error: 'never either', retryAt: undefined },
+        ],
+      }),
+    );
+    expect((await rows()).map((row) => [row.payload, row.attempts, row.claimed_by])).toEqual([
+      ['record 3', 1, null],
+    ]);
+    const errors = await backend.listErrors('q', { limit: 10 });
+    expect(errors.map((error) => [error.payload.toString(), error.error])).toEqual([
+      ['record 7', 'never'],
+      ['record 9', 'never either'],
+    ]);
+    expect([...moved]).toEqual([
+      [7, errors[0]?.id],
+      [9, errors[1]?.id],
+    ]);
+    await expect(temp.store.transaction((tx) => backend.settleInline(tx, claim, {}))).rejects.toThrow(
+      /inline claim/,
+    );
   }, 60_000);
 
   it('stores the records unclaimed behind a backlog', async () => {
@@ -60,21 +79,23 @@ describe('the inline claim', () => {
     ]);
   }, 60_000);
 
-  it('is recovered with an attempt once its consumer is dead, and its records come back marked', async () => {
+  it('is recovered as its records, one attempt each, once its consumer is dead; they come back marked', async () => {
     // A consumer of a process that died: not registered here.
     await backend.inline?.claimInline('q', 'dead', [Buffer.from('a'), Buffer.from('b')]);
     expect(await backend.recoverClaims('q', { maxAttempts: 5 })).toBe(2);
-    expect((await rows()).map((row) => row.attempts)).toEqual([1, 1]);
+    expect((await rows()).map((row) => [row.payload, row.attempts, row.claimed_by])).toEqual([
+      ['a', 1, null],
+      ['b', 1, null],
+    ]);
     const batch = await backend.claim('q', 'alive', 10);
     expect(batch?.records.map((record) => record.orphaned)).toEqual([true, true]);
     // Out of attempts: the error queue says why.
-    await backend.release(batch!, batch!.records);
     await temp.store.execute(sql`UPDATE baton_queue_records SET claimed_by = 'dead'`);
     expect(await backend.recoverClaims('q', { maxAttempts: 2 })).toBe(2);
     const errors = await backend.listErrors('q', { limit: 10 });
-    expect(errors.map((error) => [error.attempts, error.error])).toEqual([
-      [2, RECOVERED_REASON],
-      [2, RECOVERED_REASON],
+    expect(errors.map((error) => [error.payload.toString(), error.attempts, error.error])).toEqual([
+      ['a', 2, RECOVERED_REASON],
+      ['b', 2, RECOVERED_REASON],
     ]);
   }, 60_000);
 
