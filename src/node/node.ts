@@ -27,6 +27,8 @@ import { openBackends } from '../queue/backends.js';
 import type { IngestResult } from '../queue/ingest.js';
 import { ingestRecords } from '../queue/ingest.js';
 import type { CountersByQueue, RecordProcessor } from '../queue/processor.js';
+import type { HandlerCall } from '../queue/watchdog.js';
+import { Watchdog } from '../queue/watchdog.js';
 import { builtinMigrations, missingSchema } from '../store/migrate.js';
 import type { Tx } from '../store/store.js';
 import type { RuleEngine } from '../tasks/engine.js';
@@ -65,6 +67,7 @@ export class BatonNode implements HttpNode {
   #supervisor: Supervisor | undefined;
   #events: EventLog | undefined;
   #ruleEngine: RuleEngine | undefined;
+  #watchdog: Watchdog | undefined;
   readonly #routes: RouteRegistrar | undefined;
   #schemaCheck: { at: number; problem: Promise<string | undefined> } | undefined;
   #latestMigration: Promise<string> | undefined;
@@ -189,8 +192,15 @@ export class BatonNode implements HttpNode {
     if (!processor) throw new UnknownQueueError(queue, this.queueNames);
     return ingestRecords(this.#open().backendFor(queue), processor, records, {
       inline: this.#state === 'running',
+      consumer: this.consumer,
+      log: this.log,
       onCommitted: (seconds) => this.metrics.observeBatch(queue, seconds, 'committed'),
     });
+  }
+
+  /** The handler calls running now: what a crash log names. */
+  handlerCalls(): HandlerCall[] {
+    return this.#watchdog?.running() ?? [];
   }
 
   queueCounters(): CountersByQueue {
@@ -290,6 +300,10 @@ export class BatonNode implements HttpNode {
       });
       this.#group = group;
       this.#opened('group', () => group.stop());
+      // A handler that blocks the event loop past its deadline ends the process (see watchdog.ts).
+      const watchdog = new Watchdog({ node: this.name });
+      this.#watchdog = watchdog;
+      this.#opened('watchdog', () => watchdog.stop());
       const supervisor = makeSupervisor(config, backends.store, log);
       this.#supervisor = supervisor;
       for (const component of components) supervisor.add(component);
@@ -300,6 +314,7 @@ export class BatonNode implements HttpNode {
         ...parts,
         handlers,
         consumer: this.consumer,
+        watch: watchdog,
         fencing: { term: () => this.term, assertPrimary: (tx) => this.assertPrimary(tx) },
         onBatch: (queue, seconds, outcome) => this.metrics.observeBatch(queue, seconds, outcome),
       });

@@ -19,6 +19,7 @@ import type { CountersByQueue, Fencing } from '../queue/processor.js';
 import { RecordProcessor } from '../queue/processor.js';
 import type { BatchOutcome } from '../queue/runner.js';
 import { QueueRunner } from '../queue/runner.js';
+import type { HandlerWatch } from '../queue/watchdog.js';
 import type { Store, Tx } from '../store/store.js';
 import { RuleEngine } from '../tasks/engine.js';
 import { pruneTaskRuns } from '../tasks/runs.js';
@@ -97,6 +98,8 @@ export function addQueueRunners(options: {
   consumer: string;
   log: Logger;
   fencing: Fencing;
+  /** Told of each handler call: the watchdog. */
+  watch?: HandlerWatch;
   onBatch: (queue: string, seconds: number, outcome: BatchOutcome) => void;
 }): Map<string, RecordProcessor> {
   const processors = new Map<string, RecordProcessor>();
@@ -111,6 +114,7 @@ export function addQueueRunners(options: {
       // stop is past shutdown_timeout_ms (every queue).
       abort: () => runners.get(queue.name)?.signal ?? idle,
       fencing: options.fencing,
+      ...(options.watch ? { watch: options.watch } : {}),
     });
     const runner = new QueueRunner({
       processor,

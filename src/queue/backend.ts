@@ -12,6 +12,11 @@ export interface ClaimedRecord {
   /** Failed runs so far (0 on the first delivery). */
   readonly attempts: number;
   readonly enqueuedAt: Date;
+  /**
+   * True when the record was claimed by a consumer that died (its claim was recovered): it may be the record
+   * that killed its node, so the runner runs it alone. Only adapters that can tell set it.
+   */
+  readonly orphaned?: boolean;
 }
 
 export interface ClaimedBatch {
@@ -113,25 +118,55 @@ export interface QueueBackend {
   close(): Promise<void>;
 }
 
-/** A record that failed inside an ingest transaction and goes to the queue to be retried there. */
-export interface InlineFailure {
-  readonly payload: Buffer;
-  readonly error: string;
-  /** undefined: no attempts left, straight to the error queue. */
-  readonly retryAt: Date | undefined;
-}
-
-/** Inline ingest: a request's records handled and settled in one transaction of the sink. */
+/**
+ * Inline ingest: a request's records handled in the request. They are first committed as one claim row of
+ * the queue holding the whole request (one short commit, one row whatever the number of records), so that
+ * a record that kills the process is counted: recovery turns an orphaned claim row into the request's
+ * records, one attempt each, as for a claimed batch. Then the handler runs and settles the claim in one
+ * transaction of the sink.
+ */
 export interface InlineIngest {
+  /**
+   * Stores `records` as one claim of `consumer` in `queue`, committed. When ready records wait (new ones
+   * must not overtake them) they are stored unclaimed instead, as publish() does, and undefined is returned.
+   */
+  claimInline(queue: string, consumer: string, records: readonly Buffer[]): Promise<InlineClaim | undefined>;
   /** Runs `fn` in a transaction of the sink that holds the queue. */
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
-  /** Inside that transaction: true when ready records wait (new ones must not overtake them). */
-  hasBacklog(tx: Tx, queue: string): Promise<boolean>;
-  /** Inside that transaction: records whose inline run failed go to the queue (or the error queue). */
-  enqueueFailures(tx: Tx, queue: string, failures: readonly InlineFailure[]): Promise<void>;
+  /**
+   * Inside that transaction: removes the claim (ClaimLostError when it is gone); `failures` (by position)
+   * go to the queue to be retried or to the error queue, `requeue` to the queue unclaimed, uncounted.
+   * Resolves to the positions moved to the error queue → their error queue ids.
+   */
+  settleInline(
+    tx: Tx,
+    claim: InlineClaim,
+    outcome: { failures?: readonly InlineFailure[]; requeue?: boolean },
+  ): Promise<ReadonlyMap<number, string>>;
   /** After the commit: wakes the consumers of `queue` (records were added outside `publish`). */
   notify(queue: string): void;
 }
+
+/** A request's records claimed for inline ingest: one row of the queue. */
+export interface InlineClaim {
+  /** The claim row's id. */
+  readonly id: string;
+  readonly queue: string;
+  readonly consumer: string;
+  readonly records: readonly Buffer[];
+}
+
+/** A record of an inline claim whose run failed. */
+export interface InlineFailure {
+  readonly position: number;
+  readonly error: string;
+  /** When to run it again; undefined: no attempts left, straight to the error queue. */
+  readonly retryAt: Date | undefined;
+}
+
+/** Why a record whose claim was recovered from a dead consumer failed (its error queue entry says so). */
+export const RECOVERED_REASON =
+  'its node stopped while processing it: crashed, killed, or ended by the watchdog (the claim was recovered)';
 
 /** Display name of a queue's error queue, as Azafea names it. */
 export function errorQueueName(queue: string): string {

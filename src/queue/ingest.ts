@@ -1,17 +1,40 @@
 // Inline ingest: where a queue's backend offers it (the store queue of the embedded store), records that
-// arrive over HTTP or the CLI may be processed inline, the handler and the records' fate committed in the
-// request's own transaction: one write per record instead of three (enqueue, claim, acknowledge). A queue
-// with a backlog takes the queue path, so records do not overtake older ones; records that fail go to the
-// queue to be retried there.
-import { BatchFailedError } from '../errors.js';
-import type { InlineFailure, InlineIngest, QueueBackend } from './backend.js';
+// arrive over HTTP or the CLI are processed within the request. They are first committed as one claim row
+// of the queue (one short statement), so that a record that kills the process is counted at the next start
+// and reaches the error queue after max_attempts, as on the queue path; then the handler runs and settles
+// the claim in one transaction: one write per record, plus two per request. A queue with a backlog takes
+// the queue path, so records do not overtake older ones. Failures of a small request are isolated within
+// it; a request with more failures goes back to the queue, whose runner isolates them in batches.
+import { BatchFailedError, describeError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type {
+  ClaimedRecord,
+  InlineClaim,
+  InlineFailure,
+  InlineIngest,
+  QueueBackend,
+  RecordFailure,
+} from './backend.js';
 import type { RecordProcessor } from './processor.js';
+import { logFailures } from './processor.js';
+
+/** A request whose whole run failed is isolated in the request only while this many records fail. */
+export const INLINE_MAX_FAILURES = 16;
 
 export interface IngestResult {
   /** Records accepted (stored in the sink, queued, or moved to the error queue): all of them. */
   readonly accepted: number;
   /** Of those, records whose handler ran and committed within the request. */
   readonly processed: number;
+}
+
+export interface IngestOptions {
+  /** The queue allows inline processing now (the node runs). */
+  readonly inline: boolean;
+  /** The consumer that claims the request's records: the node's. */
+  readonly consumer: string;
+  readonly log: Logger;
+  readonly onCommitted?: (seconds: number) => void;
 }
 
 /**
@@ -22,61 +45,120 @@ export async function ingestRecords(
   backend: QueueBackend,
   processor: RecordProcessor,
   records: readonly Buffer[],
-  options: { inline: boolean; onCommitted?: (seconds: number) => void },
+  options: IngestOptions,
 ): Promise<IngestResult> {
   if (records.length === 0) return { accepted: 0, processed: 0 };
   if (backend.inline && processor.queue.inline && options.inline) {
     const started = performance.now();
-    const result = await ingestInline(backend.inline, processor, records);
-    if (result) {
-      if (result.processed > 0) options.onCommitted?.((performance.now() - started) / 1000);
-      return result;
-    }
+    const claim = await backend.inline.claimInline(processor.queue.name, options.consumer, records);
+    // undefined: a backlog, and the records were stored unclaimed for the runner.
+    if (!claim) return { accepted: records.length, processed: 0 };
+    const processed = await processInline(backend.inline, processor, claim, options.log);
+    if (processed > 0) options.onCommitted?.((performance.now() - started) / 1000);
+    return { accepted: records.length, processed };
   }
   await backend.publish(processor.queue.name, records);
   return { accepted: records.length, processed: 0 };
 }
 
-/** Processes `records` inline; undefined when the queue has a backlog (the caller then publishes them). */
-async function ingestInline(
+/** Runs the handler over a claimed request and settles it; returns how many records committed. */
+async function processInline(
   inline: InlineIngest,
   processor: RecordProcessor,
-  records: readonly Buffer[],
-): Promise<IngestResult | undefined> {
+  claim: InlineClaim,
+  log: Logger,
+): Promise<number> {
   const queue = processor.queue.name;
-  const result = await ingestOnce(inline, processor, records, 'whole').catch((error: unknown) => {
-    if (!(error instanceof BatchFailedError)) throw error;
-    // A record failed: roll back, and isolate the failures under savepoints in a new transaction.
-    return ingestOnce(inline, processor, records, 'isolate');
+  const count = claim.records.length;
+  let settled: { failures: InlineFailure[]; moved: ReadonlyMap<number, string> } | undefined;
+  try {
+    settled = await runInline(inline, processor, claim);
+  } catch (error) {
+    // Stopping, or the store failed: the records go back to the queue for the runner; if even that fails,
+    // the claim stays and is recovered at the next start (with an attempt counted).
+    await requeue(inline, claim);
+    log.warn(
+      { queue, records: count, err: describeError(error) },
+      `queue "${queue}": a request's records could not be processed inline; they wait in the queue`,
+    );
+    return 0;
+  }
+  if (!settled) {
+    // Too many failures for the request: its records go back to the queue unprocessed, no attempt counted.
+    await requeue(inline, claim);
+    log.warn(
+      { queue, records: count, maxFailures: INLINE_MAX_FAILURES },
+      `queue "${queue}": more than ${INLINE_MAX_FAILURES} of a request's ${count} records failed; they wait in the queue, whose runner isolates failures in batches`,
+    );
+    return 0;
+  }
+  const { failures, moved } = settled;
+  if (failures.length > 0) inline.notify(queue);
+  processor.counters.processed += count - failures.length;
+  processor.counters.failed += failures.length;
+  // Logged as a batch's failures are; a record is named by its position in the request until it has an id.
+  const asRecord = (position: number): ClaimedRecord => ({
+    id: String(position),
+    position,
+    payload: claim.records[position] as Buffer,
+    attempts: 0,
+    enqueuedAt: new Date(),
   });
-  if (!result) return undefined;
-  processor.counters.processed += result.processed;
-  processor.counters.failed += result.failed;
-  if (result.failed > 0) inline.notify(queue);
-  return { accepted: records.length, processed: result.processed };
+  logFailures(
+    log,
+    queue,
+    failures.map((failure): RecordFailure => ({ ...failure, record: asRecord(failure.position) })),
+    new Map([...moved].map(([position, errorId]) => [String(position), errorId])),
+  );
+  return count - failures.length;
 }
 
-/** One ingest transaction; undefined when the queue has a backlog. */
-function ingestOnce(
+/**
+ * The request's records in one transaction that also settles their claim; when a record fails, again in a
+ * new one with failures isolated under savepoints. Resolves to the failures, or undefined past
+ * INLINE_MAX_FAILURES (nothing committed).
+ */
+async function runInline(
   inline: InlineIngest,
   processor: RecordProcessor,
-  records: readonly Buffer[],
-  mode: 'whole' | 'isolate',
-): Promise<{ processed: number; failed: number } | undefined> {
-  const queue = processor.queue.name;
-  return inline.transaction(async (tx) => {
-    if (await inline.hasBacklog(tx, queue)) return undefined;
-    if (mode === 'whole') {
-      await processor.runWhole(tx, records);
-      return { processed: records.length, failed: 0 };
-    }
-    const outcome = await processor.run(tx, records);
-    const failures = outcome.failed.map(({ index, error }): InlineFailure => ({
-      payload: records[index] as Buffer,
-      error,
-      retryAt: processor.retryAt(0),
-    }));
-    await inline.enqueueFailures(tx, queue, failures);
-    return { processed: outcome.succeeded.length, failed: failures.length };
-  });
+  claim: InlineClaim,
+): Promise<{ failures: InlineFailure[]; moved: ReadonlyMap<number, string> } | undefined> {
+  const ref = { batch: `inline ${claim.id}`, ids: [] };
+  try {
+    await inline.transaction(async (tx) => {
+      await inline.settleInline(tx, claim, {});
+      await processor.runWhole(tx, claim.records, ref);
+    });
+    return { failures: [], moved: new Map() };
+  } catch (error) {
+    if (!(error instanceof BatchFailedError)) throw error;
+  }
+  try {
+    return await inline.transaction(async (tx) => {
+      const outcome = await processor.runBounded(tx, claim.records, {
+        claim: ref,
+        maxFailures: INLINE_MAX_FAILURES,
+      });
+      // Rolls back what the records that succeeded so far wrote.
+      if (!outcome) throw new TooManyFailures();
+      const failures = outcome.failed.map(({ index, error }): InlineFailure => ({
+        position: index,
+        error,
+        retryAt: processor.retryAt(0),
+      }));
+      return { failures, moved: await inline.settleInline(tx, claim, { failures }) };
+    });
+  } catch (error) {
+    if (error instanceof TooManyFailures) return undefined;
+    throw error;
+  }
 }
+
+/** The claim's records back to the queue, unclaimed and uncounted. */
+async function requeue(inline: InlineIngest, claim: InlineClaim): Promise<void> {
+  await inline.transaction((tx) => inline.settleInline(tx, claim, { requeue: true }));
+  inline.notify(claim.queue);
+}
+
+/** Internal: rolls back an isolating transaction that found more than INLINE_MAX_FAILURES failures. */
+class TooManyFailures extends Error {}

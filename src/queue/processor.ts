@@ -1,6 +1,7 @@
 // Runs a queue's handler over a batch of records inside the caller's transaction. A failing batch is
 // bisected under savepoints until the bad records are isolated, so one bad record costs log2(batch) extra
-// rounds and never fails its neighbours. Each handler call has a deadline and an AbortSignal.
+// rounds and never fails its neighbours. Each handler call has a deadline and an AbortSignal, and is told to
+// the watchdog, which ends the process when a call blocks the event loop past its deadline.
 import type { QueueConfig } from '../config/types.js';
 import { BatchFailedError, describeError, HandlerTimeoutError } from '../errors.js';
 import type { Handler } from '../handler/handler.js';
@@ -9,6 +10,9 @@ import { isConnectionError } from '../util/connection-errors.js';
 import type { Tx } from '../store/store.js';
 import { withDatabaseReason } from '../store/store.js';
 import { backoffDelay } from '../util/backoff.js';
+import type { RecordFailure } from './backend.js';
+import type { HandlerWatch } from './watchdog.js';
+import { RECORD_IDS_LOGGED } from './watchdog.js';
 
 export interface RecordOutcome {
   /** Indexes (into the records given) that the handler processed; their effects are in the transaction. */
@@ -32,6 +36,23 @@ export interface Fencing {
   assertPrimary(tx: Tx): Promise<void>;
 }
 
+/** The claim a run's records belong to, for the watchdog and the crash log. */
+export interface ClaimRef {
+  /** The batch (or inline request) id. */
+  readonly batch: string;
+  /** Record ids, one per record given, in the same order. */
+  readonly ids: readonly string[];
+}
+
+export interface RunOptions {
+  readonly claim?: ClaimRef;
+  /** Past this many failures, runBounded() stops isolating and resolves to undefined. */
+  readonly maxFailures: number;
+}
+
+/** Failures logged one line each per batch; more are summed up in one line. */
+const FAILURES_LOGGED = 3;
+
 /** A node not in a group: term 0, nothing to fence against. */
 const ALONE: Fencing = { term: () => 0, assertPrimary: () => Promise.resolve() };
 
@@ -42,6 +63,7 @@ export class RecordProcessor {
   readonly #log: Logger;
   readonly #abortSignal: () => AbortSignal;
   readonly #fencing: Fencing;
+  readonly #watch: HandlerWatch | undefined;
 
   constructor(options: {
     queue: QueueConfig;
@@ -50,6 +72,8 @@ export class RecordProcessor {
     /** Aborts running handlers: the node's hard stop, and for primary-only queues a step-down too. */
     abort: AbortSignal | (() => AbortSignal);
     fencing?: Fencing;
+    /** Told of each handler call (the watchdog). */
+    watch?: HandlerWatch;
   }) {
     this.queue = options.queue;
     this.#handler = options.handler;
@@ -57,15 +81,16 @@ export class RecordProcessor {
     this.#abortSignal =
       typeof options.abort === 'function' ? options.abort : () => options.abort as AbortSignal;
     this.#fencing = options.fencing ?? ALONE;
+    this.#watch = options.watch;
   }
 
   /**
    * The fast path: runs the handler over all `records` directly in `tx`, with no savepoint. When a record
    * fails it throws BatchFailedError; the caller rolls the transaction back and calls run() in a new one.
    */
-  async runWhole(tx: Tx, records: readonly Buffer[]): Promise<void> {
+  async runWhole(tx: Tx, records: readonly Buffer[], claim?: ClaimRef): Promise<void> {
     try {
-      await this.#call(tx, records);
+      await this.#call(tx, records, claim, 0);
     } catch (error) {
       if (this.#abortSignal().aborted || isConnectionError(error)) throw error;
       throw new BatchFailedError(describeError(error), { cause: error });
@@ -73,13 +98,23 @@ export class RecordProcessor {
   }
 
   /** Runs the handler over `records` in `tx`, isolating failures; never throws for a handler error. */
-  async run(
+  async run(tx: Tx, records: readonly Buffer[], options: { claim?: ClaimRef } = {}): Promise<RecordOutcome> {
+    return (await this.runBounded(tx, records, { ...options, maxFailures: Infinity })) as RecordOutcome;
+  }
+
+  /**
+   * As run(), but resolves to undefined once more than `options.maxFailures` records failed (what
+   * succeeded so far is still in `tx`: the caller rolls back and hands the records to a path that
+   * isolates them in bounded batches).
+   */
+  async runBounded(
     tx: Tx,
     records: readonly Buffer[],
-    describe: (index: number) => object = () => ({}),
-  ): Promise<RecordOutcome> {
+    options: RunOptions,
+  ): Promise<RecordOutcome | undefined> {
     const outcome: RecordOutcome = { succeeded: [], failed: [] };
-    await this.#isolate(tx, records, 0, records.length, outcome, describe);
+    const isolation = { records, outcome, options };
+    if (!(await this.#isolate(tx, isolation, 0, records.length))) return undefined;
     outcome.succeeded.sort((a, b) => a - b);
     return outcome;
   }
@@ -98,42 +133,52 @@ export class RecordProcessor {
     return new Date(now + delay);
   }
 
+  /** Isolates the failures of records[start, end); false once past the failure budget. */
   async #isolate(
     tx: Tx,
-    records: readonly Buffer[],
+    isolation: { records: readonly Buffer[]; outcome: RecordOutcome; options: RunOptions },
     start: number,
     end: number,
-    outcome: RecordOutcome,
-    describe: (index: number) => object,
-  ): Promise<void> {
-    const slice = records.slice(start, end);
+  ): Promise<boolean> {
+    const { records, outcome, options } = isolation;
     try {
       // A savepoint, so that a failure undoes this slice only.
-      await tx.transaction((savepoint) => this.#call(savepoint, slice));
+      await tx.transaction((savepoint) =>
+        this.#call(savepoint, records.slice(start, end), options.claim, start),
+      );
       for (let index = start; index < end; index++) outcome.succeeded.push(index);
-      return;
+      return true;
     } catch (error) {
       // Stopping, or the store went away: not the records' fault, and the transaction is lost anyway.
       if (this.#abortSignal().aborted || isConnectionError(error)) throw error;
       if (end - start === 1) {
         // A statement the database refused: its reason, not drizzle's "Failed query", goes to the error queue.
-        const reason = describeError(withDatabaseReason(error));
-        outcome.failed.push({ index: start, error: reason });
-        this.#log.warn(
-          { queue: this.queue.name, position: start, ...describe(start), err: reason },
-          `handler of queue "${this.queue.name}" failed on the record at position ${start} of its batch`,
-        );
-        return;
+        outcome.failed.push({ index: start, error: describeError(withDatabaseReason(error)) });
+        return outcome.failed.length <= options.maxFailures;
       }
     }
     const middle = start + Math.ceil((end - start) / 2);
-    await this.#isolate(tx, records, start, middle, outcome, describe);
-    await this.#isolate(tx, records, middle, end, outcome, describe);
+    return (
+      (await this.#isolate(tx, isolation, start, middle)) && (await this.#isolate(tx, isolation, middle, end))
+    );
   }
 
-  async #call(tx: Tx, records: readonly Buffer[]): Promise<void> {
+  async #call(
+    tx: Tx,
+    records: readonly Buffer[],
+    claim: ClaimRef | undefined,
+    offset: number,
+  ): Promise<void> {
     const controller = new AbortController();
     const timeoutMs = this.queue.timeoutMs;
+    const ids = claim?.ids.slice(offset, offset + Math.min(records.length, RECORD_IDS_LOGGED)) ?? [];
+    const watched = this.#watch?.begin({
+      queue: this.queue.name,
+      timeoutMs,
+      ...(claim ? { claim: claim.batch } : {}),
+      records: ids,
+      count: records.length,
+    });
     const timer = setTimeout(() => {
       controller.abort(
         new HandlerTimeoutError(`the handler did not finish within timeout_ms (${timeoutMs} ms)`),
@@ -161,8 +206,45 @@ export class RecordProcessor {
     } finally {
       clearTimeout(timer);
       abort.removeEventListener('abort', forward);
+      if (watched !== undefined) this.#watch?.end(watched);
     }
   }
+}
+
+/**
+ * Logs the failures of a batch (or inline request) after it was settled: one line per failure for the first
+ * few, then one line for the rest, so that a batch of junk costs a few lines, not one per record. `moved`:
+ * record id → error queue id, for those moved to the error queue.
+ */
+export function logFailures(
+  log: Logger,
+  queue: string,
+  failures: readonly RecordFailure[],
+  moved: ReadonlyMap<string, string>,
+): void {
+  for (const failure of failures.slice(0, FAILURES_LOGGED)) {
+    const attempts = failure.record.attempts + 1;
+    const errorId = moved.get(failure.record.id);
+    if (errorId === undefined) {
+      log.warn(
+        { queue, record: failure.record.id, attempts, err: failure.error },
+        `queue "${queue}": record ${failure.record.id} failed (attempt ${attempts}); retried after a back-off`,
+      );
+    } else {
+      // Named by its id in the error queue, as `baton errors` lists it.
+      log.error(
+        { queue, record: errorId, attempts, err: failure.error },
+        `queue "${queue}": record ${errorId} moved to the error queue errors-${queue}`,
+      );
+    }
+  }
+  const rest = failures.slice(FAILURES_LOGGED);
+  if (rest.length === 0) return;
+  const toErrors = rest.filter((failure) => moved.has(failure.record.id)).length;
+  log.error(
+    { queue, failed: rest.length, movedToErrors: toErrors, err: rest[0]?.error },
+    `queue "${queue}": ${rest.length} more records of the batch failed (${toErrors} moved to the error queue errors-${queue}, the others retried after a back-off)`,
+  );
 }
 
 function toError(reason: unknown): Error {

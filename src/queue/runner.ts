@@ -3,6 +3,8 @@
 // meanwhile). Failed records are retried after back-off, then go to the error queue. Draining stops the
 // claiming, gives back batches claimed ahead and lets in-flight batches finish; the run's signal (a
 // step-down, or the node's stop past its deadline) aborts the handlers, and their batches are given back.
+// A record whose consumer died runs alone (it may be what killed the node), and a failing batch is
+// isolated in transactions of at most ISOLATE_MAX records, so that junk costs bounded work per transaction.
 import type { Component, ComponentContext, RunOn } from '../components/component.js';
 import {
   BackendUnavailableError,
@@ -16,13 +18,19 @@ import type { Store } from '../store/store.js';
 import { backoffDelay } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
 import type { ClaimedBatch, ClaimedRecord, QueueBackend, RecordFailure } from './backend.js';
-import type { RecordProcessor } from './processor.js';
+import type { ClaimRef, RecordProcessor } from './processor.js';
+import { logFailures } from './processor.js';
 
 /** How long an idle consumer waits for a wake-up before it looks again (retries become ready by time). */
 const IDLE_POLL_MS = 500;
 /** How often a shared backend is searched for claims of dead consumers. */
 const RECOVERY_INTERVAL_MS = 1_000;
 const RECONNECT_BACKOFF = { initialMs: 1_000, maxMs: 32_000 };
+/**
+ * A failing batch larger than this is split in halves, each in a transaction of its own, before its
+ * failures are isolated under savepoints: at most 2 × ISOLATE_MAX savepoints in one transaction.
+ */
+export const ISOLATE_MAX = 32;
 
 /** How a batch ended: every record committed, some failed (the others committed), or nothing committed. */
 export type BatchOutcome = 'committed' | 'partial' | 'rolled_back';
@@ -158,7 +166,7 @@ export class QueueRunner implements Component {
           next = this.#backend.claim(this.queue, this.#consumer, batchSize);
           next.catch(() => undefined);
         }
-        await this.#process(batch, claims);
+        await this.#process(await this.#orphansAlone(batch), claims);
       } catch (error) {
         failures += 1;
         const delay = backoffDelay(failures, RECONNECT_BACKOFF);
@@ -184,6 +192,19 @@ export class QueueRunner implements Component {
         `queue "${this.queue}": could not give back a batch claimed ahead; claim recovery will`,
       );
     }
+  }
+
+  /**
+   * A record of a dead consumer's claim may be what killed it: it runs alone, so that another crash counts
+   * an attempt against it only. The records from the first such one on are given back (no attempt
+   * counted); the batch keeps those before it, or that record alone when it comes first.
+   */
+  async #orphansAlone(batch: ClaimedBatch): Promise<ClaimedBatch> {
+    const first = batch.records.findIndex((record) => record.orphaned === true);
+    if (first < 0 || batch.records.length === 1) return batch;
+    const keep = first === 0 ? 1 : first;
+    await this.#backend.release(batch, batch.records.slice(keep));
+    return { ...batch, records: batch.records.slice(0, keep) };
   }
 
   /** Processes a claimed batch, then settles it with the backend: exactly once per batch. */
@@ -221,21 +242,15 @@ export class QueueRunner implements Component {
     processor.counters.processed += batch.records.length - failures.length;
     processor.counters.failed += failures.length;
     const moved = await this.#backend.complete(batch, failures);
-    for (const failure of failures) {
-      // Named by its id in the error queue, as `baton errors` lists it.
-      const errorId = moved.get(failure.record.id);
-      if (errorId === undefined) continue;
-      this.#log.error(
-        { queue: this.queue, record: errorId, attempts: failure.record.attempts + 1, err: failure.error },
-        `queue "${this.queue}": record ${errorId} moved to the error queue errors-${this.queue}`,
-      );
-    }
+    logFailures(this.#log, this.queue, failures, moved);
   }
 
   /**
-   * Runs `records` in one transaction and returns the failed ones. If the transaction itself fails (not a
-   * handler error, which the processor isolates, but e.g. a commit that violates a deferred constraint),
-   * the records are split and retried in smaller transactions until the failing record is found.
+   * Runs `records` in one transaction and returns the failed ones. A batch that fails is isolated under
+   * savepoints when it holds at most ISOLATE_MAX records, else split in halves, each in a transaction of its
+   * own. If the transaction itself fails (not a handler error, which the processor isolates, but e.g. a
+   * commit that violates a deferred constraint), the records are split the same way until the failing
+   * record is found.
    */
   async #commit(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<RecordFailure[]> {
     try {
@@ -243,21 +258,21 @@ export class QueueRunner implements Component {
         return await this.#transact(batch, records, 'whole');
       } catch (error) {
         if (!(error instanceof BatchFailedError)) throw error;
-        return await this.#transact(batch, records, 'isolate');
+        if (records.length <= ISOLATE_MAX) return await this.#transact(batch, records, 'isolate');
       }
     } catch (error) {
       if (isAbort(error) || error instanceof ClaimLostError || error instanceof BackendUnavailableError)
         throw error;
-      if (records.length > 1) {
-        const middle = Math.ceil(records.length / 2);
-        return [
-          ...(await this.#commit(batch, records.slice(0, middle))),
-          ...(await this.#commit(batch, records.slice(middle))),
-        ];
+      if (records.length === 1) {
+        const record = records[0] as ClaimedRecord;
+        return [{ record, error: describeError(error), retryAt: this.#processor.retryAt(record.attempts) }];
       }
-      const record = records[0] as ClaimedRecord;
-      return [{ record, error: describeError(error), retryAt: this.#processor.retryAt(record.attempts) }];
     }
+    const middle = Math.ceil(records.length / 2);
+    return [
+      ...(await this.#commit(batch, records.slice(0, middle))),
+      ...(await this.#commit(batch, records.slice(middle))),
+    ];
   }
 
   /**
@@ -271,6 +286,7 @@ export class QueueRunner implements Component {
   ): Promise<RecordFailure[]> {
     const processor = this.#processor;
     const payloads = records.map((record) => record.payload);
+    const claim: ClaimRef = { batch: batch.id, ids: records.map((record) => record.id) };
     return this.#store.transaction(async (tx) => {
       if (mode === 'whole') {
         // The acknowledgement goes out first (the yield lets its statement reach the connection), so that its
@@ -280,7 +296,7 @@ export class QueueRunner implements Component {
         acknowledged.catch(() => undefined);
         await new Promise(setImmediate);
         try {
-          await processor.runWhole(tx, payloads);
+          await processor.runWhole(tx, payloads, claim);
         } catch (error) {
           const lost = await acknowledged.then(
             () => undefined,
@@ -291,7 +307,7 @@ export class QueueRunner implements Component {
         await acknowledged;
         return [];
       }
-      const outcome = await processor.run(tx, payloads, (index) => ({ record: records[index]?.id }));
+      const outcome = await processor.run(tx, payloads, { claim });
       await this.#backend.acknowledge(
         tx,
         batch,

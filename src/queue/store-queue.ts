@@ -16,12 +16,15 @@ import type {
   ClaimedBatch,
   ClaimedRecord,
   ErrorRecord,
+  InlineClaim,
   InlineFailure,
   InlineIngest,
   QueueBackend,
   QueueStats,
   RecordFailure,
 } from './backend.js';
+import { RECOVERED_REASON } from './backend.js';
+import { INLINE_CLAIM, insertInlineClaim, settleInlineClaim, unpackInlineClaims } from './inline-claims.js';
 import type { ClaimLedger } from './queue-tables.js';
 import {
   byNumericId,
@@ -129,6 +132,11 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
     const id = randomUUID();
     const batchId = this.#ledger ? sql`, batch_id = ${id}` : sql``;
+    // Records of a dead consumer's claim are marked, so that the runner runs each alone. Not with a ledger:
+    // there a batch's rows must leave it together, so it is never split.
+    const orphaned = this.#ledger
+      ? sql``
+      : sql`, last_error IS NOT DISTINCT FROM ${RECOVERED_REASON} AS orphaned`;
     const rows = await this.#store.execute(sql`
       UPDATE baton_queue_records SET claimed_by = ${consumer}, claimed_at = now()${batchId}
       WHERE id IN (
@@ -136,10 +144,13 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
         WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()
         ORDER BY id LIMIT ${max}
         FOR UPDATE SKIP LOCKED)
-      RETURNING id::text AS id, payload, attempts, enqueued_at`);
+      RETURNING id::text AS id, payload, attempts, enqueued_at${orphaned}`);
     if (rows.length === 0) return undefined;
     // In id order: a ledger's positions must mean the same records at acknowledgement and at recovery.
-    const records = rows.sort(byNumericId).map(toClaimedRecord);
+    const records = rows.sort(byNumericId).map((row, position) => ({
+      ...toClaimedRecord(row, position),
+      ...(row['orphaned'] === true ? { orphaned: true } : {}),
+    }));
     const batch = { id, queue, consumer, records };
     this.#held.set(batch.id, batch);
     return batch;
@@ -200,34 +211,48 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
               WHERE id = ANY(${sql.param(ids(released))}::bigint[]) AND ${ours}`,
         );
       }
-      const toErrors = new Map<string, string>();
-      for (const { record, error, retryAt } of failures) {
-        if (retryAt) {
-          await executeIn(
-            tx,
-            sql`UPDATE baton_queue_records
-                SET attempts = attempts + 1, claimed_by = NULL, claimed_at = NULL, batch_id = NULL,
-                    run_after = ${retryAt}, last_error = ${error}
-                WHERE id = ${record.id}::bigint AND ${ours}`,
-          );
-        } else {
-          const [errorId] = await moveToErrors(
-            tx,
-            sql`id = ${record.id}::bigint AND ${ours}`,
-            sql`attempts + 1`,
-            error,
-          );
-          if (errorId !== undefined) toErrors.set(record.id, errorId);
-        }
+      // One statement for the retries and one for the error queue, whatever the number of failures: a batch
+      // of junk must not hold the node's thread for a statement per record.
+      const retries = failures.filter((failure) => failure.retryAt !== undefined);
+      if (retries.length > 0) {
+        await executeIn(
+          tx,
+          sql`UPDATE baton_queue_records AS r
+              SET attempts = r.attempts + 1, claimed_by = NULL, claimed_at = NULL, batch_id = NULL,
+                  run_after = f.run_after, last_error = f.error
+              FROM unnest(${sql.param(retries.map((failure) => failure.record.id))}::bigint[],
+                          ${sql.param(retries.map((failure) => (failure.retryAt as Date).toISOString()))}::timestamptz[],
+                          ${sql.param(retries.map((failure) => failure.error))}::text[]) AS f(id, run_after, error)
+              WHERE r.id = f.id AND ${ours}`,
+        );
       }
-      return toErrors;
+      const dead = failures.filter((failure) => failure.retryAt === undefined);
+      if (dead.length === 0) return new Map<string, string>();
+      // Error queue ids are taken in the order of the record ids: the k-th of each pairs up.
+      const pairs = await executeIn(
+        tx,
+        sql`WITH f AS (
+              SELECT * FROM unnest(${sql.param(dead.map((failure) => failure.record.id))}::bigint[],
+                                   ${sql.param(dead.map((failure) => failure.error))}::text[]) AS f(id, error)),
+            moved AS (
+              DELETE FROM baton_queue_records AS r USING f WHERE r.id = f.id AND ${ours}
+              RETURNING r.id, r.queue, r.payload, r.attempts + 1 AS attempts, f.error, r.enqueued_at),
+            inserted AS (
+              INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at)
+              SELECT queue, payload, attempts, error, enqueued_at FROM moved ORDER BY id
+              RETURNING id)
+            SELECT m.id::text AS record, i.id::text AS error
+            FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM moved) AS m
+            JOIN (SELECT id, row_number() OVER (ORDER BY id) AS n FROM inserted) AS i USING (n)`,
+      );
+      return new Map(pairs.map((row) => [String(row['record']), String(row['error'])]));
     });
     if (released.length > 0 || failures.some((failure) => failure.retryAt)) this.#wakeups.emit(batch.queue);
     return moved;
   }
 
   async recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number> {
-    const reason = 'its node stopped while processing it (the claim was recovered)';
+    const reason = RECOVERED_REASON;
     const local = sql.param(this.#consumers.ids());
     // On a server store a consumer is alive while it heartbeats; on an exclusive store, only ours are.
     const alive = this.shared
@@ -242,12 +267,14 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     // Claims of ours that this process does not hold: their claim committed but its answer was lost with
     // the connection. Nothing ran, so no attempt is counted.
     const unknown = sql`queue = ${queue} AND claimed_by = ANY(${local}::text[]) AND NOT (id = ANY(${held}::bigint[]))
+      AND batch_id IS DISTINCT FROM ${INLINE_CLAIM}
       AND claimed_at < now() - make_interval(secs => ${UNKNOWN_CLAIM_GRACE_MS / 1000})`;
     // With a ledger, the batches are fenced first, then chosen by id rather than by these conditions.
     const claims = this.#ledger
       ? await fenceClaims(this.#store, this.#ledger, queue, { orphaned, unknown })
       : { orphaned, unknown, acked: new Map<string, readonly number[]>() };
     const recovered = await this.#store.transaction(async (tx) => {
+      if (!this.#ledger) await unpackInlineClaims(tx, orphaned);
       await deleteAcknowledged(tx, claims.acked);
       const dead = await moveToErrors(
         tx,
@@ -351,43 +378,31 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     return rows.length;
   }
 
-  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
-    return this.#store.transaction(fn);
+  async claimInline(
+    queue: string,
+    consumer: string,
+    records: readonly Buffer[],
+  ): Promise<InlineClaim | undefined> {
+    const claim = await insertInlineClaim(this.#store, queue, consumer, records);
+    if (!claim) await this.publish(queue, records);
+    return claim;
   }
 
-  /**
-   * Inside an ingest transaction: true when records of the queue are ready and waiting to be claimed.
-   * Records waiting out a retry back-off do not count: new records need not wait for them.
-   */
-  async hasBacklog(tx: Tx, queue: string): Promise<boolean> {
-    const rows = await executeIn(
-      tx,
-      sql`SELECT 1 FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now() LIMIT 1`,
-    );
-    return rows.length > 0;
-  }
-
-  /** Inside an ingest transaction: records whose inline run failed go to the queue (or error queue). */
-  async enqueueFailures(tx: Tx, queue: string, failures: readonly InlineFailure[]): Promise<void> {
-    for (const { payload, error, retryAt } of failures) {
-      if (retryAt) {
-        await executeIn(
-          tx,
-          sql`INSERT INTO baton_queue_records (queue, payload, attempts, run_after, last_error)
-              VALUES (${queue}, ${payload}, 1, ${retryAt}, ${error})`,
-        );
-      } else {
-        await executeIn(
-          tx,
-          sql`INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at) VALUES (${queue}, ${payload}, 1, ${error}, now())`,
-        );
-      }
-    }
+  settleInline(
+    tx: Tx,
+    claim: InlineClaim,
+    outcome: { failures?: readonly InlineFailure[]; requeue?: boolean },
+  ): Promise<ReadonlyMap<number, string>> {
+    return settleInlineClaim(tx, claim, outcome);
   }
 
   /** Wakes the consumers of `queue` (records were added outside `publish`). */
   notify(queue: string): void {
     this.#wakeups.emit(queue);
+  }
+
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.#store.transaction(fn);
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,7 @@
 // `baton run`: starts a node and runs it until SIGINT or SIGTERM, then drains and exits 0.
 import type { Command } from 'commander';
 
+import { installCrashLog } from '../../node/crash-log.js';
 import { startNode } from '../../node/start.js';
 import type { CliContext } from '../context.js';
 
@@ -14,6 +15,8 @@ export function registerRun(program: Command, ctx: CliContext): void {
       const config = await ctx.config({ http: { port: options.port, host: options.host } });
       const log = await ctx.logger();
       const node = await startNode(config, { log });
+      // One structured line instead of Node's dump when a handler throws outside its promise.
+      installCrashLog(log, () => node.handlerCalls());
       await new Promise<void>((resolve) => {
         const stop = (signal: NodeJS.Signals): void => {
           log.info({ signal }, `${signal}: stopping (finishing in-flight batches)`);
