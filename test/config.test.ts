@@ -702,9 +702,9 @@ describe('[http] hosts, request_timeout_ms and trust_proxy', () => {
     expect(http({}).hosts).toEqual([]);
     expect(http({ host: '::1' }).hosts).toEqual([]);
     expect(http({ host: '0.0.0.0', token: 'secret-token-0123456' }).hosts).toBe('any');
-    expect(http({ host: '10.0.0.5', token: 'secret-token-0123456', hosts: ['baton.internal'] }).hosts).toEqual([
-      'baton.internal',
-    ]);
+    expect(
+      http({ host: '10.0.0.5', token: 'secret-token-0123456', hosts: ['baton.internal'] }).hosts,
+    ).toEqual(['baton.internal']);
     expect(http({ hosts: ['a.example', '*'] }).hosts).toBe('any');
     expect(http({ hosts: ['A.Example.', '192.168.1.9', '::1', '[FD00::2]'] }).hosts).toEqual([
       'a.example',

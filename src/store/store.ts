@@ -78,7 +78,7 @@ export function withDatabaseReason(error: unknown): unknown {
     reason.message +
     (sqlState === undefined ? '' : ` (SQLSTATE ${sqlState})`) +
     (detail === undefined ? '' : `. ${detail}`) +
-    (drizzle ? `\nFailed query: ${clipped((error as DrizzleQueryError).query)}` : '');
+    (drizzle ? `\nFailed query: ${clipped(error.query)}` : '');
   return new StatementError(message, { sqlState, cause: error });
 }
 
