@@ -139,9 +139,12 @@ export class SharedListener {
         if (!signal.aborted) {
           this.#log.warn({ err: describeError(error) }, 'store: LISTEN connection failed');
         }
+      } finally {
+        // Every way out ends the connection, a stop that came while it connected included (it would
+        // otherwise stay open and keep the process alive). end() of a connecting client may never settle.
+        if (this.#client === current) this.#client = undefined;
+        await Promise.race([current.end().catch(() => undefined), sleep(STOP_WAIT_MS)]);
       }
-      if (this.#client === current) this.#client = undefined;
-      await current.end().catch(() => undefined);
       if (signal.aborted) break;
       const delay = backoffDelay(Math.max(1, failures), { initialMs: 1000, maxMs: 32_000 });
       this.#log.warn({ retryInMs: delay }, `store: LISTEN connection lost; reconnecting in ${delay} ms`);

@@ -61,6 +61,9 @@ interface Attempt {
   cookie: string | undefined;
 }
 
+/** Each test drives Chromium through several pages and posts: minutes on a loaded 2-core machine. */
+const PAGE_TEST_TIMEOUT_MS = 180_000;
+
 /** A page of another origin, and the headers Chromium's network stack put on each of its requests. */
 interface HostilePage {
   readonly page: Page;
@@ -155,7 +158,7 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-describe('a tokenless node and pages of other origins', () => {
+describe('a tokenless node and pages of other origins', { timeout: PAGE_TEST_TIMEOUT_MS }, () => {
   it('stores nothing a page of another origin posts, by no-cors fetch or by form', async () => {
     const target = `${open.address}/v1/queues/gate/records`;
     const origins = [
@@ -200,64 +203,68 @@ describe('a tokenless node and pages of other origins', () => {
   });
 });
 
-describe('a signed-in dashboard and a page on another port of the same host', () => {
-  let dashboard: Page;
+describe(
+  'a signed-in dashboard and a page on another port of the same host',
+  { timeout: PAGE_TEST_TIMEOUT_MS },
+  () => {
+    let dashboard: Page;
 
-  it('signs in and shows the error record', async () => {
-    await guarded.admin.sql(`INSERT INTO gate_refused (word) VALUES ('later'), ('never')`);
-    const published = await fetch(`${guarded.address}/v1/queues/gate/records`, {
-      method: 'POST',
-      headers: { ...auth, 'content-type': 'application/x-ndjson' },
-      body: 'later\nnever',
+    it('signs in and shows the error record', async () => {
+      await guarded.admin.sql(`INSERT INTO gate_refused (word) VALUES ('later'), ('never')`);
+      const published = await fetch(`${guarded.address}/v1/queues/gate/records`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/x-ndjson' },
+        body: 'later\nnever',
+      });
+      expect(published.status).toBe(202);
+      await expect.poll(() => errorsOf(guarded), { timeout: 15_000 }).toBe(2);
+      // A replay would now store the words: a refused replay leaves them in the error queue.
+      await guarded.admin.sql(`DELETE FROM gate_refused`);
+
+      dashboard = await context.newPage();
+      await dashboard.goto(`${guarded.address}/`);
+      await dashboard.locator('#login').waitFor({ state: 'visible' });
+      await dashboard.fill('#login-token', TOKEN);
+      await dashboard.click('#login-form button[type=submit]');
+      await expect.poll(() => dashboard.textContent('[data-testid=link]'), { timeout: 15_000 }).toBe('live');
+      const errorRows = dashboard.locator('[data-testid=errors] tbody tr[data-id]');
+      await expect.poll(() => errorRows.count(), { timeout: 15_000 }).toBe(2);
     });
-    expect(published.status).toBe(202);
-    await expect.poll(() => errorsOf(guarded), { timeout: 15_000 }).toBe(2);
-    // A replay would now store the words: a refused replay leaves them in the error queue.
-    await guarded.admin.sql(`DELETE FROM gate_refused`);
 
-    dashboard = await context.newPage();
-    await dashboard.goto(`${guarded.address}/`);
-    await dashboard.locator('#login').waitFor({ state: 'visible' });
-    await dashboard.fill('#login-token', TOKEN);
-    await dashboard.click('#login-form button[type=submit]');
-    await expect.poll(() => dashboard.textContent('[data-testid=link]'), { timeout: 15_000 }).toBe('live');
-    const errorRows = dashboard.locator('[data-testid=errors] tbody tr[data-id]');
-    await expect.poll(() => errorRows.count(), { timeout: 15_000 }).toBe(2);
-  });
+    it('refuses ingest, migrate, initdb and a bodiless replay sent with the cookie', async () => {
+      const hostile = await hostilePage(`http://127.0.0.1:${attackerPort}`);
+      const base = guarded.address ?? '';
+      for (const [path, body] of [
+        ['/v1/queues/gate/records', 'planted'],
+        ['/v1/migrate', null],
+        ['/v1/initdb', null],
+        ['/v1/queues/gate/errors/replay', null],
+      ] as const) {
+        const sent = await noCorsPost(hostile, `${base}${path}`, body);
+        expect(sent.status, path).toBe(403);
+        // Chromium did send the session: only the node's checks stood in the way.
+        expect(sent.cookie, path).toMatch(/baton_session=/);
+      }
+      const posted = await formPost(hostile, `${base}/v1/queues/gate/records`, 'form-planted');
+      expect(posted.status).toBe(403);
+      expect(posted.cookie).toMatch(/baton_session=/);
+      await hostile.page.close();
+      expect(await count(guarded, 'gate_words')).toBe(0);
+      expect(await errorsOf(guarded)).toBe(2);
+      expect((await guarded.admin.queues())[0]?.depth).toBe(0);
+    });
 
-  it('refuses ingest, migrate, initdb and a bodiless replay sent with the cookie', async () => {
-    const hostile = await hostilePage(`http://127.0.0.1:${attackerPort}`);
-    const base = guarded.address ?? '';
-    for (const [path, body] of [
-      ['/v1/queues/gate/records', 'planted'],
-      ['/v1/migrate', null],
-      ['/v1/initdb', null],
-      ['/v1/queues/gate/errors/replay', null],
-    ] as const) {
-      const sent = await noCorsPost(hostile, `${base}${path}`, body);
-      expect(sent.status, path).toBe(403);
-      // Chromium did send the session: only the node's checks stood in the way.
-      expect(sent.cookie, path).toMatch(/baton_session=/);
-    }
-    const posted = await formPost(hostile, `${base}/v1/queues/gate/records`, 'form-planted');
-    expect(posted.status).toBe(403);
-    expect(posted.cookie).toMatch(/baton_session=/);
-    await hostile.page.close();
-    expect(await count(guarded, 'gate_words')).toBe(0);
-    expect(await errorsOf(guarded)).toBe(2);
-    expect((await guarded.admin.queues())[0]?.depth).toBe(0);
-  });
-
-  it('still replays and drops from the dashboard itself', async () => {
-    const errorRows = dashboard.locator('[data-testid=errors] tbody tr[data-id]');
-    await errorRows.filter({ hasText: 'later' }).locator('button[data-action=replay]').click();
-    await expect
-      .poll(() => count(guarded, 'gate_words', `WHERE word = 'later'`), { timeout: 15_000 })
-      .toBe(1);
-    await expect.poll(() => errorRows.count(), { timeout: 15_000 }).toBe(1);
-    await errorRows.filter({ hasText: 'never' }).locator('button[data-action=drop]').click();
-    await expect.poll(() => errorsOf(guarded), { timeout: 15_000 }).toBe(0);
-    expect(await dashboard.textContent('#errors-note')).not.toMatch(/refused|403/);
-    expect(await count(guarded, 'gate_words', `WHERE word = 'never'`)).toBe(0);
-  });
-});
+    it('still replays and drops from the dashboard itself', async () => {
+      const errorRows = dashboard.locator('[data-testid=errors] tbody tr[data-id]');
+      await errorRows.filter({ hasText: 'later' }).locator('button[data-action=replay]').click();
+      await expect
+        .poll(() => count(guarded, 'gate_words', `WHERE word = 'later'`), { timeout: 15_000 })
+        .toBe(1);
+      await expect.poll(() => errorRows.count(), { timeout: 15_000 }).toBe(1);
+      await errorRows.filter({ hasText: 'never' }).locator('button[data-action=drop]').click();
+      await expect.poll(() => errorsOf(guarded), { timeout: 15_000 }).toBe(0);
+      expect(await dashboard.textContent('#errors-note')).not.toMatch(/refused|403/);
+      expect(await count(guarded, 'gate_words', `WHERE word = 'never'`)).toBe(0);
+    });
+  },
+);
