@@ -58,7 +58,19 @@ function spawnBaton(
     cwd: options.cwd ?? os.tmpdir(),
     env: childEnv(options.env),
     stdio: ['pipe', 'pipe', 'pipe'],
+    // Its own process group, which cleanup ends whole: nothing the command started outlives the test.
+    detached: true,
   });
+}
+
+/** SIGKILLs the process group a spawned command leads (whatever it started, too); nothing if it is gone. */
+function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {
+    // ESRCH: the group has no process left.
+  }
 }
 
 /** Collects a child's output and resolves with it once the child has exited and its pipes are closed. */
@@ -88,7 +100,7 @@ export async function runBaton(args: readonly string[], options: RunOptions = {}
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      killGroup(child);
       const { stdout, stderr } = output();
       reject(
         new Error(
@@ -219,11 +231,19 @@ async function nodeUrl(configPath: string): Promise<string> {
   return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
-/** Kills (SIGKILL, by pid) every node started by this test file that still runs. For afterEach. */
+/**
+ * Kills every node started by this test file that still runs, with its process group (what it started, such
+ * as task processes, goes too). For afterEach.
+ */
 export async function killStartedNodes(): Promise<void> {
   const nodes = [...startedNodes];
   startedNodes.clear();
-  await Promise.all(nodes.map((node) => node.stop('SIGKILL')));
+  await Promise.all(
+    nodes.map(async (node) => {
+      killGroup(node.process);
+      await node.stop('SIGKILL');
+    }),
+  );
 }
 
 export interface TempProject {
