@@ -405,7 +405,7 @@ export function bareHostName(name: string): string {
 
 /** Whether `host` only accepts connections from this machine: 127.0.0.0/8, ::1 or localhost. */
 export function isLoopbackHost(host: string): boolean {
-  const bare = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  const bare = bareHostName(host);
   if (bare === 'localhost' || bare === '::1') return true;
   return /^(?:::ffff:)?127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(bare);
 }

@@ -12,6 +12,8 @@ export interface Readiness {
   readonly ready: boolean;
   /** Why the node is not ready (e.g. the store lacks Baton's schema). */
   readonly reason?: string;
+  /** What keeps backends that answer from serving (e.g. a Redis key of the wrong type), one sentence each. */
+  readonly problems?: readonly string[];
 }
 
 export interface HttpNode {
@@ -24,8 +26,6 @@ export interface HttpNode {
   queueCounters(): CountersByQueue;
   /** Whether the node is ready (GET /readyz), and why not when it is not. */
   readiness(): Promise<Readiness>;
-  /** Why the node is not ready although its backends answer (each names what to fix); empty otherwise. */
-  problems(): Promise<string[]>;
   readonly role: Role;
   readonly term: number;
   readonly leader: string | undefined;

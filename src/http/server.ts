@@ -128,9 +128,13 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   registerAuth(app, config);
   app.get('/healthz', needs('open'), () => ({ status: 'ok', node: node.name }));
   app.get('/readyz', needs('open'), async (_request, reply) => {
-    const [{ ready, reason }, problems] = await Promise.all([node.readiness(), node.problems()]);
-    const body = { status: ready ? 'ready' : 'not ready', state: node.state, ...(reason ? { reason } : {}) };
-    return reply.code(ready ? 200 : 503).send(problems.length > 0 ? { ...body, problems } : body);
+    const { ready, reason, problems } = await node.readiness();
+    return reply.code(ready ? 200 : 503).send({
+      status: ready ? 'ready' : 'not ready',
+      state: node.state,
+      ...(reason ? { reason } : {}),
+      ...(problems ? { problems } : {}),
+    });
   });
   registerQueueRoutes(app, node);
   registerMetricsRoute(app, node);

@@ -219,12 +219,10 @@ export class BatonNode implements HttpNode {
   /** Whether the node is ready (GET /readyz), and why not when it is not. */
   async readiness(): Promise<Readiness> {
     if (this.#state !== 'running') return { ready: false, reason: `the node is ${this.#state}` };
-    if ((await this.#backends?.ready()) !== true) {
-      const problems = await this.problems();
-      const reason =
-        problems.length > 0 ? problems.join('; ') : 'the store or a queue backend does not answer';
-      return { ready: false, reason };
-    }
+    // One look at each backend per probe: whether it answers, and what keeps it from serving.
+    const [answering, problems] = await Promise.all([this.#backends?.ready(), this.problems()]);
+    if (problems.length > 0) return { ready: false, reason: problems.join('; '), problems };
+    if (answering !== true) return { ready: false, reason: 'the store or a queue backend does not answer' };
     const schema = await this.#schemaProblem();
     return schema === undefined ? { ready: true } : { ready: false, reason: schema };
   }

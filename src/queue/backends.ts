@@ -27,7 +27,7 @@ export interface Backends {
   readonly migrated: readonly string[];
   /** The backend of a configured queue (UnknownQueueError otherwise). */
   backendFor(queue: string): QueueBackend;
-  /** True when the store and every backend answer, and no backend reports a problem. */
+  /** True when the store and every backend answer (what they report as problems is `problems()`). */
   ready(): Promise<boolean>;
   /** What the backends report keeps them from serving (see QueueBackend.problems). */
   problems(): Promise<string[]>;
@@ -142,7 +142,7 @@ async function assemble(
     },
     async ready(): Promise<boolean> {
       const answers = await Promise.all([store.ping(), ...backends.map((backend) => backend.ready())]);
-      return answers.every(Boolean) && (await problems()).length === 0;
+      return answers.every(Boolean);
     },
     problems,
     close: release,
