@@ -2,7 +2,7 @@
 // handler's schema; beside an existing application it adds to package.json and .gitignore without losing
 // anything, and it refuses to replace its own files without --force.
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -12,7 +12,8 @@ import { DEFAULT_QUEUE } from '../../src/cli/commands/init.js';
 import { identifier, SCRIPTS, tableName } from '../../src/cli/scaffold.js';
 import { loadConfig } from '../../src/config/load.js';
 import type { RunResult } from '../support/process.js';
-import { REPO_ROOT, runBaton, runCommand } from '../support/process.js';
+import { linkRepoPackages, tscArgs } from '../support/linked-app.js';
+import { runBaton, runCommand } from '../support/process.js';
 
 const dirs: string[] = [];
 
@@ -35,22 +36,11 @@ async function init(cwd: string, args: readonly string[] = []): Promise<RunResul
   return runBaton(['init', ...args], { cwd });
 }
 
-/**
- * What `npm install baton-runtime drizzle-orm typescript @types/node` would give the project, linked from this
- * repository (its build, and the very drizzle-orm it uses): enough for tsc and for `baton` to load the handler.
- */
-async function linkDependencies(dir: string): Promise<void> {
-  await mkdir(path.join(dir, 'node_modules/@types'), { recursive: true });
-  const modules = path.join(REPO_ROOT, 'node_modules');
-  await symlink(REPO_ROOT, path.join(dir, 'node_modules/baton-runtime'), 'dir');
-  for (const name of ['drizzle-orm', 'typescript', '@types/node']) {
-    await symlink(path.join(modules, name), path.join(dir, 'node_modules', name), 'dir');
-  }
-}
+/** What the next steps tell to install besides baton-runtime. */
+const DEPENDENCIES = ['drizzle-orm', 'typescript', '@types/node'];
 
 async function typecheck(dir: string): Promise<RunResult> {
-  const tsc = path.join(REPO_ROOT, 'node_modules/typescript/bin/tsc');
-  return runCommand(process.execPath, [tsc, '--noEmit', '-p', dir], { cwd: dir, timeoutMs: 120_000 });
+  return runCommand(process.execPath, tscArgs(dir), { cwd: dir, timeoutMs: 120_000 });
 }
 
 describe('baton init', () => {
@@ -103,7 +93,7 @@ describe('baton init', () => {
         module: 'NodeNext',
       });
 
-      await linkDependencies(dir);
+      await linkRepoPackages(dir, DEPENDENCIES);
       const checked = await typecheck(dir);
       expect(checked.stdout + checked.stderr).toBe('');
       expect(checked.code).toBe(0);
@@ -133,7 +123,7 @@ describe('baton init', () => {
       );
       const config = await loadConfig({ cwd: dir, env: {} });
       expect(config.queues['page-views']?.handler).toBe(path.join(dir, 'handlers/page-views.mts'));
-      await linkDependencies(dir);
+      await linkRepoPackages(dir, DEPENDENCIES);
       const checked = await typecheck(dir);
       expect(checked.stdout + checked.stderr).toBe('');
       expect(checked.code).toBe(0);
