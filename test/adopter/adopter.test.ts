@@ -1,10 +1,11 @@
-// Baton as someone else's application gets it: the package as `npm pack` builds it, installed from its
-// tarball into a new application beside the oldest drizzle-orm Baton supports, then the README's "In your
-// own application" steps, literally: `npx baton init`, `npx tsc --noEmit`, `npx baton migrate` (on a fresh
-// PostgreSQL database and on the embedded store), `npx baton run`, records over HTTP, and SIGTERM to the
-// npx process, after which nothing it started may be left running. Slow (a pack and an install): one test.
+// Baton as someone else's application gets it: the package as `npm pack` builds it, in a new application
+// that follows the README's "In your own application" steps literally: `npm init -y`, `npm pkg set
+// type=module`, the two installs (the package from its tarball, drizzle-orm at the oldest version of Baton's
+// range), `npx baton init`, `npx tsc --noEmit`, `npx baton migrate` (on a fresh PostgreSQL database and on
+// the embedded store), `npx baton run`, records over HTTP, and SIGTERM to the npx process, after which
+// nothing it started may be left running. Slow (a pack and an install): one test.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -140,24 +141,20 @@ describe('an application that adopts Baton', () => {
       const drizzle = await lowestVersion('drizzle-orm', drizzleRange(manifest), app);
       const typescript = manifest.devDependencies?.['typescript'] ?? 'latest';
       const typesNode = manifest.devDependencies?.['@types/node'] ?? 'latest';
-      await writeFile(
-        path.join(app, 'package.json'),
-        `${JSON.stringify({ name: 'adopter-app', version: '1.0.0', private: true, type: 'module' }, null, 2)}\n`,
+      const offline = ['--prefer-offline', '--no-audit', '--no-fund'];
+      ok(await npm(['init', '-y'], { cwd: app }));
+      ok(await npm(['pkg', 'set', 'type=module'], { cwd: app }));
+      ok(
+        await npm(['install', path.join(packDir, tarball ?? ''), `drizzle-orm@${drizzle}`, ...offline], {
+          cwd: app,
+          timeoutMs: 600_000,
+        }),
       );
       ok(
-        await npm(
-          [
-            'install',
-            path.join(packDir, tarball ?? ''),
-            `drizzle-orm@${drizzle}`,
-            `typescript@${typescript}`,
-            `@types/node@${typesNode}`,
-            '--prefer-offline',
-            '--no-audit',
-            '--no-fund',
-          ],
-          { cwd: app, timeoutMs: 600_000 },
-        ),
+        await npm(['install', '-D', `typescript@${typescript}`, `@types/node@${typesNode}`, ...offline], {
+          cwd: app,
+          timeoutMs: 600_000,
+        }),
       );
       // `npx baton` must find the installed command, not fetch the unrelated npm package named baton.
       expect(existsSync(path.join(app, 'node_modules/.bin/baton'))).toBe(true);
