@@ -11,6 +11,7 @@ import {
 } from '../errors.js';
 import { registerClusterCommands } from './commands/cluster.js';
 import { registerEventCommands } from './commands/events.js';
+import { registerInit } from './commands/init.js';
 import { registerPluginCommands } from './commands/plugins.js';
 import { registerRecordCommands } from './commands/records.js';
 import { registerRun } from './commands/run.js';
@@ -75,6 +76,7 @@ function buildProgram(ctx: CliContext): Command {
   registerClusterCommands(program, ctx);
   registerTaskCommands(program, ctx);
   registerEventCommands(program, ctx);
+  registerInit(program, ctx);
   return program;
 }
 

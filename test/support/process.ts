@@ -54,7 +54,16 @@ function spawnBaton(
   args: readonly string[],
   options: { cwd?: string; env?: Record<string, string | undefined> },
 ) {
-  return spawn(process.execPath, [BATON_BIN, ...args], {
+  return spawnCommand(process.execPath, [BATON_BIN, ...args], options);
+}
+
+/** Spawns `command` in a process group of its own, with the test's environment (minus BATON_ variables). */
+export function spawnCommand(
+  command: string,
+  args: readonly string[],
+  options: { cwd?: string; env?: Record<string, string | undefined> },
+): ChildProcess {
+  return spawn(command, args, {
     cwd: options.cwd ?? os.tmpdir(),
     env: childEnv(options.env),
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -64,7 +73,7 @@ function spawnBaton(
 }
 
 /** SIGKILLs the process group a spawned command leads (whatever it started, too); nothing if it is gone. */
-function killGroup(child: ChildProcess): void {
+export function killGroup(child: ChildProcess): void {
   if (child.pid === undefined) return;
   try {
     process.kill(-child.pid, 'SIGKILL');
@@ -90,9 +99,18 @@ function collect(child: ChildProcess): {
 }
 
 /** Runs `baton <args>` to completion. */
-export async function runBaton(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+export function runBaton(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+  return runCommand(process.execPath, [BATON_BIN, ...args], options);
+}
+
+/** Runs `command <args>` to completion, in a process group of its own that a timeout kills whole. */
+export async function runCommand(
+  command: string,
+  args: readonly string[],
+  options: RunOptions = {},
+): Promise<RunResult> {
   const timeoutMs = options.timeoutMs ?? 30_000;
-  const child = spawnBaton(args, options);
+  const child = spawnCommand(command, args, options);
   const { output, done } = collect(child);
   // The command may exit before reading its input: a broken pipe then is not the test's concern.
   child.stdin?.on('error', () => undefined);
@@ -104,7 +122,7 @@ export async function runBaton(args: readonly string[], options: RunOptions = {}
       const { stdout, stderr } = output();
       reject(
         new Error(
-          `baton ${args.join(' ')} did not finish within ${timeoutMs} ms\n--- stdout\n${stdout}\n--- stderr\n${stderr}`,
+          `${path.basename(command)} ${args.join(' ')} did not finish within ${timeoutMs} ms\n--- stdout\n${stdout}\n--- stderr\n${stderr}`,
         ),
       );
     }, timeoutMs);
