@@ -193,7 +193,7 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       shutdownTimeoutMs: parsed.node.shutdown_timeout_ms,
       startupTimeoutMs: parsed.node.startup_timeout_ms,
     },
-    log: { level: parsed.log.level },
+    log: { level: parsed.log.level, format: parsed.log.format },
     http: {
       enabled: http.enabled,
       host: http.host,

@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 
 import { z } from 'zod';
 
+import { LOG_FORMATS } from '../log.js';
 import type { LogLevel, TokenScope } from './types.js';
 
 export const LOG_LEVELS = [
@@ -165,6 +166,8 @@ const nodeSchema = table({
 const logSchema = table({
   /** Lowest level written to the log. */
   level: z.enum(LOG_LEVELS, { error: expecting(`one of ${LOG_LEVELS.join(', ')}`) }).default('info'),
+  /** "pretty" (lines for people), "json" (one JSON object a line, for machines), or "auto": pretty on a terminal. */
+  format: z.enum(LOG_FORMATS, { error: expecting(`one of ${LOG_FORMATS.join(', ')}`) }).default('auto'),
 });
 
 const httpTokenSchema = table({

@@ -32,7 +32,8 @@ export async function startNode(
     : resolveConfig(config, { baseDir: options.baseDir ?? process.cwd(), env: options.env ?? {} });
   const node = new BatonNode(
     resolved,
-    options.log ?? createLogger({ level: resolved.log.level, name: resolved.node.name }),
+    options.log ??
+      createLogger({ level: resolved.log.level, name: resolved.node.name, format: resolved.log.format }),
     options.routes,
     (options.components ?? []).map((component, index) => assertComponent(component, `components[${index}]`)),
   );
