@@ -424,8 +424,19 @@ export const rawConfigSchema = table({
   rules: z.array(ruleSchema, { error: expecting('an array of tables ([[rules]])') }).default([]),
 });
 
-/** What a config file (or an in-code raw object) may contain. */
-export type RawConfig = z.input<typeof rawConfigSchema>;
+/**
+ * What a config file may contain, as an object: the TOML's tables and snake_case keys, every one optional
+ * but a queue's `handler` (and a few like it). For a config written in code: a misspelt key fails to compile.
+ */
+export type ConfigInput = z.input<typeof rawConfigSchema>;
+
+/**
+ * Returns `config` as it is: it only gives a config written in code its type, so that an editor completes its
+ * keys and a misspelt one fails to compile (`startNode(defineConfig({ queues: { … } }))`).
+ */
+export function defineConfig(config: ConfigInput): ConfigInput {
+  return config;
+}
 
 /** The raw config after validation and schema defaults, before paths and derived values are resolved. */
 export type ParsedConfig = z.output<typeof rawConfigSchema>;
@@ -438,4 +449,4 @@ type DeepPartial<T> =
       : T;
 
 /** Command-line flags, in the raw snake_case shape. Keys set to `undefined` are ignored. */
-export type RawOverrides = DeepPartial<RawConfig>;
+export type RawOverrides = DeepPartial<ConfigInput>;
