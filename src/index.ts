@@ -6,6 +6,8 @@ export type { StartNodeOptions } from './node/start.js';
 export type { Admin, FailoverResult } from './admin/admin.js';
 export { HttpAdmin } from './admin/http-admin.js';
 export { loadConfig, resolveConfig } from './config/load.js';
+export { defineConfig } from './config/schema.js';
+export type { ConfigInput } from './config/schema.js';
 export type {
   ResolvedConfig,
   QueueConfig,
@@ -13,6 +15,7 @@ export type {
   NodeConfig,
   StoreConfig,
   LogLevel,
+  LogFormat,
 } from './config/types.js';
 export type { Tx, QueryResult, Row } from './store/store.js';
 export type {

@@ -96,7 +96,7 @@ describe('loadConfig', () => {
         shutdownTimeoutMs: 10_000,
         startupTimeoutMs: 30_000,
       },
-      log: { level: 'info' },
+      log: { level: 'info', format: 'auto' },
       http: {
         enabled: true,
         host: '127.0.0.1',

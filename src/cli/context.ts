@@ -3,7 +3,7 @@
 import { loadConfig } from '../config/load.js';
 import type { ResolvedConfig } from '../config/types.js';
 import { StoreLockedError } from '../errors.js';
-import type { Logger } from '../log.js';
+import type { LogFormat, Logger } from '../log.js';
 import { createLogger } from '../log.js';
 import type { Admin } from '../admin/admin.js';
 import { HttpAdmin } from '../admin/http-admin.js';
@@ -15,6 +15,8 @@ import { sleep } from '../util/sleep.js';
 export interface GlobalOptions {
   config?: string;
   verbose?: boolean;
+  /** Overrides [log] format. */
+  logFormat?: LogFormat;
 }
 
 export interface CliIo {
@@ -44,14 +46,27 @@ export class CliContext {
       ...(this.#options.config !== undefined ? { file: this.#options.config } : {}),
       cwd: this.io.cwd,
       env: this.io.env,
-      overrides: { ...(this.#options.verbose ? { log: { level: 'debug' } } : {}), ...overrides },
+      overrides: {
+        log: {
+          level: this.#options.verbose ? 'debug' : undefined,
+          format: this.#options.logFormat,
+        },
+        ...overrides,
+      },
     });
     return this.#config;
   }
 
   async logger(): Promise<Logger> {
     const config = await this.config();
-    return createLogger({ level: config.log.level, name: config.node.name });
+    return createLogger({
+      level: config.log.level,
+      name: config.node.name,
+      format: config.log.format,
+      isTTY: this.io.stderr.isTTY,
+      // https://no-color.org: present and not empty, it turns colours off.
+      colors: this.io.stderr.isTTY === true && !this.io.env['NO_COLOR'],
+    });
   }
 
   /** Runs `fn` with admin access to the store, and closes it afterwards. */

@@ -1,6 +1,6 @@
 // The `baton` command line. It parses arguments and prints; what it does lives in the node and admin
 // modules. Exit codes: 0 ok, 1 failure, 2 invalid config, 3 nothing to run, 4 a backend unreachable.
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 
 import {
   BackendUnavailableError,
@@ -9,6 +9,7 @@ import {
   StoreLockedError,
   describeError,
 } from '../errors.js';
+import { LOG_FORMATS } from '../log.js';
 import { registerClusterCommands } from './commands/cluster.js';
 import { registerEventCommands } from './commands/events.js';
 import { registerInit } from './commands/init.js';
@@ -61,6 +62,12 @@ function buildProgram(ctx: CliContext): Command {
     .description('Baton: queues and events in, handler plugins write to PostgreSQL in one transaction')
     .option('-c, --config <file>', 'config file (default: ./baton.toml when it exists)')
     .option('-v, --verbose', 'debug logs')
+    .addOption(
+      new Option(
+        '--log-format <format>',
+        'log lines for people or machines (overrides [log] format)',
+      ).choices(LOG_FORMATS),
+    )
     .showHelpAfterError()
     .exitOverride()
     .configureOutput({
@@ -89,6 +96,7 @@ async function addPluginCommands(program: Command, ctx: CliContext, args: readon
     if (arg === '-c' || arg === '--config') options.config = args[++index] ?? '';
     else if (arg.startsWith('--config=')) options.config = arg.slice('--config='.length);
     else if (arg === '-v' || arg === '--verbose') options.verbose = true;
+    else if (arg === '--log-format') index++;
     else if (!arg.startsWith('-')) {
       first = arg;
       break;

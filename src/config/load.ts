@@ -74,7 +74,11 @@ export async function loadConfig(options: LoadConfigOptions): Promise<ResolvedCo
   });
 }
 
-/** For in-code use (`startNode` with a raw object): the same pipeline as `loadConfig`, without the file. */
+/**
+ * For in-code use (`startNode` with a config object): the same pipeline as `loadConfig`, without the file.
+ * `raw` is validated as a file's content is, so it may come from anywhere (JSON, another format); a config
+ * written in code gets its type from `defineConfig` (`ConfigInput`).
+ */
 export function resolveConfig(raw: unknown, options: ResolveConfigOptions): ResolvedConfig {
   const file = options.file === undefined ? undefined : path.resolve(options.baseDir, options.file);
   if (!isTable(raw)) {
@@ -193,7 +197,7 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       shutdownTimeoutMs: parsed.node.shutdown_timeout_ms,
       startupTimeoutMs: parsed.node.startup_timeout_ms,
     },
-    log: { level: parsed.log.level },
+    log: { level: parsed.log.level, format: parsed.log.format },
     http: {
       enabled: http.enabled,
       host: http.host,

@@ -2,6 +2,7 @@
 // Secrets are found by key name and inside URLs rather than by a fixed list of paths, so that sections added
 // later (a group url, a Redis password) are covered without touching this file.
 
+import type { ConfigInput } from './schema.js';
 import type { ResolvedConfig } from './types.js';
 
 export const REDACTED = '***';
@@ -16,10 +17,11 @@ const URL_PASSWORD = /\b([a-z][a-z0-9+.-]*:\/\/[^\s:/@]*):[^\s/]*@/gi;
 const QUERY_SECRET = /([?&](?:password|pass|pwd|token|secret|sslpassword)=)[^&#\s]*/gi;
 
 /**
- * A JSON-able copy of `config` with secrets replaced by "***": `http.token`, every `http.tokens[].token`, and
- * passwords inside URLs. `undefined` becomes `null`, so that unset options still show up in the output.
+ * A JSON-able copy of `config` (resolved, or in the input shape) with secrets replaced by "***": `http.token`,
+ * every `http.tokens[].token`, and passwords inside URLs. `undefined` becomes `null`, so that unset options
+ * still show up in the output.
  */
-export function redactConfig(config: ResolvedConfig): unknown {
+export function redactConfig(config: ResolvedConfig | ConfigInput): unknown {
   return redactValue(config, undefined);
 }
 

@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 
 import { z } from 'zod';
 
+import { LOG_FORMATS } from '../log.js';
 import type { LogLevel, TokenScope } from './types.js';
 
 export const LOG_LEVELS = [
@@ -165,6 +166,8 @@ const nodeSchema = table({
 const logSchema = table({
   /** Lowest level written to the log. */
   level: z.enum(LOG_LEVELS, { error: expecting(`one of ${LOG_LEVELS.join(', ')}`) }).default('info'),
+  /** "pretty" (lines for people), "json" (one JSON object a line, for machines), or "auto": pretty on a terminal. */
+  format: z.enum(LOG_FORMATS, { error: expecting(`one of ${LOG_FORMATS.join(', ')}`) }).default('auto'),
 });
 
 const httpTokenSchema = table({
@@ -421,8 +424,19 @@ export const rawConfigSchema = table({
   rules: z.array(ruleSchema, { error: expecting('an array of tables ([[rules]])') }).default([]),
 });
 
-/** What a config file (or an in-code raw object) may contain. */
-export type RawConfig = z.input<typeof rawConfigSchema>;
+/**
+ * What a config file may contain, as an object: the TOML's tables and snake_case keys, every one optional
+ * but a queue's `handler` (and a few like it). For a config written in code: a misspelt key fails to compile.
+ */
+export type ConfigInput = z.input<typeof rawConfigSchema>;
+
+/**
+ * Returns `config` as it is: it only gives a config written in code its type, so that an editor completes its
+ * keys and a misspelt one fails to compile (`startNode(defineConfig({ queues: { … } }))`).
+ */
+export function defineConfig(config: ConfigInput): ConfigInput {
+  return config;
+}
 
 /** The raw config after validation and schema defaults, before paths and derived values are resolved. */
 export type ParsedConfig = z.output<typeof rawConfigSchema>;
@@ -435,4 +449,4 @@ type DeepPartial<T> =
       : T;
 
 /** Command-line flags, in the raw snake_case shape. Keys set to `undefined` are ignored. */
-export type RawOverrides = DeepPartial<RawConfig>;
+export type RawOverrides = DeepPartial<ConfigInput>;

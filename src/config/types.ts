@@ -1,5 +1,8 @@
 // The configuration a node runs with, after defaults, env overrides and flags are applied and paths are made
 // absolute. Code reads only this shape (camelCase, units in the names), never the raw TOML.
+import type { LogFormat } from '../log.js';
+
+export type { LogFormat };
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -9,7 +12,7 @@ export interface ResolvedConfig {
   /** Folder that relative paths were resolved against: the config file's folder, or the working directory. */
   baseDir: string;
   node: NodeConfig;
-  log: { level: LogLevel };
+  log: { level: LogLevel; format: LogFormat };
   http: HttpConfig;
   store: StoreConfig;
   redis: RedisConfig;

@@ -9,6 +9,10 @@ export interface HandlerContext {
   readonly queue: string;
   /** Aborts at the handler's deadline (`timeout_ms`) or when the node must stop at once. */
   readonly signal: AbortSignal;
+  /**
+   * The node's logger, its lines bound to `queue`, and to `batch` (the claim's id) and `record` (the
+   * record's id, for `process` or a batch of one) where known.
+   */
   readonly log: Logger;
   /** The group's term this node acts under (0 when it is not in a group). */
   readonly term: number;
@@ -42,8 +46,16 @@ export interface HandlerModule {
 export interface Handler {
   readonly queue: string;
   readonly path: string;
-  /** Runs the handler over `records` in `tx`; throws if any record fails. */
-  run(tx: Tx, records: readonly Buffer[], ctx: HandlerContext): Promise<void>;
+  /**
+   * Runs the handler over `records` in `tx`; throws if any record fails. `process` is given
+   * `recordContext(index)` for records[index] when there is one (its log names the record), else `ctx`.
+   */
+  run(
+    tx: Tx,
+    records: readonly Buffer[],
+    ctx: HandlerContext,
+    recordContext?: (index: number) => HandlerContext,
+  ): Promise<void>;
   readonly schema: Readonly<Record<string, unknown>>;
   readonly registerCommands: HandlerModule['registerCommands'];
 }

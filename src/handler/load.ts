@@ -67,7 +67,12 @@ function makeRun(process: ProcessFn | undefined, processBatch: ProcessBatchFn | 
     };
   }
   const one = process as ProcessFn;
-  return async (tx: Tx, records: readonly Buffer[], ctx: HandlerContext) => {
-    for (const record of records) await one(tx, record, ctx);
+  return async (
+    tx: Tx,
+    records: readonly Buffer[],
+    ctx: HandlerContext,
+    recordContext?: (index: number) => HandlerContext,
+  ) => {
+    for (const [index, record] of records.entries()) await one(tx, record, recordContext?.(index) ?? ctx);
   };
 }

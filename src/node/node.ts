@@ -274,6 +274,11 @@ export class BatonNode implements HttpNode {
     this.#setState('starting');
     try {
       const { config, log } = this;
+      // Said at once, so that a node busy loading its handlers or opening its store never looks stuck.
+      log.info(
+        { queues: this.queueNames, store: config.store.kind },
+        `node ${this.name} starting: loading handlers, then opening the ${config.store.kind} store`,
+      );
       // Handlers and components first: a broken one is a config error, found before anything is opened.
       const { handlers, components } = await loadPlugins(config, this.#extraComponents);
       const backends = await openBackends(config, log);

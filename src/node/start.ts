@@ -1,6 +1,7 @@
-// Starting a node from code: `startNode(config, options)` takes a resolved config or a raw object in the
-// TOML shape, with the program's own routes and components, and resolves once the node runs.
+// Starting a node from code: `startNode(config, options)` takes a resolved config or an object in the shape
+// of baton.toml, with the program's own routes and components, and resolves once the node runs.
 import { resolveConfig } from '../config/load.js';
+import type { ConfigInput } from '../config/schema.js';
 import type { ResolvedConfig } from '../config/types.js';
 import type { Component } from '../components/component.js';
 import { assertComponent } from '../components/component.js';
@@ -14,17 +15,20 @@ export interface StartNodeOptions {
   readonly components?: readonly Component[];
   /** Logger to use; by default one at the config's level on stderr. */
   readonly log?: Logger;
-  /** Environment for `BATON_…` overrides when `config` is a raw object. Default: none. */
+  /** Environment for `BATON_…` overrides when `config` is a `ConfigInput`. Default: none. */
   readonly env?: Record<string, string | undefined>;
-  /** Folder that relative paths of a raw config are resolved against. Default: the working directory. */
+  /** Folder that relative paths of a `ConfigInput` are resolved against. Default: the working directory. */
   readonly baseDir?: string;
   /** The program's own HTTP routes, served by the node beside Baton's (mark primary-only ones with primaryOnly). */
   readonly routes?: RouteRegistrar;
 }
 
-/** Starts a node in this process. `config` is a resolved config or a raw object in the TOML shape. */
+/**
+ * Starts a node in this process. `config` is a resolved config (`loadConfig`, `resolveConfig`) or an object in
+ * the shape of baton.toml (`ConfigInput`, see `defineConfig`), validated as a file is.
+ */
 export async function startNode(
-  config: ResolvedConfig | object,
+  config: ResolvedConfig | ConfigInput,
   options: StartNodeOptions = {},
 ): Promise<BatonNode> {
   const resolved = isResolved(config)
@@ -32,7 +36,8 @@ export async function startNode(
     : resolveConfig(config, { baseDir: options.baseDir ?? process.cwd(), env: options.env ?? {} });
   const node = new BatonNode(
     resolved,
-    options.log ?? createLogger({ level: resolved.log.level, name: resolved.node.name }),
+    options.log ??
+      createLogger({ level: resolved.log.level, name: resolved.node.name, format: resolved.log.format }),
     options.routes,
     (options.components ?? []).map((component, index) => assertComponent(component, `components[${index}]`)),
   );
@@ -40,7 +45,7 @@ export async function startNode(
   return node;
 }
 
-function isResolved(config: ResolvedConfig | object): config is ResolvedConfig {
+function isResolved(config: ResolvedConfig | ConfigInput): config is ResolvedConfig {
   const node = (config as { node?: unknown }).node;
   return (
     typeof node === 'object' && node !== null && typeof (node as { dataDir?: unknown }).dataDir === 'string'

@@ -2,6 +2,9 @@
 // embedded store) with Baton's migrations applied, the store-backed queue backend, the Redis queue backend
 // when a queue uses it, and one PostgreSQL queue backend per queue database. Each queue is routed to its
 // backend. Closes in reverse order.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
 import type { ResolvedConfig } from '../config/types.js';
 import { BackendUnavailableError, StoreLockedError, UnknownQueueError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -53,7 +56,7 @@ export async function openBackends(
       return await assemble(
         config,
         log,
-        await openPgliteStore(config.store.path),
+        await openEmbeddedStore(config.store.path, log, consume),
         lock,
         releasers,
         release,
@@ -71,6 +74,22 @@ export async function openBackends(
     await release();
     throw error;
   }
+}
+
+/**
+ * Opens PGlite, saying so first: it takes a moment (several seconds on a first start, which creates the
+ * database), during which a node would otherwise look stuck. A command says it at debug level only.
+ */
+async function openEmbeddedStore(path: string, log: Logger, node: boolean): Promise<Store> {
+  const say = (fields: object, message: string): void =>
+    node ? log.info(fields, message) : log.debug(fields, message);
+  const started = performance.now();
+  if (existsSync(join(path, 'PG_VERSION'))) say({ path }, `opening the embedded store in ${path}`);
+  else say({ path }, `creating the embedded store in ${path} (a first start: may take several seconds)`);
+  const store = await openPgliteStore(path);
+  const ms = Math.round(performance.now() - started);
+  say({ path, ms }, `embedded store open (${ms} ms)`);
+  return store;
 }
 
 async function assemble(
@@ -99,7 +118,8 @@ async function assemble(
     });
     const opened = redis;
     releasers.push(() => opened.close());
-    await redis.start({ startupTimeoutMs: config.node.startupTimeoutMs });
+    // The persistence advice is for whoever runs the node, not for every command that opens the backends.
+    await redis.start({ startupTimeoutMs: config.node.startupTimeoutMs, checkPersistence: consume });
   }
   // One backend per queue database, however many queues share it: each owns a pool and a LISTEN connection.
   const foreign = new Map<string, PostgresQueueBackend>();

@@ -4,7 +4,7 @@
 // the watchdog, which ends the process when a call blocks the event loop past its deadline.
 import type { QueueConfig } from '../config/types.js';
 import { BatchFailedError, describeError, HandlerTimeoutError } from '../errors.js';
-import type { Handler } from '../handler/handler.js';
+import type { Handler, HandlerContext } from '../handler/handler.js';
 import type { Logger } from '../log.js';
 import { isConnectionError } from '../util/connection-errors.js';
 import type { Tx } from '../store/store.js';
@@ -61,6 +61,8 @@ export class RecordProcessor {
   readonly counters: QueueCounters = { processed: 0, failed: 0 };
   readonly #handler: Handler;
   readonly #log: Logger;
+  /** The log handlers get: the node's, bound to the queue. */
+  readonly #handlerLog: Logger;
   readonly #abortSignal: () => AbortSignal;
   readonly #fencing: Fencing;
   readonly #watch: HandlerWatch | undefined;
@@ -78,6 +80,7 @@ export class RecordProcessor {
     this.queue = options.queue;
     this.#handler = options.handler;
     this.#log = options.log;
+    this.#handlerLog = options.log.child({ queue: options.queue.name });
     this.#abortSignal =
       typeof options.abort === 'function' ? options.abort : () => options.abort as AbortSignal;
     this.#fencing = options.fencing ?? ALONE;
@@ -152,6 +155,13 @@ export class RecordProcessor {
       // Stopping, or the store went away: not the records' fault, and the transaction is lost anyway.
       if (this.#abortSignal().aborted || isConnectionError(error)) throw error;
       if (end - start === 1) {
+        // The failure is logged with its message once settled (logFailures); its stack, for whoever looks
+        // closer, only here, where the error itself is still at hand.
+        const record = options.claim?.ids[start];
+        this.#log.debug(
+          { queue: this.queue.name, batch: options.claim?.batch, record, err: error },
+          `queue "${this.queue.name}": record ${record ?? `#${start}`} failed`,
+        );
         // A statement the database refused: its reason, not drizzle's "Failed query", goes to the error queue.
         outcome.failed.push({ index: start, error: describeError(withDatabaseReason(error)) });
         return outcome.failed.length <= options.maxFailures;
@@ -193,13 +203,28 @@ export class RecordProcessor {
           once: true,
         });
       });
-      const running = this.#handler.run(tx, records, {
-        queue: this.queue.name,
-        signal: controller.signal,
-        log: this.#log,
-        term: this.#fencing.term(),
-        assertPrimary: (checked) => this.#fencing.assertPrimary(checked),
-      });
+      const context = (bindings: object | undefined): HandlerContext => {
+        let log: Logger | undefined;
+        const handlerLog = this.#handlerLog;
+        return {
+          queue: this.queue.name,
+          signal: controller.signal,
+          // Made on first use: most calls never log, and a child logger per record is not free.
+          get log(): Logger {
+            return (log ??= bindings === undefined ? handlerLog : handlerLog.child(bindings));
+          },
+          term: this.#fencing.term(),
+          assertPrimary: (checked) => this.#fencing.assertPrimary(checked),
+        };
+      };
+      const position = (index: number): object | undefined =>
+        claim === undefined ? undefined : { batch: claim.batch, record: claim.ids[offset + index] };
+      const running = this.#handler.run(
+        tx,
+        records,
+        context(records.length === 1 ? position(0) : claim && { batch: claim.batch }),
+        claim === undefined ? undefined : (index) => context(position(index)),
+      );
       // A handler that ignores its signal may still reject after its deadline: that must not go unhandled.
       running.catch(() => undefined);
       await Promise.race([running, aborted]);

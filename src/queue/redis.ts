@@ -164,15 +164,20 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   /**
-   * Connects (BackendUnavailableError when Redis does not answer within `startupTimeoutMs`) and warns once
-   * when Redis is not configured for exactly-once across its own crash.
+   * Connects (BackendUnavailableError when Redis does not answer within `startupTimeoutMs`) and, with
+   * `checkPersistence` (a node starting, not a CLI command), warns once when Redis is not configured for
+   * exactly-once across its own crash.
    */
-  start(options: { startupTimeoutMs?: number } = {}): Promise<void> {
-    return (this.#starting ??= this.#connect(options.startupTimeoutMs ?? DEFAULT_STARTUP_TIMEOUT_MS));
+  start(options: { startupTimeoutMs?: number; checkPersistence?: boolean } = {}): Promise<void> {
+    return (this.#starting ??= this.#connect(
+      options.startupTimeoutMs ?? DEFAULT_STARTUP_TIMEOUT_MS,
+      options.checkPersistence ?? true,
+    ));
   }
 
-  async #connect(timeoutMs: number): Promise<void> {
+  async #connect(timeoutMs: number, checkPersistence: boolean): Promise<void> {
     await this.#connection.connectWithin(timeoutMs);
+    if (!checkPersistence) return;
     const advice = 'exactly-once across a Redis crash needs appendonly yes and appendfsync always';
     const settings = await readPersistence(this.#client);
     if (settings instanceof Error) {

@@ -2,6 +2,7 @@
 // message that names the key or module at fault: 2 invalid config, 3 nothing to run, 4 a backend unreachable.
 import { existsSync } from 'node:fs';
 
+import { parse } from 'smol-toml';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { cleanupAll, freePort, runBaton, tempProject } from '../support/process.js';
@@ -152,17 +153,17 @@ describe('baton with an invalid config', () => {
     const project = await tempProject({
       toml: `[http]\ntoken = "${token}"\n\n[[http.tokens]]\ntoken = "${other}"\n`,
     });
-    const result = await runBaton(['-c', project.configPath, 'print-config']);
-    expect(result.code).toBe(0);
-    expect(result.stdout).not.toContain(token);
-    expect(result.stderr).not.toContain(token);
-    expect(result.stdout).not.toContain(other);
-    const printed = JSON.parse(result.stdout) as {
-      http: { token: unknown; tokens: Array<{ token: unknown }> };
-    };
-    expect(printed.http.token).toBe('***');
-    expect(printed.http.tokens).toEqual([
-      { token: '***', scopes: ['admin', 'read', 'write', 'metrics'], namespaces: null, queues: null },
-    ]);
+    for (const format of [[], ['--json']]) {
+      const result = await runBaton(['-c', project.configPath, 'print-config', ...format]);
+      expect(result.code).toBe(0);
+      expect(result.stdout).not.toContain(token);
+      expect(result.stderr).not.toContain(token);
+      expect(result.stdout).not.toContain(other);
+      const printed = (format.length === 0 ? parse(result.stdout) : JSON.parse(result.stdout)) as {
+        http: { token: unknown; tokens: Array<{ token: unknown }> };
+      };
+      expect(printed.http.token).toBe('***');
+      expect(printed.http.tokens).toEqual([{ token: '***', scopes: ['admin', 'read', 'write', 'metrics'] }]);
+    }
   });
 });

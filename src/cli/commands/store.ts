@@ -1,6 +1,8 @@
 // Commands on the store itself: `sql`, `initdb`, `print-config`.
 import type { Command } from 'commander';
+import { stringify } from 'smol-toml';
 
+import { configAsInput } from '../../config/as-input.js';
 import { redactConfig } from '../../config/redact.js';
 import { queryResultJson } from '../../store/wire.js';
 import type { CliContext } from '../context.js';
@@ -76,8 +78,16 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
 
   program
     .command('print-config')
-    .description('print the resolved configuration (secrets hidden)')
-    .action(async () => {
-      ctx.printJson(redactConfig(await ctx.config()));
+    .description('print the configuration in effect, as baton.toml would say it (secrets hidden)')
+    .option('--json', 'print it as JSON (same keys) rather than TOML')
+    .action(async (options: { json?: boolean }) => {
+      const config = await ctx.config();
+      const printed = redactConfig(configAsInput(config));
+      if (options.json) return ctx.printJson(printed);
+      const source = config.file ?? 'no config file';
+      ctx.print(`# The configuration in effect: ${source} with the environment and flags applied,`);
+      ctx.print('# defaults filled in and paths made absolute. Secrets are shown as ***.');
+      ctx.print();
+      ctx.io.stdout.write(stringify(printed));
     });
 }

@@ -1,0 +1,134 @@
+// A resolved config said the way baton.toml says it: snake_case tables and keys, every default and derived
+// value written out, paths absolute. `baton print-config` prints it; read back (from the same folder: a task's
+// commands run in the config file's folder), it resolves to the same config.
+import type { ConfigInput } from './schema.js';
+import type { GroupConfig, HttpConfig, QueueConfig, ResolvedConfig, StoreConfig } from './types.js';
+
+const DAY_MS = 86_400_000;
+
+export function configAsInput(config: ResolvedConfig): ConfigInput {
+  return defined({
+    node: defined({
+      name: config.node.name,
+      data_dir: config.node.dataDir,
+      shutdown_timeout_ms: config.node.shutdownTimeoutMs,
+      startup_timeout_ms: config.node.startupTimeoutMs,
+    }),
+    log: { level: config.log.level, format: config.log.format },
+    http: httpInput(config.http),
+    store: storeInput(config.store),
+    redis: { url: config.redis.url },
+    queues: mapValues(config.queues, queueInput),
+    group: config.group === undefined ? undefined : groupInput(config.group),
+    components: nonEmpty(
+      mapValues(config.components, (component) =>
+        defined({ module: component.module, channels: copy(component.channels) }),
+      ),
+    ),
+    events: {
+      enabled: config.events.enabled,
+      retention_days: config.events.retentionMs / DAY_MS,
+      max_batch: config.events.maxBatch,
+      max_streams_per_client: config.events.maxStreamsPerClient,
+    },
+    tasks: nonEmpty(
+      mapValues(config.tasks, (task) =>
+        defined({
+          command: task.command,
+          module: task.module,
+          namespace: task.namespace,
+          timeout_ms: task.timeoutMs,
+        }),
+      ),
+    ),
+    rules: nonEmpty(
+      config.rules.map((rule) => ({
+        on: defined({ namespace: rule.on.namespace, key: rule.on.key, value: rule.on.value }),
+        action: rule.action,
+        task: rule.task,
+        on_lost: rule.onLost,
+      })),
+    ),
+  });
+}
+
+function httpInput(http: HttpConfig): NonNullable<ConfigInput['http']> {
+  return defined({
+    enabled: http.enabled,
+    host: http.host,
+    port: http.port,
+    token: http.token,
+    body_limit_bytes: http.bodyLimitBytes,
+    hosts: http.hosts === 'any' ? ['*'] : [...http.hosts],
+    request_timeout_ms: http.requestTimeoutMs,
+    trust_proxy: typeof http.trustProxy === 'boolean' ? http.trustProxy : [...http.trustProxy],
+    tokens: http.tokens.map((entry) =>
+      defined({
+        token: entry.token,
+        scopes: [...entry.scopes],
+        namespaces: copy(entry.namespaces),
+        queues: copy(entry.queues),
+      }),
+    ),
+  });
+}
+
+function storeInput(store: StoreConfig): NonNullable<ConfigInput['store']> {
+  if (store.kind === 'embedded') return { path: store.path };
+  return {
+    url: store.url,
+    pool_size: store.poolSize,
+    statement_timeout_ms: store.statementTimeoutMs,
+    query_timeout_ms: store.queryTimeoutMs,
+  };
+}
+
+function queueInput(queue: QueueConfig): NonNullable<ConfigInput['queues']>[string] {
+  return defined({
+    handler: queue.handler,
+    backend: queue.backend,
+    url: queue.url,
+    key: queue.key,
+    migrations: queue.migrations,
+    batch_size: queue.batchSize,
+    concurrency: queue.concurrency,
+    max_attempts: queue.maxAttempts,
+    timeout_ms: queue.timeoutMs,
+    retry_delay_ms: queue.retryDelayMs,
+    retry_max_delay_ms: queue.retryMaxDelayMs,
+    inline: queue.inline,
+    run_on: queue.runOn,
+  });
+}
+
+function groupInput(group: GroupConfig): NonNullable<ConfigInput['group']> {
+  return defined({
+    name: group.name,
+    elector: group.elector,
+    url: group.url,
+    lease_ms: group.leaseMs,
+    renew_deadline_ms: group.renewDeadlineMs,
+    heartbeat_ms: group.heartbeatMs,
+    stop_timeout_ms: group.stopTimeoutMs,
+    watch_path: group.watchPath,
+    failover_files: [...group.failoverFiles],
+  });
+}
+
+function mapValues<T, U>(table: Readonly<Record<string, T>>, map: (value: T) => U): Record<string, U> {
+  return Object.fromEntries(Object.entries(table).map(([key, value]) => [key, map(value)]));
+}
+
+/** Undefined for an empty table or list of tables, which says no more than its absence. */
+function nonEmpty<T extends object>(value: T): T | undefined {
+  return Object.keys(value).length === 0 ? undefined : value;
+}
+
+function copy(list: readonly string[] | undefined): string[] | undefined {
+  return list === undefined ? undefined : [...list];
+}
+
+/** `table` without its undefined values: TOML has no null, and an absent key means the default. */
+function defined<T extends object>(table: T): T {
+  return Object.fromEntries(Object.entries(table).filter(([, value]) => value !== undefined)) as T;
+}
