@@ -54,7 +54,15 @@ function spawnBaton(
   args: readonly string[],
   options: { cwd?: string; env?: Record<string, string | undefined> },
 ) {
-  return spawn(process.execPath, [BATON_BIN, ...args], {
+  return spawnCommand([process.execPath, BATON_BIN, ...args], options);
+}
+
+function spawnCommand(
+  argv: readonly string[],
+  options: { cwd?: string; env?: Record<string, string | undefined> },
+) {
+  const [command = '', ...args] = argv;
+  return spawn(command, args, {
     cwd: options.cwd ?? os.tmpdir(),
     env: childEnv(options.env),
     stdio: ['pipe', 'pipe', 'pipe'],
@@ -151,6 +159,12 @@ export interface StartNodeOptions {
   cwd?: string;
   /** How long to wait for GET /readyz to answer 200. Default 40 s. */
   readyTimeoutMs?: number;
+  /**
+   * The command that starts the node, in place of `node bin/baton.js -c <configPath> run`: `npx baton …`, a
+   * container's entrypoint. stop() signals the process this starts; the result is its exit, once every
+   * process that shares its output (the node) has closed it.
+   */
+  command?: readonly string[];
 }
 
 /**
@@ -163,11 +177,15 @@ export async function startBatonNode(
   options: StartNodeOptions = {},
 ): Promise<BatonNodeProcess> {
   const url = await nodeUrl(configPath);
-  const child = spawnBaton(['-c', configPath, 'run'], options);
+  const child = options.command
+    ? spawnCommand(options.command, options)
+    : spawnBaton(['-c', configPath, 'run'], options);
   child.stdin?.end();
   const { output, done } = collect(child);
   const pid = child.pid;
-  if (pid === undefined) throw new Error(`could not spawn ${BATON_BIN}: ${(await done).stderr}`);
+  if (pid === undefined) {
+    throw new Error(`could not spawn ${options.command?.[0] ?? BATON_BIN}: ${(await done).stderr}`);
+  }
   let exited: RunResult | undefined;
   done.then(
     (result) => (exited = result),
