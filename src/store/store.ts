@@ -2,7 +2,8 @@
 // It hands out transactions as drizzle `Tx` objects and runs Baton's own SQL. It does not know about
 // queues, handlers or HTTP; driver types (PGlite, pg) stay inside the adapters.
 import type { ExtractTablesWithRelations, SQL } from 'drizzle-orm';
-import { DrizzleQueryError } from 'drizzle-orm';
+// From its own entry point: drizzle-orm 0.44.0 exports it there only, later releases from both.
+import { DrizzleQueryError } from 'drizzle-orm/errors';
 
 import { BatonError, StatementError } from '../errors.js';
 import type { PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';

@@ -169,6 +169,12 @@ export interface StartNodeOptions {
   cwd?: string;
   /** How long to wait for GET /readyz to answer 200. Default 40 s. */
   readyTimeoutMs?: number;
+  /**
+   * The command that starts the node, in place of `node bin/baton.js -c <configPath> run`: `npx baton …`, a
+   * container's entrypoint. stop() signals the process this starts; the result is its exit, once every
+   * process that shares its output (the node) has closed it.
+   */
+  command?: readonly string[];
 }
 
 /**
@@ -181,11 +187,15 @@ export async function startBatonNode(
   options: StartNodeOptions = {},
 ): Promise<BatonNodeProcess> {
   const url = await nodeUrl(configPath);
-  const child = spawnBaton(['-c', configPath, 'run'], options);
+  const child = options.command
+    ? spawnCommand(options.command[0] ?? '', options.command.slice(1), options)
+    : spawnBaton(['-c', configPath, 'run'], options);
   child.stdin?.end();
   const { output, done } = collect(child);
   const pid = child.pid;
-  if (pid === undefined) throw new Error(`could not spawn ${BATON_BIN}: ${(await done).stderr}`);
+  if (pid === undefined) {
+    throw new Error(`could not spawn ${options.command?.[0] ?? BATON_BIN}: ${(await done).stderr}`);
+  }
   let exited: RunResult | undefined;
   done.then(
     (result) => (exited = result),

@@ -1,9 +1,11 @@
-// `baton run`: starts a node and runs it until SIGINT or SIGTERM, then drains and exits 0.
+// `baton run`: starts a node and runs it until SIGINT or SIGTERM (or, started by npx or npm, until the process
+// that launched it is gone), then drains and exits 0.
 import type { Command } from 'commander';
 
 import { installCrashLog } from '../../node/crash-log.js';
 import { startNode } from '../../node/start.js';
 import type { CliContext } from '../context.js';
+import { startedByPackageManager, watchLauncher } from '../launcher.js';
 
 export function registerRun(program: Command, ctx: CliContext): void {
   program
@@ -17,8 +19,11 @@ export function registerRun(program: Command, ctx: CliContext): void {
       const node = await startNode(config, { log });
       // One structured line instead of Node's dump when a handler throws outside its promise.
       installCrashLog(log, () => node.handlerCalls());
+      let unwatch = (): void => undefined;
       await new Promise<void>((resolve) => {
+        let stopping = false;
         const stop = (signal: NodeJS.Signals): void => {
+          stopping = true;
           log.info({ signal }, `${signal}: stopping (finishing in-flight batches)`);
           const first = Date.now();
           const again = (): void => {
@@ -36,7 +41,20 @@ export function registerRun(program: Command, ctx: CliContext): void {
         };
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
+        if (startedByPackageManager(ctx.io.env)) {
+          // Under npx the SIGTERM meant for the node ends the shell between them: its exit is that SIGTERM.
+          unwatch = watchLauncher((launcher) => {
+            if (stopping) return;
+            stopping = true;
+            log.info(
+              { launcher },
+              `the process that launched this node (pid ${launcher}) is gone: stopping (finishing in-flight batches)`,
+            );
+            void node.stop().then(resolve);
+          });
+        }
       });
+      unwatch();
       log.info(`node ${node.name} stopped`);
     });
 }
