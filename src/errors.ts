@@ -21,6 +21,7 @@ export const ERROR_CODES = {
   FENCED: { status: 409, transient: false },
   CLAIM_LOST: { status: 409, transient: false },
   PENDING_MIGRATIONS: { status: 409, transient: false },
+  MIGRATION_REFUSED: { status: 409, transient: false },
   PAYLOAD_TOO_LARGE: { status: 413, transient: false },
   UNKNOWN_HOST: { status: 421, transient: false },
   TOO_MANY_REQUESTS: { status: 429, transient: true },
@@ -81,7 +82,8 @@ export class InvalidEventError extends BatonError {
 
 /**
  * A statement the database refused: its message starts with the database's own reason (SQLSTATE and
- * detail follow). A handler's failed statement is described with it; `sql` answers it with 400.
+ * detail follow; a migration's failed statement is prefixed with the migration's id). A handler's failed
+ * statement is described with it; `sql` answers it with 400.
  */
 export class StatementError extends BatonError {
   override readonly name = 'StatementError';
@@ -344,6 +346,15 @@ export class PendingMigrationsError extends BatonError {
   }
 }
 
+/**
+ * A migration that `migrate` will not apply, or an applied one whose file changed: applying the others
+ * would give a schema that no fresh database gets. The message names the files and says how to fix it.
+ */
+export class MigrationRefusedError extends BatonError {
+  override readonly name = 'MigrationRefusedError';
+  readonly code = 'MIGRATION_REFUSED';
+}
+
 /** A request body over `[http] body_limit_bytes`. */
 export class PayloadTooLargeError extends BatonError {
   override readonly name = 'PayloadTooLargeError';
@@ -504,6 +515,7 @@ const SIMPLE: Partial<Record<BatonErrorCode, new (message: string) => BatonError
   TOO_MANY_REQUESTS: TooManyRequestsError,
   WORK_ABORTED: WorkAbortedError,
   CLAIM_LOST: ClaimLostError,
+  MIGRATION_REFUSED: MigrationRefusedError,
 };
 
 /**
@@ -531,9 +543,61 @@ export function coerceError(value: unknown): Error {
   return new Error(text, { cause: value });
 }
 
-/** One line that says what went wrong, for logs and error queues. */
+/**
+ * `error` as a StatementError when it is a statement the database refused: the driver's own error (with
+ * its SQLSTATE), or drizzle's report of one ("Failed query: … params: …", the database's error only as its
+ * cause). The message says the database's reason, SQLSTATE and detail first, then the statement without its
+ * parameters (they hold records and may be large). Undefined for anything else.
+ */
+export function statementErrorOf(error: unknown): StatementError | undefined {
+  const drizzle = isDrizzleQueryError(error);
+  const reason = drizzle ? error.cause : error;
+  if (!(reason instanceof Error) || reason instanceof BatonError) return undefined;
+  const sqlState = textField(reason, 'code');
+  if (!drizzle && (sqlState === undefined || !SQLSTATE.test(sqlState))) return undefined;
+  const detail = textField(reason, 'detail');
+  const message =
+    reason.message +
+    (sqlState === undefined ? '' : ` (SQLSTATE ${sqlState})`) +
+    (detail === undefined ? '' : `. ${detail}`) +
+    (drizzle ? `\nFailed query: ${clippedStatement(error.query)}` : '');
+  return new StatementError(message, { sqlState, cause: error });
+}
+
+/**
+ * drizzle's DrizzleQueryError, known by its shape (this layer does not import drizzle): the statement, its
+ * parameters, and the driver's error as its cause.
+ */
+function isDrizzleQueryError(error: unknown): error is Error & { query: string; cause: Error } {
+  return (
+    error instanceof Error &&
+    error.message.startsWith('Failed query: ') &&
+    typeof Reflect.get(error, 'query') === 'string' &&
+    Array.isArray(Reflect.get(error, 'params')) &&
+    error.cause instanceof Error
+  );
+}
+
+/** A statement's text as error messages quote it: never its parameters (records, tokens), at most 300 characters. */
+export function clippedStatement(statement: string): string {
+  const oneLine = statement.replace(/\s+/g, ' ').trim();
+  return oneLine.length > 300 ? `${oneLine.slice(0, 300)}…` : oneLine;
+}
+
+/** Five digits and capitals, one digit at least: a SQLSTATE (42P01, HV000), not a Node code such as EPIPE. */
+const SQLSTATE = /^(?=.*\d)[0-9A-Z]{5}$/;
+
+function textField(error: Error, key: 'code' | 'detail'): string | undefined {
+  const value: unknown = Reflect.get(error, key);
+  return typeof value === 'string' && value.length > 0 ? value : undefined;
+}
+
+/**
+ * One line that says what went wrong, for logs and error queues. A statement the database refused is
+ * described by the database's reason and SQLSTATE, never by drizzle's "Failed query … params: …".
+ */
 export function describeError(value: unknown): string {
-  const error = coerceError(value);
+  const error = statementErrorOf(value) ?? coerceError(value);
   const text = error.message.length > 0 ? `${error.name}: ${error.message}` : error.name;
   // Messages often quote the bad input, which may hold NUL: PostgreSQL text cannot store it.
   return text.includes('\u0000') ? text.replaceAll('\u0000', '\\u0000') : text;

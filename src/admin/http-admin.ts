@@ -28,7 +28,11 @@ const acceptedReply = z.object({ accepted: z.number() });
 const replayedReply = z.object({ replayed: z.number() });
 const droppedReply = z.object({ dropped: z.number() });
 const createdReply = z.object({ created: z.array(z.string()) });
-const migratedReply = z.object({ migrated: z.array(z.string()), created: z.array(z.string()) });
+const migratedReply = z.object({
+  migrated: z.array(z.string()),
+  created: z.array(z.string()),
+  warnings: z.array(z.string()).default([]),
+});
 const failoverReply = z
   .object({
     moved: z.boolean(),

@@ -8,6 +8,7 @@ import {
   NothingToRunError,
   StoreLockedError,
   describeError,
+  statementErrorOf,
 } from '../errors.js';
 import { LOG_FORMATS } from '../log.js';
 import { registerClusterCommands } from './commands/cluster.js';
@@ -43,8 +44,10 @@ export async function main(
     return Number(process.exitCode ?? EXIT.ok);
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode;
+    // A statement the database refused says the database's reason and SQLSTATE, not drizzle's report.
+    const shown = statementErrorOf(error) ?? error;
     ctx.io.stderr.write(
-      `baton: ${error instanceof Error && 'code' in error ? error.message : describeError(error)}\n`,
+      `baton: ${shown instanceof Error && 'code' in shown ? shown.message : describeError(shown)}\n`,
     );
     return exitCode(error);
   }

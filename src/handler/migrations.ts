@@ -1,7 +1,9 @@
 // Handler migrations: each queue may keep numbered SQL files in its migrations folder (by default
 // `<handler folder>/migrations/<queue>/`). `migrate` applies them with Baton's own, in one transaction
 // under an advisory lock; `make-migration` writes the next file from the difference between the
-// handler's drizzle schema and the database, as Alembic's autogenerate does.
+// handler's drizzle schema and what the queue's migrations give (replayed into a scratch database), as
+// Alembic's autogenerate does. The first file (the baseline) creates the tables, in a form that also
+// applies where they exist already (tables that `run` created before the queue had migrations).
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -11,8 +13,11 @@ import { getTableConfig, PgDialect, PgTable } from 'drizzle-orm/pg-core';
 
 import type { QueueConfig } from '../config/types.js';
 import { ConfigError } from '../errors.js';
+import { describeError } from '../errors.js';
 import type { Migration } from '../store/migrate.js';
-import type { QueryResult } from '../store/store.js';
+import { splitStatements } from '../store/migrate.js';
+import { openPgliteStore } from '../store/pglite.js';
+import type { QueryResult, Store } from '../store/store.js';
 import type { Handler } from './handler.js';
 
 const MIGRATION_FILE = /^(\d{4,})_[\w.-]*\.sql$/;
@@ -43,9 +48,14 @@ export async function pendingMigrations(
   reader: SqlReader,
   migrations: readonly Migration[],
 ): Promise<string[]> {
-  const { rows } = await reader.query('SELECT id FROM baton_migrations');
-  const applied = new Set(rows.map((row) => String(row['id'])));
+  const applied = new Set(await appliedMigrations(reader));
   return migrations.filter((migration) => !applied.has(migration.id)).map((migration) => migration.id);
+}
+
+/** The ids of every migration recorded as applied, in order. */
+export async function appliedMigrations(reader: SqlReader): Promise<string[]> {
+  const { rows } = await reader.query('SELECT id FROM baton_migrations ORDER BY id');
+  return rows.map((row) => String(row['id']));
 }
 
 /**
@@ -53,7 +63,7 @@ export async function pendingMigrations(
  * database is only read (its catalogs): nothing is changed.
  */
 export async function schemaDiff(reader: SqlReader, handler: Handler): Promise<string[]> {
-  const tables = Object.values(handler.schema).filter((value): value is PgTable => is(value, PgTable));
+  const tables = handlerTables(handler);
   if (tables.length === 0) {
     throw new ConfigError(`the handler of queue "${handler.queue}" exports no drizzle tables in \`schema\``, {
       key: `queues.${handler.queue}.handler`,
@@ -78,7 +88,84 @@ export async function schemaDiff(reader: SqlReader, handler: Handler): Promise<s
       names,
     ),
   );
-  return diff.statementsToExecute.filter((statement) => !FOREIGN_DROPS.test(statement));
+  // drizzle-kit empties a table whose column changes type when it holds rows: a migration never does.
+  return diff.statementsToExecute.filter(
+    (statement) => !FOREIGN_DROPS.test(statement) && !/^\s*TRUNCATE\b/i.test(statement),
+  );
+}
+
+/**
+ * The statements that bring what the queue's `migrations` give to the handler's schema: the migrations are
+ * replayed into a scratch database in memory, which is then diffed. Resolves to the reason instead when they
+ * cannot be replayed there (an extension the embedded PostgreSQL lacks, a table of someone else's…).
+ */
+export async function replayedSchemaDiff(
+  handler: Handler,
+  migrations: readonly Migration[],
+): Promise<{ statements: string[] } | { failure: string }> {
+  let scratch: Store;
+  try {
+    scratch = await openPgliteStore();
+  } catch (error) {
+    return { failure: describeError(error) };
+  }
+  try {
+    for (const migration of migrations) {
+      for (const statement of splitStatements(migration.sql)) {
+        try {
+          await scratch.query(statement);
+        } catch (error) {
+          return { failure: `${migration.id}: ${describeError(error)}` };
+        }
+      }
+    }
+    return { statements: await schemaDiff(scratch, handler) };
+  } finally {
+    await scratch.close();
+  }
+}
+
+/** The statements that create the handler's tables on an empty database, as `run` creates them. */
+export async function createStatements(handler: Handler): Promise<string[]> {
+  const { generateDrizzleJson, generateMigration } = await import('drizzle-kit/api');
+  return generateMigration(generateDrizzleJson({}), generateDrizzleJson({ ...handler.schema }));
+}
+
+/**
+ * A statement of a baseline in a form that does nothing where its object exists already: `IF NOT EXISTS`
+ * where PostgreSQL has it; otherwise in a block that ignores the duplicate (or, for a rename, the missing
+ * old name). Statements that set a state (ALTER COLUMN … SET …) are idempotent as they are.
+ */
+export function idempotent(statement: string): string {
+  const text = statement.trim().replace(/;$/, '');
+  for (const [pattern, replacement] of IF_EXISTS_FORMS) {
+    if (pattern.test(text)) return `${text.replace(pattern, replacement)};`;
+  }
+  if (/^ALTER\s+TABLE\s+.*\sRENAME\s/is.test(text)) return ignoring(text, RENAMED);
+  if (/^CREATE\s/i.test(text) || /^ALTER\s+TABLE\s+\S+\s+ADD\s/i.test(text))
+    return ignoring(text, DUPLICATES);
+  return `${text};`;
+}
+
+const IF_EXISTS_FORMS: readonly (readonly [RegExp, string])[] = [
+  [/^CREATE\s+TABLE\s+(?!IF\s+NOT\s+EXISTS)/i, 'CREATE TABLE IF NOT EXISTS '],
+  [/^CREATE\s+(UNIQUE\s+)?INDEX\s+(?!IF\s+NOT\s+EXISTS|CONCURRENTLY)/i, 'CREATE $1INDEX IF NOT EXISTS '],
+  [/^CREATE\s+(SCHEMA|SEQUENCE)\s+(?!IF\s+NOT\s+EXISTS)/i, 'CREATE $1 IF NOT EXISTS '],
+  [/^DROP\s+(TABLE|INDEX|SEQUENCE|VIEW|TYPE)\s+(?!IF\s+EXISTS)/i, 'DROP $1 IF EXISTS '],
+  [/^(ALTER\s+TABLE\s+\S+\s+ADD\s+COLUMN)\s+(?!IF\s+NOT\s+EXISTS)/i, '$1 IF NOT EXISTS '],
+  [/^(ALTER\s+TABLE\s+\S+\s+DROP\s+(?:COLUMN|CONSTRAINT))\s+(?!IF\s+EXISTS)/i, '$1 IF EXISTS '],
+  [/^(ALTER\s+TYPE\s+\S+\s+ADD\s+VALUE)\s+(?!IF\s+NOT\s+EXISTS)/i, '$1 IF NOT EXISTS '],
+];
+const DUPLICATES = 'duplicate_object OR duplicate_table OR duplicate_column';
+const RENAMED = 'undefined_table OR undefined_column OR undefined_object';
+
+/** On one line, so that the semicolons inside do not end the statement for splitStatements. */
+function ignoring(statement: string, conditions: string): string {
+  return `DO $baton$ BEGIN ${statement}; EXCEPTION WHEN ${conditions} THEN NULL; END $baton$;`;
+}
+
+function handlerTables(handler: Handler): PgTable[] {
+  return Object.values(handler.schema).filter((value): value is PgTable => is(value, PgTable));
 }
 
 /** Writes the queue's next migration file; returns its path. */
@@ -86,6 +173,7 @@ export async function writeMigration(
   queue: QueueConfig,
   message: string,
   statements: readonly string[],
+  notes: readonly string[] = [],
 ): Promise<string> {
   const dir = queue.migrations;
   if (!dir) {
@@ -106,6 +194,7 @@ export async function writeMigration(
     `-- ${message || 'migration'}`,
     `-- Generated by \`baton make-migration ${queue.name}\` on ${new Date().toISOString()}; review before applying.`,
     "-- Only statements about the handler's own tables are generated: write any others by hand.",
+    ...notes.map((note) => `-- ${note}`),
   ];
   await mkdir(dir, { recursive: true });
   await writeFile(

@@ -5,9 +5,18 @@ import type { ResolvedConfig } from '../config/types.js';
 import { PendingMigrationsError, UnknownQueueError } from '../errors.js';
 import type { Handler } from './handler.js';
 import type { SqlReader } from './migrations.js';
-import { pendingMigrations, queueMigrations, schemaDiff, writeMigration } from './migrations.js';
-import { createMissingTables } from './tables.js';
-import type { Migration, MigrationProgress } from '../store/migrate.js';
+import {
+  appliedMigrations,
+  createStatements,
+  idempotent,
+  pendingMigrations,
+  queueMigrations,
+  replayedSchemaDiff,
+  schemaDiff,
+  writeMigration,
+} from './migrations.js';
+import { createMissingTables, missingTables } from './tables.js';
+import type { MigrationProgress } from '../store/migrate.js';
 import { applyMigrations, builtinMigrations } from '../store/migrate.js';
 import type { Store } from '../store/store.js';
 
@@ -16,16 +25,25 @@ export interface SchemaUpdate {
   readonly migrated: string[];
   /** Tables created from handler schemas (queues without migrations). */
   readonly created: string[];
+  /**
+   * What the operator should look at: tables of a queue with migrations that its migrations did not create,
+   * applied migrations whose file is gone.
+   */
+  readonly warnings: string[];
 }
 
 export interface NewMigration {
-  /** The file written; undefined when the database already matches the schema. */
+  /** The file written; undefined when the queue's migrations already give the handler's schema. */
   readonly path: string | undefined;
   readonly statements: string[];
+  /** True for the queue's first migration, which creates its tables (and also applies where they exist). */
+  readonly baseline: boolean;
+  readonly warnings: string[];
 }
 
 /**
- * Applies the queues' pending migrations, then creates the missing tables of queues that have none.
+ * Applies the queues' pending migrations, then creates the missing tables of queues that have none. The
+ * tables of a queue with migrations are the migrations' to create: those missing are warned about.
  * Baton's own migrations are applied by whoever opens the store (openStorage), before this.
  */
 export async function updateSchema(
@@ -34,19 +52,43 @@ export async function updateSchema(
   handlers: readonly Handler[],
   onApplied?: MigrationProgress,
 ): Promise<SchemaUpdate> {
-  const perQueue = await Promise.all(Object.values(config.queues).map(queueMigrations));
+  const queues = Object.values(config.queues);
+  const perQueue = await Promise.all(queues.map(queueMigrations));
   const migrated = await applyMigrations(store, perQueue.flat(), onApplied);
-  const unmanaged = handlers.filter((handler) => {
-    const index = Object.keys(config.queues).indexOf(handler.queue);
-    return (perQueue[index]?.length ?? 0) === 0;
+  const hasMigrations = (handler: Handler): boolean =>
+    (perQueue[queues.findIndex((queue) => queue.name === handler.queue)]?.length ?? 0) > 0;
+  const created = await createMissingTables(
+    store,
+    handlers.filter((handler) => !hasMigrations(handler)),
+  );
+  const warnings: string[] = [];
+  for (const handler of handlers.filter(hasMigrations)) {
+    const missing = await missingTables(store, [handler]);
+    if (missing.length === 0) continue;
+    warnings.push(
+      `queue "${handler.queue}": the database lacks ${missing.join(', ')} of its handler's schema; the tables of ` +
+        'a queue with migrations come from its migrations only (`run` does not create them): when they do not ' +
+        `create it, run \`baton make-migration ${handler.queue}\``,
+    );
+  }
+  const recorded = await appliedMigrations(store);
+  queues.forEach((queue, index) => {
+    const files = new Set(perQueue[index]?.map((migration) => migration.id));
+    for (const id of recorded.filter((id) => id.startsWith(`${queue.name}/`) && !files.has(id))) {
+      warnings.push(
+        `queue "${queue.name}": migration ${id} is recorded as applied, but its file is not in ${queue.migrations ?? 'its migrations folder'}`,
+      );
+    }
   });
-  const created = await createMissingTables(store, unmanaged);
-  return { migrated, created };
+  return { migrated, created, warnings };
 }
 
 /**
- * Writes the next migration of `queue` from the difference between its handler's schema and the store,
- * which is only read (through `reader`: the store, or the owner node's `sql`).
+ * Writes the next migration of `queue` from the difference between its handler's schema and what the
+ * queue's migrations give, replayed into a scratch database; the first one (the baseline) creates the
+ * tables, in a form that also applies where they exist already, and brings tables that `run` created
+ * before (read through `reader`: the store, or the owner node's `sql`) to the schema. When the migrations
+ * cannot be replayed, the schema is diffed against the store, which must have them all applied.
  */
 export async function makeMigration(
   reader: SqlReader,
@@ -56,10 +98,39 @@ export async function makeMigration(
 ): Promise<NewMigration> {
   const queue = config.queues[handler.queue];
   if (!queue) throw new UnknownQueueError(handler.queue, Object.keys(config.queues));
-  const all: Migration[] = [...(await builtinMigrations()), ...(await queueMigrations(queue))];
-  const pending = await pendingMigrations(reader, all);
-  if (pending.length > 0) throw new PendingMigrationsError(pending);
-  const statements = await schemaDiff(reader, handler);
-  if (statements.length === 0) return { path: undefined, statements };
-  return { path: await writeMigration(queue, message, statements), statements };
+  const migrations = await queueMigrations(queue);
+  const baseline = migrations.length === 0;
+  const warnings: string[] = [];
+  let statements: string[];
+  const replayed = await replayedSchemaDiff(handler, migrations);
+  if ('statements' in replayed) {
+    statements = replayed.statements;
+  } else {
+    warnings.push(
+      `the migrations of queue "${queue.name}" cannot be replayed in a scratch database (${replayed.failure}): ` +
+        'the schema is compared with the database instead, so it must be one where they all are applied',
+    );
+    const pending = await pendingMigrations(reader, [...(await builtinMigrations()), ...migrations]);
+    if (pending.length > 0) throw new PendingMigrationsError(pending);
+    statements = baseline ? await createStatements(handler) : await schemaDiff(reader, handler);
+  }
+  if (statements.length === 0) return { path: undefined, statements, baseline, warnings };
+  const notes: string[] = [];
+  if (baseline) {
+    // Tables that `run` created before the queue had migrations: what they lack comes after the baseline.
+    const catchUp = (await schemaDiff(reader, handler)).filter(
+      (statement) => !statements.includes(statement),
+    );
+    notes.push(
+      'The baseline: it creates the tables of the queue, and does nothing to those that exist already',
+      '(IF NOT EXISTS; a duplicate constraint or type is ignored).',
+    );
+    if (catchUp.length > 0) {
+      notes.push(
+        'Its last statements bring tables created before (by `baton run`) to the schema; elsewhere they do nothing.',
+      );
+    }
+    statements = [...statements, ...catchUp].map(idempotent);
+  }
+  return { path: await writeMigration(queue, message, statements, notes), statements, baseline, warnings };
 }

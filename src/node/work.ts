@@ -45,11 +45,12 @@ export async function prepareBackends(
   handlers: readonly Handler[],
   node: { consumer: string; log: Logger },
 ): Promise<void> {
-  const { migrated, created } = await updateSchema(backends.store, config, handlers);
+  const { migrated, created, warnings } = await updateSchema(backends.store, config, handlers);
   for (const id of [...backends.migrated, ...migrated]) {
     node.log.info({ migration: id }, `applied migration ${id}`);
   }
   if (created.length > 0) node.log.info({ tables: created }, `created tables ${created.join(', ')}`);
+  for (const warning of warnings) node.log.warn(warning);
   for (const backend of backends.backends) await backend.registerConsumer(node.consumer, config.node.name);
 }
 

@@ -1,10 +1,13 @@
-// Applies Baton's own schema migrations (numbered SQL files beside this module) in one transaction under an
-// advisory lock, recorded in `baton_migrations`, so two nodes starting at once cannot apply one twice.
+// Applies migrations (Baton's own, numbered SQL files beside this module, and the queues') in one transaction
+// under an advisory lock, recorded with their checksums in `baton_migrations`, so two nodes starting at once
+// cannot apply one twice, and a file out of order or changed after it was applied is refused.
+import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 
 import { sql } from 'drizzle-orm';
 
+import { MigrationRefusedError, StatementError, statementErrorOf } from '../errors.js';
 import { sleep } from '../util/sleep.js';
 import type { Store, Tx } from './store.js';
 import { executeIn } from './store.js';
@@ -47,7 +50,11 @@ const SCHEMA_LOCK_POLL_MS = 250;
 /** Told of each migration as it is applied (inside the one transaction): its id, and how many of how many. */
 export type MigrationProgress = (id: string, done: number, total: number) => void;
 
-/** Applies the migrations not yet recorded and returns the ids it applied, in order. */
+/**
+ * Applies the migrations not yet recorded and returns the ids it applied, in order. Refuses
+ * (MigrationRefusedError) a migration that sorts before an applied one of its prefix, and an applied one
+ * whose text changed since (see checkMigrations); records each migration's checksum.
+ */
 export async function applyMigrations(
   store: Store,
   migrations: readonly Migration[],
@@ -60,34 +67,150 @@ export async function applyMigrations(
         tx,
         sql`CREATE TABLE IF NOT EXISTS baton_migrations (id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
       );
-      const done = new Set(
-        (await executeIn(tx, sql`SELECT id FROM baton_migrations`)).map((row) => String(row['id'])),
-      );
+      const recorded = await recordedMigrations(tx);
+      const pending = checkMigrations(migrations, recorded);
       const applied: string[] = [];
-      const pending = migrations.filter((migration) => !done.has(migration.id));
       for (const migration of pending) {
-        for (const statement of splitStatements(migration.sql)) await tx.execute(sql.raw(statement));
+        await runMigration(tx, migration);
         await executeIn(tx, sql`INSERT INTO baton_migrations (id) VALUES (${migration.id})`);
         applied.push(migration.id);
         onApplied?.(migration.id, applied.length, pending.length);
       }
+      await recordChecksums(tx, migrations, recorded);
       return applied;
     },
     { schemaChange: true },
   );
 }
 
+/** Runs a migration's statements; a statement the database refuses is reported with the migration's id. */
+async function runMigration(tx: Tx, migration: Migration): Promise<void> {
+  for (const statement of splitStatements(migration.sql)) {
+    try {
+      await tx.execute(sql.raw(statement));
+    } catch (error) {
+      const refused = statementErrorOf(error);
+      if (!refused) throw error;
+      throw new StatementError(`migration ${migration.id}: ${refused.message}`, {
+        sqlState: refused.sqlState,
+        cause: error,
+      });
+    }
+  }
+}
+
+/** An applied migration: its checksum, or null when it was applied before checksums were recorded. */
+type Recorded = ReadonlyMap<string, string | null>;
+
+/** The recorded migrations with their checksums (none before Baton's migration 0009 added the column). */
+async function recordedMigrations(tx: Tx): Promise<Recorded> {
+  const rows = (await hasChecksumColumn(tx))
+    ? await executeIn(tx, sql`SELECT id, checksum FROM baton_migrations`)
+    : await executeIn(tx, sql`SELECT id, NULL AS checksum FROM baton_migrations`);
+  return new Map(
+    rows.map((row) => [String(row['id']), typeof row['checksum'] === 'string' ? row['checksum'] : null]),
+  );
+}
+
+async function hasChecksumColumn(tx: Tx): Promise<boolean> {
+  const [row] = await executeIn(
+    tx,
+    sql`SELECT count(*)::int AS n FROM pg_attribute WHERE attrelid = to_regclass('baton_migrations') AND attname = 'checksum' AND NOT attisdropped`,
+  );
+  return row?.['n'] === 1;
+}
+
+/**
+ * Records the checksum of each migration that has none yet: those just applied, and those applied before
+ * checksums were recorded (their text as it is now is taken as the one applied; checked from then on).
+ */
+async function recordChecksums(tx: Tx, migrations: readonly Migration[], before: Recorded): Promise<void> {
+  if (!(await hasChecksumColumn(tx))) return;
+  for (const migration of migrations) {
+    if (typeof before.get(migration.id) === 'string') continue;
+    await executeIn(
+      tx,
+      sql`UPDATE baton_migrations SET checksum = ${migrationChecksum(migration.sql)} WHERE id = ${migration.id} AND checksum IS NULL`,
+    );
+  }
+}
+
+/**
+ * The migrations of `migrations` not yet applied, in order, after checking them against those `recorded`:
+ * - a pending migration that sorts before an applied one of the same prefix (a queue, or `baton`) is
+ *   refused: applied now, it would run after a migration that a fresh database runs after it;
+ * - an applied migration whose text changed (its checksum differs) is refused: the databases that applied
+ *   it did not get what the file says now. Comments, blank lines and trailing spaces do not count. Baton's
+ *   own migrations (`baton/…`) are not checked for this: a release may reword them, never change their effect.
+ */
+export function checkMigrations(migrations: readonly Migration[], recorded: Recorded): Migration[] {
+  const pending: Migration[] = [];
+  const lastApplied = new Map<string, string>();
+  for (const id of recorded.keys()) {
+    const prefix = prefixOf(id);
+    if (id > (lastApplied.get(prefix) ?? '')) lastApplied.set(prefix, id);
+  }
+  for (const migration of migrations) {
+    const checksum = recorded.get(migration.id);
+    if (checksum === undefined) {
+      const later = lastApplied.get(prefixOf(migration.id));
+      if (later !== undefined && later > migration.id) {
+        throw new MigrationRefusedError(
+          `migration ${migration.id} sorts before ${later}, which is applied already, but is not applied ` +
+            `itself: renumber its file to come after ${later} (files apply in the order of their names)`,
+        );
+      }
+      pending.push(migration);
+    } else if (
+      checksum !== null &&
+      prefixOf(migration.id) !== BUILTIN_PREFIX &&
+      checksum !== migrationChecksum(migration.sql)
+    ) {
+      throw new MigrationRefusedError(
+        `migration ${migration.id} was applied, but its file has changed since: put the file back as it was ` +
+          'and write the change as a new migration (baton make-migration)',
+      );
+    }
+  }
+  return pending;
+}
+
+const BUILTIN_PREFIX = 'baton';
+
+/** What a migration id is numbered within: its queue, or `baton` for Baton's own. */
+function prefixOf(id: string): string {
+  const slash = id.lastIndexOf('/');
+  return slash < 0 ? '' : id.slice(0, slash);
+}
+
+/**
+ * sha256 of a migration's text without what does not change its effect: comment lines, blank lines,
+ * trailing spaces and line endings.
+ */
+export function migrationChecksum(text: string): string {
+  const normalised = text
+    .split(/\r?\n/)
+    .map((line) => line.trimEnd())
+    .filter((line) => line.trim().length > 0 && !line.trim().startsWith('--'))
+    .join('\n');
+  return createHash('sha256').update(normalised).digest('hex');
+}
+
 /**
  * Splits a migration into statements: each ends with a semicolon at the end of a line (or drizzle-kit's
- * `--> statement-breakpoint`). Drivers run one statement per prepared query.
+ * `--> statement-breakpoint`). Drivers run one statement per prepared query. The comment lines before a
+ * statement are left out, so that an error quotes the statement, not the file's header.
  */
 export function splitStatements(text: string): string[] {
   return text
     .split(/;[ \t]*(?:\r?\n|$)|-->\s*statement-breakpoint/)
-    .map((chunk) => chunk.trim().replace(/;$/, ''))
-    .filter((chunk) =>
-      chunk.split('\n').some((line) => line.trim().length > 0 && !line.trim().startsWith('--')),
-    );
+    .map((chunk) =>
+      chunk
+        .replace(/^(?:[ \t]*(?:--[^\n]*)?\r?\n)+/, '')
+        .trim()
+        .replace(/;$/, ''),
+    )
+    .filter((chunk) => chunk.length > 0 && !chunk.startsWith('--'));
 }
 
 /**

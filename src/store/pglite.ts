@@ -11,13 +11,14 @@ import { BackendUnavailableError } from '../errors.js';
 import type { QueryResult, Row, Store, Tx } from './store.js';
 import { rowsOf, withDatabaseReason } from './store.js';
 
-export async function openPgliteStore(path: string): Promise<Store> {
-  await mkdir(path, { recursive: true });
+/** Opens the embedded store in the data folder `path`, or a scratch one in memory without it. */
+export async function openPgliteStore(path?: string): Promise<Store> {
+  if (path !== undefined) await mkdir(path, { recursive: true });
   let client: PGlite;
   try {
-    client = await PGlite.create(path);
+    client = path === undefined ? await PGlite.create() : await PGlite.create(path);
   } catch (error) {
-    throw new BackendUnavailableError('store', `cannot open the embedded database in ${path}`, {
+    throw new BackendUnavailableError('store', `cannot open the embedded database in ${path ?? 'memory'}`, {
       cause: error,
     });
   }

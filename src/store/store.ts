@@ -2,10 +2,8 @@
 // It hands out transactions as drizzle `Tx` objects and runs Baton's own SQL. It does not know about
 // queues, handlers or HTTP; driver types (PGlite, pg) stay inside the adapters.
 import type { ExtractTablesWithRelations, SQL } from 'drizzle-orm';
-// From its own entry point: drizzle-orm 0.44.0 exports it there only, later releases from both.
-import { DrizzleQueryError } from 'drizzle-orm/errors';
 
-import { BatonError, StatementError } from '../errors.js';
+import { statementErrorOf } from '../errors.js';
 import type { PgQueryResultHKT, PgTransaction } from 'drizzle-orm/pg-core';
 
 /** The transaction a handler receives: a drizzle PostgreSQL transaction, the same on PGlite and a server. */
@@ -62,39 +60,11 @@ export interface Store {
 }
 
 /**
- * `error` as a StatementError when it is a statement the database refused: the driver's own error (with
- * its SQLSTATE), or drizzle's report of one ("Failed query: … params: …", the database's error only as its
- * cause). The message says the database's reason, SQLSTATE and detail first, then the statement without its
- * parameters (they hold records and may be large). Anything else as it is.
- * `execute`, `transaction` and `query` of both stores reject with it.
+ * `error` as a StatementError when it is a statement the database refused (see statementErrorOf), else as
+ * it is. `execute`, `transaction` and `query` of both stores reject with it.
  */
 export function withDatabaseReason(error: unknown): unknown {
-  const drizzle = error instanceof DrizzleQueryError && error.cause instanceof Error;
-  const reason = drizzle ? (error.cause as Error) : error;
-  if (!(reason instanceof Error) || reason instanceof BatonError) return error;
-  const sqlState = textField(reason, 'code');
-  if (!drizzle && (sqlState === undefined || !SQLSTATE.test(sqlState))) return error;
-  const detail = textField(reason, 'detail');
-  const message =
-    reason.message +
-    (sqlState === undefined ? '' : ` (SQLSTATE ${sqlState})`) +
-    (detail === undefined ? '' : `. ${detail}`) +
-    (drizzle ? `\nFailed query: ${clipped(error.query)}` : '');
-  return new StatementError(message, { sqlState, cause: error });
-}
-
-/** A statement's text as error messages quote it: never its parameters (records, tokens), at most 300 characters. */
-function clipped(statement: string): string {
-  const oneLine = statement.replace(/\s+/g, ' ').trim();
-  return oneLine.length > 300 ? `${oneLine.slice(0, 300)}…` : oneLine;
-}
-
-/** Five digits and capitals, one digit at least: a SQLSTATE (42P01, HV000), not a Node code such as EPIPE. */
-const SQLSTATE = /^(?=.*\d)[0-9A-Z]{5}$/;
-
-function textField(error: Error, key: 'code' | 'detail'): string | undefined {
-  const value: unknown = Reflect.get(error, key);
-  return typeof value === 'string' && value.length > 0 ? value : undefined;
+  return statementErrorOf(error) ?? error;
 }
 
 /** Runs a statement inside `tx` and returns its rows, whatever the driver's result shape. */

@@ -38,13 +38,9 @@ describe('backoffDelay', () => {
 });
 
 describe('splitStatements', () => {
-  it('splits on semicolons at line ends and drizzle-kit breakpoints, dropping comment-only chunks', () => {
+  it('splits on semicolons at line ends and drizzle-kit breakpoints, dropping comments before statements', () => {
     const text =
-      '-- header\nCREATE TABLE a (x text);\nCREATE INDEX i ON a (x);--> statement-breakpoint\nSELECT 1;\n-- trailer\n';
-    expect(splitStatements(text)).toEqual([
-      '-- header\nCREATE TABLE a (x text)',
-      'CREATE INDEX i ON a (x)',
-      'SELECT 1',
-    ]);
+      '-- header\n\n-- more\nCREATE TABLE a (x text);\nCREATE INDEX i ON a (x);--> statement-breakpoint\nSELECT 1;\n-- trailer\n';
+    expect(splitStatements(text)).toEqual(['CREATE TABLE a (x text)', 'CREATE INDEX i ON a (x)', 'SELECT 1']);
   });
 });

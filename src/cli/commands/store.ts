@@ -58,6 +58,7 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
           if (done === total) progress.finish();
         }),
       );
+      for (const warning of update.warnings) ctx.io.stderr.write(`baton: warning: ${warning}\n`);
       if (options.json) return ctx.printJson(update);
       for (const id of update.migrated) ctx.print(`applied ${id}`);
       for (const table of update.created) ctx.print(`created table ${table}`);
@@ -66,13 +67,17 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
 
   program
     .command('make-migration')
-    .description("write the next migration of a queue from its handler's schema and the database")
+    .description(
+      "write the next migration of a queue: what its handler's schema adds to what its migrations give (the first one creates its tables)",
+    )
     .argument('<queue>', 'queue name')
     .option('-m, --message <message>', 'what the migration does', 'migration')
     .action(async (queue: string, options: { message: string }) => {
       const made = await ctx.withAdmin((admin) => admin.makeMigration(queue, options.message));
-      if (!made.path) return ctx.print(`the database already matches the schema of queue "${queue}"`);
-      ctx.print(`wrote ${made.path}`);
+      for (const warning of made.warnings) ctx.io.stderr.write(`baton: warning: ${warning}\n`);
+      if (!made.path)
+        return ctx.print(`the migrations of queue "${queue}" already give its handler's schema`);
+      ctx.print(`wrote ${made.path}${made.baseline ? " (the baseline: it creates the queue's tables)" : ''}`);
       for (const statement of made.statements) ctx.print(`  ${statement.trim().split('\n')[0] ?? ''}`);
     });
 
