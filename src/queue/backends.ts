@@ -53,7 +53,7 @@ export async function openBackends(
       return await assemble(
         config,
         log,
-        await openPgliteStore(config.store.path),
+        await openPgliteStore(config.store.path, config.store.schema),
         lock,
         releasers,
         release,
@@ -83,7 +83,7 @@ async function assemble(
   consume: boolean,
 ): Promise<Backends> {
   releasers.push(() => store.close());
-  const migrated = await applyMigrations(store, await builtinMigrations());
+  const migrated = await applyMigrations(store, await builtinMigrations(), undefined, { log });
   const storeQueues = new StoreQueueBackend(store, log);
   releasers.push(() => storeQueues.close());
   if (consume) await storeQueues.start();
