@@ -9,6 +9,7 @@ import { sql } from 'drizzle-orm';
 import pino from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 
+import { groupLockKey } from '../../src/cluster/electors/postgres.js';
 import { ConfigError } from '../../src/errors.js';
 import { EventLog } from '../../src/events/log.js';
 import { LEGACY_TABLES } from '../../src/store/baton-schema.js';
@@ -99,101 +100,106 @@ async function oldLayout(store: Store): Promise<void> {
   });
 }
 
-describe.each(kinds)("Baton's schema (%s)", (_kind, makeOpener) => {
-  it('creates Baton’s tables in schema baton on a fresh store, none in public', async () => {
-    const open = await makeOpener();
-    const store = await open();
-    await applyMigrations(store, await builtinMigrations());
-    const tables = await tablesIn(store, 'baton', 'public');
-    expect(tables).toEqual(
-      LEGACY_TABLES.filter((name) => name !== 'baton_redis_ledger')
-        .map((name) => `baton.${name}`)
-        .sort(),
-    );
-    const latest = (await builtinMigrations()).at(-1)?.id ?? '';
-    expect(await missingSchema(store, latest)).toBeUndefined();
-    // Unqualified names find Baton's tables, whatever the path's default.
-    await store.execute(sql`INSERT INTO baton_queue_records (queue, payload) VALUES ('q', '\\x01')`);
-    expect(await store.execute(sql`SELECT count(*)::int AS n FROM baton.baton_queue_records`)).toEqual([
-      { n: 1 },
-    ]);
-  });
+describe.each(kinds)(
+  "Baton's schema (%s)",
+  (_kind, makeOpener) => {
+    it('creates Baton’s tables in schema baton on a fresh store, none in public', async () => {
+      const open = await makeOpener();
+      const store = await open();
+      await applyMigrations(store, await builtinMigrations());
+      const tables = await tablesIn(store, 'baton', 'public');
+      expect(tables).toEqual(
+        LEGACY_TABLES.filter((name) => name !== 'baton_redis_ledger')
+          .map((name) => `baton.${name}`)
+          .sort(),
+      );
+      const latest = (await builtinMigrations()).at(-1)?.id ?? '';
+      expect(await missingSchema(store, latest)).toBeUndefined();
+      // Unqualified names find Baton's tables, whatever the path's default.
+      await store.execute(sql`INSERT INTO baton_queue_records (queue, payload) VALUES ('q', '\\x01')`);
+      expect(await store.execute(sql`SELECT count(*)::int AS n FROM baton.baton_queue_records`)).toEqual([
+        { n: 1 },
+      ]);
+    });
 
-  it('moves the tables of an old layout from public, keeping their rows, and says so once', async () => {
-    const open = await makeOpener();
-    const store = await open();
-    await oldLayout(store);
-    await store.execute(sql`INSERT INTO public.baton_queue_records (queue, payload) VALUES ('q', '\\x01')`);
-    await store.execute(
-      sql`INSERT INTO public.baton_events ("offset", namespace, key, create_time) VALUES (1, 'default', 'k', now())`,
-    );
-    const lines: Array<Record<string, unknown>> = [];
-    const log = pino(
-      { level: 'info' },
-      { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) },
-    );
-
-    const applied = await applyMigrations(store, await builtinMigrations(), undefined, { log });
-
-    expect(applied).toEqual(['baton/0010_own_schema']);
-    expect(await tablesIn(store, 'public')).toEqual([]);
-    expect(await tablesIn(store, 'baton')).toContain('baton.baton_queue_records');
-    const moves = lines.filter((line) => String(line['msg']).includes('moved'));
-    expect(moves).toHaveLength(1);
-    expect(moves[0]?.['msg']).toBe("store: moved Baton's 12 tables from schema public to schema baton");
-    // The queued record survived, and the sequence of its ids came along.
-    await store.execute(sql`INSERT INTO baton_queue_records (queue, payload) VALUES ('q', '\\x02')`);
-    expect(
+    it('moves the tables of an old layout from public, keeping their rows, and says so once', async () => {
+      const open = await makeOpener();
+      const store = await open();
+      await oldLayout(store);
+      await store.execute(sql`INSERT INTO public.baton_queue_records (queue, payload) VALUES ('q', '\\x01')`);
       await store.execute(
-        sql`SELECT id::int, encode(payload, 'hex') AS payload FROM baton.baton_queue_records ORDER BY id`,
-      ),
-    ).toEqual([
-      { id: 1, payload: '01' },
-      { id: 2, payload: '02' },
-    ]);
-    expect(await store.execute(sql`SELECT key FROM baton.baton_events`)).toEqual([{ key: 'k' }]);
-    // A second start finds nothing to move.
-    expect(await applyMigrations(store, await builtinMigrations(), undefined, { log })).toEqual([]);
-    expect(lines.filter((line) => String(line['msg']).includes('moved'))).toHaveLength(1);
-  });
+        sql`INSERT INTO public.baton_events ("offset", namespace, key, create_time) VALUES (1, 'default', 'k', now())`,
+      );
+      const lines: Array<Record<string, unknown>> = [];
+      const log = pino(
+        { level: 'info' },
+        { write: (line: string) => lines.push(JSON.parse(line) as Record<string, unknown>) },
+      );
 
-  it("leaves a queue migration's unqualified tables in public", async () => {
-    const open = await makeOpener();
-    const store = await open();
-    await applyMigrations(store, await builtinMigrations());
-    await applyMigrations(store, [
-      { id: 'items/0001_items', sql: 'CREATE TABLE items (id integer PRIMARY KEY);' },
-    ]);
-    await store.execute(sql`CREATE TABLE made_by_hand (id integer)`);
-    expect(await tablesIn(store, 'public')).toEqual(['public.items', 'public.made_by_hand']);
-    expect(await store.execute(sql`SELECT id FROM baton_migrations WHERE id LIKE 'items/%'`)).toEqual([
-      { id: 'items/0001_items' },
-    ]);
-  });
+      const applied = await applyMigrations(store, await builtinMigrations(), undefined, { log });
 
-  it('uses the schema named in the config', async () => {
-    const open = await makeOpener();
-    const store = await open('app_queues');
-    await applyMigrations(store, await builtinMigrations());
-    expect(await tablesIn(store, 'baton', 'public')).toEqual([]);
-    expect(await tablesIn(store, 'app_queues')).toContain('app_queues.baton_events');
-    const latest = (await builtinMigrations()).at(-1)?.id ?? '';
-    expect(await missingSchema(store, latest)).toBeUndefined();
-  });
+      expect(applied).toEqual(['baton/0010_own_schema']);
+      expect(await tablesIn(store, 'public')).toEqual([]);
+      expect(await tablesIn(store, 'baton')).toContain('baton.baton_queue_records');
+      const moves = lines.filter((line) => String(line['msg']).includes('moved'));
+      expect(moves).toHaveLength(1);
+      expect(moves[0]?.['msg']).toBe("store: moved Baton's 12 tables from schema public to schema baton");
+      // The queued record survived, and the sequence of its ids came along.
+      await store.execute(sql`INSERT INTO baton_queue_records (queue, payload) VALUES ('q', '\\x02')`);
+      expect(
+        await store.execute(
+          sql`SELECT id::int, encode(payload, 'hex') AS payload FROM baton.baton_queue_records ORDER BY id`,
+        ),
+      ).toEqual([
+        { id: 1, payload: '01' },
+        { id: 2, payload: '02' },
+      ]);
+      expect(await store.execute(sql`SELECT key FROM baton.baton_events`)).toEqual([{ key: 'k' }]);
+      // A second start finds nothing to move.
+      expect(await applyMigrations(store, await builtinMigrations(), undefined, { log })).toEqual([]);
+      expect(lines.filter((line) => String(line['msg']).includes('moved'))).toHaveLength(1);
+    });
 
-  it("refuses another installation's tables that come before its own on the search path", async () => {
-    const open = await makeOpener();
-    const other = await open('public');
-    await applyMigrations(other, await builtinMigrations());
-    const store = await open();
-    // public holds an installation in a schema of its own: its tables are neither moved nor used.
-    await expect(applyMigrations(store, await builtinMigrations())).rejects.toThrow(ConfigError);
-    await expect(applyMigrations(store, await builtinMigrations())).rejects.toThrow(
-      /public\.baton_migrations.* would be used in place of Baton's tables in schema baton/,
-    );
-    expect(await tablesIn(store, 'baton')).toEqual([]);
-  });
-});
+    it("leaves a queue migration's unqualified tables in public", async () => {
+      const open = await makeOpener();
+      const store = await open();
+      await applyMigrations(store, await builtinMigrations());
+      await applyMigrations(store, [
+        { id: 'items/0001_items', sql: 'CREATE TABLE items (id integer PRIMARY KEY);' },
+      ]);
+      await store.execute(sql`CREATE TABLE made_by_hand (id integer)`);
+      expect(await tablesIn(store, 'public')).toEqual(['public.items', 'public.made_by_hand']);
+      expect(await store.execute(sql`SELECT id FROM baton_migrations WHERE id LIKE 'items/%'`)).toEqual([
+        { id: 'items/0001_items' },
+      ]);
+    });
+
+    it('uses the schema named in the config', async () => {
+      const open = await makeOpener();
+      const store = await open('app_queues');
+      await applyMigrations(store, await builtinMigrations());
+      expect(await tablesIn(store, 'baton', 'public')).toEqual([]);
+      expect(await tablesIn(store, 'app_queues')).toContain('app_queues.baton_events');
+      const latest = (await builtinMigrations()).at(-1)?.id ?? '';
+      expect(await missingSchema(store, latest)).toBeUndefined();
+    });
+
+    it("refuses another installation's tables that come before its own on the search path", async () => {
+      const open = await makeOpener();
+      const other = await open('public');
+      await applyMigrations(other, await builtinMigrations());
+      const store = await open();
+      // public holds an installation in a schema of its own: its tables are neither moved nor used.
+      await expect(applyMigrations(store, await builtinMigrations())).rejects.toThrow(ConfigError);
+      await expect(applyMigrations(store, await builtinMigrations())).rejects.toThrow(
+        /public\.baton_migrations.* would be used in place of Baton's tables in schema baton/,
+      );
+      expect(await tablesIn(store, 'baton')).toEqual([]);
+    });
+  },
+  // Each PGlite test opens an embedded database: slow on a busy machine.
+  180_000,
+);
 
 describe('two installations in one PostgreSQL database', () => {
   it('keep their own tables, records and event logs', async () => {
@@ -236,5 +242,14 @@ describe('two installations in one PostgreSQL database', () => {
     await vi.waitFor(() => expect(follower.head).toBeGreaterThan(before), { timeout: 30_000, interval: 50 });
     // Notifications come in commit order: one's would have arrived first, and raised the head to 20.
     expect(follower.head).toBe(before + 1);
+  });
+});
+
+describe("the postgres elector's lock key", () => {
+  it('stays what it was in the default schema, and is apart in another', () => {
+    // The key of versions before Baton's schema: nodes of one group must agree on it across an upgrade.
+    expect(groupLockKey('hermes')).toBe(groupLockKey('hermes', 'baton'));
+    expect(groupLockKey('hermes', 'baton')).toBe(2_382_424_170_189_231_644n);
+    expect(groupLockKey('hermes', 'other')).not.toBe(groupLockKey('hermes'));
   });
 });
