@@ -73,7 +73,13 @@ export interface SchemaMove {
  * tables in another schema on the search path would be used in place of its own. Returns what it moved.
  */
 export async function settleBatonSchema(tx: Tx, schema: string): Promise<SchemaMove | undefined> {
-  await tx.execute(sql.raw(`CREATE SCHEMA IF NOT EXISTS ${quotedSchema(schema)}`));
+  // Only when missing: CREATE SCHEMA IF NOT EXISTS needs the right to create schemas even when it exists,
+  // which a role given a schema made for it need not have.
+  const [exists] = await executeIn(
+    tx,
+    sql`SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = ${schema}`,
+  );
+  if (exists?.['n'] !== 1) await tx.execute(sql.raw(`CREATE SCHEMA ${quotedSchema(schema)}`));
   let moved: SchemaMove | undefined;
   for (;;) {
     const found = await foreignTables(tx, schema);

@@ -22,7 +22,9 @@ import {
 import { openPgliteStore } from '../../src/store/pglite.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import type { Store } from '../../src/store/store.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import pg from 'pg';
+
+import { createTestDatabase, SERVER_URL, type TestDatabase } from '../support/postgres.js';
 
 const silent = pino({ level: 'silent' });
 const cleanups: Array<() => Promise<void>> = [];
@@ -242,6 +244,40 @@ describe('two installations in one PostgreSQL database', () => {
     await vi.waitFor(() => expect(follower.head).toBeGreaterThan(before), { timeout: 30_000, interval: 50 });
     // Notifications come in commit order: one's would have arrived first, and raised the head to 20.
     expect(follower.head).toBe(before + 1);
+  });
+});
+
+describe('a role that may not create schemas', () => {
+  it('uses the schema made for it', async () => {
+    const database = await createTestDatabase();
+    cleanups.push(() => database.drop());
+    const role = `${database.name}_r`;
+    const admin = new pg.Client({ connectionString: database.url });
+    await admin.connect();
+    cleanups.push(async () => {
+      await database.drop();
+      const server = new pg.Client({ connectionString: SERVER_URL });
+      await server.connect();
+      await server.query(`DROP ROLE IF EXISTS ${role}`).finally(() => server.end());
+    });
+    try {
+      await admin.query(`CREATE ROLE ${role} LOGIN`);
+      await admin.query(`CREATE SCHEMA baton AUTHORIZATION ${role}`);
+      await admin.query(`GRANT USAGE, CREATE ON SCHEMA public TO ${role}`);
+    } finally {
+      await admin.end();
+    }
+    const url = new URL(database.url);
+    url.username = role;
+    const store = await openPostgresStore(
+      { kind: 'postgres', url: url.toString(), poolSize: 2, statementTimeoutMs: 0 },
+      { log: silent, startupTimeoutMs: 5_000 },
+    );
+    cleanups.push(() => store.close());
+    await applyMigrations(store, await builtinMigrations());
+    expect(await tablesIn(store, 'baton')).toContain('baton.baton_queue_records');
+    // The role may not create schemas: the check above did not depend on it.
+    await expect(store.execute(sql`CREATE SCHEMA other`)).rejects.toThrow(/permission denied/);
   });
 });
 
