@@ -108,7 +108,7 @@ describe('loadConfig', () => {
         requestTimeoutMs: 30_000,
         trustProxy: false,
       },
-      store: { kind: 'embedded', path: path.join(dir, '.baton', 'store') },
+      store: { kind: 'embedded', path: path.join(dir, '.baton', 'store'), schema: 'baton' },
       redis: { url: 'redis://127.0.0.1:6379' },
       queues: {},
       group: undefined,
@@ -163,7 +163,7 @@ describe('loadConfig', () => {
       requestTimeoutMs: 5000,
       trustProxy: ['10.0.0.0/8', 'loopback'],
     });
-    expect(config.store).toEqual({ kind: 'embedded', path: path.join(dir, 'db') });
+    expect(config.store).toEqual({ kind: 'embedded', path: path.join(dir, 'db'), schema: 'baton' });
     expect(config.queues['ping']).toEqual({
       name: 'ping',
       handler: path.join(dir, 'handlers', 'ping.ts'),
@@ -202,7 +202,11 @@ describe('loadConfig', () => {
     const config = await loadConfig({ file: 'conf/b.toml', cwd: dir, env: {} });
     expect(config.baseDir).toBe(path.join(dir, 'conf'));
     expect(config.node.dataDir).toBe(path.join(dir, 'data'));
-    expect(config.store).toEqual({ kind: 'embedded', path: path.join(dir, 'data', 'store') });
+    expect(config.store).toEqual({
+      kind: 'embedded',
+      path: path.join(dir, 'data', 'store'),
+      schema: 'baton',
+    });
     expect(config.queues['q']?.handler).toBe('h.js');
     const other = await loadConfig({ file: path.join(dir, 'conf', 'c.toml'), cwd: '/', env: {} });
     expect(other.queues['r']?.handler).toBe(path.join(dir, 'conf', 'r', 'h.ts'));
@@ -574,6 +578,7 @@ describe('redactConfig', () => {
     expect(config.store).toEqual({
       kind: 'postgres',
       url: 'postgres://baton:secret@db:5432/sink',
+      schema: 'baton',
       poolSize: 4,
       statementTimeoutMs: 0,
       queryTimeoutMs: 30_000,
@@ -603,6 +608,18 @@ describe('redactConfig', () => {
     });
     expect(config.queues['s']).toMatchObject({ backend: 'store', url: undefined });
     expect(JSON.stringify(redactConfig(config))).not.toContain('secret');
+  });
+
+  it("takes Baton's schema from [store] schema or BATON_STORE__SCHEMA, and refuses an unsafe name", () => {
+    const schemaOf = (store: Record<string, unknown>, env: Record<string, string> = {}): unknown =>
+      resolveConfig({ store }, { baseDir: dir, env }).store.schema;
+    expect(schemaOf({})).toBe('baton');
+    expect(schemaOf({ url: 'postgres://h/db', schema: 'app_baton' })).toBe('app_baton');
+    expect(schemaOf({ schema: 'app_baton' }, { BATON_STORE__SCHEMA: 'other' })).toBe('other');
+    for (const bad of ['Baton', 'pg_baton', '1baton', 'baton-x', 'a"b', '', 'x'.repeat(41)]) {
+      expect(() => schemaOf({ schema: bad }), bad).toThrow(ConfigError);
+      expect(() => schemaOf({ schema: bad }), bad).toThrow(/store\.schema/);
+    }
   });
 
   it('refuses a store url that is not postgres:// and an unknown queue backend', () => {

@@ -26,13 +26,15 @@ export function makeElector(config: GroupConfig, node: string, store: Store, log
   };
   switch (config.elector) {
     case 'postgres':
-      return new PostgresElector(options);
+      // Baton's tables in the elector's database live in the schema of its tables in the store.
+      return new PostgresElector({ ...options, schema: store.schema });
     case 'redis':
       // New terms stay above the fence even if Redis lost its counter.
       return new RedisElector({ ...options, currentTerm: () => currentFence(store, config.name) });
     case 'pg-recovery':
       return new PgRecoveryElector({
         ...options,
+        schema: store.schema,
         ...(config.watchPath ? { watchPath: config.watchPath } : {}),
         failoverFiles: config.failoverFiles,
       });

@@ -205,10 +205,10 @@ export async function openMembership(
     return new StoreMembership(store, config.name);
   }
   const coordination = await openPostgresStore(
-    { kind: 'postgres', url: config.url, poolSize: 2, statementTimeoutMs: 0 },
+    { kind: 'postgres', url: config.url, schema: store.schema, poolSize: 2, statementTimeoutMs: 0 },
     { log, startupTimeoutMs, applicationName: 'baton-group' },
   );
-  await applyMigrations(coordination, await builtinMigrations());
+  await applyMigrations(coordination, await builtinMigrations(), undefined, { log });
   const membership = new StoreMembership(coordination, config.name);
   return {
     heartbeat: (report) => membership.heartbeat(report),

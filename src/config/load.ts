@@ -214,6 +214,7 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       ? {
           kind: 'postgres',
           url: parsed.store.url,
+          schema: parsed.store.schema,
           poolSize: parsed.store.pool_size,
           statementTimeoutMs: parsed.store.statement_timeout_ms,
           queryTimeoutMs:
@@ -226,6 +227,7 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
         }
       : {
           kind: 'embedded',
+          schema: parsed.store.schema,
           path:
             parsed.store.path === '' ? path.join(dataDir, 'store') : path.resolve(baseDir, parsed.store.path),
         },

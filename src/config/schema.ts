@@ -24,6 +24,15 @@ export const TOKEN_SCOPES = ['admin', 'read', 'write', 'metrics'] as const satis
 /** Queue names end up in table names, Redis keys and URLs, so they are kept to a safe alphabet. */
 export const QUEUE_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
+/** The schema that holds Baton's own tables when `[store] schema` is not set. */
+export const DEFAULT_STORE_SCHEMA = 'baton';
+
+/**
+ * Names of Baton's schema: written into statements unquoted and into channel names (at most 63 bytes with
+ * the longest, `baton_queue_records`), so lower case, digits and `_`, at most 40, never a system schema (pg_).
+ */
+export const STORE_SCHEMA_PATTERN = /^(?!pg_)[a-z_][a-z0-9_]{0,39}$/;
+
 /** A short, quoted view of a value for error messages ("got …"). */
 export function describeValue(value: unknown): string {
   if (value === undefined) return 'nothing';
@@ -246,6 +255,19 @@ const storeSchema = table({
    * connection; 0 means forever. Raised to statement_timeout_ms + 5 s, so that the server ends a statement first.
    */
   query_timeout_ms: integer(0).default(30_000),
+  /**
+   * The schema of Baton's own tables (queues, events, leases, migrations…), created when missing; handlers'
+   * tables stay where their schema says (unqualified: the connection's default, normally public). The same
+   * name serves every database Baton uses (queue databases, a group's coordination database).
+   */
+  schema: z
+    .string({ error: expecting('a schema name') })
+    .regex(STORE_SCHEMA_PATTERN, {
+      error: expecting(
+        'a schema name: lower-case letters, digits and _, at most 40, not starting with a digit or pg_',
+      ),
+    })
+    .default(DEFAULT_STORE_SCHEMA),
 });
 
 const redisSchema = table({

@@ -85,12 +85,16 @@ export interface EmbeddedStoreConfig {
   kind: 'embedded';
   /** Absolute folder of the embedded PGlite database. */
   path: string;
+  /** The schema of Baton's own tables. */
+  schema: string;
 }
 
 export interface PostgresStoreConfig {
   kind: 'postgres';
   /** postgres:// URL of the server. */
   url: string;
+  /** The schema of Baton's own tables, in this database and every other one Baton uses. */
+  schema: string;
   /** Connections of the pool to the server, at most (the store's one LISTEN connection aside). */
   poolSize: number;
   /**

@@ -13,13 +13,14 @@ import { sql, type SQL } from 'drizzle-orm';
 
 import { describeError, InternalError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { batonChannel } from '../store/baton-schema.js';
 import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import type { AppendedEvent, EventInput, EventQuery, StoredEvent } from './types.js';
 import { checkListenerName, checkQuery, InvalidEventError, normalizeEvent } from './types.js';
 import { RecentEvents } from './recent.js';
 
-/** The NOTIFY channel that carries the newest committed offset. */
+/** The NOTIFY channel that carries the newest committed offset (named after Baton's schema: batonChannel). */
 export const EVENTS_CHANNEL = 'baton_events';
 /** How long a follower waits for a wake-up before it reads again anyway. */
 const FOLLOW_POLL_MS = 1_000;
@@ -67,7 +68,7 @@ export class EventLog {
   #listen(): void {
     if (this.#listening || this.#closed || !this.#store.listen) return;
     this.#listening = this.#store.listen(
-      EVENTS_CHANNEL,
+      batonChannel(this.#store.schema, EVENTS_CHANNEL),
       (notification) => this.#advance(Number(notification.payload)),
       // Notifications sent while disconnected are lost: read the head again after each (re)connection.
       () =>
@@ -371,7 +372,7 @@ export class EventLog {
         ) WITH ORDINALITY AS e(namespace, key, value, context, sender, client_id, client_seq, ordinality)
         RETURNING 1)
       SELECT last_offset, (extract(epoch FROM last_time) * 1000)::float8 AS create_ms,
-             pg_notify(${EVENTS_CHANNEL}, last_offset::text) AS notified
+             pg_notify(${batonChannel(this.#store.schema, EVENTS_CHANNEL)}, last_offset::text) AS notified
       FROM h`,
     );
     if (!head) throw new InternalError("the event log has no head row: were Baton's migrations applied?");

@@ -56,7 +56,7 @@ export async function openBackends(
       return await assemble(
         config,
         log,
-        await openEmbeddedStore(config.store.path, log, consume),
+        await openEmbeddedStore(config.store.path, config.store.schema, log, consume),
         lock,
         releasers,
         release,
@@ -80,13 +80,18 @@ export async function openBackends(
  * Opens PGlite, saying so first: it takes a moment (several seconds on a first start, which creates the
  * database), during which a node would otherwise look stuck. A command says it at debug level only.
  */
-async function openEmbeddedStore(path: string, log: Logger, node: boolean): Promise<Store> {
+async function openEmbeddedStore(
+  path: string,
+  schema: string,
+  log: Logger,
+  node: boolean,
+): Promise<Store> {
   const say = (fields: object, message: string): void =>
     node ? log.info(fields, message) : log.debug(fields, message);
   const started = performance.now();
   if (existsSync(join(path, 'PG_VERSION'))) say({ path }, `opening the embedded store in ${path}`);
   else say({ path }, `creating the embedded store in ${path} (a first start: may take several seconds)`);
-  const store = await openPgliteStore(path);
+  const store = await openPgliteStore(path, schema);
   const ms = Math.round(performance.now() - started);
   say({ path, ms }, `embedded store open (${ms} ms)`);
   return store;
@@ -102,7 +107,7 @@ async function assemble(
   consume: boolean,
 ): Promise<Backends> {
   releasers.push(() => store.close());
-  const migrated = await applyMigrations(store, await builtinMigrations());
+  const migrated = await applyMigrations(store, await builtinMigrations(), undefined, { log });
   const storeQueues = new StoreQueueBackend(store, log);
   releasers.push(() => storeQueues.close());
   if (consume) await storeQueues.start();

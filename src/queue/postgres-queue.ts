@@ -69,6 +69,8 @@ export class PostgresQueueBackend implements QueueBackend {
     const config = {
       kind: 'postgres',
       url,
+      // Baton's tables in the queue database live in the schema of its tables in the sink.
+      schema: this.#options.store.schema,
       poolSize: this.#options.poolSize ?? DEFAULT_POOL_SIZE,
       statementTimeoutMs: this.#options.statementTimeoutMs ?? 0,
       ...(this.#options.queryTimeoutMs === undefined ? {} : { queryTimeoutMs: this.#options.queryTimeoutMs }),
@@ -83,7 +85,7 @@ export class PostgresQueueBackend implements QueueBackend {
       },
     );
     try {
-      await applyMigrations(store, await builtinMigrations());
+      await applyMigrations(store, await builtinMigrations(), undefined, { log });
       const queues = new StoreQueueBackend(store, log, { ledger: this.#ledger });
       await queues.start();
       this.#opened = { store, queues };

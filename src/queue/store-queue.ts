@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import { sql } from 'drizzle-orm';
 
 import type { Logger } from '../log.js';
+import { batonChannel } from '../store/baton-schema.js';
 import type { Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import { Heartbeats } from '../util/heartbeats.js';
@@ -52,7 +53,7 @@ export interface BatchSettlement {
   readonly released?: readonly ClaimedRecord[];
 }
 
-/** Channel of the NOTIFY that wakes the consumers of other nodes; the payload is the queue name. */
+/** Channel of the NOTIFY that wakes the consumers of other nodes (after Baton's schema: batonChannel); the payload is the queue name. */
 export const WAKEUP_CHANNEL = 'baton_queue_records';
 /** Event on the local emitter that wakes every queue (after a LISTEN reconnect, notifications may be lost). */
 const ALL_QUEUES = Symbol('all queues');
@@ -92,7 +93,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   async start(_options?: { startupTimeoutMs: number }): Promise<void> {
     if (!this.#store.listen || this.#unlisten) return;
     this.#unlisten = await this.#store.listen(
-      WAKEUP_CHANNEL,
+      batonChannel(this.#store.schema, WAKEUP_CHANNEL),
       (notification) => this.#wakeups.emit(notification.payload),
       () => this.#wakeups.emit(ALL_QUEUES),
     );
@@ -100,7 +101,9 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
 
   async publish(queue: string, records: readonly Buffer[]): Promise<number> {
     if (records.length === 0) return 0;
-    const notify = this.shared ? sql`, pg_notify(${WAKEUP_CHANNEL}, ${queue})` : sql``;
+    const notify = this.shared
+      ? sql`, pg_notify(${batonChannel(this.#store.schema, WAKEUP_CHANNEL)}, ${queue})`
+      : sql``;
     await this.#store.execute(sql`
       WITH inserted AS (
         INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, unnest(${sql.param(records)}::bytea[])

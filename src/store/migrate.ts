@@ -1,6 +1,8 @@
 // Applies migrations (Baton's own, numbered SQL files beside this module, and the queues') in one transaction
 // under an advisory lock, recorded with their checksums in `baton_migrations`, so two nodes starting at once
-// cannot apply one twice, and a file out of order or changed after it was applied is refused.
+// cannot apply one twice, and a file out of order or changed after it was applied is refused. Baton's
+// migrations create their tables in Baton's schema (baton-schema.ts); queues' migrations run on the
+// connection's own search path, so their unqualified tables land where the application's do.
 import { createHash } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +10,10 @@ import { fileURLToPath } from 'node:url';
 import { sql } from 'drizzle-orm';
 
 import { MigrationRefusedError, StatementError, statementErrorOf } from '../errors.js';
+import type { Logger } from '../log.js';
 import { sleep } from '../util/sleep.js';
+import type { SchemaMove } from './baton-schema.js';
+import { quotedSchema, settleBatonSchema } from './baton-schema.js';
 import type { Store, Tx } from './store.js';
 import { executeIn } from './store.js';
 
@@ -18,6 +23,8 @@ export interface Migration {
 }
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
+/** The prefix of Baton's own migration ids (`baton/0001_queues`); a queue's are its name. */
+const BUILTIN_PREFIX = 'baton';
 /** Key of the advisory lock that serialises migrations across nodes (any constant will do; this is "baton"). */
 const MIGRATION_LOCK_KEY = 0x6261746f6e;
 
@@ -25,7 +32,7 @@ export async function builtinMigrations(): Promise<Migration[]> {
   const files = (await readdir(MIGRATIONS_DIR)).filter((name) => name.endsWith('.sql')).sort();
   return Promise.all(
     files.map(async (file) => ({
-      id: `baton/${file.replace(/\.sql$/, '')}`,
+      id: `${BUILTIN_PREFIX}/${file.replace(/\.sql$/, '')}`,
       sql: await readFile(MIGRATIONS_DIR + file, 'utf8'),
     })),
   );
@@ -51,7 +58,8 @@ const SCHEMA_LOCK_POLL_MS = 250;
 export type MigrationProgress = (id: string, done: number, total: number) => void;
 
 /**
- * Applies the migrations not yet recorded and returns the ids it applied, in order. Refuses
+ * Applies the migrations not yet recorded and returns the ids it applied, in order. First it settles Baton's
+ * schema: creates it, and moves the tables of an installation made before it existed (told to `log`). Refuses
  * (MigrationRefusedError) a migration that sorts before an applied one of its prefix, and an applied one
  * whose text changed since (see checkMigrations); records each migration's checksum.
  */
@@ -59,18 +67,27 @@ export async function applyMigrations(
   store: Store,
   migrations: readonly Migration[],
   onApplied?: MigrationProgress,
+  options: { log?: Logger } = {},
 ): Promise<string[]> {
-  return store.transaction(
+  const schema = quotedSchema(store.schema);
+  let moved: SchemaMove | undefined;
+  const applied = await store.transaction(
     async (tx) => {
       await lockSchema(tx);
-      await executeIn(
-        tx,
-        sql`CREATE TABLE IF NOT EXISTS baton_migrations (id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+      moved = await settleBatonSchema(tx, store.schema);
+      await tx.execute(
+        sql.raw(
+          `CREATE TABLE IF NOT EXISTS ${schema}.baton_migrations (id text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+        ),
       );
+      const searchPath = String((await executeIn(tx, sql`SHOW search_path`))[0]?.['search_path']);
       const recorded = await recordedMigrations(tx);
       const pending = checkMigrations(migrations, recorded);
       const applied: string[] = [];
       for (const migration of pending) {
+        // Baton's own create their tables in its schema; a queue's where the application's are.
+        const path = prefixOf(migration.id) === BUILTIN_PREFIX ? `${schema}, ${searchPath}` : searchPath;
+        await executeIn(tx, sql`SELECT set_config('search_path', ${path}, true)`);
         await runMigration(tx, migration);
         await executeIn(tx, sql`INSERT INTO baton_migrations (id) VALUES (${migration.id})`);
         applied.push(migration.id);
@@ -81,6 +98,13 @@ export async function applyMigrations(
     },
     { schemaChange: true },
   );
+  if (moved) {
+    options.log?.info(
+      { from: moved.from, to: store.schema, tables: moved.tables },
+      `store: moved Baton's ${moved.tables.length} tables from schema ${moved.from} to schema ${store.schema}`,
+    );
+  }
+  return applied;
 }
 
 /** Runs a migration's statements; a statement the database refuses is reported with the migration's id. */
@@ -175,7 +199,6 @@ export function checkMigrations(migrations: readonly Migration[], recorded: Reco
   return pending;
 }
 
-const BUILTIN_PREFIX = 'baton';
 
 /** What a migration id is numbered within: its queue, or `baton` for Baton's own. */
 function prefixOf(id: string): string {
@@ -219,9 +242,11 @@ export function splitStatements(text: string): string[] {
  * node answers pings but fails every write; readiness asks this (two small queries).
  */
 export async function missingSchema(store: Store, latest: string): Promise<string | undefined> {
-  const [table] = await store.execute(sql`SELECT to_regclass('baton_migrations') IS NOT NULL AS present`);
+  const [table] = await store.execute(
+    sql`SELECT to_regclass(${`${quotedSchema(store.schema)}.baton_migrations`}) IS NOT NULL AS present`,
+  );
   if (table?.['present'] !== true) {
-    return "Baton's schema is missing from the store (no table baton_migrations): was the database re-created or emptied? Run `baton migrate`";
+    return `Baton's schema is missing from the store (no table ${store.schema}.baton_migrations): was the database re-created or emptied? Run \`baton migrate\``;
   }
   const [found] = await store.execute(
     sql`SELECT count(*)::int AS n FROM baton_migrations WHERE id = ${latest}`,

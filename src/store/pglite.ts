@@ -8,11 +8,12 @@ import type { SQL } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/pglite';
 
 import { BackendUnavailableError } from '../errors.js';
+import { APPEND_TO_SEARCH_PATH, DEFAULT_STORE_SCHEMA } from './baton-schema.js';
 import type { QueryResult, Row, Store, Tx } from './store.js';
 import { rowsOf, withDatabaseReason } from './store.js';
 
 /** Opens the embedded store in the data folder `path`, or a scratch one in memory without it. */
-export async function openPgliteStore(path?: string): Promise<Store> {
+export async function openPgliteStore(path?: string, schema = DEFAULT_STORE_SCHEMA): Promise<Store> {
   if (path !== undefined) await mkdir(path, { recursive: true });
   let client: PGlite;
   try {
@@ -22,12 +23,18 @@ export async function openPgliteStore(path?: string): Promise<Store> {
       cause: error,
     });
   }
+  // One connection: Baton's schema ends its search path for good (see baton-schema.ts).
+  await explained(() => client.query(APPEND_TO_SEARCH_PATH, [schema])).catch(async (error: unknown) => {
+    await client.close().catch(() => undefined);
+    throw error;
+  });
   const db = drizzle(client);
   let closed = false;
 
   return {
     kind: 'pglite',
     exclusive: true,
+    schema,
     transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
       return explained(() => db.transaction((tx) => fn(tx)));
     },

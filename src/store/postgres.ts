@@ -17,6 +17,7 @@ import type { Logger } from '../log.js';
 import { backoffDelay } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
 import { isConnectionError } from '../util/connection-errors.js';
+import { APPEND_TO_SEARCH_PATH_EXPRESSION, DEFAULT_STORE_SCHEMA } from './baton-schema.js';
 import { SharedListener } from './listener.js';
 import type { Notification, QueryResult, Row, Store, TransactionOptions, Tx } from './store.js';
 import { rowsOf, withDatabaseReason } from './store.js';
@@ -29,6 +30,10 @@ const POOL_WAIT_MS = 5_000;
 const SERVER_LIMIT_MARGIN_MS = 5_000;
 /** How often the server looks whether the node of a running statement is still connected (PostgreSQL ≥ 14). */
 const CLIENT_CHECK_INTERVAL_MS = 1_000;
+/** Run on each new connection (see onConnect); servers without client_connection_check_interval skip it. */
+const PREPARE_CONNECTION = `SELECT ${APPEND_TO_SEARCH_PATH_EXPRESSION},
+  CASE WHEN current_setting('client_connection_check_interval', true) IS NOT NULL
+       THEN set_config('client_connection_check_interval', '${CLIENT_CHECK_INTERVAL_MS}', false) END`;
 
 /**
  * The limit the server puts on one statement: `statement_timeout_ms` when set, else `query_timeout_ms` less a
@@ -41,13 +46,19 @@ export function serverStatementLimitMs(statementTimeoutMs: number, queryTimeoutM
 }
 
 export async function openPostgresStore(
-  storeConfig: Omit<PostgresStoreConfig, 'queryTimeoutMs'> & { readonly queryTimeoutMs?: number },
+  storeConfig: Omit<PostgresStoreConfig, 'queryTimeoutMs' | 'schema'> & {
+    readonly queryTimeoutMs?: number;
+    readonly schema?: string;
+  },
   options: { log: Logger; startupTimeoutMs: number; applicationName?: string },
 ): Promise<Store> {
-  const config = { ...storeConfig, queryTimeoutMs: storeConfig.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS };
+  const config = {
+    ...storeConfig,
+    queryTimeoutMs: storeConfig.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS,
+    schema: storeConfig.schema ?? DEFAULT_STORE_SCHEMA,
+  };
   const applicationName = options.applicationName ?? 'baton';
   const statementLimitMs = serverStatementLimitMs(config.statementTimeoutMs, config.queryTimeoutMs);
-  let checksClients = true;
   const pool = new pg.Pool({
     connectionString: config.url,
     max: config.poolSize,
@@ -56,16 +67,15 @@ export async function openPostgresStore(
     connectionTimeoutMillis: POOL_WAIT_MS,
     ...(statementLimitMs > 0 ? { statement_timeout: statementLimitMs } : {}),
     ...(config.queryTimeoutMs > 0 ? { query_timeout: config.queryTimeoutMs } : {}),
-    // The server ends a running statement (a lock wait too) soon after its node closed the connection.
-    // Queued before the first statement of the new connection, which need not wait for it.
+    // One statement queued before the first of the new connection, which need not wait for it: Baton's schema
+    // at the end of the search path, and (PostgreSQL ≥ 14) the server ends a running statement, a lock wait
+    // too, soon after its node closed the connection. A connection that could not run it is dropped: the
+    // statements queued behind fail, and are retried on another.
     onConnect: (client) => {
-      if (!checksClients) return;
-      client
-        .query(`SET client_connection_check_interval = ${CLIENT_CHECK_INTERVAL_MS}`)
-        .catch((error: unknown) => {
-          // 42704: before PostgreSQL 14; the limit on the server and the cancel below still end it.
-          if (error instanceof Error && Reflect.get(error, 'code') === '42704') checksClients = false;
-        });
+      client.query(PREPARE_CONNECTION, [config.schema]).catch((error: unknown) => {
+        options.log.warn({ err: describeError(error) }, 'store: could not prepare a new connection');
+        socketOf(client)?.destroy(error instanceof Error ? error : undefined);
+      });
     },
   });
   // A connection that dies must not crash the process. The pool reports idle ones ('error' on the pool);
@@ -126,6 +136,7 @@ export async function openPostgresStore(
   return {
     kind: 'postgres',
     exclusive: false,
+    schema: config.schema,
     transaction<T>(fn: (tx: Tx) => Promise<T>, transactionOptions: TransactionOptions = {}): Promise<T> {
       return guardOwn(async () => {
         const client = await pool.connect();
@@ -284,7 +295,7 @@ function requestCancel(client: pg.PoolClient, log: Logger): void {
 const CANCEL_REQUEST_CODE = 80_877_102;
 
 /** The socket under a pg client (not in pg's typings, stable across its versions). */
-function socketOf(client: pg.PoolClient): { destroy(error?: Error): void } | undefined {
+function socketOf(client: pg.ClientBase): { destroy(error?: Error): void } | undefined {
   const connection = (client as unknown as { connection?: { stream?: { destroy?: unknown } } }).connection;
   const stream = connection?.stream;
   return typeof stream?.destroy === 'function' ? (stream as { destroy(error?: Error): void }) : undefined;

@@ -38,6 +38,8 @@ export interface Store {
   readonly kind: 'pglite' | 'postgres';
   /** True when one process alone may open the store (PGlite): other processes go through its owner. */
   readonly exclusive: boolean;
+  /** Baton's schema: where Baton's own tables are (see baton-schema.ts); the end of every connection's search path. */
+  readonly schema: string;
   /** Runs `fn` in one transaction: commit when it returns, roll back when it throws. */
   transaction<T>(fn: (tx: Tx) => Promise<T>, options?: TransactionOptions): Promise<T>;
   /** Runs one statement in its own transaction and returns its rows. */

@@ -22,6 +22,7 @@ export function captureLog(): { log: Logger; lines: LogLine[]; errors: () => Log
 export const unusedStore: Store = {
   kind: 'pglite',
   exclusive: true,
+  schema: 'baton',
   transaction: () => Promise.reject(new Error('unused')),
   execute: () => Promise.reject(new Error('unused')),
   query: () => Promise.reject(new Error('unused')),

@@ -147,7 +147,7 @@ describe('statements that end, on a PostgreSQL store', () => {
     const sampler = sampleConnections(await connect(url, 'test-sampler'));
 
     await locker.query('BEGIN');
-    await locker.query('LOCK TABLE baton_queue_records IN ACCESS EXCLUSIVE MODE');
+    await locker.query('LOCK TABLE baton.baton_queue_records IN ACCESS EXCLUSIVE MODE');
     // More requests than the pool has connections, each with records of its own.
     const batches = Array.from({ length: 8 }, (_, request) => [request * 10 + 1, request * 10 + 2]);
     const answers = await Promise.all(batches.map((ids) => ingest(node.url, ids)));
@@ -167,7 +167,7 @@ describe('statements that end, on a PostgreSQL store', () => {
     // committed when the lock went, before this one, and been claimed first (claims go in id order).
     expect((await ingest(node.url, [100_000])).status).toBe(202);
     await waitFor(async () => (await seenCounts(admin)).has(100_000), 60_000, 'the record sent after');
-    const queued = await admin.query<{ n: string }>('SELECT count(*) AS n FROM baton_queue_records');
+    const queued = await admin.query<{ n: string }>('SELECT count(*) AS n FROM baton.baton_queue_records');
     expect(Number(queued.rows[0]?.n)).toBe(0);
     const afterLock = await seenCounts(admin);
     expect([...afterLock.keys()]).toEqual([100_000]);

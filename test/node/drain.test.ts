@@ -80,7 +80,7 @@ describe('a stopping node drains its in-flight batches', () => {
       [1, 2, 3, 4, 5].map((id) => ({ id })),
     );
     expect(
-      await query("SELECT count(*)::int AS n FROM baton_queue_records WHERE queue = 'finishes'"),
+      await query("SELECT count(*)::int AS n FROM baton.baton_queue_records WHERE queue = 'finishes'"),
     ).toEqual([{ n: 0 }]);
     expect(lines.some((line) => DEADLINE_LINE.test(line.msg))).toBe(false);
     expect(lines.some((line) => line.msg === 'component baton.queue.finishes: draining')).toBe(true);
@@ -103,11 +103,11 @@ describe('a stopping node drains its in-flight batches', () => {
     expect(await query('SELECT count(*)::int AS n FROM timed WHERE id > 100')).toEqual([{ n: 0 }]);
     expect(
       await query(
-        "SELECT attempts, claimed_by, last_error FROM baton_queue_records WHERE queue = 'aborted' ORDER BY id",
+        "SELECT attempts, claimed_by, last_error FROM baton.baton_queue_records WHERE queue = 'aborted' ORDER BY id",
       ),
     ).toEqual([101, 102, 103].map(() => ({ attempts: 0, claimed_by: null, last_error: null })));
-    expect(await query("SELECT count(*)::int AS n FROM baton_queue_errors WHERE queue = 'aborted'")).toEqual([
-      { n: 0 },
-    ]);
+    expect(
+      await query("SELECT count(*)::int AS n FROM baton.baton_queue_errors WHERE queue = 'aborted'"),
+    ).toEqual([{ n: 0 }]);
   }, 30_000);
 });

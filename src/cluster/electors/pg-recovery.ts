@@ -11,6 +11,7 @@ import pg from 'pg';
 import { Alarm } from '../../util/sleep.js';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { APPEND_TO_SEARCH_PATH, DEFAULT_STORE_SCHEMA } from '../../store/baton-schema.js';
 import { backoffDelay } from '../../util/backoff.js';
 import type { Elector, ElectorListener, ElectorOptions } from '../types.js';
 import { StateReporter } from './reporter.js';
@@ -31,6 +32,8 @@ const QUERY_TIMEOUT_MS = 5_000;
 export interface PgRecoveryElectorOptions extends ElectorOptions {
   /** The local PostgreSQL server, whose role is this node's role. */
   readonly url: string;
+  /** Baton's schema there (where the fence is read). Default DEFAULT_STORE_SCHEMA. */
+  readonly schema?: string;
   /** Folder to watch for failover files (usually the server's data directory); none: no watching. */
   readonly watchPath?: string;
   /** Names (not paths) of the files under watchPath that trigger a check. Default DEFAULT_FAILOVER_FILES. */
@@ -178,6 +181,7 @@ export class PgRecoveryElector implements Elector {
     this.#client = client;
     try {
       await client.connect();
+      await client.query(APPEND_TO_SEARCH_PATH, [this.#options.schema ?? DEFAULT_STORE_SCHEMA]);
     } catch (error) {
       this.#disconnect();
       throw error;

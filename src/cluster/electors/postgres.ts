@@ -11,6 +11,7 @@ import pg from 'pg';
 
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { APPEND_TO_SEARCH_PATH, DEFAULT_STORE_SCHEMA } from '../../store/baton-schema.js';
 import { backoffDelay } from '../../util/backoff.js';
 import { sleep } from '../../util/sleep.js';
 import type { Elector, ElectorListener, ElectorOptions } from '../types.js';
@@ -22,9 +23,13 @@ const END_TIMEOUT_MS = 1000;
 /** Prefix of elector sessions' application_name: how a waiter recognises the stale session of a holder. */
 const SESSION_APP = 'baton-elector:';
 
-/** The group's advisory-lock key: a stable signed 64-bit hash, the same on every node and version. */
-export function groupLockKey(group: string): bigint {
-  const digest = createHash('sha256').update(`baton:group:${group}`).digest();
+/**
+ * The group's advisory-lock key: a stable signed 64-bit hash, the same on every node and version. Groups of
+ * installations in other schemas than the default have keys of their own, though their names be the same.
+ */
+export function groupLockKey(group: string, schema: string = DEFAULT_STORE_SCHEMA): bigint {
+  const name = schema === DEFAULT_STORE_SCHEMA ? group : `${schema}.${group}`;
+  const digest = createHash('sha256').update(`baton:group:${name}`).digest();
   return BigInt.asIntN(64, digest.readBigUInt64BE(0));
 }
 
@@ -100,7 +105,7 @@ interface Leadership {
 
 export class PostgresElector implements Elector {
   readonly kind = 'postgres';
-  readonly #options: ElectorOptions & { url: string };
+  readonly #options: ElectorOptions & { url: string; schema?: string };
   readonly #log: Logger;
   readonly #key: string;
   readonly #keyHalves: readonly [string, string];
@@ -115,13 +120,15 @@ export class PostgresElector implements Elector {
   #tasks: Promise<void>[] = [];
   #stopped: Promise<void> | undefined;
 
-  constructor(options: ElectorOptions & { url: string; log: Logger }) {
+  /** `schema`: Baton's schema in the elector's database (DEFAULT_STORE_SCHEMA when not given). */
+  constructor(options: ElectorOptions & { url: string; log: Logger; schema?: string }) {
     const { log, ...rest } = options;
     this.#options = rest;
     this.#log = log.child({ component: 'elector', elector: 'postgres', group: options.group });
     // The node logs each role change; the logger's context says which elector this is.
     this.#reporter = new StateReporter({ log: this.#log, name: 'elector', logStates: false });
-    const key = groupLockKey(options.group);
+    const schema = options.schema ?? DEFAULT_STORE_SCHEMA;
+    const key = groupLockKey(options.group, schema);
     const unsigned = BigInt.asUintN(64, key);
     this.#key = key.toString();
     this.#keyHalves = [(unsigned >> 32n).toString(), (unsigned & 0xffffffffn).toString()];
@@ -136,6 +143,12 @@ export class PostgresElector implements Elector {
       idleTimeoutMillis: 10_000,
       statement_timeout: options.renewDeadlineMs,
       query_timeout: options.renewDeadlineMs,
+      // Queued before the first statement; a connection that could not run it is dropped (that statement fails).
+      onConnect: (client) => {
+        client
+          .query(APPEND_TO_SEARCH_PATH, [schema])
+          .catch(() => (client as pg.Client).connection.stream.destroy());
+      },
     });
     this.#pool.on('error', (error) =>
       this.#log.debug({ err: describeError(error) }, 'elector: connection failed'),
@@ -206,6 +219,7 @@ export class PostgresElector implements Elector {
       try {
         session = this.#newSession();
         await session.client.connect();
+        await this.#ask(session, APPEND_TO_SEARCH_PATH, [this.#options.schema ?? DEFAULT_STORE_SCHEMA]);
         const found = await this.#ask(session, 'SELECT pg_backend_pid() AS pid');
         session.pid = Number(found.rows[0]?.['pid']);
         failures = 0;

@@ -1,0 +1,4 @@
+-- Baton's tables live in a schema of their own ([store] schema, "baton" by default), created and filled by
+-- the code that applies migrations: a store made before it had them in public and they were moved on start
+-- (store/baton-schema.ts). This migration changes nothing; having it applied tells that the tables live in
+-- their own schema, so that another installation's tables found on the search path are never moved.
