@@ -1,5 +1,9 @@
 // The `baton` command line. It parses arguments and prints; what it does lives in the node and admin
 // modules. Exit codes: 0 ok, 1 failure, 2 invalid config, 3 nothing to run, 4 a backend unreachable.
+// Registering the commands loads no driver, server or schema library: each command imports what it
+// needs when it runs, so `baton --help` and `baton --version` start as fast as Node itself.
+import { readFileSync } from 'node:fs';
+
 import { Command, CommanderError } from 'commander';
 
 import {
@@ -60,6 +64,7 @@ function buildProgram(ctx: CliContext): Command {
     .description('Baton: queues and events in, handler plugins write to PostgreSQL in one transaction')
     .option('-c, --config <file>', 'config file (default: ./baton.toml when it exists)')
     .option('-v, --verbose', 'debug logs')
+    .version(packageVersion(), '-V, --version', 'print the version of Baton')
     .showHelpAfterError()
     .exitOverride()
     .configureOutput({
@@ -96,4 +101,13 @@ async function addPluginCommands(program: Command, ctx: CliContext, args: readon
   ctx.setOptions(options);
   const config = await ctx.config();
   await registerPluginCommands(program, ctx, config, first);
+}
+
+/** The version in the package's package.json (two folders up, from src/cli/ as from dist/cli/). */
+function packageVersion(): string {
+  const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+  const parsed: unknown = JSON.parse(text);
+  const version =
+    typeof parsed === 'object' && parsed !== null && 'version' in parsed ? parsed.version : undefined;
+  return typeof version === 'string' ? version : 'unknown';
 }
