@@ -3,12 +3,13 @@
 // a fraction of a second and little memory, where PGlite's initdb takes ten seconds or more and close to
 // 1 GB. The seed holds no table of Baton's: migrations create them, as on any new store. It is used only
 // with the PGlite version that made it; otherwise, or when it was not built, PGlite runs initdb itself.
-import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createReadStream, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { gunzip, gzip } from 'node:zlib';
+import { createGunzip, gzip } from 'node:zlib';
 
 import { PGlite } from '@electric-sql/pglite';
 
@@ -49,21 +50,22 @@ export async function seedStore(path: string): Promise<boolean> {
   if (entries && entries.length > 0) return false;
   const version = await installedPgliteVersion();
   if (version === undefined) return false;
-  const packed = await readFile(join(SEED_DIR, seedFileName(version))).catch(() => undefined);
-  if (!packed) return false;
+  const seed = join(SEED_DIR, seedFileName(version));
+  if (!existsSync(seed)) return false;
 
   const staging = `${path}.seeding-${process.pid}`;
   await rm(staging, { recursive: true, force: true });
   try {
-    await mkdir(staging, { recursive: true, mode: 0o700 });
-    for (const entry of readTar(await promisify(gunzip)(packed))) {
+    // Synchronous writes: a thousand small files go faster without a trip through the thread pool each, and
+    // nothing else runs yet while a store opens.
+    mkdirSync(staging, { recursive: true, mode: 0o700 });
+    for await (const entry of readTar(createReadStream(seed).pipe(createGunzip()))) {
       const target = join(staging, entry.path);
       if (entry.kind === 'directory') {
-        await mkdir(target, { recursive: true, mode: 0o700 });
+        mkdirSync(target, { recursive: true, mode: 0o700 });
       } else {
-        await mkdir(dirname(target), { recursive: true, mode: 0o700 });
-        await writeFile(target, entry.data);
-        await chmod(target, entry.mode & 0o777 || 0o600);
+        mkdirSync(dirname(target), { recursive: true, mode: 0o700 });
+        writeFileSync(target, entry.data, { mode: entry.mode & 0o777 || 0o600 });
       }
     }
     // Into place, PG_VERSION last: PGlite takes a folder with PG_VERSION for a cluster to open.

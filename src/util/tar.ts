@@ -1,5 +1,5 @@
 // Tar archives (ustar, which GNU tar and PGlite read and write) of folders that hold only directories and
-// regular files, as a PostgreSQL data folder does: packing one, and reading one held in memory.
+// regular files, as a PostgreSQL data folder does: packing one, and reading one as it streams in.
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -13,24 +13,54 @@ export interface TarEntry {
 
 const BLOCK = 512;
 
-export function* readTar(archive: Uint8Array): Generator<TarEntry> {
-  let offset = 0;
-  while (offset + BLOCK <= archive.length) {
-    const header = archive.subarray(offset, offset + BLOCK);
-    if (header.every((byte) => byte === 0)) return;
+/**
+ * The entries of an archive as it streams in (a gunzip stream, say): only the entry being read is held in
+ * memory, never the whole archive.
+ */
+export async function* readTar(chunks: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<TarEntry> {
+  const input = new ChunkReader(chunks);
+  for (;;) {
+    const header = await input.read(BLOCK);
+    if (!header || header.every((byte) => byte === 0)) return;
     const size = octal(header, 124, 12);
     const type = String.fromCharCode(header[156] ?? 0);
     const ustar = text(header, 257, 5) === 'ustar';
     const prefix = ustar ? text(header, 345, 155) : '';
     const name = (prefix ? `${prefix}/` : '') + text(header, 0, 100);
+    const data = await input.read(size + padding(size));
+    if (!data) throw new Error(`tar archive: "${name}" is cut short`);
     const path = name.replace(/^(\.?\/)+/, '').replace(/\/+$/, '');
-    const data = archive.subarray(offset + BLOCK, offset + BLOCK + size);
-    if (data.length < size) throw new Error(`tar archive: "${name}" is cut short`);
-    offset += BLOCK + size + padding(size);
     if (path === '' || path.split('/').includes('..')) continue;
-    if (type === '5') yield { path, kind: 'directory', mode: octal(header, 100, 8), data };
-    else if (type === '0' || type === '\0') yield { path, kind: 'file', mode: octal(header, 100, 8), data };
+    const entry = { path, mode: octal(header, 100, 8), data: data.subarray(0, size) };
+    if (type === '5') yield { ...entry, kind: 'directory' };
+    else if (type === '0' || type === '\0') yield { ...entry, kind: 'file' };
     else throw new Error(`tar archive: "${name}" is of type "${type}", neither a file nor a directory`);
+  }
+}
+
+/** Reads exact lengths from a stream of chunks, joining only the chunks each read spans. */
+class ChunkReader {
+  readonly #source: AsyncIterator<Buffer> | Iterator<Buffer>;
+  #pending: Buffer[] = [];
+  #length = 0;
+
+  constructor(chunks: AsyncIterable<Buffer> | Iterable<Buffer>) {
+    this.#source =
+      Symbol.asyncIterator in chunks ? chunks[Symbol.asyncIterator]() : chunks[Symbol.iterator]();
+  }
+
+  /** The next `size` bytes; undefined when the stream ends first. */
+  async read(size: number): Promise<Buffer | undefined> {
+    while (this.#length < size) {
+      const next = await this.#source.next();
+      if (next.done) return undefined;
+      this.#pending.push(next.value);
+      this.#length += next.value.length;
+    }
+    const joined = this.#pending.length === 1 ? (this.#pending[0] as Buffer) : Buffer.concat(this.#pending);
+    this.#pending = joined.length > size ? [joined.subarray(size)] : [];
+    this.#length = joined.length - size;
+    return joined.subarray(0, size);
   }
 }
 
@@ -49,8 +79,9 @@ function octal(header: Uint8Array, start: number, length: number): number {
 export async function packFolder(root: string): Promise<Buffer> {
   const blocks: Buffer[] = [];
   const walk = async (relative: string): Promise<void> => {
+    // By code unit, not by locale: the same folder packs to the same bytes anywhere.
     const entries = (await readdir(join(root, relative), { withFileTypes: true })).sort((a, b) =>
-      a.name.localeCompare(b.name),
+      a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
     );
     for (const entry of entries) {
       const path = relative ? `${relative}/${entry.name}` : entry.name;
