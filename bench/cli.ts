@@ -4,19 +4,10 @@
 // per round, so that a change of the machine's load hits them all); the figures are medians.
 import { spawn } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import { join } from 'node:path';
 
 import type { Deadline } from './support.js';
-import {
-  describeMachine,
-  formatMachine,
-  integerOption,
-  now,
-  parseOptions,
-  ROOT,
-  runMeasured,
-} from './support.js';
+import { machineAndLoad, integerOption, now, parseOptions, ROOT, runMeasured } from './support.js';
 
 const NAME = 'cli';
 const OPTIONS = ['runs', 'timeout-s'] as const;
@@ -71,12 +62,7 @@ export async function main(args: readonly string[]): Promise<number> {
     runs: integerOption(options, 'runs', DEFAULTS.runs),
     timeoutS: integerOption(options, 'timeout-s', DEFAULTS.timeoutS),
   };
-  process.stdout.write(
-    `${formatMachine(describeMachine())}\nload average: ${os
-      .loadavg()
-      .map((n) => n.toFixed(2))
-      .join(' ')}\n`,
-  );
+  process.stdout.write(machineAndLoad());
   return runMeasured<Report>({
     timeoutS: settings.timeoutS,
     tmpPrefix: 'baton-bench-cli-',
