@@ -5,7 +5,6 @@ import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import http from 'node:http';
-import os from 'node:os';
 import { join } from 'node:path';
 
 import { NotificationClient } from '../src/events/client.js';
@@ -14,8 +13,7 @@ import { applyMigrations, builtinMigrations } from '../src/store/migrate.js';
 import { openPgliteStore } from '../src/store/pglite.js';
 import type { NodeChild, Deadline } from './support.js';
 import {
-  describeMachine,
-  formatMachine,
+  machineAndLoad,
   formatRate,
   freePort,
   integerOption,
@@ -86,12 +84,7 @@ interface Latency {
 
 export async function main(args: readonly string[]): Promise<number> {
   const settings = readSettings(args);
-  process.stdout.write(
-    `${formatMachine(describeMachine())}\nload average: ${os
-      .loadavg()
-      .map((n) => n.toFixed(2))
-      .join(' ')}\n`,
-  );
+  process.stdout.write(machineAndLoad());
   return runMeasured<Report>({
     timeoutS: settings.timeoutS,
     tmpPrefix: 'baton-bench-events-',

@@ -24,6 +24,11 @@ const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
       'kill -9 of the primary of 3 nodes, 30 times: time to a new primary, and overlaps (postgres and redis electors)',
     load: () => import('./failover.js'),
   },
+  cli: {
+    description:
+      'first contact: baton --help, --version, sql on an existing and on a new embedded store (time, peak RSS), against node -e 0 and a bare PGlite',
+    load: () => import('./cli.js'),
+  },
   events: {
     description:
       'event log on the embedded store: 100k appends (batched, one by one) against raw INSERTs, and publish → SSE listener latency at 1k/s',

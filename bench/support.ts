@@ -87,6 +87,15 @@ export function describeMachine(): MachineDescription {
   };
 }
 
+/** The machine and its load average now: the first lines a benchmark prints. */
+export function machineAndLoad(): string {
+  const load = os
+    .loadavg()
+    .map((value) => value.toFixed(2))
+    .join(' ');
+  return `${formatMachine(describeMachine())}\nload average: ${load}\n`;
+}
+
 export function formatMachine(machine: MachineDescription): string {
   return `machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.os}`;
 }

@@ -1,8 +1,8 @@
 // Admin operations for a CLI command that runs no node: it opens the store and the queues' backends itself
 // (taking the embedded store's lock), reaches the group's live members through the membership, and closes
-// everything when done. Publishing only queues records; a node processes them when it runs.
+// everything when done. Publishing only queues records; a node processes them when it runs. The group's
+// modules (electors and their drivers) are imported only when a command asks for the members.
 import type { Membership } from '../cluster/membership.js';
-import { openMembership } from '../cluster/group.js';
 import type { ResolvedConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { openBackends } from '../queue/backends.js';
@@ -18,12 +18,14 @@ export async function openStoreAdmin(config: ResolvedConfig, log: Logger): Promi
   const members: MemberList | undefined = group
     ? {
         async list() {
-          membership ??= openMembership(
-            group,
-            backends.store,
-            config.store.kind === 'postgres' ? config.store.url : undefined,
-            log,
-            config.node.startupTimeoutMs,
+          membership ??= import('../cluster/group.js').then(({ openMembership }) =>
+            openMembership(
+              group,
+              backends.store,
+              config.store.kind === 'postgres' ? config.store.url : undefined,
+              log,
+              config.node.startupTimeoutMs,
+            ),
           );
           return (await membership).list(group.leaseMs * 3);
         },

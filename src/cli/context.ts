@@ -1,13 +1,11 @@
 // What every command shares: the global options, the resolved config (loaded once, on first use), and
 // access to the store's admin operations, through the owner node when one runs, else opened locally.
-import { loadConfig } from '../config/load.js';
+// The config loader, the logger and the admin modules are imported on first use, not when the commands are
+// registered (see main.ts).
 import type { ResolvedConfig } from '../config/types.js';
 import { StoreLockedError } from '../errors.js';
 import type { LogFormat, Logger } from '../log.js';
-import { createLogger } from '../log.js';
 import type { Admin } from '../admin/admin.js';
-import { HttpAdmin } from '../admin/http-admin.js';
-import { openStoreAdmin } from '../admin/open.js';
 import type { LockOwner } from '../store/lock.js';
 import { liveStoreOwner } from '../store/lock.js';
 import { sleep } from '../util/sleep.js';
@@ -42,23 +40,24 @@ export class CliContext {
   }
 
   config(overrides: Record<string, unknown> = {}): Promise<ResolvedConfig> {
-    this.#config ??= loadConfig({
-      ...(this.#options.config !== undefined ? { file: this.#options.config } : {}),
-      cwd: this.io.cwd,
-      env: this.io.env,
-      overrides: {
-        log: {
-          level: this.#options.verbose ? 'debug' : undefined,
-          format: this.#options.logFormat,
+    const options = this.#options;
+    this.#config ??= import('../config/load.js').then(({ loadConfig }) =>
+      loadConfig({
+        ...(options.config !== undefined ? { file: options.config } : {}),
+        cwd: this.io.cwd,
+        env: this.io.env,
+        overrides: {
+          log: { level: options.verbose ? 'debug' : undefined, format: options.logFormat },
+          ...overrides,
         },
-        ...overrides,
-      },
-    });
+      }),
+    );
     return this.#config;
   }
 
   async logger(): Promise<Logger> {
     const config = await this.config();
+    const { createLogger } = await import('../log.js');
     return createLogger({
       level: config.log.level,
       name: config.node.name,
@@ -82,13 +81,17 @@ export class CliContext {
   async openAdmin(): Promise<Admin> {
     const config = await this.config();
     const owner = config.store.kind === 'embedded' ? await this.#ownerAddress(config) : undefined;
-    if (owner?.address) return new HttpAdmin(owner.address, { token: config.http.adminToken, config });
+    if (owner?.address) {
+      const { HttpAdmin } = await import('../admin/http-admin.js');
+      return new HttpAdmin(owner.address, { token: config.http.adminToken, config });
+    }
     if (owner) {
       throw new StoreLockedError(
         `the embedded store in ${config.node.dataDir} is in use by pid ${owner.pid}, which has no HTTP API to go through (is [http] enabled?)`,
         owner.pid,
       );
     }
+    const { openStoreAdmin } = await import('../admin/open.js');
     return openStoreAdmin(config, await this.logger());
   }
 

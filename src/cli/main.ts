@@ -1,5 +1,9 @@
 // The `baton` command line. It parses arguments and prints; what it does lives in the node and admin
 // modules. Exit codes: 0 ok, 1 failure, 2 invalid config, 3 nothing to run, 4 a backend unreachable.
+// Registering the commands loads no driver, server or schema library: each command imports what it
+// needs when it runs, so `baton --help` and `baton --version` start as fast as Node itself.
+import { readFileSync } from 'node:fs';
+
 import { Command, CommanderError, Option } from 'commander';
 
 import {
@@ -10,7 +14,7 @@ import {
   describeError,
   statementErrorOf,
 } from '../errors.js';
-import { LOG_FORMATS } from '../log.js';
+import type { LogFormat } from '../log.js';
 import { registerClusterCommands } from './commands/cluster.js';
 import { registerEventCommands } from './commands/events.js';
 import { registerInit } from './commands/init.js';
@@ -71,6 +75,7 @@ function buildProgram(ctx: CliContext): Command {
         'log lines for people or machines (overrides [log] format)',
       ).choices(LOG_FORMATS),
     )
+    .version(packageVersion(), '-V, --version', 'print the version of Baton')
     .showHelpAfterError()
     .exitOverride()
     .configureOutput({
@@ -110,3 +115,15 @@ async function addPluginCommands(program: Command, ctx: CliContext, args: readon
   const config = await ctx.config();
   await registerPluginCommands(program, ctx, config, first);
 }
+
+/** The version in the package's package.json (two folders up, from src/cli/ as from dist/cli/). */
+function packageVersion(): string {
+  const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+  const parsed: unknown = JSON.parse(text);
+  const version =
+    typeof parsed === 'object' && parsed !== null && 'version' in parsed ? parsed.version : undefined;
+  return typeof version === 'string' ? version : 'unknown';
+}
+
+/** The values of --log-format (as log.ts's LOG_FORMATS: that module loads pino, which --help does not need). */
+const LOG_FORMATS = ['auto', 'json', 'pretty'] as const satisfies readonly LogFormat[];

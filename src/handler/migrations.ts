@@ -105,7 +105,7 @@ export async function replayedSchemaDiff(
 ): Promise<{ statements: string[] } | { failure: string }> {
   let scratch: Store;
   try {
-    scratch = await openPgliteStore();
+    scratch = await openPgliteStore(undefined);
   } catch (error) {
     return { failure: describeError(error) };
   }

@@ -1,7 +1,8 @@
 // The backends of a config, opened for a node or a CLI command: the store (with the owner lock for the
 // embedded store) with Baton's migrations applied, the store-backed queue backend, the Redis queue backend
 // when a queue uses it, and one PostgreSQL queue backend per queue database. Each queue is routed to its
-// backend. Closes in reverse order.
+// backend. Closes in reverse order. The PostgreSQL and Redis drivers are imported only when the config uses
+// them, so that a command on the embedded store does not load them.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -9,15 +10,14 @@ import type { ResolvedConfig } from '../config/types.js';
 import { BackendUnavailableError, StoreLockedError, UnknownQueueError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { QueueBackend } from './backend.js';
-import { PostgresQueueBackend } from './postgres-queue.js';
-import { RedisQueueBackend } from './redis.js';
+import type { PostgresQueueBackend } from './postgres-queue.js';
+import type { RedisQueueBackend } from './redis.js';
 import { StoreQueueBackend } from './store-queue.js';
 import type { LockOwner, OwnerKind, StoreLock } from '../store/lock.js';
 import { sleep } from '../util/sleep.js';
 import { acquireStoreLock } from '../store/lock.js';
 import { applyMigrations, builtinMigrations } from '../store/migrate.js';
 import { openPgliteStore } from '../store/pglite.js';
-import { openPostgresStore } from '../store/postgres.js';
 import type { Store } from '../store/store.js';
 
 export interface Backends {
@@ -63,6 +63,7 @@ export async function openBackends(
         consume,
       );
     }
+    const { openPostgresStore } = await import('../store/postgres.js');
     const store = await openPostgresStore(config.store, {
       log,
       startupTimeoutMs: config.node.startupTimeoutMs,
@@ -80,22 +81,27 @@ export async function openBackends(
  * Opens PGlite, saying so first: it takes a moment (several seconds on a first start, which creates the
  * database), during which a node would otherwise look stuck. A command says it at debug level only.
  */
-async function openEmbeddedStore(
-  path: string,
-  schema: string,
-  log: Logger,
-  node: boolean,
-): Promise<Store> {
+async function openEmbeddedStore(path: string, schema: string, log: Logger, node: boolean): Promise<Store> {
   const say = (fields: object, message: string): void =>
     node ? log.info(fields, message) : log.debug(fields, message);
   const started = performance.now();
   if (existsSync(join(path, 'PG_VERSION'))) say({ path }, `opening the embedded store in ${path}`);
   else say({ path }, `creating the embedded store in ${path} (a first start: may take several seconds)`);
-  const store = await openPgliteStore(path, schema);
+  const store = await openPgliteStore(path, {
+    schema,
+    log,
+    ...(node ? {} : { sharedBuffers: COMMAND_SHARED_BUFFERS }),
+  });
   const ms = Math.round(performance.now() - started);
   say({ path, ms }, `embedded store open (${ms} ms)`);
   return store;
 }
+
+/**
+ * shared_buffers of the embedded store opened by a command: a command reads or writes little, and PGlite
+ * touches every buffer when it starts (128MB by default, which a node keeps).
+ */
+const COMMAND_SHARED_BUFFERS = '16MB';
 
 async function assemble(
   config: ResolvedConfig,
@@ -115,6 +121,7 @@ async function assemble(
   const redisQueues = Object.values(config.queues).filter((queue) => queue.backend === 'redis');
   let redis: RedisQueueBackend | undefined;
   if (redisQueues.length > 0) {
+    const { RedisQueueBackend } = await import('./redis.js');
     redis = new RedisQueueBackend({
       url: config.redis.url,
       store,
@@ -130,6 +137,7 @@ async function assemble(
   const foreign = new Map<string, PostgresQueueBackend>();
   for (const queue of Object.values(config.queues)) {
     if (queue.backend !== 'postgres' || queue.url === undefined || foreign.has(queue.url)) continue;
+    const { PostgresQueueBackend } = await import('./postgres-queue.js');
     const backend = new PostgresQueueBackend({
       url: queue.url,
       store,

@@ -199,7 +199,6 @@ export function checkMigrations(migrations: readonly Migration[], recorded: Reco
   return pending;
 }
 
-
 /** What a migration id is numbered within: its queue, or `baton` for Baton's own. */
 function prefixOf(id: string): string {
   const slash = id.lastIndexOf('/');

@@ -1,23 +1,48 @@
 // The embedded store: PostgreSQL compiled to WebAssembly, running in this process on a data folder.
 // Same SQL, schema and migrations as a server. One process at a time (see store/lock.ts); it survives a
 // process crash but not a power loss, since PGlite runs without fsync.
+import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 
 import { PGlite } from '@electric-sql/pglite';
 import type { SQL } from 'drizzle-orm';
 import { drizzle } from 'drizzle-orm/pglite';
 
 import { BackendUnavailableError } from '../errors.js';
+import type { Logger } from '../log.js';
 import { APPEND_TO_SEARCH_PATH, DEFAULT_STORE_SCHEMA } from './baton-schema.js';
+import { installedPgliteVersion, seedStore } from './seed.js';
 import type { QueryResult, Row, Store, Tx } from './store.js';
 import { rowsOf, withDatabaseReason } from './store.js';
 
+export interface PgliteStoreOptions {
+  /** Baton's schema (see baton-schema.ts). Default: "baton". */
+  readonly schema?: string | undefined;
+  /**
+   * PostgreSQL's shared_buffers for this opening ('16MB'); default: the cluster's postgresql.conf (128MB).
+   * PGlite writes all of it when it starts, so it is most of the memory of a short command.
+   */
+  readonly sharedBuffers?: string | undefined;
+  /** Told how a new store was made (from the seed, or by initdb). */
+  readonly log?: Logger | undefined;
+}
+
 /** Opens the embedded store in the data folder `path`, or a scratch one in memory without it. */
-export async function openPgliteStore(path?: string, schema = DEFAULT_STORE_SCHEMA): Promise<Store> {
-  if (path !== undefined) await mkdir(path, { recursive: true });
+export async function openPgliteStore(
+  path: string | undefined,
+  options: PgliteStoreOptions = {},
+): Promise<Store> {
+  const schema = options.schema ?? DEFAULT_STORE_SCHEMA;
   let client: PGlite;
   try {
-    client = path === undefined ? await PGlite.create() : await PGlite.create(path);
+    if (path !== undefined && !existsSync(join(path, 'PG_VERSION'))) await createCluster(path, options.log);
+    client = await PGlite.create({
+      ...(path !== undefined ? { dataDir: path } : {}),
+      ...(options.sharedBuffers !== undefined
+        ? { startParams: [...PGlite.defaultStartParams, '-c', `shared_buffers=${options.sharedBuffers}`] }
+        : {}),
+    });
   } catch (error) {
     throw new BackendUnavailableError('store', `cannot open the embedded database in ${path ?? 'memory'}`, {
       cause: error,
@@ -62,6 +87,18 @@ export async function openPgliteStore(path?: string, schema = DEFAULT_STORE_SCHE
       await client.close();
     },
   };
+}
+
+/** A new store: from the seed when there is one for this PGlite; else PGlite runs initdb when it opens. */
+async function createCluster(path: string, log: Logger | undefined): Promise<void> {
+  if (await seedStore(path)) {
+    log?.debug(`created the embedded store in ${path} from the seed`);
+    return;
+  }
+  await mkdir(path, { recursive: true });
+  log?.info(
+    `creating the embedded store in ${path} (initdb, PGlite ${(await installedPgliteVersion()) ?? '?'} has no seed here): this takes a while`,
+  );
 }
 
 /** A statement PGlite refused rejects with its reason (StatementError), not drizzle's "Failed query". */

@@ -8,11 +8,11 @@ import { InternalError, UnknownTaskRunError } from '../errors.js';
 import type { EventInput } from '../events/types.js';
 import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
+import type { EndedState, TaskRunState } from './states.js';
+import { isTaskRunState } from './states.js';
 
-export const TASK_RUN_STATES = ['pending', 'running', 'succeeded', 'failed', 'stopped', 'lost'] as const;
-export type TaskRunState = (typeof TASK_RUN_STATES)[number];
-/** The states a run ends in. */
-export type EndedState = Exclude<TaskRunState, 'pending' | 'running'>;
+export type { EndedState, TaskRunState } from './states.js';
+export { isTaskRunState, TASK_RUN_STATES } from './states.js';
 
 export interface TaskRun {
   readonly id: string;
@@ -60,10 +60,6 @@ const COLUMNS = sql.raw(`id, task, rule, trigger_offset, trigger_key, attempt, r
   (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
   (extract(epoch FROM started_at) * 1000)::float8 AS started_ms,
   (extract(epoch FROM ended_at) * 1000)::float8 AS ended_ms`);
-
-export function isTaskRunState(value: unknown): value is TaskRunState {
-  return typeof value === 'string' && (TASK_RUN_STATES as readonly string[]).includes(value);
-}
 
 /** Runs, newest first. */
 export async function listTaskRuns(store: Store, query: TaskRunQuery = {}): Promise<TaskRun[]> {

@@ -46,7 +46,7 @@ const kinds: Array<[string, () => Promise<Opener>]> = [
       let open: Store | undefined;
       return async (schema) => {
         await open?.close();
-        open = await openPgliteStore(join(dir, 'store'), schema);
+        open = await openPgliteStore(join(dir, 'store'), { schema });
         const store = open;
         cleanups.push(() => store.close());
         return store;

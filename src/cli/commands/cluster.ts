@@ -5,8 +5,6 @@ import type { ListenerLag } from '../../events/transport.js';
 import type { Admin } from '../../admin/admin.js';
 import type { CliContext } from '../context.js';
 import { formatTable, queuesTable } from '../output.js';
-import { clusterJson } from '../../cluster/wire.js';
-import { queueJson } from '../../queue/wire.js';
 
 export function registerClusterCommands(program: Command, ctx: CliContext): void {
   program
@@ -20,6 +18,10 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
         listeners: await listenerLags(admin),
       }));
       if (options.json) {
+        const [{ clusterJson }, { queueJson }] = await Promise.all([
+          import('../../cluster/wire.js'),
+          import('../../queue/wire.js'),
+        ]);
         return ctx.printJson({ ...clusterJson(cluster), queues: queues.map(queueJson), listeners });
       }
       if (!cluster.group) {

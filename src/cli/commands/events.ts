@@ -2,13 +2,10 @@
 // the store when one runs (or the node at --url), else on the store opened by the command itself.
 import type { Command } from 'commander';
 
-import { EventClient } from '../../events/client.js';
 import type { ListenFrom } from '../../events/client.js';
-import { HttpEventTransport } from '../../events/http-transport.js';
 import type { EventTransport } from '../../events/transport.js';
 import type { EventQuery, StoredEvent } from '../../events/types.js';
 import { InvalidEventError } from '../../events/types.js';
-import { eventJson } from '../../events/wire.js';
 import type { CliContext } from '../context.js';
 import { formatTable } from '../output.js';
 
@@ -52,6 +49,10 @@ export function registerEventCommands(program: Command, ctx: CliContext): void {
         options: { namespace?: string; context?: string; sender?: string; json?: boolean },
         command: Command,
       ) => {
+        const [{ EventClient }, { eventJson }] = await Promise.all([
+          import('../../events/client.js'),
+          import('../../events/wire.js'),
+        ]);
         const event = await withEvents(ctx, command, async (transport) => {
           const client = new EventClient(transport, {
             env: ctx.io.env,
@@ -82,7 +83,10 @@ export function registerEventCommands(program: Command, ctx: CliContext): void {
   ).action(async (options: FilterOptions & { limit: string }, command: Command) => {
     const query = { ...filterQuery(options), limit: positive(options.limit, '--limit') };
     const listed = await withEvents(ctx, command, (transport) => transport.list(query));
-    if (options.json) return ctx.printJson({ events: listed.map(eventJson) });
+    if (options.json) {
+      const { eventJson } = await import('../../events/wire.js');
+      return ctx.printJson({ events: listed.map(eventJson) });
+    }
     if (listed.length === 0) return ctx.print('no events');
     ctx.print(eventsTable(listed));
   });
@@ -110,6 +114,10 @@ export function registerEventCommands(program: Command, ctx: CliContext): void {
         command: Command,
       ) => {
         const from = parseFrom(options.from);
+        const [{ EventClient }, { eventJson }] = await Promise.all([
+          import('../../events/client.js'),
+          import('../../events/wire.js'),
+        ]);
         await withEvents(ctx, command, async (transport) => {
           const log = await ctx.logger().catch(() => undefined);
           const client = new EventClient(transport, {
@@ -163,6 +171,7 @@ async function withEvents<T>(
 ): Promise<T> {
   const target = command.optsWithGlobals<TargetOptions>();
   if (target.url !== undefined) {
+    const { HttpEventTransport } = await import('../../events/http-transport.js');
     return fn(new HttpEventTransport(target.url, target.token ?? ctx.io.env['BATON_TOKEN']));
   }
   return ctx.withAdmin(async (admin) => {

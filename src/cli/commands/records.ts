@@ -7,7 +7,6 @@ import type { Command } from 'commander';
 
 import { UnknownErrorRecordError } from '../../errors.js';
 import { errorQueueName } from '../../queue/backend.js';
-import { errorRecordJson, queueJson } from '../../queue/wire.js';
 import type { CliContext } from '../context.js';
 import { formatTable, progressBar, queuesTable, recordPreview } from '../output.js';
 import { readLineBatches } from '../stdin.js';
@@ -55,7 +54,10 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
     .option('--json', 'print as JSON')
     .action(async (options: { json?: boolean }) => {
       const queues = await ctx.withAdmin((admin) => admin.queues());
-      if (options.json) return ctx.printJson({ queues: queues.map(queueJson) });
+      if (options.json) {
+        const { queueJson } = await import('../../queue/wire.js');
+        return ctx.printJson({ queues: queues.map(queueJson) });
+      }
       ctx.print(queuesTable(queues));
     });
 
@@ -70,6 +72,7 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
         admin.listErrors(queue, { limit: positive(options.limit, '--limit') }),
       );
       if (options.json) {
+        const { errorRecordJson } = await import('../../queue/wire.js');
         return ctx.printJson({
           queue,
           error_queue: errorQueueName(queue),

@@ -2,8 +2,6 @@
 // that launched it is gone), then drains and exits 0.
 import type { Command } from 'commander';
 
-import { installCrashLog } from '../../node/crash-log.js';
-import { startNode } from '../../node/start.js';
 import type { CliContext } from '../context.js';
 import { startedByPackageManager, watchLauncher } from '../launcher.js';
 
@@ -16,6 +14,10 @@ export function registerRun(program: Command, ctx: CliContext): void {
     .action(async (options: { port?: number; host?: string }) => {
       const config = await ctx.config({ http: { port: options.port, host: options.host } });
       const log = await ctx.logger();
+      const [{ startNode }, { installCrashLog }] = await Promise.all([
+        import('../../node/start.js'),
+        import('../../node/crash-log.js'),
+      ]);
       const node = await startNode(config, { log });
       // One structured line instead of Node's dump when a handler throws outside its promise.
       installCrashLog(log, () => node.handlerCalls());

@@ -4,7 +4,6 @@ import { stringify } from 'smol-toml';
 
 import { configAsInput } from '../../config/as-input.js';
 import { redactConfig } from '../../config/redact.js';
-import { queryResultJson } from '../../store/wire.js';
 import type { CliContext } from '../context.js';
 import type { Progress } from '../output.js';
 import { cellText, formatTable, progressBar } from '../output.js';
@@ -18,7 +17,10 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
     .option('--json', 'print rows as JSON')
     .action(async (statement: string, params: string[], options: { json?: boolean }) => {
       const result = await ctx.withAdmin((admin) => admin.sql(statement, params));
-      if (options.json) return ctx.printJson(queryResultJson(result));
+      if (options.json) {
+        const { queryResultJson } = await import('../../store/wire.js');
+        return ctx.printJson(queryResultJson(result));
+      }
       if (result.columns.length === 0) return ctx.print('ok');
       if (result.columns.length === 1 && result.rows.length === 1) {
         return ctx.print(cellText(result.rows[0]?.[result.columns[0] ?? '']));

@@ -3,9 +3,9 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 
-import type { TaskRun, TaskRunState } from '../../tasks/runs.js';
-import { isTaskRunState, TASK_RUN_STATES } from '../../tasks/runs.js';
-import { taskRunJson } from '../../tasks/wire.js';
+import type { TaskRun } from '../../tasks/runs.js';
+import type { TaskRunState } from '../../tasks/states.js';
+import { isTaskRunState, TASK_RUN_STATES } from '../../tasks/states.js';
 import type { CliContext } from '../context.js';
 import { formatTable } from '../output.js';
 
@@ -32,7 +32,10 @@ export function registerTaskCommands(program: Command, ctx: CliContext): void {
           ...(options.task ? { task: options.task } : {}),
         }),
       );
-      if (options.json) return ctx.printJson({ runs: runs.map(taskRunJson) });
+      if (options.json) {
+        const { taskRunJson } = await import('../../tasks/wire.js');
+        return ctx.printJson({ runs: runs.map(taskRunJson) });
+      }
       ctx.print(runs.length === 0 ? 'no task run' : runsTable(runs));
     });
 
