@@ -3,7 +3,7 @@
 # `npm install --engine-strict` into a new application outside the repository (its dependencies resolved
 # afresh, as a user gets them, not from our lock), runs `npx baton --help` there, and checks that no installed
 # package asks for a Node.js older than ours allows. Usage: scripts/check-package.sh [--no-build] (--no-build:
-# dist/ is up to date, e.g. right after `npm ci`, which builds it).
+# dist/ is up to date: pack it as it is).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +17,7 @@ if [[ "$build" == no ]]; then
   [[ -f dist/cli/main.js ]] || { echo "check-package: dist/ is not built (run without --no-build)" >&2; exit 1; }
   npm pack --ignore-scripts --pack-destination "$work" --json >"$work/pack.json"
 else
-  # `npm pack` builds first, through the prepare script.
+  # `npm pack` builds first, through the prepack script.
   npm pack --pack-destination "$work" --json >"$work/pack.json"
 fi
 

@@ -266,6 +266,12 @@ describe('validation', () => {
     expect(error.message).toContain('invalid queue name "bad name"');
   });
 
+  it('refuses the queue name "baton", under which its own migrations are recorded', async () => {
+    const error = await configError(resolve({ queues: { baton: { handler: 'x' } } }));
+    expect(error.key).toBe('queues.baton');
+    expect(error.message).toContain('the queue name "baton" is reserved');
+  });
+
   it('refuses a retry_max_delay_ms below retry_delay_ms', async () => {
     const error = await configError(resolve({ queues: { q: { handler: 'x', retry_delay_ms: 60_000 } } }));
     expect(error.key).toBe('queues.q.retry_max_delay_ms');

@@ -424,6 +424,11 @@ const queueNameSchema = z.string().regex(QUEUE_NAME_PATTERN, {
     'starting with a letter or digit',
 });
 
+/** A queue's name: its migrations are recorded as `<queue>/<file>`, beside Baton's own `baton/<file>`. */
+const queueKeySchema = queueNameSchema.refine((name) => name !== 'baton', {
+  error: 'the queue name "baton" is reserved: Baton\'s own migrations are recorded under it',
+});
+
 export const rawConfigSchema = table({
   node: nodeSchema.prefault({}),
   log: logSchema.prefault({}),
@@ -431,7 +436,7 @@ export const rawConfigSchema = table({
   store: storeSchema.prefault({}),
   redis: redisSchema.prefault({}),
   /** One table per queue, keyed by queue name. */
-  queues: z.record(queueNameSchema, queueSchema, { error: expecting('a table of queues') }).prefault({}),
+  queues: z.record(queueKeySchema, queueSchema, { error: expecting('a table of queues') }).prefault({}),
   /** The group this node belongs to; absent: the node is not in a group and acts alone. */
   group: groupSchema.optional(),
   /** Long-running components, keyed by name. */

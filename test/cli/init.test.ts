@@ -104,7 +104,7 @@ describe('baton init', () => {
       // The migration creates the table exactly as the handler declares it: nothing left to migrate.
       const made = await runBaton(['make-migration', DEFAULT_QUEUE], { cwd: dir, timeoutMs: 60_000 });
       expect(made.stderr).toBe('');
-      expect(made.stdout).toContain('already matches');
+      expect(made.stdout).toContain("already give its handler's schema");
     },
   );
 

@@ -1,5 +1,6 @@
 // Commands on the store itself: `sql`, `initdb`, `print-config`.
 import type { Command } from 'commander';
+import { Option } from 'commander';
 import { stringify } from 'smol-toml';
 
 import { configAsInput } from '../../config/as-input.js';
@@ -86,7 +87,8 @@ export function registerStoreCommands(program: Command, ctx: CliContext): void {
   program
     .command('print-config')
     .description('print the configuration in effect, as baton.toml would say it (secrets hidden)')
-    .option('--json', 'print it as JSON (same keys) rather than TOML')
+    .option('--toml', 'print it as TOML (the default)')
+    .addOption(new Option('--json', 'print it as JSON (same keys) rather than TOML').conflicts('toml'))
     .action(async (options: { json?: boolean }) => {
       const config = await ctx.config();
       const printed = redactConfig(configAsInput(config));
