@@ -656,7 +656,7 @@ describe('redactConfig', () => {
       heartbeatMs: 500,
       stopTimeoutMs: 800,
       watchPath: undefined,
-      failoverFiles: [],
+      failoverFiles: ['standby.signal', 'recovery.signal', 'recovery.conf', 'recovery.done'],
     });
     expect(config.components['reporter']).toEqual({
       name: 'reporter',

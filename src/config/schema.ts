@@ -340,6 +340,14 @@ const queueSchema = table({
   }
 });
 
+/** The files whose appearance or removal marks a change of role: PostgreSQL ≥ 12, then older servers. */
+export const DEFAULT_FAILOVER_FILES: readonly string[] = [
+  'standby.signal',
+  'recovery.signal',
+  'recovery.conf',
+  'recovery.done',
+];
+
 const groupSchema = table({
   /** Name of the group: nodes with the same name and coordination backend elect one primary. Required. */
   name: text('a group name'),
@@ -361,8 +369,13 @@ const groupSchema = table({
   stop_timeout_ms: integer(0).optional(),
   /** pg-recovery: folder to watch for failover files. */
   watch_path: text().optional(),
-  /** pg-recovery: files under watch_path whose change triggers a re-check at once (e.g. standby.signal). */
-  failover_files: z.array(text(), { error: expecting('an array of file names') }).default([]),
+  /**
+   * pg-recovery: files under watch_path whose change triggers a re-check at once. Default: the files of
+   * DEFAULT_FAILOVER_FILES; `[]` watches none (the role is then checked every heartbeat_ms only).
+   */
+  failover_files: z
+    .array(text(), { error: expecting('an array of file names') })
+    .default([...DEFAULT_FAILOVER_FILES]),
 });
 
 const componentSchema = table({

@@ -13,6 +13,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { PgRecoveryElector } from '../../src/cluster/electors/pg-recovery.js';
 import type { PgRecoveryElectorOptions } from '../../src/cluster/electors/pg-recovery.js';
 import type { ElectorState, StateCause } from '../../src/cluster/types.js';
+import { resolveConfig } from '../../src/config/load.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { freePort } from '../support/process.js';
 
@@ -59,6 +60,15 @@ async function waitFor(check: () => boolean, what: string, ms = 10_000): Promise
   }
 }
 
+/** group.failover_files of a config that does not name them, as the elector factory passes it on. */
+function defaultFailoverFiles(): readonly string[] {
+  const config = resolveConfig(
+    { store: { url: 'postgres://db/sink' }, group: { name: 'g', elector: 'pg-recovery' } },
+    { baseDir: tmpdir(), env: {} },
+  );
+  return config.group?.failoverFiles ?? [];
+}
+
 describe('pg-recovery elector', () => {
   it('is primary on a server that is not in recovery, with a term above the fence', async () => {
     const database = await createTestDatabase();
@@ -88,7 +98,7 @@ describe('pg-recovery elector', () => {
     ).toBe(true);
   });
 
-  it('checks at once when a failover file changes, without waiting for the interval', async () => {
+  it('checks at once when a failover file of the default config changes, without waiting for the interval', async () => {
     const database = await createTestDatabase();
     cleanups.push(() => database.drop());
     const folder = await mkdtemp(join(tmpdir(), 'baton-pg-recovery-'));
@@ -98,7 +108,8 @@ describe('pg-recovery elector', () => {
     const started = await start({
       url: database.url,
       watchPath: folder,
-      failoverFiles: ['standby.signal'],
+      // What a config that names no failover_files gets: the documented files are watched.
+      failoverFiles: defaultFailoverFiles(),
       checkIntervalMs: 60_000, // far beyond this test: only the file can trigger a check
       isInRecovery: () => {
         checks++;

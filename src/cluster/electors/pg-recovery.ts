@@ -11,18 +11,12 @@ import pg from 'pg';
 import { Alarm } from '../../util/sleep.js';
 import { describeError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { DEFAULT_FAILOVER_FILES } from '../../config/schema.js';
 import { APPEND_TO_SEARCH_PATH, DEFAULT_STORE_SCHEMA } from '../../store/baton-schema.js';
 import { backoffDelay } from '../../util/backoff.js';
 import type { Elector, ElectorListener, ElectorOptions } from '../types.js';
 import { StateReporter } from './reporter.js';
 
-/** The files whose appearance or removal marks a change of role: PostgreSQL ≥ 12, then older servers. */
-export const DEFAULT_FAILOVER_FILES: readonly string[] = [
-  'standby.signal',
-  'recovery.signal',
-  'recovery.conf',
-  'recovery.done',
-];
 /** Editors and PostgreSQL itself touch a file in several steps: one check for a burst of events. */
 const DEBOUNCE_MS = 50;
 const RECONNECT_BACKOFF = { initialMs: 1_000, maxMs: 32_000 };
