@@ -151,7 +151,7 @@ export class Group {
       });
       if (!raised) {
         next = { role: 'secondary', term: state.term, leader: undefined };
-        await this.#elector?.resign().catch(() => undefined);
+        await this.#elector?.resign({ refused: true }).catch(() => undefined);
       }
     }
     const previous = this.state;

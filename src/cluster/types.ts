@@ -46,8 +46,10 @@ export interface Elector {
   /**
    * Manual failover: when primary, step down and let another node take over (`to` names the one that
    * should; others defer to it while it is alive). A no-op on a secondary, which forwards nothing itself.
+   * `refused`: the node could not act on the promotion this elector reported (its fence raise failed); an
+   * elector whose role follows something outside the group (pg-recovery) then reports it again later.
    */
-  resign(options?: { to?: string }): Promise<void>;
+  resign(options?: { to?: string; refused?: boolean }): Promise<void>;
   /** Leaves the group: steps down at once (releasing leadership) and stops watching. Idempotent. */
   stop(): Promise<void>;
 }

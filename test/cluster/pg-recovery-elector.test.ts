@@ -11,9 +11,14 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { PgRecoveryElector } from '../../src/cluster/electors/pg-recovery.js';
+import { Group } from '../../src/cluster/group.js';
 import type { PgRecoveryElectorOptions } from '../../src/cluster/electors/pg-recovery.js';
 import type { ElectorState, StateCause } from '../../src/cluster/types.js';
 import { resolveConfig } from '../../src/config/load.js';
+import { BackendUnavailableError } from '../../src/errors.js';
+import { builtinMigrations, applyMigrations } from '../../src/store/migrate.js';
+import { openPostgresStore } from '../../src/store/postgres.js';
+import type { Store } from '../../src/store/store.js';
 import { createTestDatabase } from '../support/postgres.js';
 import { freePort } from '../support/process.js';
 
@@ -144,6 +149,26 @@ describe('pg-recovery elector', () => {
     expect(started.logs.some((line) => line.msg.includes('a failover file changed'))).toBe(true);
   });
 
+  it('reports a promotion again, with a new term and after a back-off, when the node could not act on it', async () => {
+    const database = await createTestDatabase();
+    cleanups.push(() => database.drop());
+    const started = await start({ url: database.url, isInRecovery: () => Promise.resolve(false) });
+    expect(started.state()).toEqual({ role: 'primary', term: 1, leader: 'n1' });
+    // As the group does when its fence raise fails: the node stays secondary and says so.
+    const refusedAt = performance.now();
+    await started.elector.resign({ refused: true });
+    expect(started.state()?.role).toBe('secondary');
+    await waitFor(() => started.state()?.role === 'primary', 'the promotion to be reported again', 15_000);
+    const again = started.calls.at(-1);
+    expect(again).toMatchObject({
+      state: { role: 'primary', term: 2, leader: 'n1' },
+      cause: { cause: 'promoted' },
+    });
+    // Not at once: after the back-off (250 ms, ±20 %).
+    expect((again?.at ?? 0) - refusedAt).toBeGreaterThanOrEqual(190);
+    expect(started.logs.some((line) => line.msg.includes('could not act as primary'))).toBe(true);
+  });
+
   it('is secondary while PostgreSQL is unreachable, retries with back-off, and never throws', async () => {
     const port = await freePort();
     const started = await start({ url: `postgres://postgres@127.0.0.1:${port}/postgres` });
@@ -172,5 +197,50 @@ describe('pg-recovery elector', () => {
     expect(started.calls.map((call) => call.cause.cause)).toEqual(['unreachable', 'promoted']);
     // A folder that cannot be watched is no reason to stop: the interval still checks.
     expect(started.logs.some((line) => line.level === 40 && line.msg.includes('cannot watch'))).toBe(true);
+  });
+});
+
+describe('a group on the pg-recovery elector', () => {
+  it('acts as primary once a fence raise that failed at promotion succeeds on a later try', async () => {
+    const database = await createTestDatabase();
+    cleanups.push(() => database.drop());
+    const log = pino({ level: 'silent' });
+    const real = await openPostgresStore(
+      { kind: 'postgres', url: database.url, poolSize: 2, statementTimeoutMs: 0 },
+      { log, startupTimeoutMs: 10_000 },
+    );
+    cleanups.push(() => real.close());
+    await applyMigrations(real, await builtinMigrations());
+    // The fence raise is the group's only store transaction: the first one fails, as when the store is
+    // unreachable for a moment at promotion.
+    let refusals = 1;
+    const store: Store = {
+      ...real,
+      transaction: (work, options) =>
+        refusals-- > 0
+          ? Promise.reject(new BackendUnavailableError('store', 'unreachable for this test'))
+          : real.transaction(work, options),
+    };
+    const config = resolveConfig(
+      {
+        store: { url: database.url },
+        group: { name: 'hermes', elector: 'pg-recovery', lease_ms: 1_000, heartbeat_ms: 200 },
+      },
+      { baseDir: tmpdir(), env: {} },
+    );
+    const group = new Group({
+      config: config.group,
+      node: 'n1',
+      store,
+      log,
+      storeUrl: database.url,
+      address: () => undefined,
+    });
+    cleanups.push(() => group.stop());
+    await group.start();
+    expect(group.state.role).toBe('secondary');
+    await waitFor(() => group.state.role === 'primary', 'the node to act as primary', 15_000);
+    expect(group.state).toEqual({ role: 'primary', term: 2, leader: 'n1' });
+    expect(refusals).toBeLessThan(0);
   });
 });

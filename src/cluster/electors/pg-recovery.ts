@@ -20,6 +20,8 @@ import { StateReporter } from './reporter.js';
 /** Editors and PostgreSQL itself touch a file in several steps: one check for a burst of events. */
 const DEBOUNCE_MS = 50;
 const RECONNECT_BACKOFF = { initialMs: 1_000, maxMs: 32_000 };
+/** Between reports of a promotion that the node could not act on (see resign()). */
+const PROMOTION_RETRY_BACKOFF = { initialMs: 250, maxMs: 8_000 };
 const CONNECT_TIMEOUT_MS = 5_000;
 const QUERY_TIMEOUT_MS = 5_000;
 
@@ -51,6 +53,10 @@ export class PgRecoveryElector implements Elector {
   #term = 0;
   /** Consecutive failed checks: the back-off exponent. */
   #failures = 0;
+  /** Promotions in a row that the node could not act on (resign() after each): the back-off exponent. */
+  #refusals = 0;
+  /** Until then, a server that is a primary is not reported as a promotion again (see resign()). */
+  #retryPromotionAt = 0;
   #watcher: FSWatcher | undefined;
   #debounce: NodeJS.Timeout | undefined;
   /** A failover file changed: check again without waiting for the interval. */
@@ -113,13 +119,18 @@ export class PgRecoveryElector implements Elector {
     this.#failures = 0;
     if (this.#stopping) return 0;
     if (inRecovery) {
+      this.#refusals = 0;
       const message = 'the local PostgreSQL is in recovery (a standby)';
       this.#reporter.report({ role: 'secondary', term: this.#term, leader: undefined }, 'demoted', message);
     } else if (this.#reporter.state.role !== 'primary') {
+      const wait = this.#retryPromotionAt - performance.now();
+      if (wait > 0) return Math.min(wait, this.#intervalMs);
       const term = await this.#nextTerm();
       if (this.#stopping) return 0;
       const message = `the local PostgreSQL is not in recovery (a primary); term ${term}`;
       this.#reporter.report({ role: 'primary', term, leader: this.#options.node }, 'promoted', message);
+    } else {
+      this.#refusals = 0; // acting as primary, still
     }
     return this.#intervalMs;
   }
@@ -226,9 +237,25 @@ export class PgRecoveryElector implements Elector {
     }, DEBOUNCE_MS);
   }
 
-  resign(): Promise<void> {
-    // The role follows the database: only promoting or demoting the local server changes it.
-    this.#log.warn('pg-recovery elector: resign is not supported; promote or demote PostgreSQL instead');
+  /**
+   * A manual failover is not supported: the role follows the database, so only promoting or demoting the
+   * local server changes it. When the node could not act on the promotion this elector reported (`refused`:
+   * its fence raise failed, the store unreachable for a moment, say), the promotion is not dropped: the
+   * elector forgets it and reports it again, with a new term, after a back-off, until the node acts or its
+   * server is a standby again.
+   */
+  resign(options: { to?: string; refused?: boolean } = {}): Promise<void> {
+    if (!options.refused) {
+      this.#log.warn('pg-recovery elector: resign is not supported; promote or demote PostgreSQL instead');
+      return Promise.resolve();
+    }
+    if (this.#stopping || this.#reporter.state.role !== 'primary') return Promise.resolve();
+    this.#refusals++;
+    const delay = backoffDelay(this.#refusals, PROMOTION_RETRY_BACKOFF);
+    this.#retryPromotionAt = performance.now() + delay;
+    const message = `the node could not act as primary; reporting the promotion again in ${delay} ms`;
+    this.#log.warn({ retryInMs: delay }, `pg-recovery elector: ${message}`);
+    this.#reporter.report({ role: 'secondary', term: this.#term, leader: undefined }, 'resigned', message);
     return Promise.resolve();
   }
 
