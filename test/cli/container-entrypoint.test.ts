@@ -1,11 +1,10 @@
 // The container image runs the node as PID 1 through the Dockerfile's exec-form ENTRYPOINT and CMD, so that
 // `docker stop`'s SIGTERM reaches the node and it drains. This runs that exact argv on this machine, in a
 // folder laid out as the image's /app (the package and its drizzle-orm peer in node_modules, the quickstart
-// beside them), and sends SIGTERM. With a Docker engine at hand it also builds the image and stops a container.
-import { execFile } from 'node:child_process';
+// beside them), and sends SIGTERM. Where a Docker engine runs, scripts/check-container.sh builds the image and
+// stops a container of it.
 import { cp, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
@@ -21,8 +20,6 @@ import {
 } from '../support/process.js';
 
 afterEach(cleanupAll);
-
-const run = promisify(execFile);
 
 interface Image {
   workdir: string;
@@ -110,53 +107,4 @@ describe('the container entrypoint', () => {
     expect(row?.['claimed']).toBe(0);
     expect((row?.['stored'] ?? 0) + (row?.['waiting'] ?? 0)).toBe(2000);
   }, 240_000);
-});
-
-async function dockerWorks(): Promise<boolean> {
-  try {
-    await run('docker', ['info'], { timeout: 20_000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-describe.skipIf(!(await dockerWorks()))('the container image (needs a Docker engine)', () => {
-  it('builds, serves, and `docker stop` drains it: exit code 0', async () => {
-    const tag = `baton-entrypoint-test:${process.pid}`;
-    const name = `baton-entrypoint-test-${process.pid}`;
-    await run('docker', ['build', '-t', tag, REPO_ROOT], { timeout: 900_000, maxBuffer: 64 << 20 });
-    const port = await freePort();
-    try {
-      await run('docker', [
-        'run',
-        '-d',
-        '--name',
-        name,
-        '-e',
-        `BATON_HTTP__TOKEN=${TOKEN}`,
-        '-p',
-        `127.0.0.1:${port}:8080`,
-        tag,
-      ]);
-      const deadline = Date.now() + 120_000;
-      for (;;) {
-        const ready = await fetch(`http://127.0.0.1:${port}/readyz`).then(
-          (response) => response.status === 200,
-          () => false,
-        );
-        if (ready) break;
-        if (Date.now() > deadline) throw new Error('the container was not ready in time');
-        await new Promise((resolve) => setTimeout(resolve, 500));
-      }
-      await run('docker', ['stop', '--time', '40', name], { timeout: 60_000 });
-      const { stdout } = await run('docker', ['inspect', '--format', '{{.State.ExitCode}}', name]);
-      expect(stdout.trim()).toBe('0');
-      const logs = await run('docker', ['logs', name]);
-      expect(logs.stdout + logs.stderr).toContain('SIGTERM: stopping');
-    } finally {
-      await run('docker', ['rm', '-f', name]).catch(() => undefined);
-      await run('docker', ['rmi', '-f', tag]).catch(() => undefined);
-    }
-  }, 1_200_000);
 });
