@@ -59,6 +59,7 @@ scopes = ["metrics"]
 
 [store]
 url = "postgres://baton@db:5432/sink"
+schema = "jobs"
 statement_timeout_ms = 60000
 query_timeout_ms = 1000
 
@@ -124,6 +125,7 @@ enabled = false
 
 [store]
 path = "db"
+schema = "baton_embedded"
 
 [queues.ping]
 handler = "./handlers/ping.ts"

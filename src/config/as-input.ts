@@ -74,9 +74,10 @@ function httpInput(http: HttpConfig): NonNullable<ConfigInput['http']> {
 }
 
 function storeInput(store: StoreConfig): NonNullable<ConfigInput['store']> {
-  if (store.kind === 'embedded') return { path: store.path };
+  if (store.kind === 'embedded') return { path: store.path, schema: store.schema };
   return {
     url: store.url,
+    schema: store.schema,
     pool_size: store.poolSize,
     statement_timeout_ms: store.statementTimeoutMs,
     query_timeout_ms: store.queryTimeoutMs,
