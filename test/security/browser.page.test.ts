@@ -75,9 +75,16 @@ interface HostilePage {
 }
 
 async function hostilePage(origin: string): Promise<HostilePage> {
-  const page = await context.newPage();
+  // A context of its own holding the browser's cookies: the page sends what any page of the user's browser
+  // would, but over connections of its own, never queued behind the dashboard's streams to the same node
+  // (Chromium opens at most six connections to one host and port).
+  const own = await browser.newContext();
+  own.setDefaultTimeout(STEP_TIMEOUT_MS);
+  await own.addCookies(await context.cookies());
+  const page = await own.newPage();
+  page.on('close', () => void own.close());
   // Playwright's own view of a request leaves out what the network stack adds (Origin, Cookie): ask CDP.
-  const cdp = await context.newCDPSession(page);
+  const cdp = await own.newCDPSession(page);
   const urls = new Map<string, string>();
   const headers = new Map<string, Record<string, string>>();
   cdp.on('Network.requestWillBeSent', (event) => urls.set(event.requestId, event.request.url));
