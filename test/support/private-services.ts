@@ -3,39 +3,120 @@
 // run as root); Redis runs with appendonly + appendfsync always, as exactly-once across its crash needs.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { chown, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { appendFile, chown, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+import pg from 'pg';
 
 import { freePort } from './process.js';
 
 export interface PrivatePostgres {
   readonly url: string;
   readonly port: number;
+  /** The address clients connect to (the first of `listen`). */
+  readonly host: string;
+  /** The data directory (owned by `postgres` when the tests run as root). */
+  readonly data: string;
   restart(): Promise<void>;
   stop(): Promise<void>;
   start(): Promise<void>;
+  /** `pg_ctl promote -w`: a standby leaves recovery and becomes a primary. */
+  promote(): Promise<void>;
+  /** True while the server is in recovery (a standby). */
+  inRecovery(): Promise<boolean>;
   dispose(): Promise<void>;
 }
 
-export async function startPrivatePostgres(): Promise<PrivatePostgres> {
+export interface PrivatePostgresOptions {
+  /** The addresses the server listens on; the first is the one `url` names. Default ['127.0.0.1']. */
+  listen?: readonly string[];
+  /** More `-c name=value` settings, e.g. { wal_level: 'replica', track_commit_timestamp: 'on' }. */
+  settings?: Readonly<Record<string, string>>;
+}
+
+/** A PostgreSQL server of the test's own, in a temp folder: initdb, then pg_ctl start. */
+export async function startPrivatePostgres(options: PrivatePostgresOptions = {}): Promise<PrivatePostgres> {
   const bin = await postgresBin();
   const dir = await mkdtemp(join(tmpdir(), 'baton-pg-'));
   const data = join(dir, 'data');
   if (process.getuid?.() === 0) await chown(dir, ...(await postgresIds()));
   await run([join(bin, 'initdb'), '-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
+  // Streaming replication from any address the server listens on (trust: test servers only).
+  await appendFile(
+    join(data, 'pg_hba.conf'),
+    'host replication all 0.0.0.0/0 trust\nhost all all 0.0.0.0/0 trust\n',
+  );
+  return launch(bin, dir, data, options);
+}
+
+/**
+ * A hot standby of `primary`, made with `pg_basebackup -R` (so it streams from the primary and stays in
+ * recovery until promoted).
+ */
+export async function startPrivateStandby(
+  primary: PrivatePostgres,
+  options: PrivatePostgresOptions = {},
+): Promise<PrivatePostgres> {
+  const bin = await postgresBin();
+  const dir = await mkdtemp(join(tmpdir(), 'baton-pg-standby-'));
+  const data = join(dir, 'data');
+  if (process.getuid?.() === 0) await chown(dir, ...(await postgresIds()));
+  await run([
+    join(bin, 'pg_basebackup'),
+    '-h',
+    primary.host,
+    '-p',
+    String(primary.port),
+    '-U',
+    'postgres',
+    '-D',
+    data,
+    '-R',
+    '-X',
+    'stream',
+    '--no-sync',
+  ]);
+  return launch(bin, dir, data, { ...options, settings: { hot_standby: 'on', ...options.settings } });
+}
+
+async function launch(
+  bin: string,
+  dir: string,
+  data: string,
+  options: PrivatePostgresOptions,
+): Promise<PrivatePostgres> {
+  const listen = options.listen ?? ['127.0.0.1'];
+  const host = listen[0] ?? '127.0.0.1';
   const port = await freePort();
-  const options = `-p ${port} -c listen_addresses=127.0.0.1 -k ${dir} -c max_connections=200`;
+  const settings = Object.entries({ max_connections: '200', wal_level: 'replica', ...options.settings })
+    .map(([name, value]) => `-c ${name}=${value}`)
+    .join(' ');
+  const serverOptions = `-p ${port} -c listen_addresses=${listen.join(',')} -k ${dir} ${settings}`;
   const pgCtl = async (...args: string[]): Promise<void> => {
     await run([join(bin, 'pg_ctl'), '-D', data, '-l', join(dir, 'log'), ...args]);
   };
-  await pgCtl('-o', options, '-w', 'start');
+  await pgCtl('-o', serverOptions, '-w', 'start');
+  const url = `postgres://postgres@${host}:${port}/postgres`;
   return {
-    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    url,
     port,
-    restart: () => pgCtl('-o', options, '-m', 'fast', '-w', 'restart'),
+    host,
+    data,
+    restart: () => pgCtl('-o', serverOptions, '-m', 'fast', '-w', 'restart'),
     stop: () => pgCtl('-m', 'immediate', '-w', 'stop'),
-    start: () => pgCtl('-o', options, '-w', 'start'),
+    start: () => pgCtl('-o', serverOptions, '-w', 'start'),
+    promote: () => pgCtl('-w', 'promote'),
+    async inRecovery() {
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+      await client.connect();
+      try {
+        const result = await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
+        return result.rows[0]?.r === true;
+      } finally {
+        await client.end();
+      }
+    },
     async dispose() {
       await pgCtl('-m', 'immediate', '-w', 'stop').catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
