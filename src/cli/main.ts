@@ -33,6 +33,7 @@ export async function main(
   env: Record<string, string | undefined>,
   io?: Partial<CliIo>,
 ): Promise<number> {
+  if (io?.stdout === undefined) endOutputWithItsReader(process.stdout);
   const ctx = new CliContext({
     stdout: io?.stdout ?? process.stdout,
     stderr: io?.stderr ?? process.stderr,
@@ -55,6 +56,16 @@ export async function main(
     );
     return exitCode(error);
   }
+}
+
+/**
+ * A reader that goes away (`baton sql … | head`) ends the output, not the command: what is written after
+ * is dropped instead of crashing the process with an unhandled EPIPE.
+ */
+function endOutputWithItsReader(stream: NodeJS.WriteStream): void {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE' && error.code !== 'ERR_STREAM_DESTROYED') throw error;
+  });
 }
 
 export function exitCode(error: unknown): number {

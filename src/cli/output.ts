@@ -3,9 +3,12 @@
 import type { QueueInfo } from '../queue/backend.js';
 
 export function formatTable(columns: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
-  const widths = columns.map((column, index) =>
-    Math.min(80, Math.max(column.length, ...rows.map((row) => (row[index] ?? '').length))),
-  );
+  // A loop, not Math.max(...cells): a result of a few hundred thousand rows would overflow the call stack.
+  const widths = columns.map((column, index) => {
+    let width = column.length;
+    for (const row of rows) width = Math.max(width, (row[index] ?? '').length);
+    return Math.min(80, width);
+  });
   const line = (cells: readonly string[]): string =>
     cells
       .map((cell, index) => clip(cell, widths[index] ?? 0).padEnd(widths[index] ?? 0))
