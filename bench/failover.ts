@@ -2,11 +2,16 @@
 // killed with SIGKILL again and again; each failover is the time from the kill to the new primary's
 // `role primary` log line, and the reigns rebuilt from every node's log are checked for overlaps. The postgres
 // elector first, then the redis elector. Baseline of the same run: restarting the killed node (spawn → ready).
+// `--mode partition` (the default is `--mode crash`, the above) cuts the primary off instead: each node runs
+// in a network namespace of its own, nftables drops every packet of the primary's (`--cuts`, default 30),
+// then heals it; failover and overlaps are judged on PostgreSQL's clock (bench/failover-partition.ts).
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
+import type { PartitionResult } from './failover-partition.js';
+import { measurePartitions, overlapCount, partitionLines } from './failover-partition.js';
 import type { ElectorKind, GroupSettings, Overlap, Reign } from './failover-support.js';
 import {
   agreedPrimary,
@@ -42,7 +47,9 @@ import {
 
 const NAME = 'failover';
 const OPTIONS = [
+  'mode',
   'kills',
+  'cuts',
   'elector',
   'lease-ms',
   'renew-deadline-ms',
@@ -52,6 +59,7 @@ const OPTIONS = [
 ] as const;
 const DEFAULTS = {
   kills: 30,
+  cuts: 30,
   leaseMs: 2000,
   renewDeadlineMs: 1200,
   heartbeatMs: 200,
@@ -96,6 +104,7 @@ interface ElectorResult {
 
 export async function main(args: readonly string[]): Promise<number> {
   const settings = readSettings(args);
+  if (settings.mode === 'partition') return mainPartition(settings);
   const deadline = new Deadline(settings.timeoutS * 1000);
   const interrupted = { yes: false };
   const onSignal = (): void => {
@@ -139,8 +148,15 @@ function readSettings(args: readonly string[]) {
   const electors = elector === 'both' ? ELECTORS : ELECTORS.filter((kind) => kind === elector);
   if (electors.length === 0)
     throw new UsageError(`--elector expects postgres, redis or both, got ${elector}`);
+  const mode = options.get('mode') ?? 'crash';
+  if (mode !== 'crash' && mode !== 'partition')
+    throw new UsageError(`--mode expects crash or partition, got ${mode}`);
+  if (mode === 'partition' && elector !== 'postgres' && options.has('elector'))
+    throw new UsageError('--mode partition measures the postgres elector only');
   const settings = {
+    mode,
     kills: integerOption(options, 'kills', DEFAULTS.kills),
+    cuts: integerOption(options, 'cuts', DEFAULTS.cuts),
     electors,
     leaseMs: integerOption(options, 'lease-ms', DEFAULTS.leaseMs),
     renewDeadlineMs: integerOption(options, 'renew-deadline-ms', DEFAULTS.renewDeadlineMs),
@@ -151,6 +167,56 @@ function readSettings(args: readonly string[]) {
   if (!(settings.heartbeatMs < settings.renewDeadlineMs && settings.renewDeadlineMs < settings.leaseMs))
     throw new UsageError('expected heartbeat-ms < renew-deadline-ms < lease-ms');
   return settings;
+}
+
+/** `--mode partition`: cuts of the primary's network namespace (bench/failover-partition.ts). */
+async function mainPartition(settings: Settings): Promise<number> {
+  const deadline = new Deadline(settings.timeoutS * 1000);
+  const interrupted = { yes: false };
+  const onSignal = (): void => {
+    interrupted.yes = true;
+    deadline.cancel();
+  };
+  process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+  const result: PartitionResult = { cuts: [], lateWrites: [], sharedTerms: [], rows: 0 };
+  let failure: string | undefined;
+  try {
+    const load = os
+      .loadavg()
+      .map((value) => value.toFixed(2))
+      .join(' ');
+    process.stdout.write(
+      `${NAME} --mode partition: ${GROUP_SIZE} node processes (postgres elector), each in a network namespace ` +
+        `of its own; ${settings.cuts} cuts of the primary's namespace (nft drop), each healed before the next\n` +
+        `settings: [group] lease_ms = ${settings.leaseMs}, renew_deadline_ms = ${settings.renewDeadlineMs}, ` +
+        `heartbeat_ms = ${settings.heartbeatMs}; [store] pool_size = 2 on a private PostgreSQL ` +
+        `(track_commit_timestamp = on); a fenced witness component writing every 20 ms; ` +
+        `${settings.settleMs} ms settle after each heal\nload average at start: ${load}\n${await buildNote()}\n`,
+    );
+    await measurePartitions(settings, result, deadline);
+  } catch (error) {
+    failure = describeFailure(error, settings, interrupted.yes);
+  } finally {
+    deadline.dispose();
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+  }
+  process.stdout.write(`${partitionLines(settings, result, summary).join('\n')}\n`);
+  process.stdout.write(`${formatMachine(describeMachine())}\n`);
+  if (failure) process.stdout.write(`${failure}; the figures above are partial\n`);
+  const times = result.cuts.map((cut) => cut.ms);
+  const line = {
+    bench: NAME,
+    mode: 'partition',
+    elector: 'postgres',
+    cuts: times.length,
+    p50_ms: percentile(times, 50) ?? null,
+    p99_ms: percentile(times, 99) ?? null,
+    max_ms: percentile(times, 100) ?? null,
+    bound_ms: settings.leaseMs + settings.heartbeatMs,
+    overlaps: overlapCount(result),
+  };
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+  return failure !== undefined || overlapCount(result) > 0 ? 1 : 0;
 }
 
 function describeFailure(error: unknown, settings: Settings, interrupted: boolean): string {
