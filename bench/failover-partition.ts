@@ -1,7 +1,7 @@
 // `npm run bench -- failover --mode partition`: partition failover of a group of three node processes, each in
 // a network namespace of its own that reaches a private PostgreSQL server through a veth pair. The primary's
 // namespace is cut again and again (nftables drops every packet: nothing is reset), then healed. Everything
-// is timed on the server's clock: the cut is `clock_timestamp()` read just before the nft rule goes in; the
+// is timed on the server's clock: the cut is `clock_timestamp()` read just after the nft rule went in; the
 // new primary's first act is the commit timestamp of the first fenced witness row of a newer term. Overlaps
 // are judged on those commit timestamps: a row of a lower term committed after a newer term's first row.
 // Postgres elector only (needs root, `ip` and `nft`).
@@ -42,6 +42,8 @@ export interface Cut {
   readonly term: number;
   /** Cut → the first commit of a witness row of the newer term. */
   readonly ms: number;
+  /** The nft command that cut it, from the server's time read before it to the one read after it. */
+  readonly cutMs: number;
   /** Cut → the new term's fence raise (its transaction's start, `raised_at`). */
   readonly raisedMs: number;
   /** The cut primary's step-down line minus the new primary's `role primary` line (host clock; < 0: first). */
@@ -255,8 +257,11 @@ async function cutPrimary(
   const victim = nodes.find((node) => node.name === agreed.primary);
   if (!victim) throw new Error(`the group names a primary ${agreed.primary} that is not one of its nodes`);
   const mark = log.lines.length;
-  const cutAt = await serverTime(admin);
+  // The cut is the server's time once nft has put its rule in (packets are dropped by then); the nft command's
+  // own time, from the server's time read just before it, is reported apart.
+  const beforeCut = await serverTime(admin);
   await victim.namespace.cut();
+  const cutAt = await serverTime(admin);
   try {
     const first = await waitFor(
       async () => {
@@ -286,6 +291,7 @@ async function cutPrimary(
       to: first.node,
       term,
       ms: Math.round(Number(first.committed) - cutAt),
+      cutMs: Math.round(cutAt - beforeCut),
       raisedMs: Math.round(Number(fence.rows[0]?.raised ?? NaN) - cutAt),
       stepDownLeadMs: stepDown && takeOver ? stepDown.time - takeOver.time : undefined,
     };
@@ -361,6 +367,7 @@ export function partitionLines(
     `postgres elector, partition: ${times.length} cuts (nft drop in the primary's namespace)`,
     `  failover (cut → first commit of the new term's witness row, server clock): ${summary(times)}`,
     `    of which cut → fence raise started: ${summary(result.cuts.map((cut) => cut.raisedMs))}`,
+    `  the nft command itself (not counted above): ${summary(result.cuts.map((cut) => cut.cutMs))}`,
     `  each, in cut order (ms): ${times.join(' ')}`,
     `  against lease_ms + heartbeat_ms = ${bound} ms: ${verdict}`,
     `  the cut primary logged its step-down before the new primary acted in ` +
