@@ -360,13 +360,19 @@ export function partitionLines(
   const times = result.cuts.map((cut) => cut.ms);
   const bound = settings.leaseMs + settings.heartbeatMs;
   const p99 = percentile(times, 99);
-  const verdict = p99 === undefined ? 'not measured' : `${p99 <= bound ? 'within' : 'OVER'} (p99 ${p99} ms)`;
+  const verdict =
+    p99 === undefined
+      ? 'not measured'
+      : p99 <= bound
+        ? `within (p99 ${p99} ms)`
+        : `p99 ${p99} ms, ${p99 - bound} ms past it (ending the old sessions, raising the fence, the first commit)`;
   const leads = result.cuts.flatMap((cut) => (cut.stepDownLeadMs === undefined ? [] : [cut.stepDownLeadMs]));
   const lines = [
     '',
     `postgres elector, partition: ${times.length} cuts (nft drop in the primary's namespace)`,
     `  failover (cut → first commit of the new term's witness row, server clock): ${summary(times)}`,
     `    of which cut → fence raise started: ${summary(result.cuts.map((cut) => cut.raisedMs))}`,
+    `    and fence raise started → first row committed: ${summary(result.cuts.map((cut) => cut.ms - cut.raisedMs))}`,
     `  the nft command itself (not counted above): ${summary(result.cuts.map((cut) => cut.cutMs))}`,
     `  each, in cut order (ms): ${times.join(' ')}`,
     `  against lease_ms + heartbeat_ms = ${bound} ms: ${verdict}`,
