@@ -16,9 +16,16 @@ import type { Namespace } from '../test/support/netns.js';
 import { createNamespace, removeLeftoverNamespaces } from '../test/support/netns.js';
 import type { PrivatePostgres } from '../test/support/private-services.js';
 import { startPrivatePostgres } from '../test/support/private-services.js';
-import { GroupLog, percentile, waitFor } from './failover-support.js';
-import type { Deadline } from './support.js';
-import { pause, ROOT, stopNodeChild, tomlString } from './support.js';
+import { buildNote, describeFailure, GroupLog, percentile, summary, waitFor } from './failover-support.js';
+import {
+  Deadline,
+  describeMachine,
+  formatMachine,
+  pause,
+  ROOT,
+  stopNodeChild,
+  tomlString,
+} from './support.js';
 
 /** The nodes' API listens on their namespace's address, not loopback: it wants a token. */
 const TOKEN = 'bench-failover-partition';
@@ -348,15 +355,11 @@ function printFailure(what: string, error: unknown): void {
 }
 
 /** The overlaps: late writes, plus terms written by two nodes. */
-export function overlapCount(result: PartitionResult): number {
+function overlapCount(result: PartitionResult): number {
   return result.lateWrites.length + result.sharedTerms.length;
 }
 
-export function partitionLines(
-  settings: PartitionSettings,
-  result: PartitionResult,
-  summary: (values: readonly number[]) => string,
-): string[] {
+function partitionLines(settings: PartitionSettings, result: PartitionResult): string[] {
   const times = result.cuts.map((cut) => cut.ms);
   const bound = settings.leaseMs + settings.heartbeatMs;
   const p99 = percentile(times, 99);
@@ -389,4 +392,56 @@ export function partitionLines(
   for (const term of result.sharedTerms.slice(0, 10))
     lines.push(`    SHARED: term ${term} written by two nodes`);
   return lines;
+}
+
+/** `npm run bench -- failover --mode partition`: prints the preamble, measures, prints the figures and the JSON line. */
+export async function runPartitionMode(
+  settings: PartitionSettings & { readonly timeoutS: number },
+): Promise<number> {
+  const deadline = new Deadline(settings.timeoutS * 1000);
+  const interrupted = { yes: false };
+  const onSignal = (): void => {
+    interrupted.yes = true;
+    deadline.cancel();
+  };
+  process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
+  const result: PartitionResult = { cuts: [], lateWrites: [], sharedTerms: [], rows: 0 };
+  let failure: string | undefined;
+  try {
+    const load = os
+      .loadavg()
+      .map((value) => value.toFixed(2))
+      .join(' ');
+    process.stdout.write(
+      `failover --mode partition: ${GROUP_SIZE} node processes (postgres elector), each in a network namespace ` +
+        `of its own; ${settings.cuts} cuts of the primary's namespace (nft drop), each healed before the next\n` +
+        `settings: [group] lease_ms = ${settings.leaseMs}, renew_deadline_ms = ${settings.renewDeadlineMs}, ` +
+        `heartbeat_ms = ${settings.heartbeatMs}; [store] pool_size = 2 on a private PostgreSQL ` +
+        `(track_commit_timestamp = on); a fenced witness component writing every 20 ms; ` +
+        `${settings.settleMs} ms settle after each heal\nload average at start: ${load}\n${await buildNote()}\n`,
+    );
+    await measurePartitions(settings, result, deadline);
+  } catch (error) {
+    failure = describeFailure(error, settings.timeoutS, interrupted.yes);
+  } finally {
+    deadline.dispose();
+    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
+  }
+  process.stdout.write(`${partitionLines(settings, result).join('\n')}\n`);
+  process.stdout.write(`${formatMachine(describeMachine())}\n`);
+  if (failure) process.stdout.write(`${failure}; the figures above are partial\n`);
+  const times = result.cuts.map((cut) => cut.ms);
+  const line = {
+    bench: 'failover',
+    mode: 'partition',
+    elector: 'postgres',
+    cuts: times.length,
+    p50_ms: percentile(times, 50) ?? null,
+    p99_ms: percentile(times, 99) ?? null,
+    max_ms: percentile(times, 100) ?? null,
+    bound_ms: settings.leaseMs + settings.heartbeatMs,
+    overlaps: overlapCount(result),
+  };
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+  return failure !== undefined || overlapCount(result) > 0 ? 1 : 0;
 }

@@ -5,16 +5,17 @@
 // `--mode partition` (the default is `--mode crash`, the above) cuts the primary off instead: each node runs
 // in a network namespace of its own, nftables drops every packet of the primary's (`--cuts`, default 30),
 // then heals it; failover and overlaps are judged on PostgreSQL's clock (bench/failover-partition.ts).
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-import type { PartitionResult } from './failover-partition.js';
-import { measurePartitions, overlapCount, partitionLines } from './failover-partition.js';
+import { runPartitionMode } from './failover-partition.js';
 import type { ElectorKind, GroupSettings, Overlap, Reign } from './failover-support.js';
 import {
   agreedPrimary,
+  buildNote,
+  describeFailure,
   ELECTORS,
   findOverlaps,
   GroupLog,
@@ -22,6 +23,7 @@ import {
   narrowestGap,
   percentile,
   rebuildReigns,
+  summary,
   waitFor,
 } from './failover-support.js';
 import {
@@ -34,14 +36,12 @@ import {
 } from './redis-pg.js';
 import {
   Deadline,
-  DeadlineError,
   describeMachine,
   formatMachine,
   freePort,
   integerOption,
   parseOptions,
   pause,
-  ROOT,
   UsageError,
 } from './support.js';
 
@@ -104,7 +104,7 @@ interface ElectorResult {
 
 export async function main(args: readonly string[]): Promise<number> {
   const settings = readSettings(args);
-  if (settings.mode === 'partition') return mainPartition(settings);
+  if (settings.mode === 'partition') return runPartitionMode(settings);
   const deadline = new Deadline(settings.timeoutS * 1000);
   const interrupted = { yes: false };
   const onSignal = (): void => {
@@ -129,7 +129,7 @@ export async function main(args: readonly string[]): Promise<number> {
       await measureElector(settings, result, deadline);
     }
   } catch (error) {
-    failure = describeFailure(error, settings, interrupted.yes);
+    failure = describeFailure(error, settings.timeoutS, interrupted.yes);
   } finally {
     deadline.dispose();
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
@@ -169,62 +169,6 @@ function readSettings(args: readonly string[]) {
   return settings;
 }
 
-/** `--mode partition`: cuts of the primary's network namespace (bench/failover-partition.ts). */
-async function mainPartition(settings: Settings): Promise<number> {
-  const deadline = new Deadline(settings.timeoutS * 1000);
-  const interrupted = { yes: false };
-  const onSignal = (): void => {
-    interrupted.yes = true;
-    deadline.cancel();
-  };
-  process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
-  const result: PartitionResult = { cuts: [], lateWrites: [], sharedTerms: [], rows: 0 };
-  let failure: string | undefined;
-  try {
-    const load = os
-      .loadavg()
-      .map((value) => value.toFixed(2))
-      .join(' ');
-    process.stdout.write(
-      `${NAME} --mode partition: ${GROUP_SIZE} node processes (postgres elector), each in a network namespace ` +
-        `of its own; ${settings.cuts} cuts of the primary's namespace (nft drop), each healed before the next\n` +
-        `settings: [group] lease_ms = ${settings.leaseMs}, renew_deadline_ms = ${settings.renewDeadlineMs}, ` +
-        `heartbeat_ms = ${settings.heartbeatMs}; [store] pool_size = 2 on a private PostgreSQL ` +
-        `(track_commit_timestamp = on); a fenced witness component writing every 20 ms; ` +
-        `${settings.settleMs} ms settle after each heal\nload average at start: ${load}\n${await buildNote()}\n`,
-    );
-    await measurePartitions(settings, result, deadline);
-  } catch (error) {
-    failure = describeFailure(error, settings, interrupted.yes);
-  } finally {
-    deadline.dispose();
-    process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
-  }
-  process.stdout.write(`${partitionLines(settings, result, summary).join('\n')}\n`);
-  process.stdout.write(`${formatMachine(describeMachine())}\n`);
-  if (failure) process.stdout.write(`${failure}; the figures above are partial\n`);
-  const times = result.cuts.map((cut) => cut.ms);
-  const line = {
-    bench: NAME,
-    mode: 'partition',
-    elector: 'postgres',
-    cuts: times.length,
-    p50_ms: percentile(times, 50) ?? null,
-    p99_ms: percentile(times, 99) ?? null,
-    max_ms: percentile(times, 100) ?? null,
-    bound_ms: settings.leaseMs + settings.heartbeatMs,
-    overlaps: overlapCount(result),
-  };
-  process.stdout.write(`${JSON.stringify(line)}\n`);
-  return failure !== undefined || overlapCount(result) > 0 ? 1 : 0;
-}
-
-function describeFailure(error: unknown, settings: Settings, interrupted: boolean): string {
-  if (interrupted) return 'INTERRUPTED';
-  if (error instanceof DeadlineError) return `TIMEOUT: not finished within ${settings.timeoutS} s`;
-  return `FAILED: ${error instanceof Error ? error.message : String(error)}`;
-}
-
 async function printPreamble(settings: Settings): Promise<void> {
   const redis = redisClient();
   try {
@@ -244,20 +188,6 @@ async function printPreamble(settings: Settings): Promise<void> {
       `one queue (quickstart ping handler, run_on = "primary"); ${settings.settleMs} ms settle after each restart\n` +
       `load average at start: ${load}\n${await buildNote()}\n`,
   );
-}
-
-/** The nodes run the compiled dist/: says when it was built, and warns when src/ changed after that. */
-async function buildNote(): Promise<string> {
-  const [built, edited] = await Promise.all([newestChange('dist'), newestChange('src')]);
-  const note = `nodes run dist/ (built ${new Date(built).toISOString()}; src/ changed ${new Date(edited).toISOString()})`;
-  return edited > built ? `${note}\nWARNING: src/ changed after the build: run npm run build` : note;
-}
-
-/** The latest modification time (epoch ms) of the files under ROOT/`dir`; 0 when there are none. */
-async function newestChange(dir: string): Promise<number> {
-  const names = await readdir(join(ROOT, dir), { recursive: true }).catch(() => []);
-  const stats = await Promise.all(names.map((name) => stat(join(ROOT, dir, name)).catch(() => undefined)));
-  return Math.max(0, ...stats.map((info) => (info?.isFile() ? info.mtimeMs : 0)));
 }
 
 /** A fresh database, group and folder; three nodes; `kills` failovers; then everything is removed. */
@@ -407,17 +337,6 @@ function printResult(settings: Settings, result: ElectorResult): void {
   if (p50 && restartP50) lines.push(`  ratio restart p50 / failover p50: ${(restartP50 / p50).toFixed(1)}`);
   lines.push(...overlapLines(result), ...goalLines(settings, result.elector, percentile(times, 99)));
   process.stdout.write(`${lines.join('\n')}\n`);
-}
-
-/** p50, p90, p99, max (and min, mean) in ms, nearest rank: with fewer than 100 values p99 is the max. */
-function summary(values: readonly number[]): string {
-  if (values.length === 0) return 'none measured';
-  const mean = values.reduce((sum, value) => sum + value, 0) / values.length;
-  const at = (p: number): number => Math.round(percentile(values, p) ?? 0);
-  return (
-    `p50 ${at(50)} ms, p90 ${at(90)} ms, p99 ${at(99)} ms, max ${at(100)} ms ` +
-    `(min ${Math.round(Math.min(...values))}, mean ${Math.round(mean)}, n ${values.length})`
-  );
 }
 
 function overlapLines(result: ElectorResult): string[] {
