@@ -1,15 +1,17 @@
 // The pieces of the failover benchmark (bench/failover.ts): a group of Baton nodes run as child processes on
 // this host, the `role …` lines of their pino logs parsed as they arrive, the primary they agree on through
-// GET /v1/cluster, and the reigns rebuilt from those lines, whose intersections are the overlaps.
+// GET /v1/cluster, and the reigns rebuilt from those lines, whose intersections are the overlaps; and what
+// both of its modes print (figures, the build, a failure).
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import type { Deadline, NodeChild } from './support.js';
 import {
+  DeadlineError,
   groupNodeToml,
   now,
   pause,
@@ -391,4 +393,36 @@ export function percentile(values: readonly number[], p: number): number | undef
   if (values.length === 0) return undefined;
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
+/** p50, p90, p99, max (and min, mean) in ms, nearest rank: with fewer than 100 values p99 is the max. */
+export function summary(values: readonly number[]): string {
+  if (values.length === 0) return 'none measured';
+  const mean = values.reduce((sum, value) => sum + value, 0) / values.length;
+  const at = (p: number): number => Math.round(percentile(values, p) ?? 0);
+  return (
+    `p50 ${at(50)} ms, p90 ${at(90)} ms, p99 ${at(99)} ms, max ${at(100)} ms ` +
+    `(min ${Math.round(Math.min(...values))}, mean ${Math.round(mean)}, n ${values.length})`
+  );
+}
+
+/** The nodes run the compiled dist/: says when it was built, and warns when src/ changed after that. */
+export async function buildNote(): Promise<string> {
+  const [built, edited] = await Promise.all([newestChange('dist'), newestChange('src')]);
+  const note = `nodes run dist/ (built ${new Date(built).toISOString()}; src/ changed ${new Date(edited).toISOString()})`;
+  return edited > built ? `${note}\nWARNING: src/ changed after the build: run npm run build` : note;
+}
+
+/** The latest modification time (epoch ms) of the files under ROOT/`dir`; 0 when there are none. */
+async function newestChange(dir: string): Promise<number> {
+  const names = await readdir(join(ROOT, dir), { recursive: true }).catch(() => []);
+  const stats = await Promise.all(names.map((name) => stat(join(ROOT, dir, name)).catch(() => undefined)));
+  return Math.max(0, ...stats.map((info) => (info?.isFile() ? info.mtimeMs : 0)));
+}
+
+/** What stopped a benchmark early, for its last line: an interruption, its overall timeout, or an error. */
+export function describeFailure(error: unknown, timeoutS: number, interrupted: boolean): string {
+  if (interrupted) return 'INTERRUPTED';
+  if (error instanceof DeadlineError) return `TIMEOUT: not finished within ${timeoutS} s`;
+  return `FAILED: ${error instanceof Error ? error.message : String(error)}`;
 }

@@ -2,14 +2,20 @@
 // killed with SIGKILL again and again; each failover is the time from the kill to the new primary's
 // `role primary` log line, and the reigns rebuilt from every node's log are checked for overlaps. The postgres
 // elector first, then the redis elector. Baseline of the same run: restarting the killed node (spawn → ready).
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+// `--mode partition` (the default is `--mode crash`, the above) cuts the primary off instead: each node runs
+// in a network namespace of its own, nftables drops every packet of the primary's (`--cuts`, default 30),
+// then heals it; failover and overlaps are judged on PostgreSQL's clock (bench/failover-partition.ts).
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
+import { runPartitionMode } from './failover-partition.js';
 import type { ElectorKind, GroupSettings, Overlap, Reign } from './failover-support.js';
 import {
   agreedPrimary,
+  buildNote,
+  describeFailure,
   ELECTORS,
   findOverlaps,
   GroupLog,
@@ -17,6 +23,7 @@ import {
   narrowestGap,
   percentile,
   rebuildReigns,
+  summary,
   waitFor,
 } from './failover-support.js';
 import {
@@ -29,20 +36,20 @@ import {
 } from './redis-pg.js';
 import {
   Deadline,
-  DeadlineError,
   describeMachine,
   formatMachine,
   freePort,
   integerOption,
   parseOptions,
   pause,
-  ROOT,
   UsageError,
 } from './support.js';
 
 const NAME = 'failover';
 const OPTIONS = [
+  'mode',
   'kills',
+  'cuts',
   'elector',
   'lease-ms',
   'renew-deadline-ms',
@@ -52,6 +59,7 @@ const OPTIONS = [
 ] as const;
 const DEFAULTS = {
   kills: 30,
+  cuts: 30,
   leaseMs: 2000,
   renewDeadlineMs: 1200,
   heartbeatMs: 200,
@@ -96,6 +104,7 @@ interface ElectorResult {
 
 export async function main(args: readonly string[]): Promise<number> {
   const settings = readSettings(args);
+  if (settings.mode === 'partition') return runPartitionMode(settings);
   const deadline = new Deadline(settings.timeoutS * 1000);
   const interrupted = { yes: false };
   const onSignal = (): void => {
@@ -120,7 +129,7 @@ export async function main(args: readonly string[]): Promise<number> {
       await measureElector(settings, result, deadline);
     }
   } catch (error) {
-    failure = describeFailure(error, settings, interrupted.yes);
+    failure = describeFailure(error, settings.timeoutS, interrupted.yes);
   } finally {
     deadline.dispose();
     process.off('SIGINT', onSignal).off('SIGTERM', onSignal);
@@ -139,8 +148,15 @@ function readSettings(args: readonly string[]) {
   const electors = elector === 'both' ? ELECTORS : ELECTORS.filter((kind) => kind === elector);
   if (electors.length === 0)
     throw new UsageError(`--elector expects postgres, redis or both, got ${elector}`);
+  const mode = options.get('mode') ?? 'crash';
+  if (mode !== 'crash' && mode !== 'partition')
+    throw new UsageError(`--mode expects crash or partition, got ${mode}`);
+  if (mode === 'partition' && elector !== 'postgres' && options.has('elector'))
+    throw new UsageError('--mode partition measures the postgres elector only');
   const settings = {
+    mode,
     kills: integerOption(options, 'kills', DEFAULTS.kills),
+    cuts: integerOption(options, 'cuts', DEFAULTS.cuts),
     electors,
     leaseMs: integerOption(options, 'lease-ms', DEFAULTS.leaseMs),
     renewDeadlineMs: integerOption(options, 'renew-deadline-ms', DEFAULTS.renewDeadlineMs),
@@ -151,12 +167,6 @@ function readSettings(args: readonly string[]) {
   if (!(settings.heartbeatMs < settings.renewDeadlineMs && settings.renewDeadlineMs < settings.leaseMs))
     throw new UsageError('expected heartbeat-ms < renew-deadline-ms < lease-ms');
   return settings;
-}
-
-function describeFailure(error: unknown, settings: Settings, interrupted: boolean): string {
-  if (interrupted) return 'INTERRUPTED';
-  if (error instanceof DeadlineError) return `TIMEOUT: not finished within ${settings.timeoutS} s`;
-  return `FAILED: ${error instanceof Error ? error.message : String(error)}`;
 }
 
 async function printPreamble(settings: Settings): Promise<void> {
@@ -178,20 +188,6 @@ async function printPreamble(settings: Settings): Promise<void> {
       `one queue (quickstart ping handler, run_on = "primary"); ${settings.settleMs} ms settle after each restart\n` +
       `load average at start: ${load}\n${await buildNote()}\n`,
   );
-}
-
-/** The nodes run the compiled dist/: says when it was built, and warns when src/ changed after that. */
-async function buildNote(): Promise<string> {
-  const [built, edited] = await Promise.all([newestChange('dist'), newestChange('src')]);
-  const note = `nodes run dist/ (built ${new Date(built).toISOString()}; src/ changed ${new Date(edited).toISOString()})`;
-  return edited > built ? `${note}\nWARNING: src/ changed after the build: run npm run build` : note;
-}
-
-/** The latest modification time (epoch ms) of the files under ROOT/`dir`; 0 when there are none. */
-async function newestChange(dir: string): Promise<number> {
-  const names = await readdir(join(ROOT, dir), { recursive: true }).catch(() => []);
-  const stats = await Promise.all(names.map((name) => stat(join(ROOT, dir, name)).catch(() => undefined)));
-  return Math.max(0, ...stats.map((info) => (info?.isFile() ? info.mtimeMs : 0)));
 }
 
 /** A fresh database, group and folder; three nodes; `kills` failovers; then everything is removed. */
@@ -341,17 +337,6 @@ function printResult(settings: Settings, result: ElectorResult): void {
   if (p50 && restartP50) lines.push(`  ratio restart p50 / failover p50: ${(restartP50 / p50).toFixed(1)}`);
   lines.push(...overlapLines(result), ...goalLines(settings, result.elector, percentile(times, 99)));
   process.stdout.write(`${lines.join('\n')}\n`);
-}
-
-/** p50, p90, p99, max (and min, mean) in ms, nearest rank: with fewer than 100 values p99 is the max. */
-function summary(values: readonly number[]): string {
-  if (values.length === 0) return 'none measured';
-  const mean = values.reduce((sum, value) => sum + value, 0) / values.length;
-  const at = (p: number): number => Math.round(percentile(values, p) ?? 0);
-  return (
-    `p50 ${at(50)} ms, p90 ${at(90)} ms, p99 ${at(99)} ms, max ${at(100)} ms ` +
-    `(min ${Math.round(Math.min(...values))}, mean ${Math.round(mean)}, n ${values.length})`
-  );
 }
 
 function overlapLines(result: ElectorResult): string[] {

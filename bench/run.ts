@@ -21,7 +21,7 @@ const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
   },
   failover: {
     description:
-      'kill -9 of the primary of 3 nodes, 30 times: time to a new primary, and overlaps (postgres and redis electors)',
+      'kill -9 of the primary of 3 nodes, 30 times: time to a new primary, and overlaps (postgres and redis electors); --mode partition cuts its network namespace instead',
     load: () => import('./failover.js'),
   },
   cli: {

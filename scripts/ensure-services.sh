@@ -2,7 +2,8 @@
 # Makes sure the services the integration tests use are running on this machine: PostgreSQL on
 # 127.0.0.1:5432 (trust auth for user postgres) and Redis on 127.0.0.1:6379. Starts a stopped one and
 # installs a missing one with apt-get. Also installs Debian's Chromium for the dashboard's browser test
-# (never a downloaded browser). Exits non-zero when a service cannot be made available.
+# (never a downloaded browser), and iproute2 and nftables for the partition tests. Exits non-zero when a
+# service cannot be made available.
 set -euo pipefail
 
 log() { printf 'ensure-services: %s\n' "$*"; }
@@ -76,6 +77,20 @@ ensure_chromium() {
   apt_install chromium
 }
 
+ensure_network_tools() {
+  # The partition tests cut a node off in a network namespace (ip netns, veth) with nftables.
+  local missing=()
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v nft >/dev/null 2>&1 || missing+=(nftables)
+  if [ ${#missing[@]} -eq 0 ]; then
+    log "ip and nft are installed"
+    return
+  fi
+  log "installing ${missing[*]} for the partition tests"
+  apt_install "${missing[@]}"
+}
+
 ensure_postgres
 ensure_redis
 ensure_chromium
+ensure_network_tools

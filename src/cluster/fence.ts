@@ -16,23 +16,21 @@ import { sleep } from '../util/sleep.js';
  *
  * A deposed primary's transaction that checked the fence holds a share lock on its row until it ends, and
  * the raise waits for it. If that primary is paused (a GC pause, a stopped VM) or its connection went
- * silent, it would hold the failover for as long: past `breakAfterMs` the sessions blocking the raise are
- * terminated (their transactions roll back, which is what fencing wants of them anyway).
+ * silent (a partition), it would hold the failover for as long. A raise only happens when a node takes a new
+ * term, so whatever blocks it belongs to an older term: the sessions blocking the raise are terminated as
+ * soon as they show up (their transactions roll back, which is what fencing wants of them anyway).
  */
 export async function raiseFence(
   store: Store,
   group: string,
   term: number,
-  options: { breakAfterMs?: number; log?: Logger } = {},
+  options: { log?: Logger } = {},
 ): Promise<boolean> {
-  const breakAfterMs = options.breakAfterMs ?? BREAK_BLOCKERS_AFTER_MS;
   return store.transaction(async (tx) => {
     // A single-connection store (PGlite) has no other session that could block.
     const [self] = store.exclusive ? [] : await executeIn(tx, sql`SELECT pg_backend_pid() AS pid`);
     const stop = new AbortController();
-    const breaking = self
-      ? breakBlockers(store, Number(self['pid']), breakAfterMs, stop.signal, options.log)
-      : undefined;
+    const breaking = self ? breakBlockers(store, Number(self['pid']), stop.signal, options.log) : undefined;
     try {
       const rows = await executeIn(
         tx,
@@ -50,20 +48,23 @@ export async function raiseFence(
   });
 }
 
-/** How long a raise waits for the transactions that hold the fence before it ends their sessions. */
-const BREAK_BLOCKERS_AFTER_MS = 500;
+/**
+ * When the sessions blocking a raise are first looked for: the INSERT must have started waiting on the row
+ * for pg_blocking_pids to name them, and an unblocked raise (the usual case) is over by then.
+ */
+const FIRST_LOOK_AFTER_MS = 20;
+/** How often they are looked for after that, while the raise still waits. */
+const LOOK_EVERY_MS = 50;
 
-/** Until `signal` aborts: every `everyMs`, terminates the sessions that block the session `pid`. */
+/** Until `signal` aborts: terminates the sessions that block the session `pid`, looking every few ms. */
 async function breakBlockers(
   store: Store,
   pid: number,
-  everyMs: number,
   signal: AbortSignal,
   log: Logger | undefined,
 ): Promise<void> {
-  for (;;) {
-    await sleep(everyMs, signal);
-    if (signal.aborted) return;
+  await sleep(FIRST_LOOK_AFTER_MS, signal);
+  while (!signal.aborted) {
     try {
       const rows = await store.execute(sql`
         SELECT blocker, pg_terminate_backend(blocker) AS ended FROM unnest(pg_blocking_pids(${pid})) AS blocker`);
@@ -76,6 +77,7 @@ async function breakBlockers(
     } catch (error) {
       log?.warn({ err: describeError(error) }, 'fence: could not end the sessions that hold the fence');
     }
+    await sleep(LOOK_EVERY_MS, signal);
   }
 }
 

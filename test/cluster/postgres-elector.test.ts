@@ -322,9 +322,12 @@ describe('postgres elector', () => {
     });
     frozen.catch(() => undefined);
     await new Promise((resolve) => setTimeout(resolve, 200));
+    // A raise is a new term: the blocking session is ended as soon as it is seen, not after a wait.
+    const { log, lines } = capturingLogger();
     const started = Date.now();
-    expect(await raiseFence(store, fenceGroup, 2, { breakAfterMs: 200 })).toBe(true);
+    expect(await raiseFence(store, fenceGroup, 2, { log })).toBe(true);
     expect(Date.now() - started).toBeLessThan(10_000);
+    expect(lines.join('')).toContain('fence: ended the sessions of a deposed primary that held the fence');
     release();
     // Its session was ended: the frozen write never commits.
     await expect(frozen).rejects.toThrow();

@@ -50,13 +50,6 @@ function childEnv(extra: Record<string, string | undefined> = {}): NodeJS.Proces
   return env;
 }
 
-function spawnBaton(
-  args: readonly string[],
-  options: { cwd?: string; env?: Record<string, string | undefined> },
-) {
-  return spawnCommand(process.execPath, [BATON_BIN, ...args], options);
-}
-
 /** Spawns `command` in a process group of its own, with the test's environment (minus BATON_ variables). */
 export function spawnCommand(
   command: string,
@@ -175,6 +168,11 @@ export interface StartNodeOptions {
    * process that shares its output (the node) has closed it.
    */
   command?: readonly string[];
+  /**
+   * A network namespace (`ip netns add`) to run the node in: its command is started through `ip netns exec`,
+   * which execs it, so the process (and its group, which cleanup kills) is the node's. See netns.ts.
+   */
+  namespace?: string;
 }
 
 /**
@@ -187,14 +185,15 @@ export async function startBatonNode(
   options: StartNodeOptions = {},
 ): Promise<BatonNodeProcess> {
   const url = await nodeUrl(configPath);
-  const child = options.command
-    ? spawnCommand(options.command[0] ?? '', options.command.slice(1), options)
-    : spawnBaton(['-c', configPath, 'run'], options);
+  const command = options.command ?? [process.execPath, BATON_BIN, '-c', configPath, 'run'];
+  const argv =
+    options.namespace === undefined ? command : ['ip', 'netns', 'exec', options.namespace, ...command];
+  const child = spawnCommand(argv[0] ?? '', argv.slice(1), options);
   child.stdin?.end();
   const { output, done } = collect(child);
   const pid = child.pid;
   if (pid === undefined) {
-    throw new Error(`could not spawn ${options.command?.[0] ?? BATON_BIN}: ${(await done).stderr}`);
+    throw new Error(`could not spawn ${argv.join(' ')}: ${(await done).stderr}`);
   }
   let exited: RunResult | undefined;
   done.then(
