@@ -40,7 +40,9 @@ const HOLDS_KEY = `k.locktype = 'advisory' AND k.granted AND k.objsubid = 1
 const MS = `* interval '1 millisecond'`;
 
 const INSERT_LEASE = `INSERT INTO baton_leases (group_name) VALUES ($1) ON CONFLICT (group_name) DO NOTHING`;
-const READ_LEASE = `SELECT holder, term, expires_at < now() AS expired FROM baton_leases WHERE group_name = $1`;
+const READ_LEASE = `SELECT holder, term, expires_at < now() AS expired,
+    GREATEST(0, extract(epoch FROM expires_at - now()) * 1000)::float8 AS remaining_ms
+  FROM baton_leases WHERE group_name = $1`;
 /**
  * One statement (so one transaction, serialised by the row lock): unless our session ($5 pid) lost the lock
  * meanwhile, or a manual failover named another node that is alive, bump the term and take the lease.
@@ -82,7 +84,12 @@ interface Lease {
   readonly holder: string | undefined;
   readonly term: number;
   readonly expired: boolean;
+  /** Milliseconds until the lease expires, on the server's clock (0 once expired). */
+  readonly remainingMs: number;
 }
+
+/** How long after a lease's expiry a waiter looks again: the server's now() must have passed it. */
+const PAST_EXPIRY_MS = 5;
 
 /** The elector session: one pg.Client whose life is the lock's life. */
 interface Session {
@@ -338,13 +345,19 @@ export class PostgresElector implements Elector {
   /** Every heartbeat while not primary: reports the leader, and breaks the lock of an expired holder. */
   async #watch(): Promise<void> {
     const { signal } = this.#stopping;
+    const { heartbeatMs } = this.#options;
+    let pause = heartbeatMs;
     while (!signal.aborted) {
-      await sleep(this.#options.heartbeatMs, signal);
+      await sleep(pause, signal);
+      pause = heartbeatMs;
       if (signal.aborted || this.#leadership) continue;
       try {
         const lease = await this.#readLease();
         this.#observe(lease);
         if (lease?.expired && !this.#leadership && !signal.aborted) await this.#breakStaleLock(lease);
+        // A lease that expires before the next heartbeat is looked at again just past its expiry: a primary
+        // that stopped renewing is replaced at lease_ms, not up to a heartbeat later.
+        else if (lease && lease.remainingMs < heartbeatMs) pause = lease.remainingMs + PAST_EXPIRY_MS;
       } catch (error) {
         // The campaign reports and logs an unreachable server; this is the same failure seen twice.
         this.#log.debug({ err: describeError(error) }, 'elector: cannot read the lease');
@@ -387,7 +400,12 @@ export class PostgresElector implements Elector {
     const row = result.rows[0];
     if (!row) return undefined;
     const holder = typeof row['holder'] === 'string' ? row['holder'] : undefined;
-    return { holder, term: Number(row['term']), expired: row['expired'] === true };
+    return {
+      holder,
+      term: Number(row['term']),
+      expired: row['expired'] === true,
+      remainingMs: Number(row['remaining_ms']),
+    };
   }
 
   #newSession(): Session {
