@@ -30,6 +30,7 @@ import type { CountersByQueue, RecordProcessor } from '../queue/processor.js';
 import type { HandlerCall } from '../queue/watchdog.js';
 import { Watchdog } from '../queue/watchdog.js';
 import type { Handler } from '../handler/handler.js';
+import { schemaIsCurrent } from '../handler/schema.js';
 import { builtinMigrations, missingSchema } from '../store/migrate.js';
 import { isReadOnlyError, readOnlyReason } from '../store/read-only.js';
 import { isConnectionError } from '../util/connection-errors.js';
@@ -231,8 +232,11 @@ export class BatonNode implements HttpNode {
 
   /** Whether the node is ready (GET /readyz), and why not when it is not. */
   async readiness(): Promise<Readiness> {
+    // Said from the moment it is known, while the node still starts as well as once it runs.
+    if (this.#waiting !== undefined && (this.#state === 'starting' || this.#state === 'running')) {
+      return { ready: false, reason: this.#waiting };
+    }
     if (this.#state !== 'running') return { ready: false, reason: `the node is ${this.#state}` };
-    if (this.#waiting !== undefined) return { ready: false, reason: this.#waiting };
     // One look at each backend per probe: whether it answers, and what keeps it from serving.
     const [answering, problems] = await Promise.all([this.#backends?.ready(), this.problems()]);
     if (problems.length > 0) return { ready: false, reason: problems.join('; '), problems };
@@ -398,12 +402,12 @@ export class BatonNode implements HttpNode {
     // Read now when Baton's schema came over by replication; else once the store takes writes.
     await this.#events?.start().catch(() => undefined);
     this.#setState('running');
+    const alsoElection = config.group?.elector === 'pg-recovery' ? '' : ', the election';
     log.warn(
       { store: config.store.kind, reason, http: this.address },
-      `node ${this.name} running as ${this.role}, but ${reason}: Baton's migrations, consumer registration, ` +
-        `LISTEN, membership heartbeats and queue work wait until the store takes writes` +
-        (config.group?.elector === 'pg-recovery' ? '' : ', and so does the election') +
-        (this.address ? `; HTTP on ${this.address}` : ''),
+      `node ${this.name} running as ${this.role}, not ready: ${reason} (Baton's migrations, consumer ` +
+        `registration, LISTEN, membership heartbeats${alsoElection} and queue work wait until the store ` +
+        `takes writes)${this.address ? `; HTTP on ${this.address}` : ''}`,
     );
     this.#lookForWrites();
   }
@@ -471,11 +475,16 @@ export class BatonNode implements HttpNode {
   /** What the start-up writes to the store: migrations, handler tables, consumer registration, LISTEN. */
   async #writeAtStart(handlers: readonly Handler[]): Promise<void> {
     const backends = this.#open();
-    const migrated = await backends.completeOpening();
+    // A promoted standby holds the schema its old primary had: most often current, and then a look
+    // suffices where migrating would take the schema lock and write, on the way to acting as primary.
+    const schemaCurrent =
+      backends.readOnly !== undefined && (await schemaIsCurrent(backends.store, this.config, handlers));
+    const migrated = await backends.completeOpening({ migrate: !schemaCurrent });
     await prepareBackends(backends, this.config, handlers, {
       consumer: this.consumer,
       log: this.log,
       migrated,
+      schemaCurrent,
     });
     await this.#events?.start();
     await this.#ruleEngine?.prepare();

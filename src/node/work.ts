@@ -40,15 +40,18 @@ export async function loadPlugins(
 
 /**
  * Brings the store's schema up to date (logging what was applied, `migrated` too: Baton's migrations that
- * opening the backends deferred) and registers the node's consumer.
+ * opening the backends deferred) and registers the node's consumer. `schemaCurrent`: the caller found it
+ * current (schemaIsCurrent), so only the consumer is registered.
  */
 export async function prepareBackends(
   backends: Backends,
   config: ResolvedConfig,
   handlers: readonly Handler[],
-  node: { consumer: string; log: Logger; migrated?: readonly string[] },
+  node: { consumer: string; log: Logger; migrated?: readonly string[]; schemaCurrent?: boolean },
 ): Promise<void> {
-  const { migrated, created, warnings } = await updateSchema(backends.store, config, handlers);
+  const { migrated, created, warnings } = node.schemaCurrent
+    ? { migrated: [], created: [], warnings: [] }
+    : await updateSchema(backends.store, config, handlers);
   for (const id of [...backends.migrated, ...(node.migrated ?? []), ...migrated]) {
     node.log.info({ migration: id }, `applied migration ${id}`);
   }

@@ -36,9 +36,10 @@ export interface Backends {
   readonly readOnly: string | undefined;
   /**
    * Once the store takes writes: applies Baton's migrations and starts the wake-up LISTEN that opening
-   * deferred; returns the migration ids applied. Does nothing for a store opened writable. Call it once at a time.
+   * deferred; returns the migration ids applied. `migrate: false` when the caller found the schema current
+   * (schemaIsCurrent). Does nothing for a store opened writable. Call it once at a time.
    */
-  completeOpening(): Promise<string[]>;
+  completeOpening(options?: { migrate?: boolean }): Promise<string[]>;
   /** The backend of a configured queue (UnknownQueueError otherwise). */
   backendFor(queue: string): QueueBackend;
   /** True when the store and every backend answer (what they report as problems is `problems()`). */
@@ -203,9 +204,9 @@ async function assemble(
     lock,
     migrated,
     readOnly,
-    async completeOpening(): Promise<string[]> {
+    async completeOpening(completing: { migrate?: boolean } = {}): Promise<string[]> {
       if (!deferred) return [];
-      const applied = await migrate();
+      const applied = (completing.migrate ?? true) ? await migrate() : [];
       if (consume) await storeQueues.start();
       deferred = false;
       return applied;

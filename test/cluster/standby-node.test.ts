@@ -99,9 +99,14 @@ describe('a node on a streaming standby (pg-recovery)', () => {
       until: 'listening',
     });
     // Up, secondary, not ready, and saying why.
+    await waitFor(async () => /running as secondary, not ready/.test(west.stderr), 'west running');
     const readiness = await getJson(`${west.url}/readyz`);
     expect(readiness.status).toBe(503);
-    expect(String(readiness.body['reason'])).toMatch(/standby in recovery: waiting for promotion/);
+    expect(readiness.body).toMatchObject({
+      status: 'not ready',
+      state: 'running',
+      reason: 'the store is a standby in recovery: waiting for promotion',
+    });
     const waiting = await getJson(`${west.url}/v1/cluster`);
     expect(waiting.status).toBe(200);
     expect(waiting.body).toMatchObject({ group: GROUP, elector: 'pg-recovery', role: 'secondary' });
@@ -158,6 +163,14 @@ describe('a node on a streaming standby (pg-recovery)', () => {
     } finally {
       await store.close();
     }
+    // Waiting was said once, and nothing else went wrong: no refused write, LISTEN or heartbeat.
+    const complaints = west.stderr
+      .split('\n')
+      .filter((line) => /"level":(40|50|60)/.test(line))
+      .map((line) => (JSON.parse(line) as { msg: string }).msg);
+    expect(complaints).toEqual([
+      expect.stringMatching(/running as secondary, not ready: the store is a standby/),
+    ]);
     expect(west.process.exitCode).toBeNull();
     expect((await west.stop()).code).toBe(0);
   }, 180_000);
