@@ -99,7 +99,7 @@ describe('a node on a streaming standby (pg-recovery)', () => {
       until: 'listening',
     });
     // Up, secondary, not ready, and saying why.
-    await waitFor(async () => /running as secondary, not ready/.test(west.stderr), 'west running');
+    await waitFor(() => Promise.resolve(/running as secondary, not ready/.test(west.stderr)), 'west running');
     const readiness = await getJson(`${west.url}/readyz`);
     expect(readiness.status).toBe(503);
     expect(readiness.body).toMatchObject({
