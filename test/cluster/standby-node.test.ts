@@ -1,7 +1,8 @@
 // A node on a real streaming standby (pg-recovery): it runs on a store that takes no writes, secondary and
 // not ready, saying why, with its role observable; when the standby is promoted (the old primary stopped
 // first, as an operator would), it completes its start-up and acts as primary within a second: its
-// primary-only queue runs, ingested records are stored, and the old primary's term is fenced out.
+// primary-only queue runs, ingested records are stored, and the old primary's term is fenced out. With
+// another elector (standalone) the node waits the same way and joins the election once its store takes writes.
 import { join } from 'node:path';
 
 import { pino } from 'pino';
@@ -13,7 +14,14 @@ import { openPostgresStore } from '../../src/store/postgres.js';
 import type { PrivatePostgres } from '../support/private-services.js';
 import { startPrivatePostgres, startPrivateStandby } from '../support/private-services.js';
 import type { BatonNodeProcess } from '../support/process.js';
-import { cleanupAll, FIXTURES_DIR, freePort, startBatonNode, tempProject } from '../support/process.js';
+import {
+  cleanupAll,
+  FIXTURES_DIR,
+  freePort,
+  runBaton,
+  startBatonNode,
+  tempProject,
+} from '../support/process.js';
 
 const servers: PrivatePostgres[] = [];
 
@@ -23,17 +31,23 @@ afterEach(async () => {
 });
 
 const GROUP = 'pair';
+const STANDBY_REASON = 'the store is a standby in recovery: waiting for promotion';
 const quiet = pino({ level: 'silent' });
 
 /** A node of the group on `server`, its failover files watched in `server`'s data directory (the default files). */
-async function nodeProject(name: string, server: PrivatePostgres): Promise<{ configPath: string }> {
+async function nodeProject(
+  name: string,
+  server: PrivatePostgres,
+  elector = 'pg-recovery',
+): Promise<{ configPath: string }> {
   const port = await freePort();
+  const watch = elector === 'pg-recovery' ? `watch_path = "${server.data}"\n` : '';
   return tempProject({
     toml:
       `[node]\nname = "${name}"\ndata_dir = "data"\n[log]\nlevel = "info"\nformat = "json"\n` +
       `[http]\nport = ${port}\n` +
       `[store]\nurl = "${server.url}"\npool_size = 3\nquery_timeout_ms = 5000\n` +
-      `[group]\nname = "${GROUP}"\nelector = "pg-recovery"\nheartbeat_ms = 500\nwatch_path = "${server.data}"\n` +
+      `[group]\nname = "${GROUP}"\nelector = "${elector}"\nheartbeat_ms = 500\n${watch}` +
       `[queues.ids]\nhandler = "${join(FIXTURES_DIR, 'ids-handler.ts')}"\nrun_on = "primary"\n`,
   });
 }
@@ -105,7 +119,7 @@ describe('a node on a streaming standby (pg-recovery)', () => {
     expect(readiness.body).toMatchObject({
       status: 'not ready',
       state: 'running',
-      reason: 'the store is a standby in recovery: waiting for promotion',
+      reason: STANDBY_REASON,
     });
     const waiting = await getJson(`${west.url}/v1/cluster`);
     expect(waiting.status).toBe(200);
@@ -173,5 +187,33 @@ describe('a node on a streaming standby (pg-recovery)', () => {
     ]);
     expect(west.process.exitCode).toBeNull();
     expect((await west.stop()).code).toBe(0);
+  }, 180_000);
+
+  it('waits the same way with another elector, and joins the election once the store takes writes', async () => {
+    const primary = await startPrivatePostgres();
+    servers.push(primary);
+    const alone = await nodeProject('alone', primary, 'standalone');
+    // Migrated on the primary by the operator's command; the standby gets the schema by replication.
+    expect((await runBaton(['-c', alone.configPath, 'migrate'])).code).toBe(0);
+    const standby = await startPrivateStandby(primary);
+    servers.push(standby);
+    const node = await startBatonNode((await nodeProject('beside', standby, 'standalone')).configPath, {
+      until: 'listening',
+    });
+    await waitFor(
+      async () => (await getJson(`${node.url}/readyz`)).body['reason'] === STANDBY_REASON,
+      'beside waiting',
+    );
+    expect(await cluster(node)).toMatchObject({ role: 'secondary' });
+    expect((await ingest(node, [7])).status).toBe(503);
+
+    await primary.stop();
+    await standby.promote();
+    // No failover file here: the node looks every second whether its store takes writes.
+    await waitFor(async () => (await cluster(node)).role === 'primary', 'beside primary', 15_000);
+    expect((await ingest(node, [7, 8])).status).toBe(202);
+    await waitFor(async () => (await storedIds(standby)).length === 2, 'records stored after the promotion');
+    expect(node.stderr).not.toMatch(/"level":50/);
+    expect((await node.stop()).code).toBe(0);
   }, 180_000);
 });
