@@ -134,9 +134,27 @@ describe('a node on a streaming standby (pg-recovery)', () => {
       code: 'BACKEND_UNAVAILABLE',
       error: expect.stringMatching(/standby in recovery/) as unknown,
     });
+    // Other writes are refused as the store's state (503, Retry-After), not as a failed statement.
+    const append = await fetch(`${west.url}/v1/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ key: 'refused' }),
+    });
+    expect(append.status).toBe(503);
+    expect(append.headers.get('retry-after')).toMatch(/^\d+$/);
     expect((await getJson(`${west.url}/v1/queues`)).status).toBe(200);
     expect(west.stderr).toMatch(/the store is a standby in recovery: waiting for promotion/);
     expect(west.stderr).not.toMatch(/read-only transaction|during recovery/);
+
+    // A waiting node stops cleanly on SIGTERM.
+    const other = await startBatonNode((await nodeProject('north', standby)).configPath, {
+      until: 'listening',
+    });
+    await waitFor(
+      async () => (await getJson(`${other.url}/readyz`)).body['reason'] === STANDBY_REASON,
+      'north waiting',
+    );
+    expect((await other.stop()).code).toBe(0);
 
     // The operator stops the old primary, then promotes the standby.
     await primary.stop();
