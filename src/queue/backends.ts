@@ -17,7 +17,7 @@ import type { LockOwner, OwnerKind, StoreLock } from '../store/lock.js';
 import { sleep } from '../util/sleep.js';
 import { acquireStoreLock } from '../store/lock.js';
 import { applyMigrations, builtinMigrations, missingSchema } from '../store/migrate.js';
-import { isReadOnlyError, readOnlyReason } from '../store/read-only.js';
+import { isReadOnlyError, readOnlyReason, STANDBY_REASON } from '../store/read-only.js';
 import { openPgliteStore } from '../store/pglite.js';
 import type { Store } from '../store/store.js';
 
@@ -238,9 +238,13 @@ async function readOnlyStore(store: Store, deferWrites: boolean): Promise<string
   const latest = (await builtinMigrations()).at(-1)?.id ?? '';
   const missing = await missingSchema(store, latest);
   if (missing === undefined) return reason;
+  // The reason says what the node would do (wait); a command cannot wait, so it names the way out.
+  const readOnly =
+    reason === STANDBY_REASON ? 'the store is a standby in recovery' : 'the store is read-only';
   throw new BackendUnavailableError(
     'store',
-    `${reason.replace(/:.*$/, '')}, and ${missing.replace(/: run .*$/, '')}: apply Baton's migrations on the primary`,
+    `${readOnly} and lacks Baton's schema or its newest migration, which cannot be applied there: ` +
+      'run `baton migrate` against the primary',
   );
 }
 
