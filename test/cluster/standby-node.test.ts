@@ -150,8 +150,9 @@ describe('a node on a streaming standby (pg-recovery)', () => {
     const other = await startBatonNode((await nodeProject('north', standby)).configPath, {
       until: 'listening',
     });
+    // Once it runs: `baton run` handles signals from then on (before, a SIGTERM ends the process as such).
     await waitFor(
-      async () => (await getJson(`${other.url}/readyz`)).body['reason'] === STANDBY_REASON,
+      () => Promise.resolve(/running as secondary, not ready/.test(other.stderr)),
       'north waiting',
     );
     expect((await other.stop()).code).toBe(0);
@@ -219,9 +220,10 @@ describe('a node on a streaming standby (pg-recovery)', () => {
       until: 'listening',
     });
     await waitFor(
-      async () => (await getJson(`${node.url}/readyz`)).body['reason'] === STANDBY_REASON,
+      () => Promise.resolve(/running as secondary, not ready/.test(node.stderr)),
       'beside waiting',
     );
+    expect((await getJson(`${node.url}/readyz`)).body['reason']).toBe(STANDBY_REASON);
     expect(await cluster(node)).toMatchObject({ role: 'secondary' });
     expect((await ingest(node, [7])).status).toBe(503);
 
