@@ -37,6 +37,11 @@ export class Group {
   /** Serialises elector reports: the fence must be raised before a 'primary' state is published. */
   #applying: Promise<void> = Promise.resolve();
   #stopped = false;
+  /** True while the members' heartbeats go to the store itself (not Redis or a coordination database). */
+  #membershipOnStore = false;
+  #joined: Promise<void> | undefined;
+  readonly #storeWritable: () => boolean;
+  readonly #beforePrimary: () => Promise<void>;
 
   constructor(options: {
     config: GroupConfig | undefined;
@@ -47,6 +52,16 @@ export class Group {
     storeUrl: string | undefined;
     address: () => string | undefined;
     startupTimeoutMs?: number;
+    /**
+     * False while the store takes no writes (a standby): heartbeats kept in the store wait. Default: always true.
+     */
+    storeWritable?: () => boolean;
+    /**
+     * Awaited before the fence is raised for a promotion: the node's deferred start-up. Rejecting means the
+     * node cannot act as primary yet (the promotion is refused, and an elector that follows a server's role
+     * reports it again later).
+     */
+    beforePrimary?: () => Promise<void>;
   }) {
     this.#config = options.config;
     this.#node = options.node;
@@ -54,6 +69,8 @@ export class Group {
     this.#log = options.log.child({ component: 'group' });
     this.#address = options.address;
     this.#storeUrl = options.storeUrl;
+    this.#storeWritable = options.storeWritable ?? (() => true);
+    this.#beforePrimary = options.beforePrimary ?? (() => Promise.resolve());
     this.roles = new RoleEvents(
       options.config
         ? { role: 'secondary', term: 0, leader: undefined }
@@ -70,22 +87,41 @@ export class Group {
     return this.roles.state;
   }
 
-  /** Starts the elector (its first state is applied before this resolves) and the membership heartbeat. */
+  /** Starts the membership heartbeat (if not yet), then the elector: its first state is applied before this resolves. */
   async start(): Promise<void> {
     if (!this.#config || !this.#elector) return;
-    this.#membership = await openMembership(
-      this.#config,
-      this.#store,
-      this.#storeUrl,
-      this.#log,
-      this.#startupTimeoutMs,
-    );
+    await this.joinMembership();
     await this.#elector.start((state, cause) => {
       this.#applying = this.#applying.then(() => this.#apply(state, cause));
     });
     await this.#applying;
     await this.#beat();
-    this.#heartbeat = setInterval(() => void this.#beat(), this.#config.heartbeatMs);
+  }
+
+  /**
+   * Opens the membership and heartbeats this node's role there, without running the elector: a node whose
+   * store takes no writes yet is seen by its group (when the heartbeats go elsewhere) before it may be
+   * elected. Idempotent.
+   */
+  joinMembership(): Promise<void> {
+    this.#joined ??= this.#joinMembership();
+    return this.#joined;
+  }
+
+  async #joinMembership(): Promise<void> {
+    const config = this.#config;
+    if (!config) return;
+    const membership = await openMembership(
+      config,
+      this.#store,
+      this.#storeUrl,
+      this.#log,
+      this.#startupTimeoutMs,
+    );
+    this.#membership = membership;
+    this.#membershipOnStore = membership instanceof StoreMembership;
+    await this.#beat();
+    this.#heartbeat = setInterval(() => void this.#beat(), config.heartbeatMs);
     this.#heartbeat.unref();
   }
 
@@ -110,15 +146,28 @@ export class Group {
     await this.#elector?.resign(to === undefined ? {} : { to });
   }
 
+  /**
+   * This node's view of the group. Its role, term and primary are known here, so they are answered even when
+   * the members cannot be read (the store down): members are then empty and `membersProblem` says why.
+   */
   async status(): Promise<GroupStatus> {
-    const members =
-      this.#membership && this.#config ? await this.#membership.list(this.#config.leaseMs * 3) : [];
+    let members: GroupStatus['members'] = [];
+    let membersProblem: string | undefined;
+    if (this.#membership && this.#config) {
+      try {
+        members = await this.#membership.list(this.#config.leaseMs * 3);
+      } catch (error) {
+        this.#log.debug({ err: describeError(error) }, 'cannot list the members of the group');
+        membersProblem = 'the members of the group cannot be read now (their backend does not answer)';
+      }
+    }
     return {
       group: this.#config?.name,
       elector: this.#config?.elector,
       node: this.#node,
       ...this.state,
       members,
+      ...(membersProblem === undefined ? {} : { membersProblem }),
       failovers: [...this.#failovers],
     };
   }
@@ -139,16 +188,27 @@ export class Group {
     if (this.#stopped && state.role === 'primary') return;
     let next = state;
     if (state.role === 'primary' && this.#config) {
+      // The node's start-up first (a store that was a standby): nothing acts as primary before it is done.
+      const prepared = await this.#beforePrimary().then(
+        () => true,
+        (error: unknown) => {
+          const err = describeError(error);
+          this.#log.warn({ err, term: state.term }, `not acting as primary yet: ${err}`);
+          return false;
+        },
+      );
       // Raise the fence before acting: a deposed primary's later checks then fail.
-      const raised = await raiseFence(this.#store, this.#config.name, state.term, {
-        log: this.#log,
-      }).catch((error: unknown) => {
-        this.#log.error(
-          { err: describeError(error), term: state.term },
-          'cannot raise the fence: not acting as primary',
-        );
-        return false;
-      });
+      const raised =
+        prepared &&
+        (await raiseFence(this.#store, this.#config.name, state.term, {
+          log: this.#log,
+        }).catch((error: unknown) => {
+          this.#log.error(
+            { err: describeError(error), term: state.term },
+            'cannot raise the fence: not acting as primary',
+          );
+          return false;
+        }));
       if (!raised) {
         next = { role: 'secondary', term: state.term, leader: undefined };
         await this.#elector?.resign({ refused: true }).catch(() => undefined);
@@ -178,6 +238,8 @@ export class Group {
 
   async #beat(): Promise<void> {
     if (!this.#membership || this.#stopped) return;
+    // A store that takes no writes (a standby) cannot keep heartbeats: they start once it takes them.
+    if (this.#membershipOnStore && !this.#storeWritable()) return;
     const { role, term } = this.state;
     try {
       await this.#membership.heartbeat({ node: this.#node, address: this.#address(), role, term });

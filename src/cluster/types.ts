@@ -97,6 +97,8 @@ export interface GroupStatus {
   readonly term: number;
   readonly leader: string | undefined;
   readonly members: readonly Member[];
+  /** Why `members` is empty although the node is in a group: they could not be read (the store down). */
+  readonly membersProblem?: string;
   readonly failovers: readonly Failover[];
 }
 

@@ -13,6 +13,7 @@ export function clusterJson(status: GroupStatus): Record<string, unknown> {
     term: status.term,
     primary: status.leader ?? null,
     members: status.members.map(memberJson),
+    ...(status.membersProblem === undefined ? {} : { members_problem: status.membersProblem }),
     failovers: status.failovers.map((failover) => ({
       at: failover.at.toISOString(),
       term: failover.term,
@@ -50,6 +51,7 @@ export const clusterReply = z
     members: z.array(
       z.object({ node: z.string(), address: optionalText, role, term: z.number(), last_seen: time }),
     ),
+    members_problem: z.string().optional(),
     failovers: z.array(z.object({ at: time, term: z.number(), primary: optionalText, cause: z.string() })),
   })
   .transform((reply): GroupStatus => ({
@@ -66,6 +68,7 @@ export const clusterReply = z
       term: member.term,
       lastSeen: member.last_seen,
     })),
+    ...(reply.members_problem === undefined ? {} : { membersProblem: reply.members_problem }),
     failovers: reply.failovers.map((failover) => ({
       at: failover.at,
       term: failover.term,

@@ -17,7 +17,7 @@ import {
 } from './migrations.js';
 import { createMissingTables, missingTables } from './tables.js';
 import type { MigrationProgress } from '../store/migrate.js';
-import { applyMigrations, builtinMigrations } from '../store/migrate.js';
+import { applyMigrations, builtinMigrations, missingSchema } from '../store/migrate.js';
 import type { Store } from '../store/store.js';
 
 export interface SchemaUpdate {
@@ -81,6 +81,27 @@ export async function updateSchema(
     }
   });
   return { migrated, created, warnings };
+}
+
+/**
+ * Whether the store's schema is current for this config, looking only (a standby in recovery may be asked):
+ * Baton's newest migration and every queue migration recorded, and no table of a handler without
+ * migrations missing. When it is, updateSchema would change nothing (it still takes the schema lock).
+ */
+export async function schemaIsCurrent(
+  store: Store,
+  config: ResolvedConfig,
+  handlers: readonly Handler[],
+): Promise<boolean> {
+  const latest = (await builtinMigrations()).at(-1)?.id ?? '';
+  if ((await missingSchema(store, latest)) !== undefined) return false;
+  const queues = Object.values(config.queues);
+  const perQueue = await Promise.all(queues.map(queueMigrations));
+  if ((await pendingMigrations(store, perQueue.flat())).length > 0) return false;
+  const withoutMigrations = handlers.filter(
+    (handler) => (perQueue[queues.findIndex((queue) => queue.name === handler.queue)]?.length ?? 0) === 0,
+  );
+  return (await missingTables(store, withoutMigrations)).length === 0;
 }
 
 /**

@@ -18,7 +18,9 @@ import {
   PayloadTooLargeError,
   InternalError,
   RequestTimeoutError,
+  StatementError,
 } from '../errors.js';
+import { isReadOnlyError } from '../store/read-only.js';
 import { isConnectionError } from '../util/connection-errors.js';
 import type { Logger } from '../log.js';
 import type { RouteAccess } from './auth.js';
@@ -159,9 +161,17 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
  * quote a statement or the database's text).
  */
 function asBatonError(error: FastifyError, requestId: string): BatonError {
-  if (error instanceof BatonError) return error;
+  // A statement that failed because the store went away or takes no writes is the store's state, not the
+  // request's fault: 503 with Retry-After, not the 400 of a refused statement.
+  if (error instanceof BatonError && !(error instanceof StatementError)) return error;
   if (isConnectionError(error))
     return new BackendUnavailableError('store', 'the store is unreachable', { cause: error });
+  if (isReadOnlyError(error)) {
+    return new BackendUnavailableError('store', 'the store takes no writes now (a standby in recovery?)', {
+      cause: error,
+    });
+  }
+  if (error instanceof BatonError) return error;
   const status = typeof error.statusCode === 'number' ? error.statusCode : 500;
   if (status === 413) return new PayloadTooLargeError(error.message);
   if (status >= 400 && status < 500) return new BadRequestError(error.message);

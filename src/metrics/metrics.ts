@@ -122,10 +122,12 @@ export class NodeMetrics {
       'Events a named listener has not yet committed (its namespace only; capped at 100000).',
       ['namespace', 'listener'],
       async () =>
-        ((await source.events()?.listenerLags()) ?? []).map((entry) => [
-          { namespace: entry.namespace, listener: entry.name },
-          entry.lag,
-        ]),
+        (
+          (await source
+            .events()
+            ?.listenerLags()
+            .catch(() => [])) ?? []
+        ).map((entry) => [{ namespace: entry.namespace, listener: entry.name }, entry.lag]),
     );
   }
 

@@ -15,7 +15,7 @@ import type { Component } from '../components/component.js';
 import type { ComponentStatus } from '../components/supervisor.js';
 import type { Supervisor } from '../components/supervisor.js';
 import type { ResolvedConfig } from '../config/types.js';
-import { describeError, NotRunningError, UnknownQueueError } from '../errors.js';
+import { BackendUnavailableError, describeError, NotRunningError, UnknownQueueError } from '../errors.js';
 import { EventLog } from '../events/log.js';
 import type { HttpNode, Readiness } from '../http/node.js';
 import type { RouteRegistrar } from '../http/server.js';
@@ -29,7 +29,11 @@ import { ingestRecords } from '../queue/ingest.js';
 import type { CountersByQueue, RecordProcessor } from '../queue/processor.js';
 import type { HandlerCall } from '../queue/watchdog.js';
 import { Watchdog } from '../queue/watchdog.js';
+import type { Handler } from '../handler/handler.js';
+import { schemaIsCurrent } from '../handler/schema.js';
 import { builtinMigrations, missingSchema } from '../store/migrate.js';
+import { isReadOnlyError, readOnlyReason } from '../store/read-only.js';
+import { isConnectionError } from '../util/connection-errors.js';
 import type { Tx } from '../store/store.js';
 import type { RuleEngine } from '../tasks/engine.js';
 import {
@@ -42,6 +46,8 @@ import {
   prepareBackends,
 } from './work.js';
 
+/** How often a node whose store takes no writes (a standby) looks whether it takes them now. */
+const WRITABLE_POLL_MS = 1_000;
 /** How long readiness trusts its last look at Baton's schema in the store. */
 const SCHEMA_CHECK_MS = 5_000;
 
@@ -72,6 +78,12 @@ export class BatonNode implements HttpNode {
   #schemaCheck: { at: number; problem: Promise<string | undefined> } | undefined;
   #latestMigration: Promise<string> | undefined;
   readonly #extraComponents: readonly Component[];
+  /** Why the node waits for its store to take writes (a standby); undefined once its start-up is complete. */
+  #waiting: string | undefined;
+  #completing: Promise<void> | undefined;
+  #writablePoll: NodeJS.Timeout | undefined;
+  /** The start-up's writes to the store, deferred while it takes none. */
+  #prepareStore: (() => Promise<void>) | undefined;
 
   constructor(
     config: ResolvedConfig,
@@ -190,6 +202,8 @@ export class BatonNode implements HttpNode {
   async ingest(queue: string, records: readonly Buffer[]): Promise<IngestResult> {
     const processor = this.#processors.get(queue);
     if (!processor) throw new UnknownQueueError(queue, this.queueNames);
+    // Refused with the reason and Retry-After, rather than with the database's refusal of the write.
+    if (this.#waiting !== undefined) throw new BackendUnavailableError('store', this.#waiting);
     return ingestRecords(this.#open().backendFor(queue), processor, records, {
       inline: this.#state === 'running',
       consumer: this.consumer,
@@ -218,6 +232,10 @@ export class BatonNode implements HttpNode {
 
   /** Whether the node is ready (GET /readyz), and why not when it is not. */
   async readiness(): Promise<Readiness> {
+    // Said from the moment it is known, while the node still starts as well as once it runs.
+    if (this.#waiting !== undefined && (this.#state === 'starting' || this.#state === 'running')) {
+      return { ready: false, reason: this.#waiting };
+    }
     if (this.#state !== 'running') return { ready: false, reason: `the node is ${this.#state}` };
     // One look at each backend per probe: whether it answers, and what keeps it from serving.
     const [answering, problems] = await Promise.all([this.#backends?.ready(), this.problems()]);
@@ -281,15 +299,16 @@ export class BatonNode implements HttpNode {
       );
       // Handlers and components first: a broken one is a config error, found before anything is opened.
       const { handlers, components } = await loadPlugins(config, this.#extraComponents);
-      const backends = await openBackends(config, log);
+      // A store that takes no writes (a standby) is opened all the same: what the start-up writes waits.
+      const backends = await openBackends(config, log, { deferWrites: true });
       this.#backends = backends;
       this.#opened('backends', () => backends.close());
-      await prepareBackends(backends, config, handlers, { consumer: this.consumer, log });
+      this.#waiting = backends.readOnly;
+      let events: EventLog | undefined;
       if (config.events.enabled) {
-        const events = new EventLog(backends.store, log);
-        await events.start();
+        events = new EventLog(backends.store, log);
         this.#events = events;
-        this.#opened('event log', () => events.close());
+        this.#opened('event log', () => events?.close() ?? Promise.resolve());
       }
 
       const group = new Group({
@@ -300,6 +319,8 @@ export class BatonNode implements HttpNode {
         storeUrl: config.store.kind === 'postgres' ? config.store.url : undefined,
         address: () => this.address,
         startupTimeoutMs: config.node.startupTimeoutMs,
+        storeWritable: () => this.#waiting === undefined,
+        beforePrimary: () => this.#completeStart(),
       });
       this.#group = group;
       this.#opened('group', () => group.stop());
@@ -310,9 +331,8 @@ export class BatonNode implements HttpNode {
       const supervisor = makeSupervisor(config, backends.store, log);
       this.#supervisor = supervisor;
       for (const component of components) supervisor.add(component);
-      const { events } = this;
       const parts = { config, events, backends, supervisor, log, url: () => this.address };
-      this.#ruleEngine = await addRuleEngine(parts);
+      this.#ruleEngine = addRuleEngine(parts);
       this.#processors = addQueueRunners({
         ...parts,
         handlers,
@@ -322,6 +342,8 @@ export class BatonNode implements HttpNode {
         onBatch: (queue, seconds, outcome) => this.metrics.observeBatch(queue, seconds, outcome),
       });
       addRetention(config, events, this.#ruleEngine !== undefined, supervisor);
+      this.#prepareStore = () => this.#writeAtStart(handlers);
+      if (this.#waiting === undefined) await this.#prepareStore();
 
       this.#admin = new StoreAdmin({
         config,
@@ -341,20 +363,18 @@ export class BatonNode implements HttpNode {
         this.#opened('HTTP API', () => http.close());
         await backends.lock?.setAddress(http.address);
       }
-      await group.start();
-      await supervisor.start();
-      this.#opened('supervisor', () => supervisor.stop());
-      this.#setState('running');
-      // The supervisor is the one role gate. The first call (at once) starts what this role runs; later
-      // calls follow the role: a step-down aborts primary-only work at once. Not awaited, so that a slow
-      // stop never delays the next change.
-      this.#unsubscribeRole = group.roles.subscribe(
-        (change) => void supervisor.setRole(change.new, change.term),
-      );
-      log.info(
-        { queues: this.queueNames, http: this.address, store: config.store.kind },
-        `node ${this.name} running: queues ${this.queueNames.join(', ')}${this.address ? `, HTTP on ${this.address}` : ''}`,
-      );
+      if (this.#waiting === undefined) {
+        await group.start();
+        await this.#startWork();
+        this.#setState('running');
+        this.#followRole();
+        log.info(
+          { queues: this.queueNames, http: this.address, store: config.store.kind },
+          `node ${this.name} running: queues ${this.queueNames.join(', ')}${this.address ? `, HTTP on ${this.address}` : ''}`,
+        );
+      } else {
+        await this.#startWaiting(this.#waiting);
+      }
     } catch (error) {
       this.#setState('failed');
       await this.#release();
@@ -362,10 +382,141 @@ export class BatonNode implements HttpNode {
     }
   }
 
+  /**
+   * The store takes no writes (a standby): the node runs (HTTP, role, metrics) but its start-up writes, the
+   * work of the supervisor and, but for pg-recovery, the election wait until the store takes writes. The
+   * pg-recovery elector runs meanwhile: it sees the promotion of the node's server first (the failover
+   * files), and the group completes the start-up before it raises the fence. A look every second covers
+   * the other electors, and a store that takes writes while its node is not promoted.
+   */
+  async #startWaiting(reason: string): Promise<void> {
+    const { config, log } = this;
+    const group = this.#group;
+    if (config.group?.elector === 'pg-recovery') {
+      await group?.start();
+    } else {
+      // Elected before its store takes writes, the node could not raise the fence: it joins the election
+      // once the store takes them. Its heartbeats go out at once when they are kept elsewhere.
+      await group?.joinMembership();
+    }
+    // Read now when Baton's schema came over by replication; else once the store takes writes.
+    await this.#events?.start().catch(() => undefined);
+    this.#setState('running');
+    const alsoElection = config.group?.elector === 'pg-recovery' ? '' : ', the election';
+    log.warn(
+      { store: config.store.kind, reason, http: this.address },
+      `node ${this.name} running as ${this.role}, not ready: ${reason} (Baton's migrations, consumer ` +
+        `registration, LISTEN, membership heartbeats${alsoElection} and queue work wait until the store ` +
+        `takes writes)${this.address ? `; HTTP on ${this.address}` : ''}`,
+    );
+    this.#lookForWrites();
+  }
+
+  /** Looks every WRITABLE_POLL_MS whether the waiting node's store takes writes, and completes its start-up then. */
+  #lookForWrites(): void {
+    const look = async (): Promise<void> => {
+      if (this.#waiting === undefined || this.#state !== 'running') return;
+      try {
+        await this.#completeStart();
+      } catch (error) {
+        const err = describeError(error);
+        if (this.#waiting === undefined) {
+          this.log.error({ err }, `could not complete the start-up once the store took writes: ${err}`);
+        } else if (
+          !isReadOnlyError(error) &&
+          !isConnectionError(error) &&
+          !(error instanceof BackendUnavailableError)
+        ) {
+          this.log.warn({ err }, `could not complete the start-up; trying again: ${err}`);
+        }
+      }
+      if (this.#waiting !== undefined && this.#state === 'running') {
+        this.#writablePoll = setTimeout(() => void look(), WRITABLE_POLL_MS);
+      }
+    };
+    this.#writablePoll = setTimeout(() => void look(), WRITABLE_POLL_MS);
+  }
+
+  /**
+   * Completes the start-up of a node that waited for a store that takes writes; rejects (and may be asked
+   * again) while the store takes none. Resolves at once for a node that did not wait. One at a time.
+   */
+  #completeStart(): Promise<void> {
+    if (this.#waiting === undefined) return Promise.resolve();
+    this.#completing ??= this.#completeWaitingStart().finally(() => {
+      this.#completing = undefined;
+    });
+    return this.#completing;
+  }
+
+  async #completeWaitingStart(): Promise<void> {
+    const backends = this.#open();
+    const reason = await readOnlyReason(backends.store);
+    if (reason !== undefined) {
+      this.#waiting = reason;
+      throw new BackendUnavailableError('store', reason);
+    }
+    if (this.#state !== 'running') throw new NotRunningError(`node ${this.name} is ${this.#state}`);
+    this.log.info('the store takes writes now: completing the start-up');
+    await this.#prepareStore?.();
+    await this.#startWork();
+    // From here on a promotion is acted on at once (the fence raised, then primary-only work started).
+    this.#waiting = undefined;
+    clearTimeout(this.#writablePoll);
+    this.#followRole();
+    // The other electors join the election only now: elected earlier, the node could not have acted.
+    if (this.config.group?.elector !== 'pg-recovery') await this.#group?.start();
+    this.log.info(
+      { queues: this.queueNames, http: this.address },
+      `node ${this.name} start-up complete: queues ${this.queueNames.join(', ')}`,
+    );
+  }
+
+  /** What the start-up writes to the store: migrations, handler tables, consumer registration, LISTEN. */
+  async #writeAtStart(handlers: readonly Handler[]): Promise<void> {
+    const backends = this.#open();
+    // A promoted standby holds the schema its old primary had: most often current, and then a look
+    // suffices where migrating would take the schema lock and write, on the way to acting as primary.
+    const schemaCurrent =
+      backends.readOnly !== undefined && (await schemaIsCurrent(backends.store, this.config, handlers));
+    const migrated = await backends.completeOpening({ migrate: !schemaCurrent });
+    await prepareBackends(backends, this.config, handlers, {
+      consumer: this.consumer,
+      log: this.log,
+      migrated,
+      schemaCurrent,
+    });
+    await this.#events?.start();
+    await this.#ruleEngine?.prepare();
+  }
+
+  async #startWork(): Promise<void> {
+    const supervisor = this.#supervisor;
+    if (!supervisor) return;
+    await supervisor.start();
+    this.#opened('supervisor', () => supervisor.stop());
+  }
+
+  /**
+   * The supervisor is the one role gate. The first call (at once) starts what this role runs; later calls
+   * follow the role: a step-down aborts primary-only work at once. Not awaited, so that a slow stop never
+   * delays the next change.
+   */
+  #followRole(): void {
+    const group = this.#group;
+    const supervisor = this.#supervisor;
+    if (!group || !supervisor) return;
+    this.#unsubscribeRole = group.roles.subscribe(
+      (change) => void supervisor.setRole(change.new, change.term),
+    );
+  }
+
   async #stop(): Promise<void> {
     await this.#starting?.catch(() => undefined);
     if (this.#state !== 'running') return;
     this.#setState('stopping');
+    clearTimeout(this.#writablePoll);
+    await this.#completing?.catch(() => undefined);
     // Queue runners stop claiming and finish their in-flight batches within shutdown_timeout_ms; past it they
     // are aborted (NodeStoppingError) and their batches given back. Leadership is released once the
     // primary-only work stopped, so that another node takes over safely while the rest still drains; the

@@ -38,15 +38,21 @@ export async function loadPlugins(
   return { handlers, components: [...inCode, ...(await Promise.all(configured))] };
 }
 
-/** Brings the store's schema up to date (logging what was applied) and registers the node's consumer. */
+/**
+ * Brings the store's schema up to date (logging what was applied, `migrated` too: Baton's migrations that
+ * opening the backends deferred) and registers the node's consumer. `schemaCurrent`: the caller found it
+ * current (schemaIsCurrent), so only the consumer is registered.
+ */
 export async function prepareBackends(
   backends: Backends,
   config: ResolvedConfig,
   handlers: readonly Handler[],
-  node: { consumer: string; log: Logger },
+  node: { consumer: string; log: Logger; migrated?: readonly string[]; schemaCurrent?: boolean },
 ): Promise<void> {
-  const { migrated, created, warnings } = await updateSchema(backends.store, config, handlers);
-  for (const id of [...backends.migrated, ...migrated]) {
+  const { migrated, created, warnings } = node.schemaCurrent
+    ? { migrated: [], created: [], warnings: [] }
+    : await updateSchema(backends.store, config, handlers);
+  for (const id of [...backends.migrated, ...(node.migrated ?? []), ...migrated]) {
     node.log.info({ migration: id }, `applied migration ${id}`);
   }
   if (created.length > 0) node.log.info({ tables: created }, `created tables ${created.join(', ')}`);
@@ -137,15 +143,18 @@ export function countersOf(processors: ReadonlyMap<string, RecordProcessor>): Co
   return new Map([...processors].map(([queue, processor]) => [queue, { ...processor.counters }]));
 }
 
-/** With tasks configured: the rule engine, a primary-only component (it needs the event log). */
-export async function addRuleEngine(options: {
+/**
+ * With tasks configured: the rule engine, a primary-only component (it needs the event log). Its prepare()
+ * writes to the store: the node calls it with the other writes of its start-up.
+ */
+export function addRuleEngine(options: {
   config: ResolvedConfig;
   events: EventLog | undefined;
   backends: Backends;
   supervisor: Supervisor;
   log: Logger;
   url: () => string | undefined;
-}): Promise<RuleEngine | undefined> {
+}): RuleEngine | undefined {
   const { config } = options;
   if (Object.keys(config.tasks).length === 0) return undefined;
   // The loader refuses tasks without the event log; a resolved config built by hand may still have them.
@@ -166,7 +175,6 @@ export async function addRuleEngine(options: {
     // A stopped run gets half the stop deadline between SIGTERM and SIGKILL, at most 5 s.
     graceMs: Math.max(50, Math.min(5_000, Math.floor(stopTimeoutOf(config) / 2))),
   });
-  await engine.prepare();
   options.supervisor.add(engine);
   return engine;
 }

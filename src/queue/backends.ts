@@ -16,7 +16,8 @@ import { StoreQueueBackend } from './store-queue.js';
 import type { LockOwner, OwnerKind, StoreLock } from '../store/lock.js';
 import { sleep } from '../util/sleep.js';
 import { acquireStoreLock } from '../store/lock.js';
-import { applyMigrations, builtinMigrations } from '../store/migrate.js';
+import { applyMigrations, builtinMigrations, missingSchema } from '../store/migrate.js';
+import { isReadOnlyError, readOnlyReason, STANDBY_REASON } from '../store/read-only.js';
 import { openPgliteStore } from '../store/pglite.js';
 import type { Store } from '../store/store.js';
 
@@ -28,6 +29,17 @@ export interface Backends {
   readonly lock: StoreLock | undefined;
   /** Migration ids applied while opening. */
   readonly migrated: readonly string[];
+  /**
+   * Why the store took no writes when it was opened (a standby in recovery), with `deferWrites`: Baton's
+   * migrations and the wake-up LISTEN then wait for completeOpening(). Undefined for a store that took them.
+   */
+  readonly readOnly: string | undefined;
+  /**
+   * Once the store takes writes: applies Baton's migrations and starts the wake-up LISTEN that opening
+   * deferred; returns the migration ids applied. `migrate: false` when the caller found the schema current
+   * (schemaIsCurrent). Does nothing for a store opened writable. Call it once at a time.
+   */
+  completeOpening(options?: { migrate?: boolean }): Promise<string[]>;
   /** The backend of a configured queue (UnknownQueueError otherwise). */
   backendFor(queue: string): QueueBackend;
   /** True when the store and every backend answer (what they report as problems is `problems()`). */
@@ -37,13 +49,24 @@ export interface Backends {
   close(): Promise<void>;
 }
 
-/** `consume: false` (CLI commands): no wake-up listening, since nothing consumes through this opening. */
+export interface OpenBackendsOptions {
+  /** false (CLI commands): no wake-up listening, since nothing consumes through this opening. Default true. */
+  readonly consume?: boolean;
+  /**
+   * A store that takes no writes (a standby in recovery) is opened all the same, its migrations and LISTEN
+   * deferred (see Backends.readOnly). Without it, such a store is refused with a clear error unless it holds
+   * Baton's schema already (reads then work; writes fail with the database's reason).
+   */
+  readonly deferWrites?: boolean;
+}
+
 export async function openBackends(
   config: ResolvedConfig,
   log: Logger,
-  options: { consume?: boolean } = {},
+  options: OpenBackendsOptions = {},
 ): Promise<Backends> {
   const consume = options.consume ?? true;
+  const deferWrites = options.deferWrites ?? false;
   const releasers: Array<() => Promise<void>> = [];
   const release = async (): Promise<void> => {
     // Reverse order of opening; keep going past failures.
@@ -60,7 +83,7 @@ export async function openBackends(
         lock,
         releasers,
         release,
-        consume,
+        { consume, deferWrites },
       );
     }
     const { openPostgresStore } = await import('../store/postgres.js');
@@ -70,7 +93,7 @@ export async function openBackends(
       // A command's connections are told from its node's (pg_stat_activity, the bound in docs/config.md).
       applicationName: `baton:${config.node.name}${consume ? '' : ':command'}`,
     });
-    return await assemble(config, log, store, undefined, releasers, release, consume);
+    return await assemble(config, log, store, undefined, releasers, release, { consume, deferWrites });
   } catch (error) {
     await release();
     throw error;
@@ -110,13 +133,28 @@ async function assemble(
   lock: StoreLock | undefined,
   releasers: Array<() => Promise<void>>,
   release: () => Promise<void>,
-  consume: boolean,
+  options: { consume: boolean; deferWrites: boolean },
 ): Promise<Backends> {
+  const { consume } = options;
   releasers.push(() => store.close());
-  const migrated = await applyMigrations(store, await builtinMigrations(), undefined, { log });
+  const readOnly = await readOnlyStore(store, options.deferWrites);
+  const migrate = async (): Promise<string[]> => {
+    try {
+      return await applyMigrations(store, await builtinMigrations(), undefined, { log });
+    } catch (error) {
+      // Demoted between the look and the migration: said as what it is, not as the refused statement.
+      if (isReadOnlyError(error)) {
+        throw new BackendUnavailableError('store', 'takes no writes now (read-only)', { cause: error });
+      }
+      throw error;
+    }
+  };
+  const migrated = readOnly === undefined ? await migrate() : [];
   const storeQueues = new StoreQueueBackend(store, log);
   releasers.push(() => storeQueues.close());
-  if (consume) await storeQueues.start();
+  // LISTEN is refused during recovery: a store that takes no writes starts it in completeOpening().
+  if (consume && readOnly === undefined) await storeQueues.start();
+  let deferred = readOnly !== undefined;
 
   const redisQueues = Object.values(config.queues).filter((queue) => queue.backend === 'redis');
   let redis: RedisQueueBackend | undefined;
@@ -165,6 +203,14 @@ async function assemble(
     backends,
     lock,
     migrated,
+    readOnly,
+    async completeOpening(completing: { migrate?: boolean } = {}): Promise<string[]> {
+      if (!deferred) return [];
+      const applied = (completing.migrate ?? true) ? await migrate() : [];
+      if (consume) await storeQueues.start();
+      deferred = false;
+      return applied;
+    },
     backendFor(queue: string): QueueBackend {
       const queueConfig = config.queues[queue];
       if (!queueConfig) throw new UnknownQueueError(queue, Object.keys(config.queues));
@@ -180,6 +226,26 @@ async function assemble(
     problems,
     close: release,
   };
+}
+
+/**
+ * Why the store takes no writes, when it takes none and may be opened so. Refused (BackendUnavailableError)
+ * without `deferWrites` when the store lacks Baton's schema or a migration of it, since nothing can apply them.
+ */
+async function readOnlyStore(store: Store, deferWrites: boolean): Promise<string | undefined> {
+  const reason = await readOnlyReason(store);
+  if (reason === undefined || deferWrites) return reason;
+  const latest = (await builtinMigrations()).at(-1)?.id ?? '';
+  const missing = await missingSchema(store, latest);
+  if (missing === undefined) return reason;
+  // The reason says what the node would do (wait); a command cannot wait, so it names the way out.
+  const readOnly =
+    reason === STANDBY_REASON ? 'the store is a standby in recovery' : 'the store is read-only';
+  throw new BackendUnavailableError(
+    'store',
+    `${readOnly} and lacks Baton's schema or its newest migration, which cannot be applied there: ` +
+      'run `baton migrate` against the primary',
+  );
 }
 
 /**

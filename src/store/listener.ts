@@ -8,6 +8,7 @@ import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { backoffDelay } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
+import { isReadOnlyError } from './read-only.js';
 import type { Notification } from './store.js';
 
 interface Subscriber {
@@ -16,6 +17,8 @@ interface Subscriber {
   readonly onConnect: () => void;
 }
 
+/** How often LISTEN is tried again on a standby in recovery, which refuses it until it is promoted. */
+const STANDBY_RETRY_MS = 1_000;
 /** How long stopping the LISTEN connection waits for it to close. */
 const STOP_WAIT_MS = 2_000;
 
@@ -109,7 +112,7 @@ export class SharedListener {
       work.catch(() => undefined);
       await Promise.race([work, stopped]);
     };
-    for (let failures = 0; !signal.aborted;) {
+    for (let failures = 0, refused = false; !signal.aborted; refused = false) {
       const current = new pg.Client({
         connectionString: this.#url,
         keepAlive: true,
@@ -136,8 +139,14 @@ export class SharedListener {
         await Promise.race([ended, stopped]);
       } catch (error) {
         failures += 1;
-        if (!signal.aborted) {
-          this.#log.warn({ err: describeError(error) }, 'store: LISTEN connection failed');
+        refused = isReadOnlyError(error);
+        if (!signal.aborted && !(refused && failures > 1)) {
+          this.#log.warn(
+            { err: describeError(error) },
+            refused
+              ? `store: LISTEN refused (the store is a standby in recovery); trying again every ${STANDBY_RETRY_MS} ms`
+              : 'store: LISTEN connection failed',
+          );
         }
       } finally {
         // Every way out ends the connection, a stop that came while it connected included (it would
@@ -146,6 +155,11 @@ export class SharedListener {
         await Promise.race([current.end().catch(() => undefined), sleep(STOP_WAIT_MS)]);
       }
       if (signal.aborted) break;
+      if (refused) {
+        // Promotion is what ends it, and it may come any moment: no back-off, and nothing more to say.
+        await sleep(STANDBY_RETRY_MS, signal);
+        continue;
+      }
       const delay = backoffDelay(Math.max(1, failures), { initialMs: 1000, maxMs: 32_000 });
       this.#log.warn({ retryInMs: delay }, `store: LISTEN connection lost; reconnecting in ${delay} ms`);
       await sleep(delay, signal);

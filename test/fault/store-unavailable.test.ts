@@ -1,6 +1,7 @@
 // While the PostgreSQL store is down, a node answers what it cannot do with 503 and Retry-After (a transient
 // error, BACKEND_UNAVAILABLE), not with a refusal; an HTTP event client keeps retrying, and its event is
-// stored exactly once when the store is back. On a private server, stopped and started by the test.
+// stored exactly once when the store is back. Its role stays observable: /v1/cluster and /metrics answer
+// with it. On a private server, stopped and started by the test.
 import { join } from 'node:path';
 
 import { afterEach, describe, expect, it } from 'vitest';
@@ -61,6 +62,43 @@ describe('a PostgreSQL store that is down', () => {
     } finally {
       await client.close();
     }
+    expect(node.process.exitCode).toBeNull();
+    expect((await node.stop()).code).toBe(0);
+  }, 120_000);
+
+  it('keeps the role observable: /v1/cluster and /metrics answer with it, /v1/queues answers 503 with a reason', async () => {
+    server = await startPrivatePostgres();
+    const port = await freePort();
+    const project = await tempProject({
+      toml:
+        `[node]\nname = "observed"\ndata_dir = "data"\n[log]\nlevel = "warn"\n[http]\nport = ${port}\n` +
+        `[store]\nurl = "${server.url}"\npool_size = 2\nquery_timeout_ms = 5000\n` +
+        `[group]\nname = "alone"\nelector = "standalone"\n` +
+        `[queues.ids]\nhandler = "${join(FIXTURES_DIR, 'ids-handler.ts')}"\n`,
+    });
+    const node = await startBatonNode(project.configPath);
+    await server.stop();
+
+    const cluster = await fetch(`${node.url}/v1/cluster`);
+    expect(cluster.status).toBe(200);
+    expect(await cluster.json()).toMatchObject({
+      group: 'alone',
+      role: 'primary',
+      members: [],
+      members_problem: expect.stringMatching(/cannot be read/) as unknown,
+    });
+    const metrics = await fetch(`${node.url}/metrics`);
+    expect(metrics.status).toBe(200);
+    expect(await metrics.text()).toMatch(/baton_role\{[^}]*role="primary"[^}]*\} 1/);
+    const queues = await fetch(`${node.url}/v1/queues`);
+    expect(queues.status).toBe(503);
+    expect(queues.headers.get('retry-after')).toMatch(/^\d+$/);
+    expect(await queues.json()).toMatchObject({
+      code: 'BACKEND_UNAVAILABLE',
+      error: expect.stringMatching(/store/) as unknown,
+    });
+    const readiness = await fetch(`${node.url}/readyz`);
+    expect(readiness.status).toBe(503);
     expect(node.process.exitCode).toBeNull();
     expect((await node.stop()).code).toBe(0);
   }, 120_000);

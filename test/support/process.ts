@@ -163,6 +163,11 @@ export interface StartNodeOptions {
   /** How long to wait for GET /readyz to answer 200. Default 40 s. */
   readyTimeoutMs?: number;
   /**
+   * What to wait for: 'ready' (GET /readyz answers 200, the default) or 'listening' (GET /healthz answers
+   * 200: the HTTP API is up, e.g. a node that waits for its store to take writes and is not ready).
+   */
+  until?: 'ready' | 'listening';
+  /**
    * The command that starts the node, in place of `node bin/baton.js -c <configPath> run`: `npx baton …`, a
    * container's entrypoint. stop() signals the process this starts; the result is its exit, once every
    * process that shares its output (the node) has closed it.
@@ -176,9 +181,9 @@ export interface StartNodeOptions {
 }
 
 /**
- * Spawns `baton -c <configPath> run` and resolves once `GET <url>/readyz` answers 200. The URL comes from the
- * config's [http] host and port (give the port explicitly: port 0 would be unknown to the test). Rejects, with
- * the node's output, if the process exits first or is not ready in time.
+ * Spawns `baton -c <configPath> run` and resolves once `GET <url>/readyz` (or /healthz, see `until`) answers
+ * 200. The URL comes from the config's [http] host and port (give the port explicitly: port 0 would be unknown
+ * to the test). Rejects, with the node's output, if the process exits first or is not ready in time.
  */
 export async function startBatonNode(
   configPath: string,
@@ -227,18 +232,19 @@ export async function startBatonNode(
           `--- stderr\n${exited.stderr}`,
       );
     }
-    if (await isReady(url)) return node;
+    if (await answers200(`${url}/${options.until === 'listening' ? 'healthz' : 'readyz'}`)) return node;
     if (Date.now() > deadline) {
       await node.stop('SIGKILL');
-      throw new Error(`baton run was not ready at ${url}/readyz in time\n--- stderr\n${output().stderr}`);
+      const what = options.until === 'listening' ? 'listening' : 'ready';
+      throw new Error(`baton run was not ${what} at ${url} in time\n--- stderr\n${output().stderr}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
 
-async function isReady(url: string): Promise<boolean> {
+async function answers200(url: string): Promise<boolean> {
   try {
-    const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2000) });
+    const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
     await response.body?.cancel();
     return response.status === 200;
   } catch {
