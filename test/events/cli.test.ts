@@ -65,7 +65,7 @@ describe('baton events', () => {
     );
     expect(seeded.code, seeded.stderr).toBe(0);
     const status = await runBaton(['status'], { cwd });
-    expect(status.stdout).toMatch(/listener\s+namespace\s+lag \(events\)/);
+    expect(status.stdout).toMatch(/listener\s+namespace\s+lag \(offsets\)/);
     expect(status.stdout).toMatch(/reader\s+default\s+1\b/);
     const statusJson = JSON.parse((await runBaton(['status', '--json'], { cwd })).stdout) as {
       listeners: unknown[];
