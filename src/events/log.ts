@@ -28,6 +28,8 @@ const FOLLOW_POLL_MS = 1_000;
 const EARLIEST_TIMESTAMP_MS = -210_866_803_200_000 + 1_000;
 /** Rows read per query when the caller sets no limit. */
 const DEFAULT_LIMIT = 1_000;
+/** Events deleted per transaction by prune(). */
+export const PRUNE_BATCH = 10_000;
 /** Events counted at most by count() unless told otherwise. */
 export const DEFAULT_COUNT_CAP = 100_000;
 /** Listener name under which a listener of every namespace keeps its offset. */
@@ -317,20 +319,36 @@ export class EventLog {
     return (await this.listenerOffset(namespace, name)) ?? 0;
   }
 
-  /** Deletes events created more than `olderThanMs` ago; returns how many. The head (and offsets) stay. */
+  /**
+   * Deletes events created more than `olderThanMs` ago, PRUNE_BATCH per transaction; returns how many.
+   * The head (and offsets) stay.
+   */
   async prune(olderThanMs: number): Promise<number> {
-    const pruned = await this.#store.transaction((tx) => this.pruneIn(tx, olderThanMs));
+    let pruned = 0;
+    for (;;) {
+      const batch = await this.#store.transaction((tx) => this.pruneIn(tx, olderThanMs, PRUNE_BATCH));
+      pruned += batch;
+      if (batch < PRUNE_BATCH) break;
+    }
     if (pruned > 0) this.#log.info({ pruned }, `deleted ${pruned} events past their retention`);
     return pruned;
   }
 
-  /** prune() inside the caller's transaction (one that checked the fence, say); returns how many. */
-  async pruneIn(tx: Tx, olderThanMs: number): Promise<number> {
+  /**
+   * Deletes in the caller's transaction (one that checked the fence, say) up to `limit` of the oldest
+   * events created more than `olderThanMs` ago; returns how many. Bounded, so that a first retention over a
+   * large log is many short transactions, not one that holds millions of row locks and WAL at once.
+   */
+  async pruneIn(tx: Tx, olderThanMs: number, limit: number = PRUNE_BATCH): Promise<number> {
     const rows = await executeIn(
       tx,
+      // ARRAY(…): the oldest `limit` through the create_time index, then one probe each by offset.
       sql`
       WITH gone AS (
-        DELETE FROM baton_events WHERE create_time < now() - make_interval(secs => ${olderThanMs / 1000})
+        DELETE FROM baton_events WHERE "offset" = ANY(ARRAY(
+          SELECT "offset" FROM baton_events
+          WHERE create_time < now() - make_interval(secs => ${olderThanMs / 1000})
+          ORDER BY create_time LIMIT ${limit}))
         RETURNING 1)
       SELECT count(*)::bigint AS n FROM gone`,
     );
