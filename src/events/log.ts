@@ -179,7 +179,7 @@ export class EventLog {
     if (!Number.isSafeInteger(upTo) || upTo < 1)
       throw new InvalidEventError('cap: expected a positive integer');
     const rows = await this.#walkingIndexes(
-      sql`SELECT count(*)::bigint AS n FROM (${matching(query, upTo, { ordered: true })}) AS counted`,
+      sql`SELECT count(*)::bigint AS n FROM (${matching(query, upTo, { ordered: false })}) AS counted`,
     );
     const count = Number(rows[0]?.['n'] ?? 0);
     return { count, capped: count >= upTo };
@@ -292,11 +292,12 @@ export class EventLog {
                            WHERE (e.namespace, e."offset") > (l.namespace, l."offset")
                              AND (e.namespace, e."offset") <= (l.namespace, ${String(LAST_POSSIBLE_OFFSET)}::bigint)
                            ORDER BY e.namespace, e."offset" LIMIT ${cap}) AS behind) END`;
-    const rows = await this.#walkingIndexes(sql`
+    const statement = sql`
       SELECT l.namespace, l.name, greatest(h.last_offset - l."offset", 0)::bigint AS lag,
              (${counted})::bigint AS events_behind
       FROM baton_event_listeners l CROSS JOIN baton_event_head h
-      WHERE h.id = 1 ORDER BY l.namespace, l.name`);
+      WHERE h.id = 1 ORDER BY l.namespace, l.name`;
+    const rows = await (cap === undefined ? this.#store.execute(statement) : this.#walkingIndexes(statement));
     return rows.map((row) => {
       const lag = { namespace: String(row['namespace']), name: String(row['name']), lag: Number(row['lag']) };
       if (cap === undefined || row['events_behind'] === null) return lag;
