@@ -8,7 +8,7 @@ import { NotificationClient } from '../src/events/client.js';
 import type { ClientLogger } from '../src/events/client.js';
 import { HttpEventTransport } from '../src/events/http-transport.js';
 import type { EventTransport, FollowQuery, ListenerLag } from '../src/events/transport.js';
-import type { AppendedEvent, EventInput, EventQuery, StoredEvent } from '../src/events/types.js';
+import type { AppendedEvent, EventCount, EventInput, EventQuery, StoredEvent } from '../src/events/types.js';
 import type { ChaosNode } from './chaos-cluster.js';
 import { CHAIN_NAMESPACE, EVENTS_NAMESPACE, REDIS_KEY } from './chaos-cluster.js';
 
@@ -42,8 +42,8 @@ export class FailoverTransport implements EventTransport {
     return this.#call((transport) => transport.list(query));
   }
 
-  count(query: EventQuery): Promise<number> {
-    return this.#call((transport) => transport.count(query));
+  count(query: EventQuery, upTo?: number): Promise<EventCount> {
+    return this.#call((transport) => transport.count(query, upTo));
   }
 
   offsetAt(time: Date): Promise<number> {
@@ -62,8 +62,8 @@ export class FailoverTransport implements EventTransport {
     return this.#call((transport) => transport.commitListenerOffset(namespace, name, offset));
   }
 
-  listenerLags(): Promise<ListenerLag[]> {
-    return this.#call((transport) => transport.listenerLags());
+  listenerLags(options: { countUpTo?: number } = {}): Promise<ListenerLag[]> {
+    return this.#call((transport) => transport.listenerLags(options));
   }
 
   async *follow(query: FollowQuery, signal: AbortSignal): AsyncGenerator<StoredEvent[]> {

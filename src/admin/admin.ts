@@ -5,7 +5,7 @@
 import type { GroupStatus } from '../cluster/types.js';
 import type { EventTransport } from '../events/transport.js';
 import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
-import type { ErrorRecord, QueueInfo } from '../queue/backend.js';
+import type { ErrorPage, ErrorRecord, QueueInfo } from '../queue/backend.js';
 import type { MigrationProgress } from '../store/migrate.js';
 import type { QueryResult } from '../store/store.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
@@ -27,7 +27,7 @@ export interface Admin {
   publish(queue: string, records: readonly Buffer[]): Promise<number>;
   /** Per queue: the backend's figures, with the running nodes' counters when they answer. */
   queues(): Promise<QueueInfo[]>;
-  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]>;
+  listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]>;
   replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number>;
   /** Deletes error records for good; returns how many existed. */
   dropErrors(queue: string, ids: readonly string[]): Promise<number>;

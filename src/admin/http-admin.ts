@@ -13,7 +13,7 @@ import type { EventTransport } from '../events/transport.js';
 import { loadQueueHandler } from '../handler/load.js';
 import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
 import { makeMigration } from '../handler/schema.js';
-import type { ErrorRecord, QueueInfo } from '../queue/backend.js';
+import type { ErrorPage, ErrorRecord, QueueInfo } from '../queue/backend.js';
 import type { CountersByQueue } from '../queue/processor.js';
 import { countersReply, errorsReply, queuesReply } from '../queue/wire.js';
 import type { QueryResult } from '../store/store.js';
@@ -81,10 +81,11 @@ export class HttpAdmin implements Admin {
     return (await this.#client.call(queuesReply, 'GET', '/v1/queues')).queues;
   }
 
-  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
+  listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]> {
     const query = new URLSearchParams({
       limit: String(options.limit),
       ...(options.afterId ? { after: options.afterId } : {}),
+      ...(options.beforeId ? { before: options.beforeId } : {}),
     });
     return this.#client.call(errorsReply, 'GET', `${queuePath(queue)}/errors?${query.toString()}`);
   }

@@ -12,7 +12,7 @@ import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
 import { makeMigration, updateSchema } from '../handler/schema.js';
 import { createMissingTables } from '../handler/tables.js';
 import type { Logger } from '../log.js';
-import type { ErrorRecord, QueueInfo } from '../queue/backend.js';
+import type { ErrorPage, ErrorRecord, QueueInfo } from '../queue/backend.js';
 import type { Backends } from '../queue/backends.js';
 import type { IngestResult } from '../queue/ingest.js';
 import type { CountersByQueue } from '../queue/processor.js';
@@ -92,7 +92,7 @@ export class StoreAdmin implements Admin {
     );
   }
 
-  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
+  listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]> {
     return this.#backends.backendFor(queue).listErrors(queue, options);
   }
 

@@ -187,8 +187,13 @@ export class EventClient {
     return this.#connection().list(this.#query(options));
   }
 
-  countEvents(options: Omit<ListEventsOptions, 'limit'> = {}): Promise<number> {
-    return this.#connection().count(this.#query(options));
+  /**
+   * How many events match, counted up to `upTo` (100,000 by default, so that a count costs at most that
+   * many index entries read): a result equal to `upTo` means at least that many.
+   */
+  async countEvents(options: Omit<ListEventsOptions, 'limit'> & { upTo?: number } = {}): Promise<number> {
+    const { upTo, ...query } = options;
+    return (await this.#connection().count(this.#query(query), upTo)).count;
   }
 
   /** The offset of the last event created at or before `time` (0 when none). */
@@ -225,7 +230,7 @@ export class EventClient {
     const after = stored ?? (await this.#startOffset(options.from ?? 'latest'));
     // A cheap read of the namespace: a refusal (a token limited to other namespaces) fails here, not later
     // in a listener that would retry it forever.
-    await transport.count({ namespace: this.namespace, after });
+    await transport.list({ namespace: this.namespace, after, limit: 1 });
     const listener: Listener = {
       id: randomUUID(),
       keys: keyList && keyList.length > 0 ? keyList : undefined,

@@ -4,7 +4,7 @@
 import { BackendUnavailableError, InvalidEventError, RemoteError } from '../errors.js';
 import { HttpClient } from '../util/http-client.js';
 import type { EventTransport, FollowQuery, ListenerLag } from './transport.js';
-import type { AppendedEvent, EventInput, EventQuery, StoredEvent } from './types.js';
+import type { AppendedEvent, EventCount, EventInput, EventQuery, StoredEvent } from './types.js';
 import {
   countReply,
   eventInputJson,
@@ -39,9 +39,13 @@ export class HttpEventTransport implements EventTransport {
     return reply.events.map(({ duplicate: _ignored, ...event }) => event);
   }
 
-  async count(query: EventQuery): Promise<number> {
+  async count(query: EventQuery, upTo?: number): Promise<EventCount> {
     const { limit: _ignored, ...rest } = query;
-    return (await this.#client.call(countReply, 'GET', `/v1/events/count?${searchOf(rest)}`)).count;
+    const search = new URLSearchParams(searchOf(rest));
+    if (upTo !== undefined) search.set('cap', String(upTo));
+    const reply = await this.#client.call(countReply, 'GET', `/v1/events/count?${search.toString()}`);
+    // A node from before counts were capped says nothing of it: its count is exact.
+    return { count: reply.count, capped: reply.capped ?? false };
   }
 
   async offsetAt(time: Date): Promise<number> {
@@ -63,8 +67,17 @@ export class HttpEventTransport implements EventTransport {
     await this.#client.call(listenerOffsetReply, 'PUT', listenerPath(namespace, name), { json: { offset } });
   }
 
-  async listenerLags(): Promise<ListenerLag[]> {
-    return (await this.#client.call(listenersReply, 'GET', '/v1/events/listeners')).listeners;
+  async listenerLags(options: { countUpTo?: number } = {}): Promise<ListenerLag[]> {
+    const path =
+      options.countUpTo === undefined
+        ? '/v1/events/listeners'
+        : `/v1/events/listeners?count=${options.countUpTo}`;
+    const { listeners } = await this.#client.call(listenersReply, 'GET', path);
+    return listeners.map(({ events_behind, events_behind_capped, ...lag }) =>
+      events_behind === undefined
+        ? lag
+        : { ...lag, eventsBehind: events_behind, eventsBehindCapped: events_behind_capped ?? false },
+    );
   }
 
   async *follow(query: FollowQuery, signal: AbortSignal): AsyncGenerator<StoredEvent[]> {

@@ -16,7 +16,7 @@ import type { Logger } from '../log.js';
 import { batonChannel } from '../store/baton-schema.js';
 import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
-import type { AppendedEvent, EventInput, EventQuery, StoredEvent } from './types.js';
+import type { AppendedEvent, EventCount, EventInput, EventQuery, ListenerLag, StoredEvent } from './types.js';
 import { checkListenerName, checkQuery, InvalidEventError, normalizeEvent } from './types.js';
 import { RecentEvents } from './recent.js';
 
@@ -28,6 +28,10 @@ const FOLLOW_POLL_MS = 1_000;
 const EARLIEST_TIMESTAMP_MS = -210_866_803_200_000 + 1_000;
 /** Rows read per query when the caller sets no limit. */
 const DEFAULT_LIMIT = 1_000;
+/** Events deleted per transaction by prune(). */
+export const PRUNE_BATCH = 10_000;
+/** Events counted at most by count() unless told otherwise. */
+export const DEFAULT_COUNT_CAP = 100_000;
 /** Listener name under which a listener of every namespace keeps its offset. */
 export const ALL_NAMESPACES = '*';
 
@@ -161,21 +165,24 @@ export class EventLog {
   /** Events matching `query`, in offset order. */
   async list(query: EventQuery = {}): Promise<StoredEvent[]> {
     checkQuery(query);
-    const rows = await this.#store.execute(sql`
-      SELECT "offset", namespace, key, value, context, sender,
-             (extract(epoch FROM create_time) * 1000)::float8 AS create_ms
-      FROM baton_events WHERE ${conditions(query)}
-      ORDER BY "offset" LIMIT ${query.limit ?? DEFAULT_LIMIT}`);
+    const rows = await this.#walkingIndexes(matching(query, query.limit ?? DEFAULT_LIMIT, { ordered: true }));
     return rows.map(toEvent);
   }
 
-  /** How many events match `query` (its limit is ignored). */
-  async count(query: EventQuery = {}): Promise<number> {
+  /**
+   * How many events match `query` (its limit is ignored), counted up to `upTo` (default
+   * DEFAULT_COUNT_CAP): `capped` says the count stopped there, so that a count costs what reading that many
+   * index entries costs, whatever the log's size.
+   */
+  async count(query: EventQuery = {}, upTo: number = DEFAULT_COUNT_CAP): Promise<EventCount> {
     checkQuery(query);
-    const rows = await this.#store.execute(
-      sql`SELECT count(*)::bigint AS n FROM baton_events WHERE ${conditions(query)}`,
+    if (!Number.isSafeInteger(upTo) || upTo < 1)
+      throw new InvalidEventError('cap: expected a positive integer');
+    const rows = await this.#walkingIndexes(
+      sql`SELECT count(*)::bigint AS n FROM (${matching(query, upTo, { ordered: false })}) AS counted`,
     );
-    return Number(rows[0]?.['n'] ?? 0);
+    const count = Number(rows[0]?.['n'] ?? 0);
+    return { count, capped: count >= upTo };
   }
 
   /** The offset of the last event created at or before `time` (0 when none): listen "from" it to get later ones. */
@@ -269,22 +276,34 @@ export class EventLog {
   }
 
   /**
-   * How far each named listener is behind: events of its namespace (every namespace for '*') after its
-   * offset, counted up to `cap`.
+   * How far each named listener is behind: the head's offset less its own (offsets behind, read from two
+   * small tables whatever the log's size; for a listener of one namespace, an upper bound on its events
+   * behind). With `countUpTo`, also its namespace's events after its offset, counted up to that many by a
+   * walk of the (namespace, offset) index: `eventsBehindCapped` says the count stopped there.
    */
-  async listenerLags(cap = 100_000): Promise<Array<{ namespace: string; name: string; lag: number }>> {
-    const rows = await this.#store.execute(sql`
-      SELECT l.namespace, l.name,
-             (SELECT count(*) FROM (
-                SELECT 1 FROM baton_events e
-                WHERE e."offset" > l."offset" AND (l.namespace = ${ALL_NAMESPACES} OR e.namespace = l.namespace)
-                LIMIT ${cap}) AS behind)::bigint AS lag
-      FROM baton_event_listeners l ORDER BY l.namespace, l.name`);
-    return rows.map((row) => ({
-      namespace: String(row['namespace']),
-      name: String(row['name']),
-      lag: Number(row['lag']),
-    }));
+  async listenerLags(options: { countUpTo?: number } = {}): Promise<ListenerLag[]> {
+    const cap = options.countUpTo;
+    const counted =
+      cap === undefined
+        ? sql`NULL::bigint`
+        : sql`CASE WHEN l.namespace = ${ALL_NAMESPACES} THEN least(h.last_offset - l."offset", ${cap})
+                   ELSE (SELECT count(*) FROM (
+                           SELECT 1 FROM baton_events e
+                           WHERE (e.namespace, e."offset") > (l.namespace, l."offset")
+                             AND (e.namespace, e."offset") <= (l.namespace, ${String(LAST_POSSIBLE_OFFSET)}::bigint)
+                           ORDER BY e.namespace, e."offset" LIMIT ${cap}) AS behind) END`;
+    const statement = sql`
+      SELECT l.namespace, l.name, greatest(h.last_offset - l."offset", 0)::bigint AS lag,
+             (${counted})::bigint AS events_behind
+      FROM baton_event_listeners l CROSS JOIN baton_event_head h
+      WHERE h.id = 1 ORDER BY l.namespace, l.name`;
+    const rows = await (cap === undefined ? this.#store.execute(statement) : this.#walkingIndexes(statement));
+    return rows.map((row) => {
+      const lag = { namespace: String(row['namespace']), name: String(row['name']), lag: Number(row['lag']) };
+      if (cap === undefined || row['events_behind'] === null) return lag;
+      const eventsBehind = Math.max(0, Number(row['events_behind']));
+      return { ...lag, eventsBehind, eventsBehindCapped: eventsBehind >= cap };
+    });
   }
 
   /**
@@ -301,20 +320,36 @@ export class EventLog {
     return (await this.listenerOffset(namespace, name)) ?? 0;
   }
 
-  /** Deletes events created more than `olderThanMs` ago; returns how many. The head (and offsets) stay. */
+  /**
+   * Deletes events created more than `olderThanMs` ago, PRUNE_BATCH per transaction; returns how many.
+   * The head (and offsets) stay.
+   */
   async prune(olderThanMs: number): Promise<number> {
-    const pruned = await this.#store.transaction((tx) => this.pruneIn(tx, olderThanMs));
+    let pruned = 0;
+    for (;;) {
+      const batch = await this.#store.transaction((tx) => this.pruneIn(tx, olderThanMs, PRUNE_BATCH));
+      pruned += batch;
+      if (batch < PRUNE_BATCH) break;
+    }
     if (pruned > 0) this.#log.info({ pruned }, `deleted ${pruned} events past their retention`);
     return pruned;
   }
 
-  /** prune() inside the caller's transaction (one that checked the fence, say); returns how many. */
-  async pruneIn(tx: Tx, olderThanMs: number): Promise<number> {
+  /**
+   * Deletes in the caller's transaction (one that checked the fence, say) up to `limit` of the oldest
+   * events created more than `olderThanMs` ago; returns how many. Bounded, so that a first retention over a
+   * large log is many short transactions, not one that holds millions of row locks and WAL at once.
+   */
+  async pruneIn(tx: Tx, olderThanMs: number, limit: number = PRUNE_BATCH): Promise<number> {
     const rows = await executeIn(
       tx,
+      // ARRAY(…): the oldest `limit` through the create_time index, then one probe each by offset.
       sql`
       WITH gone AS (
-        DELETE FROM baton_events WHERE create_time < now() - make_interval(secs => ${olderThanMs / 1000})
+        DELETE FROM baton_events WHERE "offset" = ANY(ARRAY(
+          SELECT "offset" FROM baton_events
+          WHERE create_time < now() - make_interval(secs => ${olderThanMs / 1000})
+          ORDER BY create_time LIMIT ${limit}))
         RETURNING 1)
       SELECT count(*)::bigint AS n FROM gone`,
     );
@@ -322,6 +357,14 @@ export class EventLog {
     // The events kept in memory may be among them; they are only a cache, so a rollback loses nothing.
     if (pruned > 0) this.#recent.clear();
     return pruned;
+  }
+
+  /** Runs a read of the log with the planner told to walk indexes (see WALK_INDEXES). */
+  async #walkingIndexes(statement: SQL): Promise<Row[]> {
+    return this.#store.transaction(async (tx) => {
+      await executeIn(tx, WALK_INDEXES);
+      return executeIn(tx, statement);
+    });
   }
 
   async #stored(tx: Tx, events: readonly EventInput[]): Promise<Map<string, StoredEvent>> {
@@ -409,15 +452,85 @@ function producerId(event: EventInput): string | undefined {
   return event.clientId === undefined ? undefined : `${event.clientId}\u0000${String(event.seq)}`;
 }
 
-function conditions(query: EventQuery): SQL {
-  const parts: SQL[] = [sql`true`];
-  if (query.namespace !== undefined) parts.push(sql`namespace = ${query.namespace}`);
-  if (query.keys !== undefined && query.keys.length > 0) {
-    parts.push(sql`key = ANY(${sql.param([...query.keys])}::text[])`);
+const EVENT_COLUMNS = sql.raw(
+  `e."offset", e.namespace, e.key, e.value, e.context, e.sender,
+   (extract(epoch FROM e.create_time) * 1000)::float8 AS create_ms`,
+);
+
+/**
+ * For the transaction of a read of the log: no bitmap or sequential scans (and so no compiling, which
+ * their cost would set off). Without statistics the planner takes a namespace, or a range of offsets, for
+ * a few rows, and would fetch all of them to sort them, which for a large namespace reads all of it; an
+ * index walked in order stops at the read's limit. Exported for the tests of the plans.
+ */
+export const WALK_INDEXES = sql`SELECT set_config('enable_bitmapscan', 'off', true),
+  set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)`;
+
+/** The highest offset a bigint holds: the upper end of a walk with no `to`. */
+const LAST_POSSIBLE_OFFSET = 9_223_372_036_854_775_807n;
+
+/**
+ * The first `limit` events matching `query` (in offset order when `ordered`), as a statement whose plan
+ * walks an index in order from the query's offset, with or without statistics: a namespace alone walks
+ * (namespace, offset); one key walks (namespace, key, offset); several keys are one such walk per key (a
+ * lateral join over the keys, each walk limited), merged by offset; keys without a namespace walk each
+ * namespace in turn (found by skipping along the index; there are few); no filter walks the primary key.
+ * `key = ANY(array)` reads every event of those keys before it can return the first.
+ *
+ * A namespace's walk is written as a range of rows, `(namespace, offset) > (n, after) AND … <= (n, to)`,
+ * not as `namespace = n AND offset > after`: without statistics the planner takes that equality for a few
+ * rows and fetches them all through a bitmap to sort them, which for a large namespace reads all of it;
+ * a range it takes for a large share of the table, best walked in order and stopped at the limit. A key's
+ * equalities on two columns it walks in order as they are.
+ * Exported for the tests of its plans.
+ */
+export function matching(query: EventQuery, limit: number, options: { ordered: boolean }): SQL {
+  const keys = [...new Set(query.keys ?? [])];
+  const sender = query.sender === undefined ? sql`` : sql`AND e.sender = ${query.sender}`;
+  if (query.namespace === undefined && keys.length === 0) {
+    return sql`SELECT ${EVENT_COLUMNS} FROM baton_events e WHERE ${offsetRange(query)} ${sender}
+               ORDER BY e."offset" LIMIT ${limit}`;
   }
-  if (query.sender !== undefined) parts.push(sql`sender = ${query.sender}`);
-  if (query.after !== undefined) parts.push(sql`"offset" > ${query.after}`);
-  if (query.to !== undefined) parts.push(sql`"offset" <= ${query.to}`);
+  if (query.namespace !== undefined && keys.length === 0) {
+    return sql`SELECT ${EVENT_COLUMNS} FROM baton_events e WHERE ${namespaceRange(sql`${query.namespace}::text`, query)}
+               ${sender} ORDER BY e.namespace, e."offset" LIMIT ${limit}`;
+  }
+  if (query.namespace !== undefined && keys.length === 1) {
+    return sql`SELECT ${EVENT_COLUMNS} FROM baton_events e
+               WHERE e.namespace = ${query.namespace} AND e.key = ${keys[0]} AND ${offsetRange(query)} ${sender}
+               ORDER BY e.namespace, e.key, e."offset" LIMIT ${limit}`;
+  }
+  const namespaces =
+    query.namespace === undefined
+      ? sql`(WITH RECURSIVE found(namespace) AS (
+               (SELECT f.namespace FROM baton_events f ORDER BY f.namespace LIMIT 1)
+               UNION ALL
+               SELECT (SELECT f.namespace FROM baton_events f WHERE f.namespace > found.namespace
+                       ORDER BY f.namespace LIMIT 1)
+               FROM found WHERE found.namespace IS NOT NULL)
+             SELECT namespace FROM found WHERE namespace IS NOT NULL)`
+      : sql`(SELECT ${query.namespace}::text AS namespace)`;
+  return sql`
+    SELECT e.* FROM ${namespaces} AS n
+    CROSS JOIN unnest(${sql.param(keys)}::text[]) AS k(key)
+    CROSS JOIN LATERAL (
+      SELECT ${EVENT_COLUMNS} FROM baton_events e
+      WHERE e.namespace = n.namespace AND e.key = k.key AND ${offsetRange(query)} ${sender}
+      ORDER BY e.namespace, e.key, e."offset" LIMIT ${limit}) AS e
+    ${options.ordered ? sql`ORDER BY e."offset"` : sql``} LIMIT ${limit}`;
+}
+
+/** The events of `namespace` between the query's offsets, as a range of the (namespace, offset) index. */
+function namespaceRange(namespace: SQL, query: EventQuery): SQL {
+  const to = sql`${String(query.to ?? LAST_POSSIBLE_OFFSET)}::bigint`;
+  return sql`(e.namespace, e."offset") > (${namespace}, ${query.after ?? 0}::bigint)
+             AND (e.namespace, e."offset") <= (${namespace}, ${to})`;
+}
+
+function offsetRange(query: EventQuery): SQL {
+  const parts: SQL[] = [sql`true`];
+  if (query.after !== undefined) parts.push(sql`e."offset" > ${query.after}`);
+  if (query.to !== undefined) parts.push(sql`e."offset" <= ${query.to}`);
   return sql.join(parts, sql` AND `);
 }
 

@@ -2,7 +2,9 @@
 // embedded store of a node started in code, or a CLI command that opened the store itself). The client and
 // the CLI are written against this port only; it does not retry, the client does.
 import type { EventLog } from './log.js';
-import type { AppendedEvent, EventInput, EventQuery, StoredEvent } from './types.js';
+import type { AppendedEvent, EventCount, EventInput, EventQuery, ListenerLag, StoredEvent } from './types.js';
+
+export type { ListenerLag } from './types.js';
 
 /** What to follow: one namespace (or all when absent), some keys (or all), after an offset (exclusive). */
 export interface FollowQuery {
@@ -11,26 +13,24 @@ export interface FollowQuery {
   readonly after: number;
 }
 
-export interface ListenerLag {
-  readonly namespace: string;
-  readonly name: string;
-  readonly lag: number;
-}
-
 export interface EventTransport {
   /** Where the log is, for messages: a URL or "in-process". */
   readonly target: string;
   append(events: readonly EventInput[]): Promise<AppendedEvent[]>;
   list(query: EventQuery): Promise<StoredEvent[]>;
-  count(query: EventQuery): Promise<number>;
+  /** Counts matching events up to `upTo` (default: the log's DEFAULT_COUNT_CAP). */
+  count(query: EventQuery, upTo?: number): Promise<EventCount>;
   /** The offset of the last event created at or before `time` (0 when none). */
   offsetAt(time: Date): Promise<number>;
   /** The highest committed offset. */
   latestOffset(): Promise<number>;
   listenerOffset(namespace: string, name: string): Promise<number | undefined>;
   commitListenerOffset(namespace: string, name: string, offset: number): Promise<void>;
-  /** The named listeners and how many events of their namespace each has yet to commit. */
-  listenerLags(): Promise<ListenerLag[]>;
+  /**
+   * The named listeners and how many offsets each is behind the head; with `countUpTo`, also the events of
+   * its namespace it has yet to commit, counted up to that many.
+   */
+  listenerLags(options?: { countUpTo?: number }): Promise<ListenerLag[]>;
   /**
    * Batches of matching events in offset order as they commit, until `signal` aborts. Ends or throws when
    * the connection drops; the caller follows again from the last offset it handled.
@@ -56,8 +56,8 @@ export class LocalEventTransport implements EventTransport {
     return this.#log.list(query);
   }
 
-  count(query: EventQuery): Promise<number> {
-    return this.#log.count(query);
+  count(query: EventQuery, upTo?: number): Promise<EventCount> {
+    return this.#log.count(query, upTo);
   }
 
   offsetAt(time: Date): Promise<number> {
@@ -76,8 +76,8 @@ export class LocalEventTransport implements EventTransport {
     return this.#log.commitListenerOffset(namespace, name, offset);
   }
 
-  listenerLags(): Promise<ListenerLag[]> {
-    return this.#log.listenerLags();
+  listenerLags(options: { countUpTo?: number } = {}): Promise<ListenerLag[]> {
+    return this.#log.listenerLags(options);
   }
 
   follow(query: FollowQuery, signal: AbortSignal): AsyncIterable<StoredEvent[]> {

@@ -152,3 +152,22 @@ function checkText(
 
 /** With the u flag, \p{Cs} matches only surrogates that are not half of a pair. */
 const LONE_SURROGATE = /\p{Cs}/u;
+
+/** A named listener's lag (see EventLog.listenerLags). */
+export interface ListenerLag {
+  readonly namespace: string;
+  readonly name: string;
+  /** Offsets between the listener's and the head. */
+  readonly lag: number;
+  /** Events of its namespace after its offset, counted when asked, up to the cap. */
+  readonly eventsBehind?: number;
+  /** True when the count stopped at the cap: there are at least that many. */
+  readonly eventsBehindCapped?: boolean;
+}
+
+/** A count of events, exact up to a cap. */
+export interface EventCount {
+  readonly count: number;
+  /** True when counting stopped at the cap: there are at least `count`. */
+  readonly capped: boolean;
+}

@@ -61,11 +61,19 @@ export const eventSchema = z
   }));
 
 export const eventsReply = z.object({ events: z.array(eventSchema) });
-export const countReply = z.object({ count: z.number().int().min(0) });
+export const countReply = z.object({ count: z.number().int().min(0), capped: z.boolean().optional() });
 export const offsetReply = z.object({ offset });
 export const listenerOffsetReply = z.object({ offset: offset.nullable() });
 export const listenersReply = z.object({
-  listeners: z.array(z.object({ namespace: z.string(), name: z.string(), lag: z.number() })),
+  listeners: z.array(
+    z.object({
+      namespace: z.string(),
+      name: z.string(),
+      lag: z.number(),
+      events_behind: z.number().optional(),
+      events_behind_capped: z.boolean().optional(),
+    }),
+  ),
 });
 
 /** Reads one event of an SSE stream; throws on anything that is not one. */

@@ -119,7 +119,7 @@ export class NodeMetrics {
     gauge(
       registry,
       'baton_event_listener_lag',
-      'Events a named listener has not yet committed (its namespace only; capped at 100000).',
+      "Offsets between a named listener's committed offset and the head (for a listener of one namespace, at least its events behind).",
       ['namespace', 'listener'],
       async () =>
         (

@@ -188,7 +188,9 @@ export function addRetention(
 ): void {
   const { retentionMs } = config.events;
   if (!events || retentionMs === 0) return;
-  const targets: RetentionTarget[] = [{ what: 'events', prune: (tx, ms) => events.pruneIn(tx, ms) }];
+  const targets: RetentionTarget[] = [
+    { what: 'events', prune: (tx, ms, limit) => events.pruneIn(tx, ms, limit) },
+  ];
   // Task runs that ended follow the same retention as the events that tell their story.
   if (withTaskRuns) targets.push({ what: 'task runs', prune: pruneTaskRuns });
   supervisor.add(new Retention({ retentionMs, targets }));

@@ -111,7 +111,8 @@ export interface QueueBackend {
   /** Resolves when records may have become ready, after `timeoutMs`, or when `signal` aborts. */
   waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void>;
   stats(queue: string): Promise<QueueStats>;
-  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]>;
+  /** A page of the error queue in id order (ids compared as numbers), by index: see ErrorPage. */
+  listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]>;
   /** Moves error records back to the queue with their attempts reset. `ids` picks some; else the oldest `limit`. */
   replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number>;
   dropErrors(queue: string, ids: readonly string[]): Promise<number>;
@@ -171,4 +172,15 @@ export const RECOVERED_REASON =
 /** Display name of a queue's error queue, as Azafea names it. */
 export function errorQueueName(queue: string): string {
   return `errors-${queue}`;
+}
+
+/**
+ * Which page of an error queue to list. Always returned oldest first (ascending ids, compared as numbers).
+ * With neither cursor: the oldest `limit`. `afterId`: the oldest `limit` above it (the next page).
+ * `beforeId`: the newest `limit` below it (the page before), and above `afterId` when both are given.
+ */
+export interface ErrorPage {
+  readonly limit: number;
+  readonly afterId?: string;
+  readonly beforeId?: string;
 }

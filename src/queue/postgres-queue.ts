@@ -11,6 +11,7 @@ import type { Store, Tx } from '../store/store.js';
 import type {
   ClaimedBatch,
   ClaimedRecord,
+  ErrorPage,
   ErrorRecord,
   QueueBackend,
   QueueStats,
@@ -185,7 +186,7 @@ export class PostgresQueueBackend implements QueueBackend {
     return { ...stats, inFlight: Math.max(0, stats.inFlight - acked) };
   }
 
-  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
+  listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]> {
     return this.#queues().listErrors(queue, options);
   }
 

@@ -52,6 +52,11 @@ export interface RunOptions {
 
 /** Failures logged one line each per batch; more are summed up in one line. */
 const FAILURES_LOGGED = 3;
+/**
+ * Characters of a failure's reason in its log line: a reason may quote the record (a parse error, say), and
+ * a queue of junk would log each whole. The error queue keeps the whole reason.
+ */
+export const REASON_LOGGED = 200;
 
 /** A node not in a group: term 0, nothing to fence against. */
 const ALONE: Fencing = { term: () => 0, assertPrimary: () => Promise.resolve() };
@@ -252,13 +257,13 @@ export function logFailures(
     const errorId = moved.get(failure.record.id);
     if (errorId === undefined) {
       log.warn(
-        { queue, record: failure.record.id, attempts, err: failure.error },
+        { queue, record: failure.record.id, attempts, err: loggedReason(failure.error) },
         `queue "${queue}": record ${failure.record.id} failed (attempt ${attempts}); retried after a back-off`,
       );
     } else {
       // Named by its id in the error queue, as `baton errors` lists it.
       log.error(
-        { queue, record: errorId, attempts, err: failure.error },
+        { queue, record: errorId, attempts, err: loggedReason(failure.error) },
         `queue "${queue}": record ${errorId} moved to the error queue errors-${queue}`,
       );
     }
@@ -267,9 +272,15 @@ export function logFailures(
   if (rest.length === 0) return;
   const toErrors = rest.filter((failure) => moved.has(failure.record.id)).length;
   log.error(
-    { queue, failed: rest.length, movedToErrors: toErrors, err: rest[0]?.error },
+    { queue, failed: rest.length, movedToErrors: toErrors, err: rest[0] && loggedReason(rest[0].error) },
     `queue "${queue}": ${rest.length} more records of the batch failed (${toErrors} moved to the error queue errors-${queue}, the others retried after a back-off)`,
   );
+}
+
+/** A reason cut to REASON_LOGGED characters, saying how many more there were. */
+export function loggedReason(reason: string): string {
+  if (reason.length <= REASON_LOGGED) return reason;
+  return `${reason.slice(0, REASON_LOGGED)}… (${reason.length - REASON_LOGGED} more characters)`;
 }
 
 function toError(reason: unknown): Error {

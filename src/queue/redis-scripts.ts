@@ -15,7 +15,7 @@ import { KEY_CHECKS } from '../redis/key-types.js';
 import { asArray, asBuffer, asInteger, asText } from '../redis/replies.js';
 import type { LuaScript } from '../redis/script.js';
 import { luaScript } from '../redis/script.js';
-import type { ErrorRecord } from './backend.js';
+import type { ErrorPage, ErrorRecord } from './backend.js';
 import { errorQueueName } from './backend.js';
 
 export function consumerKey(consumer: string): string {
@@ -337,24 +337,37 @@ return sizes
 `);
 
 /**
- * KEYS: errors, error ids, error meta, error seq. ARGV: now (ISO), after id, limit. Returns up to `limit`
- * [id, payload, meta JSON] of the ids above `after id`, oldest first. The ids list descends from its left
- * (newest) end, so a binary search finds where `after id` falls.
+ * KEYS: errors, error ids, error meta, error seq. ARGV: now (ISO), after id, limit, before id ('' for none).
+ * Returns up to `limit` [id, payload, meta JSON], oldest first: without a before id, the oldest above
+ * `after id`; with one, the newest below it (and above `after id`). The ids list descends from its left
+ * (newest) end, so a binary search finds where a cursor falls.
  */
 export const LIST_ERRORS = luaScript(`${COMMON}
 local bad = check({'list', 'list', 'hash', 'counter'})
 if bad then return bad end
 align(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
-local after, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
-local lo, hi = 0, redis.call('LLEN', KEYS[2])
-while lo < hi do
-  local mid = math.floor((lo + hi) / 2)
-  if tonumber(redis.call('LINDEX', KEYS[2], mid)) > after then lo = mid + 1 else hi = mid end
+local after, limit, before = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if limit <= 0 then return {} end
+-- The first index whose id is at or below bound (the list's length when none is).
+local function first_at_or_below(bound)
+  local lo, hi = 0, redis.call('LLEN', KEYS[2])
+  while lo < hi do
+    local mid = math.floor((lo + hi) / 2)
+    if tonumber(redis.call('LINDEX', KEYS[2], mid)) > bound then lo = mid + 1 else hi = mid end
+  end
+  return lo
 end
-if lo == 0 or limit <= 0 then return {} end
-local first = math.max(0, lo - limit)
-local ids = redis.call('LRANGE', KEYS[2], first, lo - 1)
-local payloads = redis.call('LRANGE', KEYS[1], first, lo - 1)
+local first, last
+if before then
+  first = first_at_or_below(before - 1)
+  last = math.min(first + limit, first_at_or_below(after)) - 1
+else
+  last = first_at_or_below(after) - 1
+  first = math.max(0, last + 1 - limit)
+end
+if last < first then return {} end
+local ids = redis.call('LRANGE', KEYS[2], first, last)
+local payloads = redis.call('LRANGE', KEYS[1], first, last)
 local out = {}
 for i = #ids, 1, -1 do
   table.insert(out, {ids[i], payloads[i], redis.call('HGET', KEYS[3], ids[i]) or ''})
@@ -399,15 +412,14 @@ redis.call('LREM', KEYS[2], 0, tombstone)
 return taken
 `);
 
-/** The error records with ids above `afterId`, oldest first. */
-export async function listErrors(
-  run: ScriptRunner,
-  queue: string,
-  afterId: string,
-  limit: number,
-): Promise<ErrorRecord[]> {
-  if (!/^\d+$/.test(afterId)) throw new TypeError(`error ids are numbers; got "${afterId}"`);
-  const rows = asArray(await run(LIST_ERRORS, errorKeys(queue), [now(), afterId, limit]));
+/** A page of error records, oldest first (see ErrorPage). */
+export async function listErrors(run: ScriptRunner, queue: string, page: ErrorPage): Promise<ErrorRecord[]> {
+  const afterId = page.afterId ?? '0';
+  const beforeId = page.beforeId ?? '';
+  for (const id of [afterId, beforeId]) {
+    if (!/^\d*$/.test(id)) throw new TypeError(`error ids are numbers; got "${id}"`);
+  }
+  const rows = asArray(await run(LIST_ERRORS, errorKeys(queue), [now(), afterId, page.limit, beforeId]));
   return rows.map((row) => toErrorRecord(queue, row));
 }
 

@@ -20,6 +20,7 @@ import { errorQueueName } from './backend.js';
 import type {
   ClaimedBatch,
   ClaimedRecord,
+  ErrorPage,
   ErrorRecord,
   QueueBackend,
   QueueStats,
@@ -511,8 +512,8 @@ export class RedisQueueBackend implements QueueBackend {
     return { depth: waiting + retrying, inFlight, errors };
   }
 
-  listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
-    return listErrors(this.#keyProblems.runner(queue), queue, options.afterId ?? '0', options.limit);
+  listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]> {
+    return listErrors(this.#keyProblems.runner(queue), queue, options);
   }
 
   replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {

@@ -16,6 +16,7 @@ import { ClaimLostError } from '../errors.js';
 import type {
   ClaimedBatch,
   ClaimedRecord,
+  ErrorPage,
   ErrorRecord,
   InlineClaim,
   InlineFailure,
@@ -341,13 +342,25 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     };
   }
 
-  async listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
-    const after = options.afterId ?? '0';
-    const rows = await this.#store.execute(sql`
-      SELECT id::text AS id, queue, payload, attempts, error, failed_at, enqueued_at FROM baton_queue_errors
-      WHERE queue = ${queue} AND id > ${after}::bigint ORDER BY id LIMIT ${options.limit}`);
+  async listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]> {
+    // A walk of the (queue, id) index from the cursor, ordered by the number e.id: ordered by a text alias
+    // `id`, pages would run 1, 10, 100, 2, … and skip records.
+    const columns = sql`e.id, e.id::text AS id_text, e.queue, e.payload, e.attempts, e.error, e.failed_at, e.enqueued_at`;
+    const after = sql`e.id > ${options.afterId ?? '0'}::bigint`;
+    const rows = await this.#store.execute(
+      options.beforeId === undefined
+        ? sql`
+          SELECT ${columns} FROM baton_queue_errors e WHERE e.queue = ${queue} AND ${after}
+          ORDER BY e.id LIMIT ${options.limit}`
+        : sql`
+          SELECT * FROM (
+            SELECT ${columns} FROM baton_queue_errors e
+            WHERE e.queue = ${queue} AND e.id < ${options.beforeId}::bigint AND ${after}
+            ORDER BY e.id DESC LIMIT ${options.limit}) page
+          ORDER BY page.id`,
+    );
     return rows.map((row) => ({
-      id: String(row['id']),
+      id: String(row['id_text']),
       queue: String(row['queue']),
       payload: toBuffer(row['payload']),
       attempts: Number(row['attempts']),

@@ -95,13 +95,16 @@ export async function requestStop(store: Store, id: string): Promise<StopRequest
 }
 
 /** Deletes runs that ended more than `olderThanMs` ago, in `tx` (fenced by the caller); returns how many. */
-export async function pruneTaskRuns(tx: Tx, olderThanMs: number): Promise<number> {
+export async function pruneTaskRuns(tx: Tx, olderThanMs: number, limit = 10_000): Promise<number> {
   const rows = await executeIn(
     tx,
     sql`
     WITH gone AS (
-      DELETE FROM baton_task_runs
-      WHERE ended_at < now() - make_interval(secs => ${olderThanMs / 1000}) RETURNING 1)
+      DELETE FROM baton_task_runs WHERE id = ANY(ARRAY(
+        SELECT id FROM baton_task_runs
+        WHERE ended_at < now() - make_interval(secs => ${olderThanMs / 1000})
+        ORDER BY ended_at LIMIT ${limit}))
+      RETURNING 1)
     SELECT count(*)::bigint AS n FROM gone`,
   );
   return Number(rows[0]?.['n'] ?? 0);

@@ -90,6 +90,29 @@ describe.each(['embedded', 'postgres'] as const)('a failed record on the %s stor
     expect((await node.stop()).code).toBe(0);
   }, 90_000);
 
+  it('errors lists pages in id order and names the next one, past ids 10, 100 and 1000', async () => {
+    const p = await project(store);
+    const inserted = await p.baton([
+      'sql',
+      "INSERT INTO baton_queue_errors (id, queue, payload, attempts, error, enqueued_at) SELECT n, 'pings', '\\x00', 1, 'x', now() FROM unnest(ARRAY[2, 9, 10, 11, 99, 100, 101, 999, 1000, 1001]) AS n",
+    ]);
+    expect(inserted.code).toBe(0);
+    const ids = (stdout: string) => stdout.match(/^\d+(?= )/gm) ?? [];
+
+    const first = await p.baton(['errors', 'pings', '-n', '3']);
+    expect(ids(first.stdout)).toEqual(['2', '9', '10']);
+    expect(first.stderr).toContain('next page: baton errors pings --after 10');
+    const second = await p.baton(['errors', 'pings', '-n', '4', '--after', '10']);
+    expect(ids(second.stdout)).toEqual(['11', '99', '100', '101']);
+    const last = await p.baton(['errors', 'pings', '-n', '4', '--after', '101', '--json']);
+    expect((JSON.parse(last.stdout) as ErrorsJson).errors.map((e) => e.id)).toEqual(['999', '1000', '1001']);
+    const before = await p.baton(['errors', 'pings', '-n', '4', '--before', '999']);
+    expect(ids(before.stdout)).toEqual(['11', '99', '100', '101']);
+    expect((await p.baton(['errors', 'pings', '--after', '1001'])).stdout).toContain(
+      'no more records in errors-pings',
+    );
+  }, 90_000);
+
   it("says PostgreSQL's reason when a migration fails: migrate, with and without a node, and run", async () => {
     const p = await project(store, { 'migrations/pings/0001_create_pings.sql': CREATE_PINGS });
     const node = await startBatonNode(p.configPath);

@@ -162,6 +162,54 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
       expect((await backend.claim(queue, 'c1', 10))?.records.map((r) => r.payload)).toEqual([bytes('e2')]);
     });
 
+    it('pages the error queue in numeric id order, forwards with afterId and back with beforeId', async () => {
+      const { backend } = subject;
+      const total = 1_005;
+      await backend.publish(
+        queue,
+        Array.from({ length: total }, (_, i) => bytes(`e${i}`)),
+      );
+      for (
+        let batch = await backend.claim(queue, 'c1', 500);
+        batch;
+        batch = await backend.claim(queue, 'c1', 500)
+      ) {
+        await backend.complete(
+          batch,
+          batch.records.map((record) => ({ record, error: 'x', retryAt: undefined })),
+        );
+      }
+      // Pages of 9: with ids from 1, a page ends at 9, 99 and 999, the last ids before one more digit.
+      const forwards: bigint[] = [];
+      for (let page = await backend.listErrors(queue, { limit: 9 }); page.length > 0;) {
+        forwards.push(...page.map((record) => BigInt(record.id)));
+        page = await backend.listErrors(queue, { limit: 9, afterId: page.at(-1)!.id });
+      }
+      expect(forwards).toHaveLength(total);
+      expect(forwards.every((id, i) => i === 0 || id > forwards[i - 1]!)).toBe(true);
+      expect(forwards.some((id) => id < 100n) && forwards.some((id) => id >= 1000n)).toBe(true);
+      expect(
+        (await backend.listErrors(queue, { limit: total })).map((record) => record.payload.toString()),
+      ).toEqual(Array.from({ length: total }, (_, i) => `e${i}`));
+
+      const backwards: bigint[] = [];
+      const after = String(forwards[0]! - 1n);
+      let before = String(forwards.at(-1)! + 1n);
+      for (let page = await backend.listErrors(queue, { limit: 9, beforeId: before }); page.length > 0;) {
+        const ids = page.map((record) => BigInt(record.id));
+        expect(ids.every((id, i) => i === 0 || id > ids[i - 1]!)).toBe(true);
+        backwards.unshift(...ids);
+        before = page[0]!.id;
+        page = await backend.listErrors(queue, { limit: 9, beforeId: before, afterId: after });
+      }
+      expect(backwards).toEqual(forwards);
+      // Between two cursors: the newest below the one, above the other.
+      const [, second, third, fourth, fifth] = forwards.map(String);
+      expect(
+        (await backend.listErrors(queue, { limit: 2, afterId: second!, beforeId: fifth! })).map((r) => r.id),
+      ).toEqual([third, fourth]);
+    });
+
     it('recovers the claims of a gone consumer, counting the attempt, and leaves live ones alone', async () => {
       const { backend } = subject;
       const alive = `alive-${queue}`;

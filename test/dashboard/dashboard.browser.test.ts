@@ -128,4 +128,25 @@ describe('the dashboard in Chromium', () => {
     await page.screenshot({ path: join(artifacts, 'dashboard.png'), fullPage: true });
     expect(pageErrors).toEqual([]);
   });
+
+  it('pages the error queue in id order with Earlier and Later, past ids 10 and 100', async () => {
+    await node.admin.sql(
+      `INSERT INTO baton_queue_errors (id, queue, payload, attempts, error, enqueued_at)
+       SELECT n, 'gate', convert_to('p' || n, 'UTF8'), 2, 'x', now() FROM generate_series(8, 127) AS n`,
+    );
+    const ids = async () =>
+      (await page.locator('[data-testid=errors] tbody tr[data-id] td:first-child').allTextContents()).map(
+        Number,
+      );
+    const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    await expect.poll(ids, { timeout: 15_000 }).toEqual(range(8, 57));
+    expect(await page.isDisabled('[data-testid=errors-earlier]')).toBe(true);
+    await page.click('[data-testid=errors-later]');
+    await expect.poll(ids, { timeout: 15_000 }).toEqual(range(58, 107));
+    await page.click('[data-testid=errors-later]');
+    await expect.poll(ids, { timeout: 15_000 }).toEqual(range(108, 127));
+    expect(await page.isDisabled('[data-testid=errors-later]')).toBe(true);
+    await page.click('[data-testid=errors-earlier]');
+    await expect.poll(ids, { timeout: 15_000 }).toEqual(range(58, 107));
+  });
 });

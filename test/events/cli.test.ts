@@ -46,7 +46,7 @@ describe('baton events', () => {
     expect(table.stdout).not.toMatch(/hello/);
 
     const count = await runBaton(['events', 'count', '--json', '--key', 'greet', '--from', '1'], { cwd });
-    expect(JSON.parse(count.stdout)).toEqual({ count: 1 });
+    expect(JSON.parse(count.stdout)).toEqual({ count: 1, capped: false });
 
     const bad = await runBaton(['events', 'list', '--from', 'abc'], { cwd });
     expect(bad.code).toBe(1);
@@ -55,7 +55,7 @@ describe('baton events', () => {
     expect(badEvent.code).toBe(1);
     expect(badEvent.stderr).toMatch(/context: expected a JSON text/);
 
-    // `status` shows how far each named listener is behind in its namespace.
+    // `status` shows how far each named listener is behind the head, in offsets (the event of "other" too).
     const seeded = await runBaton(
       [
         'sql',
@@ -65,12 +65,12 @@ describe('baton events', () => {
     );
     expect(seeded.code, seeded.stderr).toBe(0);
     const status = await runBaton(['status'], { cwd });
-    expect(status.stdout).toMatch(/listener\s+namespace\s+lag \(events\)/);
-    expect(status.stdout).toMatch(/reader\s+default\s+1\b/);
+    expect(status.stdout).toMatch(/listener\s+namespace\s+lag \(offsets\)/);
+    expect(status.stdout).toMatch(/reader\s+default\s+2\b/);
     const statusJson = JSON.parse((await runBaton(['status', '--json'], { cwd })).stdout) as {
       listeners: unknown[];
     };
-    expect(statusJson.listeners).toEqual([{ namespace: 'default', name: 'reader', lag: 1 }]);
+    expect(statusJson.listeners).toEqual([{ namespace: 'default', name: 'reader', lag: 2 }]);
   }, 240_000); // nine commands, each opening the embedded store: slow on a loaded machine
 
   it('listens through the running node, printing one JSON object per line', async () => {
@@ -111,7 +111,10 @@ describe('baton events', () => {
       expect(lines.map((line) => line.key)).toEqual(['job', 'job', 'done']);
 
       const count = await runBaton(['events', 'count', '--json'], { cwd });
-      expect(JSON.parse(count.stdout)).toEqual({ count: 4 });
+      expect(JSON.parse(count.stdout)).toEqual({ count: 4, capped: false });
+      // Through the node: a count that stops at its cap says so.
+      const capped = await runBaton(['events', 'count', '--cap', '3', '--url', node.url], { cwd });
+      expect(capped.stdout).toContain('≥ 3');
       const listed = await runBaton(['events', 'list', '--json', '--url', node.url], { cwd });
       expect((JSON.parse(listed.stdout) as { events: unknown[] }).events).toHaveLength(4);
     } finally {

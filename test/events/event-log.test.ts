@@ -80,7 +80,7 @@ describe.each(stores)('event log on %s', (_kind, open) => {
     expect(again[0]).toMatchObject({ offset: first[0]?.offset, duplicate: true });
     expect(again[1]?.duplicate).toBe(false);
     expect(again[2]).toMatchObject({ offset: again[1]?.offset, duplicate: true });
-    expect(await events.count({ sender: undefined, keys: ['k'] })).toBe(2);
+    expect(await events.count({ sender: undefined, keys: ['k'] })).toEqual({ count: 2, capped: false });
   });
 
   it('filters by namespace, keys, sender and offsets, in offset order', async () => {
@@ -101,7 +101,60 @@ describe.each(stores)('event log on %s', (_kind, open) => {
       ['f0', 'high'],
       ['f1', 'high'],
     ]);
-    expect(await events.count({ after: base, to: base + 5 })).toBe(5);
+    expect(await events.count({ after: base, to: base + 5 })).toEqual({ count: 5, capped: false });
+  });
+
+  it('reads keys with and without a namespace in offset order, and counts up to a cap', async () => {
+    const base = await events.latestOffset();
+    await events.append(
+      Array.from({ length: 30 }, (_, index) => ({
+        key: `kr${index % 3}`,
+        namespace: ['kr-a', 'kr-b'][index % 2]!,
+        value: String(index),
+      })),
+    );
+    const values = (listed: readonly StoredEvent[]) => listed.map((event) => Number(event.value));
+    // One key of one namespace; several keys; keys across namespaces: each merged in offset order.
+    expect(values(await events.list({ namespace: 'kr-a', keys: ['kr0'], after: base }))).toEqual([
+      0, 6, 12, 18, 24,
+    ]);
+    const two = await events.list({ namespace: 'kr-a', keys: ['kr0', 'kr1', 'kr0'], after: base, limit: 6 });
+    expect(values(two)).toEqual([0, 4, 6, 10, 12, 16]);
+    const across = await events.list({ keys: ['kr0'], after: base, limit: 7 });
+    expect(values(across)).toEqual([0, 3, 6, 9, 12, 15, 18]);
+    expect(values(await events.list({ keys: ['kr1', 'kr2'], after: base + 25 }))).toEqual([25, 26, 28, 29]);
+    expect(values(await events.list({ namespace: 'kr-b', after: base + 20, to: base + 26 }))).toEqual([
+      21, 23, 25,
+    ]);
+
+    expect(await events.count({ keys: ['kr0'], after: base })).toEqual({ count: 10, capped: false });
+    expect(await events.count({ namespace: 'kr-b', after: base }, 15)).toEqual({ count: 15, capped: true });
+    expect(await events.count({ namespace: 'kr-b', after: base }, 16)).toEqual({ count: 15, capped: false });
+    expect(await events.count({ keys: ['kr0', 'kr1'], after: base }, 4)).toEqual({ count: 4, capped: true });
+  });
+
+  it('tells listener lags from offsets, and counts events behind only when asked, up to a cap', async () => {
+    const base = await events.latestOffset();
+    await events.append(
+      Array.from({ length: 12 }, (_, index) => ({
+        key: 'l',
+        namespace: index < 3 ? 'lag-rare' : 'lag-busy',
+      })),
+    );
+    const head = await events.latestOffset();
+    await events.commitListenerOffset('lag-rare', 'slow', base);
+    await events.commitListenerOffset('lag-busy', 'slow', base + 5);
+    const byName = (lags: Awaited<ReturnType<EventLog['listenerLags']>>) =>
+      Object.fromEntries(
+        lags.filter((lag) => lag.namespace.startsWith('lag-')).map((lag) => [lag.namespace, lag]),
+      );
+    expect(byName(await events.listenerLags())).toEqual({
+      'lag-busy': { namespace: 'lag-busy', name: 'slow', lag: head - base - 5 },
+      'lag-rare': { namespace: 'lag-rare', name: 'slow', lag: head - base },
+    });
+    const counted = byName(await events.listenerLags({ countUpTo: 5 }));
+    expect(counted['lag-rare']).toMatchObject({ eventsBehind: 3, eventsBehindCapped: false });
+    expect(counted['lag-busy']).toMatchObject({ eventsBehind: 5, eventsBehindCapped: true });
   });
 
   it('turns a time into the offset of the last event at or before it', async () => {

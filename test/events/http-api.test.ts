@@ -164,6 +164,8 @@ describe.each([
 
     const count = await call(base, 'GET', `/v1/events/count?namespace=filters&keys=odd,even&from=${o0}`);
     expect(count.body['count']).toBe(4);
+    const capped = await call(base, 'GET', `/v1/events/count?namespace=filters&from=${o0}&cap=3`);
+    expect(capped.body).toEqual({ count: 3, capped: true });
   });
 
   it('answers the offset at a time and the head', async () => {
@@ -190,6 +192,20 @@ describe.each([
     expect(back.body['offset']).toBe(12);
     const other = await call(base, 'GET', '/v1/events/listeners/reporter');
     expect(other.body['offset']).toBeNull();
+
+    // Lags: offsets behind the head; events of its namespace behind only when asked, up to the cap.
+    const head = Number((await call(base, 'GET', '/v1/events/head')).body['offset']);
+    await call(base, 'POST', '/v1/events', {
+      json: [1, 2, 3].map(() => ({ key: 'job', namespace: 'jobs' })),
+    });
+    const lags = await call(base, 'GET', '/v1/events/listeners');
+    const reporter = (body: Record<string, unknown>) =>
+      (body['listeners'] as Array<Record<string, unknown>>).find(
+        (listener) => listener['name'] === 'reporter',
+      );
+    expect(reporter(lags.body)).toEqual({ namespace: 'jobs', name: 'reporter', lag: head + 3 - 12 });
+    const counted = await call(base, 'GET', '/v1/events/listeners?count=2');
+    expect(reporter(counted.body)).toMatchObject({ events_behind: 2, events_behind_capped: true });
   });
 
   it('answers 400 with a message to bad input, 413 past max_batch', async () => {

@@ -37,8 +37,9 @@ beforeEach(async () => {
     new Retention({
       retentionMs: 7 * DAY_MS,
       intervalMs: 50,
+      batchSize: 2,
       targets: [
-        { what: 'events', prune: (tx, ms) => events.pruneIn(tx, ms) },
+        { what: 'events', prune: (tx, ms, limit) => events.pruneIn(tx, ms, limit) },
         { what: 'task runs', prune: pruneTaskRuns },
       ],
     }),
@@ -121,5 +122,21 @@ describe('retention', () => {
     }, WAIT);
     expect(await keys()).toEqual(['old']);
     expect(await runIds()).toEqual(['old-ended']);
+  });
+
+  it('deletes in batches, the oldest first, and tells each round’s total once', async () => {
+    await eventsAged(['old-1', 'old-2', 'old-3'], 12);
+    await eventsAged(['old-4', 'old-5'], 10);
+    await eventsAged(['recent'], 1);
+    expect(await temp.store.transaction((tx) => events.pruneIn(tx, 11 * DAY_MS, 2))).toBe(2);
+    expect(await keys()).toEqual(['old-3', 'old-4', 'old-5', 'recent']);
+
+    await supervisor.setRole('primary', 1);
+    await vi.waitFor(async () => expect(await keys()).toEqual(['recent']), WAIT);
+    // Batches of 2, 1: one line for the round.
+    await vi.waitFor(
+      () => expect(lines.filter((line) => String(line.msg).startsWith('deleted 3 events'))).toHaveLength(1),
+      WAIT,
+    );
   });
 });

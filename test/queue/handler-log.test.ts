@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { resolveConfig } from '../../src/config/load.js';
 import { loadHandler } from '../../src/handler/load.js';
-import { RecordProcessor } from '../../src/queue/processor.js';
+import { logFailures, REASON_LOGGED, RecordProcessor } from '../../src/queue/processor.js';
 import type { TempStore } from '../support/pglite.js';
 import { openTempStore } from '../support/pglite.js';
 
@@ -110,5 +110,28 @@ describe('a failing record', () => {
     expect(err.message).toBe('no bad records here');
     expect(err.stack).toContain('failing.mjs');
     expect(debug[0]?.['batch']).toBe('batch-1');
+  });
+
+  it('is logged in a bounded line: its reason cut, its record not quoted', () => {
+    const { log, lines } = collectingLogger();
+    const payload = 'x'.repeat(50_000);
+    const reason = `SyntaxError: Unexpected token in JSON: ${payload}`;
+    const failure = (id: string, attempts: number) => ({
+      record: { id, position: 0, attempts, payload: Buffer.from(payload), enqueuedAt: new Date() },
+      error: reason,
+      retryAt: undefined,
+    });
+    logFailures(log, 'q', [failure('r1', 0), failure('r2', 4)], new Map([['r2', '17']]));
+    expect(lines).toHaveLength(2);
+    for (const line of lines) {
+      expect(JSON.stringify(line).length).toBeLessThan(REASON_LOGGED + 400);
+      expect(line['err']).toBe(
+        `${reason.slice(0, REASON_LOGGED)}… (${reason.length - REASON_LOGGED} more characters)`,
+      );
+    }
+    expect(lines.map((line) => line['msg'])).toEqual([
+      'queue "q": record r1 failed (attempt 1); retried after a back-off',
+      'queue "q": record 17 moved to the error queue errors-q',
+    ]);
   });
 });

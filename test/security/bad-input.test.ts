@@ -83,7 +83,7 @@ describe.each(['embedded', 'postgres'] as const)('bad input on the %s store', (k
       const reply = (await response.json()) as ErrorReply;
       expect(reply.error).toContain(`invalid UTF-8 at byte offset ${offset}`);
       expect(reply.error).toContain('0xC3 0x28');
-      expect(await node.events?.count({ keys: ['bad-single'] })).toBe(0);
+      expect(await node.events?.count({ keys: ['bad-single'] })).toEqual({ count: 0, capped: false });
     });
 
     it('refuses a batch (an array or {"events": [...]}) whole when one event holds it', async () => {
@@ -100,7 +100,7 @@ describe.each(['embedded', 'postgres'] as const)('bad input on the %s store', (k
         expect(response.status, open).toBe(400);
         expect(((await response.json()) as ErrorReply).error).toMatch(/invalid UTF-8 at byte offset \d+/);
       }
-      expect(await node.events?.count({ keys: ['bad-batch'] })).toBe(0);
+      expect(await node.events?.count({ keys: ['bad-batch'] })).toEqual({ count: 0, capped: false });
     });
 
     it('finds overlong, surrogate, truncated and stray bytes too; valid multi-byte text is stored as sent', async () => {
@@ -120,7 +120,7 @@ describe.each(['embedded', 'postgres'] as const)('bad input on the %s store', (k
         expect(response.status, bytes.join(' ')).toBe(400);
         expect(((await response.json()) as ErrorReply).error).toContain('invalid UTF-8 at byte offset 22');
       }
-      expect(await node.events?.count({ keys: ['odd'] })).toBe(0);
+      expect(await node.events?.count({ keys: ['odd'] })).toEqual({ count: 0, capped: false });
       const text = 'héllo € 𝄞';
       const stored = await send(
         'POST',
@@ -140,7 +140,7 @@ describe.each(['embedded', 'postgres'] as const)('bad input on the %s store', (k
       expect(((await batch.json()) as ErrorReply).error).toContain(
         'events[1].sender: holds a lone surrogate',
       );
-      expect(await node.events?.count({ keys: ['lone'] })).toBe(0);
+      expect(await node.events?.count({ keys: ['lone'] })).toEqual({ count: 0, capped: false });
       const paired = await send('POST', '/v1/events', '{"key":"lone","value":"\\ud834\\udd1e"}');
       expect(paired.status).toBe(201);
       expect((await node.events?.list({ keys: ['lone'] }))?.[0]?.value).toBe('𝄞');

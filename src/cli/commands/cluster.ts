@@ -52,7 +52,7 @@ export function registerClusterCommands(program: Command, ctx: CliContext): void
         ctx.print('');
         ctx.print(
           formatTable(
-            ['listener', 'namespace', 'lag (events)'],
+            ['listener', 'namespace', 'lag (offsets)'],
             listeners.map((listener) => [listener.name, listener.namespace, String(listener.lag)]),
           ),
         );

@@ -92,12 +92,16 @@ export function registerEventCommands(program: Command, ctx: CliContext): void {
   });
 
   filterOptions(
-    events.command('count').description('count events (all namespaces unless --namespace)'),
-  ).action(async (options: FilterOptions, command: Command) => {
+    events
+      .command('count')
+      .description('count events (all namespaces unless --namespace), up to --cap')
+      .option('--cap <n>', 'stop counting at this many (default 100000)'),
+  ).action(async (options: FilterOptions & { cap?: string }, command: Command) => {
     const query = filterQuery(options);
-    const count = await withEvents(ctx, command, (transport) => transport.count(query));
-    if (options.json) return ctx.printJson({ count });
-    ctx.print(String(count));
+    const upTo = options.cap === undefined ? undefined : positive(options.cap, '--cap');
+    const { count, capped } = await withEvents(ctx, command, (transport) => transport.count(query, upTo));
+    if (options.json) return ctx.printJson({ count, capped });
+    ctx.print(capped ? `≥ ${count} (counting stops there; --cap to count further)` : String(count));
   });
 
   events

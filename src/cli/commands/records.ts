@@ -66,33 +66,53 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
     .description("list the records in a queue's error queue (errors-<queue>)")
     .argument('<queue>', 'queue name')
     .option('-n, --limit <n>', 'how many to list', '100')
+    .option('--after <id>', 'list the oldest records with ids above this one (the next page)')
+    .option('--before <id>', 'list the newest records with ids below this one (the page before)')
     .option('--json', 'print as JSON (payloads in base64)')
-    .action(async (queue: string, options: { limit: string; json?: boolean }) => {
-      const errors = await ctx.withAdmin((admin) =>
-        admin.listErrors(queue, { limit: positive(options.limit, '--limit') }),
-      );
-      if (options.json) {
-        const { errorRecordJson } = await import('../../queue/wire.js');
-        return ctx.printJson({
-          queue,
-          error_queue: errorQueueName(queue),
-          errors: errors.map(errorRecordJson),
-        });
-      }
-      if (errors.length === 0) return ctx.print(`${errorQueueName(queue)} is empty`);
-      ctx.print(
-        formatTable(
-          ['id', 'attempts', 'failed at', 'error', 'record'],
-          errors.map((e) => [
-            e.id,
-            String(e.attempts),
-            e.failedAt.toISOString(),
-            e.error,
-            recordPreview(e.payload),
-          ]),
-        ),
-      );
-    });
+    .action(
+      async (queue: string, options: { limit: string; after?: string; before?: string; json?: boolean }) => {
+        const limit = positive(options.limit, '--limit');
+        const errors = await ctx.withAdmin((admin) =>
+          admin.listErrors(queue, {
+            limit,
+            ...(options.after === undefined ? {} : { afterId: oneId(options.after, '--after') }),
+            ...(options.before === undefined ? {} : { beforeId: oneId(options.before, '--before') }),
+          }),
+        );
+        if (options.json) {
+          const { errorRecordJson } = await import('../../queue/wire.js');
+          return ctx.printJson({
+            queue,
+            error_queue: errorQueueName(queue),
+            errors: errors.map(errorRecordJson),
+          });
+        }
+        if (errors.length === 0) {
+          const where = options.after ?? options.before;
+          return ctx.print(
+            where === undefined
+              ? `${errorQueueName(queue)} is empty`
+              : `no more records in ${errorQueueName(queue)}`,
+          );
+        }
+        ctx.print(
+          formatTable(
+            ['id', 'attempts', 'failed at', 'error', 'record'],
+            errors.map((e) => [
+              e.id,
+              String(e.attempts),
+              e.failedAt.toISOString(),
+              e.error,
+              recordPreview(e.payload),
+            ]),
+          ),
+        );
+        // A full page may have more behind it: say how to ask for the next one (on stderr, out of pipes).
+        if (errors.length === limit && options.before === undefined) {
+          ctx.io.stderr.write(`next page: baton errors ${queue} --after ${errors.at(-1)?.id ?? ''}\n`);
+        }
+      },
+    );
 
   program
     .command('replay-errors')
@@ -161,6 +181,13 @@ function parseIds(text: string): string[] {
   const bad = ids.find((id) => !/^\d+$/.test(id));
   if (bad !== undefined) throw new Error(`invalid error record id "${bad}": ids are numbers`);
   return ids;
+}
+
+function oneId(text: string, flag: string): string {
+  const [id, ...more] = parseIds(text);
+  if (id === undefined || more.length > 0)
+    throw new Error(`${flag} takes one error record id, got "${text}"`);
+  return id;
 }
 
 function positive(text: string, flag: string): number {

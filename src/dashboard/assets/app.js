@@ -4,6 +4,8 @@
 
 const PLOT_SECONDS = 300;
 const EVENTS_SHOWN = 100;
+/** Error records per page of the error queue panel. */
+const ERRORS_PAGE = 50;
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -11,6 +13,9 @@ const $ = (selector) => document.querySelector(selector);
 let previous;
 const throughput = [];
 let selectedQueue = '';
+// The shown page of the error queue: a cursor (the API's after= or before=) or none for the oldest page.
+let errorsCursor = {};
+let errorsShown = [];
 let knownQueues = [];
 let eventSource;
 
@@ -150,7 +155,10 @@ function renderSnapshot(snapshot) {
         return option;
       }),
     );
-    if (!names.includes(selectedQueue)) selectedQueue = names[0] ?? '';
+    if (!names.includes(selectedQueue)) {
+      selectedQueue = names[0] ?? '';
+      errorsCursor = {};
+    }
     select.value = selectedQueue;
     void loadErrors();
   }
@@ -201,7 +209,19 @@ async function loadErrors() {
     return;
   }
   try {
-    const body = await api(`/v1/queues/${encodeURIComponent(selectedQueue)}/errors?limit=50`);
+    const query = new URLSearchParams({ limit: String(ERRORS_PAGE), ...errorsCursor });
+    const body = await api(`/v1/queues/${encodeURIComponent(selectedQueue)}/errors?${query}`);
+    // Past the last record (all of the page replayed, say): show the page before it instead.
+    if (body.errors.length === 0 && errorsCursor.after !== undefined) {
+      errorsCursor = { before: String(BigInt(errorsCursor.after) + 1n) };
+      return loadErrors();
+    }
+    errorsShown = body.errors.map((record) => record.id);
+    $('#errors-earlier').disabled =
+      errorsShown.length === 0 ||
+      (errorsCursor.after === undefined &&
+        (errorsCursor.before === undefined || errorsShown.length < ERRORS_PAGE));
+    $('#errors-later').disabled = errorsShown.length < ERRORS_PAGE && errorsCursor.before === undefined;
     const count =
       previous?.queues.find((queue) => queue.name === selectedQueue)?.errors ?? body.errors.length;
     table.dataset.count = String(count);
@@ -353,9 +373,21 @@ async function signIn(event) {
 $('#errors').addEventListener('click', (event) => void errorAction(event));
 $('#error-queue').addEventListener('change', (event) => {
   selectedQueue = event.target.value;
+  errorsCursor = {};
   void loadErrors();
 });
-$('#replay-all').addEventListener('click', () => void replayAll());
+$('#errors-earlier').addEventListener('click', () => {
+  errorsCursor = { before: errorsShown[0] };
+  void loadErrors();
+});
+$('#errors-later').addEventListener('click', () => {
+  errorsCursor = { after: errorsShown.at(-1) };
+  void loadErrors();
+});
+$('#replay-all').addEventListener('click', () => {
+  errorsCursor = {};
+  void replayAll();
+});
 $('#errors-refresh').addEventListener('click', () => void loadErrors());
 $('#event-filter').addEventListener('submit', (event) => {
   event.preventDefault();

@@ -38,6 +38,10 @@ const readQuery = z.object({
   to: offsetText.optional(),
   limit: integerText('a limit', 1, 10_000).optional(),
 });
+/** A count stops at `cap` (default DEFAULT_COUNT_CAP) and says so (`capped`). */
+const countQuery = z.object({ cap: integerText('a cap', 1, 10_000_000).optional() });
+/** `count`: also count each listener's events behind, up to this many (a walk of an index per listener). */
+const listenersQuery = z.object({ count: integerText('a cap', 1, 1_000_000).optional() });
 const streamQuery = z.object({
   namespace: z.string().optional(),
   keys: keysInput,
@@ -110,7 +114,8 @@ export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config
 
   app.get('/v1/events/count', read, async (request) => {
     const { limit: _ignored, ...query } = readFilter(request);
-    return { count: await log().count(query) };
+    const { cap } = parseInput(countQuery, request.query, 'query');
+    return await log().count(query, cap);
   });
 
   app.get('/v1/events/head', needs('read'), async () => ({ offset: await log().latestOffset() }));
@@ -124,8 +129,16 @@ export function registerEventRoutes(app: FastifyInstance, node: HttpNode, config
 
   app.get('/v1/events/listeners', needs('read', { filtered: true }), async (request) => {
     const allowed = allowedNamespaces(request);
-    const lags = await log().listenerLags();
-    return { listeners: allowed ? lags.filter((lag) => allowed.includes(lag.namespace)) : lags };
+    const { count } = parseInput(listenersQuery, request.query, 'query');
+    const lags = await log().listenerLags(count === undefined ? {} : { countUpTo: count });
+    return {
+      listeners: (allowed ? lags.filter((lag) => allowed.includes(lag.namespace)) : lags).map(
+        ({ eventsBehind, eventsBehindCapped, ...lag }) =>
+          eventsBehind === undefined
+            ? lag
+            : { ...lag, events_behind: eventsBehind, events_behind_capped: eventsBehindCapped ?? false },
+      ),
+    };
   });
 
   app.get<{ Params: { name: string } }>('/v1/events/listeners/:name', read, async (request) => {

@@ -13,6 +13,7 @@ import { integerText, parseInput, recordIdText } from '../validate.js';
 const listQuery = z.object({
   limit: integerText('a limit', 1, 10_000).default(100),
   after: recordIdText.optional(),
+  before: recordIdText.optional(),
 });
 const replayBody = z
   .object({
@@ -42,6 +43,7 @@ export function registerQueueRoutes(app: FastifyInstance, node: HttpNode): void 
     const errors = await node.admin.listErrors(request.params.queue, {
       limit: query.limit,
       ...(query.after ? { afterId: query.after } : {}),
+      ...(query.before ? { beforeId: query.before } : {}),
     });
     return {
       queue: request.params.queue,
