@@ -26,7 +26,9 @@ import type {
 } from './backend.js';
 import { RECOVERED_REASON } from './backend.js';
 import { INLINE_CLAIM, insertInlineClaim, settleInlineClaim, unpackInlineClaims } from './inline-claims.js';
+import { readQueueCounts } from './queue-counts.js';
 import type { ClaimLedger } from './queue-tables.js';
+import { keepUpQueue, UPKEEP_INTERVAL_MS } from './queue-upkeep.js';
 import {
   byNumericId,
   deleteAcknowledged,
@@ -75,6 +77,8 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   readonly #consumers: Heartbeats;
   /** Batches this process claimed and has not settled yet, by batch id. */
   readonly #held = new Map<string, ClaimedBatch>();
+  /** When each queue's upkeep last ran. */
+  readonly #keptUpAt = new Map<string, number>();
   #unlisten: (() => Promise<void>) | undefined;
 
   constructor(store: Store, log?: Logger, options: StoreQueueOptions = {}) {
@@ -140,13 +144,17 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     const orphaned = this.#ledger
       ? sql``
       : sql`, last_error IS NOT DISTINCT FROM ${RECOVERED_REASON} AS orphaned`;
+    // Records are claimed in the order they became ready (run_after, then id): the order of the index
+    // baton_queue_records_due, which the inner select walks from its start for `max` rows, with or without
+    // statistics, past none of the records waiting out a back-off. The ids come back as an array, so that
+    // the update finds its rows by primary key whatever the planner thinks of the subquery's size.
     const rows = await this.#store.execute(sql`
       UPDATE baton_queue_records SET claimed_by = ${consumer}, claimed_at = now()${batchId}
-      WHERE id IN (
+      WHERE id = ANY(ARRAY(
         SELECT id FROM baton_queue_records
         WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()
-        ORDER BY id LIMIT ${max}
-        FOR UPDATE SKIP LOCKED)
+        ORDER BY run_after, id LIMIT ${max}
+        FOR UPDATE SKIP LOCKED))
       RETURNING id::text AS id, payload, attempts, enqueued_at${orphaned}`);
     if (rows.length === 0) return undefined;
     // In id order: a ledger's positions must mean the same records at acknowledgement and at recovery.
@@ -299,7 +307,15 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
       return dead.length + requeued.length + given.length;
     });
     if (recovered > 0) this.#wakeups.emit(queue);
+    await this.#keepUp(queue);
     return recovered;
+  }
+
+  /** The queue's upkeep (queue-upkeep.ts), at most every UPKEEP_INTERVAL_MS: recovery runs it. */
+  async #keepUp(queue: string): Promise<void> {
+    if (Date.now() - (this.#keptUpAt.get(queue) ?? 0) < UPKEEP_INTERVAL_MS) return;
+    this.#keptUpAt.set(queue, Date.now());
+    await keepUpQueue(this.#store, queue, { shared: this.shared });
   }
 
   /** The batches holding claimed records of `queue` (claims written with a ledger): id → rows it holds. */
@@ -328,17 +344,9 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     });
   }
 
-  async stats(queue: string): Promise<QueueStats> {
-    const [counts] = await this.#store.execute(sql`
-      SELECT
-        (SELECT count(*) FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NULL)::int AS depth,
-        (SELECT count(*) FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NOT NULL)::int AS in_flight,
-        (SELECT count(*) FROM baton_queue_errors WHERE queue = ${queue})::int AS errors`);
-    return {
-      depth: Number(counts?.['depth'] ?? 0),
-      inFlight: Number(counts?.['in_flight'] ?? 0),
-      errors: Number(counts?.['errors'] ?? 0),
-    };
+  /** Read from the queue counts (queue-counts.ts): a few rows, whatever the number of records. */
+  stats(queue: string): Promise<QueueStats> {
+    return readQueueCounts(this.#store, queue);
   }
 
   async listErrors(queue: string, options: { limit: number; afterId?: string }): Promise<ErrorRecord[]> {
