@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
+import type { SQL } from 'drizzle-orm';
 import { sql } from 'drizzle-orm';
 
 import type { Logger } from '../log.js';
@@ -64,6 +65,34 @@ export const CONSUMER_TIMEOUT_MS = 3_000;
 const HEARTBEAT_MS = 1_000;
 /** A claim of ours older than this that no batch in memory holds was lost in transit: it is given back. */
 const UNKNOWN_CLAIM_GRACE_MS = 5_000;
+
+/**
+ * The claim: up to `max` ready records of `queue`, in the order they became ready (run_after, then id),
+ * which is the order of the index baton_queue_records_due: the inner select walks it from its start for
+ * `max` rows, with or without statistics, past none of the records waiting out a back-off. The ids come
+ * back as an array, so that the update finds its rows by primary key whatever the planner guesses of the
+ * subquery. With `batchId` (a ledger), the batch id is written on the rows; without, records of a dead
+ * consumer's claim come back marked `orphaned`, so that the runner runs each alone (with a ledger a batch's
+ * rows must leave it together, so it is never split).
+ */
+export function claimStatement(
+  queue: string,
+  consumer: string,
+  max: number,
+  { batchId }: { batchId: string | undefined },
+): SQL {
+  const setBatch = batchId === undefined ? sql`` : sql`, batch_id = ${batchId}`;
+  const orphaned =
+    batchId === undefined ? sql`, last_error IS NOT DISTINCT FROM ${RECOVERED_REASON} AS orphaned` : sql``;
+  return sql`
+    UPDATE baton_queue_records SET claimed_by = ${consumer}, claimed_at = now()${setBatch}
+    WHERE id = ANY(ARRAY(
+      SELECT id FROM baton_queue_records
+      WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()
+      ORDER BY run_after, id LIMIT ${max}
+      FOR UPDATE SKIP LOCKED))
+    RETURNING id::text AS id, payload, attempts, enqueued_at${orphaned}`;
+}
 
 export class StoreQueueBackend implements QueueBackend, InlineIngest {
   readonly kind = 'store';
@@ -138,24 +167,9 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
 
   async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
     const id = randomUUID();
-    const batchId = this.#ledger ? sql`, batch_id = ${id}` : sql``;
-    // Records of a dead consumer's claim are marked, so that the runner runs each alone. Not with a ledger:
-    // there a batch's rows must leave it together, so it is never split.
-    const orphaned = this.#ledger
-      ? sql``
-      : sql`, last_error IS NOT DISTINCT FROM ${RECOVERED_REASON} AS orphaned`;
-    // Records are claimed in the order they became ready (run_after, then id): the order of the index
-    // baton_queue_records_due, which the inner select walks from its start for `max` rows, with or without
-    // statistics, past none of the records waiting out a back-off. The ids come back as an array, so that
-    // the update finds its rows by primary key whatever the planner thinks of the subquery's size.
-    const rows = await this.#store.execute(sql`
-      UPDATE baton_queue_records SET claimed_by = ${consumer}, claimed_at = now()${batchId}
-      WHERE id = ANY(ARRAY(
-        SELECT id FROM baton_queue_records
-        WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()
-        ORDER BY run_after, id LIMIT ${max}
-        FOR UPDATE SKIP LOCKED))
-      RETURNING id::text AS id, payload, attempts, enqueued_at${orphaned}`);
+    const rows = await this.#store.execute(
+      claimStatement(queue, consumer, max, { batchId: this.#ledger ? id : undefined }),
+    );
     if (rows.length === 0) return undefined;
     // In id order: a ledger's positions must mean the same records at acknowledgement and at recovery.
     const records = rows.sort(byNumericId).map((row, position) => ({
