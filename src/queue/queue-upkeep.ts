@@ -1,7 +1,8 @@
 // Upkeep of the queue tables in a store, run by claim recovery at most every few seconds per queue: folds
-// the queue's counts, forgets consumers long gone, and analyzes the records table when it changed by as
-// much as it held at the last ANALYZE, so that the planner's figures follow a backlog that grew or drained
-// (PostgreSQL's autovacuum may be off, and the embedded store has none). Each step is bounded.
+// the queue's counts, forgets consumers long gone, vacuums the records table once its dead rows outnumber
+// its live ones (a drained backlog leaves its index entries at the head of the index that claims walk), and
+// analyzes it when it changed by as much as it held at the last ANALYZE, so that the planner's figures follow
+// a backlog that grew or drained. PostgreSQL's autovacuum may be off, and the embedded store has none.
 import { sql } from 'drizzle-orm';
 
 import type { Store } from '../store/store.js';
@@ -13,6 +14,8 @@ export const UPKEEP_INTERVAL_MS = 10_000;
 const FORGOTTEN_CONSUMER_HOURS = 1;
 /** Rows deleted per statement of a prune. */
 export const PRUNE_BATCH = 5_000;
+/** The records table is vacuumed once it has this many dead rows at least, and more than live ones. */
+const VACUUM_MIN_DEAD = 50_000;
 /** The records table is analyzed once it changed by this many rows at least, and by as many as it held. */
 const ANALYZE_MIN_CHANGES = 10_000;
 
@@ -24,7 +27,22 @@ export async function keepUpQueue(store: Store, queue: string, options: { shared
         SELECT id FROM baton_consumers
         WHERE last_seen < now() - make_interval(hours => ${FORGOTTEN_CONSUMER_HOURS}) LIMIT ${PRUNE_BATCH})`);
   }
-  await analyzeWhenChanged(store, 'baton_queue_records');
+  if (!(await vacuumWhenDead(store, 'baton_queue_records')))
+    await analyzeWhenChanged(store, 'baton_queue_records');
+}
+
+/**
+ * VACUUM (with ANALYZE) of `table` once its dead rows reach VACUUM_MIN_DEAD and outnumber its live ones: as a
+ * backlog drains, that happens a few times (each time the rest has halved), so the work stays in proportion
+ * to the rows drained. Autovacuum, where it runs, usually comes first and resets the count.
+ */
+export async function vacuumWhenDead(store: Store, table: string): Promise<boolean> {
+  const [row] = await store.execute(sql`
+    SELECT n_dead_tup AS dead, n_live_tup AS live FROM pg_stat_user_tables WHERE relid = to_regclass(${table})`);
+  if (!row) return false;
+  if (Number(row['dead']) < Math.max(VACUUM_MIN_DEAD, Number(row['live']))) return false;
+  await store.execute(sql`VACUUM (ANALYZE) ${sql.identifier(table)}`);
+  return true;
 }
 
 /**

@@ -13,7 +13,7 @@ import { batonChannel } from '../store/baton-schema.js';
 import type { Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import { Heartbeats } from '../util/heartbeats.js';
-import { ClaimLostError } from '../errors.js';
+import { ClaimLostError, describeError } from '../errors.js';
 import type {
   ClaimedBatch,
   ClaimedRecord,
@@ -101,6 +101,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   readonly inline: InlineIngest | undefined;
   readonly #store: Store;
   readonly #ledger: ClaimLedger | undefined;
+  readonly #log: Logger | undefined;
   readonly #wakeups = new EventEmitter().setMaxListeners(0);
   /** Consumers of this process, with their heartbeat timers (server stores). */
   readonly #consumers: Heartbeats;
@@ -113,6 +114,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   constructor(store: Store, log?: Logger, options: StoreQueueOptions = {}) {
     this.#store = store;
     this.#ledger = options.ledger;
+    this.#log = log;
     this.shared = !store.exclusive;
     this.inline = store.exclusive ? this : undefined;
     this.#consumers = new Heartbeats(HEARTBEAT_MS, 'store queue', log);
@@ -329,7 +331,13 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   async #keepUp(queue: string): Promise<void> {
     if (Date.now() - (this.#keptUpAt.get(queue) ?? 0) < UPKEEP_INTERVAL_MS) return;
     this.#keptUpAt.set(queue, Date.now());
-    await keepUpQueue(this.#store, queue, { shared: this.shared });
+    // Upkeep that fails (a statement limit ending a long VACUUM) is tried again next time; recovery is done.
+    await keepUpQueue(this.#store, queue, { shared: this.shared }).catch((error: unknown) => {
+      this.#log?.warn(
+        { queue, err: describeError(error) },
+        `queue "${queue}": upkeep of the queue tables failed`,
+      );
+    });
   }
 
   /** The batches holding claimed records of `queue` (claims written with a ledger): id → rows it holds. */

@@ -290,4 +290,44 @@ describe.each(Object.keys(STORES))('store queue at scale on %s', (kind) => {
       expect(text).not.toMatch(/Seq Scan on baton_queue_records/);
     });
   });
+
+  // After the plans above: it gives the records table statistics.
+  describe('upkeep', () => {
+    async function tableStats(): Promise<{ dead: number; vacuums: number; analyzes: number }> {
+      const [row] = await subject.store.execute(sql`
+        SELECT n_dead_tup AS dead, vacuum_count AS vacuums, analyze_count AS analyzes
+        FROM pg_stat_user_tables WHERE relid = to_regclass('baton_queue_records')`);
+      return {
+        dead: Number(row?.['dead']),
+        vacuums: Number(row?.['vacuums']),
+        analyzes: Number(row?.['analyzes']),
+      };
+    }
+
+    it('vacuums and analyzes the records table once a drained backlog left more dead rows than live ones', async () => {
+      const { store } = subject;
+      await store.execute(sql`
+        INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, '\\x00'::bytea FROM generate_series(1, 60000)`);
+      // Every row of the table, those of the tests above too: dead rows then outnumber live ones.
+      await store.execute(sql`DELETE FROM baton_queue_records`);
+      await store.execute(sql`
+        INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, '\\x00'::bytea FROM generate_series(1, 1000)`);
+      const before = await tableStats();
+      // Statistics reach the server's counters shortly after each transaction; each try is a backend of
+      // its own, whose upkeep is due at once.
+      await vi.waitFor(
+        async () => {
+          await new StoreQueueBackend(store).recoverClaims(queue, { maxAttempts: 3 });
+          const after = await tableStats();
+          expect(after.vacuums).toBeGreaterThan(before.vacuums);
+          expect(after.analyzes).toBeGreaterThan(before.analyzes);
+        },
+        { timeout: 45_000, interval: 500 },
+      );
+      const [stats] = await store.execute(
+        sql`SELECT count(*)::int AS n FROM pg_stats WHERE tablename = 'baton_queue_records'`,
+      );
+      expect(Number(stats?.['n'])).toBeGreaterThan(0);
+    });
+  });
 });
