@@ -8,6 +8,7 @@ import { sql } from 'drizzle-orm';
 import type { Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import type { ClaimedBatch, ClaimedRecord } from './backend.js';
+import { PRUNE_BATCH } from './queue-upkeep.js';
 import { ClaimLostError } from '../errors.js';
 
 /** What a batch's ledger row says was acknowledged: every record of the batch, or these positions. */
@@ -15,6 +16,8 @@ export type Acked = 'all' | readonly number[];
 
 /** Rows of settled batches are kept this long (they fence a consumer that might still try to commit). */
 const RETENTION_HOURS = 24;
+/** Rows one sweep deletes at most. */
+const SWEEP_MAX_ROWS = 50_000;
 
 export class BatchLedger {
   readonly #store: Store;
@@ -91,12 +94,24 @@ export class BatchLedger {
     return committed;
   }
 
-  /** Deletes the queue's rows past the retention, except those of `live` batches (still claimed). */
-  async sweep(queue: string, live: readonly string[]): Promise<void> {
-    await this.#store.execute(sql`
-      DELETE FROM baton_batch_ledger
-      WHERE queue = ${queue} AND created_at < now() - make_interval(hours => ${RETENTION_HOURS})
-        AND NOT (batch_id = ANY(${sql.param([...live])}::text[]))`);
+  /**
+   * Deletes the queue's rows past the retention, except those of `live` batches (still claimed), in
+   * statements of PRUNE_BATCH rows, at most SWEEP_MAX_ROWS in one sweep (the next sweep takes the rest).
+   */
+  async sweep(queue: string, live: readonly string[]): Promise<number> {
+    let swept = 0;
+    while (swept < SWEEP_MAX_ROWS) {
+      const rows = await this.#store.execute(sql`
+        DELETE FROM baton_batch_ledger WHERE batch_id IN (
+          SELECT batch_id FROM baton_batch_ledger
+          WHERE queue = ${queue} AND created_at < now() - make_interval(hours => ${RETENTION_HOURS})
+            AND NOT (batch_id = ANY(${sql.param([...live])}::text[]))
+          LIMIT ${PRUNE_BATCH})
+        RETURNING 1`);
+      swept += rows.length;
+      if (rows.length < PRUNE_BATCH) break;
+    }
+    return swept;
   }
 }
 

@@ -31,10 +31,17 @@ export async function insertInlineClaim(
   const [row] = await store.execute(sql`
     INSERT INTO baton_queue_records (queue, payload, claimed_by, claimed_at, batch_id)
     SELECT ${queue}, decode(${packed}, 'base64'), ${consumer}, now(), ${INLINE_CLAIM}
-    WHERE NOT EXISTS (
-      SELECT 1 FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now())
+    WHERE NOT EXISTS (${readyRecords(queue)})
     RETURNING id::text AS id`);
   return row && { id: String(row['id']), queue, consumer, records };
+}
+
+/**
+ * The ready records of `queue`, for an existence test: a range of the index baton_queue_records_due, whose
+ * first entry answers (records waiting out a back-off sort after it).
+ */
+export function readyRecords(queue: string): SQL {
+  return sql`SELECT 1 FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()`;
 }
 
 /**

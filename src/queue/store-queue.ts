@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
+import type { SQL } from 'drizzle-orm';
 import { sql } from 'drizzle-orm';
 
 import type { Logger } from '../log.js';
@@ -12,7 +13,7 @@ import { batonChannel } from '../store/baton-schema.js';
 import type { Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import { Heartbeats } from '../util/heartbeats.js';
-import { ClaimLostError } from '../errors.js';
+import { ClaimLostError, describeError } from '../errors.js';
 import type {
   ClaimedBatch,
   ClaimedRecord,
@@ -27,7 +28,9 @@ import type {
 } from './backend.js';
 import { RECOVERED_REASON } from './backend.js';
 import { INLINE_CLAIM, insertInlineClaim, settleInlineClaim, unpackInlineClaims } from './inline-claims.js';
+import { readQueueCounts } from './queue-counts.js';
 import type { ClaimLedger } from './queue-tables.js';
+import { keepUpQueue, UPKEEP_INTERVAL_MS } from './queue-upkeep.js';
 import {
   byNumericId,
   deleteAcknowledged,
@@ -64,6 +67,34 @@ const HEARTBEAT_MS = 1_000;
 /** A claim of ours older than this that no batch in memory holds was lost in transit: it is given back. */
 const UNKNOWN_CLAIM_GRACE_MS = 5_000;
 
+/**
+ * The claim: up to `max` ready records of `queue`, in the order they became ready (run_after, then id),
+ * which is the order of the index baton_queue_records_due: the inner select walks it from its start for
+ * `max` rows, with or without statistics, past none of the records waiting out a back-off. The ids come
+ * back as an array, so that the update finds its rows by primary key whatever the planner guesses of the
+ * subquery. With `batchId` (a ledger), the batch id is written on the rows; without, records of a dead
+ * consumer's claim come back marked `orphaned`, so that the runner runs each alone (with a ledger a batch's
+ * rows must leave it together, so it is never split).
+ */
+export function claimStatement(
+  queue: string,
+  consumer: string,
+  max: number,
+  { batchId }: { batchId: string | undefined },
+): SQL {
+  const setBatch = batchId === undefined ? sql`` : sql`, batch_id = ${batchId}`;
+  const orphaned =
+    batchId === undefined ? sql`, last_error IS NOT DISTINCT FROM ${RECOVERED_REASON} AS orphaned` : sql``;
+  return sql`
+    UPDATE baton_queue_records SET claimed_by = ${consumer}, claimed_at = now()${setBatch}
+    WHERE id = ANY(ARRAY(
+      SELECT id FROM baton_queue_records
+      WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()
+      ORDER BY run_after, id LIMIT ${max}
+      FOR UPDATE SKIP LOCKED))
+    RETURNING id::text AS id, payload, attempts, enqueued_at${orphaned}`;
+}
+
 export class StoreQueueBackend implements QueueBackend, InlineIngest {
   readonly kind = 'store';
   readonly shared: boolean;
@@ -71,16 +102,20 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   readonly inline: InlineIngest | undefined;
   readonly #store: Store;
   readonly #ledger: ClaimLedger | undefined;
+  readonly #log: Logger | undefined;
   readonly #wakeups = new EventEmitter().setMaxListeners(0);
   /** Consumers of this process, with their heartbeat timers (server stores). */
   readonly #consumers: Heartbeats;
   /** Batches this process claimed and has not settled yet, by batch id. */
   readonly #held = new Map<string, ClaimedBatch>();
+  /** When each queue's upkeep last ran. */
+  readonly #keptUpAt = new Map<string, number>();
   #unlisten: (() => Promise<void>) | undefined;
 
   constructor(store: Store, log?: Logger, options: StoreQueueOptions = {}) {
     this.#store = store;
     this.#ledger = options.ledger;
+    this.#log = log;
     this.shared = !store.exclusive;
     this.inline = store.exclusive ? this : undefined;
     this.#consumers = new Heartbeats(HEARTBEAT_MS, 'store queue', log);
@@ -135,20 +170,9 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
 
   async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
     const id = randomUUID();
-    const batchId = this.#ledger ? sql`, batch_id = ${id}` : sql``;
-    // Records of a dead consumer's claim are marked, so that the runner runs each alone. Not with a ledger:
-    // there a batch's rows must leave it together, so it is never split.
-    const orphaned = this.#ledger
-      ? sql``
-      : sql`, last_error IS NOT DISTINCT FROM ${RECOVERED_REASON} AS orphaned`;
-    const rows = await this.#store.execute(sql`
-      UPDATE baton_queue_records SET claimed_by = ${consumer}, claimed_at = now()${batchId}
-      WHERE id IN (
-        SELECT id FROM baton_queue_records
-        WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()
-        ORDER BY id LIMIT ${max}
-        FOR UPDATE SKIP LOCKED)
-      RETURNING id::text AS id, payload, attempts, enqueued_at${orphaned}`);
+    const rows = await this.#store.execute(
+      claimStatement(queue, consumer, max, { batchId: this.#ledger ? id : undefined }),
+    );
     if (rows.length === 0) return undefined;
     // In id order: a ledger's positions must mean the same records at acknowledgement and at recovery.
     const records = rows.sort(byNumericId).map((row, position) => ({
@@ -300,7 +324,21 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
       return dead.length + requeued.length + given.length;
     });
     if (recovered > 0) this.#wakeups.emit(queue);
+    await this.#keepUp(queue);
     return recovered;
+  }
+
+  /** The queue's upkeep (queue-upkeep.ts), at most every UPKEEP_INTERVAL_MS: recovery runs it. */
+  async #keepUp(queue: string): Promise<void> {
+    if (Date.now() - (this.#keptUpAt.get(queue) ?? 0) < UPKEEP_INTERVAL_MS) return;
+    this.#keptUpAt.set(queue, Date.now());
+    // Upkeep that fails (a statement limit ending a long VACUUM) is tried again next time; recovery is done.
+    await keepUpQueue(this.#store, queue, { shared: this.shared }).catch((error: unknown) => {
+      this.#log?.warn(
+        { queue, err: describeError(error) },
+        `queue "${queue}": upkeep of the queue tables failed`,
+      );
+    });
   }
 
   /** The batches holding claimed records of `queue` (claims written with a ledger): id → rows it holds. */
@@ -329,17 +367,9 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     });
   }
 
-  async stats(queue: string): Promise<QueueStats> {
-    const [counts] = await this.#store.execute(sql`
-      SELECT
-        (SELECT count(*) FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NULL)::int AS depth,
-        (SELECT count(*) FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NOT NULL)::int AS in_flight,
-        (SELECT count(*) FROM baton_queue_errors WHERE queue = ${queue})::int AS errors`);
-    return {
-      depth: Number(counts?.['depth'] ?? 0),
-      inFlight: Number(counts?.['in_flight'] ?? 0),
-      errors: Number(counts?.['errors'] ?? 0),
-    };
+  /** Read from the queue counts (queue-counts.ts): a few rows, whatever the number of records. */
+  stats(queue: string): Promise<QueueStats> {
+    return readQueueCounts(this.#store, queue);
   }
 
   async listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]> {

@@ -98,6 +98,7 @@ export async function applyMigrations(
     },
     { schemaChange: true },
   );
+  if (applied.some((id) => prefixOf(id) === BUILTIN_PREFIX)) await analyzeBatonTables(store);
   if (moved) {
     options.log?.info(
       { from: moved.from, to: store.schema, tables: moved.tables },
@@ -105,6 +106,21 @@ export async function applyMigrations(
     );
   }
   return applied;
+}
+
+/**
+ * ANALYZE of every table in Baton's schema, after Baton's migrations changed it: the planner then has
+ * figures for tables that a server without autovacuum, or the embedded store, would never analyze. ANALYZE
+ * reads a fixed-size sample, so this is quick at any size; later changes are followed by the queues' upkeep.
+ */
+async function analyzeBatonTables(store: Store): Promise<void> {
+  const tables = await store.execute(
+    sql`SELECT tablename FROM pg_tables WHERE schemaname = ${store.schema} ORDER BY tablename`,
+  );
+  if (tables.length === 0) return;
+  const schema = quotedSchema(store.schema);
+  const names = tables.map((row) => `${schema}.${quotedSchema(String(row['tablename']))}`);
+  await store.execute(sql.raw(`ANALYZE ${names.join(', ')}`));
 }
 
 /** Runs a migration's statements; a statement the database refuses is reported with the migration's id. */
