@@ -46,11 +46,8 @@ export class CliContext {
         ...(options.config !== undefined ? { file: options.config } : {}),
         cwd: this.io.cwd,
         env: this.io.env,
-        overrides: {
-          log: { level: options.verbose ? 'debug' : undefined, format: options.logFormat },
-          ...overrides,
-        },
-      }),
+        overrides: { log: { format: options.logFormat }, ...overrides },
+      }).then((config) => (options.verbose ? atLeastDebug(config) : config)),
     );
     return this.#config;
   }
@@ -123,4 +120,10 @@ export class CliContext {
   printJson(value: unknown): void {
     this.io.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
   }
+}
+
+/** `-v`: debug logs, or the configured level when it already says more (trace). */
+function atLeastDebug(config: ResolvedConfig): ResolvedConfig {
+  if (config.log.level === 'trace' || config.log.level === 'debug') return config;
+  return { ...config, log: { ...config.log, level: 'debug' } };
 }

@@ -80,6 +80,17 @@ describe('log format', () => {
     expect(fromEnv.stderr).toMatch(PRETTY_LINE);
   });
 
+  it('-v means debug at least: a configured trace level stays trace', SLOW, async () => {
+    const levelOf = async (log: string): Promise<unknown> => {
+      const project = await embeddedProject(log);
+      const result = await runBaton(['-c', project.configPath, '-v', 'print-config', '--json']);
+      expect(result.code).toBe(0);
+      return (JSON.parse(result.stdout) as { log: { level: unknown } }).log.level;
+    };
+    expect(await levelOf('[log]\nlevel = "trace"\n')).toBe('trace');
+    expect(await levelOf('[log]\nlevel = "warn"\n')).toBe('debug');
+  });
+
   it('refuses a format it does not know', SLOW, async () => {
     const project = await embeddedProject();
     const result = await runBaton(['-c', project.configPath, '--log-format', 'yaml', 'queues']);
