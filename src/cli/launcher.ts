@@ -15,15 +15,21 @@ export function startedByPackageManager(env: Record<string, string | undefined>)
 }
 
 /**
- * Calls `onGone` once, with the pid of this process's parent at the time of the call, when that parent has
- * exited (the process then belongs to init or a subreaper). Returns a function that stops watching. The
- * check does not keep the process alive.
+ * This process's parent when the CLI started. Taken at load, not when a command starts watching: a launcher
+ * that exits while the command still opens its store must not be missed (the parent would already be init).
+ */
+const LAUNCHER_AT_START = process.ppid;
+
+/**
+ * Calls `onGone` once, with the pid of the process that launched this one, when that process has exited (this
+ * process then belongs to init or a subreaper), also when it exited before the call. Returns a function that
+ * stops watching. The check does not keep the process alive.
  */
 export function watchLauncher(
   onGone: (launcherPid: number) => void,
   everyMs = LAUNCHER_CHECK_MS,
 ): () => void {
-  const launcher = process.ppid;
+  const launcher = LAUNCHER_AT_START;
   const timer = setInterval(() => {
     if (process.ppid === launcher) return;
     clearInterval(timer);

@@ -12,7 +12,9 @@ import {
   cleanupAll,
   FIXTURES_DIR,
   freePort,
+  killGroup,
   REPO_ROOT,
+  spawnCommand,
   startBatonNode,
   tempProject,
   within,
@@ -98,5 +100,28 @@ describe('npx baton run', () => {
     // npx's own status is npm's: where `sh` is dash, the shell between npm and the node dies of the SIGINT
     // and npm ends itself with it (130 in a shell); the node's exit is not seen there.
     await expectStoppedAndGone(p, launched.url, launched.pid, result.stderr);
+  }, 240_000);
+});
+
+describe('npx baton events listen', () => {
+  it('SIGTERM to npx: the listener sees its launcher gone and exits, leaving nothing running', async () => {
+    const p = await project();
+    const listener = spawnCommand('npx', ['baton', '-c', p.configPath, 'events', 'listen', '*'], {
+      cwd: REPO_ROOT,
+    });
+    const pgid = listener.pid ?? 0;
+    try {
+      // Listening once it holds the embedded store (no node runs: the command opens it itself).
+      await vi.waitFor(async () => expect((await readStoreLock(p.path('data')))?.pid).toBeGreaterThan(0), {
+        timeout: 120_000,
+        interval: 200,
+      });
+      listener.kill('SIGTERM');
+      // Sent as soon as the store is open, before the listener is: a launcher gone that early counts too.
+      await vi.waitFor(() => expect(alive(-pgid)).toBe(false), { timeout: 60_000, interval: 200 });
+      expect(await readStoreLock(p.path('data'))).toBeUndefined();
+    } finally {
+      killGroup(listener);
+    }
   }, 240_000);
 });

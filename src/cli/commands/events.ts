@@ -7,6 +7,7 @@ import type { EventTransport } from '../../events/transport.js';
 import type { EventQuery, StoredEvent } from '../../events/types.js';
 import { InvalidEventError } from '../../events/types.js';
 import type { CliContext } from '../context.js';
+import { startedByPackageManager, watchLauncher } from '../launcher.js';
 import { formatTable } from '../output.js';
 
 interface TargetOptions {
@@ -129,9 +130,12 @@ export function registerEventCommands(program: Command, ctx: CliContext): void {
             ...(options.namespace !== undefined ? { namespace: options.namespace } : {}),
             ...(log ? { log } : {}),
           });
+          let unwatch = (): void => undefined;
           const stopped = new Promise<void>((resolve) => {
             process.once('SIGINT', () => resolve());
             process.once('SIGTERM', () => resolve());
+            // Under npx the SIGTERM meant for this command ends the shell between them (see launcher.ts).
+            if (startedByPackageManager(ctx.io.env)) unwatch = watchLauncher(() => resolve());
           });
           await client.registerListener(
             (batch) => {
@@ -141,6 +145,7 @@ export function registerEventCommands(program: Command, ctx: CliContext): void {
             { from, ...(options.name !== undefined ? { name: options.name } : {}) },
           );
           await stopped;
+          unwatch();
           await client.close();
         });
       },
