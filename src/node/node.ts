@@ -32,10 +32,9 @@ import { Watchdog } from '../queue/watchdog.js';
 import type { Handler } from '../handler/handler.js';
 import { schemaIsCurrent } from '../handler/schema.js';
 import { builtinMigrations, missingSchema } from '../store/migrate.js';
-import { isReadOnlyError, readOnlyReason } from '../store/read-only.js';
-import { isConnectionError } from '../util/connection-errors.js';
 import type { Tx } from '../store/store.js';
 import type { RuleEngine } from '../tasks/engine.js';
+import { DeferredStart } from './deferred-start.js';
 import {
   addQueueRunners,
   addRetention,
@@ -46,8 +45,6 @@ import {
   prepareBackends,
 } from './work.js';
 
-/** How often a node whose store takes no writes (a standby) looks whether it takes them now. */
-const WRITABLE_POLL_MS = 1_000;
 /** How long readiness trusts its last look at Baton's schema in the store. */
 const SCHEMA_CHECK_MS = 5_000;
 
@@ -78,12 +75,8 @@ export class BatonNode implements HttpNode {
   #schemaCheck: { at: number; problem: Promise<string | undefined> } | undefined;
   #latestMigration: Promise<string> | undefined;
   readonly #extraComponents: readonly Component[];
-  /** Why the node waits for its store to take writes (a standby); undefined once its start-up is complete. */
-  #waiting: string | undefined;
-  #completing: Promise<void> | undefined;
-  #writablePoll: NodeJS.Timeout | undefined;
-  /** The start-up's writes to the store, deferred while it takes none. */
-  #prepareStore: (() => Promise<void>) | undefined;
+  /** The start-up of a node whose store takes no writes (a standby), completed once it takes them. */
+  #deferredStart: DeferredStart | undefined;
 
   constructor(
     config: ResolvedConfig,
@@ -203,7 +196,8 @@ export class BatonNode implements HttpNode {
     const processor = this.#processors.get(queue);
     if (!processor) throw new UnknownQueueError(queue, this.queueNames);
     // Refused with the reason and Retry-After, rather than with the database's refusal of the write.
-    if (this.#waiting !== undefined) throw new BackendUnavailableError('store', this.#waiting);
+    const waiting = this.#deferredStart?.waiting;
+    if (waiting !== undefined) throw new BackendUnavailableError('store', waiting);
     return ingestRecords(this.#open().backendFor(queue), processor, records, {
       inline: this.#state === 'running',
       consumer: this.consumer,
@@ -233,8 +227,9 @@ export class BatonNode implements HttpNode {
   /** Whether the node is ready (GET /readyz), and why not when it is not. */
   async readiness(): Promise<Readiness> {
     // Said from the moment it is known, while the node still starts as well as once it runs.
-    if (this.#waiting !== undefined && (this.#state === 'starting' || this.#state === 'running')) {
-      return { ready: false, reason: this.#waiting };
+    const waiting = this.#deferredStart?.waiting;
+    if (waiting !== undefined && (this.#state === 'starting' || this.#state === 'running')) {
+      return { ready: false, reason: waiting };
     }
     if (this.#state !== 'running') return { ready: false, reason: `the node is ${this.#state}` };
     // One look at each backend per probe: whether it answers, and what keeps it from serving.
@@ -303,7 +298,6 @@ export class BatonNode implements HttpNode {
       const backends = await openBackends(config, log, { deferWrites: true });
       this.#backends = backends;
       this.#opened('backends', () => backends.close());
-      this.#waiting = backends.readOnly;
       let events: EventLog | undefined;
       if (config.events.enabled) {
         events = new EventLog(backends.store, log);
@@ -319,8 +313,8 @@ export class BatonNode implements HttpNode {
         storeUrl: config.store.kind === 'postgres' ? config.store.url : undefined,
         address: () => this.address,
         startupTimeoutMs: config.node.startupTimeoutMs,
-        storeWritable: () => this.#waiting === undefined,
-        beforePrimary: () => this.#completeStart(),
+        storeWritable: () => this.#deferredStart?.waiting === undefined,
+        beforePrimary: () => this.#deferredStart?.complete() ?? Promise.resolve(),
       });
       this.#group = group;
       this.#opened('group', () => group.stop());
@@ -342,8 +336,22 @@ export class BatonNode implements HttpNode {
         onBatch: (queue, seconds, outcome) => this.metrics.observeBatch(queue, seconds, outcome),
       });
       addRetention(config, events, this.#ruleEngine !== undefined, supervisor);
-      this.#prepareStore = () => this.#writeAtStart(handlers);
-      if (this.#waiting === undefined) await this.#prepareStore();
+      const deferredStart = new DeferredStart(backends.readOnly, {
+        name: this.name,
+        queueNames: this.queueNames,
+        log,
+        elector: config.group?.elector,
+        group,
+        events,
+        state: () => this.#state,
+        store: () => this.#open().store,
+        address: () => this.address,
+        writeAtStart: () => this.#writeAtStart(handlers),
+        startWork: () => this.#startWork(),
+        followRole: () => this.#followRole(),
+      });
+      this.#deferredStart = deferredStart;
+      if (deferredStart.waiting === undefined) await this.#writeAtStart(handlers);
 
       this.#admin = new StoreAdmin({
         config,
@@ -363,7 +371,8 @@ export class BatonNode implements HttpNode {
         this.#opened('HTTP API', () => http.close());
         await backends.lock?.setAddress(http.address);
       }
-      if (this.#waiting === undefined) {
+      const waiting = deferredStart.waiting;
+      if (waiting === undefined) {
         await group.start();
         await this.#startWork();
         this.#setState('running');
@@ -373,103 +382,23 @@ export class BatonNode implements HttpNode {
           `node ${this.name} running: queues ${this.queueNames.join(', ')}${this.address ? `, HTTP on ${this.address}` : ''}`,
         );
       } else {
-        await this.#startWaiting(this.#waiting);
+        // The store takes no writes (a standby): the node runs, and completes its start-up once it takes them.
+        await deferredStart.startWaiting();
+        this.#setState('running');
+        const alsoElection = config.group?.elector === 'pg-recovery' ? '' : ', the election';
+        log.warn(
+          { store: config.store.kind, reason: waiting, http: this.address },
+          `node ${this.name} running as ${this.role}, not ready: ${waiting} (Baton's migrations, consumer ` +
+            `registration, LISTEN, membership heartbeats${alsoElection} and queue work wait until the store ` +
+            `takes writes)${this.address ? `; HTTP on ${this.address}` : ''}`,
+        );
+        deferredStart.lookForWrites();
       }
     } catch (error) {
       this.#setState('failed');
       await this.#release();
       throw error;
     }
-  }
-
-  /**
-   * The store takes no writes (a standby): the node runs (HTTP, role, metrics) but its start-up writes, the
-   * work of the supervisor and, but for pg-recovery, the election wait until the store takes writes. The
-   * pg-recovery elector runs meanwhile: it sees the promotion of the node's server first (the failover
-   * files), and the group completes the start-up before it raises the fence. A look every second covers
-   * the other electors, and a store that takes writes while its node is not promoted.
-   */
-  async #startWaiting(reason: string): Promise<void> {
-    const { config, log } = this;
-    const group = this.#group;
-    if (config.group?.elector === 'pg-recovery') {
-      await group?.start();
-    } else {
-      // Elected before its store takes writes, the node could not raise the fence: it joins the election
-      // once the store takes them. Its heartbeats go out at once when they are kept elsewhere.
-      await group?.joinMembership();
-    }
-    // Read now when Baton's schema came over by replication; else once the store takes writes.
-    await this.#events?.start().catch(() => undefined);
-    this.#setState('running');
-    const alsoElection = config.group?.elector === 'pg-recovery' ? '' : ', the election';
-    log.warn(
-      { store: config.store.kind, reason, http: this.address },
-      `node ${this.name} running as ${this.role}, not ready: ${reason} (Baton's migrations, consumer ` +
-        `registration, LISTEN, membership heartbeats${alsoElection} and queue work wait until the store ` +
-        `takes writes)${this.address ? `; HTTP on ${this.address}` : ''}`,
-    );
-    this.#lookForWrites();
-  }
-
-  /** Looks every WRITABLE_POLL_MS whether the waiting node's store takes writes, and completes its start-up then. */
-  #lookForWrites(): void {
-    const look = async (): Promise<void> => {
-      if (this.#waiting === undefined || this.#state !== 'running') return;
-      try {
-        await this.#completeStart();
-      } catch (error) {
-        const err = describeError(error);
-        if (this.#waiting === undefined) {
-          this.log.error({ err }, `could not complete the start-up once the store took writes: ${err}`);
-        } else if (
-          !isReadOnlyError(error) &&
-          !isConnectionError(error) &&
-          !(error instanceof BackendUnavailableError)
-        ) {
-          this.log.warn({ err }, `could not complete the start-up; trying again: ${err}`);
-        }
-      }
-      if (this.#waiting !== undefined && this.#state === 'running') {
-        this.#writablePoll = setTimeout(() => void look(), WRITABLE_POLL_MS);
-      }
-    };
-    this.#writablePoll = setTimeout(() => void look(), WRITABLE_POLL_MS);
-  }
-
-  /**
-   * Completes the start-up of a node that waited for a store that takes writes; rejects (and may be asked
-   * again) while the store takes none. Resolves at once for a node that did not wait. One at a time.
-   */
-  #completeStart(): Promise<void> {
-    if (this.#waiting === undefined) return Promise.resolve();
-    this.#completing ??= this.#completeWaitingStart().finally(() => {
-      this.#completing = undefined;
-    });
-    return this.#completing;
-  }
-
-  async #completeWaitingStart(): Promise<void> {
-    const backends = this.#open();
-    const reason = await readOnlyReason(backends.store);
-    if (reason !== undefined) {
-      this.#waiting = reason;
-      throw new BackendUnavailableError('store', reason);
-    }
-    if (this.#state !== 'running') throw new NotRunningError(`node ${this.name} is ${this.#state}`);
-    this.log.info('the store takes writes now: completing the start-up');
-    await this.#prepareStore?.();
-    await this.#startWork();
-    // From here on a promotion is acted on at once (the fence raised, then primary-only work started).
-    this.#waiting = undefined;
-    clearTimeout(this.#writablePoll);
-    this.#followRole();
-    // The other electors join the election only now: elected earlier, the node could not have acted.
-    if (this.config.group?.elector !== 'pg-recovery') await this.#group?.start();
-    this.log.info(
-      { queues: this.queueNames, http: this.address },
-      `node ${this.name} start-up complete: queues ${this.queueNames.join(', ')}`,
-    );
   }
 
   /** What the start-up writes to the store: migrations, handler tables, consumer registration, LISTEN. */
@@ -515,8 +444,7 @@ export class BatonNode implements HttpNode {
     await this.#starting?.catch(() => undefined);
     if (this.#state !== 'running') return;
     this.#setState('stopping');
-    clearTimeout(this.#writablePoll);
-    await this.#completing?.catch(() => undefined);
+    await this.#deferredStart?.stop();
     // Queue runners stop claiming and finish their in-flight batches within shutdown_timeout_ms; past it they
     // are aborted (NodeStoppingError) and their batches given back. Leadership is released once the
     // primary-only work stopped, so that another node takes over safely while the rest still drains; the
