@@ -21,7 +21,10 @@ import type { ClaimedBatch, ClaimedRecord, QueueBackend, RecordFailure } from '.
 import type { ClaimRef, RecordProcessor } from './processor.js';
 import { logFailures } from './processor.js';
 
-/** How long an idle consumer waits for a wake-up before it looks again (retries become ready by time). */
+/**
+ * How long an idle consumer waits for a wake-up before it looks again (retries become ready by time). A store
+ * queue whose LISTEN connection is up waits longer, until its earliest back-off ends (store-queue.ts).
+ */
 const IDLE_POLL_MS = 500;
 /** How often a shared backend is searched for claims of dead consumers. */
 const RECOVERY_INTERVAL_MS = 1_000;

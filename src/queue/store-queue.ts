@@ -64,6 +64,13 @@ const ALL_QUEUES = Symbol('all queues');
 /** A consumer not seen for this long is dead, and its claims are recovered. */
 export const CONSUMER_TIMEOUT_MS = 3_000;
 const HEARTBEAT_MS = 1_000;
+/**
+ * How long an idle consumer waits at most while the LISTEN connection is up: a NOTIFY wakes it when records
+ * are published, and it sleeps no later than the earliest back-off ends; this poll is the safety net.
+ */
+export const LISTENING_POLL_MS = 5_000;
+/** The shortest idle wait before the next claim while listening (a due record another consumer claims). */
+const DUE_WAIT_MIN_MS = 500;
 /** A claim of ours older than this that no batch in memory holds was lost in transit: it is given back. */
 const UNKNOWN_CLAIM_GRACE_MS = 5_000;
 
@@ -111,6 +118,11 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   /** When each queue's upkeep last ran. */
   readonly #keptUpAt = new Map<string, number>();
   #unlisten: (() => Promise<void>) | undefined;
+  /** Whether the LISTEN connection is up, so that publishes of other nodes wake the consumers. */
+  #listening = false;
+  /** When each queue (or every queue: ALL_QUEUES) was last woken, and when its last claim started. */
+  readonly #wokenAt = new Map<string | symbol, number>();
+  readonly #claimedAt = new Map<string, number>();
 
   constructor(store: Store, log?: Logger, options: StoreQueueOptions = {}) {
     this.#store = store;
@@ -130,8 +142,14 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     if (!this.#store.listen || this.#unlisten) return;
     this.#unlisten = await this.#store.listen(
       batonChannel(this.#store.schema, WAKEUP_CHANNEL),
-      (notification) => this.#wakeups.emit(notification.payload),
-      () => this.#wakeups.emit(ALL_QUEUES),
+      (notification) => this.#wake(notification.payload),
+      () => {
+        this.#listening = true;
+        this.#wake(ALL_QUEUES);
+      },
+      () => {
+        this.#listening = false;
+      },
     );
   }
 
@@ -145,7 +163,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
         INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, unnest(${sql.param(records)}::bytea[])
         RETURNING 1)
       SELECT count(*) AS n${notify} FROM inserted`);
-    this.#wakeups.emit(queue);
+    this.#wake(queue);
     return records.length;
   }
 
@@ -170,6 +188,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
 
   async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
     const id = randomUUID();
+    this.#claimedAt.set(queue, performance.now());
     const rows = await this.#store.execute(
       claimStatement(queue, consumer, max, { batchId: this.#ledger ? id : undefined }),
     );
@@ -275,7 +294,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
       );
       return new Map(pairs.map((row) => [String(row['record']), String(row['error'])]));
     });
-    if (released.length > 0 || failures.some((failure) => failure.retryAt)) this.#wakeups.emit(batch.queue);
+    if (released.length > 0 || failures.some((failure) => failure.retryAt)) this.#wake(batch.queue);
     return moved;
   }
 
@@ -297,6 +316,12 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     const unknown = sql`queue = ${queue} AND claimed_by = ANY(${local}::text[]) AND NOT (id = ANY(${held}::bigint[]))
       AND batch_id IS DISTINCT FROM ${INLINE_CLAIM}
       AND claimed_at < now() - make_interval(secs => ${UNKNOWN_CLAIM_GRACE_MS / 1000})`;
+    // Most runs find nothing: one read of the index baton_queue_records_held says so, where the recovery
+    // transaction below costs a handful of statements (each firing the count triggers) every second.
+    if (!(await this.#anyToRecover(orphaned, unknown))) {
+      await this.#keepUp(queue);
+      return 0;
+    }
     // With a ledger, the batches are fenced first, then chosen by id rather than by these conditions.
     const claims = this.#ledger
       ? await fenceClaims(this.#store, this.#ledger, queue, { orphaned, unknown })
@@ -323,9 +348,16 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
       );
       return dead.length + requeued.length + given.length;
     });
-    if (recovered > 0) this.#wakeups.emit(queue);
+    if (recovered > 0) this.#wake(queue);
     await this.#keepUp(queue);
     return recovered;
+  }
+
+  /** Whether any claimed record of the queue meets either condition of recovery. */
+  async #anyToRecover(orphaned: SQL, unknown: SQL): Promise<boolean> {
+    const [row] = await this.#store.execute(sql`
+      SELECT EXISTS (SELECT 1 FROM baton_queue_records WHERE (${orphaned}) OR (${unknown})) AS found`);
+    return row?.['found'] === true;
   }
 
   /** The queue's upkeep (queue-upkeep.ts), at most every UPKEEP_INTERVAL_MS: recovery runs it. */
@@ -350,9 +382,19 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     return new Map(rows.map((row) => [String(row['batch_id']), Number(row['n'])]));
   }
 
-  waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      if (signal.aborted) return resolve();
+  /**
+   * Waits for a wake-up of `queue`, or `timeoutMs`; while the LISTEN connection is up, up to
+   * LISTENING_POLL_MS or until the earliest back-off of the queue ends, whichever comes first. Resolves at
+   * once when the queue was woken since its last claim started (that claim may not have seen the records).
+   */
+  async waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
+    const since = this.#claimedAt.get(queue) ?? 0;
+    const woken = (): boolean =>
+      (this.#wokenAt.get(queue) ?? -1) >= since || (this.#wokenAt.get(ALL_QUEUES) ?? -1) >= since;
+    if (signal.aborted || woken()) return;
+    const waitMs = this.#listening ? await this.#untilDue(queue, LISTENING_POLL_MS) : timeoutMs;
+    if (signal.aborted || woken()) return;
+    await new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
         this.#wakeups.off(queue, done);
@@ -360,11 +402,29 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
         signal.removeEventListener('abort', done);
         resolve();
       };
-      const timer = setTimeout(done, timeoutMs);
+      const timer = setTimeout(done, waitMs);
       this.#wakeups.on(queue, done);
       this.#wakeups.on(ALL_QUEUES, done);
       signal.addEventListener('abort', done, { once: true });
     });
+  }
+
+  /**
+   * Milliseconds until the earliest unclaimed record of `queue` is due (the head of the index
+   * baton_queue_records_due, the database's clock), at most `maxMs`; a record already due (another consumer
+   * may be claiming it) gives a short wait.
+   */
+  async #untilDue(queue: string, maxMs: number): Promise<number> {
+    try {
+      const [row] = await this.#store.execute(sql`
+        SELECT ceil(extract(epoch FROM run_after - now()) * 1000)::float8 AS ms FROM baton_queue_records
+        WHERE queue = ${queue} AND claimed_by IS NULL ORDER BY run_after, id LIMIT 1`);
+      if (!row) return maxMs;
+      return Math.min(maxMs, Math.max(DUE_WAIT_MIN_MS, Number(row['ms'])));
+    } catch {
+      // The claim that follows reports what is wrong with the store.
+      return DUE_WAIT_MIN_MS;
+    }
   }
 
   /** Read from the queue counts (queue-counts.ts): a few rows, whatever the number of records. */
@@ -412,7 +472,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
       INSERT INTO baton_queue_records (queue, payload, enqueued_at)
       SELECT queue, payload, enqueued_at FROM moved ORDER BY id
       RETURNING id`);
-    if (rows.length > 0) this.#wakeups.emit(queue);
+    if (rows.length > 0) this.#wake(queue);
     return rows.length;
   }
 
@@ -442,9 +502,14 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     return settleInlineClaim(tx, claim, outcome);
   }
 
+  #wake(queue: string | symbol): void {
+    this.#wokenAt.set(queue, performance.now());
+    this.#wakeups.emit(queue);
+  }
+
   /** Wakes the consumers of `queue` (records were added outside `publish`). */
   notify(queue: string): void {
-    this.#wakeups.emit(queue);
+    this.#wake(queue);
   }
 
   transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T> {
@@ -455,6 +520,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     await Promise.all(this.#consumers.ids().map((consumer) => this.unregisterConsumer(consumer)));
     await this.#unlisten?.();
     this.#unlisten = undefined;
+    this.#listening = false;
     this.#wakeups.removeAllListeners();
   }
 }

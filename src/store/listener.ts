@@ -15,6 +15,7 @@ interface Subscriber {
   readonly channel: string;
   readonly onNotification: (notification: Notification) => void;
   readonly onConnect: () => void;
+  readonly onDisconnect: (() => void) | undefined;
 }
 
 /** How often LISTEN is tried again on a standby in recovery, which refuses it until it is promoted. */
@@ -43,8 +44,9 @@ export class SharedListener {
     channel: string,
     onNotification: (notification: Notification) => void,
     onConnect: () => void,
+    onDisconnect?: () => void,
   ): () => Promise<void> {
-    const subscriber: Subscriber = { channel, onNotification, onConnect };
+    const subscriber: Subscriber = { channel, onNotification, onConnect, onDisconnect };
     const listened = this.#channels().has(channel);
     this.#subscribers.add(subscriber);
     const client = this.#client;
@@ -152,6 +154,7 @@ export class SharedListener {
         // Every way out ends the connection, a stop that came while it connected included (it would
         // otherwise stay open and keep the process alive). end() of a connecting client may never settle.
         if (this.#client === current) this.#client = undefined;
+        for (const subscriber of [...this.#subscribers]) this.#disconnected(subscriber);
         await Promise.race([current.end().catch(() => undefined), sleep(STOP_WAIT_MS)]);
       }
       if (signal.aborted) break;
@@ -174,6 +177,17 @@ export class SharedListener {
       } catch (error) {
         this.#log.warn({ err: describeError(error), channel }, 'store: a LISTEN subscriber failed');
       }
+    }
+  }
+
+  #disconnected(subscriber: Subscriber): void {
+    try {
+      subscriber.onDisconnect?.();
+    } catch (error) {
+      this.#log.warn(
+        { err: describeError(error), channel: subscriber.channel },
+        'store: a LISTEN subscriber failed',
+      );
     }
   }
 

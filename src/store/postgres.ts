@@ -186,8 +186,13 @@ export async function openPostgresStore(
         return false;
       }
     },
-    listen(channel: string, onNotification: (notification: Notification) => void, onConnect: () => void) {
-      return Promise.resolve(listener.subscribe(channel, onNotification, onConnect));
+    listen(
+      channel: string,
+      onNotification: (notification: Notification) => void,
+      onConnect: () => void,
+      onDisconnect?: () => void,
+    ) {
+      return Promise.resolve(listener.subscribe(channel, onNotification, onConnect, onDisconnect));
     },
     async close(): Promise<void> {
       if (closed) return;

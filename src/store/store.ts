@@ -51,12 +51,14 @@ export interface Store {
   /**
    * Optional (a server store): LISTEN on `channel` over a connection of its own, reconnecting as needed.
    * `onConnect` runs after each (re)connection, since notifications sent while disconnected are lost.
+   * `onDisconnect` runs when the connection is lost (or never came up), until `onConnect` runs again.
    * Resolves to a function that stops listening.
    */
   listen?(
     channel: string,
     onNotification: (notification: Notification) => void,
     onConnect: () => void,
+    onDisconnect?: () => void,
   ): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }

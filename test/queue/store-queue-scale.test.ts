@@ -9,7 +9,13 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vites
 import { createLogger } from '../../src/log.js';
 import type { QueueStats } from '../../src/queue/backend.js';
 import { readyRecords } from '../../src/queue/inline-claims.js';
-import { claimStatement, StoreQueueBackend } from '../../src/queue/store-queue.js';
+import {
+  claimStatement,
+  LISTENING_POLL_MS,
+  StoreQueueBackend,
+  WAKEUP_CHANNEL,
+} from '../../src/queue/store-queue.js';
+import { batonChannel } from '../../src/store/baton-schema.js';
 import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import type { Store } from '../../src/store/store.js';
@@ -142,6 +148,16 @@ describe.each(Object.keys(STORES))('store queue at scale on %s', (kind) => {
     expect(texts((await backend.claim(queue, 'c1', 2))?.records)).toEqual(['z']);
     expect(await backend.claim(queue, 'c1', 2)).toBeUndefined();
     expect((await backend.stats(queue)).depth).toBe(2000);
+  });
+
+  it('ends an idle wait at once when the queue was woken during the claim that found nothing', async () => {
+    const { backend } = subject;
+    expect(await backend.claim(queue, 'c1', 10)).toBeUndefined();
+    // Records published while that claim ran (its snapshot did not see them): the wake-up came first.
+    backend.notify(queue);
+    const started = performance.now();
+    await backend.waitForRecords(queue, 30_000, new AbortController().signal);
+    expect(performance.now() - started).toBeLessThan(2_000);
   });
 
   it("recovers a dead consumer's claims, with an attempt counted", async () => {
@@ -329,5 +345,44 @@ describe.each(Object.keys(STORES))('store queue at scale on %s', (kind) => {
       );
       expect(Number(stats?.['n'])).toBeGreaterThan(0);
     });
+  });
+});
+
+describe('idle waits of a store queue on PostgreSQL, while it listens', () => {
+  let subject: Subject;
+  beforeAll(async () => {
+    subject = await STORES['postgres']!();
+  }, 60_000);
+  afterAll(async () => {
+    await subject?.dispose();
+  });
+
+  it('sleeps until the earliest back-off of the queue ends, not the whole poll', async () => {
+    const { backend, store } = subject;
+    const queue = `q-${randomUUID().slice(0, 8)}`;
+    // The LISTEN connection is up once a NOTIFY of our own ends a wait.
+    await vi.waitFor(
+      async () => {
+        expect(await backend.claim(queue, 'c1', 10)).toBeUndefined();
+        const abort = new AbortController();
+        const woken = backend.waitForRecords(queue, 60_000, abort.signal).then(() => !abort.signal.aborted);
+        await store.execute(sql`SELECT pg_notify(${batonChannel(store.schema, WAKEUP_CHANNEL)}, ${queue})`);
+        const timer = setTimeout(() => abort.abort(), 1_000);
+        const byNotify = await woken;
+        clearTimeout(timer);
+        if (!byNotify) throw new Error('no NOTIFY yet');
+      },
+      { timeout: 20_000, interval: 100 },
+    );
+    await store.execute(sql`
+      INSERT INTO baton_queue_records (queue, payload, attempts, run_after)
+      VALUES (${queue}, '\\x00'::bytea, 1, now() + interval '2 seconds')`);
+    expect(await backend.claim(queue, 'c1', 10)).toBeUndefined();
+    const started = performance.now();
+    await backend.waitForRecords(queue, 60_000, new AbortController().signal);
+    const waited = performance.now() - started;
+    expect(waited).toBeGreaterThan(400);
+    expect(waited).toBeLessThan(LISTENING_POLL_MS - 500);
+    expect(texts((await backend.claim(queue, 'c1', 10))?.records)).toHaveLength(1);
   });
 });
