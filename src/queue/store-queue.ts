@@ -155,9 +155,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
 
   async publish(queue: string, records: readonly Buffer[]): Promise<number> {
     if (records.length === 0) return 0;
-    const notify = this.shared
-      ? sql`, pg_notify(${batonChannel(this.#store.schema, WAKEUP_CHANNEL)}, ${queue})`
-      : sql``;
+    const notify = this.#notifyColumn(queue);
     await this.#store.execute(sql`
       WITH inserted AS (
         INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, unnest(${sql.param(records)}::bytea[])
@@ -464,16 +462,21 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     const chosen = options.ids
       ? sql`queue = ${queue} AND id = ANY(${sql.param([...options.ids])}::bigint[])`
       : sql`queue = ${queue}`;
-    const rows = await this.#store.execute(sql`
+    // The other nodes' consumers are woken as by a publish: idle, they wait for a NOTIFY up to seconds.
+    const notify = this.#notifyColumn(queue);
+    const [row] = await this.#store.execute(sql`
       WITH moved AS (
         DELETE FROM baton_queue_errors
         WHERE id IN (SELECT id FROM baton_queue_errors WHERE ${chosen} ORDER BY id LIMIT ${options.limit} FOR UPDATE SKIP LOCKED)
-        RETURNING id, queue, payload, enqueued_at)
-      INSERT INTO baton_queue_records (queue, payload, enqueued_at)
-      SELECT queue, payload, enqueued_at FROM moved ORDER BY id
-      RETURNING id`);
-    if (rows.length > 0) this.#wake(queue);
-    return rows.length;
+        RETURNING id, queue, payload, enqueued_at),
+      inserted AS (
+        INSERT INTO baton_queue_records (queue, payload, enqueued_at)
+        SELECT queue, payload, enqueued_at FROM moved ORDER BY id
+        RETURNING id)
+      SELECT count(*) AS n${notify} FROM inserted`);
+    const replayed = Number(row?.['n'] ?? 0);
+    if (replayed > 0) this.#wake(queue);
+    return replayed;
   }
 
   async dropErrors(queue: string, errorIds: readonly string[]): Promise<number> {
@@ -500,6 +503,13 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     outcome: { failures?: readonly InlineFailure[]; requeue?: boolean },
   ): Promise<ReadonlyMap<number, string>> {
     return settleInlineClaim(tx, claim, outcome);
+  }
+
+  /** A column that sends the NOTIFY waking other nodes' consumers of `queue` (none when none share the store). */
+  #notifyColumn(queue: string): SQL {
+    return this.shared
+      ? sql`, pg_notify(${batonChannel(this.#store.schema, WAKEUP_CHANNEL)}, ${queue})`
+      : sql``;
   }
 
   #wake(queue: string | symbol): void {
