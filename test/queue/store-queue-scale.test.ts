@@ -348,6 +348,23 @@ describe.each(Object.keys(STORES))('store queue at scale on %s', (kind) => {
   });
 });
 
+/** Resolves once `backend` listens: a NOTIFY of our own ends a wait for `queue`. */
+async function listening(backend: StoreQueueBackend, store: Store, queue: string): Promise<void> {
+  await vi.waitFor(
+    async () => {
+      expect(await backend.claim(queue, 'c1', 10)).toBeUndefined();
+      const abort = new AbortController();
+      const woken = backend.waitForRecords(queue, 60_000, abort.signal).then(() => !abort.signal.aborted);
+      await store.execute(sql`SELECT pg_notify(${batonChannel(store.schema, WAKEUP_CHANNEL)}, ${queue})`);
+      const timer = setTimeout(() => abort.abort(), 1_000);
+      const byNotify = await woken;
+      clearTimeout(timer);
+      if (!byNotify) throw new Error('no NOTIFY yet');
+    },
+    { timeout: 20_000, interval: 100 },
+  );
+}
+
 describe('idle waits of a store queue on PostgreSQL, while it listens', () => {
   let subject: Subject;
   beforeAll(async () => {
@@ -360,20 +377,7 @@ describe('idle waits of a store queue on PostgreSQL, while it listens', () => {
   it('sleeps until the earliest back-off of the queue ends, not the whole poll', async () => {
     const { backend, store } = subject;
     const queue = `q-${randomUUID().slice(0, 8)}`;
-    // The LISTEN connection is up once a NOTIFY of our own ends a wait.
-    await vi.waitFor(
-      async () => {
-        expect(await backend.claim(queue, 'c1', 10)).toBeUndefined();
-        const abort = new AbortController();
-        const woken = backend.waitForRecords(queue, 60_000, abort.signal).then(() => !abort.signal.aborted);
-        await store.execute(sql`SELECT pg_notify(${batonChannel(store.schema, WAKEUP_CHANNEL)}, ${queue})`);
-        const timer = setTimeout(() => abort.abort(), 1_000);
-        const byNotify = await woken;
-        clearTimeout(timer);
-        if (!byNotify) throw new Error('no NOTIFY yet');
-      },
-      { timeout: 20_000, interval: 100 },
-    );
+    await listening(backend, store, queue);
     await store.execute(sql`
       INSERT INTO baton_queue_records (queue, payload, attempts, run_after)
       VALUES (${queue}, '\\x00'::bytea, 1, now() + interval '2 seconds')`);
@@ -384,5 +388,28 @@ describe('idle waits of a store queue on PostgreSQL, while it listens', () => {
     expect(waited).toBeGreaterThan(400);
     expect(waited).toBeLessThan(LISTENING_POLL_MS - 500);
     expect(texts((await backend.claim(queue, 'c1', 10))?.records)).toHaveLength(1);
+  });
+
+  it("a replay from the error queue wakes another node's idle consumer by NOTIFY, not by its poll", async () => {
+    const { backend, store } = subject;
+    const queue = `q-${randomUUID().slice(0, 8)}`;
+    // Another node's consumer of the same queue: its own backend on the same database.
+    const other = new StoreQueueBackend(store, createLogger({ level: 'silent' }));
+    await other.start();
+    try {
+      await listening(other, store, queue);
+      await store.execute(sql`INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at)
+        VALUES (${queue}, '\\x00'::bytea, 3, 'failed', now())`);
+      expect(await other.claim(queue, 'c2', 10)).toBeUndefined();
+      const started = performance.now();
+      const woken = other.waitForRecords(queue, 60_000, new AbortController().signal);
+      expect(await backend.replayErrors(queue, { limit: 10 })).toBe(1);
+      await woken;
+      // The poll while listening is LISTENING_POLL_MS: a wake-up well before it came from the NOTIFY.
+      expect(performance.now() - started).toBeLessThan(LISTENING_POLL_MS - 1_500);
+      expect(texts((await other.claim(queue, 'c2', 10))?.records)).toHaveLength(1);
+    } finally {
+      await other.close();
+    }
   });
 });
