@@ -12,7 +12,14 @@ import { createNamespace, removeLeftoverNamespaces } from '../support/netns.js';
 import type { PrivatePostgres } from '../support/private-services.js';
 import { startPrivatePostgres } from '../support/private-services.js';
 import type { BatonNodeProcess } from '../support/process.js';
-import { cleanupAll, FIXTURES_DIR, freePort, startBatonNode, tempProject } from '../support/process.js';
+import {
+  cleanupAll,
+  FIXTURES_DIR,
+  freePort,
+  roleLines,
+  startBatonNode,
+  tempProject,
+} from '../support/process.js';
 
 const GROUP = { leaseMs: 3000, renewDeadlineMs: 1500, heartbeatMs: 250 };
 /**
@@ -55,21 +62,6 @@ afterEach(async () => {
 afterAll(async () => {
   await removeLeftoverNamespaces();
 });
-
-interface RoleLine {
-  time: number;
-  role: string;
-  term: number;
-  cause: string;
-}
-
-/** The role changes a node logged (pino JSON on stderr). */
-function roleLines(node: BatonNodeProcess): RoleLine[] {
-  return node.stderr
-    .split('\n')
-    .filter((line) => line.includes('"role"') && line.includes('"cause"') && line.includes('"msg":"role '))
-    .map((line) => JSON.parse(line) as RoleLine);
-}
 
 async function waitFor<T>(
   probe: () => T | undefined | Promise<T | undefined>,

@@ -6,8 +6,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import type { TestDatabase } from '../support/postgres.js';
 import { createTestDatabase } from '../support/postgres.js';
-import type { BatonNodeProcess } from '../support/process.js';
-import { cleanupAll, FIXTURES_DIR, freePort, startBatonNode, tempProject } from '../support/process.js';
+import {
+  cleanupAll,
+  FIXTURES_DIR,
+  freePort,
+  roleLines,
+  startBatonNode,
+  tempProject,
+} from '../support/process.js';
 import type { TcpProxy } from '../support/tcp-proxy.js';
 import { startTcpProxy } from '../support/tcp-proxy.js';
 
@@ -20,21 +26,6 @@ afterEach(async () => {
   database = undefined;
   proxy = undefined;
 });
-
-interface RoleLine {
-  time: number;
-  role: string;
-  term: number;
-  cause: string;
-}
-
-/** The role changes a node logged (pino JSON on stderr, `time` in ms on the host clock). */
-function roleLines(node: BatonNodeProcess): RoleLine[] {
-  return node.stderr
-    .split('\n')
-    .filter((line) => line.includes('"role"') && line.includes('"cause"'))
-    .map((line) => JSON.parse(line) as RoleLine);
-}
 
 async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

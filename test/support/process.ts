@@ -376,3 +376,19 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
     clearTimeout(timer);
   }
 }
+
+/** A role change a node logged: `time` in ms on the host clock. */
+export interface RoleLine {
+  time: number;
+  role: string;
+  term: number;
+  cause: string;
+}
+
+/** The role changes a node logged (pino JSON lines `role …` on stderr), oldest first. */
+export function roleLines(node: BatonNodeProcess): RoleLine[] {
+  return node.stderr
+    .split('\n')
+    .filter((line) => line.includes('"role"') && line.includes('"cause"') && line.includes('"msg":"role '))
+    .map((line) => JSON.parse(line) as RoleLine);
+}
