@@ -14,6 +14,7 @@ import {
   formatRate,
   freePort,
   integerOption,
+  monotonicMicros,
   nodeCount,
   now,
   ownCpuSeconds,
@@ -279,10 +280,6 @@ async function runBaton(
 }
 
 /** The monotonic clock that V8's CPU profiles use, in microseconds. */
-function monotonicMicros(): number {
-  return Number(process.hrtime.bigint() / 1000n);
-}
-
 /** One NDJSON request; resolves the number of records the node accepted. */
 async function sendBody(port: number, body: Buffer, agent: http.Agent, signal: AbortSignal): Promise<number> {
   const path = '/v1/queues/ping/records';

@@ -7,7 +7,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 
-import { LOOPBACK, now, pause, processCpuSeconds } from './support.js';
+import { LOOPBACK, monotonicMicros, now, pause, processCpuSeconds } from './support.js';
 
 export const REDIS_URL = `redis://${LOOPBACK}:6379`;
 const POSTGRES_ADMIN_URL = `postgres://postgres@${LOOPBACK}:5432/postgres`;
@@ -284,10 +284,6 @@ function watchConsumer(running: Promise<unknown> | void): ConsumerState {
 }
 
 /** The monotonic clock that V8's CPU profiles use, in microseconds. */
-function monotonicMicros(): number {
-  return Number(process.hrtime.bigint() / 1000n);
-}
-
 /** CPU seconds so far of the processes a variant runs on: its own, and the servers'. */
 export interface CpuSnapshot {
   readonly bench: number;

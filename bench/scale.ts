@@ -15,6 +15,7 @@ import {
   freePort,
   integerOption,
   machineAndLoad,
+  monotonicMicros,
   nodeSql,
   now,
   parseOptions,
@@ -30,7 +31,7 @@ import {
 } from './support.js';
 
 const NAME = 'scale';
-const OPTIONS = ['rows', 'small', 'stores', 'samples', 'idle-s', 'timeout-s'] as const;
+const OPTIONS = ['rows', 'small', 'stores', 'samples', 'idle-s', 'timeout-s', 'cpu-prof-dir'] as const;
 const HANDLER = join(ROOT, 'bench', 'scale-fixtures', 'noop-handler.ts');
 const QUEUE = 'work';
 /** The server the PostgreSQL store is made on; a fresh database is created and dropped. */
@@ -50,6 +51,8 @@ interface Settings {
   readonly samples: number;
   readonly idleS: number;
   readonly timeoutS: number;
+  /** Where the node writes a CPU profile (`--cpu-prof`), one per store; the drains' windows are printed. */
+  readonly cpuProfDir: string | undefined;
 }
 
 interface StoreReport {
@@ -65,6 +68,9 @@ interface StoreReport {
   listenersP99?: number;
   eventsRareP99?: number;
   errorsPageP99?: number;
+  /** The longest the node's thread was blocked (event-loop delay), during the large drain and after it. */
+  drainBlockMs?: number;
+  readsBlockMs?: number;
 }
 
 type Report = Partial<Record<StoreKind, StoreReport>>;
@@ -105,6 +111,8 @@ export async function main(args: readonly string[]): Promise<number> {
             listeners_p99_ms: round2(part.listenersP99),
             events_rare_ns_p99_ms: round2(part.eventsRareP99),
             errors_page_p99_ms: round2(part.errorsPageP99),
+            drain_block_max_ms: round2(part.drainBlockMs),
+            reads_block_max_ms: round2(part.readsBlockMs),
           })}\n`,
         );
       }
@@ -126,6 +134,7 @@ function readSettings(args: readonly string[]): Settings {
     samples: integerOption(options, 'samples', 100),
     idleS: integerOption(options, 'idle-s', 10),
     timeoutS: integerOption(options, 'timeout-s', 3_600),
+    cpuProfDir: options.get('cpu-prof-dir'),
   };
 }
 
@@ -154,6 +163,9 @@ async function measureStore(
     port: await freePort(),
     queues: [{ name: QUEUE, handler: HANDLER }],
     ...(extraToml ? { extraToml } : {}),
+    ...(settings.cpuProfDir !== undefined
+      ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${join(settings.cpuProfDir, store)}`] }
+      : {}),
   });
   const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
   const say = (text: string): void => void process.stdout.write(`  ${store}: ${text}\n`);
@@ -162,16 +174,23 @@ async function measureStore(
     const run = (text: string): Promise<Array<Record<string, unknown>>> =>
       nodeSql(child.port, text, deadline.signal);
 
-    report.drainSmall = await drain(child, agent, run, settings.small, deadline);
-    say(`drain of ${settings.small} records: ${round(report.drainSmall)}/s`);
+    const profiled = (window: readonly [number, number]): string =>
+      settings.cpuProfDir === undefined ? '' : ` (cpu profile window: --from ${window[0]} --to ${window[1]})`;
+    const small = await drain(child, agent, run, settings.small, deadline);
+    report.drainSmall = small.perS;
+    say(`drain of ${settings.small} records: ${round(report.drainSmall)}/s${profiled(small.windowUs)}`);
     report.idleCpuEmptyPct = await idleCpu(child, database, settings.idleS, deadline);
     say(`idle CPU with the queue empty: ${round2(report.idleCpuEmptyPct)} % of a core (node + database)`);
     [report.emptyPostP50] = await percentiles(50, () => postOne(child, agent, deadline));
     say(`POST of one record with the queue empty: p50 ${round2(report.emptyPostP50)} ms`);
 
     // The large backlog on a table that only the small one used, as a backlog that builds up meets it.
-    report.drainLarge = await drain(child, agent, run, settings.rows, deadline);
-    say(`drain of ${settings.rows} records: ${round(report.drainLarge)}/s`);
+    await longestBlockMs(child, agent, deadline);
+    const large = await drain(child, agent, run, settings.rows, deadline);
+    report.drainLarge = large.perS;
+    report.drainBlockMs = await longestBlockMs(child, agent, deadline);
+    say(`drain of ${settings.rows} records: ${round(report.drainLarge)}/s${profiled(large.windowUs)}`);
+    say(`longest block of the node's thread during that drain: ${round2(report.drainBlockMs)} ms`);
 
     await run(
       `INSERT INTO baton_queue_records (queue, payload, attempts, run_after, last_error)
@@ -186,7 +205,11 @@ async function measureStore(
       postOne(child, agent, deadline),
     );
     report.queuesP99 = await p99(settings.samples, () => get(child, agent, '/v1/queues', deadline));
-    report.metricsP99 = await p99(settings.samples, () => get(child, agent, '/metrics', deadline));
+    // Each scrape resets the monitor's maximum: the longest block is the maximum of what each one reports.
+    let readsBlockMs = await longestBlockMs(child, agent, deadline);
+    report.metricsP99 = await p99(settings.samples, async () => {
+      readsBlockMs = Math.max(readsBlockMs, await longestBlockMs(child, agent, deadline));
+    });
     say(
       `POST of one record p50 ${round2(report.inlinePostP50)} ms, p99 ${round2(report.inlinePostMs)} ms; GET /v1/queues p99 ${round2(report.queuesP99)} ms, /metrics p99 ${round2(report.metricsP99)} ms`,
     );
@@ -204,6 +227,10 @@ async function measureStore(
     );
     say(
       `p99: listeners ${round2(report.listenersP99)} ms, rare namespace ${round2(report.eventsRareP99)} ms, error page ${round2(report.errorsPageP99)} ms`,
+    );
+    report.readsBlockMs = Math.max(readsBlockMs, await longestBlockMs(child, agent, deadline));
+    say(
+      `longest block of the node's thread from the back-off load to here: ${round2(report.readsBlockMs)} ms`,
     );
   } finally {
     agent.destroy();
@@ -223,19 +250,23 @@ async function drain(
   run: (text: string) => Promise<unknown>,
   count: number,
   deadline: Deadline,
-): Promise<number> {
+): Promise<{ perS: number; windowUs: readonly [number, number] }> {
   await run(
     `INSERT INTO baton_queue_records (queue, payload) SELECT '${QUEUE}', '\\x7b7d'::bytea FROM generate_series(1, ${count})`,
   );
   let started: number | undefined;
+  let startedUs = 0;
   for (;;) {
     deadline.check();
     const { depth, inFlight } = await queueFigures(child, agent, deadline);
-    if (started === undefined && (depth < count || inFlight > 0)) started = now();
+    if (started === undefined && (depth < count || inFlight > 0)) {
+      started = now();
+      startedUs = monotonicMicros();
+    }
     if (depth + inFlight === 0) break;
     await pause(started === undefined ? 10 : 50, deadline.signal);
   }
-  return (count / (now() - (started ?? now()))) * 1000;
+  return { perS: (count / (now() - (started ?? now()))) * 1000, windowUs: [startedUs, monotonicMicros()] };
 }
 
 async function queueFigures(
@@ -288,6 +319,23 @@ async function cpuOf(pids: readonly number[]): Promise<Map<number, number>> {
     if (cpu !== undefined) seconds.set(pid, cpu);
   }
   return seconds;
+}
+
+/**
+ * The longest event-loop delay of the node since the previous call, in ms: `/metrics` reports the maximum
+ * of prom-client's event-loop monitor (10 ms resolution), which each scrape resets.
+ */
+async function longestBlockMs(child: NodeChild, agent: http.Agent, deadline: Deadline): Promise<number> {
+  const response = await request({
+    port: child.port,
+    method: 'GET',
+    path: '/metrics',
+    agent,
+    signal: deadline.signal,
+  });
+  const match = /^baton_nodejs_eventloop_lag_max_seconds(?:\{[^}]*\})? (\S+)$/m.exec(response.body);
+  if (!match) throw new Error('GET /metrics: no baton_nodejs_eventloop_lag_max_seconds');
+  return Number(match[1]) * 1000;
 }
 
 /** 1M events (one namespace, a rare one at the start), a listener that never read any, and error records. */
@@ -400,6 +448,7 @@ function printReport(settings: Settings, report: Report): void {
         `    idle CPU with ${settings.rows} in back-off: ${round2(part.idleCpuPct)} % of a core (goal < ${IDLE_CPU_GOAL_PCT}; with the queue empty ${round2(part.idleCpuEmptyPct)} %)`,
         `    POST of one record with them waiting: p50 ${round2(part.inlinePostP50)} ms, p99 ${round2(part.inlinePostMs)} ms (queue empty: p50 ${round2(part.emptyPostP50)} ms)`,
         `    p99 ms: queues ${round2(part.queuesP99)}, metrics ${round2(part.metricsP99)}, listeners ${round2(part.listenersP99)}, rare namespace ${round2(part.eventsRareP99)}, error page ${round2(part.errorsPageP99)} (goal <= ${READ_P99_GOAL_MS} on postgres)`,
+        `    longest block of the node's thread: ${round2(part.drainBlockMs)} ms in the large drain, ${round2(part.readsBlockMs)} ms from the back-off load to the last read (goal <= ${READ_P99_GOAL_MS} embedded)`,
         '',
       ].join('\n'),
     );
