@@ -27,6 +27,8 @@ import type {
   RecordFailure,
 } from './backend.js';
 import { Heartbeats } from '../util/heartbeats.js';
+import type { RecordDelays } from './delay.js';
+import { anyDelay, delayAt } from './delay.js';
 import type { Acked } from './batch-ledger.js';
 import { BatchLedger, batchPositions } from './batch-ledger.js';
 import { openBatch } from './redis-batch.js';
@@ -43,6 +45,7 @@ import {
   errorKeys,
   listErrors,
   processingKey,
+  PUBLISH_DELAYED,
   queueKeys,
   readPersistence,
   RECOVER,
@@ -194,9 +197,22 @@ export class RedisQueueBackend implements QueueBackend {
     }
   }
 
-  async publish(queue: string, records: readonly Buffer[]): Promise<number> {
+  async publish(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<number> {
     if (records.length === 0) return 0;
     const key = this.#key(queue);
+    if (anyDelay(delays)) {
+      // Scored by this node's clock, as claims compare them with the claiming node's (see docs/queues.md).
+      const now = Date.now();
+      const args: Array<string | Buffer> = [];
+      records.forEach((record, index) => {
+        const delay = delayAt(delays, index);
+        const at =
+          delay === undefined ? '' : 'delayMs' in delay ? now + delay.delayMs : delay.runAt.getTime();
+        args.push(String(at), record);
+      });
+      await this.#run(queue, PUBLISH_DELAYED, [key, `${key}:retry`, `${key}:retry:seq`], args);
+      return records.length;
+    }
     const transaction = this.#client.multi();
     for (let start = 0; start < records.length; start += PUBLISH_CHUNK) {
       transaction.lpush(key, ...records.slice(start, start + PUBLISH_CHUNK));
@@ -493,9 +509,11 @@ export class RedisQueueBackend implements QueueBackend {
 
   async stats(queue: string): Promise<QueueStats> {
     const key = this.#key(queue);
-    const [waiting, retrying, errors, batches] = await Promise.all([
+    const [waiting, retrying, delayed, errors, batches] = await Promise.all([
       this.#client.llen(key),
       this.#client.zcard(`${key}:retry`),
+      // Not due yet by this node's clock: O(log n) in the ZSET, whatever its size.
+      this.#client.zcount(`${key}:retry`, `(${Date.now()}`, '+inf'),
       this.#client.llen(errorQueueName(queue)),
       this.#client.hgetall(`${key}:batches`),
     ]).catch(async (error: unknown) => {
@@ -509,7 +527,7 @@ export class RedisQueueBackend implements QueueBackend {
     const sizes = new Map(claims.map(([id], index) => [id, held[index] ?? 0]));
     const acked = await this.#ledger.committedCount(sizes);
     const inFlight = Math.max(0, held.reduce((sum, length) => sum + length, 0) - acked);
-    return { depth: waiting + retrying, inFlight, errors };
+    return { depth: waiting + retrying, delayed, inFlight, errors };
   }
 
   listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]> {

@@ -27,6 +27,8 @@ import type {
   RecordFailure,
 } from './backend.js';
 import { RECOVERED_REASON } from './backend.js';
+import type { RecordDelays } from './delay.js';
+import { anyDelay, delayAt } from './delay.js';
 import { INLINE_CLAIM, insertInlineClaim, settleInlineClaim, unpackInlineClaims } from './inline-claims.js';
 import { readQueueCounts } from './queue-counts.js';
 import type { ClaimLedger } from './queue-tables.js';
@@ -71,6 +73,11 @@ const HEARTBEAT_MS = 1_000;
 export const LISTENING_POLL_MS = 5_000;
 /** The shortest idle wait before the next claim while listening (a due record another consumer claims). */
 const DUE_WAIT_MIN_MS = 500;
+/**
+ * A store queue counts its delayed records up to this many (a walk of the index baton_queue_records_due
+ * past the due ones): beyond, it says so (`delayedCapped`), so that reading the figure stays bounded.
+ */
+export const DELAYED_COUNT_CAP = 10_000;
 /** A claim of ours older than this that no batch in memory holds was lost in transit: it is given back. */
 const UNKNOWN_CLAIM_GRACE_MS = 5_000;
 
@@ -153,12 +160,16 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     );
   }
 
-  async publish(queue: string, records: readonly Buffer[]): Promise<number> {
+  async publish(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<number> {
     if (records.length === 0) return 0;
     const notify = this.#notifyColumn(queue);
     await this.#store.execute(sql`
-      WITH inserted AS (
-        INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, unnest(${sql.param(records)}::bytea[])
+      WITH inserted AS (${
+        anyDelay(delays)
+          ? insertDelayed(queue, records, delays)
+          : sql`
+        INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, unnest(${sql.param(records)}::bytea[])`
+      }
         RETURNING 1)
       SELECT count(*) AS n${notify} FROM inserted`);
     this.#wake(queue);
@@ -425,9 +436,24 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     }
   }
 
-  /** Read from the queue counts (queue-counts.ts): a few rows, whatever the number of records. */
-  stats(queue: string): Promise<QueueStats> {
-    return readQueueCounts(this.#store, queue);
+  /**
+   * Read from the queue counts (queue-counts.ts): a few rows, whatever the number of records. The delayed
+   * records change with time alone, so no counter can keep them: they are counted by a walk of the index
+   * baton_queue_records_due from the first record not yet due, stopped at DELAYED_COUNT_CAP.
+   */
+  async stats(queue: string): Promise<QueueStats> {
+    const [counts, [row]] = await Promise.all([
+      readQueueCounts(this.#store, queue),
+      this.#store.execute(sql`
+        SELECT count(*)::int AS n FROM (
+          SELECT 1 FROM baton_queue_records
+          WHERE queue = ${queue} AND claimed_by IS NULL AND run_after > now()
+          ORDER BY run_after, id LIMIT ${DELAYED_COUNT_CAP + 1}) AS ahead`),
+    ]);
+    const ahead = Number(row?.['n'] ?? 0);
+    return ahead > DELAYED_COUNT_CAP
+      ? { ...counts, delayed: DELAYED_COUNT_CAP, delayedCapped: true }
+      : { ...counts, delayed: ahead };
   }
 
   async listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]> {
@@ -533,4 +559,27 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     this.#listening = false;
     this.#wakeups.removeAllListeners();
   }
+}
+
+/**
+ * The INSERT of a publish whose records carry delays: run_after is the database's now() plus the delay, or
+ * the time given (never before now(): a time past runs at once, behind records already due).
+ */
+function insertDelayed(queue: string, records: readonly Buffer[], delays: RecordDelays | undefined): SQL {
+  const afterMs: Array<number | null> = [];
+  const times: Array<string | null> = [];
+  records.forEach((_, index) => {
+    const delay = delayAt(delays, index);
+    afterMs.push(delay && 'delayMs' in delay ? delay.delayMs : null);
+    times.push(delay && 'runAt' in delay ? delay.runAt.toISOString() : null);
+  });
+  return sql`
+    INSERT INTO baton_queue_records (queue, payload, run_after)
+    SELECT ${queue}, p, CASE
+        WHEN d IS NOT NULL THEN now() + d * interval '1 millisecond'
+        WHEN t IS NOT NULL THEN greatest(now(), t)
+        ELSE now() END
+    FROM unnest(${sql.param(records)}::bytea[], ${sql.param(afterMs)}::float8[], ${sql.param(times)}::timestamptz[])
+         WITH ORDINALITY AS u(p, d, t, n)
+    ORDER BY n`;
 }

@@ -80,7 +80,7 @@ describe('the dashboard in Chromium', () => {
     // One word is refused for now: it fails twice and lands in the error queue.
     await node.admin.sql(`INSERT INTO gate_refused (word) VALUES ('later')`);
     await publish(['alpha', 'beta', 'gamma', 'later', 'delta']);
-    const processedCell = '[data-testid=queues] tr[data-queue=gate] td:nth-child(5)';
+    const processedCell = '[data-testid=queues] tr[data-queue=gate] td:nth-child(6)';
     await expect.poll(() => page.textContent(processedCell), { timeout: 15_000 }).toBe('4');
     const errorRow = page.locator('[data-testid=errors] tbody tr[data-id]');
     await expect.poll(() => errorRow.count(), { timeout: 15_000 }).toBe(1);
