@@ -109,6 +109,18 @@ export function claimStatement(
     RETURNING id::text AS id, payload, attempts, enqueued_at${orphaned}`;
 }
 
+/**
+ * How many records of `queue` are not due yet, up to DELAYED_COUNT_CAP + 1: a walk of the index
+ * baton_queue_records_due from the first entry past now(), stopped there.
+ */
+export function countDelayedStatement(queue: string): SQL {
+  return sql`
+    SELECT count(*)::int AS n FROM (
+      SELECT 1 FROM baton_queue_records
+      WHERE queue = ${queue} AND claimed_by IS NULL AND run_after > now()
+      ORDER BY run_after, id LIMIT ${DELAYED_COUNT_CAP + 1}) AS ahead`;
+}
+
 export class StoreQueueBackend implements QueueBackend, InlineIngest {
   readonly kind = 'store';
   readonly shared: boolean;
@@ -444,11 +456,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   async stats(queue: string): Promise<QueueStats> {
     const [counts, [row]] = await Promise.all([
       readQueueCounts(this.#store, queue),
-      this.#store.execute(sql`
-        SELECT count(*)::int AS n FROM (
-          SELECT 1 FROM baton_queue_records
-          WHERE queue = ${queue} AND claimed_by IS NULL AND run_after > now()
-          ORDER BY run_after, id LIMIT ${DELAYED_COUNT_CAP + 1}) AS ahead`),
+      this.#store.execute(countDelayedStatement(queue)),
     ]);
     const ahead = Number(row?.['n'] ?? 0);
     return ahead > DELAYED_COUNT_CAP
