@@ -15,7 +15,7 @@ export const MAX_DELAY_MS = 365 * 24 * 60 * 60 * 1000;
 
 /** When published records may first run, as a caller gives it: at most one of the two. */
 export interface PublishOptions {
-  /** Milliseconds from now (the clock of the queue's backend decides: see docs/queues.md). */
+  /** Milliseconds from now (the clock of the queue's backend decides: see docs/delayed-records.md). */
   readonly delayMs?: number | undefined;
   /** Not before this time. */
   readonly runAt?: Date | undefined;

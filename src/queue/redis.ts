@@ -201,7 +201,7 @@ export class RedisQueueBackend implements QueueBackend {
     if (records.length === 0) return 0;
     const key = this.#key(queue);
     if (anyDelay(delays)) {
-      // Scored by this node's clock, as claims compare them with the claiming node's (see docs/queues.md).
+      // Scored by this node's clock, as claims compare them with the claiming node's (see docs/delayed-records.md).
       const now = Date.now();
       const args: Array<string | Buffer> = [];
       records.forEach((record, index) => {
