@@ -71,6 +71,8 @@ const PUBLISH_CHUNK = 1_000;
 /** Blocking connections kept for the next wait; more waiting at once get connections of their own. */
 const MAX_IDLE_BLOCKING = 8;
 const BLOCKING_GRACE_MS = 2_000;
+/** The idle wait when the earliest member of the retry set is due already (it became due since the claim). */
+const DUE_WAIT_MS = 50;
 /** Ledger rows past their retention are swept at most this often per queue. */
 const LEDGER_SWEEP_MS = 60_000;
 /** How long a batch of ours that we do not hold waits before it is recovered (a claim may be in flight). */
@@ -464,19 +466,25 @@ export class RedisQueueBackend implements QueueBackend {
     return Date.now() - since >= UNKNOWN_BATCH_GRACE_MS;
   }
 
+  /**
+   * Waits until the list has a record, the earliest member of the retry set is due (a delayed record, or one
+   * waiting out a back-off; by this node's clock), or `timeoutMs`, whichever comes first.
+   */
   async waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
     if (signal.aborted || timeoutMs <= 0 || this.#closed) return;
+    const waitMs = await this.#untilDue(queue, timeoutMs);
+    if (signal.aborted || this.#closed) return;
     const connection = await this.#blockingConnection();
     const abort = (): void => connection.disconnect();
     signal.addEventListener('abort', abort, { once: true });
     // A connection that died without a word (half-open TCP) would block past the server's timeout.
-    const deadline = setTimeout(abort, timeoutMs + BLOCKING_GRACE_MS);
+    const deadline = setTimeout(abort, waitMs + BLOCKING_GRACE_MS);
     let reusable = false;
     try {
       if (signal.aborted) return;
       const key = this.#key(queue);
       // Pops from and pushes to the same end: returns once the list has a record, and leaves it there.
-      await connection.blmoveBuffer(key, key, 'RIGHT', 'RIGHT', (timeoutMs / 1000).toFixed(3));
+      await connection.blmoveBuffer(key, key, 'RIGHT', 'RIGHT', (waitMs / 1000).toFixed(3));
       reusable = true;
     } catch (error) {
       if (!signal.aborted && !this.#closed)
@@ -488,6 +496,23 @@ export class RedisQueueBackend implements QueueBackend {
       const keep = reusable && !signal.aborted && !this.#closed && connection.status === 'ready';
       if (keep && this.#idle.length < MAX_IDLE_BLOCKING) this.#idle.push(connection);
       else connection.disconnect();
+    }
+  }
+
+  /**
+   * Milliseconds until the earliest member of the queue's retry set is due, at most `maxMs` (O(1): the head
+   * of the sorted set). One due already (it became due since the claim looked) gives DUE_WAIT_MS; at least
+   * 1 ms, since a blocking wait of 0 would never end.
+   */
+  async #untilDue(queue: string, maxMs: number): Promise<number> {
+    try {
+      const [, score] = await this.#client.zrange(`${this.#key(queue)}:retry`, 0, 0, 'WITHSCORES');
+      if (score === undefined) return maxMs;
+      const ms = Math.ceil(Number(score) - Date.now());
+      return Math.max(1, Math.min(maxMs, ms > 0 ? ms : DUE_WAIT_MS));
+    } catch {
+      // The claim that follows reports what is wrong with Redis or the key.
+      return maxMs;
     }
   }
 

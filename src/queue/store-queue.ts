@@ -71,8 +71,11 @@ const HEARTBEAT_MS = 1_000;
  * are published, and it sleeps no later than the earliest back-off ends; this poll is the safety net.
  */
 export const LISTENING_POLL_MS = 5_000;
-/** The shortest idle wait before the next claim while listening (a due record another consumer claims). */
-const DUE_WAIT_MIN_MS = 500;
+/**
+ * The idle wait when the earliest record is due already: it became due since the claim looked, or another
+ * consumer's claim holds its row locked for a moment (a record not due yet is waited for to the millisecond).
+ */
+const DUE_WAIT_MS = 50;
 /**
  * A store queue counts its delayed records up to this many (a walk of the index baton_queue_records_due
  * past the due ones): beyond, it says so (`delayedCapped`), so that reading the figure stays bounded.
@@ -404,16 +407,17 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   }
 
   /**
-   * Waits for a wake-up of `queue`, or `timeoutMs`; while the LISTEN connection is up, up to
-   * LISTENING_POLL_MS or until the earliest back-off of the queue ends, whichever comes first. Resolves at
-   * once when the queue was woken since its last claim started (that claim may not have seen the records).
+   * Waits for a wake-up of `queue`, until its earliest record is due (a delayed record, or one waiting out a
+   * back-off), or `timeoutMs` (while the LISTEN connection is up, LISTENING_POLL_MS), whichever comes first.
+   * Resolves at once when the queue was woken since its last claim started (that claim may not have seen
+   * the records).
    */
   async waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
     const since = this.#claimedAt.get(queue) ?? 0;
     const woken = (): boolean =>
       (this.#wokenAt.get(queue) ?? -1) >= since || (this.#wokenAt.get(ALL_QUEUES) ?? -1) >= since;
     if (signal.aborted || woken()) return;
-    const waitMs = this.#listening ? await this.#untilDue(queue, LISTENING_POLL_MS) : timeoutMs;
+    const waitMs = await this.#untilDue(queue, this.#listening ? LISTENING_POLL_MS : timeoutMs);
     if (signal.aborted || woken()) return;
     await new Promise<void>((resolve) => {
       const done = (): void => {
@@ -432,8 +436,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
 
   /**
    * Milliseconds until the earliest unclaimed record of `queue` is due (the head of the index
-   * baton_queue_records_due, the database's clock), at most `maxMs`; a record already due (another consumer
-   * may be claiming it) gives a short wait.
+   * baton_queue_records_due, the database's clock), at most `maxMs`; a record already due gives DUE_WAIT_MS.
    */
   async #untilDue(queue: string, maxMs: number): Promise<number> {
     try {
@@ -441,10 +444,11 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
         SELECT ceil(extract(epoch FROM run_after - now()) * 1000)::float8 AS ms FROM baton_queue_records
         WHERE queue = ${queue} AND claimed_by IS NULL ORDER BY run_after, id LIMIT 1`);
       if (!row) return maxMs;
-      return Math.min(maxMs, Math.max(DUE_WAIT_MIN_MS, Number(row['ms'])));
+      const ms = Number(row['ms']);
+      return Math.min(maxMs, ms > 0 ? ms : DUE_WAIT_MS);
     } catch {
       // The claim that follows reports what is wrong with the store.
-      return DUE_WAIT_MIN_MS;
+      return Math.min(maxMs, DUE_WAIT_MS * 10);
     }
   }
 

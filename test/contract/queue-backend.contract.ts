@@ -309,6 +309,21 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
       expect([failed?.payload, failed?.attempts, failed?.error]).toEqual([bytes('fails'), 1, 'boom']);
     });
 
+    it('an idle wait ends when the earliest delayed record is due, not at its timeout', async () => {
+      const { backend } = subject;
+      await backend.publish(queue, [bytes('soon')], { delayMs: 1_000 });
+      expect(await backend.claim(queue, 'c1', 10)).toBeUndefined();
+      const started = Date.now();
+      let claimed: ClaimedBatch | undefined;
+      while (!claimed) {
+        await backend.waitForRecords(queue, 30_000, new AbortController().signal);
+        claimed = await backend.claim(queue, 'c1', 10);
+      }
+      expect(claimed.records.map((r) => r.payload)).toEqual([bytes('soon')]);
+      // Far from the 30 s asked: the wait knew when the record would be due.
+      expect(Date.now() - started).toBeLessThan(15_000);
+    });
+
     it('wakes a waiting consumer when records arrive', async () => {
       const { backend } = subject;
       const started = Date.now();
