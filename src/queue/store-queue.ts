@@ -447,8 +447,8 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
       const ms = Number(row['ms']);
       return Math.min(maxMs, ms > 0 ? ms : DUE_WAIT_MS);
     } catch {
-      // The claim that follows reports what is wrong with the store.
-      return Math.min(maxMs, DUE_WAIT_MS * 10);
+      // The claim that follows reports what is wrong with the store; until then, the embedded store's poll.
+      return Math.min(maxMs, 500);
     }
   }
 
