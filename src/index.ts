@@ -37,6 +37,8 @@ export type { NotifyProcessorOptions, NotifyProcessFn } from './components/notif
 export type { ComponentStatus, ComponentState } from './components/supervisor.js';
 export type { RouteRegistrar } from './http/server.js';
 export type { IngestResult } from './queue/ingest.js';
+export type { PublishOptions } from './queue/delay.js';
+export { MAX_DELAY_MS } from './queue/delay.js';
 export type { TaskContext, TaskFunction } from './tasks/process.js';
 export type { TaskRun, TaskRunState, TaskRunQuery, StopRequest } from './tasks/runs.js';
 export { EventClient, NotificationClient } from './events/client.js';

@@ -2,6 +2,7 @@
 // roles. One implementation works on an opened store (StoreAdmin: in a running node, or in a CLI command
 // that opened the store itself); HttpAdmin does the same through a node's HTTP API. It does not run
 // handlers' batches, elect or fence: the node and the cluster do.
+import type { PublishOptions } from '../queue/delay.js';
 import type { GroupStatus } from '../cluster/types.js';
 import type { EventTransport } from '../events/transport.js';
 import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
@@ -23,8 +24,11 @@ export interface FailoverResult {
 }
 
 export interface Admin {
-  /** Accepts records into a queue; returns how many were stored. */
-  publish(queue: string, records: readonly Buffer[]): Promise<number>;
+  /**
+   * Accepts records into a queue; returns how many were stored. With `delayMs` or `runAt`, none of them
+   * runs before that time (BadRequestError for both, a negative delay, or one past 365 days).
+   */
+  publish(queue: string, records: readonly Buffer[], options?: PublishOptions): Promise<number>;
   /** Per queue: the backend's figures, with the running nodes' counters when they answer. */
   queues(): Promise<QueueInfo[]>;
   listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]>;

@@ -14,6 +14,8 @@ import { loadQueueHandler } from '../handler/load.js';
 import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
 import { makeMigration } from '../handler/schema.js';
 import type { ErrorPage, ErrorRecord, QueueInfo } from '../queue/backend.js';
+import type { PublishOptions } from '../queue/delay.js';
+import { checkDelay, DELAY_HEADER, RUN_AT_HEADER } from '../queue/delay.js';
 import type { CountersByQueue } from '../queue/processor.js';
 import { countersReply, errorsReply, queuesReply } from '../queue/wire.js';
 import type { QueryResult } from '../store/store.js';
@@ -66,13 +68,22 @@ export class HttpAdmin implements Admin {
     return this.#client.base;
   }
 
-  async publish(queue: string, records: readonly Buffer[]): Promise<number> {
+  async publish(queue: string, records: readonly Buffer[], options?: PublishOptions): Promise<number> {
+    // Checked here too, so that a bad delay fails the same way in-process and remote, before any request.
+    const delay = checkDelay(options);
+    const headers: Record<string, string> =
+      delay === undefined
+        ? {}
+        : 'delayMs' in delay
+          ? { [DELAY_HEADER]: String(delay.delayMs) }
+          : { [RUN_AT_HEADER]: delay.runAt.toISOString() };
     const single = records.length === 1 ? records[0] : undefined;
     const body: RequestOptions = single
-      ? { body: single, contentType: 'application/octet-stream' }
+      ? { body: single, contentType: 'application/octet-stream', headers }
       : {
           body: Buffer.concat(records.flatMap((record) => [record, Buffer.from('\n')])),
           contentType: 'application/x-ndjson',
+          headers,
         };
     return (await this.#client.call(acceptedReply, 'POST', `${queuePath(queue)}/records`, body)).accepted;
   }

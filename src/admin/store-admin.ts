@@ -14,6 +14,8 @@ import { createMissingTables } from '../handler/tables.js';
 import type { Logger } from '../log.js';
 import type { ErrorPage, ErrorRecord, QueueInfo } from '../queue/backend.js';
 import type { Backends } from '../queue/backends.js';
+import type { PublishOptions, RecordDelays } from '../queue/delay.js';
+import { checkDelay } from '../queue/delay.js';
 import type { IngestResult } from '../queue/ingest.js';
 import type { CountersByQueue } from '../queue/processor.js';
 import type { MigrationProgress } from '../store/migrate.js';
@@ -32,8 +34,8 @@ export interface GroupAccess {
 
 /** What a running node adds to the admin operations. */
 export interface AdminNode {
-  /** The node's ingest path (inline on the embedded store when it can). */
-  ingest(queue: string, records: readonly Buffer[]): Promise<IngestResult>;
+  /** The node's ingest path (inline on the embedded store when it can; delayed records are published). */
+  ingest(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<IngestResult>;
   /** The handlers as the node loaded them. */
   readonly handlers: readonly Handler[];
   /** The node's event log, when `[events] enabled`. */
@@ -75,9 +77,10 @@ export class StoreAdmin implements Admin {
     this.#release = options.release;
   }
 
-  async publish(queue: string, records: readonly Buffer[]): Promise<number> {
-    if (this.#node) return (await this.#node.ingest(queue, records)).accepted;
-    return this.#backends.backendFor(queue).publish(queue, records);
+  async publish(queue: string, records: readonly Buffer[], options?: PublishOptions): Promise<number> {
+    const delay = checkDelay(options);
+    if (this.#node) return (await this.#node.ingest(queue, records, delay)).accepted;
+    return this.#backends.backendFor(queue).publish(queue, records, delay);
   }
 
   async queues(): Promise<QueueInfo[]> {

@@ -21,11 +21,12 @@ export function formatTable(columns: readonly string[], rows: ReadonlyArray<read
 export function queuesTable(queues: readonly QueueInfo[]): string {
   const dash = (value: number | undefined): string => (value === undefined ? '-' : String(value));
   return formatTable(
-    ['queue', 'backend', 'depth', 'in flight', 'processed', 'failed', 'errors'],
+    ['queue', 'backend', 'depth', 'delayed', 'in flight', 'processed', 'failed', 'errors'],
     queues.map((q) => [
       q.name,
       q.backend,
       String(q.depth),
+      q.delayedCapped === true ? `${q.delayed}+` : String(q.delayed),
       String(q.inFlight),
       dash(q.processed),
       dash(q.failed),

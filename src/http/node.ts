@@ -5,6 +5,7 @@ import type { Role } from '../cluster/types.js';
 import type { ComponentStatus } from '../components/supervisor.js';
 import type { EventsConfig } from '../config/types.js';
 import type { EventLog } from '../events/log.js';
+import type { RecordDelays } from '../queue/delay.js';
 import type { IngestResult } from '../queue/ingest.js';
 import type { CountersByQueue } from '../queue/processor.js';
 
@@ -21,7 +22,8 @@ export interface HttpNode {
   readonly state: string;
   readonly queueNames: readonly string[];
   readonly admin: Admin;
-  ingest(queue: string, records: readonly Buffer[]): Promise<IngestResult>;
+  /** Accepts records into a queue; records with a delay (checked by checkDelay) wait for their time. */
+  ingest(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<IngestResult>;
   /** Records processed and failed per queue by this node since it started. */
   queueCounters(): CountersByQueue;
   /** Whether the node is ready (GET /readyz), and why not when it is not. */

@@ -8,6 +8,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Role } from '../cluster/types.js';
 import type { EventLog } from '../events/log.js';
 import type { QueueInfo } from '../queue/backend.js';
+import { DELAYED_COUNT_CAP } from '../queue/store-queue.js';
 import type { BatchOutcome } from '../queue/runner.js';
 
 /** How long one reading of the queues serves the metrics of a scrape. */
@@ -57,6 +58,13 @@ export class NodeMetrics {
     });
     gauge(registry, 'baton_queue_depth', 'Records waiting in the queue (not claimed).', ['queue'], async () =>
       (await queues()).map((queue) => [{ queue: queue.name }, queue.depth]),
+    );
+    gauge(
+      registry,
+      'baton_queue_delayed',
+      `Of the records waiting, those not due yet: delayed, or waiting out a retry back-off (a store queue counts up to ${DELAYED_COUNT_CAP}).`,
+      ['queue'],
+      async () => (await queues()).map((queue) => [{ queue: queue.name }, queue.delayed]),
     );
     gauge(
       registry,

@@ -24,6 +24,8 @@ import type { Logger } from '../log.js';
 import { NodeMetrics } from '../metrics/metrics.js';
 import type { Backends } from '../queue/backends.js';
 import { openBackends } from '../queue/backends.js';
+import type { PublishOptions, RecordDelays } from '../queue/delay.js';
+import { checkDelay } from '../queue/delay.js';
 import type { IngestResult } from '../queue/ingest.js';
 import { ingestRecords } from '../queue/ingest.js';
 import type { CountersByQueue, RecordProcessor } from '../queue/processor.js';
@@ -192,7 +194,7 @@ export class BatonNode implements HttpNode {
   }
 
   /** Accepts records into a queue: processed inline when the queue's backend offers it, else queued. */
-  async ingest(queue: string, records: readonly Buffer[]): Promise<IngestResult> {
+  async ingest(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<IngestResult> {
     const processor = this.#processors.get(queue);
     if (!processor) throw new UnknownQueueError(queue, this.queueNames);
     // Refused with the reason and Retry-After, rather than with the database's refusal of the write.
@@ -203,6 +205,7 @@ export class BatonNode implements HttpNode {
       consumer: this.consumer,
       log: this.log,
       onCommitted: (seconds) => this.metrics.observeBatch(queue, seconds, 'committed'),
+      delays,
     });
   }
 
@@ -215,8 +218,12 @@ export class BatonNode implements HttpNode {
     return countersOf(this.#processors);
   }
 
-  async publish(queue: string, records: readonly Buffer[]): Promise<number> {
-    return (await this.ingest(queue, records)).accepted;
+  /**
+   * Accepts records into a queue; returns how many. With `{ delayMs }` or `{ runAt }`, none of them runs
+   * before that time (BadRequestError for both, a negative delay, or one more than 365 days ahead).
+   */
+  async publish(queue: string, records: readonly Buffer[], options?: PublishOptions): Promise<number> {
+    return (await this.ingest(queue, records, checkDelay(options))).accepted;
   }
 
   /** Resolves true when the node runs, its backends answer and the store holds Baton's schema. */
@@ -359,7 +366,7 @@ export class BatonNode implements HttpNode {
         log,
         group: nodeGroupAccess(group, () => this.queueCounters(), config.http.adminToken),
         node: {
-          ingest: (queue, records) => this.ingest(queue, records),
+          ingest: (queue, records, delays) => this.ingest(queue, records, delays),
           handlers,
           events,
           stopRequested: () => this.#ruleEngine?.wake(),

@@ -2,6 +2,7 @@
 // sink transaction, attempts and an error queue per queue (`errors-<queue>`). It does not run handlers,
 // choose batch sizes or decide back-off: the queue runner does. Adapters own their connections.
 import type { Tx } from '../store/store.js';
+import type { RecordDelays } from './delay.js';
 
 export interface ClaimedRecord {
   /** Adapter-assigned id, unique within the queue. */
@@ -34,8 +35,15 @@ export interface RecordFailure {
 }
 
 export interface QueueStats {
-  /** Records waiting (including those waiting out a retry back-off). */
+  /** Records waiting (including delayed ones and those waiting out a retry back-off). */
   readonly depth: number;
+  /**
+   * Of `depth`, records not due yet: published with a delay or a time still ahead, or waiting out a retry
+   * back-off. A store queue counts them up to DELAYED_COUNT_CAP (then `delayedCapped`).
+   */
+  readonly delayed: number;
+  /** True when there are more delayed records than `delayed` says (it stopped counting at its cap). */
+  readonly delayedCapped?: boolean;
   /** Records claimed by a consumer and not yet acknowledged. */
   readonly inFlight: number;
   /** Records in the error queue. */
@@ -73,8 +81,11 @@ export interface QueueBackend {
    * a Redis key of the wrong type); empty when nothing does. Absent: nothing of the kind can happen.
    */
   problems?(): Promise<string[]>;
-  /** Appends records to the queue; resolves once they are durable. Returns how many were stored. */
-  publish(queue: string, records: readonly Buffer[]): Promise<number>;
+  /**
+   * Appends records to the queue; resolves once they are durable, all of them or none. Returns how many
+   * were stored. A record with a delay (`delays`, checked by checkDelay) is not claimed before its time.
+   */
+  publish(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<number>;
   /** Claims up to `max` ready records for `consumer`, oldest first; undefined when none is ready. */
   claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined>;
   /**

@@ -4,7 +4,8 @@
 // and reaches the error queue after max_attempts, as on the queue path; then the handler runs and settles
 // the claim in one transaction: one write per record, plus two per request. A queue with a backlog takes
 // the queue path, so records do not overtake older ones. Failures of a small request are isolated within
-// it; a request with more failures goes back to the queue, whose runner isolates them in batches.
+// it; a request with more failures goes back to the queue, whose runner isolates them in batches. Delayed
+// records are never processed inline: they are published, and wait in the queue for their time.
 import { BatchFailedError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type {
@@ -15,6 +16,8 @@ import type {
   QueueBackend,
   RecordFailure,
 } from './backend.js';
+import type { RecordDelays } from './delay.js';
+import { anyDelay } from './delay.js';
 import type { RecordProcessor } from './processor.js';
 import { logFailures } from './processor.js';
 
@@ -35,6 +38,8 @@ export interface IngestOptions {
   readonly consumer: string;
   readonly log: Logger;
   readonly onCommitted?: (seconds: number) => void;
+  /** Records not to run before a time (checked by checkDelay): they are published, never run inline. */
+  readonly delays?: RecordDelays | undefined;
 }
 
 /**
@@ -48,6 +53,10 @@ export async function ingestRecords(
   options: IngestOptions,
 ): Promise<IngestResult> {
   if (records.length === 0) return { accepted: 0, processed: 0 };
+  if (anyDelay(options.delays)) {
+    await backend.publish(processor.queue.name, records, options.delays);
+    return { accepted: records.length, processed: 0 };
+  }
   if (backend.inline && processor.queue.inline && options.inline) {
     const started = performance.now();
     const claim = await backend.inline.claimInline(processor.queue.name, options.consumer, records);

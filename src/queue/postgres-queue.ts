@@ -19,6 +19,7 @@ import type {
 } from './backend.js';
 import type { Acked } from './batch-ledger.js';
 import { BatchLedger, batchPositions, isAcked } from './batch-ledger.js';
+import type { RecordDelays } from './delay.js';
 import { StoreQueueBackend } from './store-queue.js';
 
 export interface PostgresQueueOptions {
@@ -100,8 +101,8 @@ export class PostgresQueueBackend implements QueueBackend {
     return this.#opened !== undefined && !this.#closed && (await this.#opened.store.ping());
   }
 
-  publish(queue: string, records: readonly Buffer[]): Promise<number> {
-    return this.#queues().publish(queue, records);
+  publish(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<number> {
+    return this.#queues().publish(queue, records, delays);
   }
 
   registerConsumer(consumer: string, node: string): Promise<void> {

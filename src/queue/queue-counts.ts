@@ -8,11 +8,14 @@ import type { Store } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import type { QueueStats } from './backend.js';
 
+/** The figures that the counts keep: all of QueueStats but the delayed records, which change with time. */
+export type QueueCounts = Pick<QueueStats, 'depth' | 'inFlight' | 'errors'>;
+
 /** A read that finds more rows than this for a queue folds them (each is one statement's change). */
 const COMPACT_AT_ROWS = 64;
 
 /** The queue's figures, exact: the sums of its rows. Folds them when they have grown many. */
-export async function readQueueCounts(store: Store, queue: string): Promise<QueueStats> {
+export async function readQueueCounts(store: Store, queue: string): Promise<QueueCounts> {
   const [row] = await store.execute(sql`
     SELECT coalesce(sum(depth), 0)::text AS depth, coalesce(sum(in_flight), 0)::text AS in_flight,
            coalesce(sum(errors), 0)::text AS errors, count(*)::int AS parts

@@ -196,6 +196,24 @@ redis.call('HSET', KEYS[3], ARGV[4], ARGV[3])
 return {gone, batch}
 `);
 
+/**
+ * KEYS: main list, retry ZSET, retry seq. ARGV: pairs of (run at in ms, or '' for at once; payload), in
+ * publish order. A publish whose records carry delays, in one script so that all of them are stored or none:
+ * records due at once are pushed to the main list as raw bytes (as publish() does); delayed ones go to the
+ * retry ZSET with 0 attempts, scored by their time, from where CLAIM takes them once due (a delayed record
+ * waits exactly as a retried one does). Returns how many it stored.
+ */
+export const PUBLISH_DELAYED = luaScript(`${COMMON}
+local bad = check({'list', 'zset', 'counter'})
+if bad then return bad end
+local raw = {}
+for i = 1, #ARGV, 2 do
+  if ARGV[i] == '' then table.insert(raw, ARGV[i + 1]) else to_retry(KEYS[2], KEYS[3], ARGV[i], 0, ARGV[i + 1]) end
+end
+for i = 1, #raw, 1000 do redis.call('LPUSH', KEYS[1], unpack(raw, i, math.min(i + 999, #raw))) end
+return #ARGV / 2
+`);
+
 const ERROR_KEYS = 'KEYS[5], KEYS[6], KEYS[7], KEYS[8]';
 
 /**

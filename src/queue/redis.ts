@@ -27,6 +27,8 @@ import type {
   RecordFailure,
 } from './backend.js';
 import { Heartbeats } from '../util/heartbeats.js';
+import type { RecordDelays } from './delay.js';
+import { anyDelay, delayAt } from './delay.js';
 import type { Acked } from './batch-ledger.js';
 import { BatchLedger, batchPositions } from './batch-ledger.js';
 import { openBatch } from './redis-batch.js';
@@ -43,6 +45,7 @@ import {
   errorKeys,
   listErrors,
   processingKey,
+  PUBLISH_DELAYED,
   queueKeys,
   readPersistence,
   RECOVER,
@@ -68,6 +71,8 @@ const PUBLISH_CHUNK = 1_000;
 /** Blocking connections kept for the next wait; more waiting at once get connections of their own. */
 const MAX_IDLE_BLOCKING = 8;
 const BLOCKING_GRACE_MS = 2_000;
+/** The idle wait when the earliest member of the retry set is due already (it became due since the claim). */
+const DUE_WAIT_MS = 50;
 /** Ledger rows past their retention are swept at most this often per queue. */
 const LEDGER_SWEEP_MS = 60_000;
 /** How long a batch of ours that we do not hold waits before it is recovered (a claim may be in flight). */
@@ -194,9 +199,22 @@ export class RedisQueueBackend implements QueueBackend {
     }
   }
 
-  async publish(queue: string, records: readonly Buffer[]): Promise<number> {
+  async publish(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<number> {
     if (records.length === 0) return 0;
     const key = this.#key(queue);
+    if (anyDelay(delays)) {
+      // Scored by this node's clock, as claims compare them with the claiming node's (see docs/delayed-records.md).
+      const now = Date.now();
+      const args: Array<string | Buffer> = [];
+      records.forEach((record, index) => {
+        const delay = delayAt(delays, index);
+        const at =
+          delay === undefined ? '' : 'delayMs' in delay ? now + delay.delayMs : delay.runAt.getTime();
+        args.push(String(at), record);
+      });
+      await this.#run(queue, PUBLISH_DELAYED, [key, `${key}:retry`, `${key}:retry:seq`], args);
+      return records.length;
+    }
     const transaction = this.#client.multi();
     for (let start = 0; start < records.length; start += PUBLISH_CHUNK) {
       transaction.lpush(key, ...records.slice(start, start + PUBLISH_CHUNK));
@@ -448,19 +466,25 @@ export class RedisQueueBackend implements QueueBackend {
     return Date.now() - since >= UNKNOWN_BATCH_GRACE_MS;
   }
 
+  /**
+   * Waits until the list has a record, the earliest member of the retry set is due (a delayed record, or one
+   * waiting out a back-off; by this node's clock), or `timeoutMs`, whichever comes first.
+   */
   async waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
     if (signal.aborted || timeoutMs <= 0 || this.#closed) return;
+    const waitMs = await this.#untilDue(queue, timeoutMs);
+    if (signal.aborted || this.#closed) return;
     const connection = await this.#blockingConnection();
     const abort = (): void => connection.disconnect();
     signal.addEventListener('abort', abort, { once: true });
     // A connection that died without a word (half-open TCP) would block past the server's timeout.
-    const deadline = setTimeout(abort, timeoutMs + BLOCKING_GRACE_MS);
+    const deadline = setTimeout(abort, waitMs + BLOCKING_GRACE_MS);
     let reusable = false;
     try {
       if (signal.aborted) return;
       const key = this.#key(queue);
       // Pops from and pushes to the same end: returns once the list has a record, and leaves it there.
-      await connection.blmoveBuffer(key, key, 'RIGHT', 'RIGHT', (timeoutMs / 1000).toFixed(3));
+      await connection.blmoveBuffer(key, key, 'RIGHT', 'RIGHT', (waitMs / 1000).toFixed(3));
       reusable = true;
     } catch (error) {
       if (!signal.aborted && !this.#closed)
@@ -472,6 +496,23 @@ export class RedisQueueBackend implements QueueBackend {
       const keep = reusable && !signal.aborted && !this.#closed && connection.status === 'ready';
       if (keep && this.#idle.length < MAX_IDLE_BLOCKING) this.#idle.push(connection);
       else connection.disconnect();
+    }
+  }
+
+  /**
+   * Milliseconds until the earliest member of the queue's retry set is due, at most `maxMs` (O(1): the head
+   * of the sorted set). One due already (it became due since the claim looked) gives DUE_WAIT_MS; at least
+   * 1 ms, since a blocking wait of 0 would never end.
+   */
+  async #untilDue(queue: string, maxMs: number): Promise<number> {
+    try {
+      const [, score] = await this.#client.zrange(`${this.#key(queue)}:retry`, 0, 0, 'WITHSCORES');
+      if (score === undefined) return maxMs;
+      const ms = Math.ceil(Number(score) - Date.now());
+      return Math.max(1, Math.min(maxMs, ms > 0 ? ms : DUE_WAIT_MS));
+    } catch {
+      // The claim that follows reports what is wrong with Redis or the key.
+      return maxMs;
     }
   }
 
@@ -493,9 +534,11 @@ export class RedisQueueBackend implements QueueBackend {
 
   async stats(queue: string): Promise<QueueStats> {
     const key = this.#key(queue);
-    const [waiting, retrying, errors, batches] = await Promise.all([
+    const [waiting, retrying, delayed, errors, batches] = await Promise.all([
       this.#client.llen(key),
       this.#client.zcard(`${key}:retry`),
+      // Not due yet by this node's clock: O(log n) in the ZSET, whatever its size.
+      this.#client.zcount(`${key}:retry`, `(${Date.now()}`, '+inf'),
       this.#client.llen(errorQueueName(queue)),
       this.#client.hgetall(`${key}:batches`),
     ]).catch(async (error: unknown) => {
@@ -509,7 +552,7 @@ export class RedisQueueBackend implements QueueBackend {
     const sizes = new Map(claims.map(([id], index) => [id, held[index] ?? 0]));
     const acked = await this.#ledger.committedCount(sizes);
     const inFlight = Math.max(0, held.reduce((sum, length) => sum + length, 0) - acked);
-    return { depth: waiting + retrying, inFlight, errors };
+    return { depth: waiting + retrying, delayed, inFlight, errors };
   }
 
   listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]> {

@@ -27,6 +27,8 @@ import type {
   RecordFailure,
 } from './backend.js';
 import { RECOVERED_REASON } from './backend.js';
+import type { RecordDelays } from './delay.js';
+import { anyDelay, delayAt } from './delay.js';
 import { INLINE_CLAIM, insertInlineClaim, settleInlineClaim, unpackInlineClaims } from './inline-claims.js';
 import { readQueueCounts } from './queue-counts.js';
 import type { ClaimLedger } from './queue-tables.js';
@@ -69,8 +71,16 @@ const HEARTBEAT_MS = 1_000;
  * are published, and it sleeps no later than the earliest back-off ends; this poll is the safety net.
  */
 export const LISTENING_POLL_MS = 5_000;
-/** The shortest idle wait before the next claim while listening (a due record another consumer claims). */
-const DUE_WAIT_MIN_MS = 500;
+/**
+ * The idle wait when the earliest record is due already: it became due since the claim looked, or another
+ * consumer's claim holds its row locked for a moment (a record not due yet is waited for to the millisecond).
+ */
+const DUE_WAIT_MS = 50;
+/**
+ * A store queue counts its delayed records up to this many (a walk of the index baton_queue_records_due
+ * past the due ones): beyond, it says so (`delayedCapped`), so that reading the figure stays bounded.
+ */
+export const DELAYED_COUNT_CAP = 10_000;
 /** A claim of ours older than this that no batch in memory holds was lost in transit: it is given back. */
 const UNKNOWN_CLAIM_GRACE_MS = 5_000;
 
@@ -100,6 +110,18 @@ export function claimStatement(
       ORDER BY run_after, id LIMIT ${max}
       FOR UPDATE SKIP LOCKED))
     RETURNING id::text AS id, payload, attempts, enqueued_at${orphaned}`;
+}
+
+/**
+ * How many records of `queue` are not due yet, up to DELAYED_COUNT_CAP + 1: a walk of the index
+ * baton_queue_records_due from the first entry past now(), stopped there.
+ */
+export function countDelayedStatement(queue: string): SQL {
+  return sql`
+    SELECT count(*)::int AS n FROM (
+      SELECT 1 FROM baton_queue_records
+      WHERE queue = ${queue} AND claimed_by IS NULL AND run_after > now()
+      ORDER BY run_after, id LIMIT ${DELAYED_COUNT_CAP + 1}) AS ahead`;
 }
 
 export class StoreQueueBackend implements QueueBackend, InlineIngest {
@@ -153,12 +175,16 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     );
   }
 
-  async publish(queue: string, records: readonly Buffer[]): Promise<number> {
+  async publish(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<number> {
     if (records.length === 0) return 0;
     const notify = this.#notifyColumn(queue);
     await this.#store.execute(sql`
-      WITH inserted AS (
-        INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, unnest(${sql.param(records)}::bytea[])
+      WITH inserted AS (${
+        anyDelay(delays)
+          ? insertDelayed(queue, records, delays)
+          : sql`
+        INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, unnest(${sql.param(records)}::bytea[])`
+      }
         RETURNING 1)
       SELECT count(*) AS n${notify} FROM inserted`);
     this.#wake(queue);
@@ -381,16 +407,17 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   }
 
   /**
-   * Waits for a wake-up of `queue`, or `timeoutMs`; while the LISTEN connection is up, up to
-   * LISTENING_POLL_MS or until the earliest back-off of the queue ends, whichever comes first. Resolves at
-   * once when the queue was woken since its last claim started (that claim may not have seen the records).
+   * Waits for a wake-up of `queue`, until its earliest record is due (a delayed record, or one waiting out a
+   * back-off), or `timeoutMs` (while the LISTEN connection is up, LISTENING_POLL_MS), whichever comes first.
+   * Resolves at once when the queue was woken since its last claim started (that claim may not have seen
+   * the records).
    */
   async waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
     const since = this.#claimedAt.get(queue) ?? 0;
     const woken = (): boolean =>
       (this.#wokenAt.get(queue) ?? -1) >= since || (this.#wokenAt.get(ALL_QUEUES) ?? -1) >= since;
     if (signal.aborted || woken()) return;
-    const waitMs = this.#listening ? await this.#untilDue(queue, LISTENING_POLL_MS) : timeoutMs;
+    const waitMs = await this.#untilDue(queue, this.#listening ? LISTENING_POLL_MS : timeoutMs);
     if (signal.aborted || woken()) return;
     await new Promise<void>((resolve) => {
       const done = (): void => {
@@ -409,8 +436,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
 
   /**
    * Milliseconds until the earliest unclaimed record of `queue` is due (the head of the index
-   * baton_queue_records_due, the database's clock), at most `maxMs`; a record already due (another consumer
-   * may be claiming it) gives a short wait.
+   * baton_queue_records_due, the database's clock), at most `maxMs`; a record already due gives DUE_WAIT_MS.
    */
   async #untilDue(queue: string, maxMs: number): Promise<number> {
     try {
@@ -418,16 +444,28 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
         SELECT ceil(extract(epoch FROM run_after - now()) * 1000)::float8 AS ms FROM baton_queue_records
         WHERE queue = ${queue} AND claimed_by IS NULL ORDER BY run_after, id LIMIT 1`);
       if (!row) return maxMs;
-      return Math.min(maxMs, Math.max(DUE_WAIT_MIN_MS, Number(row['ms'])));
+      const ms = Number(row['ms']);
+      return Math.min(maxMs, ms > 0 ? ms : DUE_WAIT_MS);
     } catch {
-      // The claim that follows reports what is wrong with the store.
-      return DUE_WAIT_MIN_MS;
+      // The claim that follows reports what is wrong with the store; until then, the embedded store's poll.
+      return Math.min(maxMs, 500);
     }
   }
 
-  /** Read from the queue counts (queue-counts.ts): a few rows, whatever the number of records. */
-  stats(queue: string): Promise<QueueStats> {
-    return readQueueCounts(this.#store, queue);
+  /**
+   * Read from the queue counts (queue-counts.ts): a few rows, whatever the number of records. The delayed
+   * records change with time alone, so no counter can keep them: they are counted by a walk of the index
+   * baton_queue_records_due from the first record not yet due, stopped at DELAYED_COUNT_CAP.
+   */
+  async stats(queue: string): Promise<QueueStats> {
+    const [counts, [row]] = await Promise.all([
+      readQueueCounts(this.#store, queue),
+      this.#store.execute(countDelayedStatement(queue)),
+    ]);
+    const ahead = Number(row?.['n'] ?? 0);
+    return ahead > DELAYED_COUNT_CAP
+      ? { ...counts, delayed: DELAYED_COUNT_CAP, delayedCapped: true }
+      : { ...counts, delayed: ahead };
   }
 
   async listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]> {
@@ -533,4 +571,27 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     this.#listening = false;
     this.#wakeups.removeAllListeners();
   }
+}
+
+/**
+ * The INSERT of a publish whose records carry delays: run_after is the database's now() plus the delay, or
+ * the time given (never before now(): a time past runs at once, behind records already due).
+ */
+function insertDelayed(queue: string, records: readonly Buffer[], delays: RecordDelays | undefined): SQL {
+  const afterMs: Array<number | null> = [];
+  const times: Array<string | null> = [];
+  records.forEach((_, index) => {
+    const delay = delayAt(delays, index);
+    afterMs.push(delay && 'delayMs' in delay ? delay.delayMs : null);
+    times.push(delay && 'runAt' in delay ? delay.runAt.toISOString() : null);
+  });
+  return sql`
+    INSERT INTO baton_queue_records (queue, payload, run_after)
+    SELECT ${queue}, p, CASE
+        WHEN d IS NOT NULL THEN now() + d * interval '1 millisecond'
+        WHEN t IS NOT NULL THEN greatest(now(), t)
+        ELSE now() END
+    FROM unnest(${sql.param(records)}::bytea[], ${sql.param(afterMs)}::float8[], ${sql.param(times)}::timestamptz[])
+         WITH ORDINALITY AS u(p, d, t, n)
+    ORDER BY n`;
 }

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
-import type { QueueBackend } from '../../src/queue/backend.js';
+import type { ClaimedBatch, QueueBackend } from '../../src/queue/backend.js';
 import { ClaimLostError } from '../../src/errors.js';
 import type { Store } from '../../src/store/store.js';
 import { executeIn } from '../../src/store/store.js';
@@ -254,6 +254,74 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
       await backend.publish(other, [bytes('theirs')]);
       expect((await backend.claim(queue, 'c1', 10))?.records.map((r) => r.payload)).toEqual([bytes('mine')]);
       expect((await backend.stats(other)).depth).toBe(1);
+    });
+
+    /** Claims until a batch comes (every 50 ms, up to `limitMs`); with the time just after it came. */
+    async function claimWhenDue(limitMs = 30_000): Promise<{ batch: ClaimedBatch; at: number }> {
+      const deadline = Date.now() + limitMs;
+      for (;;) {
+        const batch = await subject.backend.claim(queue, 'c1', 10);
+        if (batch) return { batch, at: Date.now() };
+        if (Date.now() > deadline) throw new Error(`nothing claimable after ${limitMs} ms`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+
+    it('never claims a delayed record before its time, then delivers it once with no attempt counted', async () => {
+      const { backend } = subject;
+      const published = Date.now();
+      await backend.publish(queue, [bytes('later')], { delayMs: 1_500 });
+      // Waiting: part of the depth, and counted as delayed.
+      expect(await backend.stats(queue)).toMatchObject({ depth: 1, delayed: 1, inFlight: 0 });
+      const { batch, at } = await claimWhenDue();
+      expect(at - published).toBeGreaterThanOrEqual(1_500);
+      expect(batch.records.map((r) => [r.payload, r.attempts])).toEqual([[bytes('later'), 0]]);
+      expect(await backend.stats(queue)).toMatchObject({ depth: 0, delayed: 0, inFlight: 1 });
+      await subject.store.transaction((tx) => backend.acknowledge(tx, batch, batch.records));
+      await backend.complete(batch, []);
+      expect(await backend.claim(queue, 'c2', 10)).toBeUndefined();
+    });
+
+    it('holds a record published with runAt until that time; records without a delay run at once', async () => {
+      const { backend } = subject;
+      const runAt = new Date(Date.now() + 1_200);
+      await backend.publish(
+        queue,
+        [bytes('now-1'), bytes('at'), bytes('now-2')],
+        [undefined, { runAt }, undefined],
+      );
+      const first = await backend.claim(queue, 'c1', 10);
+      expect(first?.records.map((r) => r.payload)).toEqual([bytes('now-1'), bytes('now-2')]);
+      expect(await backend.stats(queue)).toMatchObject({ depth: 1, delayed: 1 });
+      const { batch, at } = await claimWhenDue();
+      expect(at).toBeGreaterThanOrEqual(runAt.getTime());
+      expect(batch.records.map((r) => r.payload)).toEqual([bytes('at')]);
+    });
+
+    it('counts the attempts of a delayed record that fails from 0, as for any record', async () => {
+      const { backend } = subject;
+      await backend.publish(queue, [bytes('fails')], { delayMs: 300 });
+      const { batch } = await claimWhenDue();
+      const [record] = batch.records;
+      if (!record) throw new Error('no record');
+      await backend.complete(batch, [{ record, error: 'boom', retryAt: undefined }]);
+      const [failed] = await backend.listErrors(queue, { limit: 10 });
+      expect([failed?.payload, failed?.attempts, failed?.error]).toEqual([bytes('fails'), 1, 'boom']);
+    });
+
+    it('an idle wait ends when the earliest delayed record is due, not at its timeout', async () => {
+      const { backend } = subject;
+      await backend.publish(queue, [bytes('soon')], { delayMs: 1_000 });
+      expect(await backend.claim(queue, 'c1', 10)).toBeUndefined();
+      const started = Date.now();
+      let claimed: ClaimedBatch | undefined;
+      while (!claimed) {
+        await backend.waitForRecords(queue, 30_000, new AbortController().signal);
+        claimed = await backend.claim(queue, 'c1', 10);
+      }
+      expect(claimed.records.map((r) => r.payload)).toEqual([bytes('soon')]);
+      // Far from the 30 s asked: the wait knew when the record would be due.
+      expect(Date.now() - started).toBeLessThan(15_000);
     });
 
     it('wakes a waiting consumer when records arrive', async () => {

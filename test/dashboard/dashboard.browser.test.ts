@@ -80,8 +80,12 @@ describe('the dashboard in Chromium', () => {
     // One word is refused for now: it fails twice and lands in the error queue.
     await node.admin.sql(`INSERT INTO gate_refused (word) VALUES ('later')`);
     await publish(['alpha', 'beta', 'gamma', 'later', 'delta']);
-    const processedCell = '[data-testid=queues] tr[data-queue=gate] td:nth-child(5)';
+    const processedCell = '[data-testid=queues] tr[data-queue=gate] td:nth-child(6)';
     await expect.poll(() => page.textContent(processedCell), { timeout: 15_000 }).toBe('4');
+    // A record delayed by an hour shows beside the depth, in the delayed column.
+    await node.publish('gate', [Buffer.from('an-hour-later')], { delayMs: 3_600_000 });
+    const delayedCell = '[data-testid=queues] tr[data-queue=gate] td:nth-child(4)';
+    await expect.poll(() => page.textContent(delayedCell), { timeout: 15_000 }).toBe('1');
     const errorRow = page.locator('[data-testid=errors] tbody tr[data-id]');
     await expect.poll(() => errorRow.count(), { timeout: 15_000 }).toBe(1);
     expect(await errorRow.textContent()).toContain('the word "later" is refused for now');

@@ -43,7 +43,7 @@ describe('the inline claim', () => {
     const records = Array.from({ length: 1000 }, (_, index) => Buffer.from(`record ${index}`));
     const claim = await backend.inline?.claimInline('q', 'alive', records);
     if (!claim) throw new Error('no claim');
-    expect(await backend.stats('q')).toEqual({ depth: 0, inFlight: 1, errors: 0 });
+    expect(await backend.stats('q')).toEqual({ depth: 0, delayed: 0, inFlight: 1, errors: 0 });
     const moved = await temp.store.transaction((tx) =>
       backend.settleInline(tx, claim, {
         failures: [

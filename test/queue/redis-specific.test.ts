@@ -224,7 +224,7 @@ describe('redis queue backend', () => {
     expect(await sinkRows(table)).toEqual(['w0', 'w1', 'w2']);
     // A late release of that batch gives nothing back either.
     await backend.release(batch, batch.records);
-    expect(await backend.stats(queue)).toEqual({ depth: 0, inFlight: 0, errors: 0 });
+    expect(await backend.stats(queue)).toEqual({ depth: 0, delayed: 0, inFlight: 0, errors: 0 });
   });
 
   it('frees the processing list of a batch completed without failures with its consumer’s next claim', async () => {
@@ -343,7 +343,7 @@ describe('redis queue backend', () => {
     const [error] = await backend.listErrors(queue, { limit: 10 });
     expect(error).toMatchObject({ payload: text('poison'), attempts: 2 });
     expect(error?.error).toMatch(/stopped while processing/);
-    expect(await backend.stats(queue)).toEqual({ depth: 0, inFlight: 0, errors: 1 });
+    expect(await backend.stats(queue)).toEqual({ depth: 0, delayed: 0, inFlight: 0, errors: 1 });
   });
 
   it('wakes a waiting consumer within 200 ms of a push by another client, leaving the record in place', async () => {

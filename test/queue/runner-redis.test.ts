@@ -143,6 +143,6 @@ describe('queue runner on a Redis queue', () => {
     );
     expect(Number(ledger?.['whole'])).toBeGreaterThan(Number(ledger?.['batches']) / 2);
     await backend.unregisterConsumer(consumer);
-    expect(await backend.stats(queue)).toEqual({ depth: 0, inFlight: 0, errors: 1 });
+    expect(await backend.stats(queue)).toEqual({ depth: 0, delayed: 0, inFlight: 0, errors: 1 });
   }, 40_000);
 });

@@ -7,10 +7,12 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import { createLogger } from '../../src/log.js';
-import type { QueueStats } from '../../src/queue/backend.js';
+import type { QueueCounts } from '../../src/queue/queue-counts.js';
 import { readyRecords } from '../../src/queue/inline-claims.js';
 import {
   claimStatement,
+  countDelayedStatement,
+  DELAYED_COUNT_CAP,
   LISTENING_POLL_MS,
   StoreQueueBackend,
   WAKEUP_CHANNEL,
@@ -82,7 +84,7 @@ describe.each(Object.keys(STORES))('store queue at scale on %s', (kind) => {
   });
 
   /** The figures counted from the rows, to hold the counts to. */
-  async function counted(): Promise<QueueStats> {
+  async function counted(): Promise<QueueCounts> {
     const [row] = await subject.store.execute(sql`
       SELECT (SELECT count(*) FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NULL)::int AS depth,
              (SELECT count(*) FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NOT NULL)::int AS in_flight,
@@ -94,9 +96,15 @@ describe.each(Object.keys(STORES))('store queue at scale on %s', (kind) => {
     };
   }
 
-  async function expectExact(expected: QueueStats): Promise<void> {
+  async function expectExact(expected: QueueCounts): Promise<void> {
     expect(await counted()).toEqual(expected);
-    expect(await subject.backend.stats(queue)).toEqual(expected);
+    const { delayed, delayedCapped, ...counts } = await subject.backend.stats(queue);
+    expect(counts).toEqual(expected);
+    // Counted by the index walk: the waiting records not due yet, as a count of the rows says.
+    const [row] = await subject.store.execute(sql`
+      SELECT count(*)::int AS n FROM baton_queue_records
+      WHERE queue = ${queue} AND claimed_by IS NULL AND run_after > now()`);
+    expect({ delayed, delayedCapped }).toEqual({ delayed: Number(row?.['n']), delayedCapped: undefined });
   }
 
   it('does not claim a record before its retry time, claims it once the time has come, in ready order', async () => {
@@ -297,6 +305,21 @@ describe.each(Object.keys(STORES))('store queue at scale on %s', (kind) => {
       expect(text).not.toMatch(/Seq Scan|Sort/);
     });
 
+    it('counts the delayed records by a walk of that index, stopped at its cap', async () => {
+      const text = await plan(countDelayedStatement(queue));
+      expect(text).toMatch(
+        /Index Only Scan using baton_queue_records_due|Index Scan using baton_queue_records_due/,
+      );
+      expect(text).toMatch(/Limit/);
+      expect(text).not.toMatch(/Seq Scan|Sort/);
+      // 18 000 records of the queue wait out an hour: more than the cap, and the figure says so.
+      expect(await subject.backend.stats(queue)).toMatchObject({
+        depth: 36_000,
+        delayed: DELAYED_COUNT_CAP,
+        delayedCapped: true,
+      });
+    });
+
     it("finds a queue's claimed rows for recovery by their index", async () => {
       const text = await plan(
         sql`SELECT id FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NOT NULL
@@ -388,6 +411,33 @@ describe('idle waits of a store queue on PostgreSQL, while it listens', () => {
     expect(waited).toBeGreaterThan(400);
     expect(waited).toBeLessThan(LISTENING_POLL_MS - 500);
     expect(texts((await backend.claim(queue, 'c1', 10))?.records)).toHaveLength(1);
+  });
+
+  it('an idle consumer of another node wakes in time for a delayed record, not at the end of its poll', async () => {
+    const { backend, store } = subject;
+    const queue = `q-${randomUUID().slice(0, 8)}`;
+    const other = new StoreQueueBackend(store, createLogger({ level: 'silent' }));
+    await other.start();
+    try {
+      await listening(other, store, queue);
+      expect(await other.claim(queue, 'c2', 10)).toBeUndefined();
+      const started = performance.now();
+      // Published by this node: the other one learns of it by NOTIFY, then sleeps until it is due.
+      await backend.publish(queue, [bytes('later')], { delayMs: 2_000 });
+      let claimed: string[] = [];
+      while (claimed.length === 0) {
+        await other.waitForRecords(queue, 60_000, new AbortController().signal);
+        claimed = texts((await other.claim(queue, 'c2', 10))?.records);
+        if (performance.now() - started > 60_000) throw new Error('never claimed');
+      }
+      const waited = performance.now() - started;
+      expect(claimed).toEqual(['later']);
+      expect(waited).toBeGreaterThanOrEqual(2_000);
+      // Woken for its time: a consumer that knew nothing of it would have slept the whole poll.
+      expect(waited).toBeLessThan(LISTENING_POLL_MS - 500);
+    } finally {
+      await other.close();
+    }
   });
 
   it("a replay from the error queue wakes another node's idle consumer by NOTIFY, not by its poll", async () => {

@@ -7,11 +7,31 @@ import type { Command } from 'commander';
 
 import { UnknownErrorRecordError } from '../../errors.js';
 import { errorQueueName } from '../../queue/backend.js';
+import type { PublishOptions } from '../../queue/delay.js';
+import { checkDelay, parseDuration, parseTime } from '../../queue/delay.js';
 import type { CliContext } from '../context.js';
 import { formatTable, progressBar, queuesTable, recordPreview } from '../output.js';
 import { readLineBatches } from '../stdin.js';
 
 const PUBLISH_BATCH = 1000;
+
+interface PublishFlags {
+  file?: string;
+  delay?: string;
+  at?: string;
+  json?: boolean;
+}
+
+/**
+ * --delay / --at as publish takes them, checked before anything is read or sent. A delay counts from when
+ * each batch is stored (a long file's last lines wait from their own publish, never less than asked).
+ */
+function publishOptions(flags: PublishFlags): PublishOptions | undefined {
+  const delayMs = flags.delay === undefined ? undefined : parseDuration(flags.delay, '--delay');
+  const runAt = flags.at === undefined ? undefined : parseTime(flags.at, '--at');
+  checkDelay({ delayMs, runAt }, { delay: '--delay', at: '--at' });
+  return { delayMs, runAt };
+}
 const REPLAY_CHUNK = 500;
 
 export function registerRecordCommands(program: Command, ctx: CliContext): void {
@@ -26,19 +46,22 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
       '-f, --file <path>',
       'read one record per line from this file (with a progress bar on a terminal)',
     )
+    .option('--delay <duration>', 'run the records no sooner than this from now (30s, 500ms, 5m, 2h, 1d)')
+    .option('--at <time>', 'run the records no sooner than this time (ISO 8601 with an offset)')
     .option('--json', 'print the result as JSON')
-    .action(async (queue: string, record: string | undefined, options: { file?: string; json?: boolean }) => {
+    .action(async (queue: string, record: string | undefined, options: PublishFlags) => {
       if ((record === undefined) === (options.file === undefined)) {
         throw new Error('give either a record (or "-" for stdin) or --file <path>, not both');
       }
+      const when = publishOptions(options);
       const accepted = await ctx.withAdmin(async (admin) => {
-        if (record !== undefined && record !== '-') return admin.publish(queue, [Buffer.from(record)]);
+        if (record !== undefined && record !== '-') return admin.publish(queue, [Buffer.from(record)], when);
         const source = options.file === undefined ? undefined : await openRecordFile(options.file);
         const progress =
           source && !options.json ? progressBar(ctx.io.stderr, 'publishing (bytes)', source.size) : undefined;
         let total = 0;
         for await (const batch of readLineBatches(source?.stream ?? ctx.io.stdin, PUBLISH_BATCH)) {
-          total += await admin.publish(queue, batch);
+          total += await admin.publish(queue, batch, when);
           if (source) progress?.update(source.stream.bytesRead);
         }
         progress?.finish();

@@ -124,6 +124,7 @@ function renderSnapshot(snapshot) {
         cell(queue.name),
         cell(queue.backend),
         cell(queue.depth, 'num'),
+        cell(queue.delayed_capped ? `${queue.delayed}+` : (queue.delayed ?? 0), 'num'),
         cell(queue.in_flight, 'num'),
         cell(queue.processed, 'num'),
         cell(processed.toFixed(0), 'num'),
