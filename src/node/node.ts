@@ -34,11 +34,13 @@ import { schemaIsCurrent } from '../handler/schema.js';
 import { builtinMigrations, missingSchema } from '../store/migrate.js';
 import type { Tx } from '../store/store.js';
 import type { RuleEngine } from '../tasks/engine.js';
+import type { Scheduler } from '../schedules/scheduler.js';
 import { DeferredStart } from './deferred-start.js';
 import {
   addQueueRunners,
   addRetention,
   addRuleEngine,
+  addScheduler,
   countersOf,
   loadPlugins,
   makeSupervisor,
@@ -70,6 +72,7 @@ export class BatonNode implements HttpNode {
   #supervisor: Supervisor | undefined;
   #events: EventLog | undefined;
   #ruleEngine: RuleEngine | undefined;
+  #scheduler: Scheduler | undefined;
   #watchdog: Watchdog | undefined;
   readonly #routes: RouteRegistrar | undefined;
   #schemaCheck: { at: number; problem: Promise<string | undefined> } | undefined;
@@ -327,6 +330,10 @@ export class BatonNode implements HttpNode {
       for (const component of components) supervisor.add(component);
       const parts = { config, events, backends, supervisor, log, url: () => this.address };
       this.#ruleEngine = addRuleEngine(parts);
+      this.#scheduler = addScheduler({
+        ...parts,
+        wakeTasks: () => this.#ruleEngine?.wake(),
+      });
       this.#processors = addQueueRunners({
         ...parts,
         handlers,
