@@ -14,8 +14,14 @@ import type { LeaderWatchEventType, Role, RoleChange } from '../cluster/types.js
 import type { Component } from '../components/component.js';
 import type { ComponentStatus } from '../components/supervisor.js';
 import type { Supervisor } from '../components/supervisor.js';
-import type { ResolvedConfig } from '../config/types.js';
-import { BackendUnavailableError, describeError, NotRunningError, UnknownQueueError } from '../errors.js';
+import type { ResolvedConfig, ScheduleConfig } from '../config/types.js';
+import {
+  BackendUnavailableError,
+  describeError,
+  NotFoundError,
+  NotRunningError,
+  UnknownQueueError,
+} from '../errors.js';
 import { EventLog } from '../events/log.js';
 import type { HttpNode, Readiness } from '../http/node.js';
 import type { RouteRegistrar } from '../http/server.js';
@@ -34,7 +40,7 @@ import { schemaIsCurrent } from '../handler/schema.js';
 import { builtinMigrations, missingSchema } from '../store/migrate.js';
 import type { Tx } from '../store/store.js';
 import type { RuleEngine } from '../tasks/engine.js';
-import type { Scheduler } from '../schedules/scheduler.js';
+import type { AppliedTick, Scheduler } from '../schedules/scheduler.js';
 import { DeferredStart } from './deferred-start.js';
 import {
   addQueueRunners,
@@ -131,6 +137,11 @@ export class BatonNode implements HttpNode {
   /** The event log, when `[events] enabled` (the default) and the node runs. */
   get events(): EventLog | undefined {
     return this.#events;
+  }
+
+  /** The schedules of the config, by name (the primary fires them). */
+  get schedules(): Readonly<Record<string, ScheduleConfig>> {
+    return this.config.schedules;
   }
 
   get tasksConfigured(): boolean {
@@ -364,7 +375,12 @@ export class BatonNode implements HttpNode {
         config,
         backends,
         log,
-        group: nodeGroupAccess(group, () => this.queueCounters(), config.http.adminToken),
+        group: nodeGroupAccess(
+          group,
+          () => this.queueCounters(),
+          config.http.adminToken,
+          (name) => this.#fireSchedule(name),
+        ),
         node: {
           ingest: (queue, records) => this.ingest(queue, records),
           handlers,
@@ -406,6 +422,13 @@ export class BatonNode implements HttpNode {
       await this.#release();
       throw error;
     }
+  }
+
+  /** One tick of a schedule now, by this node's scheduler (it runs while the node acts as primary). */
+  #fireSchedule(name: string): Promise<AppliedTick> {
+    if (!this.#scheduler)
+      return Promise.reject(new NotFoundError(`unknown schedule "${name}": none is configured`));
+    return this.#scheduler.fire(name);
   }
 
   /** What the start-up writes to the store: migrations, handler tables, consumer registration, LISTEN. */

@@ -103,7 +103,10 @@ describe('a 1-second schedule on three node processes', () => {
     await client.connect();
     try {
       const tickCount = async (): Promise<number> =>
-        Number((await client.query('SELECT count(*) AS n FROM baton.baton_schedule_ticks')).rows[0].n);
+        Number(
+          (await client.query<{ n: string }>('SELECT count(*) AS n FROM baton.baton_schedule_ticks')).rows[0]
+            ?.n,
+        );
       const waitTicks = async (more: number): Promise<void> => {
         const target = (await tickCount()) + more;
         await waitFor(

@@ -89,7 +89,14 @@ async function rows(statement: string): Promise<Array<Record<string, unknown>>> 
 
 async function records(): Promise<Array<{ schedule: string; tick: string; term: number }>> {
   const found = await rows(`SELECT payload FROM baton_queue_records WHERE queue = 'jobs' ORDER BY id`);
-  return found.map((row) => JSON.parse(Buffer.from(row['payload'] as Uint8Array).toString()));
+  return found.map(
+    (row) =>
+      JSON.parse(Buffer.from(row['payload'] as Uint8Array).toString()) as {
+        schedule: string;
+        tick: string;
+        term: number;
+      },
+  );
 }
 
 async function ticks(): Promise<Array<{ tick: number; term: number; cause: string }>> {
