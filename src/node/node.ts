@@ -344,6 +344,8 @@ export class BatonNode implements HttpNode {
       this.#scheduler = addScheduler({
         ...parts,
         wakeTasks: () => this.#ruleEngine?.wake(),
+        onTick: (schedule, latenessMs, cause) => this.metrics.observeTick(schedule, latenessMs, cause),
+        onMissed: (schedule, count) => this.metrics.countMissedTicks(schedule, count),
       });
       this.#processors = addQueueRunners({
         ...parts,
