@@ -24,6 +24,8 @@ import type { Timing } from './timing.js';
 import { timingOf } from './timing.js';
 
 const RETRY = { initialMs: 200, maxMs: 5_000 };
+/** The longest single timer of a schedule waiting for its next tick. */
+const MAX_SLEEP_MS = 60_000;
 /** The rule index recorded in the task runs that a schedule starts (no [[rules]] entry started them). */
 export const SCHEDULE_RULE = -1;
 
@@ -245,10 +247,14 @@ export class Scheduler implements Component {
     if (run) await append([stateEvent(run)]);
   }
 
-  /** Resolves at `atMs` on the wall clock (never before it), or when `signal` aborts. */
+  /**
+   * Resolves at `atMs` on the wall clock (never before it), or when `signal` aborts. It looks at the clock
+   * again at least every minute: a timer longer than 2^31 ms fires at once, and a clock that was stepped
+   * (NTP) moves the wall-clock time the timer stands for.
+   */
   async #until(atMs: number, signal: AbortSignal): Promise<void> {
     for (let left = atMs - this.#now(); left > 0 && !signal.aborted; left = atMs - this.#now()) {
-      await sleep(left, signal);
+      await sleep(Math.min(left, MAX_SLEEP_MS), signal);
     }
   }
 
