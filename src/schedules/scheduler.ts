@@ -16,7 +16,7 @@ import type { Logger } from '../log.js';
 import { enqueueIn } from '../queue/enqueue-in.js';
 import type { Store, Tx } from '../store/store.js';
 import { insertRun, stateEvent } from '../tasks/runs.js';
-import { backoffDelay } from '../util/backoff.js';
+import { retrying } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
 import type { TickCause } from './ticks.js';
 import { advanceState, insertTick, lockState } from './ticks.js';
@@ -259,17 +259,14 @@ export class Scheduler implements Component {
   }
 
   /** Runs `fn` until it succeeds, backing off after failures; a FencedError or the end of the run ends it. */
-  async #retrying<T>(ctx: ComponentContext, log: Logger, what: string, fn: () => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (error) {
-        if (ctx.signal.aborted || error instanceof FencedError) throw error;
-        const delay = backoffDelay(attempt, RETRY);
-        log.warn({ err: describeError(error), retryInMs: delay }, `schedules: could not ${what}; retrying`);
-        await sleep(delay, ctx.signal);
-      }
-    }
+  #retrying<T>(ctx: ComponentContext, log: Logger, what: string, fn: () => Promise<T>): Promise<T> {
+    return retrying(fn, {
+      backoff: RETRY,
+      signal: ctx.signal,
+      final: (error) => error instanceof FencedError,
+      onRetry: (error, delay) =>
+        log.warn({ err: describeError(error), retryInMs: delay }, `schedules: could not ${what}; retrying`),
+    });
   }
 }
 

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { agreedPrimary as agreed, waitFor } from '../support/group.js';
 import type { TestDatabase } from '../support/postgres.js';
 import { createTestDatabase } from '../support/postgres.js';
 import type { BatonNodeProcess } from '../support/process.js';
@@ -36,51 +37,6 @@ afterEach(async () => {
   await database?.drop();
   database = undefined;
 });
-
-interface View {
-  role: string;
-  term: number;
-}
-
-async function view(node: BatonNodeProcess): Promise<View | undefined> {
-  try {
-    const response = await fetch(`${node.url}/v1/cluster`, { signal: AbortSignal.timeout(1500) });
-    return (await response.json()) as View;
-  } catch {
-    return undefined;
-  }
-}
-
-async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-/** The one primary among `nodes` once all of them answer and agree on its term. */
-async function agreedPrimary(
-  nodes: readonly BatonNodeProcess[],
-): Promise<{ node: BatonNodeProcess; term: number }> {
-  return waitFor(
-    async () => {
-      const views = await Promise.all(nodes.map(view));
-      if (views.some((entry) => entry === undefined)) return undefined;
-      const primaries = views.filter((entry) => entry?.role === 'primary');
-      const term = primaries[0]?.term;
-      if (primaries.length !== 1 || !views.every((entry) => entry?.term === term)) return undefined;
-      return {
-        node: nodes[views.findIndex((entry) => entry?.role === 'primary')] as BatonNodeProcess,
-        term: term ?? 0,
-      };
-    },
-    30_000,
-    'one agreed primary',
-  );
-}
 
 describe('a 1-second schedule on three node processes', () => {
   it('applies every tick exactly once, with its primary term, through kill -9, SIGSTOP and failover', async () => {
@@ -117,6 +73,11 @@ describe('a 1-second schedule on three node processes', () => {
       };
       const live = (): BatonNodeProcess[] => nodes.filter((node) => !stopped.includes(node));
 
+      /** The one primary among `among`, with its term. */
+      const agreedPrimary = async (among: readonly BatonNodeProcess[]) => {
+        const { primary: node, term } = await agreed(among, 30_000);
+        return { node, term };
+      };
       let primary = await agreedPrimary(nodes);
       await waitTicks(3);
       // kill -9 of the primary, twice; the killed node comes back as a secondary.

@@ -13,6 +13,7 @@ import type { SchedulerOptions } from '../../src/schedules/scheduler.js';
 import { Scheduler } from '../../src/schedules/scheduler.js';
 import { advanceState, scheduleStates } from '../../src/schedules/ticks.js';
 import { timingOf } from '../../src/schedules/timing.js';
+import { waitFor } from '../support/group.js';
 import type { TempStore } from '../support/pglite.js';
 import { openTempStore } from '../support/pglite.js';
 
@@ -108,16 +109,6 @@ async function ticks(): Promise<Array<{ tick: number; term: number; cause: strin
     term: Number(row['term']),
     cause: String(row['cause']),
   }));
-}
-
-async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 /** The catch-up of a 1-second schedule whose last decided tick was T0, run at T0 + 10.5 s. */

@@ -3,6 +3,7 @@
 // the config that stops firing while its history stays listed.
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { waitFor } from '../support/group.js';
 import {
   cleanupAll,
   freePort,
@@ -13,16 +14,6 @@ import {
 } from '../support/process.js';
 
 afterEach(cleanupAll);
-
-async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 interface Listed {
   name: string;
