@@ -297,15 +297,21 @@ function resolveSchedules(
       const queue = queues[schedule.publish.queue];
       if (!queue)
         throw fail('publish.queue', unknownName('queue', schedule.publish.queue, Object.keys(queues)));
-      if (queue.backend !== 'store') {
-        // Its record could not commit in the tick's transaction, so the tick would not be exactly once.
+      if (queue.backend === 'postgres') {
+        // Its record could neither commit in the tick's transaction nor be pushed once by a keyed script.
         throw fail(
           'publish.queue',
-          `queue ${JSON.stringify(queue.name)} has backend = "${queue.backend}": a schedule publishes to ` +
-            'queues with backend = "store" only (the record commits in the same transaction as the tick)',
+          `queue ${JSON.stringify(queue.name)} has backend = "postgres" (another database than the store): ` +
+            'a schedule publishes to queues with backend = "store" or "redis" only',
         );
       }
-      action = { kind: 'publish', queue: queue.name, payload: schedule.publish.payload };
+      action = {
+        kind: 'publish',
+        queue: queue.name,
+        payload: schedule.publish.payload,
+        backend: queue.backend,
+        key: queue.key,
+      };
     } else if (schedule.event !== undefined) {
       action = {
         kind: 'event',

@@ -194,7 +194,14 @@ export type ScheduleTiming =
 
 /** What a schedule does at each tick. */
 export type ScheduleAction =
-  | { readonly kind: 'publish'; readonly queue: string; readonly payload: string | undefined }
+  | {
+      readonly kind: 'publish';
+      readonly queue: string;
+      readonly payload: string | undefined;
+      /** "store": the record commits with the tick; "redis": pushed after it, once, to the list `key`. */
+      readonly backend: 'store' | 'redis';
+      readonly key: string;
+    }
   | {
       readonly kind: 'event';
       readonly namespace: string;

@@ -341,11 +341,12 @@ export class BatonNode implements HttpNode {
       for (const component of components) supervisor.add(component);
       const parts = { config, events, backends, supervisor, log, url: () => this.address };
       this.#ruleEngine = addRuleEngine(parts);
-      this.#scheduler = addScheduler({
+      this.#scheduler = await addScheduler({
         ...parts,
         wakeTasks: () => this.#ruleEngine?.wake(),
         onTick: (schedule, latenessMs, cause) => this.metrics.observeTick(schedule, latenessMs, cause),
         onMissed: (schedule, count) => this.metrics.countMissedTicks(schedule, count),
+        opened: (what, release) => this.#opened(what, release),
       });
       this.#processors = addQueueRunners({
         ...parts,

@@ -192,7 +192,7 @@ export function addRuleEngine(options: {
  * With schedules configured: the scheduler, a primary-only component (each tick is an event, so it needs the
  * event log; the loader refuses schedules without it).
  */
-export function addScheduler(options: {
+export async function addScheduler(options: {
   config: ResolvedConfig;
   events: EventLog | undefined;
   backends: Backends;
@@ -201,9 +201,19 @@ export function addScheduler(options: {
   wakeTasks: () => void;
   onTick?: (schedule: string, latenessMs: number, cause: TickCause) => void;
   onMissed?: (schedule: string, count: number) => void;
-}): Scheduler | undefined {
+  /** Told of what the scheduler opened (a Redis connection), to close once the supervisor has stopped. */
+  opened: (what: string, release: () => Promise<void>) => void;
+}): Promise<Scheduler | undefined> {
   const { config, backends } = options;
   if (Object.keys(config.schedules).length === 0) return undefined;
+  const toRedis = Object.values(config.schedules).some(
+    ({ action }) => action.kind === 'publish' && action.backend === 'redis',
+  );
+  // The Redis driver is loaded only when a schedule publishes to a Redis queue.
+  const redis = toRedis
+    ? new (await import('../schedules/redis-push.js')).RedisTickPush(config.redis.url)
+    : undefined;
+  if (redis) options.opened('schedules: Redis connection', () => redis.close());
   if (!options.events) {
     throw new ConfigError('schedules need the event log: set [events] enabled = true', {
       key: 'events.enabled',
@@ -221,6 +231,7 @@ export function addScheduler(options: {
       if (backend instanceof StoreQueueBackend) backend.notify(queue);
     },
     wakeTasks: options.wakeTasks,
+    ...(redis ? { redis } : {}),
     ...(options.onTick ? { onTick: options.onTick } : {}),
     ...(options.onMissed ? { onMissed: options.onMissed } : {}),
   });

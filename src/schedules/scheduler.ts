@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 
 import type { Component, ComponentContext } from '../components/component.js';
 import type { ScheduleConfig, TaskConfig } from '../config/types.js';
-import { describeError, FencedError, NotFoundError, NotRunningError } from '../errors.js';
+import { describeError, FencedError, InternalError, NotFoundError, NotRunningError } from '../errors.js';
 import type { AppendInTx, EventLog } from '../events/log.js';
 import type { EventInput } from '../events/types.js';
 import type { Logger } from '../log.js';
@@ -18,8 +18,9 @@ import type { Store, Tx } from '../store/store.js';
 import { insertRun, stateEvent } from '../tasks/runs.js';
 import { retrying } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
+import type { RedisTickPush } from './redis-push.js';
 import type { TickCause } from './ticks.js';
-import { advanceState, insertTick, lockState } from './ticks.js';
+import { advanceState, insertTick, lockState, markPushed, unpushedTicks } from './ticks.js';
 import type { Timing } from './timing.js';
 import { timingOf } from './timing.js';
 
@@ -37,6 +38,8 @@ export interface SchedulerOptions {
   readonly events: EventLog;
   readonly store: Store;
   readonly log: Logger;
+  /** Pushes the records of ticks whose schedule publishes to a Redis queue (needed when one does). */
+  readonly redis?: Pick<RedisTickPush, 'push'>;
   /** After a tick's record committed: wakes this process's consumers of `queue`. */
   readonly wakeQueue?: (queue: string) => void;
   /** After a tick's task run committed: the rule engine starts pending runs. */
@@ -140,6 +143,12 @@ export class Scheduler implements Component {
    * older ones are counted as missed. Returns the time from which the timer goes on.
    */
   async #catchUp(ctx: ComponentContext, schedule: ScheduleConfig, timing: Timing): Promise<number> {
+    // Records of Redis ticks that committed but whose push was not confirmed (their primary went away).
+    if (schedule.action.kind === 'publish' && schedule.action.backend === 'redis') {
+      for (const left of await unpushedTicks(this.#options.store, schedule.name)) {
+        await this.#push(ctx, schedule, left.tick, left.term);
+      }
+    }
     const now = this.#now();
     const keep = schedule.missed === 'all' ? schedule.missedLimit : schedule.missed === 'last' ? 1 : 0;
     const decided = await this.#options.store.transaction(async (tx) => {
@@ -181,16 +190,21 @@ export class Scheduler implements Component {
     const { events, store } = this.#options;
     const latenessMs = this.#now() - tick;
     const { action } = schedule;
+    const toRedis = action.kind === 'publish' && action.backend === 'redis';
     const applied = await events.transaction(async (tx, append) => {
       await ctx.assertPrimary(tx);
-      const inserted = await insertTick(tx, {
-        schedule: schedule.name,
-        tick,
-        term: ctx.term,
-        node: this.#options.node,
-        latenessMs,
-        cause,
-      });
+      const inserted = await insertTick(
+        tx,
+        {
+          schedule: schedule.name,
+          tick,
+          term: ctx.term,
+          node: this.#options.node,
+          latenessMs,
+          cause,
+        },
+        { pushed: !toRedis },
+      );
       if (!inserted) return false;
       if (cause !== 'manual') await advanceState(tx, schedule.name, tick);
       const time = new Date(tick).toISOString();
@@ -211,8 +225,8 @@ export class Scheduler implements Component {
         },
       ]);
       if (action.kind === 'publish') {
-        const payload = fillPayload(action.payload, { schedule: schedule.name, tick: time, term: ctx.term });
-        await enqueueIn(tx, store, action.queue, [Buffer.from(payload)]);
+        // A Redis queue's record is pushed once this commits (#push).
+        if (!toRedis) await enqueueIn(tx, store, action.queue, [this.#record(schedule, tick, ctx.term)]);
       } else if (action.kind === 'event') {
         const event: EventInput = {
           namespace: action.namespace,
@@ -227,12 +241,41 @@ export class Scheduler implements Component {
       }
       return true;
     });
+    if (applied && toRedis) await this.#push(ctx, schedule, tick, ctx.term);
     if (applied) {
       this.#options.onTick?.(schedule.name, latenessMs, cause);
       if (action.kind === 'publish') this.#options.wakeQueue?.(action.queue);
       if (action.kind === 'task') this.#options.wakeTasks?.();
     }
     return { schedule: schedule.name, tick, term: ctx.term, applied };
+  }
+
+  /** The record a publish action enqueues for a tick applied under `term`. */
+  #record(schedule: ScheduleConfig, tick: number, term: number): Buffer {
+    const payload = schedule.action.kind === 'publish' ? schedule.action.payload : undefined;
+    return Buffer.from(
+      fillPayload(payload, { schedule: schedule.name, tick: new Date(tick).toISOString(), term }),
+    );
+  }
+
+  /**
+   * Pushes the record of a committed tick to its Redis queue (at most once whoever pushes it: see
+   * redis-push.ts), retrying until it is done or this run ends (the next primary then pushes it), and
+   * records it as pushed.
+   */
+  async #push(ctx: ComponentContext, schedule: ScheduleConfig, tick: number, term: number): Promise<void> {
+    const { action } = schedule;
+    const redis = this.#options.redis;
+    if (action.kind !== 'publish' || !redis) {
+      throw new InternalError(
+        `schedule ${schedule.name} publishes to no Redis queue, or no Redis connection was given`,
+      );
+    }
+    const log = this.#log.child({ schedule: schedule.name });
+    await this.#retrying(ctx, log, 'push a record to Redis', async () => {
+      await redis.push(action.key, this.#record(schedule, tick, term), schedule.name, tick);
+      await markPushed(this.#options.store, schedule.name, tick);
+    });
   }
 
   async #startTask(tx: Tx, append: AppendInTx, task: string, offset: number, key: string): Promise<void> {

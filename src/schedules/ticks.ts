@@ -33,13 +33,17 @@ export interface ScheduleState {
  * Inside `tx` (fenced by the caller): records the tick; false when it was recorded already (it was applied:
  * the caller applies nothing).
  */
-export async function insertTick(tx: Tx, tick: Omit<TickRow, 'appliedAt'>): Promise<boolean> {
+export async function insertTick(
+  tx: Tx,
+  tick: Omit<TickRow, 'appliedAt'>,
+  options: { pushed: boolean },
+): Promise<boolean> {
   const rows = await executeIn(
     tx,
     sql`
-    INSERT INTO baton_schedule_ticks (schedule, tick_time, term, node, lateness_ms, cause)
+    INSERT INTO baton_schedule_ticks (schedule, tick_time, term, node, lateness_ms, cause, pushed)
     VALUES (${tick.schedule}, ${new Date(tick.tick).toISOString()}::timestamptz, ${tick.term}, ${tick.node},
-            ${Math.max(0, Math.round(tick.latenessMs))}, ${tick.cause})
+            ${Math.max(0, Math.round(tick.latenessMs))}, ${tick.cause}, ${options.pushed})
     ON CONFLICT (schedule, tick_time) DO NOTHING RETURNING 1`,
   );
   return rows.length === 1;
@@ -75,6 +79,24 @@ export async function advanceState(tx: Tx, schedule: string, untilMs: number, mi
       missed = s.missed + EXCLUDED.missed,
       last_missed_at = coalesce(EXCLUDED.last_missed_at, s.last_missed_at)`,
   );
+}
+
+/** The ticks of `schedule` whose Redis record is not confirmed pushed, oldest first, with their term. */
+export async function unpushedTicks(
+  store: Store,
+  schedule: string,
+): Promise<Array<{ tick: number; term: number }>> {
+  const rows = await store.execute(sql`
+    SELECT (extract(epoch FROM tick_time) * 1000)::float8 AS tick_ms, term FROM baton_schedule_ticks
+    WHERE schedule = ${schedule} AND NOT pushed ORDER BY tick_time`);
+  return rows.map((row) => ({ tick: Number(row['tick_ms']), term: Number(row['term']) }));
+}
+
+/** Records that the Redis record of a tick was pushed (by this node or before it: the push is idempotent). */
+export async function markPushed(store: Store, schedule: string, tick: number): Promise<void> {
+  await store.execute(sql`
+    UPDATE baton_schedule_ticks SET pushed = true
+    WHERE schedule = ${schedule} AND tick_time = ${new Date(tick).toISOString()}::timestamptz`);
 }
 
 const TICK_COLUMNS = sql.raw(`schedule, (extract(epoch FROM tick_time) * 1000)::float8 AS tick_ms, term, node,

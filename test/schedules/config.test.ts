@@ -5,7 +5,11 @@ import { parseDurationMs, resolveConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 
 const base = {
-  queues: { jobs: { handler: './h.ts' }, fast: { handler: './h.ts', backend: 'redis' } },
+  queues: {
+    jobs: { handler: './h.ts' },
+    fast: { handler: './h.ts', backend: 'redis', key: 'fast-list' },
+    far: { handler: './h.ts', backend: 'postgres', url: 'postgres://127.0.0.1/other' },
+  },
   tasks: { report: { command: 'true' } },
 };
 
@@ -29,7 +33,9 @@ describe('[schedules.<name>]', () => {
       nightly: { cron: '0 3 * * *', timezone: 'Europe/Paris', task: 'report' },
       pulse: { every: '1m30s', publish: { queue: 'jobs', payload: 'tick {tick}' }, missed: 'all' },
       beat: { cron: '*/5 * * * * *', event: { key: 'beat' } },
+      pushed: { every: '10s', publish: { queue: 'fast' } },
     });
+    expect(config.schedules['pushed']?.action).toMatchObject({ backend: 'redis', key: 'fast-list' });
     expect(config.schedules['nightly']).toEqual({
       name: 'nightly',
       timing: { kind: 'cron', cron: '0 3 * * *', timezone: 'Europe/Paris' },
@@ -44,6 +50,8 @@ describe('[schedules.<name>]', () => {
       kind: 'publish',
       queue: 'jobs',
       payload: 'tick {tick}',
+      backend: 'store',
+      key: 'jobs',
     });
     expect(config.schedules['beat']?.action).toEqual({
       kind: 'event',
@@ -69,7 +77,7 @@ describe('[schedules.<name>]', () => {
     [{ every: '1s', task: 'report', event: { key: 'k' } }, 'schedules.s', /exactly one action .* got 2/],
     [{ every: '1s', task: 'nope' }, 'schedules.s.task', /unknown task "nope": expected one of report/],
     [{ every: '1s', publish: { queue: 'nope' } }, 'schedules.s.publish.queue', /unknown queue "nope"/],
-    [{ every: '1s', publish: { queue: 'fast' } }, 'schedules.s.publish.queue', /backend = "store" only/],
+    [{ every: '1s', publish: { queue: 'far' } }, 'schedules.s.publish.queue', /"store" or "redis" only/],
     [{ every: '1s', task: 'report', timezone: 'Mars/Olympus' }, 'schedules.s.timezone', /unknown time zone/],
     [{ every: '1s', task: 'report', missed: 'some' }, 'schedules.s.missed', /"skip", "last" or "all"/],
     [{ every: '1s', task: 'report', missed_limit: 0 }, 'schedules.s.missed_limit', /from 1 to 100000/],

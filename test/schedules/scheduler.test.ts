@@ -9,12 +9,15 @@ import type { ScheduleConfig } from '../../src/config/types.js';
 import { FencedError } from '../../src/errors.js';
 import { EventLog } from '../../src/events/log.js';
 import { createLogger } from '../../src/log.js';
+import { RedisTickPush } from '../../src/schedules/redis-push.js';
 import type { SchedulerOptions } from '../../src/schedules/scheduler.js';
 import { Scheduler } from '../../src/schedules/scheduler.js';
 import { advanceState, scheduleStates } from '../../src/schedules/ticks.js';
 import { timingOf } from '../../src/schedules/timing.js';
 import { waitFor } from '../support/group.js';
 import type { TempStore } from '../support/pglite.js';
+import type { TestRedis } from '../support/redis.js';
+import { openTestRedis } from '../support/redis.js';
 import { openTempStore } from '../support/pglite.js';
 
 const log = createLogger({ level: 'silent' });
@@ -47,7 +50,7 @@ function schedule(overrides: Partial<ScheduleConfig> = {}): ScheduleConfig {
     missedLimit: 100,
     jitterMs: 0,
     namespace: 'default',
-    action: { kind: 'publish', queue: 'jobs', payload: undefined },
+    action: { kind: 'publish', queue: 'jobs', payload: undefined, backend: 'store', key: 'jobs' },
     ...overrides,
   };
 }
@@ -55,7 +58,7 @@ function schedule(overrides: Partial<ScheduleConfig> = {}): ScheduleConfig {
 /** Starts a scheduler as the supervisor would, on term `term`; its run ends at afterEach or abort. */
 function start(
   schedules: ScheduleConfig[],
-  options: { term?: number; now?: () => number; failures?: unknown[] } = {},
+  options: { term?: number; now?: () => number; failures?: unknown[]; redis?: RedisTickPush } = {},
 ): { scheduler: Scheduler; abort: AbortController } {
   const term = options.term ?? 1;
   const abort = new AbortController();
@@ -76,6 +79,7 @@ function start(
     store: temp.store,
     log,
     ...(options.now ? { now: options.now } : {}),
+    ...(options.redis ? { redis: options.redis } : {}),
   };
   const scheduler = new Scheduler(settings);
   scheduler.start(ctx);
@@ -253,5 +257,85 @@ describe('live firing', () => {
     expect(fired.tick).toBeGreaterThanOrEqual(before);
     expect(await ticks()).toEqual([{ tick: fired.tick, term: 1, cause: 'manual' }]);
     expect(await records()).toHaveLength(1);
+  });
+});
+
+describe('a Redis queue target', () => {
+  let redis: TestRedis;
+  let push: RedisTickPush;
+  let name: string;
+  let list: string;
+  beforeEach(async () => {
+    redis = await openTestRedis();
+    push = new RedisTickPush(redis.url);
+    name = `${redis.prefix}-s`;
+    list = redis.queue();
+  });
+  afterEach(async () => {
+    await push.close();
+    const guards = await redis.client.keys(`baton:schedule-tick:${name}:*`);
+    if (guards.length > 0) await redis.client.del(...guards);
+    await redis.cleanup();
+  });
+
+  const toRedis = (missed: ScheduleConfig['missed']): ScheduleConfig =>
+    schedule({
+      name,
+      missed,
+      action: { kind: 'publish', queue: 'fast', payload: undefined, backend: 'redis', key: list },
+    });
+
+  async function pushed(): Promise<string[]> {
+    const found = await redis.client.lrange(list, 0, -1);
+    return found.reverse().map((record) => (JSON.parse(record) as { tick: string }).tick);
+  }
+
+  it('pushes each tick once after its row commits, and marks it pushed', async () => {
+    const t0 = 1_700_000_000_000;
+    await temp.store.transaction((tx) => advanceState(tx, name, t0));
+    start([toRedis('all')], { now: () => t0 + 3_500, redis: push });
+    const expected = [1_000, 2_000, 3_000].map((offset) => new Date(t0 + offset).toISOString());
+    await waitFor(async () => ((await pushed()).length >= 3 ? true : undefined), 10_000, 'three pushes');
+    expect(await pushed()).toEqual(expected);
+    await waitFor(
+      async () => {
+        const left = await rows(`SELECT count(*) AS n FROM baton_schedule_ticks WHERE NOT pushed`);
+        return Number(left[0]?.['n']) === 0 ? true : undefined;
+      },
+      10_000,
+      'every tick marked pushed',
+    );
+  });
+
+  it('a new primary finishes the pushes its predecessor left, never twice', async () => {
+    const t0 = 1_700_000_000_000;
+    await temp.store.transaction((tx) => advanceState(tx, name, t0 + 2_000));
+    // Two ticks committed unpushed: the first one's push had landed (its guard is there), not the second's.
+    for (const offset of [1_000, 2_000]) {
+      await rows(
+        `INSERT INTO baton_schedule_ticks (schedule, tick_time, term, node, lateness_ms, cause, pushed)
+         VALUES ('${name}', to_timestamp(${(t0 + offset) / 1000}), 1, 'n0', 0, 'on-time', false)`,
+      );
+    }
+    expect(
+      await push.push(
+        list,
+        Buffer.from(JSON.stringify({ tick: new Date(t0 + 1_000).toISOString() })),
+        name,
+        t0 + 1_000,
+      ),
+    ).toBe(true);
+    start([toRedis('skip')], { now: () => t0 + 2_500, redis: push });
+    await waitFor(
+      async () => {
+        const left = await rows(`SELECT count(*) AS n FROM baton_schedule_ticks WHERE NOT pushed`);
+        return Number(left[0]?.['n']) === 0 ? true : undefined;
+      },
+      10_000,
+      'every tick marked pushed',
+    );
+    expect(await pushed()).toEqual([1_000, 2_000].map((offset) => new Date(t0 + offset).toISOString()));
+    // Pushed again (a retry after a lost reply): nothing.
+    expect(await push.push(list, Buffer.from('{}'), name, t0 + 2_000)).toBe(false);
   });
 });

@@ -13,11 +13,16 @@ CREATE TABLE baton_schedule_ticks (
   lateness_ms integer NOT NULL,
   -- 'on-time' (the timer), 'catch-up' (a new primary's missed tick), 'manual' (`baton schedules fire`).
   cause text NOT NULL CHECK (cause IN ('on-time', 'catch-up', 'manual')),
+  -- A Redis queue target only: its record is pushed after this row commits, by an idempotent script keyed by
+  -- (schedule, tick); false until the push is confirmed (a new primary pushes what is left).
+  pushed boolean NOT NULL DEFAULT true,
   PRIMARY KEY (schedule, tick_time)
 );
 
 -- Per schedule: the tick time up to which every tick was decided (applied, or counted as missed), and how
 -- many were missed. Changed in the same fenced transactions as the ticks.
+CREATE INDEX baton_schedule_ticks_unpushed ON baton_schedule_ticks (schedule) WHERE NOT pushed;
+
 CREATE TABLE baton_schedule_state (
   schedule text PRIMARY KEY,
   covered_until timestamptz NOT NULL,
