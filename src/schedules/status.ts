@@ -69,6 +69,18 @@ export async function scheduleStatuses(
   });
 }
 
+/**
+ * The schedules a token limited to `namespaces` may see: those whose namespace is one of them (a removed
+ * schedule's namespace is unknown: it is left out); all when `namespaces` is undefined.
+ */
+export function visibleSchedules(
+  statuses: readonly ScheduleStatus[],
+  namespaces: readonly string[] | undefined,
+): ScheduleStatus[] {
+  if (namespaces === undefined) return [...statuses];
+  return statuses.filter((status) => status.namespace !== undefined && namespaces.includes(status.namespace));
+}
+
 function describeAction({ action }: ScheduleConfig): string {
   switch (action.kind) {
     case 'publish':

@@ -2,10 +2,10 @@
 // namespaces) and POST /v1/schedules/:name/fire (write scope, and the token must reach what the tick does:
 // the schedule's namespace, the event's namespace, the queue it publishes to). Any node answers: the
 // listing comes from the shared store, and a secondary passes a fire on to the primary.
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 
 import { ForbiddenError, NotFoundError } from '../../errors.js';
-import type { ScheduleStatus } from '../../schedules/status.js';
+import { visibleSchedules } from '../../schedules/status.js';
 import { appliedTickJson, scheduleJson } from '../../schedules/wire.js';
 import { allowedNamespaces, mayUseQueue, needs } from '../auth.js';
 import type { HttpNode } from '../node.js';
@@ -13,7 +13,7 @@ import type { HttpNode } from '../node.js';
 export function registerScheduleRoutes(app: FastifyInstance, node: HttpNode): void {
   app.get('/v1/schedules', needs('read', { filtered: true }), async (request) => {
     const schedules = await node.admin.schedules();
-    return { schedules: schedules.filter((schedule) => visible(request, schedule)).map(scheduleJson) };
+    return { schedules: visibleSchedules(schedules, allowedNamespaces(request)).map(scheduleJson) };
   });
 
   app.post<{ Params: { name: string } }>(
@@ -41,11 +41,4 @@ export function registerScheduleRoutes(app: FastifyInstance, node: HttpNode): vo
       return appliedTickJson(await node.admin.fireSchedule(name));
     },
   );
-}
-
-/** A namespace-limited token sees the schedules of its namespaces (and no removed one: its namespace is unknown). */
-function visible(request: FastifyRequest, schedule: ScheduleStatus): boolean {
-  const namespaces = allowedNamespaces(request);
-  if (namespaces === undefined) return true;
-  return schedule.namespace !== undefined && namespaces.includes(schedule.namespace);
 }
