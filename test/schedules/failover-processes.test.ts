@@ -163,6 +163,17 @@ describe('a 1-second schedule on three node processes', () => {
       );
       expect(new Set(terms).size).toBeGreaterThanOrEqual(5);
       expect(causes['catch-up'] ?? 0).toBeGreaterThan(0);
+
+      // Fired through a secondary: passed on to the primary, applied under its term.
+      const current = await agreedPrimary(nodes);
+      const secondary = nodes.find((node) => node !== current.node) as BatonNodeProcess;
+      const fired = await fetch(`${secondary.url}/v1/schedules/beat/fire`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{}',
+      });
+      expect(fired.status).toBe(200);
+      expect(await fired.json()).toMatchObject({ schedule: 'beat', term: current.term, applied: true });
     } finally {
       await client.end();
     }
