@@ -82,11 +82,6 @@ export class Scheduler implements Component {
     this.#now = options.now ?? Date.now;
   }
 
-  /** The timing of a configured schedule (next ticks, description); undefined for an unknown name. */
-  timing(schedule: string): Timing | undefined {
-    return this.#timings.get(schedule);
-  }
-
   start(ctx: ComponentContext): void {
     this.#ctx = ctx;
     this.#work = Promise.all(
