@@ -12,7 +12,7 @@ const LAYERS = [
   ['config', ['config/']],
   ['drivers', ['store/', 'redis/']],
   ['capabilities', ['handler/', 'cluster/', 'events/', 'components/']],
-  ['composed capabilities', ['queue/', 'tasks/']],
+  ['composed capabilities', ['queue/', 'tasks/', 'schedules/']],
   ['middle', ['metrics/', 'admin/']],
   ['edge', ['http/', 'dashboard/']],
   ['composition root', ['node/']],
@@ -28,6 +28,8 @@ const SAME_LAYER = [
   ['util/', 'log.ts'],
   ['components/', 'cluster/'], // a component says which Role it runs on
   ['events/', 'components/'], // event retention runs as a Component
+  ['schedules/', 'queue/'], // a tick enqueues its record in its own transaction
+  ['schedules/', 'tasks/'], // a tick creates a task run in its own transaction
 ];
 
 /** @param {string[]} parts */

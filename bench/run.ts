@@ -34,6 +34,11 @@ const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
       'event log on the embedded store: 100k appends (batched, one by one) against raw INSERTs, and publish → SSE listener latency at 1k/s',
     load: () => import('./events.js'),
   },
+  schedules: {
+    description:
+      'tick lateness of a 1-second schedule on PostgreSQL against a bare timer, and kill -9 of the primary of 2 nodes: time to the first tick after it',
+    load: () => import('./schedules.js'),
+  },
   scale: {
     description:
       'store queue at scale on PostgreSQL (no statistics) and embedded: drain of 10k and 1M, idle CPU with 1M in back-off, p99 of read routes (--rows 5m)',

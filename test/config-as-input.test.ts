@@ -114,6 +114,23 @@ on = { namespace = "reports", key = "go", value = "now" }
 action = "restart"
 task = "report"
 on_lost = "restart"
+
+[schedules.nightly]
+cron = "0 3 * * *"
+timezone = "Europe/Paris"
+task = "backup"
+
+[schedules.beat]
+every = "1m30s"
+missed = "all"
+missed_limit = 10
+jitter_ms = 500
+publish = { queue = "ping", payload = "{tick}" }
+
+[schedules.pulse]
+every = "5s"
+namespace = "reports"
+event = { namespace = "reports", key = "pulse", value = "on" }
 `;
 
 const EMBEDDED = `

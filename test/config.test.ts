@@ -116,6 +116,7 @@ describe('loadConfig', () => {
       events: { enabled: true, retentionMs: 0, maxBatch: 10_000, maxStreamsPerClient: 16 },
       tasks: {},
       rules: [],
+      schedules: {},
     });
   });
 

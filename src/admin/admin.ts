@@ -8,6 +8,8 @@ import type { EventTransport } from '../events/transport.js';
 import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
 import type { ErrorPage, ErrorRecord, QueueInfo } from '../queue/backend.js';
 import type { MigrationProgress } from '../store/migrate.js';
+import type { AppliedTick } from '../schedules/scheduler.js';
+import type { ScheduleStatus } from '../schedules/status.js';
 import type { QueryResult } from '../store/store.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
 
@@ -53,6 +55,13 @@ export interface Admin {
   taskRuns(query?: TaskRunQuery): Promise<TaskRun[]>;
   /** Asks for a task run to be stopped (the primary stops it); UnknownTaskRunError for an unknown id. */
   stopTaskRun(id: string): Promise<StopRequest>;
+  /** The schedules of the config, and those the store has ticks of that the config no longer names. */
+  schedules(): Promise<ScheduleStatus[]>;
+  /**
+   * Applies one tick of a schedule now, on the primary (asked of any node: a secondary passes it on), recorded
+   * like any tick. NotFoundError for a schedule the primary does not have.
+   */
+  fireSchedule(name: string): Promise<AppliedTick>;
   /** The event log: through a node's HTTP API, or on the opened store. */
   openEvents(): Promise<EventTransport>;
   close(): Promise<void>;

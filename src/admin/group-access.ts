@@ -6,6 +6,7 @@ import type { ResolvedConfig } from '../config/types.js';
 import { BackendUnavailableError, NotInGroupError, NotPrimaryError, UnknownNodeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CountersByQueue } from '../queue/processor.js';
+import type { AppliedTick } from '../schedules/scheduler.js';
 import type { FailoverResult } from './admin.js';
 import { HttpAdmin } from './http-admin.js';
 import type { GroupAccess } from './store-admin.js';
@@ -26,8 +27,18 @@ export function nodeGroupAccess(
   group: NodeGroup,
   counters: () => CountersByQueue,
   token: string | undefined,
+  /** This node's scheduler's fire(), used while it is the primary (or not in a group). */
+  fire: (name: string) => Promise<AppliedTick>,
 ): GroupAccess {
   return {
+    async fireSchedule(name: string): Promise<AppliedTick> {
+      if (group.state.role === 'primary' || group.state.role === 'not-in-group') return fire(name);
+      // A secondary passes the request on to the primary, whose scheduler alone applies ticks.
+      const status = await group.status();
+      const primary = status.members.find((member) => member.node === status.leader);
+      if (!primary?.address) throw new NotPrimaryError(status.role, status.leader);
+      return new HttpAdmin(primary.address, { token, timeoutMs: MEMBER_TIMEOUT_MS }).fireSchedule(name);
+    },
     status: () => group.status(),
     counters: () => Promise.resolve(counters()),
     async failover(to?: string): Promise<FailoverResult> {
@@ -111,6 +122,15 @@ export function memberGroupAccess(
       throw new BackendUnavailableError(
         `group "${group.name}"`,
         'no live member answers: start one with baton run',
+      );
+    },
+    async fireSchedule(name: string): Promise<AppliedTick> {
+      // Any member passes it on to the primary.
+      const result = await ask(await live(), (admin) => admin.fireSchedule(name));
+      if (result) return result;
+      throw new BackendUnavailableError(
+        config.group ? `group "${config.group.name}"` : 'node',
+        'no live node answers: schedules are fired by a running node (baton run)',
       );
     },
     /** Each live member's own counters, summed; a member that does not answer counts for nothing. */

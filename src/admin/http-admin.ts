@@ -21,6 +21,9 @@ import { countersReply, errorsReply, queuesReply } from '../queue/wire.js';
 import type { QueryResult } from '../store/store.js';
 import { queryResultReply } from '../store/wire.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
+import type { AppliedTick } from '../schedules/scheduler.js';
+import type { ScheduleStatus } from '../schedules/status.js';
+import { firedReply, schedulesReply } from '../schedules/wire.js';
 import { stopReply, taskRunsReply } from '../tasks/wire.js';
 import type { RequestOptions } from '../util/http-client.js';
 import { HttpClient } from '../util/http-client.js';
@@ -167,6 +170,16 @@ export class HttpAdmin implements Admin {
 
   stopTaskRun(id: string): Promise<StopRequest> {
     return this.#client.call(stopReply, 'POST', `/v1/tasks/runs/${encodeURIComponent(id)}/stop`, {
+      json: {},
+    });
+  }
+
+  async schedules(): Promise<ScheduleStatus[]> {
+    return (await this.#client.call(schedulesReply, 'GET', '/v1/schedules')).schedules;
+  }
+
+  fireSchedule(name: string): Promise<AppliedTick> {
+    return this.#client.call(firedReply, 'POST', `/v1/schedules/${encodeURIComponent(name)}/fire`, {
       json: {},
     });
   }

@@ -19,6 +19,9 @@ import { checkDelay } from '../queue/delay.js';
 import type { IngestResult } from '../queue/ingest.js';
 import type { CountersByQueue } from '../queue/processor.js';
 import type { MigrationProgress } from '../store/migrate.js';
+import type { AppliedTick } from '../schedules/scheduler.js';
+import type { ScheduleStatus } from '../schedules/status.js';
+import { scheduleStatuses } from '../schedules/status.js';
 import type { QueryResult } from '../store/store.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
 import { listTaskRuns, requestStop } from '../tasks/runs.js';
@@ -30,6 +33,8 @@ export interface GroupAccess {
   failover(to?: string): Promise<FailoverResult>;
   /** Processed and failed records per queue, summed over the nodes that answer; empty when none does. */
   counters(): Promise<CountersByQueue>;
+  /** One tick of a schedule now, applied by the primary (this node's scheduler when it is the primary). */
+  fireSchedule(name: string): Promise<AppliedTick>;
 }
 
 /** What a running node adds to the admin operations. */
@@ -153,6 +158,14 @@ export class StoreAdmin implements Admin {
 
   failover(to?: string): Promise<FailoverResult> {
     return this.#group.failover(to);
+  }
+
+  schedules(): Promise<ScheduleStatus[]> {
+    return scheduleStatuses(this.#backends.store, this.#config.schedules);
+  }
+
+  fireSchedule(name: string): Promise<AppliedTick> {
+    return this.#group.fireSchedule(name);
   }
 
   taskRuns(query: TaskRunQuery = {}): Promise<TaskRun[]> {

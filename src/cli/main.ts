@@ -22,6 +22,7 @@ import { registerPluginCommands } from './commands/plugins.js';
 import { registerRecordCommands } from './commands/records.js';
 import { registerRun } from './commands/run.js';
 import { registerStoreCommands } from './commands/store.js';
+import { registerScheduleCommands } from './commands/schedules.js';
 import { registerTaskCommands } from './commands/tasks.js';
 import type { CliIo, GlobalOptions } from './context.js';
 import { CliContext } from './context.js';
@@ -101,6 +102,7 @@ function buildProgram(ctx: CliContext): Command {
   registerStoreCommands(program, ctx);
   registerClusterCommands(program, ctx);
   registerTaskCommands(program, ctx);
+  registerScheduleCommands(program, ctx);
   registerEventCommands(program, ctx);
   registerInit(program, ctx);
   return program;

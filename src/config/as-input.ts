@@ -2,7 +2,14 @@
 // value written out, paths absolute. `baton print-config` prints it; read back (from the same folder: a task's
 // commands run in the config file's folder), it resolves to the same config.
 import type { ConfigInput } from './schema.js';
-import type { GroupConfig, HttpConfig, QueueConfig, ResolvedConfig, StoreConfig } from './types.js';
+import type {
+  GroupConfig,
+  HttpConfig,
+  QueueConfig,
+  ResolvedConfig,
+  ScheduleConfig,
+  StoreConfig,
+} from './types.js';
 
 const DAY_MS = 86_400_000;
 
@@ -49,6 +56,27 @@ export function configAsInput(config: ResolvedConfig): ConfigInput {
         on_lost: rule.onLost,
       })),
     ),
+    schedules: nonEmpty(mapValues(config.schedules, scheduleInput)),
+  });
+}
+
+function scheduleInput(schedule: ScheduleConfig): NonNullable<ConfigInput['schedules']>[string] {
+  const { timing, action } = schedule;
+  return defined({
+    cron: timing.kind === 'cron' ? timing.cron : undefined,
+    every: timing.kind === 'every' ? `${timing.everyMs}ms` : undefined,
+    timezone: timing.timezone,
+    missed: schedule.missed,
+    missed_limit: schedule.missedLimit,
+    jitter_ms: schedule.jitterMs,
+    namespace: schedule.namespace,
+    publish:
+      action.kind === 'publish' ? defined({ queue: action.queue, payload: action.payload }) : undefined,
+    event:
+      action.kind === 'event'
+        ? defined({ namespace: action.namespace, key: action.key, value: action.value })
+        : undefined,
+    task: action.kind === 'task' ? action.task : undefined,
   });
 }
 

@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
+import { Cron } from 'croner';
 import { parse, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 
@@ -26,6 +27,9 @@ import type {
   QueueConfig,
   ResolvedConfig,
   RuleConfig,
+  ScheduleAction,
+  ScheduleConfig,
+  ScheduleTiming,
   TaskConfig,
   TokenScope,
 } from './types.js';
@@ -188,6 +192,8 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
     };
   });
 
+  const schedules = resolveSchedules(parsed, queues, tasks, file);
+
   return {
     file,
     baseDir,
@@ -243,7 +249,141 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
     },
     tasks,
     rules,
+    schedules,
   };
+}
+
+/** [schedules.<name>]: the timing checked (cron by croner, the time zone by Intl), the action's target known. */
+function resolveSchedules(
+  parsed: ParsedConfig,
+  queues: Readonly<Record<string, QueueConfig>>,
+  tasks: Readonly<Record<string, TaskConfig>>,
+  file: string | undefined,
+): Record<string, ScheduleConfig> {
+  const schedules: Record<string, ScheduleConfig> = {};
+  for (const [name, schedule] of Object.entries(parsed.schedules)) {
+    const fail = (key: string, message: string): ConfigError =>
+      new ConfigError(message, { key: `schedules.${name}.${key}`, ...optionalFile(file) });
+    if (!parsed.events.enabled) {
+      throw new ConfigError('schedules need the event log (each tick is an event): set it to true', {
+        key: 'events.enabled',
+        ...optionalFile(file),
+      });
+    }
+    if (!isTimeZone(schedule.timezone)) {
+      throw fail(
+        'timezone',
+        `unknown time zone ${describeValue(schedule.timezone)}: expected an IANA name such as "Europe/Paris"`,
+      );
+    }
+    let timing: ScheduleTiming;
+    if (schedule.cron !== undefined) {
+      const problem = cronProblem(schedule.cron, schedule.timezone);
+      if (problem !== undefined)
+        throw fail('cron', `invalid cron expression ${describeValue(schedule.cron)}: ${problem}`);
+      timing = { kind: 'cron', cron: schedule.cron, timezone: schedule.timezone };
+    } else {
+      const everyMs = parseDurationMs(schedule.every ?? '');
+      if (everyMs === undefined || everyMs < 1) {
+        throw fail(
+          'every',
+          `expected a duration such as "500ms", "30s", "5m", "1h30m" or "1d", got ${describeValue(schedule.every)}`,
+        );
+      }
+      timing = { kind: 'every', everyMs, timezone: schedule.timezone };
+    }
+    let action: ScheduleAction;
+    if (schedule.publish !== undefined) {
+      const queue = queues[schedule.publish.queue];
+      if (!queue)
+        throw fail('publish.queue', unknownName('queue', schedule.publish.queue, Object.keys(queues)));
+      if (queue.backend === 'postgres') {
+        // Its record could neither commit in the tick's transaction nor be pushed once by a keyed script.
+        throw fail(
+          'publish.queue',
+          `queue ${JSON.stringify(queue.name)} has backend = "postgres" (another database than the store): ` +
+            'a schedule publishes to queues with backend = "store" or "redis" only',
+        );
+      }
+      action = {
+        kind: 'publish',
+        queue: queue.name,
+        payload: schedule.publish.payload,
+        backend: queue.backend,
+        key: queue.key,
+      };
+    } else if (schedule.event !== undefined) {
+      action = {
+        kind: 'event',
+        namespace: schedule.event.namespace,
+        key: schedule.event.key,
+        value: schedule.event.value,
+      };
+    } else {
+      const task = schedule.task ?? '';
+      if (!Object.hasOwn(tasks, task)) throw fail('task', unknownName('task', task, Object.keys(tasks)));
+      action = { kind: 'task', task };
+    }
+    schedules[name] = {
+      name,
+      timing,
+      missed: schedule.missed,
+      missedLimit: schedule.missed_limit,
+      jitterMs: schedule.jitter_ms,
+      namespace: schedule.namespace,
+      action,
+    };
+  }
+  return schedules;
+}
+
+function unknownName(what: 'queue' | 'task', name: string, known: readonly string[]): string {
+  return (
+    `unknown ${what} ${JSON.stringify(name)}: ` +
+    (known.length === 0 ? `no [${what}s.<name>] table is defined` : `expected one of ${known.join(', ')}`)
+  );
+}
+
+const DURATION_UNITS: Readonly<Record<string, number>> = {
+  ms: 1,
+  s: 1_000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
+
+/** "500ms", "30s", "5m", "1h30m", "1d" → milliseconds; undefined when it is not such a duration. */
+export function parseDurationMs(text: string): number | undefined {
+  const trimmed = text.trim();
+  if (!/^(\d+(ms|s|m|h|d))+$/.test(trimmed)) return undefined;
+  let total = 0;
+  for (const [, amount, unit] of trimmed.matchAll(/(\d+)(ms|s|m|h|d)/g)) {
+    total += Number(amount) * (DURATION_UNITS[unit ?? ''] ?? Number.NaN);
+  }
+  return Number.isSafeInteger(total) ? total : undefined;
+}
+
+function isTimeZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Why croner refuses `expression` (or it is not of 5 or 6 fields); undefined when it is a usable one. */
+function cronProblem(expression: string, timezone: string): string | undefined {
+  const fields = expression.trim().split(/\s+/);
+  if (!expression.trim().startsWith('@') && fields.length !== 5 && fields.length !== 6) {
+    return `expected 5 fields (minute hour day month weekday) or 6 (second first), got ${fields.length}`;
+  }
+  try {
+    const next = new Cron(expression, { timezone, paused: true }).nextRun();
+    return next === null ? 'it never fires' : undefined;
+  } catch (error) {
+    return error instanceof Error ? error.message.replace(/^CronPattern: /, '') : String(error);
+  }
 }
 
 /** [group] with its derived defaults, checked against the store and the timings' order. */

@@ -431,6 +431,57 @@ const ruleSchema = table({
   on_lost: z.enum(['mark', 'restart'], { error: expecting('"mark" or "restart"') }).default('mark'),
 });
 
+const scheduleSchema = table({
+  /** A cron expression of 5 fields (minute first) or 6 (second first), read in `timezone`. Set this or `every`. */
+  cron: text('a cron expression').optional(),
+  /** A fixed interval such as "30s", "5m", "1h30m" or "500ms", aligned to the epoch. Set this or `cron`. */
+  every: text('a duration such as "30s"').optional(),
+  /** IANA time zone the cron expression is read in. Default "UTC". */
+  timezone: text('an IANA time zone such as "Europe/Paris"').default('UTC'),
+  /**
+   * What a new primary does with the ticks that fell while no primary was acting: "skip" them (counted as
+   * missed), apply the "last" one only, or apply "all" of them, the most recent `missed_limit` at most.
+   */
+  missed: z.enum(['skip', 'last', 'all'], { error: expecting('"skip", "last" or "all"') }).default('skip'),
+  /** missed = "all": ticks applied at most on a catch-up; older ones are counted as missed. */
+  missed_limit: integer(1, 100_000).default(100),
+  /** Milliseconds of random delay added to each firing (the tick keeps its time). 0: none. */
+  jitter_ms: integer(0, 3_600_000).default(0),
+  /** Namespace of the event schedule.<name>.fired appended at each tick. */
+  namespace: text().default('default'),
+  /** Action: publish one record to a queue; `payload` may hold {schedule}, {tick} and {term}. */
+  publish: table({
+    queue: text('a queue name'),
+    payload: z.string({ error: expecting('a string') }).optional(),
+  }).optional(),
+  /** Action: append an event; its context carries the schedule, the tick time and the term. */
+  event: table({
+    namespace: text().default('default'),
+    key: text('an event key'),
+    value: z.string({ error: expecting('a string') }).optional(),
+  }).optional(),
+  /** Action: start a run of this [tasks.<name>]. */
+  task: text('a task name').optional(),
+}).superRefine((schedule, context) => {
+  if ((schedule.cron === undefined) === (schedule.every === undefined)) {
+    context.addIssue({
+      code: 'custom',
+      path: schedule.cron === undefined ? [] : ['every'],
+      input: schedule.every,
+      message: 'expected exactly one of "cron" or "every"',
+    });
+  }
+  const actions = [schedule.publish, schedule.event, schedule.task].filter((action) => action !== undefined);
+  if (actions.length !== 1) {
+    context.addIssue({
+      code: 'custom',
+      path: [],
+      input: undefined,
+      message: `expected exactly one action of "publish", "event" or "task", got ${actions.length}`,
+    });
+  }
+});
+
 const queueNameSchema = z.string().regex(QUEUE_NAME_PATTERN, {
   error: (issue) =>
     `invalid queue name ${describeValue(issue.input)}: expected 1 to 128 letters, digits, "_", "." or "-", ` +
@@ -462,6 +513,10 @@ export const rawConfigSchema = table({
   tasks: z.record(queueNameSchema, taskSchema, { error: expecting('a table of tasks') }).prefault({}),
   /** Rules: on an event, start, stop or restart a task. Run by the primary. */
   rules: z.array(ruleSchema, { error: expecting('an array of tables ([[rules]])') }).default([]),
+  /** Schedules: on a cron expression or an interval, publish a record, append an event or start a task. */
+  schedules: z
+    .record(queueNameSchema, scheduleSchema, { error: expecting('a table of schedules') })
+    .prefault({}),
 });
 
 /**

@@ -23,6 +23,7 @@ export interface ResolvedConfig {
   events: EventsConfig;
   tasks: Readonly<Record<string, TaskConfig>>;
   rules: readonly RuleConfig[];
+  schedules: Readonly<Record<string, ScheduleConfig>>;
 }
 
 export interface NodeConfig {
@@ -184,6 +185,43 @@ export interface RuleConfig {
   task: string;
   /** What the new primary does with a run of this rule whose node died. */
   onLost: 'mark' | 'restart';
+}
+
+/** When a schedule ticks: a cron expression in a time zone, or a fixed interval aligned to the epoch. */
+export type ScheduleTiming =
+  | { readonly kind: 'cron'; readonly cron: string; readonly timezone: string }
+  | { readonly kind: 'every'; readonly everyMs: number; readonly timezone: string };
+
+/** What a schedule does at each tick. */
+export type ScheduleAction =
+  | {
+      readonly kind: 'publish';
+      readonly queue: string;
+      readonly payload: string | undefined;
+      /** "store": the record commits with the tick; "redis": pushed after it, once, to the list `key`. */
+      readonly backend: 'store' | 'redis';
+      readonly key: string;
+    }
+  | {
+      readonly kind: 'event';
+      readonly namespace: string;
+      readonly key: string;
+      readonly value: string | undefined;
+    }
+  | { readonly kind: 'task'; readonly task: string };
+
+export interface ScheduleConfig {
+  name: string;
+  timing: ScheduleTiming;
+  /** What a new primary does with the ticks that fell while no primary was acting. */
+  missed: 'skip' | 'last' | 'all';
+  /** missed = "all": ticks applied at most on one catch-up; older ones are counted as missed. */
+  missedLimit: number;
+  /** Random delay added to each firing, at most (the tick keeps its time). */
+  jitterMs: number;
+  /** Namespace of the schedule.<name>.fired events. */
+  namespace: string;
+  action: ScheduleAction;
 }
 
 export type ElectorKind = 'standalone' | 'postgres' | 'redis' | 'pg-recovery';

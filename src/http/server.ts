@@ -34,6 +34,7 @@ import { registerEventRoutes } from './routes/events.js';
 import { registerIngestRoutes } from './routes/ingest.js';
 import { registerMetricsRoute } from './routes/metrics.js';
 import { registerQueueRoutes } from './routes/queues.js';
+import { registerScheduleRoutes } from './routes/schedules.js';
 import { registerTaskRoutes } from './routes/tasks.js';
 import { checkUtf8Body } from './validate.js';
 
@@ -145,6 +146,7 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   registerClusterRoutes(app, node);
   registerEventRoutes(app, node, node.config.events);
   registerTaskRoutes(app, node);
+  registerScheduleRoutes(app, node);
   // Ingest parses bodies as raw bytes, so it lives in its own encapsulated scope.
   void app.register((scope, _options, done) => {
     registerIngestRoutes(scope, node);

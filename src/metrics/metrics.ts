@@ -28,6 +28,8 @@ export interface MetricsSource {
 export class NodeMetrics {
   readonly registry = new Registry();
   readonly #batchSeconds: Histogram<'queue' | 'outcome'>;
+  readonly #tickLateness: Histogram<'schedule' | 'cause'>;
+  readonly #missedTicks: Counter<'schedule'>;
 
   constructor(source: MetricsSource) {
     const registry = this.registry;
@@ -87,6 +89,19 @@ export class NodeMetrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [registry],
     });
+    this.#tickLateness = new Histogram({
+      name: 'baton_schedule_tick_lateness_seconds',
+      help: 'Time from a tick of a schedule to its application on this node, per schedule and cause (on-time, catch-up, manual).',
+      labelNames: ['schedule', 'cause'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    });
+    this.#missedTicks = new Counter({
+      name: 'baton_schedule_missed_ticks_total',
+      help: 'Ticks of a schedule that fell while no primary acted and that this node counted as missed when it took over (by the missed policy).',
+      labelNames: ['schedule'],
+      registers: [registry],
+    });
     gauge(
       registry,
       'baton_role',
@@ -142,6 +157,16 @@ export class NodeMetrics {
   /** Records one batch: how long it took from claim to commit (or rollback), and how it ended. */
   observeBatch(queue: string, seconds: number, outcome: BatchOutcome): void {
     this.#batchSeconds.observe({ queue, outcome }, seconds);
+  }
+
+  /** Records one applied tick of a schedule: how late after its time it was applied. */
+  observeTick(schedule: string, latenessMs: number, cause: string): void {
+    this.#tickLateness.observe({ schedule, cause }, Math.max(0, latenessMs) / 1000);
+  }
+
+  /** Counts ticks of a schedule that a catch-up of this node counted as missed. */
+  countMissedTicks(schedule: string, count: number): void {
+    this.#missedTicks.inc({ schedule }, count);
   }
 
   /** The exposition text and its content type. */

@@ -14,8 +14,14 @@ import type { LeaderWatchEventType, Role, RoleChange } from '../cluster/types.js
 import type { Component } from '../components/component.js';
 import type { ComponentStatus } from '../components/supervisor.js';
 import type { Supervisor } from '../components/supervisor.js';
-import type { ResolvedConfig } from '../config/types.js';
-import { BackendUnavailableError, describeError, NotRunningError, UnknownQueueError } from '../errors.js';
+import type { ResolvedConfig, ScheduleConfig } from '../config/types.js';
+import {
+  BackendUnavailableError,
+  describeError,
+  NotFoundError,
+  NotRunningError,
+  UnknownQueueError,
+} from '../errors.js';
 import { EventLog } from '../events/log.js';
 import type { HttpNode, Readiness } from '../http/node.js';
 import type { RouteRegistrar } from '../http/server.js';
@@ -36,11 +42,13 @@ import { schemaIsCurrent } from '../handler/schema.js';
 import { builtinMigrations, missingSchema } from '../store/migrate.js';
 import type { Tx } from '../store/store.js';
 import type { RuleEngine } from '../tasks/engine.js';
+import type { AppliedTick, Scheduler } from '../schedules/scheduler.js';
 import { DeferredStart } from './deferred-start.js';
 import {
   addQueueRunners,
   addRetention,
   addRuleEngine,
+  addScheduler,
   countersOf,
   loadPlugins,
   makeSupervisor,
@@ -72,6 +80,7 @@ export class BatonNode implements HttpNode {
   #supervisor: Supervisor | undefined;
   #events: EventLog | undefined;
   #ruleEngine: RuleEngine | undefined;
+  #scheduler: Scheduler | undefined;
   #watchdog: Watchdog | undefined;
   readonly #routes: RouteRegistrar | undefined;
   #schemaCheck: { at: number; problem: Promise<string | undefined> } | undefined;
@@ -130,6 +139,11 @@ export class BatonNode implements HttpNode {
   /** The event log, when `[events] enabled` (the default) and the node runs. */
   get events(): EventLog | undefined {
     return this.#events;
+  }
+
+  /** The schedules of the config, by name (the primary fires them). */
+  get schedules(): Readonly<Record<string, ScheduleConfig>> {
+    return this.config.schedules;
   }
 
   get tasksConfigured(): boolean {
@@ -334,6 +348,13 @@ export class BatonNode implements HttpNode {
       for (const component of components) supervisor.add(component);
       const parts = { config, events, backends, supervisor, log, url: () => this.address };
       this.#ruleEngine = addRuleEngine(parts);
+      this.#scheduler = await addScheduler({
+        ...parts,
+        wakeTasks: () => this.#ruleEngine?.wake(),
+        onTick: (schedule, latenessMs, cause) => this.metrics.observeTick(schedule, latenessMs, cause),
+        onMissed: (schedule, count) => this.metrics.countMissedTicks(schedule, count),
+        opened: (what, release) => this.#opened(what, release),
+      });
       this.#processors = addQueueRunners({
         ...parts,
         handlers,
@@ -364,7 +385,12 @@ export class BatonNode implements HttpNode {
         config,
         backends,
         log,
-        group: nodeGroupAccess(group, () => this.queueCounters(), config.http.adminToken),
+        group: nodeGroupAccess(
+          group,
+          () => this.queueCounters(),
+          config.http.adminToken,
+          (name) => this.#fireSchedule(name),
+        ),
         node: {
           ingest: (queue, records, delays) => this.ingest(queue, records, delays),
           handlers,
@@ -406,6 +432,13 @@ export class BatonNode implements HttpNode {
       await this.#release();
       throw error;
     }
+  }
+
+  /** One tick of a schedule now, by this node's scheduler (it runs while the node acts as primary). */
+  #fireSchedule(name: string): Promise<AppliedTick> {
+    if (!this.#scheduler)
+      return Promise.reject(new NotFoundError(`unknown schedule "${name}": none is configured`));
+    return this.#scheduler.fire(name);
   }
 
   /** What the start-up writes to the store: migrations, handler tables, consumer registration, LISTEN. */

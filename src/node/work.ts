@@ -20,6 +20,9 @@ import { RecordProcessor } from '../queue/processor.js';
 import type { BatchOutcome } from '../queue/runner.js';
 import { QueueRunner } from '../queue/runner.js';
 import type { HandlerWatch } from '../queue/watchdog.js';
+import { StoreQueueBackend } from '../queue/store-queue.js';
+import type { TickCause } from '../schedules/ticks.js';
+import { Scheduler } from '../schedules/scheduler.js';
 import type { Store, Tx } from '../store/store.js';
 import { RuleEngine } from '../tasks/engine.js';
 import { pruneTaskRuns } from '../tasks/runs.js';
@@ -63,7 +66,13 @@ export async function prepareBackends(
 /** Refuses a config that gives a node nothing to do (exit code 3). */
 function assertSomethingToRun(config: ResolvedConfig, componentsInCode: number): void {
   const none = (table: object): boolean => Object.keys(table).length === 0;
-  if (none(config.queues) && none(config.components) && componentsInCode === 0 && none(config.tasks)) {
+  if (
+    none(config.queues) &&
+    none(config.components) &&
+    componentsInCode === 0 &&
+    none(config.tasks) &&
+    none(config.schedules)
+  ) {
     if (config.events.enabled) return;
     throw new NothingToRunError(
       'nothing to run: add a [queues.<name>] table with a handler, a [components.<name>] table or a ' +
@@ -177,6 +186,57 @@ export function addRuleEngine(options: {
   });
   options.supervisor.add(engine);
   return engine;
+}
+
+/**
+ * With schedules configured: the scheduler, a primary-only component (each tick is an event, so it needs the
+ * event log; the loader refuses schedules without it).
+ */
+export async function addScheduler(options: {
+  config: ResolvedConfig;
+  events: EventLog | undefined;
+  backends: Backends;
+  supervisor: Supervisor;
+  log: Logger;
+  wakeTasks: () => void;
+  onTick?: (schedule: string, latenessMs: number, cause: TickCause) => void;
+  onMissed?: (schedule: string, count: number) => void;
+  /** Told of what the scheduler opened (a Redis connection), to close once the supervisor has stopped. */
+  opened: (what: string, release: () => Promise<void>) => void;
+}): Promise<Scheduler | undefined> {
+  const { config, backends } = options;
+  if (Object.keys(config.schedules).length === 0) return undefined;
+  const toRedis = Object.values(config.schedules).some(
+    ({ action }) => action.kind === 'publish' && action.backend === 'redis',
+  );
+  // The Redis driver is loaded only when a schedule publishes to a Redis queue.
+  const redis = toRedis
+    ? new (await import('../schedules/redis-push.js')).RedisTickPush(config.redis.url)
+    : undefined;
+  if (redis) options.opened('schedules: Redis connection', () => redis.close());
+  if (!options.events) {
+    throw new ConfigError('schedules need the event log: set [events] enabled = true', {
+      key: 'events.enabled',
+    });
+  }
+  const scheduler = new Scheduler({
+    schedules: config.schedules,
+    tasks: config.tasks,
+    node: config.node.name,
+    events: options.events,
+    store: backends.store,
+    log: options.log,
+    wakeQueue: (queue) => {
+      const backend = backends.backendFor(queue);
+      if (backend instanceof StoreQueueBackend) backend.notify(queue);
+    },
+    wakeTasks: options.wakeTasks,
+    ...(redis ? { redis } : {}),
+    ...(options.onTick ? { onTick: options.onTick } : {}),
+    ...(options.onMissed ? { onMissed: options.onMissed } : {}),
+  });
+  options.supervisor.add(scheduler);
+  return scheduler;
 }
 
 /** With `[events] retention_days`: retention, a primary-only component whose deletes are fenced. */

@@ -14,7 +14,7 @@ import { ALL_NAMESPACES } from '../events/log.js';
 import type { AppendedEvent, StoredEvent } from '../events/types.js';
 import type { Logger } from '../log.js';
 import type { Store, Tx } from '../store/store.js';
-import { backoffDelay } from '../util/backoff.js';
+import { backoffDelay, retrying } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
 import type { RunningTask, TaskOutcome } from './process.js';
 import { launchTask } from './process.js';
@@ -362,19 +362,16 @@ export class RuleEngine implements Component {
   }
 
   /** Runs `fn` until it succeeds, backing off after failures; a FencedError or the end of the run ends it. */
-  async #retrying<T>(ctx: ComponentContext, what: string, fn: () => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await fn();
-      } catch (error) {
-        if (ctx.signal.aborted || error instanceof FencedError) throw error;
-        const delay = backoffDelay(attempt, RETRY);
+  #retrying<T>(ctx: ComponentContext, what: string, fn: () => Promise<T>): Promise<T> {
+    return retrying(fn, {
+      backoff: RETRY,
+      signal: ctx.signal,
+      final: (error) => error instanceof FencedError,
+      onRetry: (error, delay) =>
         this.#log.warn(
           { err: describeError(error), retryInMs: delay },
           `rule engine: could not ${what}; retrying`,
-        );
-        await sleep(delay, ctx.signal);
-      }
-    }
+        ),
+    });
   }
 }

@@ -22,7 +22,7 @@ describe('first contact', () => {
   it('--help lists the commands and exits 0', async () => {
     const result = await runBaton(['--help']);
     expect(result.code).toBe(0);
-    for (const command of ['run', 'sql', 'migrate', 'status', 'tasks', 'events']) {
+    for (const command of ['run', 'sql', 'migrate', 'status', 'tasks', 'schedules', 'events']) {
       expect(result.stdout).toMatch(new RegExp(`^  ${command}\\b`, 'm'));
     }
   });

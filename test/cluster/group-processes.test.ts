@@ -5,9 +5,9 @@ import { join } from 'node:path';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { agreedPrimary, waitFor } from '../support/group.js';
 import type { TestDatabase } from '../support/postgres.js';
 import { createTestDatabase } from '../support/postgres.js';
-import type { BatonNodeProcess } from '../support/process.js';
 import {
   cleanupAll,
   FIXTURES_DIR,
@@ -23,33 +23,6 @@ afterEach(async () => {
   await database?.drop();
   database = undefined;
 });
-
-interface ClusterView {
-  role: string;
-  term: number;
-  primary: string | null;
-  members: Array<{ node: string; role: string; term: number }>;
-}
-
-async function view(node: BatonNodeProcess): Promise<ClusterView | undefined> {
-  try {
-    return (await fetch(`${node.url}/v1/cluster`, { signal: AbortSignal.timeout(2000) }).then((r) =>
-      r.json(),
-    )) as ClusterView;
-  } catch {
-    return undefined;
-  }
-}
-
-async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 async function group(size: number) {
   database = await createTestDatabase();
@@ -67,24 +40,6 @@ async function group(size: number) {
   }
   const nodes = await Promise.all(configs.map((config) => startBatonNode(config)));
   return { nodes, configs };
-}
-
-/** The one primary among `nodes`, once they agree (every live node names it), with its term. */
-async function agreedPrimary(nodes: BatonNodeProcess[], timeoutMs: number) {
-  return waitFor(
-    async () => {
-      const views = await Promise.all(nodes.map(view));
-      if (views.some((v) => v === undefined)) return undefined;
-      const primaries = views.filter((v) => v?.role === 'primary');
-      if (primaries.length !== 1) return undefined;
-      const primary = nodes[views.findIndex((v) => v?.role === 'primary')] as BatonNodeProcess;
-      const term = primaries[0]?.term ?? 0;
-      if (!views.every((v) => v?.term === term)) return undefined;
-      return { primary, term };
-    },
-    timeoutMs,
-    'one agreed primary',
-  );
 }
 
 describe('a group of node processes on the postgres elector', () => {

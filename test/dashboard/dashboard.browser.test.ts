@@ -48,6 +48,7 @@ beforeAll(async () => {
       },
       tasks: { hello: { command: 'true', namespace: 'ops' } },
       rules: [{ on: { namespace: 'ops', key: 'dash.go' }, action: 'start', task: 'hello' }],
+      schedules: { beat: { every: '1s', event: { key: 'beat' } } },
     },
     { log: createLogger({ level: 'silent' }) },
   );
@@ -127,6 +128,11 @@ describe('the dashboard in Chromium', () => {
     await expect
       .poll(() => page.textContent('[data-testid=tasks] tbody'), { timeout: 20_000 })
       .toMatch(/hello\s*succeeded/);
+
+    // The 1-second schedule shows its spec and a last tick.
+    const beat = page.locator('[data-testid=schedules] tbody tr', { hasText: 'beat' });
+    await expect.poll(() => beat.textContent(), { timeout: 15_000 }).toContain('every 1s');
+    await expect.poll(() => beat.locator('td:nth-child(3)').textContent(), { timeout: 15_000 }).not.toBe('-');
 
     await mkdir(artifacts, { recursive: true });
     await page.screenshot({ path: join(artifacts, 'dashboard.png'), fullPage: true });

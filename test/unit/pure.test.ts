@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 
 import { splitStatements } from '../../src/store/migrate.js';
-import { backoffDelay } from '../../src/util/backoff.js';
+import { backoffDelay, retrying } from '../../src/util/backoff.js';
 import { splitLines } from '../../src/util/lines.js';
 
 describe('splitLines', () => {
@@ -34,6 +34,40 @@ describe('backoffDelay', () => {
     expect(backoffDelay(60, options, () => 0.5)).toBe(32_000);
     expect(backoffDelay(1, options, () => 0)).toBe(800);
     expect(backoffDelay(1, options, () => 1)).toBe(1200);
+  });
+});
+
+describe('retrying', () => {
+  const backoff = { initialMs: 1, maxMs: 2 };
+  class Final extends Error {}
+
+  it('runs until it succeeds, telling of each retry', async () => {
+    let calls = 0;
+    const retries: number[] = [];
+    const value = await retrying(
+      () => (++calls < 3 ? Promise.reject(new Error('not yet')) : Promise.resolve('done')),
+      {
+        backoff,
+        signal: new AbortController().signal,
+        final: (error) => error instanceof Final,
+        onRetry: (_error, delay) => retries.push(delay),
+      },
+    );
+    expect(value).toBe('done');
+    expect(calls).toBe(3);
+    expect(retries).toHaveLength(2);
+  });
+
+  it('throws a final failure at once, and any failure once the signal aborted', async () => {
+    const options = { backoff, final: (error: unknown) => error instanceof Final, onRetry: () => undefined };
+    await expect(
+      retrying(() => Promise.reject(new Final('over')), { ...options, signal: new AbortController().signal }),
+    ).rejects.toBeInstanceOf(Final);
+    const aborted = new AbortController();
+    aborted.abort();
+    await expect(
+      retrying(() => Promise.reject(new Error('down')), { ...options, signal: aborted.signal }),
+    ).rejects.toThrow('down');
   });
 });
 

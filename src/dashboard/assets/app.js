@@ -180,6 +180,24 @@ function renderSnapshot(snapshot) {
     ),
     snapshot.tasks === null ? 'tasks are not configured on this node' : 'no task run yet',
   );
+
+  fill(
+    '#schedules',
+    (snapshot.schedules ?? []).map((schedule) =>
+      row([
+        cell(schedule.name),
+        Object.assign(cell(schedule.configured ? schedule.spec : 'removed'), {
+          title: schedule.action ?? 'removed from the config',
+        }),
+        cell(time(schedule.last_tick?.tick)),
+        cell(schedule.last_tick?.term ?? '-', 'num'),
+        cell(time(schedule.next_tick)),
+        cell(schedule.lag_ms, 'num'),
+        cell(schedule.missed, 'num'),
+      ]),
+    ),
+    'no schedule',
+  );
 }
 
 function plot(now) {

@@ -12,6 +12,8 @@ import { clusterJson } from '../../cluster/wire.js';
 import { componentJson } from '../../components/wire.js';
 import { describeError } from '../../errors.js';
 import { queueJson } from '../../queue/wire.js';
+import { visibleSchedules } from '../../schedules/status.js';
+import { scheduleJson } from '../../schedules/wire.js';
 import { taskRunJson } from '../../tasks/wire.js';
 import { allowedNamespaces, allowedQueues, needs } from '../auth.js';
 import type { HttpNode } from '../node.js';
@@ -84,12 +86,13 @@ export function registerDashboardRoutes(app: FastifyInstance, node: HttpNode): v
 
 async function takeSnapshot(node: HttpNode, visible: Visible): Promise<Record<string, unknown>> {
   const { namespaces } = visible;
-  const [cluster, allQueues, tasks] = await Promise.all([
+  const [cluster, allQueues, tasks, schedules] = await Promise.all([
     node.admin.cluster(),
     node.admin.queues(),
     node.tasksConfigured
       ? node.admin.taskRuns({ limit: 20, ...(namespaces ? { namespaces } : {}) })
       : Promise.resolve(undefined),
+    node.admin.schedules(),
   ]);
   const queues = allQueues.filter((queue) => visible.queues?.includes(queue.name) ?? true);
   return {
@@ -102,5 +105,7 @@ async function takeSnapshot(node: HttpNode, visible: Visible): Promise<Record<st
     components: node.components().map(componentJson),
     events_head: node.events?.head ?? null,
     tasks: tasks?.map(taskRunJson) ?? null,
+    // A namespace-limited token sees the schedules of its namespaces (as GET /v1/schedules answers).
+    schedules: visibleSchedules(schedules, namespaces).map(scheduleJson),
   };
 }

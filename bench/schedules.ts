@@ -1,0 +1,279 @@
+// `npm run bench -- schedules`: how late the ticks of a schedule are applied, and how soon a new primary
+// applies the ticks that fell after a crash. Lateness: a group of one node on PostgreSQL with a 1-second
+// schedule (`--ticks`, default 60); for each tick, from its time to the start of its transaction (the node's
+// `lateness_ms`) and to its row's insert (PostgreSQL's clock_timestamp; same host), against the baseline of a
+// bare setTimeout aimed at each second in this process. Catch-up: two nodes, missed = "all"; the primary is
+// killed with SIGKILL (`--kills`, default 5) and each time the first tick after the kill is awaited: the
+// time from the kill to its row, against the failover (the kill to the fence's raise by the new primary).
+// Delayed records are not measured here yet.
+import type { ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+import { percentile } from './failover-support.js';
+import type { FreshDatabase } from './redis-pg.js';
+import { connect, createDatabase, REDIS_URL } from './redis-pg.js';
+import type { Deadline } from './support.js';
+import {
+  freePort,
+  groupNodeToml,
+  integerOption,
+  machineAndLoad,
+  parseOptions,
+  pause,
+  request,
+  ROOT,
+  runMeasured,
+} from './support.js';
+
+const NAME = 'schedules';
+const OPTIONS = ['ticks', 'kills', 'timeout-s'];
+const DEFAULTS = { ticks: 60, kills: 5, timeoutS: 600 };
+
+interface Report {
+  /** From the tick time to the start of its transaction, ms (the node's lateness_ms). */
+  wake?: number[];
+  /** From the tick time to the insert of its row, ms (PostgreSQL's clock). */
+  insert?: number[];
+  /** A bare setTimeout aimed at each second boundary, ms late. */
+  timer?: number[];
+  /** Per kill: to the new primary's fence raise, and to the row of the first tick after the kill, ms. */
+  failover?: number[];
+  catchUp?: number[];
+}
+
+interface Child {
+  readonly process: ChildProcess;
+  readonly port: number;
+  readonly output: string[];
+}
+
+export async function main(args: readonly string[]): Promise<number> {
+  const options = parseOptions(args, OPTIONS);
+  const ticks = integerOption(options, 'ticks', DEFAULTS.ticks);
+  const kills = integerOption(options, 'kills', DEFAULTS.kills);
+  process.stdout.write(machineAndLoad());
+  return runMeasured<Report>({
+    timeoutS: integerOption(options, 'timeout-s', DEFAULTS.timeoutS),
+    tmpPrefix: 'baton-bench-schedules-',
+    report: {},
+    measure: async (report, parent, deadline) => {
+      await measureLateness(report, parent, ticks, deadline);
+      await measureCatchUp(report, parent, kills, deadline);
+    },
+    print: printReport,
+    printJson: (report) => {
+      const round = (value: number | undefined): number | null =>
+        value === undefined ? null : Math.round(value * 10) / 10;
+      process.stdout.write(
+        `${JSON.stringify({
+          bench: NAME,
+          tick_p50_ms: round(percentile(report.insert ?? [], 50)),
+          tick_p99_ms: round(percentile(report.insert ?? [], 99)),
+          wake_p99_ms: round(percentile(report.wake ?? [], 99)),
+          timer_p99_ms: round(percentile(report.timer ?? [], 99)),
+          catch_up_ms: round(percentile(report.catchUp ?? [], 50)),
+          catch_up_max_ms: round(Math.max(...(report.catchUp ?? [Number.NaN]))),
+          failover_ms: round(percentile(report.failover ?? [], 50)),
+        })}\n`,
+      );
+    },
+  });
+}
+
+async function measureLateness(
+  report: Report,
+  parent: string,
+  ticks: number,
+  deadline: Deadline,
+): Promise<void> {
+  const database = await createDatabase();
+  try {
+    const node = await startNode(parent, database, 'n1', 'skip');
+    try {
+      const db = await connect(database.url);
+      try {
+        const started = Date.now();
+        process.stdout.write(`lateness: ${ticks} ticks of a 1-second schedule\n`);
+        report.timer = await timerBaseline(ticks, deadline.signal);
+        const rows = await waitForRows(db, `tick_time > to_timestamp(${started / 1000})`, ticks, deadline);
+        report.wake = rows.map((row) => row.lateness);
+        report.insert = rows.map((row) => row.insert);
+      } finally {
+        await db.end();
+      }
+    } finally {
+      await stop(node);
+    }
+  } finally {
+    await database.drop();
+  }
+}
+
+async function measureCatchUp(
+  report: Report,
+  parent: string,
+  kills: number,
+  deadline: Deadline,
+): Promise<void> {
+  const database = await createDatabase();
+  const nodes: Child[] = [];
+  try {
+    nodes.push(
+      await startNode(parent, database, 'c1', 'all'),
+      await startNode(parent, database, 'c2', 'all'),
+    );
+    const db = await connect(database.url);
+    try {
+      for (let kill = 0; kill < kills; kill++) {
+        const primary = await primaryIndex(nodes, deadline);
+        // Half a second after a tick, so that the next one falls while no primary acts.
+        await pause(1_500 - (Date.now() % 1_000), deadline.signal);
+        const killedAt = Date.now();
+        nodes[primary]?.process.kill('SIGKILL');
+        const [first] = await waitForRows(db, `tick_time > to_timestamp(${killedAt / 1000})`, 1, deadline);
+        const fence = await db.query<{ raised: number }>(
+          `SELECT (extract(epoch FROM raised_at) * 1000)::float8 AS raised FROM baton.baton_fence`,
+        );
+        (report.catchUp ??= []).push((first?.appliedAt ?? Number.NaN) - killedAt);
+        (report.failover ??= []).push((fence.rows[0]?.raised ?? Number.NaN) - killedAt);
+        process.stdout.write(
+          `kill ${kill + 1}/${kills}: failover ${Math.round(report.failover.at(-1) ?? 0)} ms, first tick after ` +
+            `the kill applied ${Math.round(report.catchUp.at(-1) ?? 0)} ms after it\n`,
+        );
+        // The killed node comes back, as a secondary.
+        nodes[primary] = await startNode(parent, database, `c${primary + 1}`, 'all');
+      }
+    } finally {
+      await db.end();
+    }
+  } finally {
+    await Promise.all(nodes.map(stop));
+    await database.drop();
+  }
+}
+
+interface TickRow {
+  readonly lateness: number;
+  readonly insert: number;
+  readonly appliedAt: number;
+}
+
+/** Waits for `count` tick rows matching `where`, oldest first. */
+async function waitForRows(
+  db: Awaited<ReturnType<typeof connect>>,
+  where: string,
+  count: number,
+  deadline: Deadline,
+): Promise<TickRow[]> {
+  for (;;) {
+    deadline.check();
+    const result = await db
+      .query<{ lateness_ms: number; insert_ms: number; applied_ms: number }>(
+        `SELECT lateness_ms, (extract(epoch FROM applied_at - tick_time) * 1000)::float8 AS insert_ms,
+                (extract(epoch FROM applied_at) * 1000)::float8 AS applied_ms
+         FROM baton.baton_schedule_ticks WHERE ${where} ORDER BY tick_time LIMIT ${count}`,
+      )
+      .catch(() => ({ rows: [] }));
+    if (result.rows.length >= count) {
+      return result.rows.map((row) => ({
+        lateness: Number(row.lateness_ms),
+        insert: Number(row.insert_ms),
+        appliedAt: Number(row.applied_ms),
+      }));
+    }
+    await pause(100, deadline.signal);
+  }
+}
+
+/** The index in `nodes` of the one live node that says it is primary. */
+async function primaryIndex(nodes: readonly Child[], deadline: Deadline): Promise<number> {
+  for (;;) {
+    deadline.check();
+    const roles = await Promise.all(
+      nodes.map(async (node) => {
+        if (node.process.exitCode !== null || node.process.signalCode !== null) return undefined;
+        const response = await request({
+          port: node.port,
+          method: 'GET',
+          path: '/v1/cluster',
+          signal: deadline.signal,
+        }).catch(() => undefined);
+        if (response?.status !== 200) return undefined;
+        return (JSON.parse(response.body) as { role?: string }).role;
+      }),
+    );
+    const primaries = roles.flatMap((role, index) => (role === 'primary' ? [index] : []));
+    if (primaries.length === 1 && primaries[0] !== undefined) return primaries[0];
+    await pause(100, deadline.signal);
+  }
+}
+
+/** How late a setTimeout aimed at each of the next `ticks` second boundaries fires, in this process. */
+async function timerBaseline(ticks: number, signal: AbortSignal): Promise<number[]> {
+  const late: number[] = [];
+  for (let tick = 0; tick < ticks && !signal.aborted; tick++) {
+    const target = (Math.floor(Date.now() / 1_000) + 1) * 1_000;
+    await pause(target - Date.now(), signal);
+    late.push(Date.now() - target);
+  }
+  return late;
+}
+
+async function startNode(
+  parent: string,
+  database: FreshDatabase,
+  name: string,
+  missed: 'skip' | 'all',
+): Promise<Child> {
+  const dir = join(parent, `${database.name}-${name}`);
+  await mkdir(dir, { recursive: true });
+  const port = await freePort();
+  const lines = groupNodeToml({
+    name,
+    dataDir: join(dir, 'data'),
+    port,
+    storeUrl: database.url,
+    poolSize: 4,
+    redisUrl: REDIS_URL,
+    group: { name: 'bench', elector: 'postgres', leaseMs: 2_000, renewDeadlineMs: 1_200, heartbeatMs: 200 },
+  });
+  lines.push('', '[schedules.beat]', 'every = "1s"', `missed = "${missed}"`, 'event = { key = "beat" }');
+  const config = join(dir, 'baton.toml');
+  await writeFile(config, `${lines.join('\n').replace('level = "info"', 'level = "warn"')}\n`);
+  const child = spawn(process.execPath, [join(ROOT, 'bin', 'baton.js'), '-c', config, 'run'], {
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const output: string[] = [];
+  child.stderr.setEncoding('utf8').on('data', (text: string) => output.push(text));
+  await once(child, 'spawn');
+  return { process: child, port, output };
+}
+
+async function stop(child: Child): Promise<void> {
+  const proc = child.process;
+  if (proc.exitCode !== null || proc.signalCode !== null) return;
+  const exited = once(proc, 'exit');
+  proc.kill('SIGTERM');
+  const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+function printReport(report: Report): void {
+  const line = (what: string, values: readonly number[] | undefined): string => {
+    if (!values || values.length === 0) return `${what}: none measured\n`;
+    const at = (p: number): string => (percentile(values, p) ?? 0).toFixed(1);
+    return `${what}: p50 ${at(50)} ms, p99 ${at(99)} ms, max ${Math.max(...values).toFixed(1)} ms (${values.length})\n`;
+  };
+  process.stdout.write(
+    line('tick row inserted after its time', report.insert) +
+      line('tick transaction started after its time', report.wake) +
+      line('baseline: bare setTimeout after each second', report.timer) +
+      line('failover (kill -9 to the fence raised)', report.failover) +
+      line('first tick after the kill applied', report.catchUp),
+  );
+}
