@@ -246,6 +246,7 @@ async function measureStore(
     agent.destroy();
     const exit = await stopNodeChild(child);
     if (exit !== '0') process.stdout.write(`node exited with ${exit}:\n${child.output().slice(-4000)}\n`);
+    else printWarnings(store, child.output());
     await database?.drop();
   }
 }
@@ -329,6 +330,14 @@ async function cpuOf(pids: readonly number[]): Promise<Map<number, number>> {
     if (cpu !== undefined) seconds.set(pid, cpu);
   }
   return seconds;
+}
+
+/** The node's warnings of the run (slow statements of the embedded store among them), 20 at most. */
+function printWarnings(store: StoreKind, output: string): void {
+  const warnings = output.split('\n').filter((line) => /"level":(40|50|60)/.test(line));
+  if (warnings.length === 0) return;
+  process.stdout.write(`  ${store}: the node's warnings (${warnings.length}):\n`);
+  for (const line of warnings.slice(0, 20)) process.stdout.write(`    ${line.slice(0, 400)}\n`);
 }
 
 /**

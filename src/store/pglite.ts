@@ -7,6 +7,7 @@ import { join } from 'node:path';
 
 import { PGlite } from '@electric-sql/pglite';
 import type { SQL } from 'drizzle-orm';
+import { PgDialect } from 'drizzle-orm/pg-core';
 import { drizzle } from 'drizzle-orm/pglite';
 
 import { BackendUnavailableError } from '../errors.js';
@@ -16,6 +17,12 @@ import { installedPgliteVersion, seedStore } from './seed.js';
 import type { QueryResult, Row, Store, Tx } from './store.js';
 import { rowsOf, withDatabaseReason } from './store.js';
 
+/**
+ * A statement of Baton's own (`execute`) that takes this long is logged: while it runs, the node's thread
+ * runs it and answers nothing else (a VACUUM of a large drained queue, a bulk delete).
+ */
+export const SLOW_STATEMENT_MS = 250;
+
 export interface PgliteStoreOptions {
   /** Baton's schema (see baton-schema.ts). Default: "baton". */
   readonly schema?: string | undefined;
@@ -24,7 +31,7 @@ export interface PgliteStoreOptions {
    * PGlite writes all of it when it starts, so it is most of the memory of a short command.
    */
   readonly sharedBuffers?: string | undefined;
-  /** Told how a new store was made (from the seed, or by initdb). */
+  /** Told how a new store was made (from the seed, or by initdb), and of slow statements. */
   readonly log?: Logger | undefined;
 }
 
@@ -64,7 +71,13 @@ export async function openPgliteStore(
       return explained(() => db.transaction((tx) => fn(tx)));
     },
     execute(query: SQL): Promise<Row[]> {
-      return explained(async () => rowsOf(await db.execute(query)));
+      return explained(async () => {
+        const started = performance.now();
+        const rows = rowsOf(await db.execute(query));
+        const ms = Math.round(performance.now() - started);
+        if (ms >= SLOW_STATEMENT_MS) tellSlow(options.log, query, ms);
+        return rows;
+      });
     },
     query(text: string, params: readonly unknown[] = []): Promise<QueryResult> {
       return explained(async () => {
@@ -87,6 +100,14 @@ export async function openPgliteStore(
       await client.close();
     },
   };
+}
+
+function tellSlow(log: Logger | undefined, query: SQL, ms: number): void {
+  const text = new PgDialect().sqlToQuery(query).sql.replace(/\s+/g, ' ').trim();
+  log?.warn(
+    { ms, sql: text.length > 200 ? `${text.slice(0, 200)}…` : text },
+    `embedded store: a statement took ${ms} ms, during which the node answered nothing else`,
+  );
 }
 
 /** A new store: from the seed when there is one for this PGlite; else PGlite runs initdb when it opens. */
