@@ -1,15 +1,23 @@
 // The checks at the end of the chaos run (bench/chaos.ts), each read from the store on the private
 // PostgreSQL (directly, not through a node), the task output file and what the producers and listeners
 // noted: records stored exactly once, events given to each named listener with none skipped and none
-// repeated beyond its contract, one task run per triggering event, and no overlap of primaries on the
-// witness's single database clock.
+// repeated beyond its contract, one task run per triggering event, no overlap of primaries on the
+// witness's single database clock, every tick of the schedule applied once with its term, and no delayed
+// record run before its time.
 import { readFile } from 'node:fs/promises';
 
 import { Redis } from 'ioredis';
 
 import type { Database } from './chaos-cluster.js';
 import { openBatch } from '../src/queue/redis-batch.js';
-import { CHAIN_NAMESPACE, EVENTS_NAMESPACE, REDIS_KEY } from './chaos-cluster.js';
+import {
+  CHAIN_NAMESPACE,
+  EVENTS_NAMESPACE,
+  REDIS_KEY,
+  SCHEDULE,
+  SCHEDULE_EVERY_MS,
+  SCHEDULE_QUEUE,
+} from './chaos-cluster.js';
 import type { ChaosListener, EventProducer, Outcomes } from './chaos-load.js';
 import type { Deadline } from './support.js';
 
@@ -85,11 +93,13 @@ export async function checkRecords(
 async function locate(db: Database, redisUrl: string, deadline: Deadline): Promise<Map<string, string>> {
   const places = new Map<string, string>();
   const rows = await db.rows(
-    `SELECT convert_from(payload, 'UTF8') AS id,
+    `SELECT split_part(convert_from(payload, 'UTF8'), ' ', 1) AS id,
             CASE WHEN claimed_by IS NULL THEN 'pq: waiting in baton_queue_records'
                  ELSE 'pq: claimed by ' || claimed_by END AS place
        FROM baton_queue_records
-     UNION ALL SELECT convert_from(payload, 'UTF8'), 'pq: in the error queue' FROM baton_queue_errors`,
+      WHERE queue <> '${SCHEDULE_QUEUE}'
+     UNION ALL SELECT split_part(convert_from(payload, 'UTF8'), ' ', 1), 'pq: in the error queue'
+       FROM baton_queue_errors`,
     [],
     deadline,
   );
@@ -98,7 +108,7 @@ async function locate(db: Database, redisUrl: string, deadline: Deadline): Promi
   redis.on('error', () => undefined);
   try {
     for (const key of [REDIS_KEY, 'errors-rq']) {
-      for (const id of await redis.lrange(key, 0, -1)) places.set(id, `rq: in ${key}`);
+      for (const id of await redis.lrange(key, 0, -1)) places.set(id.split(' ')[0] ?? id, `rq: in ${key}`);
     }
     // A claimed batch is one value under its processing key (src/queue/redis-batch.ts).
     for (const key of await redis.keys(`${REDIS_KEY}:processing:*`)) {
@@ -107,12 +117,15 @@ async function locate(db: Database, redisUrl: string, deadline: Deadline): Promi
       const given = openBatch(value);
       given.payloads.forEach((payload, index) => {
         const state = given.attempts[index] === -1 ? 'given back' : 'claimed';
-        places.set(payload.toString('utf8'), `rq: ${state} in ${key.split(':').slice(0, 3).join(':')}`);
+        places.set(
+          payload.toString('utf8').split(' ')[0] ?? '',
+          `rq: ${state} in ${key.split(':').slice(0, 3).join(':')}`,
+        );
       });
     }
     // Records waiting for a retry: members of a sorted set, the record inside each member.
     for (const member of await redis.zrange(`${REDIS_KEY}:retry`, 0, -1)) {
-      const id = /[rp]\d+$/.exec(member)?.[0];
+      const id = /[rpd]\d+(?= |$)/.exec(member)?.[0];
       if (id) places.set(id, `rq: in ${REDIS_KEY}:retry`);
     }
   } catch (error) {
@@ -375,5 +388,166 @@ export async function checkWitness(db: Database, deadline: Deadline): Promise<Wi
       ),
       ...shared.map((row) => `term ${String(row['term'])} written by ${String(row['nodes'])}`),
     ],
+  };
+}
+
+export interface DelayedCheck {
+  readonly published: number;
+  /** Rows of delayed records whose ran_at (the database's clock) is before their run_at. */
+  readonly early: number;
+  /** Acknowledged delayed records not in the sink. */
+  readonly lost: number;
+  /** Of the rows, how late after run_at they ran: p50 and max (ms). */
+  readonly lateP50Ms: number | null;
+  readonly lateMaxMs: number | null;
+  readonly examples: string[];
+}
+
+/**
+ * The delayed records (those published with a run_at) against the sink: each ran at or after its run_at by
+ * the database's clock (clock_timestamp() in the handler's transaction, taken after the claim), and each
+ * acknowledged one ran. The run_at given is what decides on both queues: on `pq` the database compares it
+ * with its `now()`; on `rq` the claiming node compares it with its clock, which is this host's clock too.
+ */
+export async function checkDelayed(
+  db: Database,
+  producer: Outcomes,
+  deadline: Deadline,
+): Promise<DelayedCheck> {
+  const rows = await db.rows(
+    `SELECT id, to_char(run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') AS run_at,
+            to_char(ran_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') AS ran_at,
+            (extract(epoch FROM ran_at - run_at) * 1000)::float8 AS late_ms
+       FROM chaos_sink WHERE run_at IS NOT NULL ORDER BY late_ms`,
+    [],
+    deadline,
+  );
+  const ran = new Set(rows.map((row) => String(row['id'])));
+  const lateness = rows.map((row) => Number(row['late_ms']));
+  const examples: string[] = [];
+  const early = rows.filter((row) => Number(row['late_ms']) < 0);
+  for (const row of early.slice(0, 5))
+    examples.push(`${String(row['id'])}: due ${String(row['run_at'])}, ran ${String(row['ran_at'])}`);
+  const lost = producer.acked.filter((id) => !ran.has(id));
+  for (const id of lost.slice(0, 5)) examples.push(`${id}: acknowledged, never ran`);
+  return {
+    published: producer.acked.length,
+    early: early.length,
+    lost: lost.length,
+    lateP50Ms: lateness.length > 0 ? Math.round(lateness[Math.floor(lateness.length / 2)] ?? 0) : null,
+    lateMaxMs: lateness.length > 0 ? Math.round(lateness.at(-1) ?? 0) : null,
+    examples,
+  };
+}
+
+export interface TickCheck {
+  /** Tick times from the first applied tick to the last one checked. */
+  readonly window: number;
+  /** Rows of the ticks table in the window. */
+  readonly applied: number;
+  /** Ticks of the window without a row, or with a row but no effect in the sink. */
+  readonly missed: number;
+  /** Effects beyond the first for a tick. */
+  readonly duplicated: number;
+  /** Effects whose term is not their tick row's (or without a tick row), and tick rows whose term is
+   * lower than an earlier tick's. */
+  readonly termMismatch: number;
+  /** Ticks the nodes counted as missed on a catch-up (baton_schedule_state), for information. */
+  readonly countedMissed: number;
+  readonly catchUps: number;
+  readonly examples: string[];
+}
+
+/** Ticks this recent are left out: their effect may still be on its way through the queue. */
+const TICK_SETTLE_MS = 10_000;
+
+/**
+ * The schedule (every 1 s, missed = "all") from its ticks table and its effects: every tick time from the
+ * first applied tick to the last one older than 10 s has one row and one effect, each effect with its row's
+ * term, and terms never go down in tick order.
+ */
+export async function checkTicks(db: Database, deadline: Deadline): Promise<TickCheck> {
+  const iso = (ms: number): string => new Date(ms).toISOString();
+  const ticks = await db.rows(
+    `SELECT (extract(epoch FROM tick_time) * 1000)::float8 AS tick_ms, term, cause FROM baton_schedule_ticks
+      WHERE schedule = $1 AND tick_time <= now() - make_interval(secs => $2) ORDER BY tick_time`,
+    [SCHEDULE, TICK_SETTLE_MS / 1000],
+    deadline,
+  );
+  const effects = await db.rows(
+    `SELECT (extract(epoch FROM tick) * 1000)::float8 AS tick_ms, term, count(*)::int AS n
+       FROM chaos_tick_effects WHERE schedule = $1 GROUP BY tick, term`,
+    [SCHEDULE],
+    deadline,
+  );
+  const [state] = await db.rows(
+    'SELECT missed::int AS missed FROM baton_schedule_state WHERE schedule = $1',
+    [SCHEDULE],
+    deadline,
+  );
+  const examples: string[] = [];
+  const note = (text: string): void => void (examples.length < 10 && examples.push(text));
+  const termOf = new Map<number, number>(ticks.map((row) => [Number(row['tick_ms']), Number(row['term'])]));
+  const effectsOf = new Map<number, number>();
+  let duplicated = 0;
+  let termMismatch = 0;
+  for (const row of effects) {
+    const tick = Number(row['tick_ms']);
+    const n = Number(row['n']);
+    effectsOf.set(tick, (effectsOf.get(tick) ?? 0) + n);
+    const term = Number(row['term']);
+    const rowTerm = termOf.get(tick);
+    if (rowTerm !== undefined && rowTerm !== term) {
+      termMismatch += n;
+      note(`tick ${iso(tick)}: effect of term ${term}, row of term ${rowTerm}`);
+    }
+  }
+  for (const [tick, n] of effectsOf) {
+    if (n > 1) {
+      duplicated += n - 1;
+      note(`tick ${iso(tick)}: ${n} effects`);
+    }
+  }
+  const first = Number(ticks[0]?.['tick_ms'] ?? 0);
+  const last = Number(ticks.at(-1)?.['tick_ms'] ?? -1);
+  // No tick applied at all is one missed tick: the schedule never ran.
+  let missed = ticks.length === 0 ? 1 : 0;
+  if (ticks.length === 0) note('no tick of the schedule was applied');
+  let window = 0;
+  for (let tick = first; tick <= last; tick += SCHEDULE_EVERY_MS) {
+    window++;
+    if (!termOf.has(tick)) {
+      missed++;
+      note(`tick ${iso(tick)}: no row`);
+    } else if (!effectsOf.has(tick)) {
+      missed++;
+      note(`tick ${iso(tick)}: a row (term ${termOf.get(tick)}) but no effect`);
+    }
+  }
+  // Effects without a row cannot be (one transaction), unless the row is recent: only older ones count.
+  for (const tick of effectsOf.keys()) {
+    if (tick <= last && !termOf.has(tick)) {
+      termMismatch++;
+      note(`tick ${iso(tick)}: an effect without a row`);
+    }
+  }
+  let highest = 0;
+  for (const row of ticks) {
+    const term = Number(row['term']);
+    if (term < highest) {
+      termMismatch++;
+      note(`tick ${iso(Number(row['tick_ms']))}: term ${term} after term ${highest}`);
+    }
+    highest = Math.max(highest, term);
+  }
+  return {
+    window,
+    applied: ticks.length,
+    missed,
+    duplicated,
+    termMismatch,
+    countedMissed: Number(state?.['missed'] ?? 0),
+    catchUps: ticks.filter((row) => row['cause'] === 'catch-up').length,
+    examples,
   };
 }

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 
 import pg from 'pg';
 
+import { DEFAULT_STORE_SCHEMA } from '../src/store/baton-schema.js';
 import type { PrivatePostgres, PrivateRedis } from '../test/support/private-services.js';
 import type { TcpProxy } from '../test/support/tcp-proxy.js';
 import { startTcpProxy } from '../test/support/tcp-proxy.js';
@@ -25,15 +26,28 @@ export const REDIS_KEY = 'chaos-rq';
 /** Namespaces: the listened events, and the chain of rules and tasks. */
 export const EVENTS_NAMESPACE = 'chaos';
 export const CHAIN_NAMESPACE = 'chain';
+/** The schedule (every 1 s, missed = "all") and the store queue its ticks publish to. */
+export const SCHEDULE = 'beat';
+export const SCHEDULE_EVERY_MS = 1000;
+export const SCHEDULE_QUEUE = 'sq';
 
 export type Row = Record<string, unknown>;
 
-/** The chaos process's own connection to PostgreSQL: direct, never through a proxy. Two connections. */
+/**
+ * The chaos process's own connection to PostgreSQL: direct, never through a proxy. Two connections. Its
+ * search path ends with Baton's schema, as the nodes' do, so that Baton's tables and the handlers' tables
+ * (in public) are both found unqualified.
+ */
 export class Database {
   readonly #pool: pg.Pool;
 
   constructor(url: string) {
-    this.#pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 3000 });
+    this.#pool = new pg.Pool({
+      connectionString: url,
+      max: 2,
+      connectionTimeoutMillis: 3000,
+      options: `-c search_path=public,${DEFAULT_STORE_SCHEMA}`,
+    });
     // An idle client that loses its server (a PostgreSQL restart) emits this; the next query reconnects.
     this.#pool.on('error', () => undefined);
   }
@@ -223,6 +237,16 @@ function nodeConfig(
     `handler = ${handler}`,
     'backend = "store"',
     ...queue,
+    '',
+    `[queues.${SCHEDULE_QUEUE}]`,
+    `handler = ${tomlString(join(FIXTURES, 'tick-handler.ts'))}`,
+    'backend = "store"',
+    ...queue,
+    '',
+    `[schedules.${SCHEDULE}]`,
+    `every = "${SCHEDULE_EVERY_MS}ms"`,
+    'missed = "all"',
+    `publish = { queue = "${SCHEDULE_QUEUE}" }`,
     '',
     '[components.witness]',
     `module = ${tomlString(join(FIXTURES, 'witness.ts'))}`,

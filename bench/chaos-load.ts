@@ -213,23 +213,41 @@ export class RedisProducer extends Ticker {
   }
 }
 
+/** Delayed records: each gets a run_at from 0 to `maxMs` ahead, drawn from `random` (a number in [0, 1)). */
+export interface Delays {
+  readonly maxMs: number;
+  readonly random: () => number;
+}
+
 /**
- * Posts ids "p0", "p1"… as NDJSON to queue `pq` of a node that is up (in turn, leaving a node that failed a
- * request alone for 10 s). A 202 acknowledges them;
- * any other outcome (an error status, a dropped connection, no answer within 5 s) leaves them unknown: they
- * are never sent again, since a second send could store them twice.
+ * Posts ids ("p0", "p1"… by default) as NDJSON to a queue of a node that is up (nodes in turn, queues in turn,
+ * leaving a node that failed a request alone for 10 s). A 202 acknowledges them; any other outcome (an error
+ * status, a dropped connection, no answer within 5 s) leaves them unknown: they are never sent again, since a
+ * second send could store them twice. With `delays`, the body is envelopes (`Baton-Envelope: json`), each
+ * line with its own `run_at`, and each record is "<id> <run_at>", so that the sink notes when it was due.
  */
 export class StoreProducer extends Ticker {
   readonly #nodes: readonly ChaosNode[];
   readonly #perStep: number;
+  readonly #prefix: string;
+  readonly #queues: readonly string[];
+  readonly #delays: Delays | undefined;
   readonly #failedAt = new Map<string, number>();
   #next = 0;
   #turn = 0;
 
-  constructor(nodes: readonly ChaosNode[], perStep: number, everyMs: number) {
+  constructor(
+    nodes: readonly ChaosNode[],
+    perStep: number,
+    everyMs: number,
+    options: { prefix?: string; queues?: readonly string[]; delays?: Delays } = {},
+  ) {
     super(everyMs);
     this.#nodes = nodes;
     this.#perStep = perStep;
+    this.#prefix = options.prefix ?? 'p';
+    this.#queues = options.queues ?? ['pq'];
+    this.#delays = options.delays;
   }
 
   protected async step(): Promise<void> {
@@ -237,14 +255,26 @@ export class StoreProducer extends Ticker {
     const up = this.#nodes.filter(
       (node) => node.state === 'up' && (this.#failedAt.get(node.name) ?? 0) < Date.now() - AVOID_MS,
     );
-    const node = up[this.#turn++ % Math.max(1, up.length)];
+    const turn = this.#turn++;
+    const node = up[turn % Math.max(1, up.length)];
     if (!node) return;
-    const ids = Array.from({ length: this.#perStep }, (_, index) => `p${this.#next + index}`);
+    const queue = this.#queues[turn % this.#queues.length] ?? 'pq';
+    const ids = Array.from({ length: this.#perStep }, (_, index) => `${this.#prefix}${this.#next + index}`);
     this.#next += ids.length;
-    const status = await fetch(`${node.url}/v1/queues/pq/records`, {
+    const headers: Record<string, string> = { 'content-type': 'application/x-ndjson' };
+    let lines = ids;
+    const delays = this.#delays;
+    if (delays) {
+      headers['baton-envelope'] = 'json';
+      lines = ids.map((id) => {
+        const runAt = new Date(Date.now() + Math.floor(delays.random() * (delays.maxMs + 1))).toISOString();
+        return JSON.stringify({ record: `${id} ${runAt}`, run_at: runAt });
+      });
+    }
+    const status = await fetch(`${node.url}/v1/queues/${queue}/records`, {
       method: 'POST',
-      headers: { 'content-type': 'application/x-ndjson' },
-      body: ids.join('\n'),
+      headers,
+      body: lines.join('\n'),
       signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
     }).then(
       async (response) => {

@@ -12,6 +12,15 @@
 //   has no unique constraint: a record applied twice shows in count(*) against count(DISTINCT id). A record
 //   is "published" when acknowledged (the LPUSH script answered; 202); a POST that failed midway leaves its
 //   records "unknown" (stored 0 or 1 times, never twice; never resent).
+// - Delayed records: ids "d0"… POSTed as envelopes (Baton-Envelope: json) to `pq` and `rq` in turn, a
+//   quarter of --rate, each line with a run_at 0–5 s ahead, also written in the record ("d7 <run_at>"). The
+//   sink notes run_at and when the record ran by the database's clock (clock_timestamp(), after the claim).
+//   Early: a row whose ran_at is before its run_at (no slack: docs/delayed-records.md promises none; on
+//   `rq` the nodes' clocks decide, and they are this host's clock). They count in lost/duplicated too.
+// - A schedule `beat`, every 1 s with missed = "all", publishing to the store queue `sq`, whose handler
+//   (bench/chaos-fixtures/tick-handler.ts) notes each effect's tick and term. From the first tick row to the
+//   last one older than 10 s, every tick must have one row in baton_schedule_ticks and one effect, the
+//   effect with its row's term; terms never go down in tick order.
 // - Events "tick.a"/"tick.b" in namespace `chaos` from a NotificationClient (idempotent clientId/seq), to
 //   whichever node answers (the transport moves to the next node on a failure). Two named listeners in this
 //   process: `chaos-l1` on tick.a, `chaos-l2` on both; `chaos-l2` is also unregistered and registered again
@@ -37,8 +46,9 @@
 //   read the same host's clock; the witness adds up to 20 ms.
 // At the end: producers stop, the run waits (bounded) for queues to drain, listeners to catch up and task
 // runs to settle, then 5 s more so that recovered claims of killed nodes would show as duplicates. Exit 1
-// when lost, duplicated, events_skipped, events_repeated, task_runs_wrong or overlapping_primaries (or
-// events lost or stored twice, records stored without being sent, a node exiting on its own) is not zero.
+// when lost, duplicated, events_skipped, events_repeated, task_runs_wrong, overlapping_primaries,
+// missed_ticks, duplicated_ticks, tick_term_mismatch, delayed_early or delayed_lost (or events lost or stored
+// twice, records stored without being sent, a node exiting on its own) is not zero.
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -48,16 +58,32 @@ import { Redis } from 'ioredis';
 
 import type { PrivatePostgres, PrivateRedis } from '../test/support/private-services.js';
 import { startPrivatePostgres, startPrivateRedis } from '../test/support/private-services.js';
-import type { ChainCheck, EventCheck, RecordCheck, WitnessCheck } from './chaos-checks.js';
+import type {
+  ChainCheck,
+  DelayedCheck,
+  EventCheck,
+  RecordCheck,
+  TickCheck,
+  WitnessCheck,
+} from './chaos-checks.js';
 import {
   chainSettled,
   checkChain,
+  checkDelayed,
   checkEvents,
   checkRecords,
+  checkTicks,
   checkWitness,
   expectedOffsets,
 } from './chaos-checks.js';
-import { agreedPrimary, ChaosNode, Database, REDIS_KEY, unresponsive } from './chaos-cluster.js';
+import {
+  agreedPrimary,
+  ChaosNode,
+  Database,
+  REDIS_KEY,
+  SCHEDULE_QUEUE,
+  unresponsive,
+} from './chaos-cluster.js';
 import type { Fault, FaultKind } from './chaos-faults.js';
 import { FAULT_KINDS, injectFaults, Random } from './chaos-faults.js';
 import type { EventProducer } from './chaos-load.js';
@@ -86,6 +112,9 @@ const CHECK_MS = 15_000;
 const TICK_MS = 250;
 const EVENT_EVERY_MS = 100;
 const CHAIN_EVERY_MS = 2000;
+/** Delayed records: a quarter of --rate, each due 0 to 5 s after it is sent. */
+const DELAYED_SHARE = 4;
+const MAX_DELAY_MS = 5000;
 
 interface Settings {
   readonly minutes: number;
@@ -100,6 +129,8 @@ interface Outcome {
   events?: EventCheck;
   chain?: ChainCheck;
   witness?: WitnessCheck;
+  delayed?: DelayedCheck;
+  ticks?: TickCheck;
   crashes: string[];
   logOverlaps: string[];
   reigns: number;
@@ -169,6 +200,11 @@ export async function main(args: readonly string[]): Promise<number> {
     json.events_lost,
     json.events_stored_twice,
     json.node_exits,
+    json.missed_ticks,
+    json.duplicated_ticks,
+    json.tick_term_mismatch,
+    json.delayed_early,
+    json.delayed_lost,
   ];
   return failure !== undefined || mustBeZero.some((count) => count !== 0) ? 1 : 0;
 }
@@ -264,9 +300,15 @@ async function run(
   const perStep = Math.max(1, Math.round((settings.rate * TICK_MS) / 1000));
   const rq = new RedisProducer(redis.url, perStep, TICK_MS);
   const pq = new StoreProducer(nodes, perStep, TICK_MS);
+  const delayRandom = new Random(settings.seed + 1);
+  const dq = new StoreProducer(nodes, Math.max(1, Math.round(perStep / DELAYED_SHARE)), TICK_MS, {
+    prefix: 'd',
+    queues: ['pq', 'rq'],
+    delays: { maxMs: MAX_DELAY_MS, random: () => delayRandom.next() },
+  });
   const ticks: EventProducer = tickProducer(urls, EVENT_EVERY_MS);
   const chain: EventProducer = chainProducer(urls, CHAIN_EVERY_MS);
-  const producers = [rq, pq, ticks, chain];
+  const producers = [rq, pq, dq, ticks, chain];
   cleanups.push(() => Promise.all(producers.map((producer) => producer.stop())));
   producers.forEach((producer) => producer.start());
 
@@ -286,16 +328,19 @@ async function run(
   await Promise.all(producers.map((producer) => producer.stop()));
   print(
     `load stopped: rq ${rq.outcomes.acked.length} published, pq ${pq.outcomes.acked.length} published ` +
-      `(${pq.outcomes.unknown.length} unknown), ${ticks.outcomes.acked.length} events, ${chain.outcomes.acked.length} chain.start`,
+      `(${pq.outcomes.unknown.length} unknown), delayed ${dq.outcomes.acked.length} published ` +
+      `(${dq.outcomes.unknown.length} unknown), ${ticks.outcomes.acked.length} events, ${chain.outcomes.acked.length} chain.start`,
   );
 
   const checksAt = startedAt + settings.minutes * 60_000 - CLEANUP_MS - CHECK_MS;
-  outcome.drained = await drain(db, redis, rq, pq, listeners, checksAt, deadline);
+  outcome.drained = await drain(db, redis, [rq, pq, dq], listeners, checksAt, deadline);
   await pause(Math.min(5000, Math.max(0, checksAt - Date.now())), deadline.signal);
   await watching.stop();
   outcome.unresponsive = await unresponsive(nodes);
 
-  outcome.records = await checkRecords(db, redis.url, [rq.outcomes, pq.outcomes], deadline);
+  outcome.records = await checkRecords(db, redis.url, [rq.outcomes, pq.outcomes, dq.outcomes], deadline);
+  outcome.delayed = await checkDelayed(db, dq.outcomes, deadline);
+  outcome.ticks = await checkTicks(db, deadline);
   outcome.events = await checkEvents(db, ticks, listeners, deadline);
   outcome.chain = await checkChain(db, chainFile, deadline);
   outcome.witness = await checkWitness(db, deadline);
@@ -357,34 +402,37 @@ async function reregisterNow(
   }
 }
 
-/** Waits until queues are empty, acknowledged records stored, listeners caught up and the chain settled. */
+/**
+ * Waits until queues are empty (but `sq`, which the schedule feeds every second), acknowledged records stored
+ * (delayed ones are due at most 5 s after the load stopped), listeners caught up and the chain settled.
+ */
 async function drain(
   db: Database,
   redis: PrivateRedis,
-  rq: RedisProducer,
-  pq: StoreProducer,
+  producers: readonly (RedisProducer | StoreProducer)[],
   listeners: readonly ChaosListener[],
   until: number,
   deadline: Deadline,
 ): Promise<string[]> {
   const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
   client.on('error', () => undefined);
-  const published = rq.outcomes.acked.length + pq.outcomes.acked.length;
+  const published = producers.reduce((sum, producer) => sum + producer.outcomes.acked.length, 0);
   let waiting: string[] = [];
   try {
     while (Date.now() < until) {
       waiting = [];
       const [row] = await db.rows(
         `SELECT (SELECT count(DISTINCT id) FROM chaos_sink)::int AS stored,
-                (SELECT count(*) FROM baton_queue_records)::int AS queued`,
-        [],
+                (SELECT count(*) FROM baton_queue_records WHERE queue <> $1)::int AS queued`,
+        [SCHEDULE_QUEUE],
         deadline,
       );
       const listed = await client.llen(REDIS_KEY).catch(() => -1);
       const processing = await client.keys(`${REDIS_KEY}:processing:*`).catch(() => ['?']);
+      const retrying = await client.zcard(`${REDIS_KEY}:retry`).catch(() => -1);
       if (Number(row?.['stored']) < published)
         waiting.push(`records (${String(row?.['stored'])} of ${published} stored)`);
-      if (Number(row?.['queued']) > 0 || listed !== 0 || processing.length > 0)
+      if (Number(row?.['queued']) > 0 || listed !== 0 || processing.length > 0 || retrying !== 0)
         waiting.push('queues to be empty');
       for (const listener of listeners) {
         const last = (await expectedOffsets(db, listener, deadline)).at(-1) ?? 0;
@@ -418,6 +466,13 @@ interface Summary {
   task_runs_wrong: number;
   task_runs_lost: number;
   overlapping_primaries: number;
+  ticks: number;
+  missed_ticks: number;
+  duplicated_ticks: number;
+  tick_term_mismatch: number;
+  delayed: number;
+  delayed_early: number;
+  delayed_lost: number;
   node_exits: number;
   nodes_unresponsive: number;
   failovers: number;
@@ -428,7 +483,7 @@ interface Summary {
 
 /** Prints the human-readable report and returns the closing JSON line's fields. */
 function report(settings: Settings, outcome: Outcome, print: (line: string) => void): Summary {
-  const { records, events, chain, witness, faults } = outcome;
+  const { records, events, chain, witness, delayed, ticks, faults } = outcome;
   print('');
   print(
     `faults: ${faults.length} (${FAULT_KINDS.map((kind) => `${kind} ${faults.filter((f) => f.kind === kind).length}`).join(', ')})`,
@@ -472,6 +527,21 @@ function report(settings: Settings, outcome: Outcome, print: (line: string) => v
     );
     for (const example of witness.examples) print(`  ${example}`);
   }
+  if (delayed) {
+    print(
+      `delayed records: ${delayed.published} published (acknowledged); ran before their run_at ${delayed.early}, ` +
+        `never ran ${delayed.lost}; late after run_at p50 ${delayed.lateP50Ms} ms, max ${delayed.lateMaxMs} ms`,
+    );
+    for (const example of delayed.examples) print(`  ${example}`);
+  }
+  if (ticks) {
+    print(
+      `schedule: ${ticks.window} ticks from the first applied one to the last checked, ${ticks.applied} rows ` +
+        `(${ticks.catchUps} by a catch-up); missed ${ticks.missed}, duplicated ${ticks.duplicated}, term mismatches ` +
+        `${ticks.termMismatch}; counted as missed by the nodes ${ticks.countedMissed}`,
+    );
+    for (const example of ticks.examples) print(`  ${example}`);
+  }
   print(
     `reigns from the nodes' logs: ${outcome.reigns}; intersecting (information: a paused primary logs its step-down ` +
       `only after SIGCONT) ${outcome.logOverlaps.length}`,
@@ -514,6 +584,13 @@ function report(settings: Settings, outcome: Outcome, print: (line: string) => v
     task_runs_wrong: chain?.wrong ?? 0,
     task_runs_lost: (chain?.lostWithoutWork ?? 0) + (chain?.lostAfterWork ?? 0),
     overlapping_primaries: (witness?.overlaps ?? 0) + (witness?.sharedTerms ?? 0),
+    ticks: ticks?.window ?? 0,
+    missed_ticks: ticks?.missed ?? 0,
+    duplicated_ticks: ticks?.duplicated ?? 0,
+    tick_term_mismatch: ticks?.termMismatch ?? 0,
+    delayed: delayed?.published ?? 0,
+    delayed_early: delayed?.early ?? 0,
+    delayed_lost: delayed?.lost ?? 0,
     node_exits: outcome.crashes.length,
     nodes_unresponsive: outcome.unresponsive.length,
     failovers: times.length,
