@@ -1,11 +1,16 @@
-// `npm run bench -- schedules`: how late the ticks of a schedule are applied, and how soon a new primary
-// applies the ticks that fell after a crash. Lateness: a group of one node on PostgreSQL with a 1-second
-// schedule (`--ticks`, default 60); for each tick, from its time to the start of its transaction (the node's
-// `lateness_ms`) and to its row's insert (PostgreSQL's clock_timestamp; same host), against the baseline of a
-// bare setTimeout aimed at each second in this process. Catch-up: two nodes, missed = "all"; the primary is
-// killed with SIGKILL (`--kills`, default 5) and each time the first tick after the kill is awaited: the
-// time from the kill to its row, against the failover (the kill to the fence's raise by the new primary).
-// Delayed records are not measured here yet.
+// `npm run bench -- schedules`: how late the ticks of a schedule are applied, how soon a new primary
+// applies the ticks that fell while no primary acted, and how late delayed records run. Lateness: a group
+// of one node on PostgreSQL with a 1-second schedule (`--ticks`, default 60); for each tick, from its time
+// to the start of its transaction (the node's `lateness_ms`) and to its row's insert (PostgreSQL's
+// clock_timestamp; same host), against the baseline of a bare setTimeout aimed at each second in this
+// process. Catch-up after a crash: two nodes, missed = "all"; the primary is killed with SIGKILL (`--kills`,
+// default 5) and each time the first tick after the kill is awaited: the time from the kill to its row,
+// against the failover (the kill to the fence's raise by the new primary). The postgres elector notices a
+// killed primary's session at once, so few ticks fall between primaries there. Catch-up after a pause: the
+// primary is stopped with SIGSTOP for `--stop-s` seconds (default 5, `--stops` times, default 3), so that
+// its lease runs out and ticks fall while no primary acts; the time from the stop to the last of those ticks
+// applied by the new primary, against its failover plus one tick (the goal). Delayed records: see
+// schedules-delayed.ts (`--delayed`, `--spread-s`, `--delayed-backend`).
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -13,6 +18,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { percentile } from './failover-support.js';
+import type { DelayedBackend, DelayedReport } from './schedules-delayed.js';
+import { formatDelayed, measureDelayed } from './schedules-delayed.js';
 import type { FreshDatabase } from './redis-pg.js';
 import { connect, createDatabase, REDIS_URL } from './redis-pg.js';
 import type { Deadline } from './support.js';
@@ -26,11 +33,14 @@ import {
   request,
   ROOT,
   runMeasured,
+  UsageError,
 } from './support.js';
 
 const NAME = 'schedules';
-const OPTIONS = ['ticks', 'kills', 'timeout-s'];
-const DEFAULTS = { ticks: 60, kills: 5, timeoutS: 600 };
+const OPTIONS = ['ticks', 'kills', 'stops', 'stop-s', 'delayed', 'spread-s', 'delayed-backend', 'timeout-s'];
+const DEFAULTS = { ticks: 60, kills: 5, stops: 3, stopS: 5, delayed: 100_000, spreadS: 60, timeoutS: 900 };
+/** The schedule's period: the goal of a catch-up is the failover plus one of it. */
+const TICK_MS = 1_000;
 
 interface Report {
   /** From the tick time to the start of its transaction, ms (the node's lateness_ms). */
@@ -42,6 +52,15 @@ interface Report {
   /** Per kill: to the new primary's fence raise, and to the row of the first tick after the kill, ms. */
   failover?: number[];
   catchUp?: number[];
+  /** Per SIGSTOP of the primary: to the new primary's fence raise, and to the last missed tick's row, ms. */
+  stopFailover?: number[];
+  stopCatchUp?: number[];
+  /** Ticks that fell between the stop and the fence raise, and of them, those not applied exactly once. */
+  stopMissed?: number;
+  stopNotApplied?: number;
+  /** Tick rows of the stopped primary's term after it was stopped (a deposed primary's ticks): must be 0. */
+  stopDeposed?: number;
+  delayed: DelayedReport;
 }
 
 interface Child {
@@ -54,19 +73,29 @@ export async function main(args: readonly string[]): Promise<number> {
   const options = parseOptions(args, OPTIONS);
   const ticks = integerOption(options, 'ticks', DEFAULTS.ticks);
   const kills = integerOption(options, 'kills', DEFAULTS.kills);
+  const stops = integerOption(options, 'stops', DEFAULTS.stops);
+  const stopS = integerOption(options, 'stop-s', DEFAULTS.stopS);
+  const delayed = {
+    count: integerOption(options, 'delayed', DEFAULTS.delayed),
+    spreadS: integerOption(options, 'spread-s', DEFAULTS.spreadS),
+    backend: delayedBackend(options.get('delayed-backend')),
+  };
   process.stdout.write(machineAndLoad());
   return runMeasured<Report>({
     timeoutS: integerOption(options, 'timeout-s', DEFAULTS.timeoutS),
     tmpPrefix: 'baton-bench-schedules-',
-    report: {},
+    report: { delayed: {} },
     measure: async (report, parent, deadline) => {
       await measureLateness(report, parent, ticks, deadline);
       await measureCatchUp(report, parent, kills, deadline);
+      await measureStopCatchUp(report, parent, { stops, stopS }, deadline);
+      await measureDelayed(report.delayed, parent, delayed, deadline);
     },
     print: printReport,
     printJson: (report) => {
       const round = (value: number | undefined): number | null =>
-        value === undefined ? null : Math.round(value * 10) / 10;
+        value === undefined || !Number.isFinite(value) ? null : Math.round(value * 10) / 10;
+      const { delayed: late } = report;
       process.stdout.write(
         `${JSON.stringify({
           bench: NAME,
@@ -77,6 +106,18 @@ export async function main(args: readonly string[]): Promise<number> {
           catch_up_ms: round(percentile(report.catchUp ?? [], 50)),
           catch_up_max_ms: round(Math.max(...(report.catchUp ?? [Number.NaN]))),
           failover_ms: round(percentile(report.failover ?? [], 50)),
+          stop_catch_up_ms: round(percentile(report.stopCatchUp ?? [], 50)),
+          stop_catch_up_max_ms: round(Math.max(...(report.stopCatchUp ?? [Number.NaN]))),
+          stop_failover_ms: round(percentile(report.stopFailover ?? [], 50)),
+          stop_missed_ticks: report.stopMissed ?? null,
+          stop_goal_met: stopGoalMisses(report) === undefined ? null : stopGoalMisses(report) === 0,
+          delayed_records: late.ran ?? null,
+          delayed_sent: late.sent ?? null,
+          delayed_twice: late.twice ?? null,
+          delayed_early: late.early ?? null,
+          delayed_p50_ms: round(late.p50Ms),
+          delayed_p99_ms: round(late.p99Ms),
+          delayed_backend: late.backend ?? null,
         })}\n`,
       );
     },
@@ -155,6 +196,128 @@ async function measureCatchUp(
   }
 }
 
+async function measureStopCatchUp(
+  report: Report,
+  parent: string,
+  settings: { readonly stops: number; readonly stopS: number },
+  deadline: Deadline,
+): Promise<void> {
+  const database = await createDatabase();
+  const nodes: Child[] = [];
+  report.stopMissed = 0;
+  report.stopNotApplied = 0;
+  report.stopDeposed = 0;
+  try {
+    nodes.push(
+      await startNode(parent, database, 's1', 'all'),
+      await startNode(parent, database, 's2', 'all'),
+    );
+    const db = await connect(database.url);
+    try {
+      for (let stop = 0; stop < settings.stops; stop++) {
+        const primary = nodes[await primaryIndex(nodes, deadline)];
+        if (!primary) throw new Error('no primary to stop');
+        const before = await fence(db);
+        // Half a second after a tick, as for the kills.
+        await pause(1_500 - (Date.now() % 1_000), deadline.signal);
+        const stoppedAt = Date.now();
+        primary.process.kill('SIGSTOP');
+        let raised: Fence;
+        try {
+          raised = await waitForRaise(db, before.term, deadline);
+          // The ticks that fell while no primary acted: after the stop, up to the new primary's fence raise.
+          const missed = Math.floor(raised.raisedAt / TICK_MS) - Math.floor(stoppedAt / TICK_MS);
+          const window = `tick_time > to_timestamp(${stoppedAt / 1000}) AND tick_time <= to_timestamp(${raised.raisedAt / 1000})`;
+          const rows = await rowsWithin(db, window, missed, raised.raisedAt + 10_000, deadline);
+          report.stopMissed += missed;
+          report.stopNotApplied += missed - rows.length;
+          (report.stopFailover ??= []).push(raised.raisedAt - stoppedAt);
+          const applied = Math.max(...rows.map((row) => row.appliedAt));
+          if (rows.length === missed && missed > 0) (report.stopCatchUp ??= []).push(applied - stoppedAt);
+          process.stdout.write(
+            `stop ${stop + 1}/${settings.stops}: failover ${Math.round(raised.raisedAt - stoppedAt)} ms, ` +
+              `${rows.length} of the ${missed} ticks that fell meanwhile applied, the last ` +
+              `${Math.round(applied - stoppedAt)} ms after the stop (goal ≤ failover + ${TICK_MS} ms)\n`,
+          );
+          await pause(stoppedAt + settings.stopS * 1_000 - Date.now(), deadline.signal);
+        } finally {
+          primary.process.kill('SIGCONT');
+        }
+        // The stopped primary wakes up deposed: none of its ticks may land after the stop.
+        await primaryIndex(nodes, deadline);
+        await pause(2 * TICK_MS, deadline.signal);
+        const deposed = await db.query<{ n: number }>(
+          `SELECT count(*)::int AS n FROM baton.baton_schedule_ticks
+           WHERE term = $1 AND tick_time > to_timestamp(${stoppedAt / 1000})`,
+          [before.term],
+        );
+        report.stopDeposed += deposed.rows[0]?.n ?? 0;
+      }
+    } finally {
+      await db.end();
+    }
+  } finally {
+    await Promise.all(nodes.map(stop));
+    await database.drop();
+  }
+}
+
+interface Fence {
+  readonly term: number;
+  readonly raisedAt: number;
+}
+
+async function fence(db: Awaited<ReturnType<typeof connect>>): Promise<Fence> {
+  const result = await db.query<{ term: string; raised: number }>(
+    `SELECT term, (extract(epoch FROM raised_at) * 1000)::float8 AS raised FROM baton.baton_fence`,
+  );
+  const row = result.rows[0];
+  if (!row) throw new Error('the group has no fence row yet');
+  return { term: Number(row.term), raisedAt: Number(row.raised) };
+}
+
+/** Waits for the fence to be raised above `term`. */
+async function waitForRaise(
+  db: Awaited<ReturnType<typeof connect>>,
+  term: number,
+  deadline: Deadline,
+): Promise<Fence> {
+  for (;;) {
+    deadline.check();
+    const now = await fence(db);
+    if (now.term > term) return now;
+    await pause(20, deadline.signal);
+  }
+}
+
+/** The tick rows matching `where`, once there are `count` of them or `until` (epoch ms) has passed. */
+async function rowsWithin(
+  db: Awaited<ReturnType<typeof connect>>,
+  where: string,
+  count: number,
+  until: number,
+  deadline: Deadline,
+): Promise<TickRow[]> {
+  for (;;) {
+    deadline.check();
+    const rows = await selectRows(db, where, count);
+    if (rows.length >= count || Date.now() > until) return rows;
+    await pause(20, deadline.signal);
+  }
+}
+
+/** Under `missed = "all"`: stops whose last missed tick came later than the failover plus one tick. */
+function stopGoalMisses(report: Report): number | undefined {
+  const { stopCatchUp, stopFailover } = report;
+  if (!stopCatchUp || !stopFailover || stopCatchUp.length !== stopFailover.length) return undefined;
+  return stopCatchUp.filter((catchUp, index) => catchUp > (stopFailover[index] ?? 0) + TICK_MS).length;
+}
+
+function delayedBackend(text: string | undefined): DelayedBackend {
+  if (text === undefined || text === 'store' || text === 'redis') return text ?? 'store';
+  throw new UsageError(`--delayed-backend expects store or redis, got ${text}`);
+}
+
 interface TickRow {
   readonly lateness: number;
   readonly insert: number;
@@ -170,22 +333,30 @@ async function waitForRows(
 ): Promise<TickRow[]> {
   for (;;) {
     deadline.check();
-    const result = await db
-      .query<{ lateness_ms: number; insert_ms: number; applied_ms: number }>(
-        `SELECT lateness_ms, (extract(epoch FROM applied_at - tick_time) * 1000)::float8 AS insert_ms,
-                (extract(epoch FROM applied_at) * 1000)::float8 AS applied_ms
-         FROM baton.baton_schedule_ticks WHERE ${where} ORDER BY tick_time LIMIT ${count}`,
-      )
-      .catch(() => ({ rows: [] }));
-    if (result.rows.length >= count) {
-      return result.rows.map((row) => ({
-        lateness: Number(row.lateness_ms),
-        insert: Number(row.insert_ms),
-        appliedAt: Number(row.applied_ms),
-      }));
-    }
+    const rows = await selectRows(db, where, count);
+    if (rows.length >= count) return rows;
     await pause(100, deadline.signal);
   }
+}
+
+/** Up to `count` tick rows matching `where`, oldest first (none while the table is not there yet). */
+async function selectRows(
+  db: Awaited<ReturnType<typeof connect>>,
+  where: string,
+  count: number,
+): Promise<TickRow[]> {
+  const result = await db
+    .query<{ lateness_ms: number; insert_ms: number; applied_ms: number }>(
+      `SELECT lateness_ms, (extract(epoch FROM applied_at - tick_time) * 1000)::float8 AS insert_ms,
+              (extract(epoch FROM applied_at) * 1000)::float8 AS applied_ms
+       FROM baton.baton_schedule_ticks WHERE ${where} ORDER BY tick_time LIMIT ${count}`,
+    )
+    .catch(() => ({ rows: [] }));
+  return result.rows.map((row) => ({
+    lateness: Number(row.lateness_ms),
+    insert: Number(row.insert_ms),
+    appliedAt: Number(row.applied_ms),
+  }));
 }
 
 /** The index in `nodes` of the one live node that says it is primary. */
@@ -269,11 +440,23 @@ function printReport(report: Report): void {
     const at = (p: number): string => (percentile(values, p) ?? 0).toFixed(1);
     return `${what}: p50 ${at(50)} ms, p99 ${at(99)} ms, max ${Math.max(...values).toFixed(1)} ms (${values.length})\n`;
   };
+  const misses = stopGoalMisses(report);
   process.stdout.write(
     line('tick row inserted after its time', report.insert) +
       line('tick transaction started after its time', report.wake) +
       line('baseline: bare setTimeout after each second', report.timer) +
       line('failover (kill -9 to the fence raised)', report.failover) +
-      line('first tick after the kill applied', report.catchUp),
+      line('first tick after the kill applied', report.catchUp) +
+      line('failover (SIGSTOP to the fence raised)', report.stopFailover) +
+      line('last tick missed during the stop applied', report.stopCatchUp) +
+      (report.stopMissed === undefined
+        ? ''
+        : `ticks that fell during the stops: ${report.stopMissed}, not applied: ${report.stopNotApplied}, ` +
+          `applied by the stopped primary after its stop: ${report.stopDeposed}\n`) +
+      (misses === undefined
+        ? ''
+        : `goal (catch-up ≤ failover + ${TICK_MS} ms): ` +
+          `${misses === 0 ? 'met in all' : `missed in ${misses} of`} ${report.stopCatchUp?.length} stops\n`) +
+      formatDelayed(report.delayed),
   );
 }
