@@ -36,7 +36,7 @@ const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
   },
   schedules: {
     description:
-      'tick lateness of a 1-second schedule on PostgreSQL against a bare timer, and kill -9 of the primary of 2 nodes: time to the first tick after it',
+      'tick lateness of a 1-second schedule on PostgreSQL against a bare timer; kill -9 and SIGSTOP of the primary of 2 nodes (postgres elector), kill -9 on the redis elector: catch-up of missed ticks against failover + one tick; 100k delayed records over 60 s (--delayed-backend redis)',
     load: () => import('./schedules.js'),
   },
   scale: {

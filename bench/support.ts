@@ -167,6 +167,8 @@ export interface HttpRequest {
   readonly path: string;
   readonly body?: Buffer;
   readonly contentType?: string;
+  /** Further request headers, e.g. `Baton-Envelope`. */
+  readonly headers?: Readonly<Record<string, string>>;
   readonly agent?: http.Agent;
   readonly signal: AbortSignal;
 }
@@ -174,7 +176,7 @@ export interface HttpRequest {
 /** One HTTP request to the loopback address; the whole response body is read as text. */
 export function request(options: HttpRequest): Promise<HttpResponse> {
   return new Promise((resolveRequest, reject) => {
-    const headers: http.OutgoingHttpHeaders = {};
+    const headers: http.OutgoingHttpHeaders = { ...options.headers };
     if (options.body) {
       headers['content-type'] = options.contentType ?? 'application/octet-stream';
       headers['content-length'] = options.body.length;
