@@ -201,6 +201,7 @@ async function measureStore(
     report.drainBlockMs = await longestBlockMs(child, agent, deadline);
     say(`drain of ${settings.rows} records: ${round(report.drainLarge)}/s${profiled(large.windowUs)}`);
     say(`longest block of the node's thread during that drain: ${round2(report.drainBlockMs)} ms`);
+    say(await recordsTable(run));
 
     await run(
       `INSERT INTO baton_queue_records (queue, payload, attempts, run_after, last_error)
@@ -210,6 +211,7 @@ async function measureStore(
     say(`${settings.rows} records in back-off loaded`);
     await pause(2_000, deadline.signal);
     report.idleCpuPct = await idleCpu(child, database, settings.idleS, deadline);
+    say(await recordsTable(run));
     say(`idle CPU with them waiting: ${round2(report.idleCpuPct)} % of a core (node + database)`);
     [report.inlinePostP50, report.inlinePostMs] = await percentiles(50, () =>
       postOne(child, agent, deadline),
@@ -330,6 +332,15 @@ async function cpuOf(pids: readonly number[]): Promise<Map<number, number>> {
     if (cpu !== undefined) seconds.set(pid, cpu);
   }
   return seconds;
+}
+
+/** The upkeep's work so far on the records table, and its dead rows (from pg_stat_user_tables). */
+async function recordsTable(run: (text: string) => Promise<Array<Record<string, unknown>>>): Promise<string> {
+  const [row] = await run(
+    `SELECT n_live_tup AS live, n_dead_tup AS dead, vacuum_count AS vacuums, analyze_count AS analyzes
+     FROM pg_stat_user_tables WHERE relid = to_regclass('baton_queue_records')`,
+  );
+  return `records table: ${String(row?.['live'])} live rows, ${String(row?.['dead'])} dead, ${String(row?.['vacuums'])} vacuums, ${String(row?.['analyzes'])} analyzes so far`;
 }
 
 /** The node's warnings of the run (slow statements of the embedded store among them), 20 at most. */

@@ -117,7 +117,7 @@ export interface QueueBackend {
    * queue of a store that one process owns. Absent elsewhere; callers then publish.
    */
   readonly inline?: InlineIngest | undefined;
-  /** True when the backend can lose consumers while running (several processes): recover claims periodically. */
+  /** True when other processes may consume the queue too: their dead consumers' claims are recovered. */
   readonly shared: boolean;
   /** Resolves when records may have become ready, after `timeoutMs`, or when `signal` aborts. */
   waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void>;

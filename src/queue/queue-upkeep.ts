@@ -34,7 +34,7 @@ export async function keepUpQueue(store: Store, queue: string, options: { shared
 }
 
 /**
- * VACUUM (with ANALYZE) of `table` once its dead rows reach VACUUM_MIN_DEAD and outnumber its live ones: as a
+ * VACUUM (then ANALYZE) of `table` once its dead rows reach VACUUM_MIN_DEAD and outnumber its live ones: as a
  * backlog drains, that happens a few times (each time the rest has halved), so the work stays in proportion
  * to the rows drained. Autovacuum, where it runs, usually comes first and resets the count.
  */

@@ -26,7 +26,7 @@ import { logFailures } from './processor.js';
  * queue whose LISTEN connection is up waits longer, until its earliest back-off ends (store-queue.ts).
  */
 const IDLE_POLL_MS = 500;
-/** How often a shared backend is searched for claims of dead consumers. */
+/** How often a backend is searched for claims of dead consumers (and a store queue kept up, see queue-upkeep.ts). */
 const RECOVERY_INTERVAL_MS = 1_000;
 const RECONNECT_BACKOFF = { initialMs: 1_000, maxMs: 32_000 };
 /**
@@ -125,7 +125,12 @@ export class QueueRunner implements Component {
     this.#run = undefined;
   }
 
-  /** Recovers claims of dead consumers: once at start, then periodically when other processes share the queue. */
+  /**
+   * Recovers claims of dead consumers, at start and then every RECOVERY_INTERVAL_MS. Alone on its store (the
+   * embedded one), a process has no other consumers to recover from after its start, but the rounds go on:
+   * they run the queue's upkeep (the VACUUM and ANALYZE of queue-upkeep.ts), and cost one index read when
+   * there is nothing to do.
+   */
   async #recoverLoop(claims: AbortSignal): Promise<void> {
     const { maxAttempts } = this.#processor.queue;
     do {
@@ -143,7 +148,6 @@ export class QueueRunner implements Component {
           `queue "${this.queue}": claim recovery failed`,
         );
       }
-      if (!this.#backend.shared) return;
       await sleep(RECOVERY_INTERVAL_MS, claims);
     } while (!claims.aborted);
   }
