@@ -436,10 +436,7 @@ class NodeUrls {
  * A URL target as its list of base URLs: a text without a comma is one URL, as given; a text with commas is
  * a list of URLs, each checked (an empty or invalid entry throws, naming it).
  */
-function nodeUrls(
-  target: EventTarget,
-  source: string,
-): EventLogOwner | EventLog | EventTransport | NodeUrls {
+function nodeUrls(target: EventTarget, source: string): EventLogOwner | EventLog | EventTransport | NodeUrls {
   if (target instanceof URL) return new NodeUrls([String(target)]);
   if (typeof target !== 'string') return target;
   return new NodeUrls(target.includes(',') ? parseNodeUrls(target, source) : [target]);

@@ -81,7 +81,11 @@ describe('an event client given three node processes', () => {
       }
     });
     const ackedAtLeast = (count: number, what: string) =>
-      waitFor(async () => (acked.size >= count || failures.length > 0 ? true : undefined), 60_000, what);
+      waitFor(
+        () => Promise.resolve(acked.size >= count || failures.length > 0 ? true : undefined),
+        60_000,
+        what,
+      );
 
     try {
       await ackedAtLeast(100, '100 events sent to the first node');
@@ -97,8 +101,12 @@ describe('an event client given three node processes', () => {
     }
     expect(failures).toEqual([]);
     // It moved on from each killed node, to the next one in the list.
-    expect(log.moves.some((line) => line.includes(`node ${n1.url} failed; moving on to ${n2.url}`))).toBe(true);
-    expect(log.moves.some((line) => line.includes(`node ${n2.url} failed; moving on to ${n3.url}`))).toBe(true);
+    expect(log.moves.some((line) => line.includes(`node ${n1.url} failed; moving on to ${n2.url}`))).toBe(
+      true,
+    );
+    expect(log.moves.some((line) => line.includes(`node ${n2.url} failed; moving on to ${n3.url}`))).toBe(
+      true,
+    );
 
     const rows = await storedEvents(db.url);
     const byValue = new Map<string, number>();

@@ -99,7 +99,9 @@ describe('EventClient with several nodes: the list', () => {
     expect(() => client('http://127.0.0.1:1,ftp://127.0.0.1:2')).toThrow(
       /entry 2 of 2, "ftp:\/\/127.0.0.1:2", is not an http:\/\/ or https:\/\/ URL/,
     );
-    expect(() => client('http://127.0.0.1:1,nothing here')).toThrow(/entry 2 of 2, "nothing here", is not a URL/);
+    expect(() => client('http://127.0.0.1:1,nothing here')).toThrow(
+      /entry 2 of 2, "nothing here", is not a URL/,
+    );
     expect(
       () => new EventClient(undefined, { log, env: { BATON_URL: 'http://127.0.0.1:1,,http://127.0.0.1:2' } }),
     ).toThrow(/BATON_URL: entry 2 of 3 is empty/);
@@ -107,7 +109,11 @@ describe('EventClient with several nodes: the list', () => {
 
   it('reads BATON_URL with commas', async () => {
     const down = `http://127.0.0.1:${await freePort()}`;
-    const made = new EventClient(undefined, { log, env: { BATON_URL: `${down}, ${live}` }, namespace: 'env-list' });
+    const made = new EventClient(undefined, {
+      log,
+      env: { BATON_URL: `${down}, ${live}` },
+      namespace: 'env-list',
+    });
     clients.push(made);
     const event = await made.sendEvent('k', 'from-env');
     expect(event.duplicate).toBe(false);
@@ -139,7 +145,10 @@ describe('EventClient with several nodes: which failures move on', () => {
   it('moves on from a node that cannot be reached, and from one that does not answer in time', async () => {
     const down = `http://127.0.0.1:${await freePort()}`;
     const silent = await fakeNode(() => undefined);
-    const sender = client(`${down},${silent.url},${live}`, { namespace: 'moves-silent', requestTimeoutMs: 300 });
+    const sender = client(`${down},${silent.url},${live}`, {
+      namespace: 'moves-silent',
+      requestTimeoutMs: 300,
+    });
     const started = Date.now();
     await sender.sendEvent('k', 'v');
     expect(Date.now() - started).toBeLessThan(5000);
@@ -197,7 +206,11 @@ describe('EventClient with several nodes: which failures move on', () => {
 
   it('fails within sendTimeoutMs when no node takes the send, naming every node and its reason', async () => {
     const down = `http://127.0.0.1:${await freePort()}`;
-    const busy = await answering(503, { error: 'store: down', code: 'BACKEND_UNAVAILABLE', backend: 'store' });
+    const busy = await answering(503, {
+      error: 'store: down',
+      code: 'BACKEND_UNAVAILABLE',
+      backend: 'store',
+    });
     const sender = client(`${down},${busy.url}`, { namespace: 'nowhere', sendTimeoutMs: 1500 });
     const started = Date.now();
     const error: unknown = await sender.sendEvent('k', 'v').catch((caught: unknown) => caught);
@@ -228,7 +241,9 @@ describe('EventClient with several nodes: listeners', () => {
       await proxy.close(); // the stream breaks, and the proxied node cannot be reached any more
       for (let index = 5; index < 10; index++) await sender.sendEvent('tick', String(index));
       await until(() => got.length >= 10, 30_000, 'the next five events, over the other node');
-      expect(got.map((event) => event.value)).toEqual(Array.from({ length: 10 }, (_, index) => String(index)));
+      expect(got.map((event) => event.value)).toEqual(
+        Array.from({ length: 10 }, (_, index) => String(index)),
+      );
       const offsets = got.map((event) => event.offset);
       expect(offsets).toEqual([...offsets].sort((a, b) => a - b));
       expect(new Set(offsets).size).toBe(10);
