@@ -162,6 +162,9 @@ export class EventClient {
     }
     this.#sendTimeoutMs = options.sendTimeoutMs ?? 30_000;
     this.#requestTimeoutMs = options.requestTimeoutMs;
+    if (this.#requestTimeoutMs !== undefined && !(this.#requestTimeoutMs > 0)) {
+      throw new TypeError('EventClient: requestTimeoutMs must be a number of milliseconds > 0');
+    }
     this.#retry = options.retry ?? DEFAULT_RETRY;
     this.#log = options.log ?? createLogger({ level: 'info', name: 'events-client' });
   }

@@ -105,6 +105,9 @@ describe('EventClient with several nodes: the list', () => {
     expect(
       () => new EventClient(undefined, { log, env: { BATON_URL: 'http://127.0.0.1:1,,http://127.0.0.1:2' } }),
     ).toThrow(/BATON_URL: entry 2 of 3 is empty/);
+    expect(() => client('http://127.0.0.1:1,http://127.0.0.1:2', { requestTimeoutMs: 0 })).toThrow(
+      /requestTimeoutMs must be a number of milliseconds > 0/,
+    );
   });
 
   it('reads BATON_URL with commas', async () => {
