@@ -4,12 +4,15 @@
 // processor that throws gets the same batch again after a back-off, and a dropped stream is followed again
 // from the last offset processed. A named listener stores that offset on the node after each batch, so it
 // resumes there after a restart (at-least-once: a batch processed just before a crash may come again).
+// Given several nodes ("http://a:8080,http://b:8080"), it sends to the one that answers and moves on to the
+// next when it fails, sending the same events with the same producer ids, so none is stored twice.
 import { randomUUID } from 'node:crypto';
 
 import { BatonError, describeError, NotRunningError, RemoteError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { backoffDelay } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
+import { FailoverEventTransport, parseNodeUrls } from './failover-transport.js';
 import { HttpEventTransport } from './http-transport.js';
 import { EventLog } from './log.js';
 import type { EventTransport } from './transport.js';
@@ -74,8 +77,18 @@ export interface EventClientOptions {
   readonly clientId?: string;
   /** First sequence number. Default 0. */
   readonly initialSeq?: number;
-  /** How long a send keeps retrying while the node cannot be reached. Default 30 s. */
+  /**
+   * How long a send keeps retrying while no node can take it (with several nodes: going around the list,
+   * with back-off between rounds). Then the send fails with the last error, which names every node and why
+   * it failed. Default 30 s.
+   */
   readonly sendTimeoutMs?: number;
+  /**
+   * How long a request waits for a node's answer before it counts as failed (and, with several nodes, moves
+   * on to the next). Default 30 s with one node; 10 s with several, so that a node that hangs leaves time
+   * for the others within `sendTimeoutMs`.
+   */
+  readonly requestTimeoutMs?: number;
   /** Back-off of a throwing processor and of reconnections. Default 100 ms doubling to 30 s. */
   readonly retry?: { readonly initialMs: number; readonly maxMs: number };
   /** Where failures are logged. Default: JSON lines on stderr. */
@@ -89,7 +102,10 @@ export interface EventLogOwner {
   readonly events: EventLog | undefined;
 }
 
-/** What a client connects to: a node's base URL, a node or event log in this process, or a transport. */
+/**
+ * What a client connects to: a node's base URL or several, comma-separated ("http://a:8080,http://b:8080"),
+ * a node or event log in this process, or a transport.
+ */
 export type EventTarget = string | URL | EventLogOwner | EventLog | EventTransport;
 
 interface Listener {
@@ -104,15 +120,18 @@ interface Listener {
 
 const DEFAULT_RETRY = { initialMs: 100, maxMs: 30_000 } as const;
 const SEND_RETRY = { initialMs: 100, maxMs: 5_000 } as const;
+/** A request to one of several nodes that gets no answer within this moves on to the next node. */
+const SEVERAL_NODES_REQUEST_TIMEOUT_MS = 10_000;
 
 export class EventClient {
   readonly namespace: string;
   readonly sender: string | undefined;
   readonly clientId: string;
-  readonly #target: EventTarget;
+  readonly #target: EventLogOwner | EventLog | EventTransport | NodeUrls;
   readonly #token: string | undefined;
   readonly #taskRun: string | undefined;
   readonly #sendTimeoutMs: number;
+  readonly #requestTimeoutMs: number | undefined;
   readonly #retry: { readonly initialMs: number; readonly maxMs: number };
   readonly #log: ClientLogger;
   readonly #listeners = new Map<string, Listener>();
@@ -120,14 +139,17 @@ export class EventClient {
   #seq: number;
   #closed = false;
 
-  /** `target`: a node's base URL (default BATON_URL), a node or event log in this process, or a transport. */
+  /**
+   * `target`: a node's base URL, or several comma-separated (default BATON_URL), a node or event log in this
+   * process, or a transport.
+   */
   constructor(target?: EventTarget, options: EventClientOptions = {}) {
     const env = options.env ?? process.env;
     const resolved = target ?? env['BATON_URL'];
     if (resolved === undefined || resolved === '') {
       throw new TypeError('EventClient: give the node URL (e.g. http://127.0.0.1:8080) or set BATON_URL');
     }
-    this.#target = resolved;
+    this.#target = nodeUrls(resolved, target === undefined ? 'BATON_URL' : 'EventClient');
     this.namespace = options.namespace ?? nonEmpty(env['BATON_NAMESPACE']) ?? DEFAULT_NAMESPACE;
     assertNamespace(this.namespace);
     this.sender = options.sender;
@@ -139,6 +161,10 @@ export class EventClient {
       throw new TypeError('EventClient: initialSeq must be an integer >= 0');
     }
     this.#sendTimeoutMs = options.sendTimeoutMs ?? 30_000;
+    this.#requestTimeoutMs = options.requestTimeoutMs;
+    if (this.#requestTimeoutMs !== undefined && !(this.#requestTimeoutMs > 0)) {
+      throw new TypeError('EventClient: requestTimeoutMs must be a number of milliseconds > 0');
+    }
     this.#retry = options.retry ?? DEFAULT_RETRY;
     this.#log = options.log ?? createLogger({ level: 'info', name: 'events-client' });
   }
@@ -377,8 +403,18 @@ export class EventClient {
 
   #open(): EventTransport {
     const target = this.#target;
-    if (typeof target === 'string' || target instanceof URL) {
-      return new HttpEventTransport(String(target), this.#token);
+    if (target instanceof NodeUrls) {
+      const [only, ...others] = target.urls;
+      const timeoutMs = this.#requestTimeoutMs;
+      if (only !== undefined && others.length === 0) {
+        return new HttpEventTransport(only, this.#token, timeoutMs === undefined ? {} : { timeoutMs });
+      }
+      return new FailoverEventTransport(target.urls, {
+        token: this.#token,
+        timeoutMs: timeoutMs ?? SEVERAL_NODES_REQUEST_TIMEOUT_MS,
+        onMove: (from, to, error) =>
+          this.#log.warn({ err: describeError(error), from, to }, `node ${from} failed; moving on to ${to}`),
+      });
     }
     if (target instanceof EventLog) return new LocalEventTransport(target);
     if (isTransport(target)) return target;
@@ -392,6 +428,21 @@ export class EventClient {
   #assertOpen(): void {
     if (this.#closed) throw new NotRunningError('this event client is closed');
   }
+}
+
+/** The base URLs of the node or nodes a client talks to over HTTP. */
+class NodeUrls {
+  constructor(readonly urls: readonly string[]) {}
+}
+
+/**
+ * A URL target as its list of base URLs: a text without a comma is one URL, as given; a text with commas is
+ * a list of URLs, each checked (an empty or invalid entry throws, naming it).
+ */
+function nodeUrls(target: EventTarget, source: string): EventLogOwner | EventLog | EventTransport | NodeUrls {
+  if (target instanceof URL) return new NodeUrls([String(target)]);
+  if (typeof target !== 'string') return target;
+  return new NodeUrls(target.includes(',') ? parseNodeUrls(target, source) : [target]);
 }
 
 function isTransport(target: EventLogOwner | EventTransport): target is EventTransport {

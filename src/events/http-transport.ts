@@ -22,8 +22,9 @@ export class HttpEventTransport implements EventTransport {
   readonly target: string;
   readonly #client: HttpClient;
 
-  constructor(url: string, token: string | undefined) {
-    this.#client = new HttpClient(url, { token });
+  /** `timeoutMs`: how long a request (not a stream) waits for the answer; default REQUEST_TIMEOUT_MS. */
+  constructor(url: string, token: string | undefined, options: { timeoutMs?: number } = {}) {
+    this.#client = new HttpClient(url, { token, ...options });
     this.target = this.#client.base;
   }
 
