@@ -106,7 +106,14 @@ describe('PostgreSQL store faults', () => {
     }
     // Each kill came while records were still pending.
     expect(atKills.every((rows) => rows < RECORDS)).toBe(true);
-    await waitUntil(async () => (await count()).rows >= RECORDS, 90_000, 'every record');
+    await waitUntil(async () => (await count()).rows >= RECORDS, 90_000, 'every record').catch(
+      async (error: unknown) => {
+        const listing = await runBaton(['-c', project.configPath, 'queues', '--json']);
+        throw new Error(
+          `${String(error)} (${JSON.stringify(await count())})\n--- queues\n${listing.stdout}${listing.stderr}\n--- node stderr\n${node.stderr.slice(-3000)}`,
+        );
+      },
+    );
     // Claims of the killed nodes are recovered after CONSUMER_TIMEOUT_MS; give stragglers a moment to show.
     await new Promise((resolve) => setTimeout(resolve, 4000));
     expect(await count()).toEqual({ rows: RECORDS, distinct: RECORDS });
