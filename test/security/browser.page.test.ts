@@ -107,7 +107,8 @@ async function openHostilePage(origin: string): Promise<HostilePage> {
   own.setDefaultTimeout(STEP_TIMEOUT_MS);
   await own.addCookies(await context.cookies());
   const page = await own.newPage();
-  page.on('close', () => void own.close());
+  // A close that comes late (after the browser's) must not reject unheard.
+  page.on('close', () => void own.close().catch(() => undefined));
   // Playwright's own view of a request leaves out what the network stack adds (Origin, Cookie): ask CDP.
   const cdp = await own.newCDPSession(page);
   const urls = new Map<string, string>();
