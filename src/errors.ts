@@ -14,6 +14,8 @@ export const ERROR_CODES = {
   UNKNOWN_QUEUE: { status: 404, transient: false },
   UNKNOWN_ERROR_RECORD: { status: 404, transient: false },
   UNKNOWN_TASK: { status: 404, transient: false },
+  UNKNOWN_EXECUTION: { status: 404, transient: false },
+  UNKNOWN_WORKFLOW: { status: 404, transient: false },
   UNKNOWN_NODE: { status: 404, transient: false },
   EVENTS_DISABLED: { status: 404, transient: false },
   REQUEST_TIMEOUT: { status: 408, transient: false },
@@ -220,6 +222,45 @@ export class UnknownErrorRecordError extends BatonError {
 
   override details(): Record<string, unknown> {
     return { queue: this.queue, ids: this.ids };
+  }
+}
+
+/** A workflow execution id that is not in the store. */
+export class UnknownExecutionError extends BatonError {
+  override readonly name = 'UnknownExecutionError';
+  readonly code = 'UNKNOWN_EXECUTION';
+  readonly execution: string;
+
+  constructor(execution: string) {
+    super(`unknown workflow execution "${execution}"`);
+    this.execution = execution;
+  }
+
+  override details(): Record<string, unknown> {
+    return { execution: this.execution };
+  }
+}
+
+/** A workflow name that this node's config does not define. */
+export class UnknownWorkflowError extends BatonError {
+  override readonly name = 'UnknownWorkflowError';
+  readonly code = 'UNKNOWN_WORKFLOW';
+  readonly workflow: string;
+  readonly known: readonly string[];
+
+  constructor(workflow: string, known: readonly string[]) {
+    super(
+      `unknown workflow "${workflow}": ` +
+        (known.length === 0
+          ? 'no [workflows.<name>] table is defined'
+          : `expected one of ${known.join(', ')}`),
+    );
+    this.workflow = workflow;
+    this.known = known;
+  }
+
+  override details(): Record<string, unknown> {
+    return { workflow: this.workflow, workflows: this.known };
   }
 }
 
@@ -482,6 +523,9 @@ const REBUILD: Partial<Record<BatonErrorCode, (message: string, reply: Reply) =>
   UNKNOWN_ERROR_RECORD: (_message, reply) =>
     new UnknownErrorRecordError(text(reply['queue']) ?? '', texts(reply['ids'])),
   UNKNOWN_TASK: (_message, reply) => new UnknownTaskRunError(text(reply['run']) ?? ''),
+  UNKNOWN_EXECUTION: (_message, reply) => new UnknownExecutionError(text(reply['execution']) ?? ''),
+  UNKNOWN_WORKFLOW: (_message, reply) =>
+    new UnknownWorkflowError(text(reply['workflow']) ?? '', texts(reply['workflows'])),
   UNKNOWN_NODE: (_message, reply) => new UnknownNodeError(text(reply['node']) ?? '', texts(reply['members'])),
   EVENTS_DISABLED: () => new EventsDisabledError(),
   NOT_PRIMARY: (_message, reply) => {

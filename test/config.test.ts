@@ -117,6 +117,7 @@ describe('loadConfig', () => {
       tasks: {},
       rules: [],
       schedules: {},
+      workflows: {},
     });
   });
 

@@ -1,8 +1,12 @@
 // A resolved config said the way baton.toml says it: snake_case tables and keys, every default and derived
 // value written out, paths absolute. `baton print-config` prints it; read back (from the same folder: a task's
 // commands run in the config file's folder), it resolves to the same config.
-import type { ConfigInput } from './schema.js';
+import type { ConfigInput, WorkflowInput } from './schema.js';
 import type {
+  Condition,
+  LeafCondition,
+  TaskStateCondition,
+  WorkflowConfig,
   GroupConfig,
   HttpConfig,
   QueueConfig,
@@ -12,6 +16,8 @@ import type {
 } from './types.js';
 
 const DAY_MS = 86_400_000;
+
+type LeafState = TaskStateCondition['state'];
 
 export function configAsInput(config: ResolvedConfig): ConfigInput {
   return defined({
@@ -57,7 +63,53 @@ export function configAsInput(config: ResolvedConfig): ConfigInput {
       })),
     ),
     schedules: nonEmpty(mapValues(config.schedules, scheduleInput)),
+    workflows: nonEmpty(mapValues(config.workflows, workflowInput)),
   });
+}
+
+function workflowInput(workflow: WorkflowConfig): WorkflowInput {
+  const after = (task: string): string[] => {
+    const rule = workflow.rules.find((r) => r.source === `tasks.${task}.after`);
+    if (!rule) return [];
+    const parts = rule.on.kind === 'all' ? rule.on.parts : [rule.on];
+    return parts.flatMap((part) => (part.kind === 'task' ? [part.task] : []));
+  };
+  return {
+    namespace: workflow.namespace,
+    max_concurrent: workflow.maxConcurrent,
+    over_limit: workflow.overLimit,
+    triggers: workflow.triggers.map((on) => ({
+      on: defined({ namespace: on.namespace, key: on.key, value: on.value }),
+    })),
+    tasks: mapValues(workflow.tasks, (task) =>
+      defined({
+        command: task.command,
+        module: task.module,
+        run: task.run,
+        timeout_ms: task.timeoutMs,
+        after: after(task.name),
+        on_lost: workflow.onLost[task.name],
+      }),
+    ),
+    rules: workflow.rules
+      .filter((rule) => rule.source.startsWith('rules['))
+      .map((rule) => ({ on: conditionInput(rule.on), action: rule.action, task: rule.task })),
+  };
+}
+
+function conditionInput(on: Condition): NonNullable<WorkflowInput['rules']>[number]['on'] {
+  if (on.kind === 'all') return { all: on.parts.map(leafInput) };
+  if (on.kind === 'any') return { any: on.parts.map(leafInput) };
+  return leafInput(on);
+}
+
+function leafInput(on: LeafCondition): {
+  key?: string | undefined;
+  value?: string | undefined;
+  task?: string | undefined;
+  state?: LeafState | undefined;
+} {
+  return on.kind === 'task' ? { task: on.task, state: on.state } : defined({ key: on.key, value: on.value });
 }
 
 function scheduleInput(schedule: ScheduleConfig): NonNullable<ConfigInput['schedules']>[string] {

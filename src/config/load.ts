@@ -11,6 +11,8 @@ import { parse, TomlError } from 'smol-toml';
 import type { z } from 'zod';
 
 import { ConfigError } from '../errors.js';
+import { optionalFile, resolveHandler } from './where.js';
+import { resolveWorkflows } from './workflows.js';
 import { applyEnvOverrides, cloneTables, isTable, setOwn, type Env, type RawTable } from './env.js';
 import {
   describeValue,
@@ -193,6 +195,7 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
   });
 
   const schedules = resolveSchedules(parsed, queues, tasks, file);
+  const workflows = resolveWorkflows(parsed, baseDir, file, schedules);
 
   return {
     file,
@@ -250,6 +253,7 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
     tasks,
     rules,
     schedules,
+    workflows,
   };
 }
 
@@ -473,11 +477,6 @@ function resolveMigrations(
   return path.isAbsolute(handler) ? path.join(path.dirname(handler), 'migrations', queue) : undefined;
 }
 
-/** Paths (`./h.ts`, `/abs/h.js`) are made absolute; anything else is a package name for the module resolver. */
-function resolveHandler(handler: string, baseDir: string): string {
-  return handler.startsWith('.') || path.isAbsolute(handler) ? path.resolve(baseDir, handler) : handler;
-}
-
 /** Tokens accepted off loopback are at least this long: short ones are guessed. */
 const REMOTE_TOKEN_MIN_LENGTH = 16;
 /** The scopes of a limited `[[http.tokens]]` entry that names none. */
@@ -631,10 +630,6 @@ function leafPaths(overrides: object, prefix = ''): string[] {
     if (value === undefined) return [];
     return isTable(value) ? leafPaths(value, dotted) : [dotted];
   });
-}
-
-function optionalFile(file: string | undefined): { file?: string } {
-  return file === undefined ? {} : { file };
 }
 
 function isNotFound(error: unknown): boolean {

@@ -482,6 +482,164 @@ const scheduleSchema = table({
   }
 });
 
+const TASK_STATES = ['pending', 'running', 'succeeded', 'failed', 'stopped', 'lost'] as const;
+
+/** One condition: an event's key (with `*` wildcards) and maybe its value, or another task's state. */
+const conditionFields = {
+  /** An event key of the execution; `*` matches any run of characters ("batch.*.done"). */
+  key: text('an event key').optional(),
+  /** With `key`: the event's exact value. */
+  value: z.string({ error: expecting('a string') }).optional(),
+  /** A task of the same workflow, whose latest run in the execution must be in `state`. */
+  task: text('a task name').optional(),
+  state: z
+    .enum(TASK_STATES, { error: expecting(TASK_STATES.map((state) => `"${state}"`).join(', ')) })
+    .optional(),
+};
+
+interface ConditionFields {
+  key?: string | undefined;
+  value?: string | undefined;
+  task?: string | undefined;
+  state?: string | undefined;
+}
+
+function checkLeaf(leaf: ConditionFields, context: z.RefinementCtx, others: number): void {
+  const kinds = (leaf.key === undefined ? 0 : 1) + (leaf.task === undefined ? 0 : 1) + others;
+  if (kinds !== 1) {
+    context.addIssue({
+      code: 'custom',
+      path: [],
+      input: undefined,
+      message: 'expected exactly one of "key", "task", "all" or "any"',
+    });
+  } else if (leaf.value !== undefined && leaf.key === undefined) {
+    context.addIssue({
+      code: 'custom',
+      path: ['value'],
+      input: leaf.value,
+      message: '"value" goes with "key"',
+    });
+  } else if ((leaf.task === undefined) !== (leaf.state === undefined)) {
+    context.addIssue({
+      code: 'custom',
+      path: leaf.task === undefined ? ['state'] : ['task'],
+      input: undefined,
+      message: '"task" and "state" go together',
+    });
+  }
+}
+
+const leafConditionSchema = table(conditionFields).superRefine((leaf, context) =>
+  checkLeaf(leaf, context, 0),
+);
+
+const conditionSchema = table({
+  ...conditionFields,
+  /** Fires when every one of these has been met in the execution (events seen, task states held). */
+  all: z
+    .array(leafConditionSchema, { error: expecting('an array of conditions') })
+    .min(1)
+    .optional(),
+  /** Fires when any one of these is met. */
+  any: z
+    .array(leafConditionSchema, { error: expecting('an array of conditions') })
+    .min(1)
+    .optional(),
+}).superRefine((condition, context) =>
+  checkLeaf(
+    condition,
+    context,
+    (condition.all === undefined ? 0 : 1) + (condition.any === undefined ? 0 : 1),
+  ),
+);
+
+const workflowTaskSchema = table({
+  /** Shell command run by /bin/sh -c, in the config file's folder. Set this or `module`. */
+  command: text('a shell command').optional(),
+  /** Module whose default export (or `run`) is an async function (context) => void. Set this or `command`. */
+  module: text('a module path or package name').optional(),
+  /** Milliseconds a run may take before it is stopped and marked failed; 0 means no limit. */
+  timeout_ms: integer(0).default(0),
+  /** Start when these tasks of the same execution have all succeeded. */
+  after: z.array(text('a task name'), { error: expecting('an array of task names') }).default([]),
+  /** What a new primary does with a run whose node died: "mark" it lost, or "restart" it in its execution. */
+  on_lost: z.enum(['mark', 'restart'], { error: expecting('"mark" or "restart"') }).default('mark'),
+  /** A function, in a workflow defined in code. */
+  run: z
+    .custom<(ctx: never) => unknown>((value) => typeof value === 'function', {
+      error: expecting('a function'),
+    })
+    .optional(),
+}).superRefine((task, context) => {
+  const given = [task.command, task.module, task.run].filter((value) => value !== undefined).length;
+  if (given !== 1) {
+    context.addIssue({
+      code: 'custom',
+      path: [],
+      input: undefined,
+      message: 'expected exactly one of "command" or "module"',
+    });
+  }
+});
+
+const workflowRuleSchema = table({
+  /** The condition, on events of the rule's own execution. */
+  on: conditionSchema,
+  action: z.enum(['start', 'stop', 'restart'], { error: expecting('"start", "stop" or "restart"') }),
+  /** A task of the same workflow. */
+  task: text('a task name'),
+});
+
+const workflowTriggerSchema = table({
+  /** An event that starts an execution: namespace (default the workflow's), key (`*` wildcards), value. */
+  on: table({
+    namespace: text().optional(),
+    key: text('an event key'),
+    value: z.string({ error: expecting('a string') }).optional(),
+  }).optional(),
+  /** A [schedules.<name>] whose ticks start an execution (its schedule.<name>.fired event). */
+  schedule: text('a schedule name').optional(),
+}).superRefine((trigger, context) => {
+  if ((trigger.on === undefined) === (trigger.schedule === undefined)) {
+    context.addIssue({
+      code: 'custom',
+      path: [],
+      input: undefined,
+      message: 'expected exactly one of "on" or "schedule"',
+    });
+  }
+});
+
+export const workflowSchema = table({
+  /** Namespace of the executions' events and of the tasks' clients. */
+  namespace: text().default('default'),
+  /** Executions running at once, at most; 0: no limit. */
+  max_concurrent: integer(0, 100_000).default(0),
+  /** A trigger while max_concurrent executions run: "queue" it until one ends, or "skip" it. */
+  over_limit: z.enum(['queue', 'skip'], { error: expecting('"queue" or "skip"') }).default('queue'),
+  /** What starts an execution, besides `baton workflows start`. */
+  triggers: z.array(workflowTriggerSchema, { error: expecting('an array of triggers') }).default([]),
+  /** The workflow's tasks, keyed by name. */
+  tasks: z
+    .record(
+      z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/, {
+        error: (issue) =>
+          `invalid task name ${describeValue(issue.input)}: expected 1 to 128 letters, digits, "_", "." or "-"`,
+      }),
+      workflowTaskSchema,
+      { error: expecting('a table of tasks') },
+    )
+    .prefault({}),
+  /** Rules scoped to one execution: on a condition, start, stop or restart a task. */
+  rules: z
+    .array(workflowRuleSchema, { error: expecting('an array of tables ([[workflows.<name>.rules]])') })
+    .default([]),
+});
+
+/** A workflow as a TOML table or a defineWorkflow() argument says it. */
+export type WorkflowInput = z.input<typeof workflowSchema>;
+
 const queueNameSchema = z.string().regex(QUEUE_NAME_PATTERN, {
   error: (issue) =>
     `invalid queue name ${describeValue(issue.input)}: expected 1 to 128 letters, digits, "_", "." or "-", ` +
@@ -516,6 +674,10 @@ export const rawConfigSchema = table({
   /** Schedules: on a cron expression or an interval, publish a record, append an event or start a task. */
   schedules: z
     .record(queueNameSchema, scheduleSchema, { error: expecting('a table of schedules') })
+    .prefault({}),
+  /** Workflows: tasks and rules scoped to one execution, started by triggers. Run by the primary. */
+  workflows: z
+    .record(queueNameSchema, workflowSchema, { error: expecting('a table of workflows') })
     .prefault({}),
 });
 

@@ -24,6 +24,7 @@ export interface ResolvedConfig {
   tasks: Readonly<Record<string, TaskConfig>>;
   rules: readonly RuleConfig[];
   schedules: Readonly<Record<string, ScheduleConfig>>;
+  workflows: Readonly<Record<string, WorkflowConfig>>;
 }
 
 export interface NodeConfig {
@@ -175,6 +176,8 @@ export interface TaskConfig {
   namespace: string;
   /** A run past this many milliseconds is stopped and marked failed; 0 means no limit. */
   timeoutMs: number;
+  /** A function given in code (defineWorkflow), run in the node's process; else `command` or `module`. */
+  run?: ((ctx: never) => unknown) | undefined;
 }
 
 export interface RuleConfig {
@@ -185,6 +188,62 @@ export interface RuleConfig {
   task: string;
   /** What the new primary does with a run of this rule whose node died. */
   onLost: 'mark' | 'restart';
+}
+
+/** An event condition: the namespace, a key (`*` matches any run of characters) and, optionally, a value. */
+export interface EventCondition {
+  readonly kind: 'event';
+  readonly namespace: string;
+  readonly key: string;
+  readonly value: string | undefined;
+}
+
+/** A task-state condition: the latest run of a task of the same execution is in `state`. */
+export interface TaskStateCondition {
+  readonly kind: 'task';
+  readonly task: string;
+  readonly state: 'pending' | 'running' | 'succeeded' | 'failed' | 'stopped' | 'lost';
+}
+
+export type LeafCondition = EventCondition | TaskStateCondition;
+
+/** What fires a workflow's rule: one condition, or all or any of several. */
+export type Condition =
+  | LeafCondition
+  | { readonly kind: 'all'; readonly parts: readonly LeafCondition[] }
+  | { readonly kind: 'any'; readonly parts: readonly LeafCondition[] };
+
+export interface WorkflowRuleConfig {
+  /**
+   * Names the rule in task runs and logs: its position in the workflow's [[rules]], then one per task with
+   * `after`, in task order.
+   */
+  index: number;
+  on: Condition;
+  action: 'start' | 'stop' | 'restart';
+  task: string;
+  /** Where it came from, for messages: "rules[2]" or "tasks.load.after". */
+  source: string;
+}
+
+export interface WorkflowConfig {
+  name: string;
+  /** Namespace of its executions' events (task states, workflow.<name>.<state>) and of its tasks' clients. */
+  namespace: string;
+  /** Its tasks, keyed by name; each one's namespace is the workflow's. */
+  tasks: Readonly<Record<string, TaskConfig>>;
+  /** What a new primary does with a lost run of each task: "mark" it (the execution ends lost) or "restart". */
+  onLost: Readonly<Record<string, 'mark' | 'restart'>>;
+  /** The tasks that start when an execution starts: those that no rule starts. */
+  initial: readonly string[];
+  /** Its [[rules]] and its tasks' `after`, compiled into rules. */
+  rules: readonly WorkflowRuleConfig[];
+  /** Events that start an execution (a schedule trigger is its schedule.<name>.fired event). */
+  triggers: readonly EventCondition[];
+  /** Executions running at once, at most; 0: no limit. */
+  maxConcurrent: number;
+  /** A trigger while `maxConcurrent` run: "queue" the execution until one ends, or "skip" it. */
+  overLimit: 'queue' | 'skip';
 }
 
 /** When a schedule ticks: a cron expression in a time zone, or a fixed interval aligned to the epoch. */

@@ -41,7 +41,7 @@ export interface RegisterListenerOptions {
 }
 
 export interface SendOptions {
-  /** JSON text, or a value stored as its JSON text. Default: {"taskRun": "<id>"} inside a task run. */
+  /** JSON text, or a value stored as its JSON text. Default: {"taskRun": "<id>"} inside a task run (and "execution" in a workflow's). */
   readonly context?: string | Record<string, unknown> | readonly unknown[];
 }
 
@@ -130,6 +130,8 @@ export class EventClient {
   readonly #target: EventLogOwner | EventLog | EventTransport | NodeUrls;
   readonly #token: string | undefined;
   readonly #taskRun: string | undefined;
+  /** The workflow execution of the task run this client is in: its events reach that execution's rules. */
+  readonly #execution: string | undefined;
   readonly #sendTimeoutMs: number;
   readonly #requestTimeoutMs: number | undefined;
   readonly #retry: { readonly initialMs: number; readonly maxMs: number };
@@ -155,6 +157,7 @@ export class EventClient {
     this.sender = options.sender;
     this.#token = options.token ?? nonEmpty(env['BATON_TOKEN']);
     this.#taskRun = nonEmpty(env['BATON_TASK_RUN']);
+    this.#execution = nonEmpty(env['BATON_EXECUTION']);
     this.clientId = options.clientId ?? randomUUID();
     this.#seq = options.initialSeq ?? 0;
     if (!Number.isSafeInteger(this.#seq) || this.#seq < 0) {
@@ -373,8 +376,14 @@ export class EventClient {
   }
 
   #context(context: SendOptions['context']): string | null {
-    if (context === undefined)
-      return this.#taskRun === undefined ? null : JSON.stringify({ taskRun: this.#taskRun });
+    if (context === undefined) {
+      if (this.#taskRun === undefined) return null;
+      return JSON.stringify(
+        this.#execution === undefined
+          ? { taskRun: this.#taskRun }
+          : { taskRun: this.#taskRun, execution: this.#execution },
+      );
+    }
     return typeof context === 'string' ? context : JSON.stringify(context);
   }
 

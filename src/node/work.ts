@@ -25,6 +25,7 @@ import type { TickCause } from '../schedules/ticks.js';
 import { Scheduler } from '../schedules/scheduler.js';
 import type { Store, Tx } from '../store/store.js';
 import { RuleEngine } from '../tasks/engine.js';
+import { pruneExecutions } from '../tasks/executions.js';
 import { pruneTaskRuns } from '../tasks/runs.js';
 
 /**
@@ -165,10 +166,10 @@ export function addRuleEngine(options: {
   url: () => string | undefined;
 }): RuleEngine | undefined {
   const { config } = options;
-  if (Object.keys(config.tasks).length === 0) return undefined;
+  if (Object.keys(config.tasks).length === 0 && Object.keys(config.workflows).length === 0) return undefined;
   // The loader refuses tasks without the event log; a resolved config built by hand may still have them.
   if (!options.events) {
-    throw new ConfigError('tasks and rules need the event log: set [events] enabled = true', {
+    throw new ConfigError('tasks, rules and workflows need the event log: set [events] enabled = true', {
       key: 'events.enabled',
     });
   }
@@ -176,6 +177,7 @@ export function addRuleEngine(options: {
     node: config.node.name,
     tasks: config.tasks,
     rules: config.rules,
+    workflows: config.workflows,
     events: options.events,
     store: options.backends.store,
     log: options.log,
@@ -252,6 +254,9 @@ export function addRetention(
     { what: 'events', prune: (tx, ms, limit) => events.pruneIn(tx, ms, limit) },
   ];
   // Task runs that ended follow the same retention as the events that tell their story.
-  if (withTaskRuns) targets.push({ what: 'task runs', prune: pruneTaskRuns });
+  if (withTaskRuns) {
+    targets.push({ what: 'task runs', prune: pruneTaskRuns });
+    targets.push({ what: 'workflow executions', prune: pruneExecutions });
+  }
   supervisor.add(new Retention({ retentionMs, targets }));
 }

@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 
 import type { Component, ComponentContext } from '../components/component.js';
-import type { RuleConfig, TaskConfig } from '../config/types.js';
+import type { RuleConfig, TaskConfig, WorkflowConfig } from '../config/types.js';
 import { describeError, FencedError } from '../errors.js';
 import type { EventLog } from '../events/log.js';
 import { ALL_NAMESPACES } from '../events/log.js';
@@ -18,6 +18,7 @@ import { backoffDelay, retrying } from '../util/backoff.js';
 import { sleep } from '../util/sleep.js';
 import type { RunningTask, TaskOutcome } from './process.js';
 import { launchTask } from './process.js';
+import { executionsToStop } from './executions.js';
 import { matchRules } from './rules.js';
 import type { TaskRun } from './runs.js';
 import {
@@ -32,6 +33,7 @@ import {
   stateEvent,
   takeRestarts,
 } from './runs.js';
+import { Workflows } from './workflows.js';
 
 /** The listener name under which the rule engine keeps its offset (for every namespace). */
 export const RULES_LISTENER = 'baton.rules';
@@ -47,6 +49,8 @@ export interface RuleEngineOptions {
   readonly node: string;
   readonly tasks: Readonly<Record<string, TaskConfig>>;
   readonly rules: readonly RuleConfig[];
+  /** Workflows, whose executions this engine starts and follows. */
+  readonly workflows?: Readonly<Record<string, WorkflowConfig>> | undefined;
   readonly events: EventLog;
   readonly store: Store;
   readonly log: Logger;
@@ -75,6 +79,7 @@ export class RuleEngine implements Component {
   readonly #options: RuleEngineOptions;
   readonly #log: Logger;
   readonly #restartRules: readonly number[];
+  readonly #workflows: Workflows;
   #ctx: ComponentContext | undefined;
   #work: Promise<void> | undefined;
   #launched = new Map<string, Launched>();
@@ -86,6 +91,7 @@ export class RuleEngine implements Component {
     this.#options = options;
     this.#log = options.log.child({ part: 'rules' });
     this.#restartRules = options.rules.filter((rule) => rule.onLost === 'restart').map((rule) => rule.index);
+    this.#workflows = new Workflows(options.workflows ?? {}, options.node, options.log);
   }
 
   /**
@@ -197,9 +203,12 @@ export class RuleEngine implements Component {
           rule: old.rule,
           triggerOffset: old.triggerOffset,
           triggerKey: old.triggerKey,
-          namespace: this.#options.tasks[old.task]?.namespace ?? old.namespace,
+          namespace: this.#taskConfig(old)?.namespace ?? old.namespace,
           attempt: old.attempt + 1,
           restartOf: old.id,
+          workflow: old.workflow,
+          execution: old.execution,
+          restartOnLost: old.restartOnLost,
         });
         if (run) restarted.push(run);
       }
@@ -219,7 +228,7 @@ export class RuleEngine implements Component {
       const created: TaskRun[] = [];
       for (const { rule, event } of matches) {
         if (rule.action !== 'start') {
-          const stopping = await requestStopOfTask(tx, rule.task);
+          const stopping = await requestStopOfTask(tx, rule.task, undefined);
           if (stopping > 0) {
             this.#log.info({ rule: rule.index, offset: event.offset }, `stop requested for ${rule.task}`);
           }
@@ -235,14 +244,28 @@ export class RuleEngine implements Component {
         });
         if (run) created.push(run);
       }
-      if (created.length > 0) await append(created.map(stateEvent));
+      const workflowEvents = this.#workflows.configured
+        ? await this.#workflows.apply(tx, ctx.term, events)
+        : [];
+      if (created.length + workflowEvents.length > 0)
+        await append([...created.map(stateEvent), ...workflowEvents]);
       await this.#options.events.commitListenerOffset(ALL_NAMESPACES, RULES_LISTENER, last, tx);
     });
   }
 
   /** Carries out stop requests, and starts the pending runs (after their `running` state committed). */
   async #reconcile(ctx: ComponentContext): Promise<void> {
-    const { store, events, tasks } = this.#options;
+    const { store, events } = this.#options;
+    if (this.#workflows.configured) {
+      const requested = await executionsToStop(store);
+      if (requested.length > 0) {
+        await events.transaction(async (tx, append) => {
+          await ctx.assertPrimary(tx);
+          const ended = await this.#workflows.stop(tx, ctx.term, requested);
+          if (ended.length > 0) await append(ended);
+        });
+      }
+    }
     for (const run of await runsToStop(store)) {
       const entry = this.#launched.get(run.id);
       if (!entry || entry.stopRequested) continue;
@@ -261,10 +284,14 @@ export class RuleEngine implements Component {
         let changedRun: TaskRun | undefined;
         if (run.stopRequested) {
           changedRun = await endRun(tx, run.id, ['pending'], { state: 'stopped' });
-        } else if (tasks[run.task] === undefined) {
+        } else if (this.#taskConfig(run) === undefined) {
+          const what =
+            run.workflow === undefined
+              ? `task "${run.task}"`
+              : `task "${run.task}" of workflow "${run.workflow}"`;
           changedRun = await endRun(tx, run.id, ['pending'], {
             state: 'failed',
-            error: `task "${run.task}" is not configured on node ${this.#options.node}`,
+            error: `${what} is not configured on node ${this.#options.node}`,
           });
         } else {
           changedRun = await markRunning(tx, run.id, this.#options.node, ctx.term);
@@ -278,12 +305,21 @@ export class RuleEngine implements Component {
   }
 
   #launch(ctx: ComponentContext, run: TaskRun): void {
-    const task = this.#options.tasks[run.task] as TaskConfig;
-    const log = this.#log.child({ task: run.task, taskRun: run.id });
-    log.info(`task run ${run.id} of ${run.task} started (event ${run.triggerOffset} ${run.triggerKey})`);
+    const task = this.#taskConfig(run) as TaskConfig;
+    const log = this.#log.child({
+      task: run.task,
+      taskRun: run.id,
+      ...(run.execution !== undefined ? { workflow: run.workflow, execution: run.execution } : {}),
+    });
+    const where = run.execution === undefined ? '' : ` in execution ${run.execution} of ${run.workflow}`;
+    log.info(
+      `task run ${run.id} of ${run.task} started${where} (event ${run.triggerOffset} ${run.triggerKey})`,
+    );
     const handle = launchTask({
       runId: run.id,
       task,
+      workflow: run.workflow,
+      execution: run.execution,
       log,
       url: this.#options.url(),
       graceMs: this.#options.graceMs,
@@ -343,10 +379,19 @@ export class RuleEngine implements Component {
           key,
           value: value ?? null,
           sender: `task.${task.name}`,
-          context: JSON.stringify({ taskRun: run.id }),
+          context: JSON.stringify(
+            run.execution === undefined ? { taskRun: run.id } : { taskRun: run.id, execution: run.execution },
+          ),
         },
       ])
       .then((appended) => appended[0] as AppendedEvent);
+  }
+
+  /** The config of a run's task: a [tasks.<name>] table, or a task of its workflow. */
+  #taskConfig(run: TaskRun): TaskConfig | undefined {
+    return run.workflow === undefined
+      ? this.#options.tasks[run.task]
+      : this.#workflows.task(run.workflow, run.task);
   }
 
   /** Waits for a newer event, a wake(), the poll interval, or the end of the run. */

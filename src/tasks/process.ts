@@ -35,10 +35,13 @@ export interface TaskContext {
   readonly runId: string;
   readonly task: string;
   readonly namespace: string;
+  /** The workflow execution the run belongs to (BATON_EXECUTION); undefined outside workflows. */
+  readonly execution: string | undefined;
+  readonly workflow: string | undefined;
   /** Aborts when the run must end: a stop request, its timeout, or its node stepping down or stopping. */
   readonly signal: AbortSignal;
   readonly log: Logger;
-  /** Appends an event to the task's namespace, with {"taskRun": id} as its context. */
+  /** Appends an event to the task's namespace, with {"taskRun": id} (and "execution") as its context. */
   sendEvent(key: string, value?: string | null): Promise<AppendedEvent>;
 }
 
@@ -47,6 +50,9 @@ export type TaskFunction = (ctx: TaskContext) => unknown;
 export interface LaunchOptions {
   readonly runId: string;
   readonly task: TaskConfig;
+  /** The workflow and execution of the run, if it belongs to one. */
+  readonly workflow?: string | undefined;
+  readonly execution?: string | undefined;
   readonly log: Logger;
   /** The node's HTTP address, for BATON_URL; undefined when the node serves no HTTP API. */
   readonly url: string | undefined;
@@ -59,9 +65,7 @@ export interface LaunchOptions {
 /** Starts a run of `task`: a command or a module. */
 export function launchTask(options: LaunchOptions): RunningTask {
   const running =
-    options.task.command === undefined
-      ? launchModule(options, options.task.module ?? '')
-      : launchCommand(options, options.task.command);
+    options.task.command === undefined ? launchModule(options) : launchCommand(options, options.task.command);
   const { timeoutMs } = options.task;
   if (timeoutMs > 0) {
     const timer = setTimeout(() => running.stop('timeout'), timeoutMs);
@@ -78,6 +82,8 @@ export function taskEnvironment(options: LaunchOptions): Record<string, string> 
     BATON_NAMESPACE: options.task.namespace,
     BATON_TASK_RUN: options.runId,
     BATON_TASK: options.task.name,
+    ...(options.execution !== undefined ? { BATON_EXECUTION: options.execution } : {}),
+    ...(options.workflow !== undefined ? { BATON_WORKFLOW: options.workflow } : {}),
   };
 }
 
@@ -159,7 +165,7 @@ function outcomeOf(
   return { state: 'failed', exitCode, error: lastError ? `${how}: ${lastError}` : how };
 }
 
-function launchModule(options: LaunchOptions, module: string): RunningTask {
+function launchModule(options: LaunchOptions): RunningTask {
   const { task, log, graceMs } = options;
   const controller = new AbortController();
   let reason: StopReason | undefined;
@@ -169,13 +175,16 @@ function launchModule(options: LaunchOptions, module: string): RunningTask {
     runId: options.runId,
     task: task.name,
     namespace: task.namespace,
+    execution: options.execution,
+    workflow: options.workflow,
     signal: controller.signal,
     log,
     sendEvent: (key, value) => options.sendEvent(key, value),
   };
   const running = (async (): Promise<void> => {
-    const fn = taskFunction(await importModule(module), module);
-    await fn(ctx);
+    const module = task.module ?? '';
+    const fn = task.run ?? taskFunction(await importModule(module), module);
+    await (fn as TaskFunction)(ctx);
   })();
   const done = Promise.race([
     running.then(

@@ -1,7 +1,9 @@
-// Which rules an event fires: a rule matches an event of its namespace with its exact key and, when the
-// rule names one, its exact value. Pure, so the rule engine and its tests agree on what fires.
+// Which rules an event fires: a rule matches an event of its namespace with its key (`*` matches any run of
+// characters) and, when the rule names one, its exact value. Pure, so the rule engine and its tests agree on
+// what fires.
 import type { RuleConfig } from '../config/types.js';
 import type { StoredEvent } from '../events/types.js';
+import { keyMatches } from './conditions.js';
 
 /** One rule fired by one event. */
 export interface RuleMatch {
@@ -12,7 +14,7 @@ export interface RuleMatch {
 export function ruleMatches(rule: RuleConfig, event: StoredEvent): boolean {
   return (
     rule.on.namespace === event.namespace &&
-    rule.on.key === event.key &&
+    keyMatches(rule.on.key, event.key) &&
     (rule.on.value === undefined || rule.on.value === event.value)
   );
 }

@@ -37,6 +37,13 @@ export interface TaskRun {
   readonly exitCode: number | undefined;
   readonly error: string | undefined;
   readonly stopRequested: boolean;
+  /** The workflow and execution the run belongs to; undefined for a run of a [tasks.<name>] table. */
+  readonly workflow: string | undefined;
+  readonly execution: string | undefined;
+  /** Whether a new primary restarts the run when its node died (set when it was created). */
+  readonly restartOnLost: boolean;
+  /** A lost run that waits for its restart. */
+  readonly restartPending: boolean;
 }
 
 export interface TaskRunQuery {
@@ -45,6 +52,8 @@ export interface TaskRunQuery {
   readonly state?: TaskRunState | undefined;
   readonly task?: string | undefined;
   readonly id?: string | undefined;
+  /** Only the runs of this workflow execution. */
+  readonly execution?: string | undefined;
   /** Only runs of tasks in these namespaces (a namespace-limited token); absent: all. */
   readonly namespaces?: readonly string[] | undefined;
 }
@@ -57,6 +66,7 @@ export interface StopRequest {
 
 const COLUMNS = sql.raw(`id, task, rule, trigger_offset, trigger_key, attempt, restart_of, namespace, state,
   node, term, pid, exit_code, error, stop_requested_at IS NOT NULL AS stop_requested,
+  workflow, execution, restart_on_lost, restart_pending,
   (extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
   (extract(epoch FROM started_at) * 1000)::float8 AS started_ms,
   (extract(epoch FROM ended_at) * 1000)::float8 AS ended_ms`);
@@ -67,6 +77,7 @@ export async function listTaskRuns(store: Store, query: TaskRunQuery = {}): Prom
   if (query.state !== undefined) where.push(sql`state = ${query.state}`);
   if (query.task !== undefined) where.push(sql`task = ${query.task}`);
   if (query.id !== undefined) where.push(sql`id = ${query.id}`);
+  if (query.execution !== undefined) where.push(sql`execution = ${query.execution}`);
   if (query.namespaces !== undefined) {
     where.push(sql`namespace = ANY(${sql.param([...query.namespaces])}::text[])`);
   }
@@ -121,6 +132,9 @@ export interface NewTaskRun {
   readonly namespace: string;
   readonly attempt?: number;
   readonly restartOf?: string;
+  readonly workflow?: string | undefined;
+  readonly execution?: string | undefined;
+  readonly restartOnLost?: boolean;
 }
 
 /** Inserts a pending run; undefined when this event (or this restart) already has its run. */
@@ -128,21 +142,32 @@ export async function insertRun(tx: Tx, run: NewTaskRun): Promise<TaskRun | unde
   const [row] = await executeIn(
     tx,
     sql`
-    INSERT INTO baton_task_runs (id, task, rule, trigger_offset, trigger_key, namespace, attempt, restart_of, state)
+    INSERT INTO baton_task_runs (id, task, rule, trigger_offset, trigger_key, namespace, attempt, restart_of,
+                                 workflow, execution, restart_on_lost, state)
     VALUES (${run.id}, ${run.task}, ${run.rule}, ${run.triggerOffset}, ${run.triggerKey}, ${run.namespace},
-            ${run.attempt ?? 1}, ${run.restartOf ?? null}, 'pending')
+            ${run.attempt ?? 1}, ${run.restartOf ?? null}, ${run.workflow ?? null}, ${run.execution ?? null},
+            ${run.restartOnLost ?? false}, 'pending')
     ON CONFLICT DO NOTHING RETURNING ${COLUMNS}`,
   );
   return row ? toTaskRun(row) : undefined;
 }
 
-/** Records a stop request for every pending or running run of `task`; returns how many. */
-export async function requestStopOfTask(tx: Tx, task: string): Promise<number> {
+/**
+ * Records a stop request for every pending or running run of `task`: outside any execution, or within
+ * `execution` when given (every task of it when `task` is undefined); returns how many.
+ */
+export async function requestStopOfTask(
+  tx: Tx,
+  task: string | undefined,
+  execution?: string,
+): Promise<number> {
   const rows = await executeIn(
     tx,
     sql`
     UPDATE baton_task_runs SET stop_requested_at = coalesce(stop_requested_at, now())
-    WHERE task = ${task} AND state IN ('pending', 'running') RETURNING 1`,
+    WHERE ${task === undefined ? sql`true` : sql`task = ${task}`}
+      AND ${execution === undefined ? sql`execution IS NULL` : sql`execution = ${execution}`}
+      AND state IN ('pending', 'running') RETURNING 1`,
   );
   return rows.length;
 }
@@ -217,7 +242,8 @@ export async function markLost(
     sql`
     UPDATE baton_task_runs
     SET state = 'lost', ended_at = now(), error = ${error},
-        restart_pending = rule = ANY(${sql.param([...restartRules])}::int[]) AND stop_requested_at IS NULL
+        restart_pending = (restart_on_lost OR (execution IS NULL AND rule = ANY(${sql.param([...restartRules])}::int[])))
+          AND stop_requested_at IS NULL
     WHERE state = 'running' AND ${which} RETURNING ${COLUMNS}`,
   );
   return rows.map(toTaskRun);
@@ -247,6 +273,9 @@ export function stateEvent(run: TaskRun): EventInput {
       state: run.state,
       triggerOffset: run.triggerOffset,
       attempt: run.attempt,
+      ...(run.workflow !== undefined ? { workflow: run.workflow, execution: run.execution } : {}),
+      ...(run.restartOf !== undefined ? { restartOf: run.restartOf } : {}),
+      ...(run.state === 'lost' && run.restartPending ? { restarting: true } : {}),
       ...(run.exitCode !== undefined ? { exitCode: run.exitCode } : {}),
       ...(run.error !== undefined ? { error: run.error } : {}),
       ...(run.node !== undefined ? { node: run.node } : {}),
@@ -277,6 +306,10 @@ function toTaskRun(row: Row): TaskRun {
     exitCode: optionalNumber(row['exit_code']),
     error: optionalText(row['error']),
     stopRequested: row['stop_requested'] === true,
+    workflow: optionalText(row['workflow']),
+    execution: optionalText(row['execution']),
+    restartOnLost: row['restart_on_lost'] === true,
+    restartPending: row['restart_pending'] === true,
   };
 }
 

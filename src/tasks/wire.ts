@@ -25,6 +25,8 @@ export function taskRunJson(run: TaskRun): Record<string, unknown> {
     exit_code: run.exitCode ?? null,
     error: run.error ?? null,
     stop_requested: run.stopRequested,
+    workflow: run.workflow ?? null,
+    execution: run.execution ?? null,
   };
 }
 
@@ -52,6 +54,8 @@ const taskRunSchema = z
     exit_code: optional(z.number()),
     error: optional(z.string()),
     stop_requested: z.boolean(),
+    workflow: optional(z.string()).optional(),
+    execution: optional(z.string()).optional(),
   })
   .transform((row): TaskRun => ({
     id: row.id,
@@ -72,6 +76,10 @@ const taskRunSchema = z
     exitCode: row.exit_code,
     error: row.error,
     stopRequested: row.stop_requested,
+    workflow: row.workflow,
+    execution: row.execution,
+    restartOnLost: false,
+    restartPending: false,
   }));
 
 export const taskRunsReply = z.object({ runs: z.array(taskRunSchema) });

@@ -103,7 +103,12 @@ async function oldLayout(store: Store): Promise<void> {
 }
 
 /** Tables of Baton's migrations after 0010, created in its schema from the start. */
-const LATER_TABLES = ['baton_queue_counts', 'baton_schedule_state', 'baton_schedule_ticks'];
+const LATER_TABLES = [
+  'baton_queue_counts',
+  'baton_schedule_state',
+  'baton_schedule_ticks',
+  'baton_workflow_executions',
+];
 
 describe.each(kinds)(
   "Baton's schema (%s)",
