@@ -7,6 +7,8 @@ export type { Admin, FailoverResult } from './admin/admin.js';
 export { HttpAdmin } from './admin/http-admin.js';
 export { loadConfig, resolveConfig } from './config/load.js';
 export { defineConfig } from './config/schema.js';
+export type { WorkflowDefinition, WorkflowTaskDefinition } from './tasks/define.js';
+export { defineWorkflow } from './tasks/define.js';
 export type { ConfigInput } from './config/schema.js';
 export type {
   ResolvedConfig,

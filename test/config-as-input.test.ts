@@ -131,6 +131,35 @@ publish = { queue = "ping", payload = "{tick}" }
 every = "5s"
 namespace = "reports"
 event = { namespace = "reports", key = "pulse", value = "on" }
+
+[workflows.etl]
+namespace = "etl"
+max_concurrent = 2
+over_limit = "skip"
+triggers = [{ on = { key = "batch.*" } }, { schedule = "pulse" }, { on = { namespace = "x", key = "go", value = "1" } }]
+[workflows.etl.tasks.extract]
+command = "echo extract"
+on_lost = "restart"
+[workflows.etl.tasks.transform]
+command = "echo transform"
+after = ["extract"]
+[workflows.etl.tasks.load]
+command = "echo load"
+timeout_ms = 1000
+after = ["extract", "transform"]
+[workflows.etl.tasks.alert]
+command = "echo alert"
+[[workflows.etl.rules]]
+on = { any = [{ task = "load", state = "failed" }, { key = "abort.*", value = "now" }] }
+action = "restart"
+task = "alert"
+[[workflows.etl.rules]]
+on = { all = [{ key = "a" }, { key = "b" }] }
+action = "stop"
+task = "load"
+
+[workflows.coded]
+module = "./coded-workflow.ts"
 `;
 
 const EMBEDDED = `

@@ -68,6 +68,7 @@ export function configAsInput(config: ResolvedConfig): ConfigInput {
 }
 
 function workflowInput(workflow: WorkflowConfig): WorkflowInput {
+  if (workflow.module !== undefined) return { module: workflow.module };
   const after = (task: string): string[] => {
     const rule = workflow.rules.find((r) => r.source === `tasks.${task}.after`);
     if (!rule) return [];

@@ -566,15 +566,19 @@ function mergeTables(base: RawTable, overrides: object): RawTable {
   return result;
 }
 
-function issuesToError(
+/** A ConfigError naming the first issue's key (after `prefix`, when the issues are of a part) and the others. */
+export function issuesToError(
   issues: readonly z.core.$ZodIssue[],
   file: string | undefined,
-  origins: ReadonlyMap<string, string | undefined>,
+  origins: ReadonlyMap<string, string | undefined> = new Map(),
+  prefix: readonly PropertyKey[] = [],
 ): ConfigError {
-  const described = issues.flatMap(describeIssue).map(({ key, message }) => {
-    const origin = originOf(key, origins);
-    return { key, message: origin === undefined ? message : `${message} (set by ${origin})` };
-  });
+  const described = issues
+    .flatMap((issue) => describeIssue({ ...issue, path: [...prefix, ...issue.path] } as z.core.$ZodIssue))
+    .map(({ key, message }) => {
+      const origin = originOf(key, origins);
+      return { key, message: origin === undefined ? message : `${message} (set by ${origin})` };
+    });
   const [first, ...rest] = described;
   if (first === undefined) return new ConfigError('invalid configuration', optionalFile(file));
   const others = rest.map((issue) => `\n  also key "${issue.key}": ${issue.message}`).join('');

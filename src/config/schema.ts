@@ -612,6 +612,11 @@ const workflowTriggerSchema = table({
 });
 
 export const workflowSchema = table({
+  /**
+   * A module whose default export (or export `workflow`) is the workflow's definition (defineWorkflow): the
+   * node loads it at start. Nothing else may be set beside it.
+   */
+  module: text('a module path or package name').optional(),
   /** Namespace of the executions' events and of the tasks' clients. */
   namespace: text().default('default'),
   /** Executions running at once, at most; 0: no limit. */
@@ -635,6 +640,24 @@ export const workflowSchema = table({
   rules: z
     .array(workflowRuleSchema, { error: expecting('an array of tables ([[workflows.<name>.rules]])') })
     .default([]),
+}).superRefine((workflow, context) => {
+  if (workflow.module === undefined) return;
+  const beside = [
+    workflow.namespace !== 'default' && 'namespace',
+    workflow.max_concurrent !== 0 && 'max_concurrent',
+    workflow.over_limit !== 'queue' && 'over_limit',
+    workflow.triggers.length > 0 && 'triggers',
+    Object.keys(workflow.tasks).length > 0 && 'tasks',
+    workflow.rules.length > 0 && 'rules',
+  ].filter((key) => key !== false);
+  if (beside[0] !== undefined) {
+    context.addIssue({
+      code: 'custom',
+      path: [beside[0]],
+      input: undefined,
+      message: `"${beside[0]}" cannot be set beside "module": the module defines the workflow`,
+    });
+  }
 });
 
 /** A workflow as a TOML table or a defineWorkflow() argument says it. */

@@ -228,6 +228,11 @@ export interface WorkflowRuleConfig {
 
 export interface WorkflowConfig {
   name: string;
+  /**
+   * Set when the workflow is defined in a module (`module = "./etl.ts"`): until the node loads it, the
+   * workflow has no tasks, rules or triggers here.
+   */
+  module?: string | undefined;
   /** Namespace of its executions' events (task states, workflow.<name>.<state>) and of its tasks' clients. */
   namespace: string;
   /** Its tasks, keyed by name; each one's namespace is the workflow's. */

@@ -40,12 +40,10 @@ export function resolveWorkflows(
         ...optionalFile(file),
       });
     }
-    workflows[name] = resolveWorkflow(name, workflow, {
-      baseDir,
-      file,
-      schedules,
-      where: `workflows.${name}`,
-    });
+    workflows[name] =
+      workflow.module === undefined
+        ? resolveWorkflow(name, workflow, { baseDir, file, schedules, where: `workflows.${name}` })
+        : moduleWorkflow(name, resolveHandler(workflow.module, baseDir));
   }
   return workflows;
 }
@@ -153,6 +151,22 @@ export function resolveWorkflow(
     triggers,
     maxConcurrent: workflow.max_concurrent,
     overLimit: workflow.over_limit,
+  };
+}
+
+/** A workflow defined in a module, until the node loads it (loadWorkflowModules). */
+function moduleWorkflow(name: string, module: string): WorkflowConfig {
+  return {
+    name,
+    module,
+    namespace: 'default',
+    tasks: {},
+    onLost: {},
+    initial: [],
+    rules: [],
+    triggers: [],
+    maxConcurrent: 0,
+    overLimit: 'queue',
   };
 }
 

@@ -25,6 +25,7 @@ import type { TickCause } from '../schedules/ticks.js';
 import { Scheduler } from '../schedules/scheduler.js';
 import type { Store, Tx } from '../store/store.js';
 import { RuleEngine } from '../tasks/engine.js';
+import { loadWorkflowModules } from '../config/workflow-modules.js';
 import { pruneExecutions } from '../tasks/executions.js';
 import { pruneTaskRuns } from '../tasks/runs.js';
 
@@ -37,6 +38,8 @@ export async function loadPlugins(
   inCode: readonly Component[],
 ): Promise<{ handlers: Handler[]; components: Component[] }> {
   assertSomethingToRun(config, inCode.length);
+  // Workflows defined in modules: loaded and checked now, like handlers (the config's entries are replaced).
+  config.workflows = await loadWorkflowModules(config);
   const handlers = await loadQueueHandlers(config);
   const configured = Object.values(config.components).map((c) => loadConfiguredComponent(c, config.file));
   return { handlers, components: [...inCode, ...(await Promise.all(configured))] };
@@ -72,7 +75,8 @@ function assertSomethingToRun(config: ResolvedConfig, componentsInCode: number):
     none(config.components) &&
     componentsInCode === 0 &&
     none(config.tasks) &&
-    none(config.schedules)
+    none(config.schedules) &&
+    none(config.workflows)
   ) {
     if (config.events.enabled) return;
     throw new NothingToRunError(
