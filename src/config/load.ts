@@ -574,7 +574,7 @@ export function issuesToError(
   prefix: readonly PropertyKey[] = [],
 ): ConfigError {
   const described = issues
-    .flatMap((issue) => describeIssue({ ...issue, path: [...prefix, ...issue.path] } as z.core.$ZodIssue))
+    .flatMap((issue) => describeIssue({ ...issue, path: [...prefix, ...issue.path] }))
     .map(({ key, message }) => {
       const origin = originOf(key, origins);
       return { key, message: origin === undefined ? message : `${message} (set by ${origin})` };
