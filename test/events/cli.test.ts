@@ -117,6 +117,20 @@ describe('baton events', () => {
       expect(capped.stdout).toContain('≥ 3');
       const listed = await runBaton(['events', 'list', '--json', '--url', node.url], { cwd });
       expect((JSON.parse(listed.stdout) as { events: unknown[] }).events).toHaveLength(4);
+      // Several URLs: a dead one first, then the node; and BATON_URL when --url is not given (a task run's
+      // environment), with the run and its execution in the context.
+      const dead = 'http://127.0.0.1:9';
+      const several = await runBaton(['events', 'send', 'multi', 'a', '--url', `${dead},${node.url}`], { cwd });
+      expect(several.code, several.stderr).toBe(0);
+      const inTask = await runBaton(['events', 'send', 'from.task', '--json'], {
+        cwd,
+        env: { BATON_URL: node.url, BATON_NAMESPACE: 'jobs', BATON_TASK_RUN: 'r1', BATON_EXECUTION: 'e1' },
+      });
+      expect(inTask.code, inTask.stderr).toBe(0);
+      expect(JSON.parse(inTask.stdout)).toMatchObject({
+        namespace: 'jobs',
+        context: JSON.stringify({ taskRun: 'r1', execution: 'e1' }),
+      });
     } finally {
       listener.kill('SIGTERM');
     }

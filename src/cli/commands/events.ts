@@ -30,7 +30,7 @@ export function registerEventCommands(program: Command, ctx: CliContext): void {
     .description('send, list, count and listen to events of the event log')
     .option(
       '--url <url>',
-      "a node's base URL (default: the node that owns the embedded store, else the store)",
+      "a node's base URL, or several separated by commas (default: BATON_URL, else the node that owns the embedded store, else the store)",
     )
     .option('--token <token>', 'bearer token for --url (default: BATON_TOKEN)');
 
@@ -179,13 +179,28 @@ async function withEvents<T>(
   fn: (transport: EventTransport) => Promise<T>,
 ): Promise<T> {
   const target = command.optsWithGlobals<TargetOptions>();
-  if (target.url !== undefined) {
-    const { HttpEventTransport } = await import('../../events/http-transport.js');
-    return fn(new HttpEventTransport(target.url, target.token ?? ctx.io.env['BATON_TOKEN']));
+  // Inside a task run (or wherever BATON_URL is set), the node that runs it; several URLs: the first live one.
+  const url = target.url ?? nonEmptyEnv(ctx.io.env['BATON_URL']);
+  if (url !== undefined) {
+    const [{ HttpEventTransport }, { FailoverEventTransport, parseNodeUrls }] = await Promise.all([
+      import('../../events/http-transport.js'),
+      import('../../events/failover-transport.js'),
+    ]);
+    const token = target.token ?? ctx.io.env['BATON_TOKEN'];
+    const urls = parseNodeUrls(url, target.url === undefined ? 'BATON_URL' : '--url');
+    return fn(
+      urls.length === 1
+        ? new HttpEventTransport(urls[0] as string, token)
+        : new FailoverEventTransport(urls, { token }),
+    );
   }
   return ctx.withAdmin(async (admin) => {
     return fn(await admin.openEvents());
   });
+}
+
+function nonEmptyEnv(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === '' ? undefined : value;
 }
 
 function eventsTable(events: readonly StoredEvent[]): string {
