@@ -214,6 +214,7 @@ describe.each([
       ['POST', '/v1/events', { key: 'k', namespace: 'bad namespace!' }, /namespace/],
       ['POST', '/v1/events', { key: 'k', context: '{not json' }, /context: expected a JSON text/],
       ['POST', '/v1/events', { key: 'k', colour: 'red' }, /colour: unknown field/],
+      ['POST', '/v1/events', { key: 'task.a.succeeded', sender: 'baton' }, /sender: "baton" is reserved/],
       ['POST', '/v1/events', [{ key: 'k' }, { key: '' }], /events\[1\]\.key/],
       ['POST', '/v1/events', [], /no events/],
       ['POST', '/v1/events', { key: 'k', client_id: 'c' }, /client_id.*seq/],

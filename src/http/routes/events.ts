@@ -231,6 +231,10 @@ function eventInput(item: unknown, where: string): EventInput {
     throw new InvalidEventError(`${where}${path}: ${issue?.message ?? 'malformed'}`);
   }
   const { context, client_id: clientId, ...event } = parsed.data;
+  // The node's own events (task and execution states) are sent by "baton": the rule engine trusts them.
+  if (event.sender === 'baton') {
+    throw new InvalidEventError(`${where}.sender: "baton" is reserved for the node's own events`);
+  }
   const contextText =
     context === undefined || context === null || typeof context === 'string'
       ? context
