@@ -10,6 +10,7 @@ import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import type { ExecutionView } from './conditions.js';
 import { emptyView } from './conditions.js';
+import { optionalDate, pruneEnded } from './runs.js';
 
 export const EXECUTION_STATES = ['queued', 'running', 'succeeded', 'failed', 'stopped', 'lost'] as const;
 export type ExecutionState = (typeof EXECUTION_STATES)[number];
@@ -126,19 +127,8 @@ export async function requestExecutionStop(store: Store, id: string): Promise<Ex
 }
 
 /** Deletes executions that ended more than `olderThanMs` ago, in `tx` (fenced by the caller); returns how many. */
-export async function pruneExecutions(tx: Tx, olderThanMs: number, limit = 10_000): Promise<number> {
-  const rows = await executeIn(
-    tx,
-    sql`
-    WITH gone AS (
-      DELETE FROM baton_workflow_executions WHERE id = ANY(ARRAY(
-        SELECT id FROM baton_workflow_executions
-        WHERE ended_at < now() - make_interval(secs => ${olderThanMs / 1000})
-        ORDER BY ended_at LIMIT ${limit}))
-      RETURNING 1)
-    SELECT count(*)::bigint AS n FROM gone`,
-  );
-  return Number(rows[0]?.['n'] ?? 0);
+export function pruneExecutions(tx: Tx, olderThanMs: number, limit = 10_000): Promise<number> {
+  return pruneEnded(tx, 'baton_workflow_executions', olderThanMs, limit);
 }
 
 // The rule engine's writes. Each runs inside a transaction that the engine fenced.
@@ -269,8 +259,4 @@ function toExecution(row: Row): Execution {
       seen: parsed?.seen ?? {},
     },
   };
-}
-
-function optionalDate(value: unknown): Date | undefined {
-  return value === null || value === undefined ? undefined : new Date(Number(value));
 }

@@ -106,13 +106,24 @@ export async function requestStop(store: Store, id: string): Promise<StopRequest
 }
 
 /** Deletes runs that ended more than `olderThanMs` ago, in `tx` (fenced by the caller); returns how many. */
-export async function pruneTaskRuns(tx: Tx, olderThanMs: number, limit = 10_000): Promise<number> {
+export function pruneTaskRuns(tx: Tx, olderThanMs: number, limit = 10_000): Promise<number> {
+  return pruneEnded(tx, 'baton_task_runs', olderThanMs, limit);
+}
+
+/** Deletes rows of `table` (its `ended_at`) that ended more than `olderThanMs` ago; returns how many. */
+export async function pruneEnded(
+  tx: Tx,
+  table: 'baton_task_runs' | 'baton_workflow_executions',
+  olderThanMs: number,
+  limit: number,
+): Promise<number> {
+  const name = sql.identifier(table);
   const rows = await executeIn(
     tx,
     sql`
     WITH gone AS (
-      DELETE FROM baton_task_runs WHERE id = ANY(ARRAY(
-        SELECT id FROM baton_task_runs
+      DELETE FROM ${name} WHERE id = ANY(ARRAY(
+        SELECT id FROM ${name}
         WHERE ended_at < now() - make_interval(secs => ${olderThanMs / 1000})
         ORDER BY ended_at LIMIT ${limit}))
       RETURNING 1)
@@ -321,6 +332,6 @@ function optionalNumber(value: unknown): number | undefined {
   return value === null || value === undefined ? undefined : Number(value);
 }
 
-function optionalDate(value: unknown): Date | undefined {
+export function optionalDate(value: unknown): Date | undefined {
   return value === null || value === undefined ? undefined : new Date(Number(value));
 }
