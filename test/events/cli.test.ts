@@ -120,7 +120,9 @@ describe('baton events', () => {
       // Several URLs: a dead one first, then the node; and BATON_URL when --url is not given (a task run's
       // environment), with the run and its execution in the context.
       const dead = 'http://127.0.0.1:9';
-      const several = await runBaton(['events', 'send', 'multi', 'a', '--url', `${dead},${node.url}`], { cwd });
+      const several = await runBaton(['events', 'send', 'multi', 'a', '--url', `${dead},${node.url}`], {
+        cwd,
+      });
       expect(several.code, several.stderr).toBe(0);
       const inTask = await runBaton(['events', 'send', 'from.task', '--json'], {
         cwd,
