@@ -7,7 +7,8 @@ import type { TempProject } from '../support/process.js';
 
 /**
  * Sends one event to the node that runs the task, as a client inside a task run does: to BATON_URL, in
- * BATON_NAMESPACE, with the run in its context. Usage: node send-event.mjs <key> [value]
+ * BATON_NAMESPACE, with the run (and, in a workflow, BATON_EXECUTION) in its context.
+ * Usage: node send-event.mjs <key> [value]
  */
 const SEND_EVENT_SCRIPT = `
 const [key, value] = process.argv.slice(2);
@@ -18,7 +19,10 @@ const response = await fetch(process.env.BATON_URL + '/v1/events', {
     key,
     ...(value === undefined ? {} : { value }),
     namespace: process.env.BATON_NAMESPACE,
-    context: JSON.stringify({ taskRun: process.env.BATON_TASK_RUN }),
+    context: JSON.stringify({
+      taskRun: process.env.BATON_TASK_RUN,
+      ...(process.env.BATON_EXECUTION ? { execution: process.env.BATON_EXECUTION } : {}),
+    }),
   }),
 });
 if (response.status !== 201) {
