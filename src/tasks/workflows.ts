@@ -35,6 +35,8 @@ export function startKey(workflow: string): string {
 
 interface EventContext {
   readonly execution: string | undefined;
+  /** The task run that sent the event, when a run did. */
+  readonly taskRun: string | undefined;
   readonly workflow: string | undefined;
   readonly startExecution: string | undefined;
   readonly run: RunStateEvent | undefined;
@@ -182,6 +184,15 @@ export class Workflows {
     }
     const { view } = execution;
     const run = context.run;
+    if (!run && context.taskRun !== undefined && !this.#current(execution, context.taskRun)) {
+      // Sent by a run that ended, was lost (and perhaps restarted) or is not of this execution: a lost
+      // run still alive on a dead node must not fire the rules of the run that replaced it.
+      this.#log.info(
+        { workflow: workflow.name, execution: execution.id, taskRun: context.taskRun, offset: event.offset },
+        `event ${event.offset} ${event.key} ignored: its run is no longer the current run of its task`,
+      );
+      return;
+    }
     if (run) {
       const latest = view.latest[run.task];
       if (run.state === 'pending') {
@@ -221,6 +232,17 @@ export class Workflows {
     else if (failed.length > 0)
       await this.#end(batch, execution, 'failed', `task ${failed.join(', ')} failed`);
     else await this.#end(batch, execution, 'succeeded', undefined);
+  }
+
+  /** Whether `taskRun` is the latest run of its task in the execution, and has not ended (or been lost). */
+  #current(execution: Execution, taskRun: string): boolean {
+    const { open, latest, tasks } = execution.view;
+    const task = open[taskRun];
+    return (
+      task !== undefined &&
+      latest[task] === taskRun &&
+      (tasks[task] === 'pending' || tasks[task] === 'running')
+    );
   }
 
   async #act(
@@ -342,6 +364,7 @@ function eventContext(event: StoredEvent): EventContext {
       : undefined;
   return {
     execution: text('execution'),
+    taskRun,
     workflow: text('workflow'),
     startExecution: text('startExecution'),
     run,

@@ -182,6 +182,36 @@ describe('workflows', () => {
     expect(ran.filter((name) => name === 'either')).toHaveLength(2);
   });
 
+  it('ignores events of a run that is not the current run of its task (an ended or lost one)', async () => {
+    const ran: string[] = [];
+    let release: (() => void) | undefined;
+    await start({
+      guard: {
+        tasks: {
+          hold: { run: () => new Promise<void>((resolve) => (release = resolve)) },
+          follow: { run: () => void ran.push('follow') },
+        },
+        rules: [{ on: { key: 'go.on' }, action: 'start', task: 'follow' }],
+      },
+    } as never);
+    await send('workflow.guard.start', { startExecution: 'exec-g' });
+    await waitFor(() => Promise.resolve(release !== undefined || undefined), 30_000, 'the hold task');
+    // A run id the execution does not know, then no run at all (an operator's nudge): only the second fires.
+    await send('go.on', { execution: 'exec-g', taskRun: 'a-lost-run' });
+    await send('go.on', { execution: 'exec-g' });
+    await waitFor(() => Promise.resolve(ran.length >= 1 || undefined), 30_000, 'the follow task');
+    release?.();
+    const [execution] = await ended('guard', 1);
+    expect(execution?.['state']).toBe('succeeded');
+    const runs = await rows(
+      `SELECT task, trigger_key FROM baton_task_runs WHERE execution = 'exec-g' ORDER BY task`,
+    );
+    expect(runs).toEqual([
+      { task: 'follow', trigger_key: 'go.on' },
+      { task: 'hold', trigger_key: 'workflow.guard.running' },
+    ]);
+  });
+
   it('max_concurrent queues or skips; a stop request ends an execution stopped', async () => {
     await start({
       one: {
