@@ -111,7 +111,7 @@ export function resolveWorkflow(
       source: `tasks.${task}.after`,
     });
   }
-  const started = new Set(rules.filter((rule) => rule.action !== 'stop').map((rule) => rule.task));
+  const started = new Set(rules.filter((rule) => rule.action === 'start').map((rule) => rule.task));
   const initial = names.filter((task) => !started.has(task));
   if (initial.length === 0) {
     throw fail('tasks', 'no task starts when an execution starts: every task has a start rule or "after"');
