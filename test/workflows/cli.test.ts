@@ -1,13 +1,13 @@
 // `baton workflows` on a node in this process (embedded store, command tasks): the built command lists the
 // workflows and executions, shows one with its tasks in DAG order and their runs, starts one and waits for
-// its end (exit 0 when it succeeded, 1 when it failed or was skipped, with the reason), and stops one. The
-// tests run the built command (npm run build).
+// its end (exit 0 when it succeeded, 1 when it failed or was skipped, with the reason), stops one, and asks
+// the node at --url. The tests run the built command (npm run build).
 import { describe, expect, it } from 'vitest';
 
 import type { RunResult } from '../support/process.js';
 import { runBaton } from '../support/process.js';
 import { waitFor } from '../tasks/support.js';
-import { useWorkflowsNode } from './support.js';
+import { ADMIN, useWorkflowsNode } from './support.js';
 
 const node = useWorkflowsNode();
 
@@ -103,6 +103,15 @@ describe('baton workflows', () => {
       expect(result.code, args.join(' ')).toBe(1);
       expect(result.stderr).toContain('unknown workflow execution "nope"');
     }
+    // --url asks the node named, with --token (a wrong one is refused).
+    const remote = await cli('--url', node().url, '--token', ADMIN, '--json', '--workflow', 'slow');
+    expect(remote.code).toBe(0);
+    expect((JSON.parse(remote.stdout) as { workflows: Array<{ name: string }> }).workflows).toEqual([
+      expect.objectContaining({ name: 'slow' }),
+    ]);
+    const refused = await cli('--url', node().url, '--token', 'wrong-token-0123456789', 'show', 'x');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('invalid token');
     const state = await cli('--state', 'sleeping');
     expect(state.code).not.toBe(0);
     expect(state.stderr).toContain('expected one of queued, running');
