@@ -43,6 +43,15 @@ export type { PublishOptions } from './queue/delay.js';
 export { MAX_DELAY_MS } from './queue/delay.js';
 export type { TaskContext, TaskFunction } from './tasks/process.js';
 export type { TaskRun, TaskRunState, TaskRunQuery, StopRequest } from './tasks/runs.js';
+export type { Execution, ExecutionQuery, ExecutionState, ExecutionStopRequest } from './tasks/executions.js';
+export type {
+  DagTask,
+  ExecutionDetail,
+  StartedExecution,
+  WorkflowListing,
+  WorkflowStatus,
+  WorkflowTaskStatus,
+} from './tasks/workflow-status.js';
 export { EventClient, NotificationClient } from './events/client.js';
 export type {
   ClientLogger,
@@ -90,9 +99,11 @@ export {
   TooManyRequestsError,
   UnauthorizedError,
   UnknownErrorRecordError,
+  UnknownExecutionError,
   UnknownNodeError,
   UnknownQueueError,
   UnknownTaskRunError,
+  UnknownWorkflowError,
   WorkAbortedError,
 } from './errors.js';
 export type { BatonErrorCode } from './errors.js';
