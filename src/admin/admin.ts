@@ -1,5 +1,5 @@
-// The admin port: what operators, the CLI and the HTTP API may do to a group's store, queues, tasks and
-// roles. One implementation works on an opened store (StoreAdmin: in a running node, or in a CLI command
+// The admin port: what operators, the CLI and the HTTP API may do to a group's store, queues, tasks,
+// workflows and roles. One implementation works on an opened store (StoreAdmin: in a running node, or in a CLI command
 // that opened the store itself); HttpAdmin does the same through a node's HTTP API. It does not run
 // handlers' batches, elect or fence: the node and the cluster do.
 import type { PublishOptions } from '../queue/delay.js';
@@ -11,7 +11,9 @@ import type { MigrationProgress } from '../store/migrate.js';
 import type { AppliedTick } from '../schedules/scheduler.js';
 import type { ScheduleStatus } from '../schedules/status.js';
 import type { QueryResult } from '../store/store.js';
+import type { ExecutionQuery, ExecutionStopRequest } from '../tasks/executions.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
+import type { ExecutionDetail, StartedExecution, WorkflowListing } from '../tasks/workflow-status.js';
 
 /** What a failover request did. */
 export interface FailoverResult {
@@ -55,6 +57,28 @@ export interface Admin {
   taskRuns(query?: TaskRunQuery): Promise<TaskRun[]>;
   /** Asks for a task run to be stopped (the primary stops it); UnknownTaskRunError for an unknown id. */
   stopTaskRun(id: string): Promise<StopRequest>;
+  /**
+   * The workflows of the config with their queued and running executions, and the latest executions (newest
+   * first; `query` filters both by workflow and namespaces, the executions by state too).
+   */
+  workflows(query?: ExecutionQuery): Promise<WorkflowListing>;
+  /**
+   * One execution with its task runs and its workflow's DAG (from this config); UnknownExecutionError for an
+   * unknown id, or one outside `namespaces` when given (through HTTP, the token's own namespaces apply).
+   */
+  execution(id: string, options?: { namespaces?: readonly string[] | undefined }): Promise<ExecutionDetail>;
+  /**
+   * Asks for a new execution of a workflow: appends its start event, which the primary's rule engine turns
+   * into the execution `id` (a new uuid when not given), or queues it, or skips it (over_limit = "skip").
+   * UnknownWorkflowError for a workflow the config does not define; BadRequestError for an id that is not
+   * one, or that an execution has already.
+   */
+  startWorkflow(name: string, options?: { id?: string | undefined }): Promise<StartedExecution>;
+  /**
+   * Asks for an execution to be stopped (the primary stops its runs, then ends it `stopped`); `requested`
+   * false when it had ended already. UnknownExecutionError for an unknown id.
+   */
+  stopExecution(id: string): Promise<ExecutionStopRequest>;
   /** The schedules of the config, and those the store has ticks of that the config no longer names. */
   schedules(): Promise<ScheduleStatus[]>;
   /**

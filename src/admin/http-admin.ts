@@ -20,7 +20,15 @@ import type { CountersByQueue } from '../queue/processor.js';
 import { countersReply, errorsReply, queuesReply } from '../queue/wire.js';
 import type { QueryResult } from '../store/store.js';
 import { queryResultReply } from '../store/wire.js';
+import type { ExecutionQuery, ExecutionStopRequest } from '../tasks/executions.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
+import type { ExecutionDetail, StartedExecution, WorkflowListing } from '../tasks/workflow-status.js';
+import {
+  executionDetailReply,
+  executionStopReply,
+  startedReply,
+  workflowsReply,
+} from '../tasks/workflow-wire.js';
 import type { AppliedTick } from '../schedules/scheduler.js';
 import type { ScheduleStatus } from '../schedules/status.js';
 import { firedReply, schedulesReply } from '../schedules/wire.js';
@@ -174,6 +182,30 @@ export class HttpAdmin implements Admin {
     });
   }
 
+  /** The token's namespaces apply: `query.namespaces` is not sent. */
+  workflows(query: ExecutionQuery = {}): Promise<WorkflowListing> {
+    const search = new URLSearchParams();
+    if (query.limit !== undefined) search.set('limit', String(query.limit));
+    if (query.state !== undefined) search.set('state', query.state);
+    if (query.workflow !== undefined) search.set('workflow', query.workflow);
+    return this.#client.call(workflowsReply, 'GET', `/v1/workflows?${search.toString()}`);
+  }
+
+  /** The token's namespaces apply, not `options.namespaces`. */
+  execution(id: string): Promise<ExecutionDetail> {
+    return this.#client.call(executionDetailReply, 'GET', executionPath(id));
+  }
+
+  startWorkflow(name: string, options: { id?: string | undefined } = {}): Promise<StartedExecution> {
+    return this.#client.call(startedReply, 'POST', `/v1/workflows/${encodeURIComponent(name)}/start`, {
+      json: options.id === undefined ? {} : { id: options.id },
+    });
+  }
+
+  stopExecution(id: string): Promise<ExecutionStopRequest> {
+    return this.#client.call(executionStopReply, 'POST', `${executionPath(id)}/stop`, { json: {} });
+  }
+
   async schedules(): Promise<ScheduleStatus[]> {
     return (await this.#client.call(schedulesReply, 'GET', '/v1/schedules')).schedules;
   }
@@ -193,4 +225,8 @@ export class HttpAdmin implements Admin {
 
 function queuePath(queue: string): string {
   return `/v1/queues/${encodeURIComponent(queue)}`;
+}
+
+function executionPath(id: string): string {
+  return `/v1/workflows/executions/${encodeURIComponent(id)}`;
 }

@@ -1,6 +1,8 @@
 // The admin operations on an opened store: the one implementation, used by a running node (which adds its
 // ingest path, its live counters, its event log and its place in the group) and by CLI commands that open
 // the store themselves (which reach the group's live members for what only a node knows).
+import { randomUUID } from 'node:crypto';
+
 import type { GroupStatus } from '../cluster/types.js';
 import type { ResolvedConfig } from '../config/types.js';
 import { EventLog } from '../events/log.js';
@@ -11,6 +13,7 @@ import { loadQueueHandler, loadQueueHandlers } from '../handler/load.js';
 import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
 import { makeMigration, updateSchema } from '../handler/schema.js';
 import { createMissingTables } from '../handler/tables.js';
+import { BadRequestError, UnknownExecutionError, UnknownWorkflowError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ErrorPage, ErrorRecord, QueueInfo } from '../queue/backend.js';
 import type { Backends } from '../queue/backends.js';
@@ -23,8 +26,18 @@ import type { AppliedTick } from '../schedules/scheduler.js';
 import type { ScheduleStatus } from '../schedules/status.js';
 import { scheduleStatuses } from '../schedules/status.js';
 import type { QueryResult } from '../store/store.js';
+import type { ExecutionQuery, ExecutionStopRequest } from '../tasks/executions.js';
+import {
+  getExecution,
+  listExecutions,
+  openExecutionCounts,
+  requestExecutionStop,
+} from '../tasks/executions.js';
 import type { StopRequest, TaskRun, TaskRunQuery } from '../tasks/runs.js';
 import { listTaskRuns, requestStop } from '../tasks/runs.js';
+import type { ExecutionDetail, StartedExecution, WorkflowListing } from '../tasks/workflow-status.js';
+import { executionDag, workflowStatuses } from '../tasks/workflow-status.js';
+import { EXECUTION_ID, startKey } from '../tasks/workflows.js';
 import type { Admin, FailoverResult } from './admin.js';
 
 /** The group as reached from here: a node's own place in it, or its live members asked over HTTP. */
@@ -45,7 +58,7 @@ export interface AdminNode {
   readonly handlers: readonly Handler[];
   /** The node's event log, when `[events] enabled`. */
   readonly events: EventLog | undefined;
-  /** Called after a task run's stop was requested (the primary's rule engine then looks at once). */
+  /** Called after a stop of a task run or an execution was requested (the primary's rule engine then looks at once). */
   stopRequested(): void;
 }
 
@@ -59,6 +72,9 @@ export interface StoreAdminOptions {
   /** Releases what was opened for this admin alone (a CLI command's backends), after its own parts. */
   readonly release?: () => Promise<void>;
 }
+
+/** Task runs of one execution shown with it, at most (its oldest are left out beyond). */
+const MAX_EXECUTION_RUNS = 10_000;
 
 /** An ad-hoc statement on the embedded store that runs this long is logged (it held the whole process). */
 const EMBEDDED_SQL_WARN_MS = 1_000;
@@ -175,6 +191,67 @@ export class StoreAdmin implements Admin {
   /** Recorded in the store: the group's primary carries it out (a node started later, when none runs). */
   async stopTaskRun(id: string): Promise<StopRequest> {
     const request = await requestStop(this.#backends.store, id);
+    if (request.requested) this.#node?.stopRequested();
+    return request;
+  }
+
+  async workflows(query: ExecutionQuery = {}): Promise<WorkflowListing> {
+    const store = this.#backends.store;
+    const counts = await openExecutionCounts(store);
+    const executions = await listExecutions(store, query);
+    return { workflows: workflowStatuses(this.#config.workflows, counts, query), executions };
+  }
+
+  async execution(
+    id: string,
+    options: { namespaces?: readonly string[] | undefined } = {},
+  ): Promise<ExecutionDetail> {
+    const store = this.#backends.store;
+    const execution = await getExecution(store, id);
+    // A namespace-limited caller sees only executions of its namespaces; the others do not exist.
+    if (options.namespaces && !options.namespaces.includes(execution.namespace)) {
+      throw new UnknownExecutionError(id);
+    }
+    const runs = await listTaskRuns(store, { execution: id, limit: MAX_EXECUTION_RUNS });
+    return {
+      execution,
+      runs: runs.reverse(),
+      dag: executionDag(this.#config.workflows[execution.workflow], execution),
+    };
+  }
+
+  /** The start event goes to the event log (the node's, or one opened on the store): the primary follows it. */
+  async startWorkflow(name: string, options: { id?: string | undefined } = {}): Promise<StartedExecution> {
+    const workflow = this.#config.workflows[name];
+    if (!workflow) throw new UnknownWorkflowError(name, Object.keys(this.#config.workflows));
+    const id = options.id ?? randomUUID();
+    if (!EXECUTION_ID.test(id)) {
+      throw new BadRequestError(
+        `invalid execution id ${JSON.stringify(id)}: expected 1 to 128 letters, digits, "_", ".", ":" or "-", starting with a letter or digit`,
+      );
+    }
+    const taken = await getExecution(this.#backends.store, id).catch((error: unknown) => {
+      if (error instanceof UnknownExecutionError) return undefined;
+      throw error;
+    });
+    if (taken) {
+      throw new BadRequestError(`execution "${id}" exists already (of workflow ${taken.workflow})`);
+    }
+    const events = await this.openEvents();
+    const [event] = await events.append([
+      {
+        namespace: workflow.namespace,
+        key: startKey(name),
+        sender: 'baton',
+        context: JSON.stringify({ startExecution: id }),
+      },
+    ]);
+    return { workflow: name, execution: id, offset: event?.offset ?? 0 };
+  }
+
+  /** Recorded in the store, as a task run's stop: the group's primary carries it out. */
+  async stopExecution(id: string): Promise<ExecutionStopRequest> {
+    const request = await requestExecutionStop(this.#backends.store, id);
     if (request.requested) this.#node?.stopRequested();
     return request;
   }

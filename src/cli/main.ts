@@ -24,6 +24,7 @@ import { registerRun } from './commands/run.js';
 import { registerStoreCommands } from './commands/store.js';
 import { registerScheduleCommands } from './commands/schedules.js';
 import { registerTaskCommands } from './commands/tasks.js';
+import { registerWorkflowCommands } from './commands/workflows.js';
 import type { CliIo, GlobalOptions } from './context.js';
 import { CliContext } from './context.js';
 
@@ -103,6 +104,7 @@ function buildProgram(ctx: CliContext): Command {
   registerClusterCommands(program, ctx);
   registerTaskCommands(program, ctx);
   registerScheduleCommands(program, ctx);
+  registerWorkflowCommands(program, ctx);
   registerEventCommands(program, ctx);
   registerInit(program, ctx);
   return program;

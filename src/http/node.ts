@@ -3,7 +3,7 @@
 import type { Admin } from '../admin/admin.js';
 import type { Role } from '../cluster/types.js';
 import type { ComponentStatus } from '../components/supervisor.js';
-import type { EventsConfig, ScheduleConfig } from '../config/types.js';
+import type { EventsConfig, ScheduleConfig, WorkflowConfig } from '../config/types.js';
 import type { EventLog } from '../events/log.js';
 import type { RecordDelays } from '../queue/delay.js';
 import type { IngestResult } from '../queue/ingest.js';
@@ -38,6 +38,8 @@ export interface HttpNode {
   readonly config: { readonly events: EventsConfig };
   /** The schedules of the node's config, by name. */
   readonly schedules: Readonly<Record<string, ScheduleConfig>>;
+  /** The workflows of the node's config, by name. */
+  readonly workflows: Readonly<Record<string, WorkflowConfig>>;
   /** True when tasks are configured (the dashboard then shows their runs). */
   readonly tasksConfigured: boolean;
   /** Prometheus metrics in the text format. */

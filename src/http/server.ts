@@ -36,6 +36,7 @@ import { registerMetricsRoute } from './routes/metrics.js';
 import { registerQueueRoutes } from './routes/queues.js';
 import { registerScheduleRoutes } from './routes/schedules.js';
 import { registerTaskRoutes } from './routes/tasks.js';
+import { registerWorkflowRoutes } from './routes/workflows.js';
 import { checkUtf8Body } from './validate.js';
 
 export interface HttpServer {
@@ -147,6 +148,7 @@ export function buildHttpApp(node: HttpNode, config: HttpConfig, log: Logger): F
   registerEventRoutes(app, node, node.config.events);
   registerTaskRoutes(app, node);
   registerScheduleRoutes(app, node);
+  registerWorkflowRoutes(app, node);
   // Ingest parses bodies as raw bytes, so it lives in its own encapsulated scope.
   void app.register((scope, _options, done) => {
     registerIngestRoutes(scope, node);

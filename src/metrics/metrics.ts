@@ -10,6 +10,7 @@ import type { EventLog } from '../events/log.js';
 import type { QueueInfo } from '../queue/backend.js';
 import { DELAYED_COUNT_CAP } from '../queue/store-queue.js';
 import type { BatchOutcome } from '../queue/runner.js';
+import type { OpenCounts } from '../tasks/workflow-status.js';
 
 /** How long one reading of the queues serves the metrics of a scrape. */
 const SNAPSHOT_MS = 1_000;
@@ -23,6 +24,8 @@ export interface MetricsSource {
   failoverCount(): number;
   events(): EventLog | undefined;
   queues(): Promise<QueueInfo[]>;
+  /** Queued and running executions per workflow (the configured ones included at 0). */
+  workflowExecutions(): Promise<OpenCounts>;
 }
 
 export class NodeMetrics {
@@ -102,6 +105,16 @@ export class NodeMetrics {
       labelNames: ['schedule'],
       registers: [registry],
     });
+    gauge(
+      registry,
+      'baton_workflow_executions',
+      'Executions of a workflow queued (waiting for max_concurrent) and running, read from the store.',
+      ['workflow', 'state'],
+      async () =>
+        Object.entries(await source.workflowExecutions().catch(() => ({}))).flatMap(([workflow, counts]) =>
+          (['queued', 'running'] as const).map((state) => [{ workflow, state }, counts[state]] as const),
+        ),
+    );
     gauge(
       registry,
       'baton_role',

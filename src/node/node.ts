@@ -14,7 +14,7 @@ import type { LeaderWatchEventType, Role, RoleChange } from '../cluster/types.js
 import type { Component } from '../components/component.js';
 import type { ComponentStatus } from '../components/supervisor.js';
 import type { Supervisor } from '../components/supervisor.js';
-import type { ResolvedConfig, ScheduleConfig } from '../config/types.js';
+import type { ResolvedConfig, ScheduleConfig, WorkflowConfig } from '../config/types.js';
 import {
   BackendUnavailableError,
   describeError,
@@ -42,6 +42,8 @@ import { schemaIsCurrent } from '../handler/schema.js';
 import { builtinMigrations, missingSchema } from '../store/migrate.js';
 import type { Tx } from '../store/store.js';
 import type { RuleEngine } from '../tasks/engine.js';
+import { openExecutionCounts } from '../tasks/executions.js';
+import type { OpenCounts } from '../tasks/workflow-status.js';
 import type { AppliedTick, Scheduler } from '../schedules/scheduler.js';
 import { DeferredStart } from './deferred-start.js';
 import {
@@ -107,6 +109,7 @@ export class BatonNode implements HttpNode {
       failoverCount: () => this.#group?.failoverCount ?? 0,
       events: () => this.#events,
       queues: () => this.admin.queues(),
+      workflowExecutions: () => this.#workflowExecutions(),
     });
   }
 
@@ -144,6 +147,11 @@ export class BatonNode implements HttpNode {
   /** The schedules of the config, by name (the primary fires them). */
   get schedules(): Readonly<Record<string, ScheduleConfig>> {
     return this.config.schedules;
+  }
+
+  /** The workflows of the config, by name (the primary's rule engine runs their executions). */
+  get workflows(): Readonly<Record<string, WorkflowConfig>> {
+    return this.config.workflows;
   }
 
   get tasksConfigured(): boolean {
@@ -284,6 +292,14 @@ export class BatonNode implements HttpNode {
   /** What keeps the node's backends from serving although they answer (e.g. a Redis key of the wrong type). */
   async problems(): Promise<string[]> {
     return (await this.#backends?.problems()) ?? [];
+  }
+
+  /** Open executions per configured workflow, and of any other workflow that has some; none read without workflows. */
+  async #workflowExecutions(): Promise<OpenCounts> {
+    const names = Object.keys(this.config.workflows);
+    if (names.length === 0) return {};
+    const counts = await openExecutionCounts(this.#open().store);
+    return { ...Object.fromEntries(names.map((name) => [name, { queued: 0, running: 0 }])), ...counts };
   }
 
   renderMetrics(): Promise<{ contentType: string; body: string }> {

@@ -10,14 +10,11 @@ import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import type { ExecutionView } from './conditions.js';
 import { emptyView } from './conditions.js';
+import type { ExecutionState } from './execution-states.js';
+import { isExecutionState } from './execution-states.js';
 
-export const EXECUTION_STATES = ['queued', 'running', 'succeeded', 'failed', 'stopped', 'lost'] as const;
-export type ExecutionState = (typeof EXECUTION_STATES)[number];
-export type EndedExecutionState = Exclude<ExecutionState, 'queued' | 'running'>;
-
-export function isExecutionState(value: unknown): value is ExecutionState {
-  return typeof value === 'string' && (EXECUTION_STATES as readonly string[]).includes(value);
-}
+export type { EndedExecutionState, ExecutionState } from './execution-states.js';
+export { EXECUTION_STATES, isExecutionState } from './execution-states.js';
 
 export interface Execution {
   readonly id: string;

@@ -30,11 +30,13 @@ export function taskRunJson(run: TaskRun): Record<string, unknown> {
   };
 }
 
-const optional = <T extends z.ZodType>(schema: T) =>
+/** A nullable field read back as undefined when null. */
+export const optional = <T extends z.ZodType>(schema: T) =>
   schema.nullable().transform((value) => value ?? undefined);
-const time = z.iso.datetime().transform((value) => new Date(value));
+/** An ISO time read back as a Date. */
+export const time = z.iso.datetime().transform((value) => new Date(value));
 
-const taskRunSchema = z
+export const taskRunSchema = z
   .object({
     id: z.string(),
     task: z.string(),

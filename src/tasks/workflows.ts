@@ -26,7 +26,7 @@ import { isTaskRunState } from './states.js';
 /** The rule index of the runs an execution starts when it starts (its tasks that no rule starts). */
 export const INITIAL_RULE = -1;
 /** Execution ids given in a start request: what a uuid or a caller's own id may look like. */
-const EXECUTION_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
+export const EXECUTION_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 
 /** The key of the event that asks for a new execution of `workflow` (`baton workflows start`). */
 export function startKey(workflow: string): string {

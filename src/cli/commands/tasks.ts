@@ -79,7 +79,7 @@ function parseState(value: string): TaskRunState {
   return value;
 }
 
-function parseLimit(value: string): number {
+export function parseLimit(value: string): number {
   const limit = Number(value);
   if (!Number.isSafeInteger(limit) || limit < 1 || limit > 10_000) {
     throw new InvalidArgumentError('expected an integer from 1 to 10000');
