@@ -140,8 +140,13 @@ export function drawDag(svg, tasks, rules = []) {
       const [x1, y1, x2, y2] = [a.x + a.width, a.y + BOX_HEIGHT / 2, b.x, b.y + BOX_HEIGHT / 2];
       const bend = (x2 - x1) / 2;
       d = `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`;
+    } else if (b.x === a.x) {
+      // Within a layer: out of the right side and back into it, bulging into the gap after the layer.
+      const [x1, y1, y2] = [a.x + a.width, a.y + BOX_HEIGHT / 2, b.y + BOX_HEIGHT / 2];
+      const bulge = x1 + COLUMN_GAP * 0.6;
+      d = `M${x1},${y1} C${bulge},${y1} ${bulge},${y2} ${x1},${y2}`;
     } else {
-      // Back to the same layer or an earlier one: around under all the boxes, from bottom to bottom.
+      // Back to an earlier layer: around under all the boxes, from bottom to bottom.
       const [x1, y1, x2, y2] = [a.x + a.width / 2, a.y + BOX_HEIGHT, b.x + b.width / 2, b.y + BOX_HEIGHT];
       const drop = bottom + ROW_GAP * 1.5;
       height = Math.max(height, bottom + ROW_GAP + MARGIN);
