@@ -1,13 +1,13 @@
 // The dashboard: one snapshot of the node per second over SSE (group, queues, components, task runs), the
 // error queues on demand, and the event stream with filters. Everything shown is set with textContent:
-// record payloads and event values are data, never markup.
+// record payloads and event values are data, never markup. The workflows have a module of their own.
+import { $, api, cell, CSRF, fill, row, time } from './dom.js';
+import { refreshWorkflows, setUpWorkflows } from './workflows.js';
 
 const PLOT_SECONDS = 300;
 const EVENTS_SHOWN = 100;
 /** Error records per page of the error queue panel. */
 const ERRORS_PAGE = 50;
-
-const $ = (selector) => document.querySelector(selector);
 
 /** Rates are derived from the counters of two successive snapshots. */
 let previous;
@@ -19,59 +19,10 @@ let errorsShown = [];
 let knownQueues = [];
 let eventSource;
 
-function cell(text, className) {
-  const td = document.createElement('td');
-  td.textContent = text === null || text === undefined ? '-' : String(text);
-  if (className) td.className = className;
-  return td;
-}
-
-function row(cells) {
-  const tr = document.createElement('tr');
-  for (const td of cells) tr.append(td);
-  return tr;
-}
-
-function fill(table, rows, empty) {
-  const body = $(`${table} tbody`);
-  body.replaceChildren(...rows);
-  if (rows.length === 0 && empty) {
-    const td = cell(empty, 'muted');
-    td.colSpan = $(`${table} thead tr`).children.length;
-    body.append(row([td]));
-  }
-}
-
 function ago(iso, now) {
   if (!iso) return '-';
   const seconds = Math.max(0, (now - Date.parse(iso)) / 1000);
   return seconds < 60 ? `${seconds.toFixed(1)} s ago` : `${Math.round(seconds / 60)} min ago`;
-}
-
-function time(value) {
-  if (value === null || value === undefined) return '-';
-  const date = typeof value === 'number' ? new Date(value) : new Date(Date.parse(value));
-  return Number.isNaN(date.getTime()) ? '-' : date.toLocaleTimeString();
-}
-
-/**
- * Sent with every call: the node accepts a state-changing call signed in by the session cookie only with it
- * (or a same-origin Origin), and a page of another origin cannot set it.
- */
-const CSRF = { 'x-baton-csrf': '1' };
-
-async function api(path, init = {}) {
-  const response = await fetch(path, {
-    ...init,
-    headers: { ...CSRF, ...(init.body ? { 'content-type': 'application/json' } : {}), ...init.headers },
-  });
-  if (response.status === 401) {
-    showLogin();
-    throw new Error('sign-in needed');
-  }
-  const body = response.headers.get('content-type')?.includes('json') ? await response.json() : {};
-  if (!response.ok) throw new Error(body.error ?? `${response.status} ${response.statusText}`);
-  return body;
 }
 
 function renderSnapshot(snapshot) {
@@ -198,6 +149,8 @@ function renderSnapshot(snapshot) {
     ),
     'no schedule',
   );
+
+  refreshWorkflows();
 }
 
 function plot(now) {
@@ -366,11 +319,6 @@ function connect() {
   };
 }
 
-function showLogin() {
-  const dialog = $('#login');
-  if (!dialog.open) dialog.showModal();
-}
-
 async function signIn(event) {
   event.preventDefault();
   const token = $('#login-token').value;
@@ -413,5 +361,6 @@ $('#event-filter').addEventListener('submit', (event) => {
   followEvents(previous?.events_head ?? 0);
 });
 $('#login-form').addEventListener('submit', (event) => void signIn(event));
+setUpWorkflows();
 
 api('/v1/session').then(connect, () => undefined);

@@ -23,6 +23,9 @@ const ASSETS = fileURLToPath(new URL('../../dashboard/assets/', import.meta.url)
 const FILES: Record<string, { file: string; type: string }> = {
   '/': { file: 'index.html', type: 'text/html; charset=utf-8' },
   '/dashboard/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
+  '/dashboard/dom.js': { file: 'dom.js', type: 'text/javascript; charset=utf-8' },
+  '/dashboard/dag.js': { file: 'dag.js', type: 'text/javascript; charset=utf-8' },
+  '/dashboard/workflows.js': { file: 'workflows.js', type: 'text/javascript; charset=utf-8' },
   '/dashboard/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
 };
 /** How often the stream sends a snapshot. */
