@@ -33,6 +33,7 @@ export class NodeMetrics {
   readonly #batchSeconds: Histogram<'queue' | 'outcome'>;
   readonly #tickLateness: Histogram<'schedule' | 'cause'>;
   readonly #missedTicks: Counter<'schedule'>;
+  readonly #endedExecutions: Counter<'workflow' | 'state'>;
 
   constructor(source: MetricsSource) {
     const registry = this.registry;
@@ -103,6 +104,12 @@ export class NodeMetrics {
       name: 'baton_schedule_missed_ticks_total',
       help: 'Ticks of a schedule that fell while no primary acted and that this node counted as missed when it took over (by the missed policy).',
       labelNames: ['schedule'],
+      registers: [registry],
+    });
+    this.#endedExecutions = new Counter({
+      name: 'baton_workflow_executions_ended_total',
+      help: 'Executions of a workflow that the rule engine of this node ended, by their final state.',
+      labelNames: ['workflow', 'state'],
       registers: [registry],
     });
     gauge(
@@ -180,6 +187,11 @@ export class NodeMetrics {
   /** Counts ticks of a schedule that a catch-up of this node counted as missed. */
   countMissedTicks(schedule: string, count: number): void {
     this.#missedTicks.inc({ schedule }, count);
+  }
+
+  /** Counts an execution that this node's rule engine ended (after its transaction committed). */
+  countEndedExecution(workflow: string, state: string): void {
+    this.#endedExecutions.inc({ workflow, state });
   }
 
   /** The exposition text and its content type. */

@@ -363,7 +363,10 @@ export class BatonNode implements HttpNode {
       this.#supervisor = supervisor;
       for (const component of components) supervisor.add(component);
       const parts = { config, events, backends, supervisor, log, url: () => this.address };
-      this.#ruleEngine = addRuleEngine(parts);
+      this.#ruleEngine = addRuleEngine({
+        ...parts,
+        onExecutionEnded: (workflow, state) => this.metrics.countEndedExecution(workflow, state),
+      });
       this.#scheduler = await addScheduler({
         ...parts,
         wakeTasks: () => this.#ruleEngine?.wake(),

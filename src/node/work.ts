@@ -168,6 +168,7 @@ export function addRuleEngine(options: {
   supervisor: Supervisor;
   log: Logger;
   url: () => string | undefined;
+  onExecutionEnded?: (workflow: string, state: string) => void;
 }): RuleEngine | undefined {
   const { config } = options;
   if (Object.keys(config.tasks).length === 0 && Object.keys(config.workflows).length === 0) return undefined;
@@ -182,6 +183,7 @@ export function addRuleEngine(options: {
     tasks: config.tasks,
     rules: config.rules,
     workflows: config.workflows,
+    onExecutionEnded: options.onExecutionEnded,
     events: options.events,
     store: options.backends.store,
     log: options.log,

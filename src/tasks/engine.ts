@@ -11,7 +11,7 @@ import type { RuleConfig, TaskConfig, WorkflowConfig } from '../config/types.js'
 import { describeError, FencedError } from '../errors.js';
 import type { EventLog } from '../events/log.js';
 import { ALL_NAMESPACES } from '../events/log.js';
-import type { AppendedEvent, StoredEvent } from '../events/types.js';
+import type { AppendedEvent, EventInput, StoredEvent } from '../events/types.js';
 import type { Logger } from '../log.js';
 import type { Store, Tx } from '../store/store.js';
 import { backoffDelay, retrying } from '../util/backoff.js';
@@ -63,6 +63,8 @@ export interface RuleEngineOptions {
   readonly fence: (tx: Tx, term: number) => Promise<void>;
   /** Between SIGTERM and SIGKILL when a run is stopped. */
   readonly graceMs: number;
+  /** Told of each execution this engine ended, once its transaction committed. */
+  readonly onExecutionEnded?: ((workflow: string, state: string) => void) | undefined;
 }
 
 interface Launched {
@@ -223,6 +225,7 @@ export class RuleEngine implements Component {
   /** One batch of events: its effects and the offset after it, in one fenced transaction. */
   async #apply(ctx: ComponentContext, events: readonly StoredEvent[], last: number): Promise<void> {
     const matches = matchRules(this.#options.rules, events);
+    let workflowEvents: EventInput[] = [];
     await this.#options.events.transaction(async (tx, append) => {
       await ctx.assertPrimary(tx);
       const created: TaskRun[] = [];
@@ -244,13 +247,12 @@ export class RuleEngine implements Component {
         });
         if (run) created.push(run);
       }
-      const workflowEvents = this.#workflows.configured
-        ? await this.#workflows.apply(tx, ctx.term, events)
-        : [];
+      workflowEvents = this.#workflows.configured ? await this.#workflows.apply(tx, ctx.term, events) : [];
       if (created.length + workflowEvents.length > 0)
         await append([...created.map(stateEvent), ...workflowEvents]);
       await this.#options.events.commitListenerOffset(ALL_NAMESPACES, RULES_LISTENER, last, tx);
     });
+    this.#countEnded(workflowEvents);
   }
 
   /** Carries out stop requests, and starts the pending runs (after their `running` state committed). */
@@ -259,11 +261,14 @@ export class RuleEngine implements Component {
     if (this.#workflows.configured) {
       const requested = await executionsToStop(store);
       if (requested.length > 0) {
+        let stopped: EventInput[] = [];
         await events.transaction(async (tx, append) => {
           await ctx.assertPrimary(tx);
           const ended = await this.#workflows.stop(tx, ctx.term, requested);
           if (ended.length > 0) await append(ended);
+          stopped = ended;
         });
+        this.#countEnded(stopped);
       }
     }
     for (const run of await runsToStop(store)) {
@@ -385,6 +390,16 @@ export class RuleEngine implements Component {
         },
       ])
       .then((appended) => appended[0] as AppendedEvent);
+  }
+
+  /** Tells onExecutionEnded of the executions that the committed events `appended` ended. */
+  #countEnded(appended: readonly EventInput[]): void {
+    const told = this.#options.onExecutionEnded;
+    if (!told) return;
+    for (const event of appended) {
+      const ended = /^workflow\.(.+)\.(succeeded|failed|stopped|lost)$/.exec(event.key);
+      if (ended && event.sender === 'baton') told(ended[1] as string, ended[2] as string);
+    }
   }
 
   /** The config of a run's task: a [tasks.<name>] table, or a task of its workflow. */

@@ -67,6 +67,14 @@ async function gauge(workflow: string, state: string): Promise<number | undefine
   return line === undefined ? undefined : Number(line.split(' ').at(-1));
 }
 
+/** baton_workflow_executions_ended_total of a workflow and state. */
+async function ended(workflow: string, state: string): Promise<number | undefined> {
+  const text = await (await request(SCRAPER, 'GET', '/metrics')).text();
+  const prefix = `baton_workflow_executions_ended_total{workflow="${workflow}",state="${state}",`;
+  const line = text.split('\n').find((entry) => entry.startsWith(prefix));
+  return line === undefined ? undefined : Number(line.split(' ').at(-1));
+}
+
 describe('workflows over HTTP', () => {
   it('lists the workflows in the wire format, and a limited token those of its namespaces', async () => {
     const listing = await json<Listing>(ADMIN, 'GET', '/v1/workflows');
@@ -225,6 +233,7 @@ describe('workflows over HTTP', () => {
     );
     expect(again).toMatchObject({ requested: false, execution: { state: 'stopped' } });
     expect(await gauge('slow', 'running')).toBe(0);
+    expect(await ended('slow', 'stopped')).toBe(1);
   });
 
   it('HttpAdmin reads the same back through its schemas, with typed errors', async () => {
