@@ -210,16 +210,24 @@ export class Workflows {
       }
     }
     const started = event.sender === 'baton' && event.key === `workflow.${workflow.name}.running`;
-    if (started && !execution.stopRequested) {
+    // Its first tasks start once, on its `running` event (a second one would be a bug: it starts nothing).
+    const first = started && workflow.initial.every((task) => view.latest[task] === undefined);
+    if (first && !execution.stopRequested) {
       for (const task of workflow.initial)
         await this.#startTask(batch, workflow, execution, task, INITIAL_RULE, event);
     }
+    // A state event of a run that is no longer its task's latest (a run that a restart replaced ends late)
+    // tells nothing about the task: conditions on the task's state look only at its latest run.
+    const current = run !== undefined && view.latest[run.task] === run.taskRun ? run : undefined;
     if (!execution.stopRequested) {
       for (const rule of workflow.rules) {
-        if (fires(rule, event, run, view)) await this.#act(batch, workflow, execution, rule, event);
+        if (fires(rule, event, current, view)) await this.#act(batch, workflow, execution, rule, event);
       }
     }
-    if (Object.keys(view.open).length > 0) return;
+    // Only the end of a run can leave the execution with nothing open: its other events (its own queued
+    // event read after it was promoted, an operator's event before its first tasks) end nothing.
+    const runEnded = run !== undefined && run.state !== 'pending' && run.state !== 'running';
+    if (!runEnded || Object.keys(view.open).length > 0) return;
     if (execution.stopRequested) {
       await this.#end(batch, execution, 'stopped', undefined);
       return;
@@ -312,9 +320,12 @@ export class Workflows {
     if (was !== 'running' || !workflow || workflow.maxConcurrent === 0) return;
     const running = (await this.#running(batch, workflow.name)) - 1;
     batch.running.set(workflow.name, running);
+    // Saved at once: the table must not show them queued to a later end in the same batch.
+    await saveExecution(batch.tx, execution);
     for (const queued of await oldestQueued(batch.tx, workflow.name, workflow.maxConcurrent - running)) {
       const promoted = batch.executions.get(queued.id) ?? queued;
       promoted.state = 'running';
+      await saveExecution(batch.tx, promoted);
       batch.executions.set(promoted.id, promoted);
       batch.changed.add(promoted);
       batch.running.set(workflow.name, (batch.running.get(workflow.name) ?? 0) + 1);

@@ -212,6 +212,69 @@ describe('workflows', () => {
     ]);
   });
 
+  it('a queue of 200 executions behind max_concurrent = 2: each promoted once, each runs its task once', async () => {
+    await start({
+      w: {
+        max_concurrent: 2,
+        triggers: [{ on: { key: 'go' } }],
+        tasks: { only: { run: () => undefined } },
+      },
+    } as never);
+    // One append: the executions are created (two running, the rest queued) in one batch of the engine,
+    // and several end and promote others within later batches.
+    await (node as BatonNode).events?.append(
+      Array.from({ length: 200 }, (_, index) => ({ key: 'go', value: String(index), sender: 'test' })),
+    );
+    const all = await ended('w', 200);
+    expect(all.filter((row) => row['state'] !== 'succeeded')).toEqual([]);
+    const runs = await rows(`
+      SELECT e.id, count(r.id)::int AS runs FROM baton_workflow_executions e
+      LEFT JOIN baton_task_runs r ON r.execution = e.id GROUP BY e.id HAVING count(r.id) <> 1`);
+    expect(runs).toEqual([]);
+    const running = await rows(`
+      SELECT context::json->>'execution' AS execution, count(*)::int AS n FROM baton_events
+      WHERE key = 'workflow.w.running' GROUP BY 1 HAVING count(*) <> 1`);
+    expect(running).toEqual([]);
+  });
+
+  it('a late state event of a replaced run does not start the tasks after it again', async () => {
+    let upRuns = 0;
+    const downs: string[] = [];
+    type Ctx = { runId: string; sendEvent: (key: string) => Promise<unknown> };
+    await start({
+      r: {
+        tasks: {
+          first: { run: () => undefined },
+          up: {
+            after: ['first'],
+            run: async (ctx: Ctx) => {
+              upRuns += 1;
+              if (upRuns > 1) return;
+              // The first run asks for its own restart, then ends late, ignoring its stop.
+              await ctx.sendEvent('again');
+              await new Promise((resolve) => setTimeout(resolve, 800));
+            },
+          },
+          down: { after: ['up'], run: (ctx: Ctx) => void downs.push(ctx.runId) },
+        },
+        rules: [{ on: { key: 'again' }, action: 'restart', task: 'up' }],
+      },
+    } as never);
+    await send('workflow.r.start', { startExecution: 'exec-r' });
+    const [execution] = await ended('r', 1);
+    expect(execution?.['state']).toBe('succeeded');
+    const runs = await rows(
+      `SELECT task, state FROM baton_task_runs WHERE execution = 'exec-r' ORDER BY task, created_at`,
+    );
+    expect(runs).toEqual([
+      { task: 'down', state: 'succeeded' },
+      { task: 'first', state: 'succeeded' },
+      { task: 'up', state: 'stopped' },
+      { task: 'up', state: 'succeeded' },
+    ]);
+    expect(downs).toHaveLength(1);
+  });
+
   it('max_concurrent queues or skips; a stop request ends an execution stopped', async () => {
     await start({
       one: {
