@@ -250,7 +250,11 @@ export async function checkChain(db: Database, chainFile: string, deadline: Dead
     deadline,
   );
   const runs: RunRow[] = (
-    await db.rows('SELECT id, task, state, trigger_offset, error FROM baton_task_runs', [], deadline)
+    await db.rows(
+      'SELECT id, task, state, trigger_offset, error FROM baton_task_runs WHERE execution IS NULL',
+      [],
+      deadline,
+    )
   ).map((row) => ({
     id: String(row['id']),
     task: String(row['task']),
@@ -331,11 +335,15 @@ export async function checkChain(db: Database, chainFile: string, deadline: Dead
   return result;
 }
 
-/** Whether no task run is pending or running, and every trigger has its run (the chain settled). */
+/**
+ * Whether no task run of the chain (outside workflows) is pending or running, and every trigger has its run
+ * (the chain settled).
+ */
 export async function chainSettled(db: Database, deadline: Deadline): Promise<boolean> {
   const [row] = await db.rows(
     `SELECT
-       (SELECT count(*) FROM baton_task_runs WHERE state IN ('pending', 'running'))::int AS open,
+       (SELECT count(*) FROM baton_task_runs WHERE state IN ('pending', 'running') AND execution IS NULL)::int
+         AS open,
        (SELECT count(*) FROM baton_events e WHERE e.namespace = $1 AND e.key IN ('chain.start', 'chain.a.done')
           AND NOT EXISTS (SELECT 1 FROM baton_task_runs r WHERE r.trigger_offset = e."offset"))::int AS waiting`,
     [CHAIN_NAMESPACE],

@@ -30,6 +30,20 @@ export const CHAIN_NAMESPACE = 'chain';
 export const SCHEDULE = 'beat';
 export const SCHEDULE_EVERY_MS = 1000;
 export const SCHEDULE_QUEUE = 'sq';
+/**
+ * The workflow: its namespace (also the schedule's, whose schedule.beat.fired events trigger it), the key of
+ * the load's triggering events, and its DAG split → left, split → right, (left, right) → merge.
+ */
+export const WORKFLOW = 'flow';
+export const WORKFLOW_NAMESPACE = 'flow';
+export const WORKFLOW_START_KEY = 'flow.start';
+export const WORKFLOW_TASKS = ['split', 'left', 'right', 'merge'] as const;
+/**
+ * Executions of the workflow running at once, at most; more wait in its queue. Low on purpose: about 1.5
+ * triggers a second of executions that take about a second fill it at times, and a failover's backlog does,
+ * so that queued executions are promoted, by the primary that queued them or by the next one.
+ */
+export const WORKFLOW_MAX_CONCURRENT = 3;
 
 export type Row = Record<string, unknown>;
 
@@ -105,6 +119,7 @@ export class ChaosNode {
     postgres: PrivatePostgres;
     redis: PrivateRedis;
     chainFile: string;
+    flowFile: string;
     log: GroupLog;
   }): Promise<ChaosNode> {
     const proxy = await startTcpProxy({ host: LOOPBACK, port: options.postgres.port });
@@ -196,7 +211,7 @@ function nodeConfig(
   port: number,
   home: string,
   storeUrl: string,
-  options: { redis: PrivateRedis; chainFile: string },
+  options: { redis: PrivateRedis; chainFile: string; flowFile: string },
 ): string {
   const handler = tomlString(join(FIXTURES, 'sink-handler.ts'));
   const task = (letter: string, next?: string): string =>
@@ -246,6 +261,7 @@ function nodeConfig(
     `[schedules.${SCHEDULE}]`,
     `every = "${SCHEDULE_EVERY_MS}ms"`,
     'missed = "all"',
+    `namespace = "${WORKFLOW_NAMESPACE}"`,
     `publish = { queue = "${SCHEDULE_QUEUE}" }`,
     '',
     '[components.witness]',
@@ -272,8 +288,37 @@ function nodeConfig(
     'action = "start"',
     'task = "b"',
     'on_lost = "mark"',
+    '',
+    ...workflowConfig(options.flowFile),
   ];
   return `${lines.join('\n')}\n`;
+}
+
+/**
+ * The workflow, triggered by the load's flow.start events and by every tick of the schedule: split, then
+ * left and right (which sleep a little, so that faults find runs running), then merge. Every task but left
+ * is restarted when lost; a lost left ends its execution lost.
+ */
+function workflowConfig(flowFile: string): string[] {
+  const task = (name: string, sleep: string, onLost: 'mark' | 'restart', after: string[]): string[] => [
+    '',
+    `[workflows.${WORKFLOW}.tasks.${name}]`,
+    `command = ${tomlString(`sh ${join(FIXTURES, 'flow-task.sh')} ${flowFile} ${sleep}`)}`,
+    'timeout_ms = 60000',
+    `after = [${after.map((upstream) => `"${upstream}"`).join(', ')}]`,
+    `on_lost = "${onLost}"`,
+  ];
+  return [
+    `[workflows.${WORKFLOW}]`,
+    `namespace = "${WORKFLOW_NAMESPACE}"`,
+    `max_concurrent = ${WORKFLOW_MAX_CONCURRENT}`,
+    'over_limit = "queue"',
+    `triggers = [{ on = { key = "${WORKFLOW_START_KEY}" } }, { schedule = "${SCHEDULE}" }]`,
+    ...task('split', '0', 'restart', []),
+    ...task('left', '0.3', 'mark', ['split']),
+    ...task('right', '0.3', 'restart', ['split']),
+    ...task('merge', '0', 'restart', ['left', 'right']),
+  ];
 }
 
 /** What one node says of the group (GET /v1/cluster), or undefined when it does not answer in time. */

@@ -10,7 +10,13 @@ import { HttpEventTransport } from '../src/events/http-transport.js';
 import type { EventTransport, FollowQuery, ListenerLag } from '../src/events/transport.js';
 import type { AppendedEvent, EventCount, EventInput, EventQuery, StoredEvent } from '../src/events/types.js';
 import type { ChaosNode } from './chaos-cluster.js';
-import { CHAIN_NAMESPACE, EVENTS_NAMESPACE, REDIS_KEY } from './chaos-cluster.js';
+import {
+  CHAIN_NAMESPACE,
+  EVENTS_NAMESPACE,
+  REDIS_KEY,
+  WORKFLOW_NAMESPACE,
+  WORKFLOW_START_KEY,
+} from './chaos-cluster.js';
 
 /** A request to a node that takes longer than this is abandoned, and the next node is tried. */
 const CALL_TIMEOUT_MS = 5000;
@@ -356,6 +362,17 @@ export function chainProducer(urls: readonly string[], everyMs: number): EventPr
     namespace: CHAIN_NAMESPACE,
     keys: ['chain.start'],
     prefix: 'c',
+    everyMs,
+  });
+}
+
+/** The events that trigger the workflow, with unique values "f0", "f1"…. */
+export function flowProducer(urls: readonly string[], everyMs: number): EventProducer {
+  return new EventProducer({
+    urls,
+    namespace: WORKFLOW_NAMESPACE,
+    keys: [WORKFLOW_START_KEY],
+    prefix: 'f',
     everyMs,
   });
 }

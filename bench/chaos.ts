@@ -35,6 +35,16 @@
 //   a trigger without exactly one run, work done twice, a success without its work, an event stored twice.
 //   Runs marked lost (their node killed, paused or cut off while they ran) and chains cut because task a
 //   could not reach its node are the documented windows: counted and printed, not wrong.
+// - A workflow `flow` (namespace `flow`, max_concurrent 3, over_limit = "queue"), triggered by "flow.start"
+//   (unique values, every 2 s) and by every tick of `beat`: split → left, split → right, (left, right) →
+//   merge, each appending "<task> <execution> <run id>" to a file (left and right then sleep 0.3 s); every
+//   task but left has on_lost = "restart". Wrong: a triggering event (by offset, or by its value: the load's
+//   unique value, the tick's time) with more than one execution; one up to the log's head when the load
+//   stopped without an execution, or whose execution has not ended by the checks; an execution succeeded
+//   without a succeeded run of each task; within an execution, a task started twice for one event (one
+//   (execution, task, trigger offset, attempt) with two runs), a task with two first attempts, or a restart
+//   of left; a run succeeded without its line. Executions lost (left lost) and queued, runs lost and
+//   restarted are counted and printed.
 // - Overlapping primaries: the primary-only component bench/chaos-fixtures/witness.ts writes (node, term,
 //   clock_timestamp()) every 20 ms in a transaction that first calls ctx.assertPrimary(tx). On the one
 //   database clock, a row of a lower term stamped after the first row of a higher term is a write that the
@@ -45,9 +55,11 @@
 //   (Date.now() here) to the first witness row of a newer term (clock_timestamp() of the database). Both
 //   read the same host's clock; the witness adds up to 20 ms.
 // At the end: producers stop, the run waits (bounded) for queues to drain, listeners to catch up and task
-// runs to settle, then 5 s more so that recovered claims of killed nodes would show as duplicates. Exit 1
-// when lost, duplicated, events_skipped, events_repeated, task_runs_wrong, overlapping_primaries,
-// missed_ticks, duplicated_ticks, tick_term_mismatch, delayed_early or delayed_lost (or events lost or stored
+// runs to settle and the executions of the workflow's triggers up to then to end, then 5 s more so that
+// recovered claims of killed nodes would show as duplicates. Exit 1 when lost, duplicated, events_skipped,
+// events_repeated, task_runs_wrong, overlapping_primaries, missed_ticks, duplicated_ticks,
+// tick_term_mismatch, delayed_early, delayed_lost, executions_twice, executions_missing, executions_unended,
+// executions_incomplete, tasks_twice_in_execution or workflow_runs_without_work (or events lost or stored
 // twice, records stored without being sent, a node exiting on its own) is not zero.
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
@@ -87,7 +99,16 @@ import {
 import type { Fault, FaultKind } from './chaos-faults.js';
 import { FAULT_KINDS, injectFaults, Random } from './chaos-faults.js';
 import type { EventProducer } from './chaos-load.js';
-import { ChaosListener, chainProducer, RedisProducer, StoreProducer, tickProducer } from './chaos-load.js';
+import {
+  ChaosListener,
+  chainProducer,
+  flowProducer,
+  RedisProducer,
+  StoreProducer,
+  tickProducer,
+} from './chaos-load.js';
+import type { WorkflowCheck } from './chaos-workflows.js';
+import { checkWorkflow, logHead, workflowWaiting } from './chaos-workflows.js';
 import { findOverlaps, GroupLog, percentile, rebuildReigns } from './failover-support.js';
 import {
   Deadline,
@@ -112,6 +133,7 @@ const CHECK_MS = 15_000;
 const TICK_MS = 250;
 const EVENT_EVERY_MS = 100;
 const CHAIN_EVERY_MS = 2000;
+const FLOW_EVERY_MS = 2000;
 /** Delayed records: a quarter of --rate, each due 0 to 5 s after it is sent. */
 const DELAYED_SHARE = 4;
 const MAX_DELAY_MS = 5000;
@@ -131,6 +153,7 @@ interface Outcome {
   witness?: WitnessCheck;
   delayed?: DelayedCheck;
   ticks?: TickCheck;
+  workflow?: WorkflowCheck;
   crashes: string[];
   logOverlaps: string[];
   reigns: number;
@@ -205,6 +228,12 @@ export async function main(args: readonly string[]): Promise<number> {
     json.tick_term_mismatch,
     json.delayed_early,
     json.delayed_lost,
+    json.executions_twice,
+    json.executions_missing,
+    json.executions_unended,
+    json.executions_incomplete,
+    json.tasks_twice_in_execution,
+    json.workflow_runs_without_work,
   ];
   return failure !== undefined || mustBeZero.some((count) => count !== 0) ? 1 : 0;
 }
@@ -268,6 +297,7 @@ async function run(
 
   const log = new GroupLog();
   const chainFile = join(dir, 'chain.txt');
+  const flowFile = join(dir, 'flow.txt');
   for (const name of ['n1', 'n2', 'n3']) {
     const node = await ChaosNode.create({
       dir,
@@ -276,6 +306,7 @@ async function run(
       postgres,
       redis,
       chainFile,
+      flowFile,
       log,
     });
     nodes.push(node);
@@ -308,7 +339,8 @@ async function run(
   });
   const ticks: EventProducer = tickProducer(urls, EVENT_EVERY_MS);
   const chain: EventProducer = chainProducer(urls, CHAIN_EVERY_MS);
-  const producers = [rq, pq, dq, ticks, chain];
+  const flow: EventProducer = flowProducer(urls, FLOW_EVERY_MS);
+  const producers = [rq, pq, dq, ticks, chain, flow];
   cleanups.push(() => Promise.all(producers.map((producer) => producer.stop())));
   producers.forEach((producer) => producer.start());
 
@@ -329,11 +361,14 @@ async function run(
   print(
     `load stopped: rq ${rq.outcomes.acked.length} published, pq ${pq.outcomes.acked.length} published ` +
       `(${pq.outcomes.unknown.length} unknown), delayed ${dq.outcomes.acked.length} published ` +
-      `(${dq.outcomes.unknown.length} unknown), ${ticks.outcomes.acked.length} events, ${chain.outcomes.acked.length} chain.start`,
+      `(${dq.outcomes.unknown.length} unknown), ${ticks.outcomes.acked.length} events, ${chain.outcomes.acked.length} chain.start, ` +
+      `${flow.outcomes.acked.length} flow.start`,
   );
+  // The schedule keeps ticking: the executions of the triggers up to the log's head now must end.
+  const cutoff = await logHead(db, deadline);
 
   const checksAt = startedAt + settings.minutes * 60_000 - CLEANUP_MS - CHECK_MS;
-  outcome.drained = await drain(db, redis, [rq, pq, dq], listeners, checksAt, deadline);
+  outcome.drained = await drain(db, redis, [rq, pq, dq], listeners, cutoff, checksAt, deadline);
   await pause(Math.min(5000, Math.max(0, checksAt - Date.now())), deadline.signal);
   await watching.stop();
   outcome.unresponsive = await unresponsive(nodes);
@@ -343,6 +378,7 @@ async function run(
   outcome.ticks = await checkTicks(db, deadline);
   outcome.events = await checkEvents(db, ticks, listeners, deadline);
   outcome.chain = await checkChain(db, chainFile, deadline);
+  outcome.workflow = await checkWorkflow(db, flow.outcomes, cutoff, flowFile, deadline);
   outcome.witness = await checkWitness(db, deadline);
   const reigns = rebuildReigns(log, Date.now());
   outcome.reigns = reigns.length;
@@ -404,13 +440,15 @@ async function reregisterNow(
 
 /**
  * Waits until queues are empty (but `sq`, which the schedule feeds every second), acknowledged records stored
- * (delayed ones are due at most 5 s after the load stopped), listeners caught up and the chain settled.
+ * (delayed ones are due at most 5 s after the load stopped), listeners caught up, the chain settled and the
+ * workflow's triggering events up to `cutoff` each with an ended execution.
  */
 async function drain(
   db: Database,
   redis: PrivateRedis,
   producers: readonly (RedisProducer | StoreProducer)[],
   listeners: readonly ChaosListener[],
+  cutoff: number,
   until: number,
   deadline: Deadline,
 ): Promise<string[]> {
@@ -439,6 +477,7 @@ async function drain(
         if (listener.maxSeen < last) waiting.push(`${listener.name} (at ${listener.maxSeen} of ${last})`);
       }
       if (!(await chainSettled(db, deadline))) waiting.push('task runs to settle');
+      waiting.push(...(await workflowWaiting(db, cutoff, deadline)));
       if (waiting.length === 0) return [];
       await pause(500, deadline.signal);
     }
@@ -473,6 +512,23 @@ interface Summary {
   delayed: number;
   delayed_early: number;
   delayed_lost: number;
+  workflow_triggers: number;
+  executions: number;
+  executions_succeeded: number;
+  executions_failed: number;
+  executions_lost: number;
+  executions_stopped: number;
+  executions_open: number;
+  executions_queued: number;
+  executions_twice: number;
+  executions_missing: number;
+  executions_unended: number;
+  executions_incomplete: number;
+  tasks_twice_in_execution: number;
+  workflow_runs: number;
+  workflow_runs_lost: number;
+  workflow_runs_restarted: number;
+  workflow_runs_without_work: number;
   node_exits: number;
   nodes_unresponsive: number;
   failovers: number;
@@ -483,7 +539,7 @@ interface Summary {
 
 /** Prints the human-readable report and returns the closing JSON line's fields. */
 function report(settings: Settings, outcome: Outcome, print: (line: string) => void): Summary {
-  const { records, events, chain, witness, delayed, ticks, faults } = outcome;
+  const { records, events, chain, witness, delayed, ticks, workflow, faults } = outcome;
   print('');
   print(
     `faults: ${faults.length} (${FAULT_KINDS.map((kind) => `${kind} ${faults.filter((f) => f.kind === kind).length}`).join(', ')})`,
@@ -542,6 +598,20 @@ function report(settings: Settings, outcome: Outcome, print: (line: string) => v
     );
     for (const example of ticks.examples) print(`  ${example}`);
   }
+  if (workflow) {
+    const states = workflow.byState;
+    print(
+      `workflow: ${workflow.triggers} triggering events up to the load's end (flow.start, ticks); ` +
+        `${workflow.executions} executions: succeeded ${states.succeeded}, lost ${states.lost}, failed ${states.failed}, ` +
+        `stopped ${states.stopped}, open at the check ${states.queued + states.running} (ticks after the load stopped); ` +
+        `${workflow.queued} waited in the queue; trigger to end p50 ${workflow.tookP50Ms} ms, max ` +
+        `${workflow.tookMaxMs} ms. Twice ${workflow.twice}, missing ${workflow.missing}, ` +
+        `not ended ${workflow.unended}, succeeded incomplete ${workflow.incomplete}; tasks started twice in an ` +
+        `execution ${workflow.tasksTwice}; runs ${workflow.runs}, lost ${workflow.runsLost}, restarted ` +
+        `${workflow.restarts}, succeeded without their work ${workflow.withoutWork}`,
+    );
+    for (const example of workflow.examples) print(`  ${example}`);
+  }
   print(
     `reigns from the nodes' logs: ${outcome.reigns}; intersecting (information: a paused primary logs its step-down ` +
       `only after SIGCONT) ${outcome.logOverlaps.length}`,
@@ -591,6 +661,23 @@ function report(settings: Settings, outcome: Outcome, print: (line: string) => v
     delayed: delayed?.published ?? 0,
     delayed_early: delayed?.early ?? 0,
     delayed_lost: delayed?.lost ?? 0,
+    workflow_triggers: workflow?.triggers ?? 0,
+    executions: workflow?.executions ?? 0,
+    executions_succeeded: workflow?.byState.succeeded ?? 0,
+    executions_failed: workflow?.byState.failed ?? 0,
+    executions_lost: workflow?.byState.lost ?? 0,
+    executions_stopped: workflow?.byState.stopped ?? 0,
+    executions_open: (workflow?.byState.queued ?? 0) + (workflow?.byState.running ?? 0),
+    executions_queued: workflow?.queued ?? 0,
+    executions_twice: workflow?.twice ?? 0,
+    executions_missing: workflow?.missing ?? 0,
+    executions_unended: workflow?.unended ?? 0,
+    executions_incomplete: workflow?.incomplete ?? 0,
+    tasks_twice_in_execution: workflow?.tasksTwice ?? 0,
+    workflow_runs: workflow?.runs ?? 0,
+    workflow_runs_lost: workflow?.runsLost ?? 0,
+    workflow_runs_restarted: workflow?.restarts ?? 0,
+    workflow_runs_without_work: workflow?.withoutWork ?? 0,
     node_exits: outcome.crashes.length,
     nodes_unresponsive: outcome.unresponsive.length,
     failovers: times.length,
