@@ -219,7 +219,7 @@ describe('workflows', () => {
         triggers: [{ on: { key: 'go' } }],
         tasks: { only: { run: () => undefined } },
       },
-    } as never);
+    });
     // One append: the executions are created (two running, the rest queued) in one batch of the engine,
     // and several end and promote others within later batches.
     await (node as BatonNode).events?.append(
