@@ -9,6 +9,8 @@ export { loadConfig, resolveConfig } from './config/load.js';
 export { defineConfig } from './config/schema.js';
 export type { WorkflowDefinition, WorkflowTaskDefinition } from './tasks/define.js';
 export { defineWorkflow } from './tasks/define.js';
+export type { EnqueueOptions, OutboxClient, OutboxDrizzle, OutboxRecord } from './queue/outbox.js';
+export { enqueue } from './queue/outbox.js';
 export type { ConfigInput } from './config/schema.js';
 export type {
   ResolvedConfig,
