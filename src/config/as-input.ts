@@ -69,12 +69,6 @@ export function configAsInput(config: ResolvedConfig): ConfigInput {
 
 function workflowInput(workflow: WorkflowConfig): WorkflowInput {
   if (workflow.module !== undefined) return { module: workflow.module };
-  const after = (task: string): string[] => {
-    const rule = workflow.rules.find((r) => r.source === `tasks.${task}.after`);
-    if (!rule) return [];
-    const parts = rule.on.kind === 'all' ? rule.on.parts : [rule.on];
-    return parts.flatMap((part) => (part.kind === 'task' ? [part.task] : []));
-  };
   return {
     namespace: workflow.namespace,
     max_concurrent: workflow.maxConcurrent,
@@ -88,7 +82,7 @@ function workflowInput(workflow: WorkflowConfig): WorkflowInput {
         module: task.module,
         run: task.run,
         timeout_ms: task.timeoutMs,
-        after: after(task.name),
+        after: [...(workflow.after[task.name] ?? [])],
         on_lost: workflow.onLost[task.name],
       }),
     ),
@@ -98,7 +92,8 @@ function workflowInput(workflow: WorkflowConfig): WorkflowInput {
   };
 }
 
-function conditionInput(on: Condition): NonNullable<WorkflowInput['rules']>[number]['on'] {
+/** A condition as a config (or the wire) says it. */
+export function conditionInput(on: Condition): NonNullable<WorkflowInput['rules']>[number]['on'] {
   if (on.kind === 'all') return { all: on.parts.map(leafInput) };
   if (on.kind === 'any') return { any: on.parts.map(leafInput) };
   return leafInput(on);

@@ -239,6 +239,8 @@ export interface WorkflowConfig {
   tasks: Readonly<Record<string, TaskConfig>>;
   /** What a new primary does with a lost run of each task: "mark" it (the execution ends lost) or "restart". */
   onLost: Readonly<Record<string, 'mark' | 'restart'>>;
+  /** Each task's `after`, as configured (also compiled into `rules`). */
+  after: Readonly<Record<string, readonly string[]>>;
   /** The tasks that start when an execution starts: those that no rule starts. */
   initial: readonly string[];
   /** Its [[rules]] and its tasks' `after`, compiled into rules. */

@@ -67,6 +67,7 @@ export function resolveWorkflow(
 
   const tasks: Record<string, TaskConfig> = {};
   const onLost: Record<string, 'mark' | 'restart'> = {};
+  const after: Record<string, readonly string[]> = {};
   for (const [task, table] of Object.entries(workflow.tasks)) {
     tasks[task] = {
       name: task,
@@ -78,15 +79,14 @@ export function resolveWorkflow(
       timeoutMs: table.timeout_ms,
     };
     onLost[task] = table.on_lost;
+    after[task] = table.after;
     for (const [index, upstream] of table.after.entries()) {
       known(upstream, `tasks.${task}.after[${index}]`);
       if (upstream === task)
         throw fail(`tasks.${task}.after[${index}]`, `task "${task}" cannot run after itself`);
     }
   }
-  const cycle = findCycle(
-    Object.fromEntries(Object.entries(workflow.tasks).map(([task, t]) => [task, t.after])),
-  );
+  const cycle = findCycle(after);
   if (cycle) throw fail(`tasks.${cycle[0]}.after`, `the tasks' "after" form a cycle: ${cycle.join(' → ')}`);
 
   const rules: WorkflowRuleConfig[] = workflow.rules.map((rule, index) => ({
@@ -146,6 +146,7 @@ export function resolveWorkflow(
     namespace: workflow.namespace,
     tasks,
     onLost,
+    after,
     initial,
     rules,
     triggers,
@@ -162,6 +163,7 @@ function moduleWorkflow(name: string, module: string): WorkflowConfig {
     namespace: 'default',
     tasks: {},
     onLost: {},
+    after: {},
     initial: [],
     rules: [],
     triggers: [],

@@ -11,7 +11,7 @@ import type { RuleConfig, TaskConfig, WorkflowConfig } from '../config/types.js'
 import { describeError, FencedError } from '../errors.js';
 import type { EventLog } from '../events/log.js';
 import { ALL_NAMESPACES } from '../events/log.js';
-import type { AppendedEvent, EventInput, StoredEvent } from '../events/types.js';
+import type { AppendedEvent, StoredEvent } from '../events/types.js';
 import type { Logger } from '../log.js';
 import type { Store, Tx } from '../store/store.js';
 import { backoffDelay, retrying } from '../util/backoff.js';
@@ -33,7 +33,10 @@ import {
   stateEvent,
   takeRestarts,
 } from './runs.js';
+import type { EndedExecution, WorkflowEffects } from './workflows.js';
 import { Workflows } from './workflows.js';
+
+const NO_EFFECTS: WorkflowEffects = { events: [], ended: [] };
 
 /** The listener name under which the rule engine keeps its offset (for every namespace). */
 export const RULES_LISTENER = 'baton.rules';
@@ -225,7 +228,7 @@ export class RuleEngine implements Component {
   /** One batch of events: its effects and the offset after it, in one fenced transaction. */
   async #apply(ctx: ComponentContext, events: readonly StoredEvent[], last: number): Promise<void> {
     const matches = matchRules(this.#options.rules, events);
-    let workflowEvents: EventInput[] = [];
+    let effects: WorkflowEffects = NO_EFFECTS;
     await this.#options.events.transaction(async (tx, append) => {
       await ctx.assertPrimary(tx);
       const created: TaskRun[] = [];
@@ -247,12 +250,12 @@ export class RuleEngine implements Component {
         });
         if (run) created.push(run);
       }
-      workflowEvents = this.#workflows.configured ? await this.#workflows.apply(tx, ctx.term, events) : [];
-      if (created.length + workflowEvents.length > 0)
-        await append([...created.map(stateEvent), ...workflowEvents]);
+      effects = this.#workflows.configured ? await this.#workflows.apply(tx, ctx.term, events) : NO_EFFECTS;
+      if (created.length + effects.events.length > 0)
+        await append([...created.map(stateEvent), ...effects.events]);
       await this.#options.events.commitListenerOffset(ALL_NAMESPACES, RULES_LISTENER, last, tx);
     });
-    this.#countEnded(workflowEvents);
+    this.#told(effects.ended);
   }
 
   /** Carries out stop requests, and starts the pending runs (after their `running` state committed). */
@@ -261,14 +264,13 @@ export class RuleEngine implements Component {
     if (this.#workflows.configured) {
       const requested = await executionsToStop(store);
       if (requested.length > 0) {
-        let stopped: EventInput[] = [];
-        await events.transaction(async (tx, append) => {
+        const stopped = await events.transaction(async (tx, append) => {
           await ctx.assertPrimary(tx);
-          const ended = await this.#workflows.stop(tx, ctx.term, requested);
-          if (ended.length > 0) await append(ended);
-          stopped = ended;
+          const done = await this.#workflows.stop(tx, ctx.term, requested);
+          if (done.events.length > 0) await append(done.events);
+          return done;
         });
-        this.#countEnded(stopped);
+        this.#told(stopped.ended);
       }
     }
     for (const run of await runsToStop(store)) {
@@ -392,14 +394,9 @@ export class RuleEngine implements Component {
       .then((appended) => appended[0] as AppendedEvent);
   }
 
-  /** Tells onExecutionEnded of the executions that the committed events `appended` ended. */
-  #countEnded(appended: readonly EventInput[]): void {
-    const told = this.#options.onExecutionEnded;
-    if (!told) return;
-    for (const event of appended) {
-      const ended = /^workflow\.(.+)\.(succeeded|failed|stopped|lost)$/.exec(event.key);
-      if (ended && event.sender === 'baton') told(ended[1] as string, ended[2] as string);
-    }
+  /** Tells onExecutionEnded of the executions a committed transaction ended. */
+  #told(ended: readonly EndedExecution[]): void {
+    for (const { workflow, state } of ended) this.#options.onExecutionEnded?.(workflow, state);
   }
 
   /** The config of a run's task: a [tasks.<name>] table, or a task of its workflow. */

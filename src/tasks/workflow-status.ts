@@ -84,7 +84,7 @@ export function workflowStatuses(
       tasks: Object.values(workflow.tasks).map((task) => ({
         name: task.name,
         kind: task.run !== undefined ? 'function' : task.command !== undefined ? 'command' : 'module',
-        after: afterOf(workflow, task.name),
+        after: workflow.after[task.name] ?? [],
         onLost: workflow.onLost[task.name] ?? 'mark',
       })),
       rules: workflow.rules,
@@ -110,9 +110,7 @@ export function visibleWorkflows(
 export function executionDag(workflow: WorkflowConfig | undefined, execution: Execution): DagTask[] {
   if (!workflow) return [];
   const names = Object.keys(workflow.tasks);
-  const upstream = new Map<string, Set<string>>(
-    names.map((name) => [name, new Set(afterOf(workflow, name))]),
-  );
+  const upstream = new Map<string, Set<string>>(names.map((name) => [name, new Set(workflow.after[name])]));
   for (const rule of workflow.rules) {
     if (rule.action === 'stop') continue;
     for (const leaf of leaves(rule)) {
@@ -131,19 +129,12 @@ export function executionDag(workflow: WorkflowConfig | undefined, execution: Ex
   }
   return order.map((name) => ({
     name,
-    after: afterOf(workflow, name),
+    after: workflow.after[name] ?? [],
     startedBy: workflow.rules
       .filter((rule) => rule.task === name && rule.action !== 'stop')
       .map((rule) => rule.source),
     state: execution.view.tasks[name],
   }));
-}
-
-/** A task's `after`, read back from the rule it was compiled into. */
-function afterOf(workflow: WorkflowConfig, task: string): string[] {
-  const rule = workflow.rules.find((candidate) => candidate.source === `tasks.${task}.after`);
-  if (!rule) return [];
-  return leaves(rule).flatMap((leaf) => (leaf.kind === 'task' ? [leaf.task] : []));
 }
 
 function leaves(rule: WorkflowRuleConfig) {

@@ -4,7 +4,8 @@
 // of its view, not the engine's bookkeeping (open runs, `all` parts met).
 import { z } from 'zod';
 
-import type { Condition, LeafCondition, WorkflowRuleConfig } from '../config/types.js';
+import { conditionInput } from '../config/as-input.js';
+import type { LeafCondition, WorkflowRuleConfig } from '../config/types.js';
 import { EXECUTION_STATES } from './execution-states.js';
 import type { Execution } from './executions.js';
 import { TASK_RUN_STATES } from './states.js';
@@ -36,17 +37,6 @@ export function executionJson(execution: Execution): Record<string, unknown> {
   };
 }
 
-function leafJson(leaf: LeafCondition): Record<string, unknown> {
-  if (leaf.kind === 'task') return { task: leaf.task, state: leaf.state };
-  return leaf.value === undefined ? { key: leaf.key } : { key: leaf.key, value: leaf.value };
-}
-
-function conditionJson(on: Condition): Record<string, unknown> {
-  if (on.kind === 'all') return { all: on.parts.map(leafJson) };
-  if (on.kind === 'any') return { any: on.parts.map(leafJson) };
-  return leafJson(on);
-}
-
 export function workflowJson(workflow: WorkflowStatus): Record<string, unknown> {
   return {
     name: workflow.name,
@@ -69,7 +59,7 @@ export function workflowJson(workflow: WorkflowStatus): Record<string, unknown> 
       source: rule.source,
       action: rule.action,
       task: rule.task,
-      on: conditionJson(rule.on),
+      on: conditionInput(rule.on),
     })),
     queued: workflow.queued,
     running: workflow.running,

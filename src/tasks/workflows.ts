@@ -50,6 +50,31 @@ interface Batch {
   readonly changed: Set<Execution>;
   readonly running: Map<string, number>;
   readonly out: EventInput[];
+  readonly ended: EndedExecution[];
+}
+
+/** An execution a batch ended, and how. */
+export interface EndedExecution {
+  readonly workflow: string;
+  readonly state: EndedExecutionState;
+}
+
+/** What a batch's transaction must append, and the executions it ended (told once it committed). */
+export interface WorkflowEffects {
+  readonly events: EventInput[];
+  readonly ended: EndedExecution[];
+}
+
+function newBatch(tx: Tx, term: number, executions: readonly Execution[]): Batch {
+  return {
+    tx,
+    term,
+    executions: new Map(executions.map((execution) => [execution.id, execution])),
+    changed: new Set(),
+    running: new Map(),
+    out: [],
+    ended: [],
+  };
 }
 
 export class Workflows {
@@ -72,23 +97,11 @@ export class Workflows {
     return this.#workflows[workflow]?.tasks[task];
   }
 
-  /** Whether a lost run of this workflow task is restarted in its execution. */
-  restartsOnLost(workflow: string, task: string): boolean {
-    return this.#workflows[workflow]?.onLost[task] === 'restart';
-  }
-
   /** Applies `events` to the workflows, in `tx`; returns the events to append in the same transaction. */
-  async apply(tx: Tx, term: number, events: readonly StoredEvent[]): Promise<EventInput[]> {
+  async apply(tx: Tx, term: number, events: readonly StoredEvent[]): Promise<WorkflowEffects> {
     const read = events.map((event) => ({ event, context: eventContext(event) }));
     const ids = [...new Set(read.flatMap(({ context }) => (context.execution ? [context.execution] : [])))];
-    const batch: Batch = {
-      tx,
-      term,
-      executions: new Map((await lockExecutions(tx, ids)).map((execution) => [execution.id, execution])),
-      changed: new Set(),
-      running: new Map(),
-      out: [],
-    };
+    const batch = newBatch(tx, term, await lockExecutions(tx, ids));
     for (const { event, context } of read) {
       for (const workflow of Object.values(this.#workflows)) {
         if (this.#triggers(workflow, event, context)) await this.#start(batch, workflow, event, context);
@@ -96,29 +109,29 @@ export class Workflows {
       const execution = context.execution === undefined ? undefined : batch.executions.get(context.execution);
       if (execution?.state === 'running') await this.#follow(batch, execution, event, context);
     }
-    for (const execution of batch.changed) await saveExecution(tx, execution);
-    return batch.out;
+    return this.#settle(batch);
   }
 
   /**
    * Ends executions whose stop was requested and that have no run left (or never started), in `tx`;
    * returns the events to append.
    */
-  async stop(tx: Tx, term: number, requested: readonly Execution[]): Promise<EventInput[]> {
-    const locked = await lockExecutions(
-      tx,
-      requested.map((execution) => execution.id),
-    );
-    const batch: Batch = { tx, term, executions: new Map(), changed: new Set(), running: new Map(), out: [] };
-    for (const execution of locked) {
-      batch.executions.set(execution.id, execution);
+  async stop(tx: Tx, term: number, requested: readonly Execution[]): Promise<WorkflowEffects> {
+    const ids = requested.map((execution) => execution.id);
+    const batch = newBatch(tx, term, await lockExecutions(tx, ids));
+    for (const execution of batch.executions.values()) {
       const open = Object.keys(execution.view.open).length > 0;
       if (execution.state === 'queued' || (execution.state === 'running' && !open)) {
         await this.#end(batch, execution, 'stopped', undefined);
       }
     }
-    for (const execution of batch.changed) await saveExecution(tx, execution);
-    return batch.out;
+    return this.#settle(batch);
+  }
+
+  /** Writes back what the batch changed; its effects. */
+  async #settle(batch: Batch): Promise<WorkflowEffects> {
+    for (const execution of batch.changed) await saveExecution(batch.tx, execution);
+    return { events: batch.out, ended: batch.ended };
   }
 
   #triggers(workflow: WorkflowConfig, event: StoredEvent, context: EventContext): boolean {
@@ -311,6 +324,7 @@ export class Workflows {
     execution.error = error;
     batch.changed.add(execution);
     batch.out.push(executionEvent(execution));
+    batch.ended.push({ workflow: execution.workflow, state });
     const how = error === undefined ? '' : `: ${error}`;
     this.#log.info(
       { workflow: execution.workflow, execution: execution.id, state },
