@@ -79,6 +79,8 @@ timeout_ms = 2000
 retry_delay_ms = 10
 retry_max_delay_ms = 100
 inline = false
+ordering = "key"
+dedup_window_ms = 600000
 
 [queues."events.v2"]
 handler = "@acme/baton-handler"
@@ -180,6 +182,9 @@ describe('loadConfig', () => {
       retryDelayMs: 10,
       retryMaxDelayMs: 100,
       inline: false,
+      ordering: 'key',
+      dedupWindowMs: 600_000,
+      url: undefined,
     });
     expect(config.queues['events.v2']).toMatchObject({ handler: '@acme/baton-handler', batchSize: 500 });
   });

@@ -17,8 +17,9 @@ import { BadRequestError, UnknownExecutionError, UnknownWorkflowError } from '..
 import type { Logger } from '../log.js';
 import type { ErrorPage, ErrorRecord, QueueInfo } from '../queue/backend.js';
 import type { Backends } from '../queue/backends.js';
-import type { PublishOptions, RecordDelays } from '../queue/delay.js';
-import { checkDelay } from '../queue/delay.js';
+import type { PublishOptions } from '../queue/delay.js';
+import type { RecordOptions } from '../queue/record-options.js';
+import { toRecordOptions } from '../queue/record-options.js';
 import type { IngestResult } from '../queue/ingest.js';
 import type { CountersByQueue } from '../queue/processor.js';
 import type { MigrationProgress } from '../store/migrate.js';
@@ -53,7 +54,7 @@ export interface GroupAccess {
 /** What a running node adds to the admin operations. */
 export interface AdminNode {
   /** The node's ingest path (inline on the embedded store when it can; delayed records are published). */
-  ingest(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<IngestResult>;
+  ingest(queue: string, records: readonly Buffer[], options?: RecordOptions): Promise<IngestResult>;
   /** The handlers as the node loaded them. */
   readonly handlers: readonly Handler[];
   /** The node's event log, when `[events] enabled`. */
@@ -99,9 +100,9 @@ export class StoreAdmin implements Admin {
   }
 
   async publish(queue: string, records: readonly Buffer[], options?: PublishOptions): Promise<number> {
-    const delay = checkDelay(options);
-    if (this.#node) return (await this.#node.ingest(queue, records, delay)).accepted;
-    return this.#backends.backendFor(queue).publish(queue, records, delay);
+    const checked = toRecordOptions(options, records.length);
+    if (this.#node) return (await this.#node.ingest(queue, records, checked)).accepted;
+    return this.#backends.backendFor(queue).publish(queue, records, checked);
   }
 
   async queues(): Promise<QueueInfo[]> {

@@ -175,6 +175,8 @@ function queueInput(queue: QueueConfig): NonNullable<ConfigInput['queues']>[stri
     retry_max_delay_ms: queue.retryMaxDelayMs,
     inline: queue.inline,
     run_on: queue.runOn,
+    ordering: queue.ordering,
+    dedup_window_ms: queue.dedupWindowMs,
   });
 }
 

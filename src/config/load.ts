@@ -148,6 +148,8 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       retryMaxDelayMs: queue.retry_max_delay_ms,
       inline: queue.inline,
       runOn: queue.run_on,
+      ordering: queue.ordering,
+      dedupWindowMs: queue.dedup_window_ms,
     };
   }
   const components: Record<string, ComponentConfig> = {};

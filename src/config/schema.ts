@@ -313,6 +313,13 @@ const queueSchema = table({
   inline: boolean().default(true),
   /** Which nodes consume the queue: "any" (every node) or "primary" (only the group's primary). */
   run_on: z.enum(['any', 'primary'], { error: expecting('"any" or "primary"') }).default('any'),
+  /**
+   * "key": records of one key are processed in publish order, never two at once, and claims go round the
+   * keys with work; "none" (default): no order between records.
+   */
+  ordering: z.enum(['none', 'key'], { error: expecting('"none" or "key"') }).default('none'),
+  /** Milliseconds a record's idempotency id is remembered: a record with the same id within it is dropped. */
+  dedup_window_ms: integer(1, 366 * 86_400_000).default(86_400_000),
 }).superRefine((queue, context) => {
   if (queue.backend === 'postgres' && queue.url === undefined) {
     context.addIssue({

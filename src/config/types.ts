@@ -143,6 +143,10 @@ export interface QueueConfig {
   runOn: 'any' | 'primary';
   /** Embedded store only: ingest may run the handler inside the request's transaction. */
   inline: boolean;
+  /** "key": each key's records in publish order, one at a time, claims round-robin across keys. */
+  ordering: 'none' | 'key';
+  /** How long a record's idempotency id is remembered (a second record with it is dropped meanwhile). */
+  dedupWindowMs: number;
 }
 
 export interface ComponentConfig {

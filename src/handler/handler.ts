@@ -26,6 +26,8 @@ export interface HandlerContext {
 
 export type ProcessFn = (tx: Tx, record: Buffer, ctx: HandlerContext) => unknown;
 export type ProcessBatchFn = (tx: Tx, records: readonly Buffer[], ctx: HandlerContext) => unknown;
+/** A record's key, for records published without one (null: no key); see docs/keys.md. */
+export type KeyFn = (record: Buffer) => string | null | undefined;
 
 /** What a queue's subcommands may do; it goes through the running node when one owns the store. */
 export interface CommandContext {
@@ -37,6 +39,8 @@ export interface CommandContext {
 export interface HandlerModule {
   readonly process?: ProcessFn;
   readonly processBatch?: ProcessBatchFn;
+  /** The key of a record published without one (for producers that cannot send one). */
+  readonly key?: KeyFn;
   /** Drizzle tables (and enums) the handler writes to; `initdb` and `run` create the missing ones. */
   readonly schema?: Readonly<Record<string, unknown>>;
   readonly registerCommands?: (cmd: Command, ctx: CommandContext) => void;
@@ -58,4 +62,9 @@ export interface Handler {
   ): Promise<void>;
   readonly schema: Readonly<Record<string, unknown>>;
   readonly registerCommands: HandlerModule['registerCommands'];
+  /**
+   * The module's key(), checked: the key of a record published without one, undefined for none. Throws
+   * when key() throws or returns something else than a string, null or undefined (the record is refused).
+   */
+  readonly key?: ((record: Buffer) => string | undefined) | undefined;
 }

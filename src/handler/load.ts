@@ -5,8 +5,9 @@ import { existsSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 
 import type { ResolvedConfig } from '../config/types.js';
-import { ConfigError, describeError, UnknownQueueError } from '../errors.js';
-import type { Handler, HandlerContext, HandlerModule, ProcessBatchFn, ProcessFn } from './handler.js';
+import { BadRequestError, ConfigError, describeError, UnknownQueueError } from '../errors.js';
+import type { Handler, HandlerContext, HandlerModule, KeyFn, ProcessBatchFn, ProcessFn } from './handler.js';
+import { checkKey } from '../queue/record-options.js';
 import type { Tx } from '../store/store.js';
 import { importModule } from '../util/import-module.js';
 
@@ -47,6 +48,9 @@ export async function loadHandler(queue: string, path: string, file?: string): P
   if (module.registerCommands !== undefined && typeof module.registerCommands !== 'function') {
     throw new ConfigError(`handler module ${path}: registerCommands is not a function`, where);
   }
+  if (module.key !== undefined && typeof module.key !== 'function') {
+    throw new ConfigError(`handler module ${path}: key must be a function (record: Buffer) => string | null`, where);
+  }
   const schema = module.schema ?? {};
   if (typeof schema !== 'object' || schema === null) {
     throw new ConfigError(`handler module ${path}: schema must be an object of drizzle tables`, where);
@@ -57,6 +61,21 @@ export async function loadHandler(queue: string, path: string, file?: string): P
     run: makeRun(process, processBatch),
     schema,
     registerCommands: module.registerCommands,
+    key: module.key === undefined ? undefined : checkedKey(module.key, path),
+  };
+}
+
+/** The module's key() made to return a checked key or undefined, naming the module when it misbehaves. */
+function checkedKey(key: KeyFn, path: string): (record: Buffer) => string | undefined {
+  return (record) => {
+    let value: unknown;
+    try {
+      value = key(record);
+    } catch (error) {
+      throw new BadRequestError(`the key() of handler module ${path} failed: ${describeError(error)}`);
+    }
+    if (value === null || value === undefined) return undefined;
+    return checkKey(value, `the key() of handler module ${path}`);
   };
 }
 

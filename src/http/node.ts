@@ -5,7 +5,7 @@ import type { Role } from '../cluster/types.js';
 import type { ComponentStatus } from '../components/supervisor.js';
 import type { EventsConfig, ScheduleConfig, WorkflowConfig } from '../config/types.js';
 import type { EventLog } from '../events/log.js';
-import type { RecordDelays } from '../queue/delay.js';
+import type { RecordOptions } from '../queue/record-options.js';
 import type { IngestResult } from '../queue/ingest.js';
 import type { CountersByQueue } from '../queue/processor.js';
 
@@ -23,7 +23,7 @@ export interface HttpNode {
   readonly queueNames: readonly string[];
   readonly admin: Admin;
   /** Accepts records into a queue; records with a delay (checked by checkDelay) wait for their time. */
-  ingest(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<IngestResult>;
+  ingest(queue: string, records: readonly Buffer[], options?: RecordOptions): Promise<IngestResult>;
   /** Records processed and failed per queue by this node since it started. */
   queueCounters(): CountersByQueue;
   /** Whether the node is ready (GET /readyz), and why not when it is not. */

@@ -30,8 +30,9 @@ import type { Logger } from '../log.js';
 import { NodeMetrics } from '../metrics/metrics.js';
 import type { Backends } from '../queue/backends.js';
 import { openBackends } from '../queue/backends.js';
-import type { PublishOptions, RecordDelays } from '../queue/delay.js';
-import { checkDelay } from '../queue/delay.js';
+import type { PublishOptions } from '../queue/delay.js';
+import type { RecordOptions } from '../queue/record-options.js';
+import { toRecordOptions } from '../queue/record-options.js';
 import type { IngestResult } from '../queue/ingest.js';
 import { ingestRecords } from '../queue/ingest.js';
 import type { CountersByQueue, RecordProcessor } from '../queue/processor.js';
@@ -216,7 +217,7 @@ export class BatonNode implements HttpNode {
   }
 
   /** Accepts records into a queue: processed inline when the queue's backend offers it, else queued. */
-  async ingest(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<IngestResult> {
+  async ingest(queue: string, records: readonly Buffer[], options: RecordOptions = {}): Promise<IngestResult> {
     const processor = this.#processors.get(queue);
     if (!processor) throw new UnknownQueueError(queue, this.queueNames);
     // Refused with the reason and Retry-After, rather than with the database's refusal of the write.
@@ -227,7 +228,7 @@ export class BatonNode implements HttpNode {
       consumer: this.consumer,
       log: this.log,
       onCommitted: (seconds) => this.metrics.observeBatch(queue, seconds, 'committed'),
-      delays,
+      records: options,
     });
   }
 
@@ -245,7 +246,7 @@ export class BatonNode implements HttpNode {
    * before that time (BadRequestError for both, a negative delay, or one more than 365 days ahead).
    */
   async publish(queue: string, records: readonly Buffer[], options?: PublishOptions): Promise<number> {
-    return (await this.ingest(queue, records, checkDelay(options))).accepted;
+    return (await this.ingest(queue, records, toRecordOptions(options, records.length))).accepted;
   }
 
   /** Resolves true when the node runs, its backends answer and the store holds Baton's schema. */
@@ -411,7 +412,7 @@ export class BatonNode implements HttpNode {
           (name) => this.#fireSchedule(name),
         ),
         node: {
-          ingest: (queue, records, delays) => this.ingest(queue, records, delays),
+          ingest: (queue, records, options) => this.ingest(queue, records, options),
           handlers,
           events,
           stopRequested: () => this.#ruleEngine?.wake(),

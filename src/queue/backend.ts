@@ -2,7 +2,7 @@
 // sink transaction, attempts and an error queue per queue (`errors-<queue>`). It does not run handlers,
 // choose batch sizes or decide back-off: the queue runner does. Adapters own their connections.
 import type { Tx } from '../store/store.js';
-import type { RecordDelays } from './delay.js';
+import type { RecordOptions } from './record-options.js';
 
 export interface ClaimedRecord {
   /** Adapter-assigned id, unique within the queue. */
@@ -13,6 +13,8 @@ export interface ClaimedRecord {
   /** Failed runs so far (0 on the first delivery). */
   readonly attempts: number;
   readonly enqueuedAt: Date;
+  /** The record's key (given at publish, or computed by the handler module's key()); undefined: none. */
+  readonly key?: string | undefined;
   /**
    * True when the record was claimed by a consumer that died (its claim was recovered): it may be the record
    * that killed its node, so the runner runs it alone. Only adapters that can tell set it.
@@ -48,6 +50,8 @@ export interface QueueStats {
   readonly inFlight: number;
   /** Records in the error queue. */
   readonly errors: number;
+  /** Records dropped as duplicates of an idempotency id seen within the dedup window (since counting began). */
+  readonly deduplicated?: number;
 }
 
 /** A queue as listed by `baton queues` and GET /v1/queues: the backend's figures and the nodes' counters. */
@@ -83,9 +87,11 @@ export interface QueueBackend {
   problems?(): Promise<string[]>;
   /**
    * Appends records to the queue; resolves once they are durable, all of them or none. Returns how many
-   * were stored. A record with a delay (`delays`, checked by checkDelay) is not claimed before its time.
+   * were accepted (stored, or dropped as duplicates of a record with the same idempotency id). A record
+   * with a delay (`options.delays`, checked by checkDelay) is not claimed before its time; its key orders
+   * it among the records of its key when the queue has ordering = "key".
    */
-  publish(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<number>;
+  publish(queue: string, records: readonly Buffer[], options?: RecordOptions): Promise<number>;
   /** Claims up to `max` ready records for `consumer`, oldest first; undefined when none is ready. */
   claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined>;
   /**

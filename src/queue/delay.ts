@@ -2,6 +2,8 @@
 // reads and checks what callers give (`delayMs`/`runAt` in code, `30s` on the command line and in HTTP
 // headers) into one Delay that the queue backends store; a delay of zero or a time already past is none.
 import { BadRequestError } from '../errors.js';
+import type { PerRecord } from '../util/per-record.js';
+import { anyValue, valueAt } from '../util/per-record.js';
 
 /** HTTP ingest: a delay for every record of the request (a duration: `30s`, `1500`, …). */
 export const DELAY_HEADER = 'baton-delay';
@@ -19,6 +21,10 @@ export interface PublishOptions {
   readonly delayMs?: number | undefined;
   /** Not before this time. */
   readonly runAt?: Date | undefined;
+  /** The key of every record (see docs/keys.md). */
+  readonly key?: string | undefined;
+  /** The idempotency id of each record, one per record: a duplicate within the dedup window is dropped. */
+  readonly ids?: readonly (string | undefined)[] | undefined;
 }
 
 /** A checked delay, never zero nor past: relative (counted by the backend's clock) or absolute. */
@@ -28,22 +34,16 @@ export type Delay = { readonly delayMs: number } | { readonly runAt: Date };
  * The delay of each record of a publish: one for all, or one per record (undefined: at once). Absent:
  * every record at once.
  */
-export type RecordDelays = Delay | readonly (Delay | undefined)[];
+export type RecordDelays = PerRecord<Delay>;
 
 /** The delay of the record at `index`. */
 export function delayAt(delays: RecordDelays | undefined, index: number): Delay | undefined {
-  if (delays === undefined) return undefined;
-  return isDelayList(delays) ? delays[index] : delays;
+  return valueAt(delays, index);
 }
 
 /** Whether any record of the publish waits. */
 export function anyDelay(delays: RecordDelays | undefined): boolean {
-  if (delays === undefined) return false;
-  return isDelayList(delays) ? delays.some((delay) => delay !== undefined) : true;
-}
-
-function isDelayList(delays: RecordDelays): delays is readonly (Delay | undefined)[] {
-  return Array.isArray(delays);
+  return anyValue(delays);
 }
 
 /**

@@ -16,8 +16,8 @@ import type {
   QueueBackend,
   RecordFailure,
 } from './backend.js';
-import type { RecordDelays } from './delay.js';
-import { anyDelay } from './delay.js';
+import { anyValue } from '../util/per-record.js';
+import type { RecordOptions } from './record-options.js';
 import type { RecordProcessor } from './processor.js';
 import { logFailures } from './processor.js';
 
@@ -38,8 +38,11 @@ export interface IngestOptions {
   readonly consumer: string;
   readonly log: Logger;
   readonly onCommitted?: (seconds: number) => void;
-  /** Records not to run before a time (checked by checkDelay): they are published, never run inline. */
-  readonly delays?: RecordDelays | undefined;
+  /**
+   * What the publish says of its records (checked): records with a delay are published, never run inline;
+   * records with keys or idempotency ids take the queue path too, where their order and dedup are kept.
+   */
+  readonly records?: RecordOptions | undefined;
 }
 
 /**
@@ -53,9 +56,9 @@ export async function ingestRecords(
   options: IngestOptions,
 ): Promise<IngestResult> {
   if (records.length === 0) return { accepted: 0, processed: 0 };
-  if (anyDelay(options.delays)) {
-    await backend.publish(processor.queue.name, records, options.delays);
-    return { accepted: records.length, processed: 0 };
+  const given = withKeys(options.records ?? {}, processor.recordKeys(records, options.records?.keys));
+  if (anyValue(given.delays) || anyValue(given.keys) || anyValue(given.ids)) {
+    return { accepted: await backend.publish(processor.queue.name, records, given), processed: 0 };
   }
   if (backend.inline && processor.queue.inline && options.inline) {
     const started = performance.now();
@@ -171,3 +174,7 @@ async function requeue(inline: InlineIngest, claim: InlineClaim): Promise<void> 
 
 /** Internal: rolls back an isolating transaction that found more than INLINE_MAX_FAILURES failures. */
 class TooManyFailures extends Error {}
+
+function withKeys(options: RecordOptions, keys: RecordOptions['keys']): RecordOptions {
+  return keys === options.keys ? options : { ...options, keys };
+}

@@ -19,7 +19,7 @@ import type {
 } from './backend.js';
 import type { Acked } from './batch-ledger.js';
 import { BatchLedger, batchPositions, isAcked } from './batch-ledger.js';
-import type { RecordDelays } from './delay.js';
+import type { RecordOptions } from './record-options.js';
 import { StoreQueueBackend } from './store-queue.js';
 
 export interface PostgresQueueOptions {
@@ -101,8 +101,8 @@ export class PostgresQueueBackend implements QueueBackend {
     return this.#opened !== undefined && !this.#closed && (await this.#opened.store.ping());
   }
 
-  publish(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<number> {
-    return this.#queues().publish(queue, records, delays);
+  publish(queue: string, records: readonly Buffer[], options?: RecordOptions): Promise<number> {
+    return this.#queues().publish(queue, records, options);
   }
 
   registerConsumer(consumer: string, node: string): Promise<void> {

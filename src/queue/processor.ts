@@ -10,6 +10,8 @@ import { isConnectionError } from '../util/connection-errors.js';
 import type { Tx } from '../store/store.js';
 import { withDatabaseReason } from '../store/store.js';
 import { backoffDelay } from '../util/backoff.js';
+import type { PerRecord } from '../util/per-record.js';
+import { valueAt } from '../util/per-record.js';
 import type { RecordFailure } from './backend.js';
 import type { HandlerWatch } from './watchdog.js';
 import { RECORD_IDS_LOGGED } from './watchdog.js';
@@ -90,6 +92,18 @@ export class RecordProcessor {
       typeof options.abort === 'function' ? options.abort : () => options.abort as AbortSignal;
     this.#fencing = options.fencing ?? ALONE;
     this.#watch = options.watch;
+  }
+
+  /**
+   * The keys of `records` on a queue with ordering = "key": those given, and for records without one the
+   * handler module's key() when it exports one (BadRequestError when it fails). Elsewhere, `given` as is.
+   */
+  recordKeys(records: readonly Buffer[], given: PerRecord<string> | undefined): PerRecord<string> | undefined {
+    const keyOf = this.#handler.key;
+    if (this.queue.ordering !== 'key' || keyOf === undefined) return given;
+    if (given !== undefined && !Array.isArray(given)) return given;
+    const keys = records.map((record, index) => valueAt(given, index) ?? keyOf(record));
+    return keys.some((key) => key !== undefined) ? keys : undefined;
   }
 
   /**

@@ -27,7 +27,7 @@ import type {
   RecordFailure,
 } from './backend.js';
 import { Heartbeats } from '../util/heartbeats.js';
-import type { RecordDelays } from './delay.js';
+import type { RecordOptions } from './record-options.js';
 import { anyDelay, delayAt } from './delay.js';
 import type { Acked } from './batch-ledger.js';
 import { BatchLedger, batchPositions } from './batch-ledger.js';
@@ -199,8 +199,9 @@ export class RedisQueueBackend implements QueueBackend {
     }
   }
 
-  async publish(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<number> {
+  async publish(queue: string, records: readonly Buffer[], options: RecordOptions = {}): Promise<number> {
     if (records.length === 0) return 0;
+    const { delays } = options;
     const key = this.#key(queue);
     if (anyDelay(delays)) {
       // Scored by this node's clock, as claims compare them with the claiming node's (see docs/delayed-records.md).

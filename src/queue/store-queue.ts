@@ -28,6 +28,7 @@ import type {
 } from './backend.js';
 import { RECOVERED_REASON } from './backend.js';
 import type { RecordDelays } from './delay.js';
+import type { RecordOptions } from './record-options.js';
 import { anyDelay, delayAt } from './delay.js';
 import { INLINE_CLAIM, insertInlineClaim, settleInlineClaim, unpackInlineClaims } from './inline-claims.js';
 import { readQueueCounts } from './queue-counts.js';
@@ -175,8 +176,9 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     );
   }
 
-  async publish(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<number> {
+  async publish(queue: string, records: readonly Buffer[], options: RecordOptions = {}): Promise<number> {
     if (records.length === 0) return 0;
+    const { delays } = options;
     const notify = this.#notifyColumn(queue);
     await this.#store.execute(sql`
       WITH inserted AS (${

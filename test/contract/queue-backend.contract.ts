@@ -270,7 +270,7 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
     it('never claims a delayed record before its time, then delivers it once with no attempt counted', async () => {
       const { backend } = subject;
       const published = Date.now();
-      await backend.publish(queue, [bytes('later')], { delayMs: 1_500 });
+      await backend.publish(queue, [bytes('later')], { delays: { delayMs: 1_500 } });
       // Waiting: part of the depth, and counted as delayed.
       expect(await backend.stats(queue)).toMatchObject({ depth: 1, delayed: 1, inFlight: 0 });
       const { batch, at } = await claimWhenDue();
@@ -288,7 +288,7 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
       await backend.publish(
         queue,
         [bytes('now-1'), bytes('at'), bytes('now-2')],
-        [undefined, { runAt }, undefined],
+        { delays: [undefined, { runAt }, undefined] },
       );
       const first = await backend.claim(queue, 'c1', 10);
       expect(first?.records.map((r) => r.payload)).toEqual([bytes('now-1'), bytes('now-2')]);
@@ -300,7 +300,7 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
 
     it('counts the attempts of a delayed record that fails from 0, as for any record', async () => {
       const { backend } = subject;
-      await backend.publish(queue, [bytes('fails')], { delayMs: 300 });
+      await backend.publish(queue, [bytes('fails')], { delays: { delayMs: 300 } });
       const { batch } = await claimWhenDue();
       const [record] = batch.records;
       if (!record) throw new Error('no record');
@@ -311,7 +311,7 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
 
     it('an idle wait ends when the earliest delayed record is due, not at its timeout', async () => {
       const { backend } = subject;
-      await backend.publish(queue, [bytes('soon')], { delayMs: 1_000 });
+      await backend.publish(queue, [bytes('soon')], { delays: { delayMs: 1_000 } });
       expect(await backend.claim(queue, 'c1', 10)).toBeUndefined();
       const started = Date.now();
       let claimed: ClaimedBatch | undefined;

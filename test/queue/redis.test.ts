@@ -2,7 +2,7 @@
 // baton_batch_ledger holds the acknowledgements). The suite picks its own queue names: the backend's `keys`
 // map is empty, so each queue's list is the queue's name, and the keys of every queue used are deleted after.
 import type { ClaimedBatch } from '../../src/queue/backend.js';
-import type { RecordDelays } from '../../src/queue/delay.js';
+import type { RecordOptions } from '../../src/queue/record-options.js';
 import { RedisQueueBackend } from '../../src/queue/redis.js';
 import { createLogger } from '../../src/log.js';
 import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';
@@ -21,9 +21,9 @@ class TrackedRedisQueueBackend extends RedisQueueBackend {
     super(options);
   }
 
-  override publish(queue: string, records: readonly Buffer[], delays?: RecordDelays): Promise<number> {
+  override publish(queue: string, records: readonly Buffer[], options?: RecordOptions): Promise<number> {
     this.redis.track(queue);
-    return super.publish(queue, records, delays);
+    return super.publish(queue, records, options);
   }
 
   override claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {

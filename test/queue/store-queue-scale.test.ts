@@ -423,7 +423,7 @@ describe('idle waits of a store queue on PostgreSQL, while it listens', () => {
       expect(await other.claim(queue, 'c2', 10)).toBeUndefined();
       const started = performance.now();
       // Published by this node: the other one learns of it by NOTIFY, then sleeps until it is due.
-      await backend.publish(queue, [bytes('later')], { delayMs: 2_000 });
+      await backend.publish(queue, [bytes('later')], { delays: { delayMs: 2_000 } });
       let claimed: string[] = [];
       while (claimed.length === 0) {
         await other.waitForRecords(queue, 60_000, new AbortController().signal);

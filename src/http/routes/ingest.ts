@@ -20,7 +20,7 @@ export function registerIngestRoutes(app: FastifyInstance, node: HttpNode): void
       (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === 'application/x-ndjson';
     const { records, delays } = readIngestBody(body, request.headers, ndjson);
     if (records.length === 0) throw new BadRequestError('empty body: no record to accept');
-    const result = await node.ingest(queue, records, delays);
+    const result = await node.ingest(queue, records, delays === undefined ? {} : { delays });
     return reply.code(202).send({ accepted: result.accepted });
   });
 }
