@@ -137,9 +137,13 @@ export function addQueueRunners(options: {
       fencing: options.fencing,
       ...(options.watch ? { watch: options.watch } : {}),
     });
+    const backend = options.backends.backendFor(queue.name);
+    // The handler's key() keys records that arrive without a key (pushed raw to a Redis list).
+    const keyOf = (options.handlers[index] as Handler).key;
+    backend.configure(queue.name, { ordering: queue.ordering, dedupWindowMs: queue.dedupWindowMs, keyOf });
     const runner = new QueueRunner({
       processor,
-      backend: options.backends.backendFor(queue.name),
+      backend,
       store: options.backends.store,
       consumer: options.consumer,
       log: options.log,

@@ -74,8 +74,30 @@ export interface ErrorRecord {
   readonly enqueuedAt: Date;
 }
 
+/** What a backend is told of a queue's config (see configure()). */
+export interface QueueSettings {
+  /** "key": each key's records in publish order, one batch at a time per key, claims round-robin across keys. */
+  readonly ordering: 'none' | 'key';
+  /** How long an idempotency id is remembered. */
+  readonly dedupWindowMs: number;
+  /**
+   * The handler module's key(), for records that reach the queue without a key (pushed raw to a Redis list);
+   * known only where the handler is loaded (a node). Throws for a record it cannot key.
+   */
+  readonly keyOf?: ((record: Buffer) => string | undefined) | undefined;
+}
+
+/** A queue never configured: no ordering, ids remembered for a day. */
+export const DEFAULT_QUEUE_SETTINGS: QueueSettings = { ordering: 'none', dedupWindowMs: 86_400_000 };
+
 export interface QueueBackend {
   readonly kind: 'store' | 'redis' | 'postgres';
+  /**
+   * Tells the backend a queue's settings, before it publishes or claims for it: from the config when the
+   * backends open, and again with the handler's key() by a node that consumes the queue. A queue never
+   * configured has ordering "none" and the default dedup window. Synchronous: nothing is written.
+   */
+  configure(queue: string, settings: QueueSettings): void;
   /** Connects and checks the backend; BackendUnavailableError when it does not answer within the timeout. */
   start(options: { startupTimeoutMs: number }): Promise<void>;
   /** True when the backend answers now (readiness). */

@@ -195,6 +195,20 @@ async function assemble(
     await backend.start({ startupTimeoutMs: config.node.startupTimeoutMs });
   }
   const backends: QueueBackend[] = [storeQueues, ...(redis ? [redis] : []), ...foreign.values()];
+  const backendFor = (queue: string): QueueBackend => {
+    const queueConfig = config.queues[queue];
+    if (!queueConfig) throw new UnknownQueueError(queue, Object.keys(config.queues));
+    if (queueConfig.backend === 'redis' && redis) return redis;
+    const queueDatabase = queueConfig.url === undefined ? undefined : foreign.get(queueConfig.url);
+    if (queueConfig.backend === 'postgres' && queueDatabase) return queueDatabase;
+    return storeQueues;
+  };
+  for (const queue of Object.values(config.queues)) {
+    backendFor(queue.name).configure(queue.name, {
+      ordering: queue.ordering,
+      dedupWindowMs: queue.dedupWindowMs,
+    });
+  }
   const problems = async (): Promise<string[]> =>
     (await Promise.all(backends.map((backend) => backend.problems?.() ?? Promise.resolve([])))).flat();
 
@@ -211,14 +225,7 @@ async function assemble(
       deferred = false;
       return applied;
     },
-    backendFor(queue: string): QueueBackend {
-      const queueConfig = config.queues[queue];
-      if (!queueConfig) throw new UnknownQueueError(queue, Object.keys(config.queues));
-      if (queueConfig.backend === 'redis' && redis) return redis;
-      const queueDatabase = queueConfig.url === undefined ? undefined : foreign.get(queueConfig.url);
-      if (queueConfig.backend === 'postgres' && queueDatabase) return queueDatabase;
-      return storeQueues;
-    },
+    backendFor,
     async ready(): Promise<boolean> {
       const answers = await Promise.all([store.ping(), ...backends.map((backend) => backend.ready())]);
       return answers.every(Boolean);

@@ -16,6 +16,7 @@ import type {
   QueueBackend,
   QueueStats,
   RecordFailure,
+  QueueSettings,
 } from './backend.js';
 import type { Acked } from './batch-ledger.js';
 import { BatchLedger, batchPositions, isAcked } from './batch-ledger.js';
@@ -53,6 +54,8 @@ export class PostgresQueueBackend implements QueueBackend {
   readonly #ledger: BatchLedger;
   readonly #ledgerSweptAt = new Map<string, number>();
   #opened: Opened | undefined;
+  /** Queue settings told before the queue database opened, handed to its queues when it does. */
+  readonly #settings = new Map<string, QueueSettings>();
   #starting: Promise<void> | undefined;
   #closed = false;
 
@@ -89,6 +92,7 @@ export class PostgresQueueBackend implements QueueBackend {
     try {
       await applyMigrations(store, await builtinMigrations(), undefined, { log });
       const queues = new StoreQueueBackend(store, log, { ledger: this.#ledger });
+      for (const [queue, settings] of this.#settings) queues.configure(queue, settings);
       await queues.start();
       this.#opened = { store, queues };
     } catch (error) {
@@ -99,6 +103,11 @@ export class PostgresQueueBackend implements QueueBackend {
 
   async ready(): Promise<boolean> {
     return this.#opened !== undefined && !this.#closed && (await this.#opened.store.ping());
+  }
+
+  configure(queue: string, settings: QueueSettings): void {
+    this.#settings.set(queue, settings);
+    this.#opened?.queues.configure(queue, settings);
   }
 
   publish(queue: string, records: readonly Buffer[], options?: RecordOptions): Promise<number> {

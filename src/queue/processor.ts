@@ -101,7 +101,7 @@ export class RecordProcessor {
   recordKeys(records: readonly Buffer[], given: PerRecord<string> | undefined): PerRecord<string> | undefined {
     const keyOf = this.#handler.key;
     if (this.queue.ordering !== 'key' || keyOf === undefined) return given;
-    if (given !== undefined && !Array.isArray(given)) return given;
+    if (typeof given === 'string') return given;
     const keys = records.map((record, index) => valueAt(given, index) ?? keyOf(record));
     return keys.some((key) => key !== undefined) ? keys : undefined;
   }

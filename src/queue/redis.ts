@@ -25,6 +25,7 @@ import type {
   QueueBackend,
   QueueStats,
   RecordFailure,
+  QueueSettings,
 } from './backend.js';
 import { Heartbeats } from '../util/heartbeats.js';
 import type { RecordOptions } from './record-options.js';
@@ -120,6 +121,8 @@ export class RedisQueueBackend implements QueueBackend {
   readonly #unsettled = new Map<string, string>();
   #starting: Promise<void> | undefined;
   #closed = false;
+  /** What configure() told of each queue. */
+  readonly #settings = new Map<string, QueueSettings>();
 
   constructor(options: RedisQueueOptions) {
     this.#ledger = new BatchLedger(options.store);
@@ -197,6 +200,10 @@ export class RedisQueueBackend implements QueueBackend {
         `redis: ${this.#connection.url} runs with appendonly ${appendonly}, appendfsync ${appendfsync}: ${advice}`,
       );
     }
+  }
+
+  configure(queue: string, settings: QueueSettings): void {
+    this.#settings.set(queue, settings);
   }
 
   async publish(queue: string, records: readonly Buffer[], options: RecordOptions = {}): Promise<number> {

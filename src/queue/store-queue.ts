@@ -25,6 +25,7 @@ import type {
   QueueBackend,
   QueueStats,
   RecordFailure,
+  QueueSettings,
 } from './backend.js';
 import { RECOVERED_REASON } from './backend.js';
 import type { RecordDelays } from './delay.js';
@@ -146,6 +147,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   /** When each queue (or every queue: ALL_QUEUES) was last woken, and when its last claim started. */
   readonly #wokenAt = new Map<string | symbol, number>();
   readonly #claimedAt = new Map<string, number>();
+  readonly #settings = new Map<string, QueueSettings>();
 
   constructor(store: Store, log?: Logger, options: StoreQueueOptions = {}) {
     this.#store = store;
@@ -174,6 +176,10 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
         this.#listening = false;
       },
     );
+  }
+
+  configure(queue: string, settings: QueueSettings): void {
+    this.#settings.set(queue, settings);
   }
 
   async publish(queue: string, records: readonly Buffer[], options: RecordOptions = {}): Promise<number> {
