@@ -41,7 +41,7 @@ export async function insertInlineClaim(
  * first entry answers (records waiting out a back-off sort after it).
  */
 export function readyRecords(queue: string): SQL {
-  return sql`SELECT 1 FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()`;
+  return sql`SELECT 1 FROM baton_queue_records WHERE queue = ${queue} AND claimed_by IS NULL AND key IS NULL AND run_after <= now()`;
 }
 
 /**

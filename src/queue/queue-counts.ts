@@ -9,7 +9,7 @@ import { executeIn } from '../store/store.js';
 import type { QueueStats } from './backend.js';
 
 /** The figures that the counts keep: all of QueueStats but the delayed records, which change with time. */
-export type QueueCounts = Pick<QueueStats, 'depth' | 'inFlight' | 'errors'>;
+export type QueueCounts = Pick<QueueStats, 'depth' | 'inFlight' | 'errors' | 'deduplicated'>;
 
 /** A read that finds more rows than this for a queue folds them (each is one statement's change). */
 const COMPACT_AT_ROWS = 64;
@@ -18,13 +18,15 @@ const COMPACT_AT_ROWS = 64;
 export async function readQueueCounts(store: Store, queue: string): Promise<QueueCounts> {
   const [row] = await store.execute(sql`
     SELECT coalesce(sum(depth), 0)::text AS depth, coalesce(sum(in_flight), 0)::text AS in_flight,
-           coalesce(sum(errors), 0)::text AS errors, count(*)::int AS parts
+           coalesce(sum(errors), 0)::text AS errors, coalesce(sum(deduplicated), 0)::text AS deduplicated,
+           count(*)::int AS parts
     FROM baton_queue_counts WHERE queue = ${queue}`);
   if (Number(row?.['parts'] ?? 0) > COMPACT_AT_ROWS) await compactQueueCounts(store, queue);
   return {
     depth: Number(row?.['depth'] ?? 0),
     inFlight: Number(row?.['in_flight'] ?? 0),
     errors: Number(row?.['errors'] ?? 0),
+    deduplicated: Number(row?.['deduplicated'] ?? 0),
   };
 }
 
@@ -41,10 +43,11 @@ export async function compactQueueCounts(store: Store, queue: string): Promise<v
     if (lock?.['taken'] !== true) return;
     await executeIn(
       tx,
-      sql`WITH folded AS (DELETE FROM baton_queue_counts WHERE queue = ${queue} RETURNING depth, in_flight, errors)
-          INSERT INTO baton_queue_counts (queue, depth, in_flight, errors)
-          SELECT ${queue}, sum(depth), sum(in_flight), sum(errors) FROM folded
-          HAVING sum(depth) <> 0 OR sum(in_flight) <> 0 OR sum(errors) <> 0`,
+      sql`WITH folded AS (
+            DELETE FROM baton_queue_counts WHERE queue = ${queue} RETURNING depth, in_flight, errors, deduplicated)
+          INSERT INTO baton_queue_counts (queue, depth, in_flight, errors, deduplicated)
+          SELECT ${queue}, sum(depth), sum(in_flight), sum(errors), sum(deduplicated) FROM folded
+          HAVING sum(depth) <> 0 OR sum(in_flight) <> 0 OR sum(errors) <> 0 OR sum(deduplicated) <> 0`,
     );
   });
 }

@@ -96,9 +96,9 @@ export async function moveToErrors(
     tx,
     sql`WITH moved AS (
           DELETE FROM baton_queue_records WHERE ${where}
-          RETURNING id, queue, payload, ${attempts} AS attempts, enqueued_at)
-        INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at)
-        SELECT queue, payload, attempts, ${error}, enqueued_at FROM moved ORDER BY id
+          RETURNING id, queue, payload, ${attempts} AS attempts, enqueued_at, key)
+        INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at, key)
+        SELECT queue, payload, attempts, ${error}, enqueued_at, key FROM moved ORDER BY id
         RETURNING id::text AS id`,
   );
   return rows.map((row) => String(row['id']));
@@ -112,6 +112,7 @@ export function toClaimedRecord(row: Row, position: number): ClaimedRecord {
     payload: toBuffer(row['payload']),
     attempts: Number(row['attempts']),
     enqueuedAt: toDate(row['enqueued_at']),
+    ...(typeof row['key'] === 'string' ? { key: row['key'] } : {}),
   };
 }
 

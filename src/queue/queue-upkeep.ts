@@ -2,7 +2,8 @@
 // the queue's counts, forgets consumers long gone, vacuums the records table once its dead rows outnumber
 // its live ones (a drained backlog leaves its index entries at the head of the index that claims walk), and
 // analyzes it when it changed by as much as it held at the last ANALYZE, so that the planner's figures follow
-// a backlog that grew or drained. PostgreSQL's autovacuum may be off, and the embedded store has none.
+// a backlog that grew or drained; it also forgets idempotency ids past their dedup window. PostgreSQL's
+// autovacuum may be off, and the embedded store has none.
 import { sql } from 'drizzle-orm';
 
 import type { Store } from '../store/store.js';
@@ -29,8 +30,16 @@ export async function keepUpQueue(store: Store, queue: string, options: { shared
         SELECT id FROM baton_consumers
         WHERE last_seen < now() - make_interval(hours => ${FORGOTTEN_CONSUMER_HOURS}) LIMIT ${PRUNE_BATCH})`);
   }
+  // Idempotency ids past their window: a record with one of them would be stored anyway (the insert replaces
+  // an expired id), so this only bounds the table.
+  await store.execute(sql`
+    DELETE FROM baton_queue_dedup WHERE (queue, id) IN (
+      SELECT queue, id FROM baton_queue_dedup WHERE queue = ${queue} AND expires_at < now() LIMIT ${PRUNE_BATCH})`);
   if (!(await vacuumWhenDead(store, 'baton_queue_records')))
     await analyzeWhenChanged(store, 'baton_queue_records');
+  // Keys churn as records of new keys come and go; ids as they expire.
+  await vacuumWhenDead(store, 'baton_queue_keys');
+  await vacuumWhenDead(store, 'baton_queue_dedup');
 }
 
 /**

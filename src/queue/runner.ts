@@ -220,8 +220,13 @@ export class QueueRunner implements Component {
     const observe = (outcome: BatchOutcome): void =>
       this.#onBatch?.((performance.now() - started) / 1000, outcome);
     let failures: RecordFailure[];
+    let heldBack: ClaimedRecord[] = [];
     try {
-      failures = await this.#commit(batch, batch.records);
+      if (this.#processor.queue.ordering === 'key') {
+        ({ failures, heldBack } = await this.#commitInOrder(batch, groupedByKey(batch.records)));
+      } else {
+        failures = await this.#commit(batch, batch.records);
+      }
     } catch (error) {
       observe('rolled_back');
       if (isAbort(error)) {
@@ -246,8 +251,10 @@ export class QueueRunner implements Component {
     }
     observe(failures.length === 0 ? 'committed' : 'partial');
     const processor = this.#processor;
-    processor.counters.processed += batch.records.length - failures.length;
+    processor.counters.processed += batch.records.length - failures.length - heldBack.length;
     processor.counters.failed += failures.length;
+    // Given back before the failures are settled: a key's failed record then goes back in front of them.
+    if (heldBack.length > 0) await this.#backend.release(batch, heldBack);
     const moved = await this.#backend.complete(batch, failures);
     logFailures(this.#log, this.queue, failures, moved);
   }
@@ -280,6 +287,51 @@ export class QueueRunner implements Component {
       ...(await this.#commit(batch, records.slice(0, middle))),
       ...(await this.#commit(batch, records.slice(middle))),
     ];
+  }
+
+  /**
+   * An ordered queue's batch (records grouped by key, each key's in order): as #commit, but halves are only
+   * ever split in transactions of their own, run in order, and once a record of a key failed, the records of
+   * that key after it do not run: they are held back, to be given back to the queue behind the failed record
+   * (which waits out its back-off, or goes to the error queue) without an attempt counted.
+   */
+  async #commitInOrder(
+    batch: ClaimedBatch,
+    records: readonly ClaimedRecord[],
+  ): Promise<{ failures: RecordFailure[]; heldBack: ClaimedRecord[] }> {
+    const failures: RecordFailure[] = [];
+    const heldBack: ClaimedRecord[] = [];
+    const failedKeys = new Set<string>();
+    const run = async (slice: readonly ClaimedRecord[]): Promise<void> => {
+      const live: ClaimedRecord[] = [];
+      for (const record of slice) {
+        if (record.key !== undefined && failedKeys.has(record.key)) heldBack.push(record);
+        else live.push(record);
+      }
+      if (live.length === 0) return;
+      try {
+        await this.#transact(batch, live, 'whole');
+        return;
+      } catch (error) {
+        if (isAbort(error) || error instanceof ClaimLostError || error instanceof BackendUnavailableError)
+          throw error;
+        if (live.length === 1) {
+          const record = live[0] as ClaimedRecord;
+          failures.push({
+            record,
+            error: describeError(error),
+            retryAt: this.#processor.retryAt(record.attempts),
+          });
+          if (record.key !== undefined) failedKeys.add(record.key);
+          return;
+        }
+      }
+      const middle = Math.ceil(live.length / 2);
+      await run(live.slice(0, middle));
+      await run(live.slice(middle));
+    };
+    await run(records);
+    return { failures, heldBack };
   }
 
   /**
@@ -352,4 +404,19 @@ export class QueueRunner implements Component {
 
 function isAbort(error: unknown): boolean {
   return error instanceof WorkAbortedError || (error instanceof Error && error.name === 'AbortError');
+}
+
+/**
+ * The records of a batch grouped by key, the keys in the order of their first record, each key's records in
+ * their order (a record without a key is a group of its own): what processBatch is given on an ordered queue.
+ */
+export function groupedByKey(records: readonly ClaimedRecord[]): ClaimedRecord[] {
+  const groups = new Map<string | ClaimedRecord, ClaimedRecord[]>();
+  for (const record of records) {
+    const group = record.key ?? record;
+    const members = groups.get(group);
+    if (members) members.push(record);
+    else groups.set(group, [record]);
+  }
+  return [...groups.values()].flat();
 }

@@ -10,7 +10,7 @@ import { sql } from 'drizzle-orm';
 
 import type { Logger } from '../log.js';
 import { batonChannel } from '../store/baton-schema.js';
-import type { Store, Tx } from '../store/store.js';
+import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import { Heartbeats } from '../util/heartbeats.js';
 import { ClaimLostError, describeError } from '../errors.js';
@@ -27,10 +27,11 @@ import type {
   RecordFailure,
   QueueSettings,
 } from './backend.js';
-import { RECOVERED_REASON } from './backend.js';
-import type { RecordDelays } from './delay.js';
+import { DEFAULT_QUEUE_SETTINGS, RECOVERED_REASON } from './backend.js';
 import type { RecordOptions } from './record-options.js';
-import { anyDelay, delayAt } from './delay.js';
+import { anyValue } from '../util/per-record.js';
+import { insertRecordsStatement } from './store-insert.js';
+import { claimKeyedStatement, removeEmptyKeys, saveQueueSettings } from './store-keys.js';
 import { INLINE_CLAIM, insertInlineClaim, settleInlineClaim, unpackInlineClaims } from './inline-claims.js';
 import { readQueueCounts } from './queue-counts.js';
 import type { ClaimLedger } from './queue-tables.js';
@@ -83,6 +84,11 @@ const DUE_WAIT_MS = 50;
  * past the due ones): beyond, it says so (`delayedCapped`), so that reading the figure stays bounded.
  */
 export const DELAYED_COUNT_CAP = 10_000;
+/**
+ * How long an idle consumer of an ordered queue waits at most: a key freed by another node, or whose failed
+ * head becomes due, wakes nobody.
+ */
+const KEYED_POLL_MS = 250;
 /** A claim of ours older than this that no batch in memory holds was lost in transit: it is given back. */
 const UNKNOWN_CLAIM_GRACE_MS = 5_000;
 
@@ -108,7 +114,7 @@ export function claimStatement(
     UPDATE baton_queue_records SET claimed_by = ${consumer}, claimed_at = now()${setBatch}
     WHERE id = ANY(ARRAY(
       SELECT id FROM baton_queue_records
-      WHERE queue = ${queue} AND claimed_by IS NULL AND run_after <= now()
+      WHERE queue = ${queue} AND claimed_by IS NULL AND key IS NULL AND run_after <= now()
       ORDER BY run_after, id LIMIT ${max}
       FOR UPDATE SKIP LOCKED))
     RETURNING id::text AS id, payload, attempts, enqueued_at${orphaned}`;
@@ -122,7 +128,7 @@ export function countDelayedStatement(queue: string): SQL {
   return sql`
     SELECT count(*)::int AS n FROM (
       SELECT 1 FROM baton_queue_records
-      WHERE queue = ${queue} AND claimed_by IS NULL AND run_after > now()
+      WHERE queue = ${queue} AND claimed_by IS NULL AND key IS NULL AND run_after > now()
       ORDER BY run_after, id LIMIT ${DELAYED_COUNT_CAP + 1}) AS ahead`;
 }
 
@@ -148,6 +154,8 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   readonly #wokenAt = new Map<string | symbol, number>();
   readonly #claimedAt = new Map<string, number>();
   readonly #settings = new Map<string, QueueSettings>();
+  /** The settings saveQueueSettings() wrote for each queue. */
+  readonly #saved = new Map<string, QueueSettings>();
 
   constructor(store: Store, log?: Logger, options: StoreQueueOptions = {}) {
     this.#store = store;
@@ -182,19 +190,29 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     this.#settings.set(queue, settings);
   }
 
+  /**
+   * Before its first claim of a queue, this process writes the queue's settings for writers without a node
+   * (see saveQueueSettings), once.
+   */
+  async #saveSettings(queue: string, settings: QueueSettings): Promise<void> {
+    if (this.#saved.get(queue) === settings) return;
+    await saveQueueSettings(this.#store, queue, settings);
+    this.#saved.set(queue, settings);
+  }
+
   async publish(queue: string, records: readonly Buffer[], options: RecordOptions = {}): Promise<number> {
     if (records.length === 0) return 0;
-    const { delays } = options;
     const notify = this.#notifyColumn(queue);
-    await this.#store.execute(sql`
-      WITH inserted AS (${
-        anyDelay(delays)
-          ? insertDelayed(queue, records, delays)
-          : sql`
-        INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, unnest(${sql.param(records)}::bytea[])`
-      }
-        RETURNING 1)
-      SELECT count(*) AS n${notify} FROM inserted`);
+    if (anyValue(options.delays) || anyValue(options.keys) || anyValue(options.ids)) {
+      const settings = this.#settings.get(queue) ?? DEFAULT_QUEUE_SETTINGS;
+      await this.#store.execute(insertRecordsStatement({ queue, records, options, settings, notify }));
+    } else {
+      await this.#store.execute(sql`
+        WITH inserted AS (
+          INSERT INTO baton_queue_records (queue, payload) SELECT ${queue}, unnest(${sql.param(records)}::bytea[])
+          RETURNING 1)
+        SELECT count(*) AS n${notify} FROM inserted`);
+    }
     this.#wake(queue);
     return records.length;
   }
@@ -221,9 +239,21 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
     const id = randomUUID();
     this.#claimedAt.set(queue, performance.now());
-    const rows = await this.#store.execute(
-      claimStatement(queue, consumer, max, { batchId: this.#ledger ? id : undefined }),
-    );
+    const settings = this.#settings.get(queue) ?? DEFAULT_QUEUE_SETTINGS;
+    await this.#saveSettings(queue, settings);
+    const batchId = this.#ledger ? id : undefined;
+    let rows: Row[];
+    if (settings.ordering === 'key') {
+      const found = await this.#store.execute(claimKeyedStatement(queue, consumer, max, { batchId }));
+      rows = found.filter((row) => row['empty'] !== true);
+      const empty = found.filter((row) => row['empty'] === true).map((row) => String(row['key']));
+      // Keys found empty are removed after the claim; one left for later costs a later claim a look.
+      await removeEmptyKeys(this.#store, queue, empty).catch((error: unknown) => {
+        this.#log?.debug({ queue, err: describeError(error) }, `queue "${queue}": empty keys not removed`);
+      });
+    } else {
+      rows = await this.#store.execute(claimStatement(queue, consumer, max, { batchId }));
+    }
     if (rows.length === 0) return undefined;
     // In id order: a ledger's positions must mean the same records at acknowledgement and at recovery.
     const records = rows.sort(byNumericId).map((row, position) => ({
@@ -253,8 +283,14 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     }
   }
 
-  complete(batch: ClaimedBatch, failures: readonly RecordFailure[]): Promise<ReadonlyMap<string, string>> {
-    return this.settle(batch, { failures });
+  async complete(
+    batch: ClaimedBatch,
+    failures: readonly RecordFailure[],
+  ): Promise<ReadonlyMap<string, string>> {
+    const moved = await this.settle(batch, { failures });
+    // The batch's keys are free again: this process's other consumers of the queue may take them at once.
+    if (batch.records.some((record) => record.key !== undefined)) this.#wake(batch.queue);
+    return moved;
   }
 
   async release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
@@ -315,10 +351,10 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
                                    ${sql.param(dead.map((failure) => failure.error))}::text[]) AS f(id, error)),
             moved AS (
               DELETE FROM baton_queue_records AS r USING f WHERE r.id = f.id AND ${ours}
-              RETURNING r.id, r.queue, r.payload, r.attempts + 1 AS attempts, f.error, r.enqueued_at),
+              RETURNING r.id, r.queue, r.payload, r.attempts + 1 AS attempts, f.error, r.enqueued_at, r.key),
             inserted AS (
-              INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at)
-              SELECT queue, payload, attempts, error, enqueued_at FROM moved ORDER BY id
+              INSERT INTO baton_queue_errors (queue, payload, attempts, error, enqueued_at, key)
+              SELECT queue, payload, attempts, error, enqueued_at, key FROM moved ORDER BY id
               RETURNING id)
             SELECT m.id::text AS record, i.id::text AS error
             FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM moved) AS m
@@ -450,10 +486,13 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     try {
       const [row] = await this.#store.execute(sql`
         SELECT ceil(extract(epoch FROM run_after - now()) * 1000)::float8 AS ms FROM baton_queue_records
-        WHERE queue = ${queue} AND claimed_by IS NULL ORDER BY run_after, id LIMIT 1`);
-      if (!row) return maxMs;
+        WHERE queue = ${queue} AND claimed_by IS NULL AND key IS NULL ORDER BY run_after, id LIMIT 1`);
+      // Keyed records wait by key, outside that index: an ordered queue looks again at least every KEYED_POLL_MS.
+      const ordered = this.#settings.get(queue)?.ordering === 'key';
+      const limit = ordered ? Math.min(maxMs, KEYED_POLL_MS) : maxMs;
+      if (!row) return limit;
       const ms = Number(row['ms']);
-      return Math.min(maxMs, ms > 0 ? ms : DUE_WAIT_MS);
+      return Math.min(limit, ms > 0 ? ms : DUE_WAIT_MS);
     } catch {
       // The claim that follows reports what is wrong with the store; until then, the embedded store's poll.
       return Math.min(maxMs, 500);
@@ -510,14 +549,19 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
       : sql`queue = ${queue}`;
     // The other nodes' consumers are woken as by a publish: idle, they wait for a NOTIFY up to seconds.
     const notify = this.#notifyColumn(queue);
+    // A keyed record goes back to the end of its key, behind the records that followed it meanwhile.
+    const ordered = (this.#settings.get(queue) ?? DEFAULT_QUEUE_SETTINGS).ordering === 'key';
     const [row] = await this.#store.execute(sql`
       WITH moved AS (
         DELETE FROM baton_queue_errors
         WHERE id IN (SELECT id FROM baton_queue_errors WHERE ${chosen} ORDER BY id LIMIT ${options.limit} FOR UPDATE SKIP LOCKED)
-        RETURNING id, queue, payload, enqueued_at),
+        RETURNING id, queue, payload, enqueued_at, CASE WHEN ${ordered}::boolean THEN key END AS key),
+      turns AS (
+        INSERT INTO baton_queue_keys AS keys (queue, key) SELECT DISTINCT queue, key FROM moved WHERE key IS NOT NULL
+        ON CONFLICT (queue, key) DO UPDATE SET turn = keys.turn),
       inserted AS (
-        INSERT INTO baton_queue_records (queue, payload, enqueued_at)
-        SELECT queue, payload, enqueued_at FROM moved ORDER BY id
+        INSERT INTO baton_queue_records (queue, payload, enqueued_at, key)
+        SELECT queue, payload, enqueued_at, key FROM moved ORDER BY id
         RETURNING id)
       SELECT count(*) AS n${notify} FROM inserted`);
     const replayed = Number(row?.['n'] ?? 0);
@@ -579,27 +623,4 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     this.#listening = false;
     this.#wakeups.removeAllListeners();
   }
-}
-
-/**
- * The INSERT of a publish whose records carry delays: run_after is the database's now() plus the delay, or
- * the time given (never before now(): a time past runs at once, behind records already due).
- */
-function insertDelayed(queue: string, records: readonly Buffer[], delays: RecordDelays | undefined): SQL {
-  const afterMs: Array<number | null> = [];
-  const times: Array<string | null> = [];
-  records.forEach((_, index) => {
-    const delay = delayAt(delays, index);
-    afterMs.push(delay && 'delayMs' in delay ? delay.delayMs : null);
-    times.push(delay && 'runAt' in delay ? delay.runAt.toISOString() : null);
-  });
-  return sql`
-    INSERT INTO baton_queue_records (queue, payload, run_after)
-    SELECT ${queue}, p, CASE
-        WHEN d IS NOT NULL THEN now() + d * interval '1 millisecond'
-        WHEN t IS NOT NULL THEN greatest(now(), t)
-        ELSE now() END
-    FROM unnest(${sql.param(records)}::bytea[], ${sql.param(afterMs)}::float8[], ${sql.param(times)}::timestamptz[])
-         WITH ORDINALITY AS u(p, d, t, n)
-    ORDER BY n`;
 }

@@ -98,8 +98,9 @@ describe.each(Object.keys(STORES))('store queue at scale on %s', (kind) => {
 
   async function expectExact(expected: QueueCounts): Promise<void> {
     expect(await counted()).toEqual(expected);
-    const { delayed, delayedCapped, ...counts } = await subject.backend.stats(queue);
+    const { delayed, delayedCapped, deduplicated, ...counts } = await subject.backend.stats(queue);
     expect(counts).toEqual(expected);
+    expect(deduplicated).toBe(0);
     // Counted by the index walk: the waiting records not due yet, as a count of the rows says.
     const [row] = await subject.store.execute(sql`
       SELECT count(*)::int AS n FROM baton_queue_records

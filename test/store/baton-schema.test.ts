@@ -105,6 +105,9 @@ async function oldLayout(store: Store): Promise<void> {
 /** Tables of Baton's migrations after 0010, created in its schema from the start. */
 const LATER_TABLES = [
   'baton_queue_counts',
+  'baton_queue_dedup',
+  'baton_queue_keys',
+  'baton_queue_settings',
   'baton_schedule_state',
   'baton_schedule_ticks',
   'baton_workflow_executions',
