@@ -15,7 +15,9 @@ import type { NewMigration, SchemaUpdate } from '../handler/schema.js';
 import { makeMigration } from '../handler/schema.js';
 import type { ErrorPage, ErrorRecord, QueueInfo } from '../queue/backend.js';
 import type { PublishOptions } from '../queue/delay.js';
-import { checkDelay, DELAY_HEADER, RUN_AT_HEADER } from '../queue/delay.js';
+import { DELAY_HEADER, delayAt, ENVELOPE_HEADER, RUN_AT_HEADER } from '../queue/delay.js';
+import { IDEMPOTENCY_HEADER, KEY_HEADER, toRecordOptions } from '../queue/record-options.js';
+import { anyValue, valueAt } from '../util/per-record.js';
 import type { CountersByQueue } from '../queue/processor.js';
 import { countersReply, errorsReply, queuesReply } from '../queue/wire.js';
 import type { QueryResult } from '../store/store.js';
@@ -80,22 +82,40 @@ export class HttpAdmin implements Admin {
   }
 
   async publish(queue: string, records: readonly Buffer[], options?: PublishOptions): Promise<number> {
-    // Checked here too, so that a bad delay fails the same way in-process and remote, before any request.
-    const delay = checkDelay(options);
-    const headers: Record<string, string> =
-      delay === undefined
+    // Checked here too, so that bad options fail the same way in-process and remote, before any request.
+    const { delays, keys, ids } = toRecordOptions(options, records.length);
+    const delay = delayAt(delays, 0);
+    const headers: Record<string, string> = {
+      ...(delay === undefined
         ? {}
         : 'delayMs' in delay
           ? { [DELAY_HEADER]: String(delay.delayMs) }
-          : { [RUN_AT_HEADER]: delay.runAt.toISOString() };
+          : { [RUN_AT_HEADER]: delay.runAt.toISOString() }),
+      ...(typeof keys === 'string' ? { [KEY_HEADER]: keys } : {}),
+    };
     const single = records.length === 1 ? records[0] : undefined;
-    const body: RequestOptions = single
-      ? { body: single, contentType: 'application/octet-stream', headers }
-      : {
-          body: Buffer.concat(records.flatMap((record) => [record, Buffer.from('\n')])),
-          contentType: 'application/x-ndjson',
-          headers,
-        };
+    const id = single ? valueAt(ids, 0) : undefined;
+    let body: RequestOptions;
+    if (single) {
+      const idHeader = id === undefined ? {} : { [IDEMPOTENCY_HEADER]: id };
+      body = { body: single, contentType: 'application/octet-stream', headers: { ...headers, ...idHeader } };
+    } else if (anyValue(ids)) {
+      // One envelope per line, each with its own id (and the bytes in base64: any byte may be in a record).
+      const lines = records.map((record, index) =>
+        JSON.stringify({ record_base64: record.toString('base64'), id: valueAt(ids, index) }),
+      );
+      body = {
+        body: Buffer.from(`${lines.join('\n')}\n`),
+        contentType: 'application/x-ndjson',
+        headers: { ...headers, [ENVELOPE_HEADER]: 'json' },
+      };
+    } else {
+      body = {
+        body: Buffer.concat(records.flatMap((record) => [record, Buffer.from('\n')])),
+        contentType: 'application/x-ndjson',
+        headers,
+      };
+    }
     return (await this.#client.call(acceptedReply, 'POST', `${queuePath(queue)}/records`, body)).accepted;
   }
 

@@ -21,7 +21,7 @@ export function formatTable(columns: readonly string[], rows: ReadonlyArray<read
 export function queuesTable(queues: readonly QueueInfo[]): string {
   const dash = (value: number | undefined): string => (value === undefined ? '-' : String(value));
   return formatTable(
-    ['queue', 'backend', 'depth', 'delayed', 'in flight', 'processed', 'failed', 'errors'],
+    ['queue', 'backend', 'depth', 'delayed', 'in flight', 'processed', 'failed', 'errors', 'deduplicated'],
     queues.map((q) => [
       q.name,
       q.backend,
@@ -31,6 +31,7 @@ export function queuesTable(queues: readonly QueueInfo[]): string {
       dash(q.processed),
       dash(q.failed),
       String(q.errors),
+      String(q.deduplicated ?? 0),
     ]),
   );
 }

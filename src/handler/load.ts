@@ -7,7 +7,7 @@ import { isAbsolute } from 'node:path';
 import type { ResolvedConfig } from '../config/types.js';
 import { BadRequestError, ConfigError, describeError, UnknownQueueError } from '../errors.js';
 import type { Handler, HandlerContext, HandlerModule, KeyFn, ProcessBatchFn, ProcessFn } from './handler.js';
-import { checkKey } from '../queue/record-options.js';
+import { checkKey } from '../util/record-key.js';
 import type { Tx } from '../store/store.js';
 import { importModule } from '../util/import-module.js';
 
@@ -49,7 +49,10 @@ export async function loadHandler(queue: string, path: string, file?: string): P
     throw new ConfigError(`handler module ${path}: registerCommands is not a function`, where);
   }
   if (module.key !== undefined && typeof module.key !== 'function') {
-    throw new ConfigError(`handler module ${path}: key must be a function (record: Buffer) => string | null`, where);
+    throw new ConfigError(
+      `handler module ${path}: key must be a function (record: Buffer) => string | null`,
+      where,
+    );
   }
   const schema = module.schema ?? {};
   if (typeof schema !== 'object' || schema === null) {

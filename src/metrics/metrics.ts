@@ -62,6 +62,12 @@ export class NodeMetrics {
       labelNames: ['queue'],
       read: async () => (await queues()).map((queue) => [{ queue: queue.name }, queue.failed ?? 0]),
     });
+    totalCounter(registry, {
+      name: 'baton_records_deduplicated_total',
+      help: 'Records dropped as duplicates of an idempotency id seen within the dedup window, per queue (the backend keeps the count).',
+      labelNames: ['queue'],
+      read: async () => (await queues()).map((queue) => [{ queue: queue.name }, queue.deduplicated ?? 0]),
+    });
     gauge(registry, 'baton_queue_depth', 'Records waiting in the queue (not claimed).', ['queue'], async () =>
       (await queues()).map((queue) => [{ queue: queue.name }, queue.depth]),
     );

@@ -217,7 +217,11 @@ export class BatonNode implements HttpNode {
   }
 
   /** Accepts records into a queue: processed inline when the queue's backend offers it, else queued. */
-  async ingest(queue: string, records: readonly Buffer[], options: RecordOptions = {}): Promise<IngestResult> {
+  async ingest(
+    queue: string,
+    records: readonly Buffer[],
+    options: RecordOptions = {},
+  ): Promise<IngestResult> {
     const processor = this.#processors.get(queue);
     if (!processor) throw new UnknownQueueError(queue, this.queueNames);
     // Refused with the reason and Retry-After, rather than with the database's refusal of the write.

@@ -7,7 +7,9 @@ import { PgDialect } from 'drizzle-orm/pg-core';
 
 import { DEFAULT_STORE_SCHEMA, QUEUE_NAME_PATTERN, STORE_SCHEMA_PATTERN } from '../config/schema.js';
 import { BadRequestError } from '../errors.js';
-import { batonChannel, quotedSchema } from '../store/baton-schema.js';
+import { batonChannel } from '../store/baton-schema.js';
+import { checkPerRecord } from './record-options.js';
+import { insertRecordsStatement } from './store-insert.js';
 import { WAKEUP_CHANNEL } from './store-queue.js';
 
 /** A node-postgres client (or PoolClient) in a transaction, or anything with the same `query`. */
@@ -27,6 +29,12 @@ export interface EnqueueOptions {
   readonly delayMs?: number | undefined;
   /** Not claimed before this time. */
   readonly runAt?: Date | undefined;
+  /** The key of every record (a queue with ordering = "key" keeps each key's records in order). */
+  readonly key?: string | undefined;
+  /** The key of each record, one per record (instead of `key`). */
+  readonly keys?: readonly (string | undefined)[] | undefined;
+  /** The idempotency id of each record, one per record: an id seen within the queue's dedup window is dropped. */
+  readonly ids?: readonly (string | undefined)[] | undefined;
 }
 
 const dialect = new PgDialect();
@@ -58,22 +66,28 @@ export async function enqueue(
   if (options.runAt !== undefined && Number.isNaN(options.runAt.getTime())) {
     throw new BadRequestError('enqueue: runAt is an invalid date');
   }
+  if (options.key !== undefined && options.keys !== undefined) {
+    throw new BadRequestError('enqueue: give key or keys, not both');
+  }
   if (records.length === 0) return 0;
   const payloads = records.map((record) => Buffer.from(record));
-  const delayMs = options.delayMs ?? null;
-  const runAt = options.runAt?.toISOString() ?? null;
-  // run_after: now() plus the delay, or the time (never before now()); then a NOTIFY for idle consumers,
-  // which PostgreSQL delivers at the commit.
-  const statement = sql`
-    WITH inserted AS (
-      INSERT INTO ${sql.raw(`${quotedSchema(schema)}.baton_queue_records`)} (queue, payload, run_after)
-      SELECT ${queue}, p, CASE
-          WHEN ${delayMs}::float8 IS NOT NULL THEN now() + ${delayMs}::float8 * interval '1 millisecond'
-          WHEN ${runAt}::timestamptz IS NOT NULL THEN greatest(now(), ${runAt}::timestamptz)
-          ELSE now() END
-      FROM unnest(${sql.param(payloads)}::bytea[]) AS p
-      RETURNING 1)
-    SELECT count(*) AS n, pg_notify(${batonChannel(schema, WAKEUP_CHANNEL)}, ${queue}) FROM inserted`;
+  const delay =
+    options.delayMs !== undefined && options.delayMs > 0
+      ? { delayMs: Math.ceil(options.delayMs) }
+      : options.runAt !== undefined
+        ? { runAt: options.runAt }
+        : undefined;
+  const keys = checkPerRecord(options.key ?? options.keys, payloads.length, 'enqueue: keys');
+  const ids = checkPerRecord(options.ids, payloads.length, 'enqueue: ids');
+  // The queue's ordering and dedup window are read from what its nodes wrote (baton_queue_settings); the
+  // NOTIFY for idle consumers is delivered at the commit.
+  const statement = insertRecordsStatement({
+    queue,
+    records: payloads,
+    options: { ...(delay ? { delays: delay } : {}), keys, ids },
+    schema,
+    notify: sql`, pg_notify(${batonChannel(schema, WAKEUP_CHANNEL)}, ${queue})`,
+  });
   if (isClient(tx)) {
     const query = dialect.sqlToQuery(statement);
     await tx.query(query.sql, [...query.params]);

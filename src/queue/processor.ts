@@ -98,7 +98,10 @@ export class RecordProcessor {
    * The keys of `records` on a queue with ordering = "key": those given, and for records without one the
    * handler module's key() when it exports one (BadRequestError when it fails). Elsewhere, `given` as is.
    */
-  recordKeys(records: readonly Buffer[], given: PerRecord<string> | undefined): PerRecord<string> | undefined {
+  recordKeys(
+    records: readonly Buffer[],
+    given: PerRecord<string> | undefined,
+  ): PerRecord<string> | undefined {
     const keyOf = this.#handler.key;
     if (this.queue.ordering !== 'key' || keyOf === undefined) return given;
     if (typeof given === 'string') return given;

@@ -6,6 +6,7 @@ import { BadRequestError } from '../errors.js';
 import type { PerRecord } from '../util/per-record.js';
 import type { Delay, PublishOptions } from './delay.js';
 import { checkDelay } from './delay.js';
+import { checkKey } from '../util/record-key.js';
 
 /** What a publish says of its records, each part checked already (checkDelay, checkKey, checkRecordId). */
 export interface RecordOptions {
@@ -17,28 +18,10 @@ export interface RecordOptions {
   readonly ids?: PerRecord<string> | undefined;
 }
 
-/** The longest key or idempotency id accepted, in bytes of UTF-8. */
-export const MAX_KEY_BYTES = 512;
-
-/**
- * A record's key or idempotency id as a caller gave it: a non-empty string of at most MAX_KEY_BYTES bytes
- * without control characters. BadRequestError naming `name` otherwise.
- */
-export function checkKey(value: unknown, name: string): string {
-  if (typeof value !== 'string' || value.length === 0) {
-    throw new BadRequestError(`${name}: expected a non-empty string, got ${JSON.stringify(value)}`);
-  }
-  if (Buffer.byteLength(value) > MAX_KEY_BYTES) {
-    throw new BadRequestError(
-      `${name}: at most ${MAX_KEY_BYTES} bytes, got ${Buffer.byteLength(value)} (starting "${value.slice(0, 40)}")`,
-    );
-  }
-  // eslint-disable-next-line no-control-regex -- control characters are what this refuses
-  if (/[\u0000-\u001f\u007f]/.test(value)) {
-    throw new BadRequestError(`${name}: control characters are not allowed (got ${JSON.stringify(value)})`);
-  }
-  return value;
-}
+/** HTTP ingest: the key of every record of the request. */
+export const KEY_HEADER = 'baton-key';
+/** HTTP ingest: the idempotency id of the request's record (record n of several: `<id>#n`, from 1). */
+export const IDEMPOTENCY_HEADER = 'idempotency-key';
 
 /** A checked value for every record, or the one given for all: see checkKey. */
 export function checkPerRecord(

@@ -17,6 +17,7 @@ export function queueJson(queue: QueueInfo): Record<string, unknown> {
     processed: queue.processed ?? null,
     failed: queue.failed ?? null,
     errors: queue.errors,
+    deduplicated: queue.deduplicated ?? 0,
     error_queue: errorQueueName(queue.name),
   };
 }
@@ -38,6 +39,8 @@ export const queueSchema = z
     processed: counter,
     failed: counter,
     errors: z.number(),
+    // Absent from the answers of nodes older than idempotency ids.
+    deduplicated: z.number().default(0),
   })
   .transform((queue): QueueInfo => ({
     name: queue.name,
@@ -49,6 +52,7 @@ export const queueSchema = z
     processed: queue.processed,
     failed: queue.failed,
     errors: queue.errors,
+    deduplicated: queue.deduplicated,
   }));
 
 export const queuesReply = z.object({ queues: z.array(queueSchema) });

@@ -9,6 +9,7 @@ import { UnknownErrorRecordError } from '../../errors.js';
 import { errorQueueName } from '../../queue/backend.js';
 import type { PublishOptions } from '../../queue/delay.js';
 import { checkDelay, parseDuration, parseTime } from '../../queue/delay.js';
+import { checkKey } from '../../util/record-key.js';
 import type { CliContext } from '../context.js';
 import { formatTable, progressBar, queuesTable, recordPreview } from '../output.js';
 import { readLineBatches } from '../stdin.js';
@@ -19,6 +20,8 @@ interface PublishFlags {
   file?: string;
   delay?: string;
   at?: string;
+  key?: string;
+  id?: string;
   json?: boolean;
 }
 
@@ -26,11 +29,20 @@ interface PublishFlags {
  * --delay / --at as publish takes them, checked before anything is read or sent. A delay counts from when
  * each batch is stored (a long file's last lines wait from their own publish, never less than asked).
  */
-function publishOptions(flags: PublishFlags): PublishOptions | undefined {
+function publishOptions(flags: PublishFlags): PublishOptions {
   const delayMs = flags.delay === undefined ? undefined : parseDuration(flags.delay, '--delay');
   const runAt = flags.at === undefined ? undefined : parseTime(flags.at, '--at');
   checkDelay({ delayMs, runAt }, { delay: '--delay', at: '--at' });
-  return { delayMs, runAt };
+  if (flags.key !== undefined) checkKey(flags.key, '--key');
+  if (flags.id !== undefined) checkKey(flags.id, '--id');
+  return { delayMs, runAt, key: flags.key };
+}
+
+/** The ids --id gives records `first`… of a batch of `count`: `<id>#n` (from 1) when read from lines. */
+function lineIds(id: string | undefined, first: number, count: number): PublishOptions['ids'] {
+  return id === undefined
+    ? undefined
+    : Array.from({ length: count }, (_, index) => `${id}#${first + index + 1}`);
 }
 const REPLAY_CHUNK = 500;
 
@@ -48,6 +60,11 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
     )
     .option('--delay <duration>', 'run the records no sooner than this from now (30s, 500ms, 5m, 2h, 1d)')
     .option('--at <time>', 'run the records no sooner than this time (ISO 8601 with an offset)')
+    .option('--key <key>', 'the key of the records (ordering = "key" keeps each key\'s records in order)')
+    .option(
+      '--id <id>',
+      'idempotency id: a record with an id seen within the dedup window is dropped (line n of many: <id>#n)',
+    )
     .option('--json', 'print the result as JSON')
     .action(async (queue: string, record: string | undefined, options: PublishFlags) => {
       if ((record === undefined) === (options.file === undefined)) {
@@ -55,13 +72,21 @@ export function registerRecordCommands(program: Command, ctx: CliContext): void 
       }
       const when = publishOptions(options);
       const accepted = await ctx.withAdmin(async (admin) => {
-        if (record !== undefined && record !== '-') return admin.publish(queue, [Buffer.from(record)], when);
+        if (record !== undefined && record !== '-') {
+          const ids = options.id === undefined ? undefined : [options.id];
+          return admin.publish(queue, [Buffer.from(record)], { ...when, ids });
+        }
         const source = options.file === undefined ? undefined : await openRecordFile(options.file);
         const progress =
           source && !options.json ? progressBar(ctx.io.stderr, 'publishing (bytes)', source.size) : undefined;
         let total = 0;
+        let read = 0;
         for await (const batch of readLineBatches(source?.stream ?? ctx.io.stdin, PUBLISH_BATCH)) {
-          total += await admin.publish(queue, batch, when);
+          total += await admin.publish(queue, batch, {
+            ...when,
+            ids: lineIds(options.id, read, batch.length),
+          });
+          read += batch.length;
           if (source) progress?.update(source.stream.bytesRead);
         }
         progress?.finish();

@@ -1,11 +1,11 @@
 // POST /v1/queues/:queue/records: a raw body is one record; `application/x-ndjson` is one record per line.
-// Records are bytes: the body is never decoded as text, except envelopes (record-delays.ts), which are JSON.
+// Records are bytes: the body is never decoded as text, except envelopes (ingest-body.ts), which are JSON.
 import type { FastifyInstance } from 'fastify';
 
 import { BadRequestError, UnknownQueueError } from '../../errors.js';
 import { needs } from '../auth.js';
 import type { HttpNode } from '../node.js';
-import { readIngestBody } from '../record-delays.js';
+import { readIngestBody } from '../ingest-body.js';
 
 export function registerIngestRoutes(app: FastifyInstance, node: HttpNode): void {
   app.removeAllContentTypeParsers();
@@ -18,9 +18,9 @@ export function registerIngestRoutes(app: FastifyInstance, node: HttpNode): void
     const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
     const ndjson =
       (request.headers['content-type'] ?? '').split(';')[0]?.trim().toLowerCase() === 'application/x-ndjson';
-    const { records, delays } = readIngestBody(body, request.headers, ndjson);
+    const { records, options } = readIngestBody(body, request.headers, ndjson);
     if (records.length === 0) throw new BadRequestError('empty body: no record to accept');
-    const result = await node.ingest(queue, records, delays === undefined ? {} : { delays });
+    const result = await node.ingest(queue, records, options);
     return reply.code(202).send({ accepted: result.accepted });
   });
 }
