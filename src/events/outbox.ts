@@ -7,8 +7,8 @@
 // appends commit in offset order, so no reader can see an offset while a lower one is still to commit. The
 // price is that every other append waits for the application's commit: send events last, just before it.
 import { InvalidEventError } from '../errors.js';
-import type { OutboxClient, OutboxDrizzle } from '../util/outbox-adapter.js';
-import { executeInOutbox, outboxSchema } from '../util/outbox-adapter.js';
+import type { OutboxClient, OutboxDrizzle } from '../store/outbox-adapter.js';
+import { executeInOutbox, outboxSchema } from '../store/outbox-adapter.js';
 import type { NormalizedEvent } from './append.js';
 import { appendedEvents, appendStatement } from './append.js';
 import type { StoredEvent } from './types.js';

@@ -7,8 +7,8 @@ import { sql } from 'drizzle-orm';
 import { QUEUE_NAME_PATTERN } from '../config/schema.js';
 import { BadRequestError } from '../errors.js';
 import { batonChannel, quotedSchema } from '../store/baton-schema.js';
-import type { OutboxClient, OutboxDrizzle } from '../util/outbox-adapter.js';
-import { executeInOutbox, outboxSchema } from '../util/outbox-adapter.js';
+import type { OutboxClient, OutboxDrizzle } from '../store/outbox-adapter.js';
+import { executeInOutbox, outboxSchema } from '../store/outbox-adapter.js';
 import { WAKEUP_CHANNEL } from './store-queue.js';
 
 export type { OutboxClient, OutboxDrizzle };

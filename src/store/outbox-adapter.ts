@@ -7,8 +7,8 @@ import { PgDialect } from 'drizzle-orm/pg-core';
 
 import { DEFAULT_STORE_SCHEMA, STORE_SCHEMA_PATTERN } from '../config/schema.js';
 import { BadRequestError } from '../errors.js';
-import type { Row } from '../store/store.js';
-import { rowsOf } from '../store/store.js';
+import type { Row } from './store.js';
+import { rowsOf } from './store.js';
 
 /**
  * A node-postgres client (or PoolClient) in a transaction, or anything with the same `query`: it runs `text`
