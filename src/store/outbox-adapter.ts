@@ -1,8 +1,7 @@
 // The application's own transaction, as the outbox functions (`enqueue`, `sendEvent`) take it: a
 // node-postgres client in a transaction (or anything with its `query`) or a drizzle transaction. Baton's
 // statements run on it as they are, so that they commit or roll back with the application's own work.
-import type { SQL } from 'drizzle-orm';
-import type { sql } from 'drizzle-orm';
+import type { SQL, sql } from 'drizzle-orm';
 import { PgDialect } from 'drizzle-orm/pg-core';
 
 import { DEFAULT_STORE_SCHEMA, STORE_SCHEMA_PATTERN } from '../config/schema.js';
