@@ -11,6 +11,8 @@ export type { WorkflowDefinition, WorkflowTaskDefinition } from './tasks/define.
 export { defineWorkflow } from './tasks/define.js';
 export type { EnqueueOptions, OutboxClient, OutboxDrizzle, OutboxRecord } from './queue/outbox.js';
 export { enqueue } from './queue/outbox.js';
+export type { OutboxEvent, SendEventOptions } from './events/outbox.js';
+export { sendEvent } from './events/outbox.js';
 export type { ConfigInput } from './config/schema.js';
 export type {
   ResolvedConfig,

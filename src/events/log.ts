@@ -11,17 +11,17 @@
 // server store so that appends by other nodes wake them too; a slow timer re-reads in case one is missed.
 import { sql, type SQL } from 'drizzle-orm';
 
-import { describeError, InternalError } from '../errors.js';
+import { describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { batonChannel } from '../store/baton-schema.js';
 import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
+import type { NormalizedEvent } from './append.js';
+import { appendedEvents, appendStatement, EVENTS_CHANNEL } from './append.js';
 import type { AppendedEvent, EventCount, EventInput, EventQuery, ListenerLag, StoredEvent } from './types.js';
 import { checkListenerName, checkQuery, InvalidEventError, normalizeEvent } from './types.js';
 import { RecentEvents } from './recent.js';
 
-/** The NOTIFY channel that carries the newest committed offset (named after Baton's schema: batonChannel). */
-export const EVENTS_CHANNEL = 'baton_events';
 /** How long a follower waits for a wake-up before it reads again anyway. */
 const FOLLOW_POLL_MS = 1_000;
 /** The earliest timestamp PostgreSQL can hold, 4714-11-24 BC (plus a second), in ms since 1970. */
@@ -390,46 +390,9 @@ export class EventLog {
     );
   }
 
-  async #insert(tx: Tx, events: ReadonlyArray<EventInput & { namespace: string }>): Promise<StoredEvent[]> {
-    const column = <T>(pick: (event: EventInput & { namespace: string }) => T) => sql.param(events.map(pick));
-    // One statement takes the offsets (locking the head until commit), stamps the time, inserts the rows
-    // and wakes the followers of other nodes (NOTIFY is delivered at commit).
-    const [head] = await executeIn(
-      tx,
-      sql`
-      WITH h AS (
-        UPDATE baton_event_head
-        SET last_offset = last_offset + ${events.length},
-            last_time = greatest(date_trunc('milliseconds', clock_timestamp()), last_time)
-        WHERE id = 1 RETURNING last_offset, last_time),
-      inserted AS (
-        INSERT INTO baton_events
-          ("offset", namespace, key, value, context, sender, create_time, client_id, client_seq)
-        SELECT h.last_offset - ${events.length} + e.ordinality, e.namespace, e.key, e.value, e.context,
-               e.sender, h.last_time, e.client_id, e.client_seq
-        FROM h, unnest(
-          ${column((event) => event.namespace)}::text[], ${column((event) => event.key)}::text[],
-          ${column((event) => event.value ?? null)}::text[], ${column((event) => event.context ?? null)}::text[],
-          ${column((event) => event.sender ?? null)}::text[], ${column((event) => event.clientId ?? null)}::text[],
-          ${column((event) => event.seq ?? null)}::bigint[]
-        ) WITH ORDINALITY AS e(namespace, key, value, context, sender, client_id, client_seq, ordinality)
-        RETURNING 1)
-      SELECT last_offset, (extract(epoch FROM last_time) * 1000)::float8 AS create_ms,
-             pg_notify(${batonChannel(this.#store.schema, EVENTS_CHANNEL)}, last_offset::text) AS notified
-      FROM h`,
-    );
-    if (!head) throw new InternalError("the event log has no head row: were Baton's migrations applied?");
-    const first = Number(head['last_offset']) - events.length + 1;
-    const createTime = Number(head['create_ms']);
-    return events.map((event, index) => ({
-      offset: first + index,
-      namespace: event.namespace,
-      key: event.key,
-      value: event.value ?? null,
-      context: event.context ?? null,
-      sender: event.sender ?? null,
-      createTime,
-    }));
+  async #insert(tx: Tx, events: readonly NormalizedEvent[]): Promise<StoredEvent[]> {
+    const [head] = await executeIn(tx, appendStatement(events, this.#store.schema, { qualified: false }));
+    return appendedEvents(head, events);
   }
 
   #advance(offset: number): void {

@@ -12,6 +12,8 @@ export const MAX_KEY_LENGTH = 1024;
 export const MAX_SENDER_LENGTH = 256;
 export const MAX_VALUE_BYTES = 1_048_576;
 export const MAX_LISTENER_NAME_LENGTH = 256;
+/** The sender of the node's own events (task and execution states): the rule engine trusts them. */
+export const NODE_SENDER = 'baton';
 
 /** An event as a producer sends it. The log assigns the offset and the time. */
 export interface EventInput {
@@ -94,6 +96,17 @@ export function normalizeEvent(input: EventInput, where = 'event'): EventInput &
     }
   }
   return { ...input, namespace };
+}
+
+/**
+ * Checks the sender of events that come from outside the node (`where` names it): any text the log takes but
+ * the node's own.
+ */
+export function checkProducerSender(sender: unknown, where: string): void {
+  checkText(sender, where, { maxLength: MAX_SENDER_LENGTH });
+  if (sender === NODE_SENDER) {
+    throw new InvalidEventError(`${where}: "${NODE_SENDER}" is reserved for the node's own events`);
+  }
 }
 
 /** Checks the parts of a query that come from users (keys, namespace, offsets, limit). */

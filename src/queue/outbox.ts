@@ -3,24 +3,17 @@
 // transaction commits; a rollback leaves nothing. No Baton node needs to run in the process: the insert is
 // one statement on the application's connection, and the NOTIFY it sends is delivered at the commit.
 import { sql } from 'drizzle-orm';
-import { PgDialect } from 'drizzle-orm/pg-core';
 
-import { DEFAULT_STORE_SCHEMA, QUEUE_NAME_PATTERN, STORE_SCHEMA_PATTERN } from '../config/schema.js';
+import { QUEUE_NAME_PATTERN } from '../config/schema.js';
 import { BadRequestError } from '../errors.js';
 import { batonChannel } from '../store/baton-schema.js';
+import type { OutboxClient, OutboxDrizzle } from '../store/outbox-adapter.js';
+import { executeInOutbox, outboxSchema } from '../store/outbox-adapter.js';
 import { checkPerRecord } from './record-options.js';
 import { insertRecordsStatement } from './store-insert.js';
 import { WAKEUP_CHANNEL } from './store-queue.js';
 
-/** A node-postgres client (or PoolClient) in a transaction, or anything with the same `query`. */
-export interface OutboxClient {
-  query(text: string, params?: unknown[]): Promise<unknown>;
-}
-
-/** A drizzle transaction (or database), whose `execute` runs a drizzle `sql` statement. */
-export interface OutboxDrizzle {
-  execute(query: ReturnType<typeof sql>): Promise<unknown>;
-}
+export type { OutboxClient, OutboxDrizzle };
 
 export interface EnqueueOptions {
   /** Baton's schema on that server (`[store] schema`); default "baton". */
@@ -37,8 +30,6 @@ export interface EnqueueOptions {
   readonly ids?: readonly (string | undefined)[] | undefined;
 }
 
-const dialect = new PgDialect();
-
 export type OutboxRecord = Buffer | Uint8Array | string;
 
 /**
@@ -52,9 +43,7 @@ export async function enqueue(
   records: readonly OutboxRecord[],
   options: EnqueueOptions = {},
 ): Promise<number> {
-  const schema = options.schema ?? DEFAULT_STORE_SCHEMA;
-  if (!STORE_SCHEMA_PATTERN.test(schema))
-    throw new BadRequestError(`enqueue: invalid schema ${JSON.stringify(schema)}`);
+  const schema = outboxSchema(options.schema, 'enqueue');
   if (!QUEUE_NAME_PATTERN.test(queue))
     throw new BadRequestError(`enqueue: invalid queue name ${JSON.stringify(queue)}`);
   if (options.delayMs !== undefined && options.runAt !== undefined) {
@@ -88,15 +77,6 @@ export async function enqueue(
     schema,
     notify: sql`, pg_notify(${batonChannel(schema, WAKEUP_CHANNEL)}, ${queue})`,
   });
-  if (isClient(tx)) {
-    const query = dialect.sqlToQuery(statement);
-    await tx.query(query.sql, [...query.params]);
-  } else {
-    await tx.execute(statement);
-  }
+  await executeInOutbox(tx, statement);
   return payloads.length;
-}
-
-function isClient(tx: OutboxClient | OutboxDrizzle): tx is OutboxClient {
-  return typeof (tx as Partial<OutboxClient>).query === 'function';
 }

@@ -11,7 +11,7 @@ import { describeError, EventsDisabledError, ForbiddenError, PayloadTooLargeErro
 import type { EventLog } from '../../events/log.js';
 import { GroupAppender } from '../../events/group-append.js';
 import type { AppendedEvent, EventInput } from '../../events/types.js';
-import { checkQuery, DEFAULT_NAMESPACE, InvalidEventError } from '../../events/types.js';
+import { checkProducerSender, checkQuery, DEFAULT_NAMESPACE, InvalidEventError } from '../../events/types.js';
 import { eventJson } from '../../events/wire.js';
 import { allowedNamespaces, needs } from '../auth.js';
 import { EventStreams } from '../sse.js';
@@ -231,10 +231,7 @@ function eventInput(item: unknown, where: string): EventInput {
     throw new InvalidEventError(`${where}${path}: ${issue?.message ?? 'malformed'}`);
   }
   const { context, client_id: clientId, ...event } = parsed.data;
-  // The node's own events (task and execution states) are sent by "baton": the rule engine trusts them.
-  if (event.sender === 'baton') {
-    throw new InvalidEventError(`${where}.sender: "baton" is reserved for the node's own events`);
-  }
+  checkProducerSender(event.sender, `${where}.sender`);
   const contextText =
     context === undefined || context === null || typeof context === 'string'
       ? context
