@@ -7,6 +7,8 @@ import { isAbsolute } from 'node:path';
 import type { ResolvedConfig } from '../config/types.js';
 import { BadRequestError, ConfigError, describeError, UnknownQueueError } from '../errors.js';
 import type { Handler, HandlerContext, HandlerModule, KeyFn, ProcessBatchFn, ProcessFn } from './handler.js';
+import type { PayloadSchema } from './payload.js';
+import { payloadParser } from './payload.js';
 import { checkKey } from '../queue/record-options.js';
 import type { Tx } from '../store/store.js';
 import { importModule } from '../util/import-module.js';
@@ -49,7 +51,17 @@ export async function loadHandler(queue: string, path: string, file?: string): P
     throw new ConfigError(`handler module ${path}: registerCommands is not a function`, where);
   }
   if (module.key !== undefined && typeof module.key !== 'function') {
-    throw new ConfigError(`handler module ${path}: key must be a function (record: Buffer) => string | null`, where);
+    throw new ConfigError(
+      `handler module ${path}: key must be a function (record: Buffer) => string | null`,
+      where,
+    );
+  }
+  const payload: unknown = module.payload;
+  if (payload !== undefined && !hasSafeParse(payload)) {
+    throw new ConfigError(
+      `handler module ${path}: payload must be a schema with a safeParse() function (a zod schema)`,
+      where,
+    );
   }
   const schema = module.schema ?? {};
   if (typeof schema !== 'object' || schema === null) {
@@ -62,7 +74,16 @@ export async function loadHandler(queue: string, path: string, file?: string): P
     schema,
     registerCommands: module.registerCommands,
     key: module.key === undefined ? undefined : checkedKey(module.key, path),
+    payload: payload === undefined ? undefined : payloadParser(payload),
   };
+}
+
+function hasSafeParse(value: unknown): value is PayloadSchema {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as { safeParse?: unknown }).safeParse === 'function'
+  );
 }
 
 /** The module's key() made to return a checked key or undefined, naming the module when it misbehaves. */

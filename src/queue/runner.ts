@@ -320,9 +320,9 @@ export class QueueRunner implements Component {
         batch,
         outcome.succeeded.map((index) => records[index] as ClaimedRecord),
       );
-      return outcome.failed.map(({ index, error }): RecordFailure => {
+      return outcome.failed.map(({ index, error, permanent }): RecordFailure => {
         const record = records[index] as ClaimedRecord;
-        return { record, error, retryAt: processor.retryAt(record.attempts) };
+        return { record, error, retryAt: permanent ? undefined : processor.retryAt(record.attempts) };
       });
     });
   }
