@@ -30,6 +30,9 @@ beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'baton-payload-'));
   temp = await openTempStore();
   await temp.store.execute(sql`CREATE TABLE seen (name text, n int, payload text, record text)`);
+  await temp.store.execute(
+    sql`CREATE TABLE ping (id serial PRIMARY KEY, name text NOT NULL, timestamp timestamptz NOT NULL)`,
+  );
 });
 afterAll(async () => {
   await temp?.dispose();
@@ -249,5 +252,31 @@ describe('the processor of a queue with a payload schema', () => {
     expect(error).toBeInstanceOf(InvalidPayloadError);
     expect((error as Error).message).toMatch(/^record 2 of 5: payload is not JSON: /);
     expect(() => processing.checkPayloads([records[0]!, records[2]!])).not.toThrow();
+  });
+});
+
+describe('the quickstart handler with a payload schema (examples/quickstart/handlers/ping-typed.ts)', () => {
+  it('stores a ping from its parsed payload, and refuses one without a timestamp', async () => {
+    const path = new URL('../../examples/quickstart/handlers/ping-typed.ts', import.meta.url).pathname;
+    const handler = await loadHandler('ping', path);
+    const queue = resolveConfig({ queues: { ping: { handler: path } } }, { baseDir: dir, env: {} }).queues[
+      'ping'
+    ]!;
+    const processor = new RecordProcessor({
+      queue,
+      handler,
+      log: createLogger({ level: 'silent' }),
+      abort: new AbortController().signal,
+    });
+    const good = json({ name: 'typed', timestamp: '2026-11-22T10:00:00Z' });
+    const bad = json({ name: 'untimed' });
+    expect(() => processor.checkPayloads([good, bad])).toThrow(
+      /^record 2 of 2: payload does not match the queue's schema: timestamp: /,
+    );
+    const outcome = await temp.store.transaction((tx) => processor.run(tx, [good, bad]));
+    expect(outcome.succeeded).toEqual([0]);
+    expect(outcome.failed).toMatchObject([{ index: 1, permanent: true }]);
+    const rows = await temp.store.execute(sql`SELECT name, timestamp::text AS at FROM ping`);
+    expect(rows.map((row) => ({ ...row }))).toEqual([{ name: 'typed', at: '2026-11-22 10:00:00+00' }]);
   });
 });
