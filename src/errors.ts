@@ -72,8 +72,34 @@ export abstract class BatonError extends Error {
 
 /** Bad input to an HTTP route or an admin operation; the message names the field. */
 export class BadRequestError extends BatonError {
-  override readonly name = 'BadRequestError';
+  override readonly name: string = 'BadRequestError';
   readonly code = 'BAD_REQUEST';
+}
+
+/**
+ * A published record that does not parse as its queue's payload (the handler module's `payload` schema):
+ * nothing of the publish was stored. `record` is its position (1-based) among the records given; `line`
+ * the line of the request body it came from, where the HTTP API knows it.
+ */
+export class InvalidPayloadError extends BadRequestError {
+  override readonly name = 'InvalidPayloadError';
+  readonly reason: string;
+  readonly record: number;
+  readonly count: number;
+  readonly line: number | undefined;
+
+  constructor(reason: string, where: { record: number; count: number; line?: number | undefined }) {
+    const record = `record ${where.record} of ${where.count}`;
+    super(`${where.line === undefined ? record : `line ${where.line} (${record})`}: ${reason}`);
+    this.reason = reason;
+    this.record = where.record;
+    this.count = where.count;
+    this.line = where.line;
+  }
+
+  override details(): Record<string, unknown> {
+    return { record: this.record, ...(this.line === undefined ? {} : { line: this.line }) };
+  }
 }
 
 /** A bad event or event query (key, namespace, offset, …). */
@@ -446,6 +472,13 @@ export class HandlerTimeoutError extends BatonError {
 export class BatchFailedError extends BatonError {
   override readonly name = 'BatchFailedError';
   readonly code = 'BATCH_FAILED';
+  /** True when a record failed for good (its payload does not parse): running it again cannot help. */
+  readonly permanent: boolean;
+
+  constructor(message: string, options?: ErrorOptions & { permanent?: boolean }) {
+    super(message, options);
+    this.permanent = options?.permanent === true;
+  }
 }
 
 /**

@@ -31,6 +31,9 @@ export type {
   ProcessFn,
   ProcessBatchFn,
 } from './handler/handler.js';
+export type { HandlerDefinition } from './handler/define.js';
+export { defineHandler } from './handler/define.js';
+export type { PayloadOf, PayloadSchema } from './handler/payload.js';
 export type { ErrorRecord, QueueInfo, QueueStats } from './queue/backend.js';
 export type { Role, RoleChange, LeaderWatchEvent, LeaderWatchEventType, Member } from './cluster/types.js';
 export type { RoleChangeCallback, LeaderWatchCallback } from './cluster/role-events.js';

@@ -1,9 +1,11 @@
 // The handler plugin contract (Azafea's, in TypeScript): a module per queue exporting `process` or
-// `processBatch`, and optionally `schema` (drizzle tables) and `registerCommands` (per-queue subcommands).
+// `processBatch`, and optionally `schema` (drizzle tables), `payload` (the records' schema), `key` and
+// `registerCommands` (per-queue subcommands).
 import type { Command } from 'commander';
 
 import type { Logger } from '../log.js';
 import type { QueryResult, Tx } from '../store/store.js';
+import type { PayloadParser, PayloadSchema } from './payload.js';
 
 export interface HandlerContext {
   readonly queue: string;
@@ -22,6 +24,10 @@ export interface HandlerContext {
    * A no-op for a node not in a group.
    */
   assertPrimary(tx: Tx): Promise<void>;
+  /** For `process`: the record parsed by the module's `payload` schema; absent when it exports none. */
+  readonly payload?: unknown;
+  /** For `processBatch`: each record parsed by the `payload` schema, in the order of the records. */
+  readonly payloads?: readonly unknown[];
 }
 
 export type ProcessFn = (tx: Tx, record: Buffer, ctx: HandlerContext) => unknown;
@@ -41,6 +47,11 @@ export interface HandlerModule {
   readonly processBatch?: ProcessBatchFn;
   /** The key of a record published without one (for producers that cannot send one). */
   readonly key?: KeyFn;
+  /**
+   * The schema of the queue's records (zod's, or anything with its safeParse()): each record is read as
+   * UTF-8 JSON and must match it, at ingest and before the handler sees it.
+   */
+  readonly payload?: PayloadSchema;
   /** Drizzle tables (and enums) the handler writes to; `initdb` and `run` create the missing ones. */
   readonly schema?: Readonly<Record<string, unknown>>;
   readonly registerCommands?: (cmd: Command, ctx: CommandContext) => void;
@@ -67,4 +78,6 @@ export interface Handler {
    * when key() throws or returns something else than a string, null or undefined (the record is refused).
    */
   readonly key?: ((record: Buffer) => string | undefined) | undefined;
+  /** The module's payload schema as a parser of records; undefined when it exports none. */
+  readonly payload?: PayloadParser | undefined;
 }

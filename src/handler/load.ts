@@ -7,6 +7,8 @@ import { isAbsolute } from 'node:path';
 import type { ResolvedConfig } from '../config/types.js';
 import { BadRequestError, ConfigError, describeError, UnknownQueueError } from '../errors.js';
 import type { Handler, HandlerContext, HandlerModule, KeyFn, ProcessBatchFn, ProcessFn } from './handler.js';
+import type { PayloadSchema } from './payload.js';
+import { payloadParser } from './payload.js';
 import { checkKey } from '../util/record-key.js';
 import type { Tx } from '../store/store.js';
 import { importModule } from '../util/import-module.js';
@@ -54,6 +56,13 @@ export async function loadHandler(queue: string, path: string, file?: string): P
       where,
     );
   }
+  const payload: unknown = module.payload;
+  if (payload !== undefined && !hasSafeParse(payload)) {
+    throw new ConfigError(
+      `handler module ${path}: payload must be a schema with a safeParse() function (a zod schema)`,
+      where,
+    );
+  }
   const schema = module.schema ?? {};
   if (typeof schema !== 'object' || schema === null) {
     throw new ConfigError(`handler module ${path}: schema must be an object of drizzle tables`, where);
@@ -65,7 +74,16 @@ export async function loadHandler(queue: string, path: string, file?: string): P
     schema,
     registerCommands: module.registerCommands,
     key: module.key === undefined ? undefined : checkedKey(module.key, path),
+    payload: payload === undefined ? undefined : payloadParser(payload),
   };
+}
+
+function hasSafeParse(value: unknown): value is PayloadSchema {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as { safeParse?: unknown }).safeParse === 'function'
+  );
 }
 
 /** The module's key() made to return a checked key or undefined, naming the module when it misbehaves. */

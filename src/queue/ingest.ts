@@ -5,7 +5,8 @@
 // the claim in one transaction: one write per record, plus two per request. A queue with a backlog takes
 // the queue path, so records do not overtake older ones. Failures of a small request are isolated within
 // it; a request with more failures goes back to the queue, whose runner isolates them in batches. Delayed
-// records are never processed inline: they are published, and wait in the queue for their time.
+// records are never processed inline: they are published, and wait in the queue for their time. On a queue
+// with a payload schema, a request with a record that does not parse is refused whole, before anything is stored.
 import { BatchFailedError, describeError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type {
@@ -56,6 +57,7 @@ export async function ingestRecords(
   options: IngestOptions,
 ): Promise<IngestResult> {
   if (records.length === 0) return { accepted: 0, processed: 0 };
+  processor.checkPayloads(records);
   const given = withKeys(options.records ?? {}, processor.recordKeys(records, options.records?.keys));
   if (anyValue(given.delays) || anyValue(given.keys) || anyValue(given.ids)) {
     return { accepted: await backend.publish(processor.queue.name, records, given), processed: 0 };
@@ -153,10 +155,10 @@ async function runInline(
       });
       // Rolls back what the records that succeeded so far wrote.
       if (!outcome) throw new TooManyFailures();
-      const failures = outcome.failed.map(({ index, error }): InlineFailure => ({
+      const failures = outcome.failed.map(({ index, error, permanent }): InlineFailure => ({
         position: index,
         error,
-        retryAt: processor.retryAt(0),
+        retryAt: permanent ? undefined : processor.retryAt(0),
       }));
       return { failures, moved: await inline.settleInline(tx, claim, { failures }) };
     });

@@ -1,9 +1,10 @@
 // Runs a queue's handler over a batch of records inside the caller's transaction. A failing batch is
 // bisected under savepoints until the bad records are isolated, so one bad record costs log2(batch) extra
 // rounds and never fails its neighbours. Each handler call has a deadline and an AbortSignal, and is told to
-// the watchdog, which ends the process when a call blocks the event loop past its deadline.
+// the watchdog, which ends the process when a call blocks the event loop past its deadline. On a queue with a
+// payload schema, records that do not parse fail for good before the handler is called, and it never sees them.
 import type { QueueConfig } from '../config/types.js';
-import { BatchFailedError, describeError, HandlerTimeoutError } from '../errors.js';
+import { BatchFailedError, describeError, HandlerTimeoutError, InvalidPayloadError } from '../errors.js';
 import type { Handler, HandlerContext } from '../handler/handler.js';
 import type { Logger } from '../log.js';
 import { isConnectionError } from '../util/connection-errors.js';
@@ -19,8 +20,11 @@ import { RECORD_IDS_LOGGED } from './watchdog.js';
 export interface RecordOutcome {
   /** Indexes (into the records given) that the handler processed; their effects are in the transaction. */
   readonly succeeded: number[];
-  /** Indexes whose handler run threw, with the reason; their effects were rolled back. */
-  readonly failed: Array<{ readonly index: number; readonly error: string }>;
+  /**
+   * Indexes whose handler run threw, with the reason; their effects were rolled back. `permanent`: the
+   * record cannot succeed however often it runs (its payload does not parse), so it is not retried.
+   */
+  readonly failed: Array<{ readonly index: number; readonly error: string; readonly permanent?: boolean }>;
 }
 
 /** Per-queue counts on this node since it started. */
@@ -44,6 +48,19 @@ export interface ClaimRef {
   readonly batch: string;
   /** Record ids, one per record given, in the same order. */
   readonly ids: readonly string[];
+}
+
+/** A batch's records as the handler is given them, once their payloads are parsed. */
+interface Runnable {
+  /** The records whose payload parsed (all of them on a queue without a payload schema). */
+  readonly records: readonly Buffer[];
+  /** Their parsed payloads, in the same order; undefined on a queue without a payload schema. */
+  readonly payloads: readonly unknown[] | undefined;
+  /** The index of each among the records given; undefined when they are all of them. */
+  readonly indexes: readonly number[] | undefined;
+  readonly claim: ClaimRef | undefined;
+  /** The records whose payload did not parse, failed for good. */
+  readonly refused: RecordOutcome['failed'];
 }
 
 export interface RunOptions {
@@ -110,12 +127,30 @@ export class RecordProcessor {
   }
 
   /**
+   * Checks `records` against the queue's payload schema before any is stored: InvalidPayloadError (a
+   * BadRequestError) naming the first that does not parse. Nothing to check on a queue without one.
+   */
+  checkPayloads(records: readonly Buffer[]): void {
+    const parse = this.#handler.payload;
+    if (parse === undefined) return;
+    for (const [index, record] of records.entries()) {
+      const result = parse(record);
+      if (!result.ok)
+        throw new InvalidPayloadError(result.reason, { record: index + 1, count: records.length });
+    }
+  }
+
+  /**
    * The fast path: runs the handler over all `records` directly in `tx`, with no savepoint. When a record
-   * fails it throws BatchFailedError; the caller rolls the transaction back and calls run() in a new one.
+   * fails (or its payload does not parse) it throws BatchFailedError; the caller rolls the transaction back
+   * and calls run() in a new one.
    */
   async runWhole(tx: Tx, records: readonly Buffer[], claim?: ClaimRef): Promise<void> {
+    const runnable = this.#parse(records, claim);
+    const refused = runnable.refused[0];
+    if (refused !== undefined) throw new BatchFailedError(refused.error, { permanent: true });
     try {
-      await this.#call(tx, records, claim, 0);
+      await this.#call(tx, runnable.records, runnable.payloads, claim, 0);
     } catch (error) {
       if (this.#abortSignal().aborted || isConnectionError(error)) throw error;
       throw new BatchFailedError(describeError(error), { cause: error });
@@ -137,9 +172,11 @@ export class RecordProcessor {
     records: readonly Buffer[],
     options: RunOptions,
   ): Promise<RecordOutcome | undefined> {
-    const outcome: RecordOutcome = { succeeded: [], failed: [] };
-    const isolation = { records, outcome, options };
-    if (!(await this.#isolate(tx, isolation, 0, records.length))) return undefined;
+    const runnable = this.#parse(records, options.claim);
+    const outcome: RecordOutcome = { succeeded: [], failed: [...runnable.refused] };
+    if (outcome.failed.length > options.maxFailures) return undefined;
+    const isolation = { runnable, outcome, maxFailures: options.maxFailures };
+    if (!(await this.#isolate(tx, isolation, 0, runnable.records.length))) return undefined;
     outcome.succeeded.sort((a, b) => a - b);
     return outcome;
   }
@@ -158,20 +195,49 @@ export class RecordProcessor {
     return new Date(now + delay);
   }
 
-  /** Isolates the failures of records[start, end); false once past the failure budget. */
+  /**
+   * `records` with their payloads parsed by the queue's schema: those that parse, to run, and those that do
+   * not, failed for good (a run cannot change bytes). All of them as they are on a queue without a schema.
+   */
+  #parse(records: readonly Buffer[], claim: ClaimRef | undefined): Runnable {
+    const parse = this.#handler.payload;
+    if (parse === undefined) return { records, payloads: undefined, indexes: undefined, claim, refused: [] };
+    const payloads: unknown[] = [];
+    const refused: Array<RecordOutcome['failed'][number]> = [];
+    for (const [index, record] of records.entries()) {
+      const result = parse(record);
+      if (result.ok) payloads.push(result.value);
+      else refused.push({ index, error: result.reason, permanent: true });
+    }
+    if (refused.length === 0) return { records, payloads, indexes: undefined, claim, refused };
+    const failed = new Set(refused.map(({ index }) => index));
+    const indexes = [...records.keys()].filter((index) => !failed.has(index));
+    return {
+      records: indexes.map((index) => records[index] as Buffer),
+      payloads,
+      indexes,
+      claim: claim && { batch: claim.batch, ids: indexes.map((index) => claim.ids[index] as string) },
+      refused,
+    };
+  }
+
+  /** Isolates the failures of runnable.records[start, end); false once past the failure budget. */
   async #isolate(
     tx: Tx,
-    isolation: { records: readonly Buffer[]; outcome: RecordOutcome; options: RunOptions },
+    isolation: { runnable: Runnable; outcome: RecordOutcome; maxFailures: number },
     start: number,
     end: number,
   ): Promise<boolean> {
-    const { records, outcome, options } = isolation;
+    const { runnable, outcome, maxFailures } = isolation;
+    const { records, payloads, indexes, claim } = runnable;
+    // Back to the index among the records given.
+    const given = (index: number): number => indexes?.[index] ?? index;
     try {
       // A savepoint, so that a failure undoes this slice only.
       await tx.transaction((savepoint) =>
-        this.#call(savepoint, records.slice(start, end), options.claim, start),
+        this.#call(savepoint, records.slice(start, end), payloads?.slice(start, end), claim, start),
       );
-      for (let index = start; index < end; index++) outcome.succeeded.push(index);
+      for (let index = start; index < end; index++) outcome.succeeded.push(given(index));
       return true;
     } catch (error) {
       // Stopping, or the store went away: not the records' fault, and the transaction is lost anyway.
@@ -179,14 +245,14 @@ export class RecordProcessor {
       if (end - start === 1) {
         // The failure is logged with its message once settled (logFailures); its stack, for whoever looks
         // closer, only here, where the error itself is still at hand.
-        const record = options.claim?.ids[start];
+        const record = claim?.ids[start];
         this.#log.debug(
-          { queue: this.queue.name, batch: options.claim?.batch, record, err: error },
-          `queue "${this.queue.name}": record ${record ?? `#${start}`} failed`,
+          { queue: this.queue.name, batch: claim?.batch, record, err: error },
+          `queue "${this.queue.name}": record ${record ?? `#${given(start)}`} failed`,
         );
         // A statement the database refused: its reason, not drizzle's "Failed query", goes to the error queue.
-        outcome.failed.push({ index: start, error: describeError(withDatabaseReason(error)) });
-        return outcome.failed.length <= options.maxFailures;
+        outcome.failed.push({ index: given(start), error: describeError(withDatabaseReason(error)) });
+        return outcome.failed.length <= maxFailures;
       }
     }
     const middle = start + Math.ceil((end - start) / 2);
@@ -198,6 +264,7 @@ export class RecordProcessor {
   async #call(
     tx: Tx,
     records: readonly Buffer[],
+    payloads: readonly unknown[] | undefined,
     claim: ClaimRef | undefined,
     offset: number,
   ): Promise<void> {
@@ -225,10 +292,14 @@ export class RecordProcessor {
           once: true,
         });
       });
-      const context = (bindings: object | undefined): HandlerContext => {
+      const context = (
+        bindings: object | undefined,
+        parsed: Pick<HandlerContext, 'payload' | 'payloads'> | undefined,
+      ): HandlerContext => {
         let log: Logger | undefined;
         const handlerLog = this.#handlerLog;
         return {
+          ...parsed,
           queue: this.queue.name,
           signal: controller.signal,
           // Made on first use: most calls never log, and a child logger per record is not free.
@@ -241,11 +312,17 @@ export class RecordProcessor {
       };
       const position = (index: number): object | undefined =>
         claim === undefined ? undefined : { batch: claim.batch, record: claim.ids[offset + index] };
+      // process() is given a context per record when it has one of its own: the record in its log, its payload.
       const running = this.#handler.run(
         tx,
         records,
-        context(records.length === 1 ? position(0) : claim && { batch: claim.batch }),
-        claim === undefined ? undefined : (index) => context(position(index)),
+        context(
+          records.length === 1 ? position(0) : claim && { batch: claim.batch },
+          payloads && { payloads },
+        ),
+        claim === undefined && payloads === undefined
+          ? undefined
+          : (index) => context(position(index), payloads && { payload: payloads[index] }),
       );
       // A handler that ignores its signal may still reject after its deadline: that must not go unhandled.
       running.catch(() => undefined);

@@ -317,11 +317,10 @@ export class QueueRunner implements Component {
           throw error;
         if (live.length === 1) {
           const record = live[0] as ClaimedRecord;
-          failures.push({
-            record,
-            error: describeError(error),
-            retryAt: this.#processor.retryAt(record.attempts),
-          });
+          // A payload that does not parse goes to the error queue at once, as in #transact.
+          const permanent = error instanceof BatchFailedError && error.permanent;
+          const retryAt = permanent ? undefined : this.#processor.retryAt(record.attempts);
+          failures.push({ record, error: describeError(error), retryAt });
           if (record.key !== undefined) failedKeys.add(record.key);
           return;
         }
@@ -372,9 +371,9 @@ export class QueueRunner implements Component {
         batch,
         outcome.succeeded.map((index) => records[index] as ClaimedRecord),
       );
-      return outcome.failed.map(({ index, error }): RecordFailure => {
+      return outcome.failed.map(({ index, error, permanent }): RecordFailure => {
         const record = records[index] as ClaimedRecord;
-        return { record, error, retryAt: processor.retryAt(record.attempts) };
+        return { record, error, retryAt: permanent ? undefined : processor.retryAt(record.attempts) };
       });
     });
   }

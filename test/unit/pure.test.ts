@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 
 import { splitStatements } from '../../src/store/migrate.js';
 import { backoffDelay, retrying } from '../../src/util/backoff.js';
-import { splitLines } from '../../src/util/lines.js';
+import { lineNumbers, splitLines } from '../../src/util/lines.js';
 
 describe('splitLines', () => {
   it('splits on LF and CRLF, skips blank lines, keeps bytes as they are', () => {
@@ -18,6 +18,8 @@ describe('splitLines', () => {
       Buffer.from([0xff, 0x00]),
       Buffer.from('last'),
     ]);
+    // The line each of those came from, blank lines counted.
+    expect(lineNumbers(body)).toEqual([1, 3, 4, 5]);
   });
   it('gives nothing for an empty or blank body', () => {
     expect(splitLines(Buffer.alloc(0))).toEqual([]);
