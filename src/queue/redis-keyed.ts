@@ -83,7 +83,11 @@ export function claimKeyedKeys(
 }
 
 /** The KEYS of COMPLETE_KEYED and RECOVER_KEYED (as COMPLETE's and RECOVER's, then lineKeys()). */
-export function settleKeyedKeys(queue: string, key: string, batch: { id: string; consumer: string }): string[] {
+export function settleKeyedKeys(
+  queue: string,
+  key: string,
+  batch: { id: string; consumer: string },
+): string[] {
   return [
     processingKey(key, batch.consumer, batch.id),
     `${key}:batches`,
@@ -107,7 +111,11 @@ export async function keyRawRecords(
 ): Promise<number> {
   const keyed = keyedKeys(key);
   const token = String(randomInt(1, 2 ** 47));
-  const taken = await run(KEYING_TAKE, [key, keyed.staging, keyed.lock], [token, KEYING_LOCK_MS, KEYING_CHUNK]);
+  const taken = await run(
+    KEYING_TAKE,
+    [key, keyed.staging, keyed.lock],
+    [token, KEYING_LOCK_MS, KEYING_CHUNK],
+  );
   if (taken === null) return 0;
   const records = asArray(taken).map(asBuffer);
   if (records.length === 0) return 0;

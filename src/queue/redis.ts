@@ -699,7 +699,8 @@ export class RedisQueueBackend implements QueueBackend {
       delayed: delayed + keyed.delayed,
       inFlight,
       errors,
-      deduplicated: Number(deduplicated ?? 0),
+      // Only queues that were given ids have the counter.
+      ...(deduplicated === null ? {} : { deduplicated: Number(deduplicated) }),
     };
   }
 
