@@ -84,14 +84,26 @@ local prefix = string.sub(ready, 1, -11) .. 'key:'
 local function envelope(tries, due, payload) return tries .. ':' .. due .. ':' .. payload end
 -- Attempts, due time (nil: now) and payload of an envelope.
 local function open(envelope)
+  -- Most records have never run and are due at once.
+  if string.byte(envelope, 2) == 58 and string.byte(envelope, 3) == 58 and string.byte(envelope, 1) == 48 then
+    return 0, nil, string.sub(envelope, 4)
+  end
   local a = string.find(envelope, ':', 1, true)
   local b = string.find(envelope, ':', a + 1, true)
   return tonumber(string.sub(envelope, 1, a - 1)), tonumber(string.sub(envelope, a + 1, b - 1)),
     string.sub(envelope, b + 1)
 end
-local function wake_up()
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, 0)
+-- What the script changed of the wake list and the records counter, written once by finish().
+local woken, added = false, 0
+local function wake_up() woken = true end
+-- Ends a script that wrote: wakes the waiting consumers when something became claimable, and counts the
+-- records that entered or left the keys.
+local function finish()
+  if woken then
+    redis.call('LPUSH', wake, '1')
+    redis.call('LTRIM', wake, 0, 0)
+  end
+  if added ~= 0 then redis.call('INCRBY', depth, added) end
 end
 -- Puts items back at a list's consuming end (the right), items[1] first in line.
 local function push_front(list, items)
@@ -116,14 +128,14 @@ end
 -- Appends one record to its key's tail (publish, keying, replay); a key that had none and is not held is
 -- put in line.
 local function append(k, item, now)
-  redis.call('INCR', depth)
+  added = added + 1
   if redis.call('LPUSH', prefix .. k, item) == 1 and redis.call('HEXISTS', held, k) == 0 then schedule(k, now) end
 end
 -- Puts envelopes back at the head of their key, the first given first in line. back: key → envelopes.
 local function push_heads(back)
   for k, items in pairs(back) do
     push_front(prefix .. k, items)
-    redis.call('INCRBY', depth, #items)
+    added = added + #items
   end
 end
 -- Lets go of the keys of a batch (those it still holds), each put in line by its head.
@@ -208,6 +220,7 @@ end
 for i = 1, #raw, 1000 do redis.call('LPUSH', KEYS[1], unpack(raw, i, math.min(i + 999, #raw))) end
 if #raw > 0 and ARGV[3] == '1' then wake_up() end
 if dropped > 0 then redis.call('INCRBY', KEYS[4], dropped) end
+finish()
 return dropped
 `);
 
@@ -252,7 +265,10 @@ end
 local max = tonumber(ARGV[1])
 local to_key = 0
 if ARGV[5] ~= '1' then to_key = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[17]) end
-if max <= 0 then return {gone, to_key} end
+if max <= 0 then
+  finish()
+  return {gone, to_key}
+end
 for _, k in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, max)) do
   redis.call('ZREM', waiting, k)
   redis.call('ZADD', ready, redis.call('INCR', turn), k)
@@ -306,19 +322,21 @@ while n < max do
       end
       if taken > 0 then
         redis.call('HSET', held, k, ARGV[4])
-        redis.call('DECRBY', depth, taken)
+        added = added - taken
       end
     end
   end
 end
 take_unkeyed(max)
 if n == 0 then
+  finish()
   redis.call('DEL', wake)
   return {gone, to_key}
 end
 local batch = cmsgpack.pack(payloads, attempts, keys)
 redis.call('SET', KEYS[4], batch)
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[3])
+finish()
 return {gone, to_key, batch}
 `);
 
@@ -376,6 +394,7 @@ end
 push_heads(back)
 free_keys(keys, ARGV[1], tonumber(ARGV[3]))
 redis.call('DEL', KEYS[1])
+finish()
 table.insert(moved, 1, #failed)
 return moved
 `);
@@ -397,6 +416,7 @@ if whole then
   redis.call('DEL', KEYS[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
   free_keys(keys, ARGV[1], now)
+  finish()
   return 0
 end
 local n = tonumber(ARGV[next])
@@ -437,6 +457,7 @@ if outstanding then
 else
   redis.call('HDEL', KEYS[2], ARGV[1])
 end
+finish()
 return released
 `);
 
@@ -486,6 +507,7 @@ end
 push_heads(back)
 free_keys(keys, ARGV[1], now)
 redis.call('DEL', KEYS[1])
+finish()
 return moved
 `);
 
@@ -534,6 +556,7 @@ end
 for i = 1, #free, 1000 do redis.call('LPUSH', KEYS[7], unpack(free, i, math.min(i + 999, #free))) end
 if #free > 0 then wake_up() end
 redis.call('DEL', KEYS[1], KEYS[2])
+finish()
 return n
 `);
 
@@ -560,6 +583,7 @@ for _, k in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     revived = revived + 1
   end
 end
+finish()
 return revived
 `);
 
@@ -609,5 +633,6 @@ for i = 1, #raw, 1000 do redis.call('LPUSH', KEYS[5], unpack(raw, i, math.min(i 
 if #raw > 0 then wake_up() end
 redis.call('LREM', KEYS[1], 0, tombstone)
 redis.call('LREM', KEYS[2], 0, tombstone)
+finish()
 return #chosen
 `);

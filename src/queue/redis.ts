@@ -482,7 +482,10 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
-    this.#held.delete(batch.id);
+    const ordered = this.#ordered(batch.queue);
+    // An ordered queue's runner gives back the records held back behind a failure, then completes the
+    // batch: this process still holds it meanwhile.
+    if (!ordered || records.length >= batch.records.length) this.#held.delete(batch.id);
     if (records.length === 0) return;
     // Records acknowledged by a committed part of the batch (the runner may commit it in halves) stay done.
     const acked = await this.#ledger.acked(batch.id);
@@ -490,7 +493,6 @@ export class RedisQueueBackend implements QueueBackend {
     const key = this.#key(batch.queue);
     const [processing, batches, retry, retrySeq] = batchKeys(key, batch);
     const keys = [processing, batches, key, retry, retrySeq];
-    const ordered = this.#ordered(batch.queue);
     if (ordered) keys.push(keyedKeys(key).free, ...lineKeys(key));
     await this.#run(batch.queue, ordered ? RELEASE_KEYED : RELEASE, keys, [
       batch.id,

@@ -298,6 +298,33 @@ describe('redis queue with ordering = "key"', () => {
     expect(await backend().stats(queue)).toMatchObject({ errors: 1 });
   });
 
+  it('wakes a waiting consumer when a key is put in line: by a publish, and by a batch that lets its key go', async () => {
+    const { queue, consumer } = fresh();
+    const signal = new AbortController().signal;
+    expect(await backend().claim(queue, consumer('A'), 10)).toBeUndefined();
+    const waitedFor = async (action: () => Promise<unknown>): Promise<number> => {
+      const started = Date.now();
+      const waiting = backend().waitForRecords(queue, 20_000, signal);
+      await action();
+      await waiting;
+      return Date.now() - started;
+    };
+    expect(
+      await waitedFor(() =>
+        publishKeyed(queue, [
+          ['K', 'a0'],
+          ['K', 'a1'],
+        ]),
+      ),
+    ).toBeLessThan(10_000);
+    const batch = await backend().claim(queue, consumer('A'), 1);
+    expect(payloads(batch)).toEqual(['a0']);
+    // K is held: nothing is claimable until the batch lets it go.
+    expect(await backend().claim(queue, consumer('A'), 10)).toBeUndefined();
+    expect(await waitedFor(() => backend().release(batch!, batch!.records))).toBeLessThan(10_000);
+    expect(payloads(await backend().claim(queue, consumer('A'), 10))).toEqual(['a0', 'a1']);
+  });
+
   it('holds back the records of a key behind a delayed record of that key until it is due', async () => {
     const { queue, consumer } = fresh();
     await backend().publish(queue, [text('a0')], { keys: 'K', delays: { delayMs: 400 } });
@@ -326,9 +353,12 @@ describe('redis queue with ordering = "key"', () => {
     await redis.client.lpush(key, raw('K', 0), raw('J', 1), text('not json'), raw('K', 2), raw(undefined, 3));
     await publishKeyed(queue, [['K', JSON.stringify({ k: 'K', n: 4 })]]);
     const batch = await backend().claim(queue, consumer('A'), 10);
-    const seen = batch?.records.map((record) => [JSON.parse(record.payload.toString()), record.key]);
+    const seen = batch?.records.map((record): unknown[] => [
+      JSON.parse(record.payload.toString()),
+      record.key,
+    ]);
     // The record without a key is taken first (half of a claim may go to such records), then the keys in
-    // line: K first, since a4 was published to it with its key before the raw records were keyed.
+    // line: K first, since n4 was published to it with its key before the raw records were keyed.
     expect(seen).toEqual([
       [{ n: 3 }, undefined],
       [{ k: 'K', n: 4 }, 'K'],
