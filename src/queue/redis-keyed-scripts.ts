@@ -1,5 +1,4 @@
-// The Lua scripts of Redis queues with ordering = "key", and the publish script that drops duplicate
-// idempotency ids (every Redis queue). Each key's records wait in a list of their own, `<list>:key:<key>`,
+// The Lua scripts of Redis queues with ordering = "key". Each key's records wait in a list of their own, `<list>:key:<key>`,
 // oldest at the right as in the main list, each as `<attempts>:<due ms or ''>:<payload>`. A key is in exactly
 // one state while its list has records: in line (`:keys:ready`, scored by a turn counter, so that a key that
 // was served goes to the back), waiting for its head's time (`:keys:waiting`), or held by one batch
@@ -52,7 +51,7 @@ export function lineKeys(key: string): string[] {
   return [keys.ready, keys.turn, keys.waiting, keys.held, keys.depth, keys.wake];
 }
 
-const LINE_ROLES: readonly KeyRole[] = ['zset', 'counter', 'zset', 'hash', 'counter', 'list'];
+export const LINE_ROLES: readonly KeyRole[] = ['zset', 'counter', 'zset', 'hash', 'counter', 'list'];
 
 /** The roles of each fixed key of an ordered queue, for problems() and the refusals. */
 export function keyedRoles(key: string): Array<{ key: string; role: KeyRole }> {
@@ -68,14 +67,14 @@ export function keyedRoles(key: string): Array<{ key: string; role: KeyRole }> {
 }
 
 /** `check({...})` over `roles` ('' skips a key). */
-function checkRoles(roles: ReadonlyArray<KeyRole | ''>): string {
+export function checkRoles(roles: ReadonlyArray<KeyRole | ''>): string {
   return `local bad = check({${roles.map((role) => `'${role}'`).join(', ')}})\nif bad then return bad end`;
 }
 
 /**
  * Lua: the lineKeys() from KEYS[first] as locals, and the functions over them. `now` is in ms.
  */
-function keyedLib(first: number): string {
+export function keyedLib(first: number): string {
   const names = ['ready', 'turn', 'waiting', 'held', 'depth', 'wake'];
   return `${COMMON}
 local ${names.join(', ')} = ${names.map((_, index) => `KEYS[${first + index}]`).join(', ')}
@@ -193,36 +192,6 @@ local function keyed_errors(errors, ids, meta, seq, payload, attempts, err, fail
 end
 `;
 }
-
-/**
- * KEYS: main list, retry ZSET, retry seq, dedup counter, lineKeys(), then the key remembering each id given.
- * ARGV: dedup window (ms), now (ms), ordered ('1'/'0'), then per record: the index of its id's key among
- * those ('' for none), run at (ms, or ''), key ('' for none), payload. A record whose id is remembered
- * already (or given earlier in the same publish) is dropped and counted; the others are stored: keyed ones
- * (ordered queues only) at their key's tail, delayed unkeyed ones in the retry ZSET, the rest raw on the main
- * list. Returns how many were dropped.
- */
-export const PUBLISH_RECORDS = luaScript(`${keyedLib(5)}
-${checkRoles(['list', 'zset', 'counter', 'counter', ...LINE_ROLES])}
-local records = {}
-for i = 4, #ARGV, 4 do table.insert(records, ARGV[i + 2]) end
-bad = check_lists(records)
-if bad then return bad end
-local now, raw, dropped = tonumber(ARGV[2]), {}, 0
-for i = 4, #ARGV, 4 do
-  local id = ARGV[i]
-  if id ~= '' and not redis.call('SET', KEYS[10 + tonumber(id)], '1', 'NX', 'PX', ARGV[1]) then
-    dropped = dropped + 1
-  elseif ARGV[i + 2] ~= '' then append(ARGV[i + 2], envelope(0, ARGV[i + 1], ARGV[i + 3]), now)
-  elseif ARGV[i + 1] ~= '' then to_retry(KEYS[2], KEYS[3], ARGV[i + 1], 0, ARGV[i + 3])
-  else table.insert(raw, ARGV[i + 3]) end
-end
-for i = 1, #raw, 1000 do redis.call('LPUSH', KEYS[1], unpack(raw, i, math.min(i + 999, #raw))) end
-if #raw > 0 and ARGV[3] == '1' then wake_up() end
-if dropped > 0 then redis.call('INCRBY', KEYS[4], dropped) end
-finish()
-return dropped
-`);
 
 /**
  * KEYS: claimKeys() (main list, retry ZSET, batches hash, the batch's key, retry seq, the error keys), the
@@ -509,55 +478,6 @@ free_keys(keys, ARGV[1], now)
 redis.call('DEL', KEYS[1])
 finish()
 return moved
-`);
-
-/**
- * KEYS: main list, staging list, keying lock. ARGV: token, lock time to live (ms), max. Takes the keying
- * lock (nil when another keyer holds it), then returns the staged records of a keyer that died before it
- * placed them, or else moves up to `max` of the oldest records of the main list to the staging list, in
- * order, and returns them.
- */
-export const KEYING_TAKE = luaScript(`${COMMON}
-${checkRoles(['list', 'list', 'counter'])}
-if not redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
-local staged = redis.call('LRANGE', KEYS[2], 0, -1)
-if #staged > 0 then return staged end
-local taken = redis.call('RPOP', KEYS[1], tonumber(ARGV[3]))
-if not taken then
-  redis.call('DEL', KEYS[3])
-  return {}
-end
-for i = 1, #taken, 1000 do redis.call('RPUSH', KEYS[2], unpack(taken, i, math.min(i + 999, #taken))) end
-return taken
-`);
-
-/**
- * KEYS: staging list, keying lock, the error keys, free list, lineKeys(). ARGV: token, now (ms), now (ISO),
- * how many records were taken, then per staged record: 'k' and its key, 'f' and '' (no key), or 'e' and why
- * key() failed. Unless the lock is no longer this keyer's (its successor redoes the work): appends each
- * record to its key's tail, to the free list, or to the error queue, in staging order; empties the staging
- * list and frees the lock. Returns how many it placed; -1 when the lock was lost.
- */
-export const KEYING_PLACE = luaScript(`${keyedLib(8)}
-${checkRoles(['list', 'counter', 'list', 'list', 'hash', 'counter', 'list', ...LINE_ROLES])}
-local n = tonumber(ARGV[4])
-if redis.call('GET', KEYS[2]) ~= ARGV[1] or redis.call('LLEN', KEYS[1]) ~= n then return -1 end
-local names = {}
-for i = 5, #ARGV, 2 do if ARGV[i] == 'k' then table.insert(names, ARGV[i + 1]) end end
-bad = check_lists(names)
-if bad then return bad end
-local staged, free, now = redis.call('LRANGE', KEYS[1], 0, -1), {}, tonumber(ARGV[2])
-for r = 1, n do
-  local kind, value = ARGV[3 + 2 * r], ARGV[4 + 2 * r]
-  if kind == 'k' then append(value, envelope(0, '', staged[r]), now)
-  elseif kind == 'f' then table.insert(free, staged[r])
-  else to_errors(KEYS[3], KEYS[4], KEYS[5], KEYS[6], staged[r], 0, value, ARGV[3], ARGV[3]) end
-end
-for i = 1, #free, 1000 do redis.call('LPUSH', KEYS[7], unpack(free, i, math.min(i + 999, #free))) end
-if #free > 0 then wake_up() end
-redis.call('DEL', KEYS[1], KEYS[2])
-finish()
-return n
 `);
 
 /**

@@ -1,32 +1,45 @@
-// Records with keys and idempotency ids on Redis (redis-keyed-scripts.ts has the layout and the scripts):
-// the arguments the scripts take, and keying, which gives the records that producers LPUSHed raw to an
-// ordered queue's list their key. Keying is one keyer at a time per queue (a lock with a time to live): it
-// moves the oldest raw records to a staging list, runs the handler's key() over them here, and places them
-// in their keys in the same order; a keyer that dies leaves them staged, and the next one places them first.
-import { randomInt } from 'node:crypto';
-
-import { describeError } from '../errors.js';
-import { asArray, asBuffer, asInteger } from '../redis/replies.js';
+// Publishing records with keys and idempotency ids to Redis (the keys' layout is in redis-keyed-scripts.ts),
+// and the keys the scripts of ordered queues take. A publish with ids, on any Redis queue, remembers each id
+// under `<list>:dedup:<id>` for the dedup window, in the same script that stores the records.
+import { asInteger } from '../redis/replies.js';
 import type { QueueSettings } from './backend.js';
 import { delayAt } from './delay.js';
 import type { RecordOptions } from './record-options.js';
-import { checkKey } from './record-options.js';
 import { valueAt } from '../util/per-record.js';
-import {
-  dedupKeys,
-  KEYING_PLACE,
-  KEYING_TAKE,
-  keyedKeys,
-  lineKeys,
-  PUBLISH_RECORDS,
-} from './redis-keyed-scripts.js';
+import { luaScript } from '../redis/script.js';
+import { checkRoles, dedupKeys, keyedKeys, keyedLib, LINE_ROLES, lineKeys } from './redis-keyed-scripts.js';
 import type { ScriptRunner } from './redis-scripts.js';
 import { claimKeys, errorKeys, processingKey } from './redis-scripts.js';
 
-/** Raw records one keying step takes at most. */
-const KEYING_CHUNK = 2_000;
-/** How long a keyer may hold the lock before another takes its staged records over. */
-const KEYING_LOCK_MS = 10_000;
+/**
+ * KEYS: main list, retry ZSET, retry seq, dedup counter, lineKeys(), then the key remembering each id given.
+ * ARGV: dedup window (ms), now (ms), ordered ('1'/'0'), then per record: the index of its id's key among
+ * those ('' for none), run at (ms, or ''), key ('' for none), payload. A record whose id is remembered
+ * already (or given earlier in the same publish) is dropped and counted; the others are stored: keyed ones
+ * (ordered queues only) at their key's tail, delayed unkeyed ones in the retry ZSET, the rest raw on the main
+ * list. Returns how many were dropped.
+ */
+export const PUBLISH_RECORDS = luaScript(`${keyedLib(5)}
+${checkRoles(['list', 'zset', 'counter', 'counter', ...LINE_ROLES])}
+local records = {}
+for i = 4, #ARGV, 4 do table.insert(records, ARGV[i + 2]) end
+bad = check_lists(records)
+if bad then return bad end
+local now, raw, dropped = tonumber(ARGV[2]), {}, 0
+for i = 4, #ARGV, 4 do
+  local id = ARGV[i]
+  if id ~= '' and not redis.call('SET', KEYS[10 + tonumber(id)], '1', 'NX', 'PX', ARGV[1]) then
+    dropped = dropped + 1
+  elseif ARGV[i + 2] ~= '' then append(ARGV[i + 2], envelope(0, ARGV[i + 1], ARGV[i + 3]), now)
+  elseif ARGV[i + 1] ~= '' then to_retry(KEYS[2], KEYS[3], ARGV[i + 1], 0, ARGV[i + 3])
+  else table.insert(raw, ARGV[i + 3]) end
+end
+for i = 1, #raw, 1000 do redis.call('LPUSH', KEYS[1], unpack(raw, i, math.min(i + 999, #raw))) end
+if #raw > 0 and ARGV[3] == '1' then wake_up() end
+if dropped > 0 then redis.call('INCRBY', KEYS[4], dropped) end
+finish()
+return dropped
+`);
 
 /**
  * Publishes through PUBLISH_RECORDS: records with ids (dedup, on every queue) or, on an ordered queue, with
@@ -96,49 +109,4 @@ export function settleKeyedKeys(
     ...errorKeys(queue),
     ...lineKeys(key),
   ];
-}
-
-/**
- * One keying step of an ordered queue whose list is `key`: takes the keying lock, the staged records of a
- * keyer that died (or else up to KEYING_CHUNK raw records of the list), keys them with `keyOf` and places
- * them. Returns how many it placed; 0 when another keyer holds the lock or nothing waits.
- */
-export async function keyRawRecords(
-  run: ScriptRunner,
-  queue: string,
-  key: string,
-  keyOf: NonNullable<QueueSettings['keyOf']>,
-): Promise<number> {
-  const keyed = keyedKeys(key);
-  const token = String(randomInt(1, 2 ** 47));
-  const taken = await run(
-    KEYING_TAKE,
-    [key, keyed.staging, keyed.lock],
-    [token, KEYING_LOCK_MS, KEYING_CHUNK],
-  );
-  if (taken === null) return 0;
-  const records = asArray(taken).map(asBuffer);
-  if (records.length === 0) return 0;
-  const now = new Date();
-  const args: Array<string | number> = [token, now.getTime(), now.toISOString(), records.length];
-  for (const record of records) args.push(...keyingOf(keyOf, record));
-  const keys = [keyed.staging, keyed.lock, ...errorKeys(queue), keyed.free, ...lineKeys(key)];
-  // -1: the lock was lost (this process stalled past its time to live); the next keyer places them.
-  return Math.max(0, asInteger(await run(KEYING_PLACE, keys, args)));
-}
-
-/** What KEYING_PLACE does with a record: 'k' and its key, 'f' (no key), or 'e' and why it has none. */
-function keyingOf(keyOf: NonNullable<QueueSettings['keyOf']>, record: Buffer): [string, string] {
-  let given: unknown;
-  try {
-    given = keyOf(record);
-  } catch (error) {
-    return ['e', `key() failed: ${describeError(error)}`];
-  }
-  if (given === undefined || given === null) return ['f', ''];
-  try {
-    return ['k', checkKey(given, 'key()')];
-  } catch (error) {
-    return ['e', `key() returned an unusable key: ${describeError(error)}`];
-  }
 }

@@ -50,7 +50,8 @@ import {
   REPLAY_KEYED,
   REVIVE_KEYS,
 } from './redis-keyed-scripts.js';
-import { claimKeyedKeys, keyRawRecords, publishRecords, settleKeyedKeys } from './redis-keyed.js';
+import { claimKeyedKeys, publishRecords, settleKeyedKeys } from './redis-keyed.js';
+import { keyRawRecords } from './redis-keying.js';
 import {
   batchKeys,
   BATCH_SIZES,

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
 import type { ClaimedBatch, ClaimedRecord, QueueSettings, RecordFailure } from '../../src/queue/backend.js';
 import { RedisQueueBackend } from '../../src/queue/redis.js';
-import { KEYING_TAKE } from '../../src/queue/redis-keyed-scripts.js';
+import { KEYING_TAKE } from '../../src/queue/redis-keying.js';
 import { runScript } from '../../src/redis/script.js';
 import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
@@ -88,6 +88,9 @@ describe('redis queue with ordering = "key"', () => {
 
   const payloads = (batch: ClaimedBatch | undefined): string[] =>
     batch?.records.map((record) => record.payload.toString()) ?? [];
+  /** Each record of the batch as [payload, attempts]. */
+  const tries = (batch: ClaimedBatch | undefined): Array<[string, number]> =>
+    batch?.records.map((record) => [record.payload.toString(), record.attempts]) ?? [];
 
   async function publishKeyed(
     queue: string,
@@ -191,7 +194,7 @@ describe('redis queue with ordering = "key"', () => {
       'the retry of a1',
     );
     expect(Date.now()).toBeGreaterThanOrEqual(retryAt.getTime() - 50);
-    expect(retried.records.map((record) => [record.payload.toString(), record.attempts])).toEqual([
+    expect(tries(retried)).toEqual([
       ['a1', 1],
       ['a2', 0],
       ['a3', 0],
@@ -223,7 +226,7 @@ describe('redis queue with ordering = "key"', () => {
     await backends[1]!.release(other!, other!.records);
 
     const again = await backends[2]!.claim(queue, consumer('C'), 10);
-    expect(again?.records.map((record) => [record.payload.toString(), record.attempts])).toEqual([
+    expect(tries(again)).toEqual([
       ['a0', 0],
       ['a1', 0],
       ['a2', 0],
@@ -249,7 +252,7 @@ describe('redis queue with ordering = "key"', () => {
 
     expect(await backends[1]!.recoverClaims(queue, { maxAttempts: 5 })).toBe(3);
     const again = await backends[1]!.claim(queue, consumer('B'), 10);
-    expect(again?.records.map((record) => [record.payload.toString(), record.attempts])).toEqual([
+    expect(tries(again)).toEqual([
       ['a1', 1],
       ['a2', 1],
       ['a3', 0],
