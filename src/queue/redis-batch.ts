@@ -1,24 +1,37 @@
 // How a claimed Redis batch is kept: one string under its processing key, written by the CLAIM script with
 // Redis's cmsgpack as two MessagePack arrays, the records' payloads (as strings of bytes) and their attempts
-// (-1 once given back). One value per batch costs Redis one allocation instead of one per record, and the
+// (-1 once given back), and on a queue with ordering = "key" a third array with each record's key ('' for
+// none). One value per batch costs Redis one allocation instead of one per record, and the
 // claim returns it as one reply, whose payloads the consumer reads in place.
 
-/** A claimed batch as CLAIM returns it: its payloads (views into the reply) and their attempts. */
+/** A claimed batch as CLAIM returns it: its payloads (views into the reply), their attempts and keys. */
 export interface BatchValue {
   readonly payloads: Buffer[];
   readonly attempts: number[];
+  /** Each record's key (undefined: none); absent when the batch was claimed without keys. */
+  readonly keys?: Array<string | undefined>;
 }
 
-/** Reads a batch value; TypeError when it is not two arrays of as many payloads and attempts. */
+/**
+ * Reads a batch value; TypeError when it is not two arrays of as many payloads and attempts, and possibly a
+ * third of as many keys.
+ */
 export function openBatch(value: Buffer): BatchValue {
   const reader = new Reader(value);
   const payloads = new Array<Buffer>(reader.arrayHeader());
   for (let index = 0; index < payloads.length; index++) payloads[index] = reader.bytes();
   const attempts = new Array<number>(reader.arrayHeader());
   for (let index = 0; index < attempts.length; index++) attempts[index] = reader.integer();
-  if (attempts.length !== payloads.length || reader.offset !== value.length)
+  if (attempts.length !== payloads.length) throw new TypeError('malformed batch value');
+  if (reader.offset === value.length) return { payloads, attempts };
+  const keys = new Array<string | undefined>(reader.arrayHeader());
+  for (let index = 0; index < keys.length; index++) {
+    const key = reader.bytes();
+    keys[index] = key.length === 0 ? undefined : key.toString();
+  }
+  if (keys.length !== payloads.length || reader.offset !== value.length)
     throw new TypeError('malformed batch value');
-  return { payloads, attempts };
+  return { payloads, attempts, keys };
 }
 
 /** The subset of MessagePack that cmsgpack writes for these arrays: array, str/bin and integer headers. */

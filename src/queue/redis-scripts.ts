@@ -99,7 +99,7 @@ export type ScriptRunner = (
 ) => Promise<unknown>;
 
 /** Lua functions every queue script starts with. */
-const COMMON = `${KEY_CHECKS}
+export const COMMON = `${KEY_CHECKS}
 -- The acknowledged indexes from ARGV[from]: '1' (the whole batch), or '0', a count and the 0-based indexes.
 -- Returns whether the whole batch, a set of the 1-based indexes, and where the next argument is.
 local function acked(from)
@@ -447,14 +447,26 @@ export async function takeErrors(
   queue: string,
   options: { into: string | undefined; ids: readonly string[] | undefined; limit: number },
 ): Promise<number> {
-  // Ids that are not numbers name no error record; the script compares them as the ids list holds them.
-  const numeric = options.ids?.filter((id) => /^\d+$/.test(id)).map(BigInt);
-  const ids = numeric && [...new Set(numeric)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(String);
+  const ids = sortedErrorIds(options.ids);
   if (ids?.length === 0 || options.limit <= 0) return 0;
-  const tombstone = `\u0000baton-tombstone:${randomUUID()}`;
+  const tombstone = errorTombstone();
   const mode = options.into === undefined ? 'drop' : 'replay';
   const keys = [...errorKeys(queue), options.into ?? errorKeys(queue)[0]!];
   return asInteger(await run(TAKE_ERRORS, keys, [now(), options.limit, tombstone, mode, ...(ids ?? [])]));
+}
+
+/**
+ * The error queue ids among `ids`, ascending and once each, as the scripts compare them with the ids list:
+ * ids that are not numbers name no error record. Undefined when none were given.
+ */
+export function sortedErrorIds(ids: readonly string[] | undefined): string[] | undefined {
+  const numeric = ids?.filter((id) => /^\d+$/.test(id)).map(BigInt);
+  return numeric && [...new Set(numeric)].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(String);
+}
+
+/** A value no record holds, for marking the entries a script takes out of the error lists. */
+export function errorTombstone(): string {
+  return `\u0000baton-tombstone:${randomUUID()}`;
 }
 
 /** `appendonly` and `appendfsync`, or the error when CONFIG is disabled; throws when Redis is unreachable. */

@@ -16,7 +16,7 @@ import { asArray, asBuffer, asInteger } from '../redis/replies.js';
 import { describeKeyProblem } from '../redis/key-types.js';
 import type { LuaScript } from '../redis/script.js';
 import type { Store, Tx } from '../store/store.js';
-import { errorQueueName } from './backend.js';
+import { DEFAULT_QUEUE_SETTINGS, errorQueueName } from './backend.js';
 import type {
   ClaimedBatch,
   ClaimedRecord,
@@ -30,12 +30,28 @@ import type {
 import { Heartbeats } from '../util/heartbeats.js';
 import type { RecordOptions } from './record-options.js';
 import { anyDelay, delayAt } from './delay.js';
+import { anyValue } from '../util/per-record.js';
 import type { Acked } from './batch-ledger.js';
 import { BatchLedger, batchPositions } from './batch-ledger.js';
 import { openBatch } from './redis-batch.js';
 import type { RoledKey } from './redis-key-problems.js';
 import { KeyProblems } from './redis-key-problems.js';
 import { OrphanBatches } from './redis-orphans.js';
+import {
+  CLAIM_KEYED,
+  COMPLETE_KEYED,
+  dedupKeys,
+  keyedKeys,
+  keyedRoles,
+  keyList,
+  lineKeys,
+  RECOVER_KEYED,
+  RELEASE_KEYED,
+  REPLAY_KEYED,
+  REVIVE_KEYS,
+} from './redis-keyed-scripts.js';
+import { claimKeyedKeys, publishRecords, settleKeyedKeys } from './redis-keyed.js';
+import { keyRawRecords } from './redis-keying.js';
 import {
   batchKeys,
   BATCH_SIZES,
@@ -51,6 +67,8 @@ import {
   readPersistence,
   RECOVER,
   RELEASE,
+  errorTombstone,
+  sortedErrorIds,
   takeErrors,
 } from './redis-scripts.js';
 
@@ -83,6 +101,8 @@ const ORPHAN_REASON =
   'a script failed halfway and left its batch without its claim (the batch was recovered)';
 /** A completed batch waits at most about this long for a claim of its consumer to free its processing key. */
 const COMPLETED_GRACE_MS = 200;
+/** Ordered queues: keys held by a batch that is gone, and broken key lists fixed since, are looked for this often. */
+const REVIVE_EVERY_MS = 60_000;
 
 /** Completed batches of one consumer on one queue, whose processing keys are still to be freed. */
 interface Completed {
@@ -123,6 +143,10 @@ export class RedisQueueBackend implements QueueBackend {
   #closed = false;
   /** What configure() told of each queue. */
   readonly #settings = new Map<string, QueueSettings>();
+  /** Ordered queues: raw records waiting to be keyed, as the last claim saw them (absent: not known yet). */
+  readonly #toKey = new Map<string, number>();
+  /** Ordered queues: when REVIVE_KEYS last ran. */
+  readonly #revivedAt = new Map<string, number>();
 
   constructor(options: RedisQueueOptions) {
     this.#ledger = new BatchLedger(options.store);
@@ -160,7 +184,12 @@ export class RedisQueueBackend implements QueueBackend {
     const found = await Promise.all(
       Object.keys(this.#keys).map(async (queue) => {
         const key = this.#key(queue);
-        const keys: RoledKey[] = queueKeys(queue, key);
+        const keys: RoledKey[] = this.#queueKeys(queue);
+        if (this.#ordered(queue)) {
+          // Key lists left out of line by a claim because they held another type (a few are enough to tell).
+          const broken = await this.#client.zrange(keyedKeys(key).broken, 0, 99).catch(() => []);
+          for (const name of broken) keys.push({ key: keyList(key, name), role: 'list' });
+        }
         const batches = await this.#client.hgetall(`${key}:batches`).catch(() => ({}));
         for (const [id, consumer] of Object.entries(batches)) {
           keys.push({ key: processingKey(key, consumer, id), role: 'batch' });
@@ -210,6 +239,13 @@ export class RedisQueueBackend implements QueueBackend {
     if (records.length === 0) return 0;
     const { delays } = options;
     const key = this.#key(queue);
+    const settings = this.#settings.get(queue) ?? DEFAULT_QUEUE_SETTINGS;
+    const ordered = settings.ordering === 'key';
+    if (anyValue(options.ids) || (ordered && (anyValue(options.keys) || anyDelay(delays)))) {
+      // Duplicates are dropped, and counted, in the script that stores the others: they count as accepted.
+      await publishRecords(this.#keyProblems.runner(queue), key, records, options, settings);
+      return records.length;
+    }
     if (anyDelay(delays)) {
       // Scored by this node's clock, as claims compare them with the claiming node's (see docs/delayed-records.md).
       const now = Date.now();
@@ -227,9 +263,14 @@ export class RedisQueueBackend implements QueueBackend {
     for (let start = 0; start < records.length; start += PUBLISH_CHUNK) {
       transaction.lpush(key, ...records.slice(start, start + PUBLISH_CHUNK));
     }
+    if (ordered) {
+      // Consumers of an ordered queue wait on its wake list (see waitForRecords).
+      const { wake } = keyedKeys(key);
+      transaction.lpush(wake, '1').ltrim(wake, 0, 0);
+    }
     const replies = await callRedis(() => transaction.exec());
     const failed = replies?.find(([error]) => error)?.[0];
-    if (failed) throw await this.#keyProblems.explain(queue, queueKeys(queue, key), failed);
+    if (failed) throw await this.#keyProblems.explain(queue, this.#queueKeys(queue), failed);
     return records.length;
   }
 
@@ -246,6 +287,7 @@ export class RedisQueueBackend implements QueueBackend {
 
   async claim(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
     if (max <= 0) return undefined;
+    if (this.#ordered(queue)) return this.#claimKeyed(queue, consumer, max);
     const key = this.#key(queue);
     const id = randomUUID();
     const now = new Date();
@@ -257,13 +299,56 @@ export class RedisQueueBackend implements QueueBackend {
     );
     this.#warnGone(queue, completed, reply[0]);
     if (reply.length < 2) return undefined;
+    return this.#claimed(queue, consumer, id, now, reply[1]);
+  }
+
+  /** A batch as a claim script returned its value. */
+  #claimed(queue: string, consumer: string, id: string, now: Date, value: unknown): ClaimedBatch {
     this.#held.add(id);
-    const { payloads, attempts } = openBatch(asBuffer(reply[1]));
+    const { payloads, attempts, keys } = openBatch(asBuffer(value));
     const records = new Array<ClaimedRecord>(payloads.length);
     for (let index = 0; index < payloads.length; index++) {
-      records[index] = new BatchRecord(id, index, payloads[index]!, attempts[index]!, now);
+      records[index] = new BatchRecord(id, index, payloads[index]!, attempts[index]!, now, keys?.[index]);
     }
     return { id, queue, consumer, records };
+  }
+
+  /**
+   * An ordered queue: raw records pushed to the list are keyed first (one step, when some wait), then the
+   * claim takes due records of the keys in line, and records without a key (see CLAIM_KEYED).
+   */
+  async #claimKeyed(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
+    const { keyOf } = this.#settings.get(queue) ?? DEFAULT_QUEUE_SETTINGS;
+    const key = this.#key(queue);
+    const completed = this.#takeCompleted(queue, consumer);
+    let keyed = false;
+    for (;;) {
+      if (keyOf && !keyed && (this.#toKey.get(queue) ?? 1) > 0) {
+        await this.#keyRaw(queue, keyOf);
+        keyed = true;
+      }
+      const id = randomUUID();
+      const now = new Date();
+      const freeing = completed.splice(0);
+      const keys = claimKeyedKeys(queue, key, consumer, id, freeing);
+      const args = [max, now.getTime(), consumer, id, keyOf ? '0' : '1', ...freeing];
+      const reply = asArray(await this.#run(queue, CLAIM_KEYED, keys, args));
+      this.#warnGone(queue, freeing, reply[0]);
+      const toKey = asInteger(reply[1]);
+      this.#toKey.set(queue, toKey);
+      if (reply.length >= 3) return this.#claimed(queue, consumer, id, now, reply[2]);
+      // Nothing ready, but raw records arrived since the last look: key them and look again, once.
+      if (keyed || toKey === 0 || !keyOf) return undefined;
+    }
+  }
+
+  /** One keying step; a key of the wrong type is logged once (the keyed records are still claimed). */
+  async #keyRaw(queue: string, keyOf: NonNullable<QueueSettings['keyOf']>): Promise<void> {
+    try {
+      await keyRawRecords(this.#keyProblems.runner(queue), queue, this.#key(queue), keyOf);
+    } catch (error) {
+      if (!this.#keyProblems.refused(error)) throw error;
+    }
   }
 
   async acknowledge(tx: Tx, batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
@@ -283,18 +368,23 @@ export class RedisQueueBackend implements QueueBackend {
       return new Map();
     }
     const key = this.#key(batch.queue);
+    const ordered = this.#ordered(batch.queue);
     const args: Array<string | number> = [batch.id, new Date().toISOString()];
+    // Keyed: the time that puts the batch's keys in line (or waiting for their head record).
+    if (ordered) args.push(Date.now());
     for (const { record, error, retryAt } of failures) {
       const retry = retryAt ? retryAt.getTime() : '';
       args.push(record.position, retry, error, record.enqueuedAt.toISOString());
     }
-    const keys = [...batchKeys(key, batch), ...errorKeys(batch.queue)];
+    const keys = ordered
+      ? settleKeyedKeys(batch.queue, key, batch)
+      : [...batchKeys(key, batch), ...errorKeys(batch.queue)];
     // Settled or not, this process lets go of the batch: if the script did not run, recovery settles the
     // batch by the ledger (what committed stays done, the rest goes back).
     this.#held.delete(batch.id);
     let reply: unknown;
     try {
-      reply = await this.#run(batch.queue, COMPLETE, keys, args);
+      reply = await this.#run(batch.queue, ordered ? COMPLETE_KEYED : COMPLETE, keys, args);
     } catch (error) {
       this.#unsettled.set(batch.id, failureReason(failures));
       throw error;
@@ -359,10 +449,8 @@ export class RedisQueueBackend implements QueueBackend {
         const completed = this.#takeCompleted(queue, consumer);
         if (completed.length === 0) return;
         const key = this.#key(queue);
-        const keys = claimKeys(queue, key, processingKey(key, consumer, 'none'));
-        for (const batch of completed) keys.push(processingKey(key, consumer, batch));
         try {
-          const reply = asArray(await this.#run(queue, CLAIM, keys, [0, 0, consumer, 'none', ...completed]));
+          const reply = asArray(await this.#freeBatches(queue, key, consumer, completed));
           this.#warnGone(queue, completed, reply[0]);
         } catch (error) {
           this.#log.warn(
@@ -375,6 +463,17 @@ export class RedisQueueBackend implements QueueBackend {
     if (this.#completed.size > 0) this.#armCompletionTimer();
   }
 
+  /** CLAIM (CLAIM_KEYED for an ordered queue) with max 0: frees completed batches, and their keys. */
+  #freeBatches(queue: string, key: string, consumer: string, completed: readonly string[]): Promise<unknown> {
+    if (this.#ordered(queue)) {
+      const keys = claimKeyedKeys(queue, key, consumer, 'none', completed);
+      return this.#run(queue, CLAIM_KEYED, keys, [0, Date.now(), consumer, 'none', '0', ...completed]);
+    }
+    const keys = claimKeys(queue, key, processingKey(key, consumer, 'none'));
+    for (const batch of completed) keys.push(processingKey(key, consumer, batch));
+    return this.#run(queue, CLAIM, keys, [0, 0, consumer, 'none', ...completed]);
+  }
+
   #warnGone(queue: string, completed: readonly string[], gone: unknown): void {
     if (completed.length === 0 || asInteger(gone) === 0) return;
     this.#log.warn(
@@ -384,25 +483,31 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   async release(batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void> {
-    this.#held.delete(batch.id);
+    const ordered = this.#ordered(batch.queue);
+    // An ordered queue's runner gives back the records held back behind a failure, then completes the
+    // batch: this process still holds it meanwhile.
+    if (!ordered || records.length >= batch.records.length) this.#held.delete(batch.id);
     if (records.length === 0) return;
     // Records acknowledged by a committed part of the batch (the runner may commit it in halves) stay done.
     const acked = await this.#ledger.acked(batch.id);
     const indexes = [...new Set(records.map((record) => record.position))].sort((a, b) => a - b);
     const key = this.#key(batch.queue);
     const [processing, batches, retry, retrySeq] = batchKeys(key, batch);
-    await this.#run(
-      batch.queue,
-      RELEASE,
-      [processing, batches, key, retry, retrySeq],
-      [batch.id, Date.now(), ...ackedArgs(acked), indexes.length, ...indexes],
-    );
+    const keys = [processing, batches, key, retry, retrySeq];
+    if (ordered) keys.push(keyedKeys(key).free, ...lineKeys(key));
+    await this.#run(batch.queue, ordered ? RELEASE_KEYED : RELEASE, keys, [
+      batch.id,
+      Date.now(),
+      ...ackedArgs(acked),
+      indexes.length,
+      ...indexes,
+    ]);
   }
 
   async recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number> {
     const key = this.#key(queue);
     if (this.#keyProblems.has(queue)) {
-      await this.#keyProblems.check(queue, queueKeys(queue, key));
+      await this.#keyProblems.check(queue, this.#queueKeys(queue));
       // A key of the queue itself: every batch would be refused. Logged once; tried again on the next pass.
       if (this.#keyProblems.has(queue, { shared: true })) return 0;
       if (!this.#keyProblems.has(queue)) this.#orphans.searchAgain(queue);
@@ -414,10 +519,11 @@ export class RedisQueueBackend implements QueueBackend {
     try {
       batches = await this.#client.hgetall(`${key}:batches`);
     } catch (error) {
-      const explained = await this.#keyProblems.explain(queue, queueKeys(queue, key), error);
+      const explained = await this.#keyProblems.explain(queue, this.#queueKeys(queue), error);
       if (this.#keyProblems.refused(explained)) return 0;
       throw explained;
     }
+    if (this.#ordered(queue)) await this.#reviveKeys(queue, key);
     const orphans = this.#orphans.collect(queue, scanned, batches);
     for (const id of this.#unsettled.keys()) if (!(id in batches)) this.#unsettled.delete(id);
     await this.#sweepLedger(queue, [...Object.keys(batches), ...orphans.keys()]);
@@ -440,14 +546,20 @@ export class RedisQueueBackend implements QueueBackend {
       settle.map(({ id }) => id),
     );
     const now = new Date();
+    const ordered = this.#ordered(queue);
     let recovered = 0;
     for (const { id, consumer, mode } of settle) {
-      const keys = [...batchKeys(key, { id, consumer }), ...errorKeys(queue)];
+      const keys = ordered
+        ? settleKeyedKeys(queue, key, { id, consumer })
+        : [...batchKeys(key, { id, consumer }), ...errorKeys(queue)];
       const reason = mode === 'orphan' ? ORPHAN_REASON : (this.#unsettled.get(id) ?? RECOVERED_REASON);
       const args = [id, now.getTime(), options.maxAttempts, now.toISOString(), reason, mode];
       try {
         recovered += asInteger(
-          await this.#run(queue, RECOVER, keys, [...args, ...ackedArgs(acked.get(id) ?? [])]),
+          await this.#run(queue, ordered ? RECOVER_KEYED : RECOVER, keys, [
+            ...args,
+            ...ackedArgs(acked.get(id) ?? []),
+          ]),
         );
       } catch (error) {
         if (this.#keyProblems.refused(error)) continue; // logged once; the batch waits for the next pass
@@ -457,6 +569,21 @@ export class RedisQueueBackend implements QueueBackend {
       this.#unsettled.delete(id);
     }
     return recovered;
+  }
+
+  /**
+   * Ordered queues, at most every REVIVE_EVERY_MS: lets go of keys held by batches that are gone, and puts
+   * back in line the keys whose list was of the wrong type and is fixed.
+   */
+  async #reviveKeys(queue: string, key: string): Promise<void> {
+    if (Date.now() - (this.#revivedAt.get(queue) ?? 0) < REVIVE_EVERY_MS) return;
+    this.#revivedAt.set(queue, Date.now());
+    const { broken } = keyedKeys(key);
+    try {
+      await this.#run(queue, REVIVE_KEYS, [`${key}:batches`, broken, ...lineKeys(key)], [Date.now()]);
+    } catch (error) {
+      if (!this.#keyProblems.refused(error)) throw error;
+    }
   }
 
   /**
@@ -476,7 +603,10 @@ export class RedisQueueBackend implements QueueBackend {
 
   /**
    * Waits until the list has a record, the earliest member of the retry set is due (a delayed record, or one
-   * waiting out a back-off; by this node's clock), or `timeoutMs`, whichever comes first.
+   * waiting out a back-off; by this node's clock), or `timeoutMs`, whichever comes first. An ordered queue
+   * waits on its wake list instead (a key put in line, a record without a key stored; a claim that finds
+   * nothing empties it), and for its earliest waiting key: records LPUSHed raw by producers are seen at the
+   * next look, within `timeoutMs`.
    */
   async waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void> {
     if (signal.aborted || timeoutMs <= 0 || this.#closed) return;
@@ -490,13 +620,13 @@ export class RedisQueueBackend implements QueueBackend {
     let reusable = false;
     try {
       if (signal.aborted) return;
-      const key = this.#key(queue);
+      const key = this.#ordered(queue) ? keyedKeys(this.#key(queue)).wake : this.#key(queue);
       // Pops from and pushes to the same end: returns once the list has a record, and leaves it there.
       await connection.blmoveBuffer(key, key, 'RIGHT', 'RIGHT', (waitMs / 1000).toFixed(3));
       reusable = true;
     } catch (error) {
       if (!signal.aborted && !this.#closed)
-        throw await this.#keyProblems.explain(queue, queueKeys(queue, this.#key(queue)), error);
+        throw await this.#keyProblems.explain(queue, this.#queueKeys(queue), error);
     } finally {
       clearTimeout(deadline);
       signal.removeEventListener('abort', abort);
@@ -514,9 +644,12 @@ export class RedisQueueBackend implements QueueBackend {
    */
   async #untilDue(queue: string, maxMs: number): Promise<number> {
     try {
-      const [, score] = await this.#client.zrange(`${this.#key(queue)}:retry`, 0, 0, 'WITHSCORES');
-      if (score === undefined) return maxMs;
-      const ms = Math.ceil(Number(score) - Date.now());
+      const key = this.#key(queue);
+      const sets = this.#ordered(queue) ? [`${key}:retry`, keyedKeys(key).waiting] : [`${key}:retry`];
+      const heads = await Promise.all(sets.map((set) => this.#client.zrange(set, 0, 0, 'WITHSCORES')));
+      const scores = heads.flatMap(([, score]) => (score === undefined ? [] : [Number(score)]));
+      if (scores.length === 0) return maxMs;
+      const ms = Math.ceil(Math.min(...scores) - Date.now());
       return Math.max(1, Math.min(maxMs, ms > 0 ? ms : DUE_WAIT_MS));
     } catch {
       // The claim that follows reports what is wrong with Redis or the key.
@@ -542,15 +675,19 @@ export class RedisQueueBackend implements QueueBackend {
 
   async stats(queue: string): Promise<QueueStats> {
     const key = this.#key(queue);
-    const [waiting, retrying, delayed, errors, batches] = await Promise.all([
-      this.#client.llen(key),
-      this.#client.zcard(`${key}:retry`),
-      // Not due yet by this node's clock: O(log n) in the ZSET, whatever its size.
-      this.#client.zcount(`${key}:retry`, `(${Date.now()}`, '+inf'),
-      this.#client.llen(errorQueueName(queue)),
-      this.#client.hgetall(`${key}:batches`),
+    const [[waiting, retrying, delayed, errors, deduplicated, batches], keyed] = await Promise.all([
+      Promise.all([
+        this.#client.llen(key),
+        this.#client.zcard(`${key}:retry`),
+        // Not due yet by this node's clock: O(log n) in the ZSET, whatever its size.
+        this.#client.zcount(`${key}:retry`, `(${Date.now()}`, '+inf'),
+        this.#client.llen(errorQueueName(queue)),
+        this.#client.get(dedupKeys(key).counter),
+        this.#client.hgetall(`${key}:batches`),
+      ]),
+      this.#ordered(queue) ? this.#keyedStats(key) : { depth: 0, delayed: 0 },
     ]).catch(async (error: unknown) => {
-      throw await this.#keyProblems.explain(queue, queueKeys(queue, key), error);
+      throw await this.#keyProblems.explain(queue, this.#queueKeys(queue), error);
     });
     const claims = Object.entries(batches);
     const keys = claims.map(([id, consumer]) => processingKey(key, consumer, id));
@@ -560,14 +697,47 @@ export class RedisQueueBackend implements QueueBackend {
     const sizes = new Map(claims.map(([id], index) => [id, held[index] ?? 0]));
     const acked = await this.#ledger.committedCount(sizes);
     const inFlight = Math.max(0, held.reduce((sum, length) => sum + length, 0) - acked);
-    return { depth: waiting + retrying, delayed, inFlight, errors };
+    return {
+      depth: waiting + retrying + keyed.depth,
+      delayed: delayed + keyed.delayed,
+      inFlight,
+      errors,
+      // Only queues that were given ids have the counter.
+      ...(deduplicated === null ? {} : { deduplicated: Number(deduplicated) }),
+    };
+  }
+
+  /**
+   * What an ordered queue holds beside its list and retry set: the records of its keys (a counter the
+   * scripts keep), those without a key and those being keyed. Delayed: the keys waiting for a head record
+   * not due yet (a delayed record behind another of its key is counted once it is the head).
+   */
+  async #keyedStats(key: string): Promise<{ depth: number; delayed: number }> {
+    const keyed = keyedKeys(key);
+    const [inKeys, free, staged, waiting] = await Promise.all([
+      this.#client.get(keyed.depth),
+      this.#client.llen(keyed.free),
+      this.#client.llen(keyed.staging),
+      this.#client.zcount(keyed.waiting, `(${Date.now()}`, '+inf'),
+    ]);
+    return { depth: Number(inKeys ?? 0) + free + staged, delayed: waiting };
   }
 
   listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]> {
     return listErrors(this.#keyProblems.runner(queue), queue, options);
   }
 
-  replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {
+  async replayErrors(queue: string, options: { ids?: readonly string[]; limit: number }): Promise<number> {
+    if (this.#ordered(queue)) {
+      // Records of a key go back to its tail, the others to the list (to be keyed again).
+      const key = this.#key(queue);
+      const ids = sortedErrorIds(options.ids);
+      if (ids?.length === 0 || options.limit <= 0) return 0;
+      const keys = [...errorKeys(queue), key, ...lineKeys(key)];
+      const now = new Date();
+      const args = [now.toISOString(), now.getTime(), options.limit, errorTombstone(), ...(ids ?? [])];
+      return asInteger(await this.#run(queue, REPLAY_KEYED, keys, args));
+    }
     return takeErrors(this.#keyProblems.runner(queue), queue, {
       into: this.#key(queue),
       ids: options.ids,
@@ -607,6 +777,18 @@ export class RedisQueueBackend implements QueueBackend {
     return this.#keyProblems.runner(queue)(script, keys, args);
   }
 
+  #ordered(queue: string): boolean {
+    return this.#settings.get(queue)?.ordering === 'key';
+  }
+
+  /** The keys of `queue` with their roles: queueKeys(), and those of an ordered queue. */
+  #queueKeys(queue: string): RoledKey[] {
+    const key = this.#key(queue);
+    const keys: RoledKey[] = queueKeys(queue, key);
+    if (this.#ordered(queue)) keys.push(...keyedRoles(key));
+    return keys;
+  }
+
   /** The list producers push to: the configured key, else the queue's name. */
   #key(queue: string): string {
     return this.#keys[queue] ?? queue;
@@ -643,6 +825,7 @@ class BatchRecord implements ClaimedRecord {
     readonly payload: Buffer,
     readonly attempts: number,
     readonly enqueuedAt: Date,
+    readonly key?: string,
   ) {
     this.#batch = batch;
   }
