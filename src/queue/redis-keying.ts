@@ -9,7 +9,7 @@ import { describeError } from '../errors.js';
 import { asArray, asBuffer, asInteger } from '../redis/replies.js';
 import { luaScript } from '../redis/script.js';
 import type { QueueSettings } from './backend.js';
-import { checkKey } from './record-options.js';
+import { checkKey } from '../util/record-key.js';
 import { checkRoles, keyedKeys, keyedLib, LINE_ROLES, lineKeys } from './redis-keyed-scripts.js';
 import type { ScriptRunner } from './redis-scripts.js';
 import { COMMON, errorKeys } from './redis-scripts.js';

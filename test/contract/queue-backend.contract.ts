@@ -285,11 +285,9 @@ export function describeQueueBackend(name: string, makeBackend: () => Promise<Ba
     it('holds a record published with runAt until that time; records without a delay run at once', async () => {
       const { backend } = subject;
       const runAt = new Date(Date.now() + 1_200);
-      await backend.publish(
-        queue,
-        [bytes('now-1'), bytes('at'), bytes('now-2')],
-        { delays: [undefined, { runAt }, undefined] },
-      );
+      await backend.publish(queue, [bytes('now-1'), bytes('at'), bytes('now-2')], {
+        delays: [undefined, { runAt }, undefined],
+      });
       const first = await backend.claim(queue, 'c1', 10);
       expect(first?.records.map((r) => r.payload)).toEqual([bytes('now-1'), bytes('now-2')]);
       expect(await backend.stats(queue)).toMatchObject({ depth: 1, delayed: 1 });
