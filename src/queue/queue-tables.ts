@@ -7,6 +7,7 @@ import { sql } from 'drizzle-orm';
 import type { Row, Store, Tx } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import type { ClaimedRecord } from './backend.js';
+import { RECOVERED_REASON } from './backend.js';
 import type { Acked } from './batch-ledger.js';
 
 /**
@@ -102,6 +103,20 @@ export async function moveToErrors(
         RETURNING id::text AS id`,
   );
   return rows.map((row) => String(row['id']));
+}
+
+/** What a claim writes on its rows: the consumer, the time, and with a ledger the batch id. */
+export function claimAssignment(consumer: string, batchId: string | undefined): SQL {
+  const setBatch = batchId === undefined ? sql`` : sql`, batch_id = ${batchId}`;
+  return sql`claimed_by = ${consumer}, claimed_at = now()${setBatch}`;
+}
+
+/**
+ * Whether a claimed row comes from a dead consumer's claim, so that the runner runs it alone; always false
+ * with a ledger (`batchId`), whose batches leave the queue whole and are never split.
+ */
+export function orphanedFlag(batchId: string | undefined): SQL {
+  return batchId === undefined ? sql`last_error IS NOT DISTINCT FROM ${RECOVERED_REASON}` : sql`false`;
 }
 
 /** A claimed row as the record at `position` of its batch. */

@@ -10,7 +10,7 @@ import { sql } from 'drizzle-orm';
 import type { Store } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import type { QueueSettings } from './backend.js';
-import { RECOVERED_REASON } from './backend.js';
+import { claimAssignment, orphanedFlag } from './queue-tables.js';
 
 /**
  * The claim of up to `max` records of an ordered queue for `consumer`: keyed records by key as above, then
@@ -24,10 +24,6 @@ export function claimKeyedStatement(
   max: number,
   { batchId }: { batchId: string | undefined },
 ): SQL {
-  const setBatch = batchId === undefined ? sql`` : sql`, batch_id = ${batchId}`;
-  // As claimStatement: without a ledger, records of a dead consumer's claim come back marked orphaned.
-  const orphaned =
-    batchId === undefined ? sql`last_error IS NOT DISTINCT FROM ${RECOVERED_REASON}` : sql`false`;
   return sql`
     WITH picked AS (
       SELECT key, turn FROM baton_queue_keys WHERE queue = ${queue}
@@ -51,9 +47,10 @@ export function claimKeyedStatement(
       UPDATE baton_queue_keys SET turn = nextval('baton_queue_key_turns')
       WHERE queue = ${queue} AND key IN (SELECT key FROM chosen)),
     claimed AS (
-      UPDATE baton_queue_records SET claimed_by = ${consumer}, claimed_at = now()${setBatch}
+      UPDATE baton_queue_records SET ${claimAssignment(consumer, batchId)}
       WHERE id = ANY(ARRAY(SELECT id FROM chosen UNION ALL SELECT id FROM loose))
-      RETURNING id::text AS id, payload, attempts, enqueued_at, key, ${orphaned} AS orphaned, false AS empty)
+      RETURNING id::text AS id, payload, attempts, enqueued_at, key, ${orphanedFlag(batchId)} AS orphaned,
+                false AS empty)
     SELECT * FROM claimed
     UNION ALL
     SELECT NULL::text, NULL::bytea, NULL::integer, NULL::timestamptz, p.key, false, true

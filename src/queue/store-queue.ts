@@ -38,6 +38,8 @@ import type { ClaimLedger } from './queue-tables.js';
 import { keepUpQueue, UPKEEP_INTERVAL_MS } from './queue-upkeep.js';
 import {
   byNumericId,
+  claimAssignment,
+  orphanedFlag,
   deleteAcknowledged,
   fenceClaims,
   ids,
@@ -107,17 +109,14 @@ export function claimStatement(
   max: number,
   { batchId }: { batchId: string | undefined },
 ): SQL {
-  const setBatch = batchId === undefined ? sql`` : sql`, batch_id = ${batchId}`;
-  const orphaned =
-    batchId === undefined ? sql`, last_error IS NOT DISTINCT FROM ${RECOVERED_REASON} AS orphaned` : sql``;
   return sql`
-    UPDATE baton_queue_records SET claimed_by = ${consumer}, claimed_at = now()${setBatch}
+    UPDATE baton_queue_records SET ${claimAssignment(consumer, batchId)}
     WHERE id = ANY(ARRAY(
       SELECT id FROM baton_queue_records
       WHERE queue = ${queue} AND claimed_by IS NULL AND key IS NULL AND run_after <= now()
       ORDER BY run_after, id LIMIT ${max}
       FOR UPDATE SKIP LOCKED))
-    RETURNING id::text AS id, payload, attempts, enqueued_at${orphaned}`;
+    RETURNING id::text AS id, payload, attempts, enqueued_at, ${orphanedFlag(batchId)} AS orphaned`;
 }
 
 /**

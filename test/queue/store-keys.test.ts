@@ -6,66 +6,22 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
-import { createLogger } from '../../src/log.js';
 import type { ClaimedBatch } from '../../src/queue/backend.js';
-import { StoreQueueBackend } from '../../src/queue/store-queue.js';
-import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';
-import { openPostgresStore } from '../../src/store/postgres.js';
-import type { Store } from '../../src/store/store.js';
-import { openTempStore } from '../support/pglite.js';
-import { createTestDatabase } from '../support/postgres.js';
+import type { StoreSubject } from '../support/store-subjects.js';
+import { STORE_SUBJECTS } from '../support/store-subjects.js';
 
-interface Subject {
-  readonly store: Store;
-  readonly backend: StoreQueueBackend;
-  dispose(): Promise<void>;
-}
-
-const STORES: Record<string, () => Promise<Subject>> = {
-  pglite: async () => {
-    const temp = await openTempStore();
-    const backend = new StoreQueueBackend(temp.store);
-    return {
-      store: temp.store,
-      backend,
-      async dispose() {
-        await backend.close();
-        await temp.dispose();
-      },
-    };
-  },
-  postgres: async () => {
-    const database = await createTestDatabase();
-    const log = createLogger({ level: 'silent' });
-    const store = await openPostgresStore(
-      { kind: 'postgres', url: database.url, poolSize: 6, statementTimeoutMs: 0 },
-      { log, startupTimeoutMs: 10_000 },
-    );
-    await applyMigrations(store, await builtinMigrations());
-    const backend = new StoreQueueBackend(store, log);
-    await backend.start();
-    return {
-      store,
-      backend,
-      async dispose() {
-        await backend.close();
-        await store.close();
-        await database.drop();
-      },
-    };
-  },
-};
+type Subject = StoreSubject;
 
 const ORDERED = { ordering: 'key', dedupWindowMs: 60_000 } as const;
 const bytes = (text: string): Buffer => Buffer.from(text);
 const texts = (batch: ClaimedBatch | undefined): string[] =>
   (batch?.records ?? []).map((record) => record.payload.toString());
 
-describe.each(Object.keys(STORES))('store queue keys on %s', (kind) => {
+describe.each(Object.keys(STORE_SUBJECTS))('store queue keys on %s', (kind) => {
   let subject: Subject;
   let queue: string;
   beforeAll(async () => {
-    subject = await (STORES[kind] as () => Promise<Subject>)();
+    subject = await (STORE_SUBJECTS[kind] as (poolSize?: number) => Promise<Subject>)(6);
   }, 60_000);
   afterAll(async () => {
     await subject?.dispose();

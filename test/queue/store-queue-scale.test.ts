@@ -18,63 +18,22 @@ import {
   WAKEUP_CHANNEL,
 } from '../../src/queue/store-queue.js';
 import { batonChannel } from '../../src/store/baton-schema.js';
-import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';
-import { openPostgresStore } from '../../src/store/postgres.js';
 import type { Store } from '../../src/store/store.js';
-import { openTempStore } from '../support/pglite.js';
-import { createTestDatabase } from '../support/postgres.js';
+import type { StoreSubject } from '../support/store-subjects.js';
+import { STORE_SUBJECTS } from '../support/store-subjects.js';
 
-interface Subject {
-  readonly store: Store;
-  readonly backend: StoreQueueBackend;
-  dispose(): Promise<void>;
-}
-
-const STORES: Record<string, () => Promise<Subject>> = {
-  pglite: async () => {
-    const temp = await openTempStore();
-    const backend = new StoreQueueBackend(temp.store);
-    return {
-      store: temp.store,
-      backend,
-      async dispose() {
-        await backend.close();
-        await temp.dispose();
-      },
-    };
-  },
-  postgres: async () => {
-    const database = await createTestDatabase();
-    const log = createLogger({ level: 'silent' });
-    const store = await openPostgresStore(
-      { kind: 'postgres', url: database.url, poolSize: 4, statementTimeoutMs: 0 },
-      { log, startupTimeoutMs: 10_000 },
-    );
-    await applyMigrations(store, await builtinMigrations());
-    const backend = new StoreQueueBackend(store, log);
-    await backend.start();
-    return {
-      store,
-      backend,
-      async dispose() {
-        await backend.close();
-        await store.close();
-        await database.drop();
-      },
-    };
-  },
-};
+type Subject = StoreSubject;
 
 const bytes = (text: string): Buffer => Buffer.from(text);
 const texts = (records: readonly { payload: Buffer }[] | undefined): string[] =>
   (records ?? []).map((record) => record.payload.toString());
 const HOUR_FROM_NOW = (): Date => new Date(Date.now() + 3_600_000);
 
-describe.each(Object.keys(STORES))('store queue at scale on %s', (kind) => {
+describe.each(Object.keys(STORE_SUBJECTS))('store queue at scale on %s', (kind) => {
   let subject: Subject;
   let queue: string;
   beforeAll(async () => {
-    subject = await (STORES[kind] as () => Promise<Subject>)();
+    subject = await (STORE_SUBJECTS[kind] as () => Promise<Subject>)();
   }, 60_000);
   afterAll(async () => {
     await subject?.dispose();
@@ -392,7 +351,7 @@ async function listening(backend: StoreQueueBackend, store: Store, queue: string
 describe('idle waits of a store queue on PostgreSQL, while it listens', () => {
   let subject: Subject;
   beforeAll(async () => {
-    subject = await STORES['postgres']!();
+    subject = await (STORE_SUBJECTS['postgres'] as () => Promise<Subject>)();
   }, 60_000);
   afterAll(async () => {
     await subject?.dispose();
