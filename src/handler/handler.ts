@@ -28,6 +28,13 @@ export interface HandlerContext {
   readonly payload?: unknown;
   /** For `processBatch`: each record parsed by the `payload` schema, in the order of the records. */
   readonly payloads?: readonly unknown[];
+  /** For `process` on an ordered queue: the record's key; absent for a record without one. */
+  readonly key?: string;
+  /**
+   * For `processBatch` on an ordered queue: each record's key (undefined for a record without one), in the
+   * order of the records, which come grouped by key.
+   */
+  readonly keys?: readonly (string | undefined)[];
 }
 
 export type ProcessFn = (tx: Tx, record: Buffer, ctx: HandlerContext) => unknown;

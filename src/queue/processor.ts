@@ -48,6 +48,8 @@ export interface ClaimRef {
   readonly batch: string;
   /** Record ids, one per record given, in the same order. */
   readonly ids: readonly string[];
+  /** Record keys (ordered queues), one per record given; absent when no record has one. */
+  readonly keys?: readonly (string | undefined)[] | undefined;
 }
 
 /** A batch's records as the handler is given them, once their payloads are parsed. */
@@ -216,7 +218,11 @@ export class RecordProcessor {
       records: indexes.map((index) => records[index] as Buffer),
       payloads,
       indexes,
-      claim: claim && { batch: claim.batch, ids: indexes.map((index) => claim.ids[index] as string) },
+      claim: claim && {
+        batch: claim.batch,
+        ids: indexes.map((index) => claim.ids[index] as string),
+        keys: claim.keys && indexes.map((index) => claim.keys?.[index]),
+      },
       refused,
     };
   }
@@ -294,7 +300,7 @@ export class RecordProcessor {
       });
       const context = (
         bindings: object | undefined,
-        parsed: Pick<HandlerContext, 'payload' | 'payloads'> | undefined,
+        parsed: Pick<HandlerContext, 'payload' | 'payloads' | 'key' | 'keys'> | undefined,
       ): HandlerContext => {
         let log: Logger | undefined;
         const handlerLog = this.#handlerLog;
@@ -313,16 +319,21 @@ export class RecordProcessor {
       const position = (index: number): object | undefined =>
         claim === undefined ? undefined : { batch: claim.batch, record: claim.ids[offset + index] };
       // process() is given a context per record when it has one of its own: the record in its log, its payload.
+      const keys = claim?.keys?.slice(offset, offset + records.length);
       const running = this.#handler.run(
         tx,
         records,
-        context(
-          records.length === 1 ? position(0) : claim && { batch: claim.batch },
-          payloads && { payloads },
-        ),
+        context(records.length === 1 ? position(0) : claim && { batch: claim.batch }, {
+          ...(payloads && { payloads }),
+          ...(keys && { keys }),
+        }),
         claim === undefined && payloads === undefined
           ? undefined
-          : (index) => context(position(index), payloads && { payload: payloads[index] }),
+          : (index) =>
+              context(position(index), {
+                ...(payloads && { payload: payloads[index] }),
+                ...(keys?.[index] !== undefined && { key: keys[index] }),
+              }),
       );
       // A handler that ignores its signal may still reject after its deadline: that must not go unhandled.
       running.catch(() => undefined);

@@ -344,7 +344,10 @@ export class QueueRunner implements Component {
   ): Promise<RecordFailure[]> {
     const processor = this.#processor;
     const payloads = records.map((record) => record.payload);
-    const claim: ClaimRef = { batch: batch.id, ids: records.map((record) => record.id) };
+    const keys = records.some((record) => record.key !== undefined)
+      ? records.map((record) => record.key)
+      : undefined;
+    const claim: ClaimRef = { batch: batch.id, ids: records.map((record) => record.id), keys };
     return this.#store.transaction(async (tx) => {
       if (mode === 'whole') {
         // The acknowledgement goes out first (the yield lets its statement reach the connection), so that its

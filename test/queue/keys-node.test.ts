@@ -15,6 +15,7 @@ import { createTestDatabase } from '../support/postgres.js';
 import { waitFor } from '../tasks/support.js';
 
 const HANDLER = fileURLToPath(new URL('../fixtures/keyed-handler.ts', import.meta.url));
+const BATCH_HANDLER = fileURLToPath(new URL('../fixtures/keyed-batch-handler.ts', import.meta.url));
 const TOKEN = 'keys-token-0123456789';
 
 let database: TestDatabase;
@@ -37,6 +38,7 @@ beforeAll(async () => {
           retry_delay_ms: 20,
           retry_max_delay_ms: 200,
         },
+        batched: { handler: BATCH_HANDLER, ordering: 'key', batch_size: 50, concurrency: 1 },
       },
     },
     { log: createLogger({ level: 'silent' }) },
@@ -150,6 +152,42 @@ describe('an ordered store queue on a running node', () => {
     });
     const body = (await listed.json()) as { queues: Array<{ name: string; deduplicated?: number }> };
     expect(body.queues.find((queue) => queue.name === 'keyed')?.deduplicated).toBe(3 + 1 + 2 + 2);
+  });
+
+  it('gives processBatch the records of a batch grouped by key, with their keys', async () => {
+    // Published interleaved: x, y, x, y, …; a batch holds both keys, each key's records together and in order.
+    const records = Array.from({ length: 40 }, (_, index) =>
+      Buffer.from(`${index % 2 ? 'y' : 'x'}:${index}`),
+    );
+    const keys = records.map((record) => record.toString('utf8').slice(0, 1));
+    await node.ingest('batched', records, { keys });
+    const expected = records.length;
+    let rows: Array<{ record: string; ctx_key: string | null; call: number; position: number }> = [];
+    await waitFor(
+      async () => {
+        ({ rows } = await client.query(
+          'SELECT record, ctx_key, call, position FROM keyed_batches ORDER BY id',
+        ));
+        return rows.length >= expected;
+      },
+      60_000,
+      'the batched records stored',
+    );
+    for (const row of rows) expect(row.ctx_key).toBe(row.record.slice(0, 1));
+    // Within each call, a key's records are contiguous and in order.
+    const calls = new Map<number, string[]>();
+    for (const row of rows) calls.set(row.call, [...(calls.get(row.call) ?? []), row.record]);
+    for (const call of calls.values()) {
+      const callKeys = call.map((record) => record.slice(0, 1));
+      const changes = callKeys.filter((key, index) => index > 0 && key !== callKeys[index - 1]).length;
+      expect(changes).toBe(new Set(callKeys).size - 1);
+      for (const key of new Set(callKeys)) {
+        const seqs = call.filter((record) => record.startsWith(key)).map((record) => Number(record.slice(2)));
+        expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+      }
+    }
+    // The batch really mixed both keys, so the grouping was done by the runner.
+    expect([...calls.values()].some((call) => new Set(call.map((record) => record[0])).size > 1)).toBe(true);
   });
 
   it('refuses a bad key or id with 400, storing nothing', async () => {
