@@ -177,6 +177,7 @@ function queueInput(queue: QueueConfig): NonNullable<ConfigInput['queues']>[stri
     run_on: queue.runOn,
     ordering: queue.ordering,
     dedup_window_ms: queue.dedupWindowMs,
+    rate_limit: queue.rateLimit,
   });
 }
 

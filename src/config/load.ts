@@ -150,6 +150,7 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       runOn: queue.run_on,
       ordering: queue.ordering,
       dedupWindowMs: queue.dedup_window_ms,
+      rateLimit: queue.rate_limit,
     };
   }
   const components: Record<string, ComponentConfig> = {};

@@ -320,6 +320,12 @@ const queueSchema = table({
   ordering: z.enum(['none', 'key'], { error: expecting('"none" or "key"') }).default('none'),
   /** Milliseconds a record's idempotency id is remembered: a record with the same id within it is dropped. */
   dedup_window_ms: integer(1, 366 * 86_400_000).default(86_400_000),
+  /** Records per second the queue may run, at most, across every node of the group (unset: no limit). */
+  rate_limit: z
+    .number({ error: expecting('a number of records per second above 0') })
+    .positive({ error: expecting('a number of records per second above 0') })
+    .max(1_000_000, { error: expecting('at most 1000000 records per second') })
+    .optional(),
 }).superRefine((queue, context) => {
   if (queue.backend === 'postgres' && queue.url === undefined) {
     context.addIssue({

@@ -147,6 +147,8 @@ export interface QueueConfig {
   ordering: 'none' | 'key';
   /** How long a record's idempotency id is remembered (a second record with it is dropped meanwhile). */
   dedupWindowMs: number;
+  /** Records per second the queue may run across the group, at most; undefined: no limit. */
+  rateLimit: number | undefined;
 }
 
 export interface ComponentConfig {

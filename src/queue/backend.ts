@@ -2,6 +2,7 @@
 // sink transaction, attempts and an error queue per queue (`errors-<queue>`). It does not run handlers,
 // choose batch sizes or decide back-off: the queue runner does. Adapters own their connections.
 import type { Tx } from '../store/store.js';
+import type { RateLimiter } from './rate-limit.js';
 import type { RecordOptions } from './record-options.js';
 
 export interface ClaimedRecord {
@@ -147,6 +148,8 @@ export interface QueueBackend {
   readonly inline?: InlineIngest | undefined;
   /** True when other processes may consume the queue too: their dead consumers' claims are recovered. */
   readonly shared: boolean;
+  /** The queues' rate limits (`rate_limit`), shared by every consumer of the backend. */
+  readonly rates: RateLimiter;
   /** Resolves when records may have become ready, after `timeoutMs`, or when `signal` aborts. */
   waitForRecords(queue: string, timeoutMs: number, signal: AbortSignal): Promise<void>;
   stats(queue: string): Promise<QueueStats>;

@@ -62,7 +62,9 @@ export async function ingestRecords(
   if (anyValue(given.delays) || anyValue(given.keys) || anyValue(given.ids)) {
     return { accepted: await backend.publish(processor.queue.name, records, given), processed: 0 };
   }
-  if (backend.inline && processor.queue.inline && options.inline) {
+  // A rate-limited queue runs its records through its runner, which keeps the rate.
+  const inline = processor.queue.inline && processor.queue.rateLimit === undefined;
+  if (backend.inline && inline && options.inline) {
     const started = performance.now();
     const claim = await backend.inline.claimInline(processor.queue.name, options.consumer, records);
     // undefined: a backlog, and the records were stored unclaimed for the runner.

@@ -20,6 +20,7 @@ import type {
 } from './backend.js';
 import type { Acked } from './batch-ledger.js';
 import { BatchLedger, batchPositions, isAcked } from './batch-ledger.js';
+import type { RateLimiter } from './rate-limit.js';
 import type { RecordOptions } from './record-options.js';
 import { StoreQueueBackend } from './store-queue.js';
 
@@ -104,6 +105,12 @@ export class PostgresQueueBackend implements QueueBackend {
   async ready(): Promise<boolean> {
     return this.#opened !== undefined && !this.#closed && (await this.#opened.store.ping());
   }
+
+  /** The queue database's rate limits (its queues' own). */
+  readonly rates: RateLimiter = {
+    reserve: (queue, want, perSecond) => this.#queues().rates.reserve(queue, want, perSecond),
+    refund: (queue, count, perSecond) => this.#queues().rates.refund(queue, count, perSecond),
+  };
 
   configure(queue: string, settings: QueueSettings): void {
     this.#settings.set(queue, settings);

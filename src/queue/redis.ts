@@ -28,6 +28,8 @@ import type {
   QueueSettings,
 } from './backend.js';
 import { Heartbeats } from '../util/heartbeats.js';
+import type { RateLimiter } from './rate-limit.js';
+import { RedisRateLimiter } from './redis-rate.js';
 import type { RecordOptions } from './record-options.js';
 import { anyDelay, delayAt } from './delay.js';
 import { anyValue } from '../util/per-record.js';
@@ -141,6 +143,11 @@ export class RedisQueueBackend implements QueueBackend {
   readonly #unsettled = new Map<string, string>();
   #starting: Promise<void> | undefined;
   #closed = false;
+  /** The queues' rate limits, kept in `<list>:rate` by Redis's clock. */
+  readonly rates: RateLimiter = new RedisRateLimiter(
+    (queue) => `${this.#key(queue)}:rate`,
+    (queue, script, keys, args) => this.#run(queue, script, keys, args),
+  );
   /** What configure() told of each queue. */
   readonly #settings = new Map<string, QueueSettings>();
   /** Ordered queues: raw records waiting to be keyed, as the last claim saw them (absent: not known yet). */

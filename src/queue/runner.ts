@@ -35,6 +35,11 @@ const RECONNECT_BACKOFF = { initialMs: 1_000, maxMs: 32_000 };
  */
 export const ISOLATE_MAX = 32;
 
+/** A claim that the queue's rate limit allowed no record now. */
+const RATE_LIMITED = Symbol('rate limited');
+/** A consumer waiting for its queue's rate looks again at least this often (a stopping run ends the wait). */
+const MAX_RATE_WAIT_MS = 1_000;
+
 /** How a batch ended: every record committed, some failed (the others committed), or nothing committed. */
 export type BatchOutcome = 'committed' | 'partial' | 'rolled_back';
 
@@ -58,6 +63,8 @@ export class QueueRunner implements Component {
   readonly #log: Logger;
   readonly #onBatch: ((seconds: number, outcome: BatchOutcome) => void) | undefined;
   #run: RunnerRun | undefined;
+  /** How long to wait before the next claim, after the queue's rate allowed none. */
+  #rateWaitMs = 0;
   #signal: AbortSignal = new AbortController().signal;
 
   constructor(options: {
@@ -158,19 +165,23 @@ export class QueueRunner implements Component {
     // trip is not waited for. Not on an exclusive store: there the claim would wait for the transaction.
     const prefetch = !this.#store.exclusive;
     let failures = 0;
-    let next: Promise<ClaimedBatch | undefined> | undefined;
+    let next: Promise<ClaimedBatch | undefined | typeof RATE_LIMITED> | undefined;
     while (!claims.aborted) {
       try {
-        const claiming = next ?? this.#backend.claim(this.queue, this.#consumer, batchSize);
+        const claiming = next ?? this.#claim(batchSize);
         next = undefined;
         const batch = await claiming;
         failures = 0;
+        if (batch === RATE_LIMITED) {
+          await sleep(this.#rateWaitMs, claims);
+          continue;
+        }
         if (!batch) {
           await this.#backend.waitForRecords(this.queue, IDLE_POLL_MS, claims);
           continue;
         }
         if (prefetch && batch.records.length >= batchSize && !claims.aborted) {
-          next = this.#backend.claim(this.queue, this.#consumer, batchSize);
+          next = this.#claim(batchSize);
           next.catch(() => undefined);
         }
         await this.#process(await this.#orphansAlone(batch), claims);
@@ -187,11 +198,33 @@ export class QueueRunner implements Component {
     if (next) await this.#giveBack(next);
   }
 
+  /**
+   * Claims up to `max` records; on a queue with a rate limit, only as many as the queue's rate allows now
+   * (RATE_LIMITED when none: #rateWaitMs says until when), giving back what the claim did not use.
+   */
+  async #claim(max: number): Promise<ClaimedBatch | undefined | typeof RATE_LIMITED> {
+    const perSecond = this.#processor.queue.rateLimit;
+    if (perSecond === undefined) return this.#backend.claim(this.queue, this.#consumer, max);
+    const { granted, waitMs } = await this.#backend.rates.reserve(this.queue, max, perSecond);
+    if (granted === 0) {
+      this.#rateWaitMs = Math.min(waitMs, MAX_RATE_WAIT_MS);
+      return RATE_LIMITED;
+    }
+    let batch: ClaimedBatch | undefined;
+    try {
+      batch = await this.#backend.claim(this.queue, this.#consumer, granted);
+    } finally {
+      const unused = granted - (batch?.records.length ?? 0);
+      if (unused > 0) await this.#backend.rates.refund(this.queue, unused, perSecond).catch(() => undefined);
+    }
+    return batch;
+  }
+
   /** Stopping: gives back a batch claimed ahead, which never ran (no attempt is counted). */
-  async #giveBack(claiming: Promise<ClaimedBatch | undefined>): Promise<void> {
+  async #giveBack(claiming: Promise<ClaimedBatch | undefined | typeof RATE_LIMITED>): Promise<void> {
     try {
       const batch = await claiming;
-      if (batch) await this.#backend.release(batch, batch.records);
+      if (batch && batch !== RATE_LIMITED) await this.#backend.release(batch, batch.records);
     } catch (error) {
       // The claim or the release failed: if the batch exists, claim recovery gives it back.
       this.#log.warn(

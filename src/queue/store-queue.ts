@@ -30,6 +30,8 @@ import type {
 import { DEFAULT_QUEUE_SETTINGS, RECOVERED_REASON } from './backend.js';
 import type { RecordOptions } from './record-options.js';
 import { anyValue } from '../util/per-record.js';
+import type { RateLimiter } from './rate-limit.js';
+import { StoreRateLimiter } from './rate-limit.js';
 import { insertRecordsStatement } from './store-insert.js';
 import { claimKeyedStatement, removeEmptyKeys, saveQueueSettings } from './store-keys.js';
 import { INLINE_CLAIM, insertInlineClaim, settleInlineClaim, unpackInlineClaims } from './inline-claims.js';
@@ -136,6 +138,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
   readonly shared: boolean;
   /** Inline ingest needs the one owner of the store: no other process may claim meanwhile. */
   readonly inline: InlineIngest | undefined;
+  readonly rates: RateLimiter;
   readonly #store: Store;
   readonly #ledger: ClaimLedger | undefined;
   readonly #log: Logger | undefined;
@@ -162,6 +165,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     this.#log = log;
     this.shared = !store.exclusive;
     this.inline = store.exclusive ? this : undefined;
+    this.rates = new StoreRateLimiter(store);
     this.#consumers = new Heartbeats(HEARTBEAT_MS, 'store queue', log);
   }
 

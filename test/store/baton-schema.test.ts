@@ -107,6 +107,7 @@ const LATER_TABLES = [
   'baton_queue_counts',
   'baton_queue_dedup',
   'baton_queue_keys',
+  'baton_queue_rates',
   'baton_queue_settings',
   'baton_schedule_state',
   'baton_schedule_ticks',

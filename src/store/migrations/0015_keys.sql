@@ -40,3 +40,10 @@ ALTER TABLE baton_queue_counts ADD COLUMN deduplicated bigint NOT NULL DEFAULT 0
 
 ALTER TABLE baton_queue_keys SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000);
 ALTER TABLE baton_queue_dedup SET (autovacuum_vacuum_scale_factor = 0.05);
+
+-- Rate limits across nodes (`rate_limit`): the theoretical arrival time of the queue's next record (GCRA);
+-- a claim may take the records whose time falls within the next second.
+CREATE TABLE baton_queue_rates (
+  queue text PRIMARY KEY,
+  tat timestamptz NOT NULL
+);

@@ -1,0 +1,125 @@
+// Rate limits across nodes: two nodes consume a store queue and a Redis queue limited to 20 records per
+// second; however many consumers claim, the records run no faster than the rate (after a first second's
+// burst), and each runs once. The limiters themselves: a second's worth at once, then none until time passes,
+// and what a claim did not use is given back.
+import { fileURLToPath } from 'node:url';
+
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import type { BatonNode } from '../../src/index.js';
+import { startNode } from '../../src/index.js';
+import { createLogger } from '../../src/log.js';
+import type { TestDatabase } from '../support/postgres.js';
+import { createTestDatabase } from '../support/postgres.js';
+import type { TestRedis } from '../support/redis.js';
+import { openTestRedis } from '../support/redis.js';
+import type { StoreSubject } from '../support/store-subjects.js';
+import { STORE_SUBJECTS } from '../support/store-subjects.js';
+import { waitFor } from '../tasks/support.js';
+
+const HANDLER = fileURLToPath(new URL('../fixtures/rated-handler.ts', import.meta.url));
+const RATE = 20;
+const RECORDS = 100;
+
+describe('the store rate limiter', () => {
+  let subject: StoreSubject;
+  beforeAll(async () => {
+    subject = await (STORE_SUBJECTS['postgres'] as () => Promise<StoreSubject>)();
+  }, 60_000);
+  afterAll(async () => {
+    await subject?.dispose();
+  });
+
+  it('grants a second’s worth, then none until time passes; unused grants come back', async () => {
+    const { rates } = subject.backend;
+    expect(await rates.reserve('limited', 100, 10)).toEqual({ granted: 10, waitMs: 0 });
+    const refused = await rates.reserve('limited', 100, 10);
+    expect(refused.granted).toBe(0);
+    expect(refused.waitMs).toBeGreaterThan(0);
+    expect(refused.waitMs).toBeLessThanOrEqual(100);
+    await rates.refund('limited', 4, 10);
+    expect((await rates.reserve('limited', 100, 10)).granted).toBe(4);
+    // Other queues have rates of their own.
+    expect((await rates.reserve('other', 3, 10)).granted).toBe(3);
+  });
+});
+
+describe('rate_limit on two nodes', () => {
+  let database: TestDatabase;
+  let redis: TestRedis;
+  let client: pg.Client;
+  const nodes: BatonNode[] = [];
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    redis = await openTestRedis();
+    const redisKey = redis.queue();
+    for (const name of ['rate-a', 'rate-b']) {
+      nodes.push(
+        await startNode(
+          {
+            node: { name, shutdown_timeout_ms: 3000 },
+            http: { enabled: false },
+            store: { url: database.url },
+            redis: { url: redis.url },
+            queues: {
+              stored: { handler: HANDLER, rate_limit: RATE, batch_size: 50, concurrency: 4 },
+              pushed: {
+                handler: HANDLER,
+                backend: 'redis',
+                key: redisKey,
+                rate_limit: RATE,
+                batch_size: 50,
+                concurrency: 4,
+              },
+            },
+          },
+          { log: createLogger({ level: 'silent' }) },
+        ),
+      );
+    }
+    client = new pg.Client({ connectionString: database.url });
+    await client.connect();
+  }, 120_000);
+
+  afterAll(async () => {
+    await client?.end();
+    await Promise.all(nodes.map((node) => node.stop()));
+    await redis?.cleanup();
+    await database?.drop();
+  });
+
+  it.each(['stored', 'pushed'])(
+    'queue %s runs no faster than its rate, each record once',
+    async (queue) => {
+      const records = Array.from({ length: RECORDS }, (_, index) => Buffer.from(`${queue}-${index}`));
+      // No claim takes a record before its publish: the rate counts from here (the database's clock).
+      const { rows: clock } = await client.query<{ ms: number }>(
+        'SELECT extract(epoch FROM clock_timestamp()) * 1000 AS ms',
+      );
+      const publishedMs = Number(clock[0]?.ms);
+      await nodes[0]?.publish(queue, records);
+      let rows: Array<{ record: string; ms: number }> = [];
+      await waitFor(
+        async () => {
+          ({ rows } = await client.query(
+            `SELECT record, extract(epoch FROM ran_at) * 1000 AS ms FROM rated WHERE queue = $1 ORDER BY ran_at`,
+            [queue],
+          ));
+          return rows.length >= RECORDS;
+        },
+        120_000,
+        `the ${RECORDS} records of ${queue} run`,
+      );
+      expect(new Set(rows.map((row) => row.record)).size).toBe(RECORDS);
+      expect(rows.length).toBe(RECORDS);
+      // A second's burst, then RATE per second: by t seconds after the publish at most RATE × (1 + t) records
+      // were granted, so the last cannot run before (RECORDS - RATE) / RATE s after it (less one step of
+      // rounding); a slow machine only makes it later. Two nodes with four consumers each share that rate.
+      const lastMs = Number(rows.at(-1)?.ms) - publishedMs;
+      expect(lastMs).toBeGreaterThanOrEqual(((RECORDS - RATE) / RATE) * 1000 - 1000 / RATE);
+    },
+    180_000,
+  );
+});
