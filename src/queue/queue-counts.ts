@@ -26,7 +26,8 @@ export async function readQueueCounts(store: Store, queue: string): Promise<Queu
     depth: Number(row?.['depth'] ?? 0),
     inFlight: Number(row?.['in_flight'] ?? 0),
     errors: Number(row?.['errors'] ?? 0),
-    deduplicated: Number(row?.['deduplicated'] ?? 0),
+    // Only once some were: a queue that never saw an id reads as before.
+    ...(Number(row?.['deduplicated'] ?? 0) > 0 ? { deduplicated: Number(row?.['deduplicated']) } : {}),
   };
 }
 

@@ -59,7 +59,7 @@ describe.each(Object.keys(STORE_SUBJECTS))('store queue at scale on %s', (kind) 
     expect(await counted()).toEqual(expected);
     const { delayed, delayedCapped, deduplicated, ...counts } = await subject.backend.stats(queue);
     expect(counts).toEqual(expected);
-    expect(deduplicated).toBe(0);
+    expect(deduplicated).toBeUndefined();
     // Counted by the index walk: the waiting records not due yet, as a count of the rows says.
     const [row] = await subject.store.execute(sql`
       SELECT count(*)::int AS n FROM baton_queue_records
