@@ -177,7 +177,7 @@ describe('stopping a node in the middle of a batch', () => {
     // The graceful stop left no claim behind to recover.
     expect(secondExit.stderr).not.toMatch(/recovered \d+ claimed records/);
     expectNoHandlerFailure(secondExit.stderr);
-  });
+  }, 180_000);
 
   it('SIGKILL loses the uncommitted batch, and the restart recovers its claim: every record stored once', async () => {
     // The claim recovery counts an attempt: leave enough that the killed batch does not go to errors-q.
@@ -202,5 +202,5 @@ describe('stopping a node in the middle of a batch', () => {
     const secondExit = await within(second.stop('SIGTERM'), SHUTDOWN_TIMEOUT_MS, 'baton run after SIGTERM');
     expect(secondExit.code).toBe(0);
     expectNoHandlerFailure(secondExit.stderr);
-  });
+  }, 180_000);
 });
