@@ -3,7 +3,10 @@
 // nothing, so its records run one batch at a time and in id order, and a failed record holds back those after
 // it. Keys take turns: a claim reads the keys with the oldest turns, takes their first records round by round
 // (every key's first record, then every key's second, …) and moves the keys it took to the back. The key rows
-// are locked while a claim reads them (SKIP LOCKED), so that two claims never take the same key at once.
+// are locked while a claim reads them (SKIP LOCKED), so that two claims never take the same key at once. A
+// key row locked in its newest version may have been claimed by a claim that committed after this one's
+// snapshot (its turn moved): the records read then would not show that claim, so such a key is skipped
+// (`fresh`: the turn locked is the turn the snapshot reads).
 import type { SQL } from 'drizzle-orm';
 import { sql } from 'drizzle-orm';
 
@@ -28,10 +31,13 @@ export function claimKeyedStatement(
     WITH picked AS (
       SELECT key, turn FROM baton_queue_keys WHERE queue = ${queue}
       ORDER BY turn LIMIT ${max} FOR UPDATE SKIP LOCKED),
+    fresh AS (
+      SELECT p.key, p.turn FROM picked p
+      WHERE p.turn = (SELECT s.turn FROM baton_queue_keys s WHERE s.queue = ${queue} AND s.key = p.key)),
     share AS (SELECT greatest(1, ceil(${max}::float8 / greatest(count(*), 1)))::int AS per FROM picked),
     heads AS (
       SELECT p.key, p.turn, r.id, r.n, r.ok
-      FROM picked p CROSS JOIN share
+      FROM fresh p CROSS JOIN share
       CROSS JOIN LATERAL (
         SELECT x.id, row_number() OVER (ORDER BY x.id) AS n,
                bool_and(x.claimed_by IS NULL AND x.run_after <= now()) OVER (ORDER BY x.id) AS ok
@@ -54,7 +60,7 @@ export function claimKeyedStatement(
     SELECT * FROM claimed
     UNION ALL
     SELECT NULL::text, NULL::bytea, NULL::integer, NULL::timestamptz, p.key, false, true
-    FROM picked p WHERE NOT EXISTS (SELECT 1 FROM heads h WHERE h.key = p.key)`;
+    FROM fresh p WHERE NOT EXISTS (SELECT 1 FROM heads h WHERE h.key = p.key)`;
 }
 
 /**
