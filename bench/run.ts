@@ -39,6 +39,11 @@ const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
       'tick lateness of a 1-second schedule on PostgreSQL against a bare timer; kill -9 and SIGSTOP of the primary of 2 nodes (postgres elector), kill -9 on the redis elector: catch-up of missed ticks against failover + one tick; 100k delayed records over 60 s (--delayed-backend redis)',
     load: () => import('./schedules.js'),
   },
+  keyed: {
+    description:
+      'ordered queues against unordered ones, end to end on a node: 10k keys and 10 hot keys against no keys, on the store queue (PostgreSQL) and on Redis',
+    load: () => import('./keyed.js'),
+  },
   scale: {
     description:
       'store queue at scale on PostgreSQL (no statistics) and embedded: drain of 10k and 1M, idle CPU with 1M in back-off, p99 of read routes (--rows 5m)',
