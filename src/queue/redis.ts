@@ -495,20 +495,27 @@ export class RedisQueueBackend implements QueueBackend {
     // batch: this process still holds it meanwhile.
     if (!ordered || records.length >= batch.records.length) this.#held.delete(batch.id);
     if (records.length === 0) return;
-    // Records acknowledged by a committed part of the batch (the runner may commit it in halves) stay done.
-    const acked = await this.#ledger.acked(batch.id);
-    const indexes = [...new Set(records.map((record) => record.position))].sort((a, b) => a - b);
-    const key = this.#key(batch.queue);
-    const [processing, batches, retry, retrySeq] = batchKeys(key, batch);
-    const keys = [processing, batches, key, retry, retrySeq];
-    if (ordered) keys.push(keyedKeys(key).free, ...lineKeys(key));
-    await this.#run(batch.queue, ordered ? RELEASE_KEYED : RELEASE, keys, [
-      batch.id,
-      Date.now(),
-      ...ackedArgs(acked),
-      indexes.length,
-      ...indexes,
-    ]);
+    try {
+      // Records acknowledged by a committed part of the batch (the runner may commit it in halves) stay done.
+      const acked = await this.#ledger.acked(batch.id);
+      const indexes = [...new Set(records.map((record) => record.position))].sort((a, b) => a - b);
+      const key = this.#key(batch.queue);
+      const [processing, batches, retry, retrySeq] = batchKeys(key, batch);
+      const keys = [processing, batches, key, retry, retrySeq];
+      if (ordered) keys.push(keyedKeys(key).free, ...lineKeys(key));
+      await this.#run(batch.queue, ordered ? RELEASE_KEYED : RELEASE, keys, [
+        batch.id,
+        Date.now(),
+        ...ackedArgs(acked),
+        indexes.length,
+        ...indexes,
+      ]);
+    } catch (error) {
+      // A runner whose give-back failed does not complete the batch: this process lets go of it, so that
+      // recovery settles it by the ledger (what committed stays done, the rest goes back to its keys' heads).
+      this.#held.delete(batch.id);
+      throw error;
+    }
   }
 
   async recoverClaims(queue: string, options: { maxAttempts: number }): Promise<number> {
