@@ -23,6 +23,14 @@ export const RENEW_DEADLINE_MS = 1200;
 export const HEARTBEAT_MS = 200;
 /** The Redis list producers push the records of queue `rq` to. */
 export const REDIS_KEY = 'chaos-rq';
+/**
+ * The ordered queues (ordering = "key"), one on the store and one on Redis, the Redis list of the second, and
+ * how long they remember an idempotency id: an hour, longer than any run, so that every resend is dropped.
+ */
+export const KEYED_STORE_QUEUE = 'kq';
+export const KEYED_REDIS_QUEUE = 'krq';
+export const KEYED_REDIS_KEY = 'chaos-krq';
+export const DEDUP_WINDOW_MS = 3_600_000;
 /** Namespaces: the listened events, and the chain of rules and tasks. */
 export const EVENTS_NAMESPACE = 'chaos';
 export const CHAIN_NAMESPACE = 'chain';
@@ -225,6 +233,8 @@ function nodeConfig(
     'retry_delay_ms = 200',
     'retry_max_delay_ms = 2000',
   ];
+  const keyed = tomlString(join(FIXTURES, 'keyed-sink-handler.ts'));
+  const ordered = ['ordering = "key"', `dedup_window_ms = ${DEDUP_WINDOW_MS}`, ...queue];
   const lines = [
     ...groupNodeToml({
       name,
@@ -252,6 +262,17 @@ function nodeConfig(
     `handler = ${handler}`,
     'backend = "store"',
     ...queue,
+    '',
+    `[queues.${KEYED_STORE_QUEUE}]`,
+    `handler = ${keyed}`,
+    'backend = "store"',
+    ...ordered,
+    '',
+    `[queues.${KEYED_REDIS_QUEUE}]`,
+    `handler = ${keyed}`,
+    'backend = "redis"',
+    `key = "${KEYED_REDIS_KEY}"`,
+    ...ordered,
     '',
     `[queues.${SCHEDULE_QUEUE}]`,
     `handler = ${tomlString(join(FIXTURES, 'tick-handler.ts'))}`,

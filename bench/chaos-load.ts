@@ -19,8 +19,8 @@ import {
 } from './chaos-cluster.js';
 
 /** A request to a node that takes longer than this is abandoned, and the next node is tried. */
-const CALL_TIMEOUT_MS = 5000;
-/** How long the record producer over HTTP leaves a node alone after a failed request. */
+export const CALL_TIMEOUT_MS = 5000;
+/** How long a record producer over HTTP leaves a node alone after a failed request. */
 const AVOID_MS = 10_000;
 
 /**
@@ -233,12 +233,11 @@ export interface Delays {
  * line with its own `run_at`, and each record is "<id> <run_at>", so that the sink notes when it was due.
  */
 export class StoreProducer extends Ticker {
-  readonly #nodes: readonly ChaosNode[];
+  readonly #targets: NodeTargets;
   readonly #perStep: number;
   readonly #prefix: string;
   readonly #queues: readonly string[];
   readonly #delays: Delays | undefined;
-  readonly #failedAt = new Map<string, number>();
   #next = 0;
   #turn = 0;
 
@@ -249,7 +248,7 @@ export class StoreProducer extends Ticker {
     options: { prefix?: string; queues?: readonly string[]; delays?: Delays } = {},
   ) {
     super(everyMs);
-    this.#nodes = nodes;
+    this.#targets = new NodeTargets(nodes);
     this.#perStep = perStep;
     this.#prefix = options.prefix ?? 'p';
     this.#queues = options.queues ?? ['pq'];
@@ -257,17 +256,12 @@ export class StoreProducer extends Ticker {
   }
 
   protected async step(): Promise<void> {
-    // A node that failed a request is left alone for a while, as a client with the group's addresses would.
-    const up = this.#nodes.filter(
-      (node) => node.state === 'up' && (this.#failedAt.get(node.name) ?? 0) < Date.now() - AVOID_MS,
-    );
-    const turn = this.#turn++;
-    const node = up[turn % Math.max(1, up.length)];
+    const node = this.#targets.next();
     if (!node) return;
-    const queue = this.#queues[turn % this.#queues.length] ?? 'pq';
+    const queue = this.#queues[this.#turn++ % this.#queues.length] ?? 'pq';
     const ids = Array.from({ length: this.#perStep }, (_, index) => `${this.#prefix}${this.#next + index}`);
     this.#next += ids.length;
-    const headers: Record<string, string> = { 'content-type': 'application/x-ndjson' };
+    const headers: Record<string, string> = {};
     let lines = ids;
     const delays = this.#delays;
     if (delays) {
@@ -277,23 +271,68 @@ export class StoreProducer extends Ticker {
         return JSON.stringify({ record: `${id} ${runAt}`, run_at: runAt });
       });
     }
-    const status = await fetch(`${node.url}/v1/queues/${queue}/records`, {
-      method: 'POST',
-      headers,
-      body: lines.join('\n'),
-      signal: AbortSignal.timeout(CALL_TIMEOUT_MS),
-    }).then(
-      async (response) => {
-        await response.arrayBuffer();
-        return response.status;
-      },
-      () => 0,
-    );
-    if (status === 202) this.outcomes.acked.push(...ids);
+    const status = await postRecords(node, queue, lines, headers);
+    if (status === '202') this.outcomes.acked.push(...ids);
     else {
       this.outcomes.unknown.push(...ids);
-      this.#failedAt.set(node.name, Date.now());
+      this.#targets.failed(node);
     }
+  }
+}
+
+/**
+ * POSTs NDJSON `lines` to `queue` on `node`; resolves the answer's status ("202"), or why there was none: no
+ * answer within `timeoutMs`, or the connection's error code (refused, reset…).
+ */
+export function postRecords(
+  node: ChaosNode,
+  queue: string,
+  lines: readonly string[],
+  headers: Readonly<Record<string, string>>,
+  timeoutMs = CALL_TIMEOUT_MS,
+): Promise<string> {
+  return fetch(`${node.url}/v1/queues/${queue}/records`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-ndjson', ...headers },
+    body: lines.join('\n'),
+    signal: AbortSignal.timeout(timeoutMs),
+  }).then(
+    async (response) => {
+      await response.arrayBuffer();
+      return String(response.status);
+    },
+    (error: unknown) => {
+      if (!(error instanceof Error)) return String(error);
+      if (error.name === 'TimeoutError') return `no answer in ${timeoutMs} ms`;
+      const cause: unknown = error.cause;
+      return cause instanceof Error && 'code' in cause ? String(cause.code) : error.name;
+    },
+  );
+}
+
+/**
+ * The node a record producer over HTTP sends its next request to: the nodes that are up in turn, leaving one
+ * that failed a request alone for 10 s, as a client given the addresses of the whole group would.
+ */
+export class NodeTargets {
+  readonly #nodes: readonly ChaosNode[];
+  readonly #failedAt = new Map<string, number>();
+  #turn = 0;
+
+  constructor(nodes: readonly ChaosNode[]) {
+    this.#nodes = nodes;
+  }
+
+  /** The next node to send to; undefined when every node is down or was left alone. */
+  next(): ChaosNode | undefined {
+    const up = this.#nodes.filter(
+      (node) => node.state === 'up' && (this.#failedAt.get(node.name) ?? 0) < Date.now() - AVOID_MS,
+    );
+    return up[this.#turn++ % Math.max(1, up.length)];
+  }
+
+  failed(node: ChaosNode): void {
+    this.#failedAt.set(node.name, Date.now());
   }
 }
 

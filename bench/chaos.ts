@@ -45,6 +45,17 @@
 //   (execution, task, trigger offset, attempt) with two runs), a task with two first attempts, or a restart
 //   of left; a run succeeded without its line. Executions lost (left lost) and queued, runs lost and
 //   restarted are counted and printed.
+// - Ordered queues (ordering = "key") `kq` (store) and `krq` (Redis), 16 keys each (bench/chaos-keys.ts):
+//   each key publishes 1–3 records with increasing seqs at a time through a node that is up (a header
+//   request with Baton-Key and Idempotency-Key, envelope lines, or the HTTP admin client, by key), sends the
+//   same request with the same ids to the next node until one acknowledges it (some first attempts are
+//   abandoned after a few ms, and may be stored all the same), then the next, so that a key's publish order
+//   is its seq order. A tenth of acknowledged requests are sent again at once, and some earlier ones later:
+//   all must be dropped (dedup_window_ms covers the run). The handler
+//   (bench/chaos-fixtures/keyed-sink-handler.ts) stores (queue, key, seq, id) in commit order; a few records
+//   fail every run for their first second, holding their key back. Out of order: a record stored after a
+//   higher seq of its key. Also counted: rows beyond a record's first, acknowledged records not stored, rows
+//   never sent, and resends answered 202 beyond the nodes' count of deduplicated records.
 // - Overlapping primaries: the primary-only component bench/chaos-fixtures/witness.ts writes (node, term,
 //   clock_timestamp()) every 20 ms in a transaction that first calls ctx.assertPrimary(tx). On the one
 //   database clock, a row of a lower term stamped after the first row of a higher term is a write that the
@@ -59,8 +70,9 @@
 // recovered claims of killed nodes would show as duplicates. Exit 1 when lost, duplicated, events_skipped,
 // events_repeated, task_runs_wrong, overlapping_primaries, missed_ticks, duplicated_ticks,
 // tick_term_mismatch, delayed_early, delayed_lost, executions_twice, executions_missing, executions_unended,
-// executions_incomplete, tasks_twice_in_execution or workflow_runs_without_work (or events lost or stored
-// twice, records stored without being sent, a node exiting on its own) is not zero.
+// executions_incomplete, tasks_twice_in_execution, workflow_runs_without_work, keyed_out_of_order,
+// dedup_duplicated, keyed_missing, keyed_never_sent or dedup_uncounted (or events lost or stored twice,
+// records stored without being sent, a node exiting on its own) is not zero.
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -107,6 +119,8 @@ import {
   StoreProducer,
   tickProducer,
 } from './chaos-load.js';
+import type { KeyedCheck } from './chaos-keys.js';
+import { checkKeyed, describeKeyed, KeyedLoad, keyedSummary, keyedWaiting } from './chaos-keys.js';
 import type { WorkflowCheck } from './chaos-workflows.js';
 import { checkWorkflow, logHead, workflowWaiting } from './chaos-workflows.js';
 import { findOverlaps, GroupLog, percentile, rebuildReigns } from './failover-support.js';
@@ -154,6 +168,7 @@ interface Outcome {
   delayed?: DelayedCheck;
   ticks?: TickCheck;
   workflow?: WorkflowCheck;
+  keyed?: KeyedCheck;
   crashes: string[];
   logOverlaps: string[];
   reigns: number;
@@ -234,6 +249,11 @@ export async function main(args: readonly string[]): Promise<number> {
     json.executions_incomplete,
     json.tasks_twice_in_execution,
     json.workflow_runs_without_work,
+    json.keyed_out_of_order,
+    json.dedup_duplicated,
+    json.keyed_missing,
+    json.keyed_never_sent,
+    json.dedup_uncounted,
   ];
   return failure !== undefined || mustBeZero.some((count) => count !== 0) ? 1 : 0;
 }
@@ -340,7 +360,8 @@ async function run(
   const ticks: EventProducer = tickProducer(urls, EVENT_EVERY_MS);
   const chain: EventProducer = chainProducer(urls, CHAIN_EVERY_MS);
   const flow: EventProducer = flowProducer(urls, FLOW_EVERY_MS);
-  const producers = [rq, pq, dq, ticks, chain, flow];
+  const keyed = new KeyedLoad(nodes, new Random(settings.seed + 2));
+  const producers = [rq, pq, dq, ticks, chain, flow, keyed];
   cleanups.push(() => Promise.all(producers.map((producer) => producer.stop())));
   producers.forEach((producer) => producer.start());
 
@@ -362,13 +383,13 @@ async function run(
     `load stopped: rq ${rq.outcomes.acked.length} published, pq ${pq.outcomes.acked.length} published ` +
       `(${pq.outcomes.unknown.length} unknown), delayed ${dq.outcomes.acked.length} published ` +
       `(${dq.outcomes.unknown.length} unknown), ${ticks.outcomes.acked.length} events, ${chain.outcomes.acked.length} chain.start, ` +
-      `${flow.outcomes.acked.length} flow.start`,
+      `${flow.outcomes.acked.length} flow.start, ${keyed.published} keyed (${keyed.unknown} unknown)`,
   );
   // The schedule keeps ticking: the executions of the triggers up to the log's head now must end.
   const cutoff = await logHead(db, deadline);
 
   const checksAt = startedAt + settings.minutes * 60_000 - CLEANUP_MS - CHECK_MS;
-  outcome.drained = await drain(db, redis, [rq, pq, dq], listeners, cutoff, checksAt, deadline);
+  outcome.drained = await drain(db, redis, [rq, pq, dq], keyed, listeners, cutoff, checksAt, deadline);
   await pause(Math.min(5000, Math.max(0, checksAt - Date.now())), deadline.signal);
   await watching.stop();
   outcome.unresponsive = await unresponsive(nodes);
@@ -379,6 +400,7 @@ async function run(
   outcome.events = await checkEvents(db, ticks, listeners, deadline);
   outcome.chain = await checkChain(db, chainFile, deadline);
   outcome.workflow = await checkWorkflow(db, flow.outcomes, cutoff, flowFile, deadline);
+  outcome.keyed = await checkKeyed(db, redis.url, nodes, keyed, deadline);
   outcome.witness = await checkWitness(db, deadline);
   const reigns = rebuildReigns(log, Date.now());
   outcome.reigns = reigns.length;
@@ -447,6 +469,7 @@ async function drain(
   db: Database,
   redis: PrivateRedis,
   producers: readonly (RedisProducer | StoreProducer)[],
+  keyed: KeyedLoad,
   listeners: readonly ChaosListener[],
   cutoff: number,
   until: number,
@@ -461,7 +484,8 @@ async function drain(
       waiting = [];
       const [row] = await db.rows(
         `SELECT (SELECT count(DISTINCT id) FROM chaos_sink)::int AS stored,
-                (SELECT count(*) FROM baton_queue_records WHERE queue <> $1)::int AS queued`,
+                (SELECT string_agg(queue || ' ' || n, ', ') FROM (SELECT queue, count(*) AS n
+                   FROM baton_queue_records WHERE queue <> $1 GROUP BY queue) q) AS queued`,
         [SCHEDULE_QUEUE],
         deadline,
       );
@@ -470,14 +494,20 @@ async function drain(
       const retrying = await client.zcard(`${REDIS_KEY}:retry`).catch(() => -1);
       if (Number(row?.['stored']) < published)
         waiting.push(`records (${String(row?.['stored'])} of ${published} stored)`);
-      if (Number(row?.['queued']) > 0 || listed !== 0 || processing.length > 0 || retrying !== 0)
-        waiting.push('queues to be empty');
+      const queued = typeof row?.['queued'] === 'string' ? row['queued'] : undefined;
+      if (queued !== undefined || listed !== 0 || processing.length > 0 || retrying !== 0) {
+        waiting.push(
+          `queues to be empty (store: ${queued ?? 'none'}; ${REDIS_KEY} ${listed}, processing ` +
+            `${processing.length}, retry ${retrying})`,
+        );
+      }
       for (const listener of listeners) {
         const last = (await expectedOffsets(db, listener, deadline)).at(-1) ?? 0;
         if (listener.maxSeen < last) waiting.push(`${listener.name} (at ${listener.maxSeen} of ${last})`);
       }
       if (!(await chainSettled(db, deadline))) waiting.push('task runs to settle');
       waiting.push(...(await workflowWaiting(db, cutoff, deadline)));
+      waiting.push(...(await keyedWaiting(db, redis.url, keyed, deadline)));
       if (waiting.length === 0) return [];
       await pause(500, deadline.signal);
     }
@@ -487,7 +517,7 @@ async function drain(
   }
 }
 
-interface Summary {
+interface Summary extends ReturnType<typeof keyedSummary> {
   bench: string;
   seed: number;
   faults: number;
@@ -612,6 +642,7 @@ function report(settings: Settings, outcome: Outcome, print: (line: string) => v
     );
     for (const example of workflow.examples) print(`  ${example}`);
   }
+  if (outcome.keyed) describeKeyed(outcome.keyed).forEach(print);
   print(
     `reigns from the nodes' logs: ${outcome.reigns}; intersecting (information: a paused primary logs its step-down ` +
       `only after SIGCONT) ${outcome.logOverlaps.length}`,
@@ -678,6 +709,7 @@ function report(settings: Settings, outcome: Outcome, print: (line: string) => v
     workflow_runs_lost: workflow?.runsLost ?? 0,
     workflow_runs_restarted: workflow?.restarts ?? 0,
     workflow_runs_without_work: workflow?.withoutWork ?? 0,
+    ...keyedSummary(outcome.keyed),
     node_exits: outcome.crashes.length,
     nodes_unresponsive: outcome.unresponsive.length,
     failovers: times.length,

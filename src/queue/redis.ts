@@ -132,15 +132,18 @@ export class RedisQueueBackend implements QueueBackend {
   readonly #ledgerSweptAt = new Map<string, number>();
   /** Batches this process claimed and has not let go of. */
   readonly #held = new Set<string>();
-  /** Batches of this process's consumers that it does not hold, by when they were first seen. */
-  readonly #unknownSince = new Map<string, number>();
+  /**
+   * Batches of this process's consumers that it does not hold: their queue, and when they were first seen.
+   * One map for every queue: a queue's recovery pass forgets only the batches of its own queue that are gone.
+   */
+  readonly #unknownSince = new Map<string, { readonly queue: string; readonly since: number }>();
   /** Completed batches (held until freed) by queue and consumer: see complete(). */
   readonly #completed = new Map<string, Completed>();
   #completionTimer: NodeJS.Timeout | undefined;
   readonly #keyProblems: KeyProblems;
   readonly #orphans: OrphanBatches;
-  /** Why the records of a batch whose completion a broken key refused failed, for its recovery. */
-  readonly #unsettled = new Map<string, string>();
+  /** Why the records of a batch whose completion a broken key refused failed, and its queue, for its recovery. */
+  readonly #unsettled = new Map<string, { readonly queue: string; readonly reason: string }>();
   #starting: Promise<void> | undefined;
   #closed = false;
   /** The queues' rate limits, kept in `<list>:rate` by Redis's clock. */
@@ -393,7 +396,7 @@ export class RedisQueueBackend implements QueueBackend {
     try {
       reply = await this.#run(batch.queue, ordered ? COMPLETE_KEYED : COMPLETE, keys, args);
     } catch (error) {
-      this.#unsettled.set(batch.id, failureReason(failures));
+      this.#unsettled.set(batch.id, { queue: batch.queue, reason: failureReason(failures) });
       throw error;
     }
     const [settled, ...moved] = asArray(reply);
@@ -511,8 +514,8 @@ export class RedisQueueBackend implements QueueBackend {
         ...indexes,
       ]);
     } catch (error) {
-      // A runner whose give-back failed does not complete the batch: this process lets go of it, so that
-      // recovery settles it by the ledger (what committed stays done, the rest goes back to its keys' heads).
+      // A runner whose give-back failed does not complete the batch: this process lets go of it, and recovery
+      // settles it by the ledger (what committed stays done, the rest goes back to the head of its keys).
       this.#held.delete(batch.id);
       throw error;
     }
@@ -539,16 +542,16 @@ export class RedisQueueBackend implements QueueBackend {
     }
     if (this.#ordered(queue)) await this.#reviveKeys(queue, key);
     const orphans = this.#orphans.collect(queue, scanned, batches);
-    for (const id of this.#unsettled.keys()) if (!(id in batches)) this.#unsettled.delete(id);
+    forgetGone(this.#unsettled, queue, batches);
     await this.#sweepLedger(queue, [...Object.keys(batches), ...orphans.keys()]);
     const consumers = [...new Set(Object.values(batches))].filter((c) => !this.#consumers.has(c));
     const seen =
       consumers.length === 0 ? [] : await callRedis(() => this.#client.mget(consumers.map(consumerKey)));
     const dead = new Set(consumers.filter((_, index) => (seen[index] ?? null) === null));
     const claimed = Object.entries(batches).filter(
-      ([id, consumer]) => dead.has(consumer) || this.#unknownOwnBatch(id, consumer),
+      ([id, consumer]) => dead.has(consumer) || this.#unknownOwnBatch(queue, id, consumer),
     );
-    for (const id of this.#unknownSince.keys()) if (!(id in batches)) this.#unknownSince.delete(id);
+    forgetGone(this.#unknownSince, queue, batches);
     const settle = [
       ...claimed.map(([id, consumer]) => ({ id, consumer, mode: 'claimed' })),
       ...[...orphans].map(([id, consumer]) => ({ id, consumer, mode: 'orphan' })),
@@ -566,7 +569,8 @@ export class RedisQueueBackend implements QueueBackend {
       const keys = ordered
         ? settleKeyedKeys(queue, key, { id, consumer })
         : [...batchKeys(key, { id, consumer }), ...errorKeys(queue)];
-      const reason = mode === 'orphan' ? ORPHAN_REASON : (this.#unsettled.get(id) ?? RECOVERED_REASON);
+      const reason =
+        mode === 'orphan' ? ORPHAN_REASON : (this.#unsettled.get(id)?.reason ?? RECOVERED_REASON);
       const args = [id, now.getTime(), options.maxAttempts, now.toISOString(), reason, mode];
       try {
         recovered += asInteger(
@@ -605,14 +609,14 @@ export class RedisQueueBackend implements QueueBackend {
    * connection, or its completion failed. After a grace period (a claim may still be on its way back) it
    * is recovered like a dead consumer's.
    */
-  #unknownOwnBatch(id: string, consumer: string): boolean {
+  #unknownOwnBatch(queue: string, id: string, consumer: string): boolean {
     if (!this.#consumers.has(consumer) || this.#held.has(id)) return false;
-    const since = this.#unknownSince.get(id);
-    if (since === undefined) {
-      this.#unknownSince.set(id, Date.now());
+    const seen = this.#unknownSince.get(id);
+    if (seen === undefined) {
+      this.#unknownSince.set(id, { queue, since: Date.now() });
       return false;
     }
-    return Date.now() - since >= UNKNOWN_BATCH_GRACE_MS;
+    return Date.now() - seen.since >= UNKNOWN_BATCH_GRACE_MS;
   }
 
   /**
@@ -847,6 +851,15 @@ class BatchRecord implements ClaimedRecord {
   get id(): string {
     return `${this.#batch}:${this.position}`;
   }
+}
+
+/** Drops the entries of `queue` whose batch is not in its batches hash any more (other queues' stay). */
+function forgetGone(
+  entries: Map<string, { readonly queue: string }>,
+  queue: string,
+  batches: Readonly<Record<string, string>>,
+): void {
+  for (const [id, entry] of entries) if (entry.queue === queue && !(id in batches)) entries.delete(id);
 }
 
 function completedSlot(queue: string, consumer: string): string {

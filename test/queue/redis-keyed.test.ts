@@ -1,8 +1,9 @@
 // Redis queues with ordering = "key" and idempotency ids: each key's records in publish order and never in
 // two batches at once across consumers of several processes, a failed record holding its key back, give-backs
-// and recovery that keep the order, the error queue and replay, raw records keyed by the handler's key()
-// (also when a keyer dies halfway), fairness across keys, and dedup within the window. Against the machine's
-// Redis, with a throwaway PostgreSQL database as the sink (its baton_batch_ledger holds acknowledgements).
+// and recovery that keep the order (also of a batch whose give-back failed), the error queue and replay, raw
+// records keyed by the handler's key() (also when a keyer dies halfway), fairness across keys, and dedup
+// within the window. Against the machine's Redis, with a throwaway PostgreSQL database as the sink (its
+// baton_batch_ledger holds acknowledgements).
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -203,6 +204,43 @@ describe('redis queue with ordering = "key"', () => {
     await commit(backends[2]!, retried, retried.records);
     await backends[2]!.complete(retried, []);
     expect(await backend().stats(queue)).toMatchObject({ depth: 0, delayed: 0 });
+  });
+
+  it('lets go of a batch whose give-back of held-back records failed: recovery puts them back in order', async () => {
+    const { queue, key, consumer } = fresh();
+    const name = consumer('A');
+    await backend().registerConsumer(name, 'node-a');
+    try {
+      await publishKeyed(queue, [
+        ['K', 'a0'],
+        ['K', 'a1'],
+        ['K', 'a2'],
+      ]);
+      const batch = await backend().claim(queue, name, 10);
+      const [, a1, a2] = batch!.records as [ClaimedRecord, ClaimedRecord, ClaimedRecord];
+      // a0 failed, so a1 and a2 are held back; giving them back fails (Redis restarting, or as here K's list
+      // of the wrong type). The runner then never completes the batch: recovery must settle it, although its
+      // consumer is alive, as it does a batch whose completion failed.
+      await redis.client.set(`${key}:key:K`, 'not a list');
+      await expect(backend().release(batch!, [a1, a2])).rejects.toThrow(`${key}:key:K`);
+      await redis.client.del(`${key}:key:K`);
+      expect(await backends[1]!.claim(queue, consumer('B'), 10)).toBeUndefined(); // K is held
+
+      const recovered = await waitFor(
+        async () => (await backend().recoverClaims(queue, { maxAttempts: 5 })) || undefined,
+        20_000,
+        'the recovery of the batch',
+      );
+      expect(recovered).toBe(3);
+      const again = await backends[1]!.claim(queue, consumer('B'), 10);
+      expect(tries(again)).toEqual([
+        ['a0', 1],
+        ['a1', 1],
+        ['a2', 1],
+      ]);
+    } finally {
+      await backend().unregisterConsumer(name);
+    }
   });
 
   it('gives a whole batch back at the head of each key, before what was published since', async () => {

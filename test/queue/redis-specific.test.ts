@@ -20,7 +20,7 @@ import type { TestRedis } from '../support/redis.js';
 import { openTestRedis } from '../support/redis.js';
 
 const text = (value: string): Buffer => Buffer.from(value);
-const QUEUES = 15;
+const QUEUES = 17;
 
 describe('redis queue backend', () => {
   let redis: TestRedis;
@@ -137,23 +137,32 @@ describe('redis queue backend', () => {
     expect(await backend.stats(queue)).toMatchObject({ depth: 2, inFlight: 0 });
   });
 
+  /**
+   * Another client runs a claim under `consumer`: the batch exists, but this process never saw it, as when
+   * the claim ran on Redis and its reply was lost with the connection. Resolves how many records it took.
+   */
+  async function claimElsewhere(queue: string, consumer: string): Promise<number> {
+    const other = new RedisQueueBackend({
+      url: redis.url,
+      store,
+      log: pino({ level: 'silent' }),
+      keys: { [queue]: `${queue}-list` },
+    });
+    await other.start();
+    try {
+      return (await other.claim(queue, consumer, 10))?.records.length ?? 0;
+    } finally {
+      await other.close();
+    }
+  }
+
   it("recovers a batch of this process's own consumer that it does not hold (a claim whose reply was lost)", async () => {
     const { queue, consumer } = fresh();
     const own = consumer('own');
     await backend.registerConsumer(own, 'node');
     try {
       await backend.publish(queue, ['lost-1', 'lost-2'].map(text));
-      // Another client runs the claim under our consumer: the batch exists, but this process never saw it,
-      // as when the claim ran on Redis and its reply was lost with the connection.
-      const other = new RedisQueueBackend({
-        url: redis.url,
-        store,
-        log: pino({ level: 'silent' }),
-        keys: { [queue]: `${queue}-list` },
-      });
-      await other.start();
-      expect((await other.claim(queue, own, 10))?.records).toHaveLength(2);
-      await other.close();
+      expect(await claimElsewhere(queue, own)).toBe(2);
       // First seen now; given back once the grace period (a claim may still be on its way back) is over.
       expect(await backend.recoverClaims(queue, { maxAttempts: 5 })).toBe(0);
       await new Promise((resolve) => setTimeout(resolve, 5200));
@@ -161,6 +170,28 @@ describe('redis queue backend', () => {
       const again = await backend.claim(queue, own, 10);
       expect(again?.records.map((r) => r.payload.toString())).toEqual(['lost-1', 'lost-2']);
       if (again) await backend.complete(again, []);
+    } finally {
+      await backend.unregisterConsumer(own);
+    }
+  }, 20_000);
+
+  it('recovers such a batch while the recovery passes of another queue of the process run in between', async () => {
+    const { queue, consumer } = fresh();
+    const { queue: neighbour } = fresh();
+    const own = consumer('own');
+    await backend.registerConsumer(own, 'node');
+    try {
+      await backend.publish(queue, [text('lost-3')]);
+      expect(await claimElsewhere(queue, own)).toBe(1);
+      expect(await backend.recoverClaims(queue, { maxAttempts: 5 })).toBe(0);
+      // Each queue's runner looks for claims to recover every second; the other queue's passes must not
+      // start this batch's grace period over (they once forgot every batch not of their own queue).
+      const graceOver = Date.now() + 5200;
+      while (Date.now() < graceOver) {
+        await backend.recoverClaims(neighbour, { maxAttempts: 5 });
+        await new Promise((resolve) => setTimeout(resolve, 400));
+      }
+      expect(await backend.recoverClaims(queue, { maxAttempts: 5 })).toBe(1);
     } finally {
       await backend.unregisterConsumer(own);
     }
