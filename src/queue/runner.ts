@@ -308,12 +308,8 @@ export class QueueRunner implements Component {
         if (records.length <= ISOLATE_MAX) return await this.#transact(batch, records, 'isolate');
       }
     } catch (error) {
-      if (isAbort(error) || error instanceof ClaimLostError || error instanceof BackendUnavailableError)
-        throw error;
-      if (records.length === 1) {
-        const record = records[0] as ClaimedRecord;
-        return [{ record, error: describeError(error), retryAt: this.#processor.retryAt(record.attempts) }];
-      }
+      if (isInterruption(error)) throw error;
+      if (records.length === 1) return [this.#failureOf(records[0] as ClaimedRecord, error)];
     }
     const middle = Math.ceil(records.length / 2);
     return [
@@ -346,14 +342,10 @@ export class QueueRunner implements Component {
         await this.#transact(batch, live, 'whole');
         return;
       } catch (error) {
-        if (isAbort(error) || error instanceof ClaimLostError || error instanceof BackendUnavailableError)
-          throw error;
+        if (isInterruption(error)) throw error;
         if (live.length === 1) {
           const record = live[0] as ClaimedRecord;
-          // A payload that does not parse goes to the error queue at once, as in #transact.
-          const permanent = error instanceof BatchFailedError && error.permanent;
-          const retryAt = permanent ? undefined : this.#processor.retryAt(record.attempts);
-          failures.push({ record, error: describeError(error), retryAt });
+          failures.push(this.#failureOf(record, error));
           if (record.key !== undefined) failedKeys.add(record.key);
           return;
         }
@@ -407,11 +399,24 @@ export class QueueRunner implements Component {
         batch,
         outcome.succeeded.map((index) => records[index] as ClaimedRecord),
       );
-      return outcome.failed.map(({ index, error, permanent }): RecordFailure => {
-        const record = records[index] as ClaimedRecord;
-        return { record, error, retryAt: permanent ? undefined : processor.retryAt(record.attempts) };
-      });
+      return outcome.failed.map(({ index, error, permanent }) =>
+        this.#failure(records[index] as ClaimedRecord, error, permanent === true),
+      );
     });
+  }
+
+  /** The failure of a record whose run (alone) threw `error`: see #failure. */
+  #failureOf(record: ClaimedRecord, error: unknown): RecordFailure {
+    const permanent = error instanceof BatchFailedError && error.permanent;
+    return this.#failure(record, describeError(error), permanent);
+  }
+
+  /**
+   * A record's failure: retried after its back-off, or straight to the error queue when it has no attempts
+   * left or failed for good (its payload does not parse: running it again cannot help).
+   */
+  #failure(record: ClaimedRecord, error: string, permanent: boolean): RecordFailure {
+    return { record, error, retryAt: permanent ? undefined : this.#processor.retryAt(record.attempts) };
   }
 
   async #releaseWhenBack(batch: ClaimedBatch, cause: Error, claims: AbortSignal): Promise<void> {
@@ -435,6 +440,11 @@ export class QueueRunner implements Component {
       }
     }
   }
+}
+
+/** Not the records' fault: stopping, a claim lost to recovery, or a backend gone. Their batch is given back. */
+function isInterruption(error: unknown): boolean {
+  return isAbort(error) || error instanceof ClaimLostError || error instanceof BackendUnavailableError;
 }
 
 function isAbort(error: unknown): boolean {
