@@ -252,6 +252,14 @@ describe('validation', () => {
     expect(error.message).toContain('expected an integer from 1 to 100000, got "abc"');
   });
 
+  it('names a date given where a string belongs, an invalid one too', async () => {
+    const valid = await configError(resolve({ http: { host: new Date(Date.UTC(2026, 0, 2)) } }));
+    expect(valid.message).toContain('got the date 2026-01-02T00:00:00.000Z');
+    const invalid = await configError(resolve({ http: { host: new Date(Number.NaN) } }));
+    expect(invalid.key).toBe('http.host');
+    expect(invalid.message).toContain('got an invalid date');
+  });
+
   it('lists every issue, the first one naming the key', async () => {
     const error = await configError(resolve({ http: { port: 70_000 }, log: { level: 'loud' } }));
     expect(error.key).toBe('log.level');
