@@ -1,9 +1,11 @@
 // Rate limits of queues (`rate_limit`, records per second across every node of the group), kept by the
 // backend so that all consumers share them: the generic cell rate algorithm. A queue keeps one time, the
 // theoretical arrival time (TAT) of its next record; a claim may take as many records as fit between that
-// time and one second from now, and moves the time on by 1/rate per record taken. Records not taken after
-// all (the queue had fewer) are given back. Over any span of t seconds a queue thus runs at most
-// rate × (t + 1) records: a burst of one second's worth, then the rate.
+// time and the end of the burst window from now, and moves the time on by 1/rate per record taken. The
+// window is one second, or one record's interval when that is longer (a rate below one per second still
+// lets one record through). Records not taken after all (the queue had fewer) are given back. Over any span
+// of t seconds a queue thus runs at most rate × (t + 1) records, or one more than rate × t below 1/s: a
+// burst of one window's worth, then the rate.
 import { sql } from 'drizzle-orm';
 
 import type { Store } from '../store/store.js';
@@ -32,6 +34,7 @@ export class StoreRateLimiter implements RateLimiter {
   }
 
   reserve(queue: string, want: number, perSecond: number): Promise<RateGrant> {
+    const window = sql`(${burstWindowMs(perSecond)}::float8 * interval '1 millisecond')`;
     return this.#store.transaction(async (tx) => {
       await executeIn(
         tx,
@@ -43,14 +46,14 @@ export class StoreRateLimiter implements RateLimiter {
               SELECT greatest(tat, now()) AS tat FROM baton_queue_rates WHERE queue = ${queue} FOR UPDATE),
             grant_ AS (
               SELECT tat, greatest(0, least(${want}::int,
-                       floor(extract(epoch FROM now() + interval '1 second' - tat) * ${perSecond}::float8)))::int AS n
+                       floor(extract(epoch FROM now() + ${window} - tat) * ${perSecond}::float8)))::int AS n
               FROM current)
             UPDATE baton_queue_rates AS r
             SET tat = g.tat + (g.n / ${perSecond}::float8) * interval '1 second'
             FROM grant_ AS g WHERE r.queue = ${queue}
             RETURNING g.n AS granted,
               ceil(extract(epoch FROM g.tat + (1 / ${perSecond}::float8) * interval '1 second'
-                                      - now() - interval '1 second') * 1000)::float8 AS wait_ms`,
+                                      - now() - ${window}) * 1000)::float8 AS wait_ms`,
       );
       return grantOf(row?.['granted'], row?.['wait_ms']);
     });
@@ -63,6 +66,11 @@ export class StoreRateLimiter implements RateLimiter {
       SET tat = greatest(now(), tat - (${count} / ${perSecond}::float8) * interval '1 second')
       WHERE queue = ${queue}`);
   }
+}
+
+/** Milliseconds of the burst window at `perSecond`: one second, or one record's interval if longer. */
+export function burstWindowMs(perSecond: number): number {
+  return Math.max(1000, 1000 / perSecond);
 }
 
 /** A grant as the backends answer it (numbers, or their text). */

@@ -6,7 +6,7 @@ import { asArray, asInteger } from '../redis/replies.js';
 import type { LuaScript } from '../redis/script.js';
 import { luaScript } from '../redis/script.js';
 import type { RateGrant, RateLimiter } from './rate-limit.js';
-import { grantOf } from './rate-limit.js';
+import { burstWindowMs, grantOf } from './rate-limit.js';
 
 /** Runs a script (the backend's runner, which explains keys of the wrong type). */
 export type RateScriptRunner = (
@@ -27,11 +27,13 @@ if tat < now then tat = now end
 `;
 
 /**
- * KEYS: the rate key. ARGV: records wanted, rate per second. Returns {granted, ms until one is allowed}.
+ * KEYS: the rate key. ARGV: records wanted, rate per second, burst window (ms). Returns {granted, ms until
+ * one is allowed}.
  */
 const RESERVE = luaScript(`${NOW}
 local rate = tonumber(ARGV[2])
-local n = math.floor((now + 1000 - tat) * rate / 1000)
+local window = tonumber(ARGV[3])
+local n = math.floor((now + window - tat) * rate / 1000)
 if n > tonumber(ARGV[1]) then n = tonumber(ARGV[1]) end
 if n < 0 then n = 0 end
 if n > 0 then
@@ -39,7 +41,7 @@ if n > 0 then
   redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + ${RATE_KEY_TTL_MS})
   return {n, 0}
 end
-return {0, math.ceil(tat + 1000 / rate - now - 1000)}
+return {0, math.ceil(tat + 1000 / rate - now - window)}
 `);
 
 /** KEYS: the rate key. ARGV: records given back, rate per second. */
@@ -61,7 +63,7 @@ export class RedisRateLimiter implements RateLimiter {
 
   async reserve(queue: string, want: number, perSecond: number): Promise<RateGrant> {
     const reply = asArray(
-      await callRedis(() => this.#run(queue, RESERVE, [this.#keyOf(queue)], [want, perSecond])),
+      await callRedis(() => this.#run(queue, RESERVE, [this.#keyOf(queue)], [want, perSecond, burstWindowMs(perSecond)])),
     );
     return grantOf(asInteger(reply[0]), asInteger(reply[1]));
   }

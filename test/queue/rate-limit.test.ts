@@ -10,6 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BatonNode } from '../../src/index.js';
 import { startNode } from '../../src/index.js';
 import { createLogger } from '../../src/log.js';
+import type { RateLimiter } from '../../src/queue/rate-limit.js';
+import { RedisQueueBackend } from '../../src/queue/redis.js';
 import type { TestDatabase } from '../support/postgres.js';
 import { createTestDatabase } from '../support/postgres.js';
 import type { TestRedis } from '../support/redis.js';
@@ -22,27 +24,62 @@ const HANDLER = fileURLToPath(new URL('../fixtures/rated-handler.ts', import.met
 const RATE = 20;
 const RECORDS = 100;
 
-describe('the store rate limiter', () => {
+describe('the rate limiters', () => {
   let subject: StoreSubject;
+  let redis: TestRedis;
+  let redisBackend: RedisQueueBackend;
   beforeAll(async () => {
     subject = await (STORE_SUBJECTS['postgres'] as () => Promise<StoreSubject>)();
+    redis = await openTestRedis();
+    redisBackend = new RedisQueueBackend({
+      url: redis.url,
+      store: subject.store,
+      log: createLogger({ level: 'silent' }),
+      keys: {},
+    });
+    await redisBackend.start({ checkPersistence: false });
   }, 60_000);
   afterAll(async () => {
+    await redisBackend?.close();
+    await redis?.cleanup();
     await subject?.dispose();
   });
 
-  it('grants a second’s worth, then none until time passes; unused grants come back', async () => {
-    const { rates } = subject.backend;
-    expect(await rates.reserve('limited', 100, 10)).toEqual({ granted: 10, waitMs: 0 });
-    const refused = await rates.reserve('limited', 100, 10);
-    expect(refused.granted).toBe(0);
-    expect(refused.waitMs).toBeGreaterThan(0);
-    expect(refused.waitMs).toBeLessThanOrEqual(100);
-    await rates.refund('limited', 4, 10);
-    expect((await rates.reserve('limited', 100, 10)).granted).toBe(4);
-    // Other queues have rates of their own.
-    expect((await rates.reserve('other', 3, 10)).granted).toBe(3);
-  });
+  const limiters: Array<[string, () => RateLimiter, () => string]> = [
+    ['store', () => subject.backend.rates, () => `limited-${++named}`],
+    ['redis', () => redisBackend.rates, () => redis.queue()],
+  ];
+  let named = 0;
+
+  it.each(limiters)(
+    '%s: grants a second’s worth, then none until time passes; unused grants come back',
+    async (_, limiter, queueName) => {
+      const rates = limiter();
+      const [limited, other] = [queueName(), queueName()];
+      expect(await rates.reserve(limited, 100, 10)).toEqual({ granted: 10, waitMs: 0 });
+      const refused = await rates.reserve(limited, 100, 10);
+      expect(refused.granted).toBe(0);
+      expect(refused.waitMs).toBeGreaterThan(0);
+      expect(refused.waitMs).toBeLessThanOrEqual(100);
+      await rates.refund(limited, 4, 10);
+      expect((await rates.reserve(limited, 100, 10)).granted).toBe(4);
+      // Other queues have rates of their own.
+      expect((await rates.reserve(other, 3, 10)).granted).toBe(3);
+    },
+  );
+
+  it.each(limiters)(
+    '%s: a rate below one per second lets one record through, then waits its interval',
+    async (_, limiter, queueName) => {
+      const rates = limiter();
+      const queue = queueName();
+      expect(await rates.reserve(queue, 10, 0.25)).toEqual({ granted: 1, waitMs: 0 });
+      const refused = await rates.reserve(queue, 10, 0.25);
+      expect(refused.granted).toBe(0);
+      expect(refused.waitMs).toBeGreaterThan(3000);
+      expect(refused.waitMs).toBeLessThanOrEqual(4000);
+    },
+  );
 });
 
 describe('rate_limit on two nodes', () => {
