@@ -81,6 +81,8 @@ retry_max_delay_ms = 100
 inline = false
 ordering = "key"
 dedup_window_ms = 600000
+key_concurrency = 3
+key_rate_limit = 2.5
 
 [queues."events.v2"]
 handler = "@acme/baton-handler"
@@ -184,6 +186,8 @@ describe('loadConfig', () => {
       inline: false,
       ordering: 'key',
       dedupWindowMs: 600_000,
+      keyConcurrency: 3,
+      keyRateLimit: 2.5,
       url: undefined,
     });
     expect(config.queues['events.v2']).toMatchObject({ handler: '@acme/baton-handler', batchSize: 500 });
@@ -258,6 +262,18 @@ describe('validation', () => {
     const invalid = await configError(resolve({ http: { host: new Date(Number.NaN) } }));
     expect(invalid.key).toBe('http.host');
     expect(invalid.message).toContain('got an invalid date');
+  });
+
+  it('refuses key_concurrency and key_rate_limit on a queue without ordering = "key"', async () => {
+    for (const option of ['key_concurrency', 'key_rate_limit']) {
+      const error = await configError(resolve({ queues: { ping: { handler: './h.ts', [option]: 2 } } }));
+      expect(error.key).toBe(`queues.ping.${option}`);
+      expect(error.message).toContain('only for ordering = "key"');
+    }
+    const zero = await configError(
+      resolve({ queues: { ping: { handler: './h.ts', ordering: 'key', key_concurrency: 0 } } }),
+    );
+    expect(zero.key).toBe('queues.ping.key_concurrency');
   });
 
   it('lists every issue, the first one naming the key', async () => {

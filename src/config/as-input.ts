@@ -178,6 +178,8 @@ function queueInput(queue: QueueConfig): NonNullable<ConfigInput['queues']>[stri
     ordering: queue.ordering,
     dedup_window_ms: queue.dedupWindowMs,
     rate_limit: queue.rateLimit,
+    key_concurrency: queue.ordering === 'key' ? queue.keyConcurrency : undefined,
+    key_rate_limit: queue.keyRateLimit,
   });
 }
 

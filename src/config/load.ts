@@ -151,6 +151,8 @@ function resolveParsed(parsed: ParsedConfig, file: string | undefined, baseDir: 
       ordering: queue.ordering,
       dedupWindowMs: queue.dedup_window_ms,
       rateLimit: queue.rate_limit,
+      keyConcurrency: queue.key_concurrency ?? 1,
+      keyRateLimit: queue.key_rate_limit,
     };
   }
   const components: Record<string, ComponentConfig> = {};

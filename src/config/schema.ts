@@ -327,7 +327,29 @@ const queueSchema = table({
     .positive({ error: expecting('a number of records per second above 0') })
     .max(1_000_000, { error: expecting('at most 1000000 records per second') })
     .optional(),
+  /**
+   * Batches that may hold records of one key at once, across every node (ordering = "key" only; default 1).
+   * Above 1, a key's records start in publish order but may run side by side, and a failed one no longer
+   * holds back those after it.
+   */
+  key_concurrency: integer(1, 10_000).optional(),
+  /** Records per second one key may run, at most, across every node (ordering = "key" only; unset: no limit). */
+  key_rate_limit: z
+    .number({ error: expecting('a number of records per second above 0') })
+    .positive({ error: expecting('a number of records per second above 0') })
+    .max(1_000_000, { error: expecting('at most 1000000 records per second') })
+    .optional(),
 }).superRefine((queue, context) => {
+  for (const option of ['key_concurrency', 'key_rate_limit'] as const) {
+    if (queue[option] !== undefined && queue.ordering !== 'key') {
+      context.addIssue({
+        code: 'custom',
+        path: [option],
+        input: queue[option],
+        message: `only for ordering = "key" (this queue's ordering is "${queue.ordering}")`,
+      });
+    }
+  }
   if (queue.backend === 'postgres' && queue.url === undefined) {
     context.addIssue({
       code: 'custom',

@@ -149,6 +149,10 @@ export interface QueueConfig {
   dedupWindowMs: number;
   /** Records per second the queue may run across the group, at most; undefined: no limit. */
   rateLimit: number | undefined;
+  /** Batches that may hold records of one key at once (ordering = "key"); 1 keeps each key's order. */
+  keyConcurrency: number;
+  /** Records per second one key may run across the group, at most; undefined: no limit. */
+  keyRateLimit: number | undefined;
 }
 
 export interface ComponentConfig {

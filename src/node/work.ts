@@ -14,6 +14,7 @@ import type { Handler } from '../handler/handler.js';
 import { loadQueueHandlers } from '../handler/load.js';
 import { updateSchema } from '../handler/schema.js';
 import type { Logger } from '../log.js';
+import { queueSettings } from '../queue/backend.js';
 import type { Backends } from '../queue/backends.js';
 import type { CountersByQueue, Fencing } from '../queue/processor.js';
 import { RecordProcessor } from '../queue/processor.js';
@@ -140,7 +141,7 @@ export function addQueueRunners(options: {
     const backend = options.backends.backendFor(queue.name);
     // The handler's key() keys records that arrive without a key (pushed raw to a Redis list).
     const keyOf = (options.handlers[index] as Handler).key;
-    backend.configure(queue.name, { ordering: queue.ordering, dedupWindowMs: queue.dedupWindowMs, keyOf });
+    backend.configure(queue.name, queueSettings(queue, keyOf));
     const runner = new QueueRunner({
       processor,
       backend,

@@ -1,6 +1,7 @@
 // The QueueBackend port: a named channel of opaque byte records with claims, acknowledgement inside the
 // sink transaction, attempts and an error queue per queue (`errors-<queue>`). It does not run handlers,
 // choose batch sizes or decide back-off: the queue runner does. Adapters own their connections.
+import type { QueueConfig } from '../config/types.js';
 import type { Tx } from '../store/store.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { RecordOptions } from './record-options.js';
@@ -86,10 +87,28 @@ export interface QueueSettings {
    * known only where the handler is loaded (a node). Throws for a record it cannot key.
    */
   readonly keyOf?: ((record: Buffer) => string | undefined) | undefined;
+  /** Batches that may hold records of one key at once (ordering = "key"); undefined: 1. */
+  readonly keyConcurrency?: number | undefined;
+  /** Records per second one key may run, at most, across every consumer (ordering = "key"); undefined: no limit. */
+  readonly keyRateLimit?: number | undefined;
 }
 
 /** A queue never configured: no ordering, ids remembered for a day. */
 export const DEFAULT_QUEUE_SETTINGS: QueueSettings = { ordering: 'none', dedupWindowMs: 86_400_000 };
+
+/** What a backend is told of `queue`, with the handler's key() where the handler is loaded. */
+export function queueSettings(
+  queue: Pick<QueueConfig, 'ordering' | 'dedupWindowMs' | 'keyConcurrency' | 'keyRateLimit'>,
+  keyOf?: QueueSettings['keyOf'],
+): QueueSettings {
+  return {
+    ordering: queue.ordering,
+    dedupWindowMs: queue.dedupWindowMs,
+    keyConcurrency: queue.keyConcurrency,
+    keyRateLimit: queue.keyRateLimit,
+    ...(keyOf ? { keyOf } : {}),
+  };
+}
 
 export interface QueueBackend {
   readonly kind: 'store' | 'redis' | 'postgres';

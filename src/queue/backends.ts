@@ -10,6 +10,7 @@ import type { ResolvedConfig } from '../config/types.js';
 import { BackendUnavailableError, StoreLockedError, UnknownQueueError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { QueueBackend } from './backend.js';
+import { queueSettings } from './backend.js';
 import type { PostgresQueueBackend } from './postgres-queue.js';
 import type { RedisQueueBackend } from './redis.js';
 import { StoreQueueBackend } from './store-queue.js';
@@ -204,10 +205,7 @@ async function assemble(
     return storeQueues;
   };
   for (const queue of Object.values(config.queues)) {
-    backendFor(queue.name).configure(queue.name, {
-      ordering: queue.ordering,
-      dedupWindowMs: queue.dedupWindowMs,
-    });
+    backendFor(queue.name).configure(queue.name, queueSettings(queue));
   }
   const problems = async (): Promise<string[]> =>
     (await Promise.all(backends.map((backend) => backend.problems?.() ?? Promise.resolve([])))).flat();

@@ -63,7 +63,9 @@ export class RedisRateLimiter implements RateLimiter {
 
   async reserve(queue: string, want: number, perSecond: number): Promise<RateGrant> {
     const reply = asArray(
-      await callRedis(() => this.#run(queue, RESERVE, [this.#keyOf(queue)], [want, perSecond, burstWindowMs(perSecond)])),
+      await callRedis(() =>
+        this.#run(queue, RESERVE, [this.#keyOf(queue)], [want, perSecond, burstWindowMs(perSecond)]),
+      ),
     );
     return grantOf(asInteger(reply[0]), asInteger(reply[1]));
   }

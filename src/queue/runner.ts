@@ -255,8 +255,12 @@ export class QueueRunner implements Component {
     let failures: RecordFailure[];
     let heldBack: ClaimedRecord[] = [];
     try {
-      if (this.#processor.queue.ordering === 'key') {
+      const { ordering, keyConcurrency } = this.#processor.queue;
+      if (ordering === 'key' && keyConcurrency === 1) {
         ({ failures, heldBack } = await this.#commitInOrder(batch, groupedByKey(batch.records)));
+      } else if (ordering === 'key') {
+        // Keys that run side by side (key_concurrency > 1) keep no order: a failure holds nothing back.
+        failures = await this.#commit(batch, groupedByKey(batch.records));
       } else {
         failures = await this.#commit(batch, batch.records);
       }
