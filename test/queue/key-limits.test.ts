@@ -4,16 +4,10 @@
 // burst) while the keys run side by side. Every record runs once.
 import { fileURLToPath } from 'node:url';
 
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { BatonNode } from '../../src/index.js';
-import { startNode } from '../../src/index.js';
-import { createLogger } from '../../src/log.js';
-import type { TestDatabase } from '../support/postgres.js';
-import { createTestDatabase } from '../support/postgres.js';
-import type { TestRedis } from '../support/redis.js';
-import { openTestRedis } from '../support/redis.js';
+import type { NodeGroup } from '../support/node-group.js';
+import { startNodeGroup } from '../support/node-group.js';
 import { waitFor } from '../tasks/support.js';
 
 const HANDLER = fileURLToPath(new URL('../fixtures/key-limits-handler.ts', import.meta.url));
@@ -29,15 +23,9 @@ interface Run {
 }
 
 describe('key limits on two nodes', () => {
-  let database: TestDatabase;
-  let redis: TestRedis;
-  let client: pg.Client;
-  const nodes: BatonNode[] = [];
+  let group: NodeGroup;
 
   beforeAll(async () => {
-    database = await createTestDatabase();
-    redis = await openTestRedis();
-    const [sharedList, throttledList] = [redis.queue(), redis.queue()];
     const shared = {
       handler: HANDLER,
       ordering: 'key' as const,
@@ -50,41 +38,23 @@ describe('key limits on two nodes', () => {
       key_rate_limit: KEY_RATE,
       batch_size: 10,
     };
-    for (const name of ['limits-a', 'limits-b']) {
-      nodes.push(
-        await startNode(
-          {
-            node: { name, shutdown_timeout_ms: 3000 },
-            http: { enabled: false },
-            store: { url: database.url },
-            redis: { url: redis.url },
-            queues: {
-              shared: { ...shared, concurrency: 4 },
-              shared_redis: { ...shared, concurrency: 4, backend: 'redis', key: sharedList },
-              throttled: { ...throttled, concurrency: 2 },
-              throttled_redis: { ...throttled, concurrency: 2, backend: 'redis', key: throttledList },
-            },
-          },
-          { log: createLogger({ level: 'silent' }) },
-        ),
-      );
-    }
-    client = new pg.Client({ connectionString: database.url });
-    await client.connect();
+    group = await startNodeGroup(['limits-a', 'limits-b'], (list) => ({
+      shared: { ...shared, concurrency: 4 },
+      shared_redis: { ...shared, concurrency: 4, backend: 'redis', key: list() },
+      throttled: { ...throttled, concurrency: 2 },
+      throttled_redis: { ...throttled, concurrency: 2, backend: 'redis', key: list() },
+    }));
   }, 120_000);
 
   afterAll(async () => {
-    await client?.end();
-    await Promise.all(nodes.map((node) => node.stop()));
-    await redis?.cleanup();
-    await database?.drop();
+    await group?.close();
   });
 
   /** Publishes `perKey` records of each key (`<key>-<n>`), key after key, from the first node. */
   async function publishKeys(queue: string, perKey: number): Promise<void> {
     for (const key of KEYS) {
       const records = Array.from({ length: perKey }, (_, index) => Buffer.from(`${key}-${index}`));
-      await nodes[0]?.publish(queue, records, { key });
+      await group.nodes[0]?.publish(queue, records, { key });
     }
   }
 
@@ -93,7 +63,12 @@ describe('key limits on two nodes', () => {
     let runs: Run[] = [];
     await waitFor(
       async () => {
-        const { rows } = await client.query<{ key: string; record: string; started: number; ended: number }>(
+        const { rows } = await group.client.query<{
+          key: string;
+          record: string;
+          started: number;
+          ended: number;
+        }>(
           `SELECT key, record, extract(epoch FROM started_at) * 1000 AS started,
                   extract(epoch FROM ended_at) * 1000 AS ended
            FROM key_runs WHERE queue = $1 ORDER BY started_at`,
@@ -145,10 +120,7 @@ describe('key limits on two nodes', () => {
     '%s: each key runs no faster than key_rate_limit, the keys side by side',
     async (queue) => {
       const perKey = 20;
-      const { rows: clock } = await client.query<{ ms: number }>(
-        'SELECT extract(epoch FROM clock_timestamp()) * 1000 AS ms',
-      );
-      const publishedMs = Number(clock[0]?.ms);
+      const publishedMs = await group.databaseNow();
       await publishKeys(queue, perKey);
       const runs = await runsOf(queue, perKey * KEYS.length);
       for (const key of KEYS) {

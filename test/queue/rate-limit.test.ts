@@ -4,16 +4,13 @@
 // and what a claim did not use is given back.
 import { fileURLToPath } from 'node:url';
 
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import type { BatonNode } from '../../src/index.js';
-import { startNode } from '../../src/index.js';
 import { createLogger } from '../../src/log.js';
 import type { RateLimiter } from '../../src/queue/rate-limit.js';
 import { RedisQueueBackend } from '../../src/queue/redis.js';
-import type { TestDatabase } from '../support/postgres.js';
-import { createTestDatabase } from '../support/postgres.js';
+import type { NodeGroup } from '../support/node-group.js';
+import { startNodeGroup } from '../support/node-group.js';
 import type { TestRedis } from '../support/redis.js';
 import { openTestRedis } from '../support/redis.js';
 import type { StoreSubject } from '../support/store-subjects.js';
@@ -83,48 +80,18 @@ describe('the rate limiters', () => {
 });
 
 describe('rate_limit on two nodes', () => {
-  let database: TestDatabase;
-  let redis: TestRedis;
-  let client: pg.Client;
-  const nodes: BatonNode[] = [];
+  let group: NodeGroup;
 
   beforeAll(async () => {
-    database = await createTestDatabase();
-    redis = await openTestRedis();
-    const redisKey = redis.queue();
-    for (const name of ['rate-a', 'rate-b']) {
-      nodes.push(
-        await startNode(
-          {
-            node: { name, shutdown_timeout_ms: 3000 },
-            http: { enabled: false },
-            store: { url: database.url },
-            redis: { url: redis.url },
-            queues: {
-              stored: { handler: HANDLER, rate_limit: RATE, batch_size: 50, concurrency: 4 },
-              pushed: {
-                handler: HANDLER,
-                backend: 'redis',
-                key: redisKey,
-                rate_limit: RATE,
-                batch_size: 50,
-                concurrency: 4,
-              },
-            },
-          },
-          { log: createLogger({ level: 'silent' }) },
-        ),
-      );
-    }
-    client = new pg.Client({ connectionString: database.url });
-    await client.connect();
+    const limited = { handler: HANDLER, rate_limit: RATE, batch_size: 50, concurrency: 4 };
+    group = await startNodeGroup(['rate-a', 'rate-b'], (list) => ({
+      stored: limited,
+      pushed: { ...limited, backend: 'redis', key: list() },
+    }));
   }, 120_000);
 
   afterAll(async () => {
-    await client?.end();
-    await Promise.all(nodes.map((node) => node.stop()));
-    await redis?.cleanup();
-    await database?.drop();
+    await group?.close();
   });
 
   it.each(['stored', 'pushed'])(
@@ -132,15 +99,12 @@ describe('rate_limit on two nodes', () => {
     async (queue) => {
       const records = Array.from({ length: RECORDS }, (_, index) => Buffer.from(`${queue}-${index}`));
       // No claim takes a record before its publish: the rate counts from here (the database's clock).
-      const { rows: clock } = await client.query<{ ms: number }>(
-        'SELECT extract(epoch FROM clock_timestamp()) * 1000 AS ms',
-      );
-      const publishedMs = Number(clock[0]?.ms);
-      await nodes[0]?.publish(queue, records);
+      const publishedMs = await group.databaseNow();
+      await group.nodes[0]?.publish(queue, records);
       let rows: Array<{ record: string; ms: number }> = [];
       await waitFor(
         async () => {
-          ({ rows } = await client.query(
+          ({ rows } = await group.client.query(
             `SELECT record, extract(epoch FROM ran_at) * 1000 AS ms FROM rated WHERE queue = $1 ORDER BY ran_at`,
             [queue],
           ));
