@@ -184,6 +184,52 @@ describe('redis queue with ordering = "key": key_concurrency and key_rate_limit'
       );
     });
 
+    it('puts a key held by one batch back in line when records arrive for it, raw ones keyed too', async () => {
+      const keyOf = (record: Buffer): string => record.toString().split(':')[0]!;
+      const { queue, consumer } = fresh({ ...TWO, keyOf });
+      await publish(queue, 'K', ['K:0', 'K:1']);
+      const first = await a().claim(queue, consumer('A'), 10);
+      expect(payloads(first)).toEqual(['K:0', 'K:1']);
+      expect(await b().claim(queue, consumer('B'), 10)).toBeUndefined();
+      await publish(queue, 'K', ['K:2']);
+      expect(payloads(await b().claim(queue, consumer('B'), 10))).toEqual(['K:2']);
+      // Two batches hold K: a raw record keyed to it waits for one of them.
+      await redis.client.lpush(queue, 'K:3');
+      expect(await c().claim(queue, consumer('C'), 10)).toBeUndefined();
+      expect(await redis.client.lrange(`${queue}:key:K`, 0, -1)).toEqual(['0::K:3']);
+      await done(a(), first!);
+      const third = await waitFor(
+        async () => (await c().claim(queue, consumer('C'), 10)) ?? undefined,
+        10_000,
+        'the raw record once the first batch completed',
+      );
+      expect(payloads(third)).toEqual(['K:3']);
+    });
+
+    it('drops the hold of a batch that is gone (settled without its keys) in the recovery pass', async () => {
+      const { queue, consumer } = fresh(TWO);
+      const [one, two] = [consumer('A'), consumer('B')];
+      await a().registerConsumer(one, 'node-a');
+      await b().registerConsumer(two, 'node-b');
+      try {
+        await publish(queue, 'K', names(6));
+        const kept = await a().claim(queue, one, 2);
+        const lost = await b().claim(queue, two, 2);
+        expect(await c().claim(queue, consumer('C'), 2)).toBeUndefined();
+        // As a script that did not know the queue was ordered would settle it: the batch goes, its hold stays.
+        await redis.client.hdel(`${queue}:batches`, lost!.id);
+        await redis.client.del(`${queue}:processing:${two}:${lost!.id}`);
+        expect(await holders(queue, 'K')).toEqual([kept!.id, lost!.id].sort());
+
+        await c().recoverClaims(queue, { maxAttempts: 5 });
+        expect(await holders(queue, 'K')).toEqual([kept!.id]);
+        expect(payloads(await c().claim(queue, consumer('C'), 2))).toEqual(['r4', 'r5']);
+      } finally {
+        await a().unregisterConsumer(one);
+        await b().unregisterConsumer(two);
+      }
+    });
+
     it("lets go of a dead consumer's hold when its batch is recovered", async () => {
       const { queue, consumer } = fresh(TWO);
       const alive = consumer('B');
@@ -249,6 +295,19 @@ describe('redis queue with ordering = "key": key_concurrency and key_rate_limit'
       );
       expect(claimed).toEqual(names(claimed.length));
       expect(Date.now() - started).toBeGreaterThanOrEqual(((claimed.length - rate - 1) * 1000) / rate);
+    });
+
+    it('shares one rate per key between the batches that hold it at once (key_concurrency = 2)', async () => {
+      const { queue, consumer } = fresh({ ...TWO, keyRateLimit: 5 });
+      await publish(queue, 'K', names(20));
+      const started = Date.now();
+      const first = await a().claim(queue, consumer('A'), 3);
+      const second = await b().claim(queue, consumer('B'), 10);
+      const allowed = 5 + Math.floor(((Date.now() - started) * 5) / 1000);
+      expect(payloads(first)).toEqual(names(3));
+      expect(payloads(second).length).toBeGreaterThanOrEqual(2);
+      expect(payloads(second).length).toBeLessThanOrEqual(allowed - 3);
+      expect(payloads(second)).toEqual(names(payloads(second).length, 3));
     });
   });
 });
