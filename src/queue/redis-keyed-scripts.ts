@@ -3,8 +3,10 @@
 // hold records of a key are `:keys:held` (key → their ids, space-separated: one with key_concurrency = 1).
 // While its list has records, a key held by fewer batches than key_concurrency is in line (`:keys:ready`,
 // scored by a turn counter, so that a key that was served goes to the back) or waiting for its head's time or
-// its rate (`:keys:waiting`); a key held by key_concurrency batches is in neither. Scripts read key lists by
-// the names they find in those sets, so a queue's keys must live on one Redis server (as everywhere here).
+// its rate (`:keys:waiting`); a key held by key_concurrency batches is in neither. With key_concurrency above
+// 1, a failed record waits out its back-off in `:keys:retry` instead of at its key's head, which goes on
+// without it. Scripts read key lists by the names they find in those sets, so a queue's keys must live on one
+// Redis server (as everywhere in this backend).
 import type { KeyRole } from '../redis/key-types.js';
 import { luaScript } from '../redis/script.js';
 import { COMMON } from './redis-scripts.js';
@@ -41,11 +43,6 @@ export function keyedKeys(key: string): {
 /** The list of one key's records. */
 export function keyList(key: string, recordKey: string): string {
   return `${key}:key:${recordKey}`;
-}
-
-/** The theoretical arrival time of one key's next record under key_rate_limit (ms by Redis's clock). */
-export function keyRateKey(key: string, recordKey: string): string {
-  return `${key}:tat:${recordKey}`;
 }
 
 /** key_concurrency as the scripts take it (an argument): 1 unless configured. */
@@ -94,6 +91,7 @@ export function keyedLib(first: number): string {
 local ${names.join(', ')} = ${names.map((_, index) => `KEYS[${first + index}]`).join(', ')}
 -- '<list>:keys:ready' less 'keys:ready', then 'key:'.
 local prefix = string.sub(ready, 1, -11) .. 'key:'
+-- Each key's theoretical arrival time under key_rate_limit: '<list>:tat:<key>' (ms by Redis's clock).
 local tat_prefix = string.sub(ready, 1, -11) .. 'tat:'
 local function envelope(tries, due, payload) return tries .. ':' .. due .. ':' .. payload end
 -- Attempts, due time (nil: now) and payload of an envelope.
@@ -171,7 +169,7 @@ local function append(k, item, now)
   if redis.call('LPUSH', prefix .. k, item) == 1 then
     local value = redis.call('HGET', held, k)
     if not value then schedule(k, now)
-    elseif slots and slots > 1 and #holders(k) < slots then requeue(k, now) end
+    elseif slots and slots > 1 and select(2, string.gsub(value, '%S+', '')) < slots then requeue(k, now) end
   end
 end
 -- Puts envelopes back at the head of their key, the first given first in line. back: key → envelopes.
