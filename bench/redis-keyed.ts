@@ -1,5 +1,6 @@
 // Claim and complete throughput of the Redis queue backend: an unordered queue (the baseline), then an
-// ordered queue (ordering = "key") with its records spread over 10 000 keys, and with 10 hot keys. One
+// ordered queue (ordering = "key") with its records spread over 10 000 keys, and with 10 hot keys (also with
+// key_concurrency = 4), and over 10 000 keys with a key_rate_limit none reaches (the cost of keeping it). One
 // consumer claims batches of 500 and completes them without failures (no handler, no sink transaction: the
 // acknowledgement is the same one row per batch whatever the ordering). Run on the machine's Redis and
 // PostgreSQL: node --import tsx bench/redis-keyed.ts [records]
@@ -37,6 +38,17 @@ const VARIANTS: readonly Variant[] = [
     name: 'ordered, 10 hot keys',
     settings: { ordering: 'key', dedupWindowMs: 60_000 },
     keyOf: (index) => `k${index % 10}`,
+  },
+  {
+    name: '10 hot keys, key_conc. 4',
+    settings: { ordering: 'key', dedupWindowMs: 60_000, keyConcurrency: 4 },
+    keyOf: (index) => `k${index % 10}`,
+  },
+  {
+    // A rate no key reaches: what keeping each key's time costs.
+    name: '10k keys, key_rate_limit',
+    settings: { ordering: 'key', dedupWindowMs: 60_000, keyRateLimit: 1_000_000 },
+    keyOf: (index) => `k${index % 10_000}`,
   },
 ];
 
@@ -97,7 +109,7 @@ async function main(): Promise<void> {
     for (const variant of VARIANTS) {
       const rate = median(rates.get(variant.name)!);
       console.log(
-        `${variant.name.padEnd(22)} ${formatRate(rate).padStart(10)} records/s  ` +
+        `${variant.name.padEnd(26)} ${formatRate(rate).padStart(10)} records/s  ` +
           `${((BATCH / rate) * 1000).toFixed(2)} ms per claim+complete  ${(rate / baseline).toFixed(2)}× unordered`,
       );
     }

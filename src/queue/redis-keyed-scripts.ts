@@ -1,9 +1,12 @@
 // The Lua scripts of Redis queues with ordering = "key". Each key's records wait in a list of their own, `<list>:key:<key>`,
-// oldest at the right as in the main list, each as `<attempts>:<due ms or ''>:<payload>`. A key is in exactly
-// one state while its list has records: in line (`:keys:ready`, scored by a turn counter, so that a key that
-// was served goes to the back), waiting for its head's time (`:keys:waiting`), or held by one batch
-// (`:keys:held`, key → batch). Scripts read key lists by the names they find in those sets, so a queue's keys
-// must live on one Redis server (as everywhere in this backend).
+// oldest at the right as in the main list, each as `<attempts>:<due ms or ''>:<payload>`. The batches that
+// hold records of a key are `:keys:held` (key → their ids, space-separated: one with key_concurrency = 1).
+// While its list has records, a key held by fewer batches than key_concurrency is in line (`:keys:ready`,
+// scored by a turn counter, so that a key that was served goes to the back) or waiting for its head's time or
+// its rate (`:keys:waiting`); a key held by key_concurrency batches is in neither. With key_concurrency above
+// 1, a failed record waits out its back-off in `:keys:retry` instead of at its key's head, which goes on
+// without it. Scripts read key lists by the names they find in those sets, so a queue's keys must live on one
+// Redis server (as everywhere in this backend).
 import type { KeyRole } from '../redis/key-types.js';
 import { luaScript } from '../redis/script.js';
 import { COMMON } from './redis-scripts.js';
@@ -20,6 +23,7 @@ export function keyedKeys(key: string): {
   staging: string;
   lock: string;
   broken: string;
+  retry: string;
 } {
   return {
     ready: `${key}:keys:ready`,
@@ -32,12 +36,18 @@ export function keyedKeys(key: string): {
     staging: `${key}:keying`,
     lock: `${key}:keying:lock`,
     broken: `${key}:keys:broken`,
+    retry: `${key}:keys:retry`,
   };
 }
 
 /** The list of one key's records. */
 export function keyList(key: string, recordKey: string): string {
   return `${key}:key:${recordKey}`;
+}
+
+/** key_concurrency as the scripts take it (an argument): 1 unless configured. */
+export function keySlots(settings: { keyConcurrency?: number | undefined }): number {
+  return settings.keyConcurrency ?? 1;
 }
 
 /** The counter of records a queue dropped as duplicates, and the key remembering one idempotency id. */
@@ -62,6 +72,7 @@ export function keyedRoles(key: string): Array<{ key: string; role: KeyRole }> {
     [keys.staging, 'list'],
     [keys.lock, 'counter'],
     [keys.broken, 'zset'],
+    [keys.retry, 'zset'],
   ];
   return roles.map(([name, role]) => ({ key: name, role }));
 }
@@ -80,6 +91,8 @@ export function keyedLib(first: number): string {
 local ${names.join(', ')} = ${names.map((_, index) => `KEYS[${first + index}]`).join(', ')}
 -- '<list>:keys:ready' less 'keys:ready', then 'key:'.
 local prefix = string.sub(ready, 1, -11) .. 'key:'
+-- Each key's theoretical arrival time under key_rate_limit: '<list>:tat:<key>' (ms by Redis's clock).
+local tat_prefix = string.sub(ready, 1, -11) .. 'tat:'
 local function envelope(tries, due, payload) return tries .. ':' .. due .. ':' .. payload end
 -- Attempts, due time (nil: now) and payload of an envelope.
 local function open(envelope)
@@ -91,6 +104,15 @@ local function open(envelope)
   local b = string.find(envelope, ':', a + 1, true)
   return tonumber(string.sub(envelope, 1, a - 1)), tonumber(string.sub(envelope, a + 1, b - 1)),
     string.sub(envelope, b + 1)
+end
+-- A member of the keyed retries ZSET: '<seq>:<key length>:<key><envelope>' (the sequence keeps equal records
+-- apart), and back.
+local function retry_member(seq, k, item) return string.format('%016d', seq) .. ':' .. #k .. ':' .. k .. item end
+local function open_retry(member)
+  local a = string.find(member, ':', 1, true)
+  local b = string.find(member, ':', a + 1, true)
+  local last = b + tonumber(string.sub(member, a + 1, b - 1))
+  return string.sub(member, b + 1, last), string.sub(member, last + 1)
 end
 -- What the script changed of the wake list and the records counter, written once by finish().
 local woken, added = false, 0
@@ -124,11 +146,31 @@ local function schedule(k, now)
     wake_up()
   end
 end
--- Appends one record to its key's tail (publish, keying, replay); a key that had none and is not held is
--- put in line.
+-- key_concurrency, set by the scripts that are given it; nil in those that are not (they only let go of keys).
+local slots = nil
+-- The ids of the batches that hold key k.
+local function holders(k)
+  local ids, value = {}, redis.call('HGET', held, k)
+  if value then for id in string.gmatch(value, '%S+') do ids[#ids + 1] = id end end
+  return ids
+end
+-- Puts key k in line by its head, unless it is in line already (a key held by fewer batches than
+-- key_concurrency may be); a key waiting is placed again, its head may have changed.
+local function requeue(k, now)
+  if redis.call('ZSCORE', ready, k) then return end
+  redis.call('ZREM', waiting, k)
+  schedule(k, now)
+end
+-- Appends one record to its key's tail (publish, keying, replay); a key that had none is put in line unless
+-- it is held by key_concurrency batches (a script not given key_concurrency leaves any held key out: the
+-- batch that lets go of it puts it in line).
 local function append(k, item, now)
   added = added + 1
-  if redis.call('LPUSH', prefix .. k, item) == 1 and redis.call('HEXISTS', held, k) == 0 then schedule(k, now) end
+  if redis.call('LPUSH', prefix .. k, item) == 1 then
+    local value = redis.call('HGET', held, k)
+    if not value then schedule(k, now)
+    elseif slots and slots > 1 and select(2, string.gsub(value, '%S+', '')) < slots then requeue(k, now) end
+  end
 end
 -- Puts envelopes back at the head of their key, the first given first in line. back: key → envelopes.
 local function push_heads(back)
@@ -137,15 +179,22 @@ local function push_heads(back)
     added = added + #items
   end
 end
--- Lets go of the keys of a batch (those it still holds), each put in line by its head.
+-- Lets go of the keys of a batch (those it still holds), each put in line by its head unless it is already
+-- (with key_concurrency = 1 a held key never is: it is scheduled at once).
 local function free_keys(keys, batch, now)
   local seen = {}
   for _, k in ipairs(keys) do
     if k ~= '' and not seen[k] then
       seen[k] = true
-      if redis.call('HGET', held, k) == batch then
+      local value = redis.call('HGET', held, k)
+      if value == batch then
         redis.call('HDEL', held, k)
-        schedule(k, now)
+        if slots == 1 then schedule(k, now) else requeue(k, now) end
+      elseif value and string.find(value, batch, 1, true) then
+        local rest = {}
+        for _, id in ipairs(holders(k)) do if id ~= batch then rest[#rest + 1] = id end end
+        if #rest == 0 then redis.call('HDEL', held, k) else redis.call('HSET', held, k, table.concat(rest, ' ')) end
+        requeue(k, now)
       end
     end
   end
@@ -193,122 +242,6 @@ end
 `;
 }
 
-/**
- * KEYS: claimKeys() (main list, retry ZSET, batches hash, the batch's key, retry seq, the error keys), the
- * free list, lineKeys(), the keying staging list, the broken keys ZSET, then the keys of completed batches to
- * free. ARGV: max, now (ms), consumer, batch id, '1' when the main list holds records without a key (the
- * handler has no key()), then the ids of those completed batches. Frees the completed batches and their keys;
- * makes due waiting keys ready; then takes up to half of `max` from the records without a key (due retries,
- * the free list, and the main list when '1'), then walks the ready keys in turn order taking each one's due
- * records from its head (the key is then held by the batch), then fills the rest from the records without
- * a key. A key list of the wrong type is left out of line (`:keys:broken`) and the walk goes on. Returns how
- * many completed batches were gone, how many records wait to be keyed, then the batch value, if any.
- */
-export const CLAIM_KEYED = luaScript(`${keyedLib(11)}
-${checkRoles([
-  'list',
-  'zset',
-  'hash',
-  '',
-  'counter',
-  'list',
-  'list',
-  'hash',
-  'counter',
-  'list',
-  ...LINE_ROLES,
-  'list',
-  'zset',
-])}
-local now = tonumber(ARGV[2])
-local gone = 0
-for i = 19, #KEYS do
-  local id = ARGV[i - 13]
-  if redis.call('HDEL', KEYS[3], id) == 0 then gone = gone + 1
-  else
-    local _, _, keys = load_keyed(KEYS[i])
-    if keys then free_keys(keys, id, now) end
-  end
-  redis.call('DEL', KEYS[i])
-end
-local max = tonumber(ARGV[1])
-local to_key = 0
-if ARGV[5] ~= '1' then to_key = redis.call('LLEN', KEYS[1]) + redis.call('LLEN', KEYS[17]) end
-if max <= 0 then
-  finish()
-  return {gone, to_key}
-end
-for _, k in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', now, 'LIMIT', 0, max)) do
-  redis.call('ZREM', waiting, k)
-  redis.call('ZADD', ready, redis.call('INCR', turn), k)
-end
-local payloads, attempts, keys, n = {}, {}, {}, 0
-local function add(payload, tries, k)
-  n = n + 1
-  payloads[n], attempts[n], keys[n] = payload, tries, k
-end
--- Records without a key, up to limit in all.
-local function take_unkeyed(limit)
-  if n >= limit then return end
-  local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit - n)
-  for _, member in ipairs(due) do
-    local tries, payload = parse(string.sub(member, string.find(member, ':', 1, true) + 1))
-    add(payload, tries, '')
-  end
-  for i = 1, #due, 1000 do redis.call('ZREM', KEYS[2], unpack(due, i, math.min(i + 999, #due))) end
-  local lists = {KEYS[10]}
-  if ARGV[5] == '1' then lists[2] = KEYS[1] end
-  for _, list in ipairs(lists) do
-    if n < limit then
-      for _, payload in ipairs(redis.call('RPOP', list, limit - n) or {}) do add(payload, 0, '') end
-    end
-  end
-end
-take_unkeyed(math.ceil(max / 2))
-while n < max do
-  local line = redis.call('ZRANGE', ready, 0, math.min(max - n, 16) - 1)
-  if #line == 0 then break end
-  for _, k in ipairs(line) do
-    if n >= max then break end
-    redis.call('ZREM', ready, k)
-    local list = prefix .. k
-    if misfit(list, 'list') then redis.call('ZADD', KEYS[18], now, k)
-    else
-      local popped = redis.call('RPOP', list, max - n) or {}
-      local taken = 0
-      for i, item in ipairs(popped) do
-        local tries, due, payload = open(item)
-        if due and due > now then
-          -- Not due: it and those after it go back, and the key waits for it unless the batch holds it.
-          local rest = {}
-          for j = i, #popped do rest[#rest + 1] = popped[j] end
-          push_front(list, rest)
-          if taken == 0 then redis.call('ZADD', waiting, due, k) end
-          break
-        end
-        add(payload, tries, k)
-        taken = taken + 1
-      end
-      if taken > 0 then
-        redis.call('HSET', held, k, ARGV[4])
-        added = added - taken
-      end
-    end
-  end
-end
-take_unkeyed(max)
-if n == 0 then
-  finish()
-  redis.call('DEL', wake)
-  return {gone, to_key}
-end
-local batch = cmsgpack.pack(payloads, attempts, keys)
-redis.call('SET', KEYS[4], batch)
-redis.call('HSET', KEYS[3], ARGV[4], ARGV[3])
-finish()
-return {gone, to_key, batch}
-`);
-
 const ERROR_KEYS = 'KEYS[5], KEYS[6], KEYS[7], KEYS[8]';
 const SETTLE_ROLES: ReadonlyArray<KeyRole> = [
   'batch',
@@ -320,22 +253,25 @@ const SETTLE_ROLES: ReadonlyArray<KeyRole> = [
   'hash',
   'counter',
   ...LINE_ROLES,
+  'zset',
 ];
 
 /**
- * KEYS: the batch's key, batches hash, retry ZSET, retry seq, the error keys, lineKeys(). ARGV: batch id,
- * failed at (ISO), now (ms), then per failure: index, retry at (ms, or '' for the error queue), error,
- * enqueued at (ISO). As COMPLETE, except that a keyed record to retry goes back to the head of its key,
- * due at its retry time (so that the key waits for it), and the batch's keys are let go of. Returns as
- * COMPLETE.
+ * KEYS: the batch's key, batches hash, retry ZSET, retry seq, the error keys, lineKeys(), the keyed retries
+ * ZSET. ARGV: batch id, failed at (ISO), now (ms), key_concurrency, then per failure: index, retry at (ms, or
+ * '' for the error queue), error, enqueued at (ISO). As COMPLETE, except that a keyed record to retry goes
+ * back to the head of its key, due at its retry time (so that the key waits for it) or, with key_concurrency
+ * above 1, to the keyed retries until then (the key goes on without it), and the batch's keys are let go of.
+ * Returns as COMPLETE.
  */
 export const COMPLETE_KEYED = luaScript(`${keyedLib(9)}
 ${checkRoles(SETTLE_ROLES)}
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return {-1} end
 local payloads, attempts, keys = load_keyed(KEYS[1])
 if not payloads then return key_error(KEYS[1], 'string', 'batch') end
+slots = tonumber(ARGV[4]) or 1
 local failed = {}
-for i = 4, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   local index = tonumber(ARGV[i]) + 1
   if attempts[index] and attempts[index] >= 0 then table.insert(failed, {index, i}) end
 end
@@ -353,6 +289,10 @@ for _, failure in ipairs(failed) do
     local id = keyed_errors(${ERROR_KEYS}, payloads[index], tries, ARGV[i + 2], ARGV[2], ARGV[i + 3], k)
     table.insert(moved, ARGV[i])
     table.insert(moved, id)
+  elseif k ~= '' and slots > 1 then
+    local member = retry_member(redis.call('INCR', KEYS[4]), k, envelope(tries, '', payloads[index]))
+    redis.call('ZADD', KEYS[15], ARGV[i + 1], member)
+    added = added + 1
   elseif k ~= '' then
     back[k] = back[k] or {}
     table.insert(back[k], envelope(tries, ARGV[i + 1], payloads[index]))
@@ -490,9 +430,14 @@ ${checkRoles(['hash', 'zset', ...LINE_ROLES])}
 local now, revived = tonumber(ARGV[1]), 0
 local entries = redis.call('HGETALL', held)
 for i = 1, #entries, 2 do
-  if redis.call('HEXISTS', KEYS[1], entries[i + 1]) == 0 then
-    redis.call('HDEL', held, entries[i])
-    schedule(entries[i], now)
+  local k, live, all = entries[i], {}, 0
+  for id in string.gmatch(entries[i + 1], '%S+') do
+    all = all + 1
+    if redis.call('HEXISTS', KEYS[1], id) == 1 then live[#live + 1] = id end
+  end
+  if #live < all then
+    if #live == 0 then redis.call('HDEL', held, k) else redis.call('HSET', held, k, table.concat(live, ' ')) end
+    requeue(k, now)
     revived = revived + 1
   end
 end
@@ -509,7 +454,7 @@ return revived
 
 /**
  * KEYS: errors, error ids, error meta, error seq, main list, lineKeys(). ARGV: now (ISO), now (ms), limit,
- * tombstone, then the ids (ascending; none: the oldest `limit`). As TAKE_ERRORS replaying, except that a
+ * tombstone, key_concurrency, then the ids (ascending; none: the oldest `limit`). As TAKE_ERRORS replaying, except that a
  * record whose metadata names a key goes to its key's tail (after what followed it); the others go to the
  * main list, to be keyed again. Returns how many.
  */
@@ -523,11 +468,12 @@ local function key_of(id)
   return ''
 end
 local chosen = {}
-if #ARGV == 4 then
+slots = tonumber(ARGV[5]) or 1
+if #ARGV == 5 then
   local total = redis.call('LLEN', KEYS[2])
   for index = total - 1, math.max(0, total - limit), -1 do table.insert(chosen, index) end
 else
-  for i = 5, #ARGV do
+  for i = 6, #ARGV do
     if #chosen >= limit then break end
     local index = redis.call('LPOS', KEYS[2], ARGV[i])
     if index then table.insert(chosen, index) end

@@ -7,13 +7,21 @@ import { delayAt } from './delay.js';
 import type { RecordOptions } from './record-options.js';
 import { valueAt } from '../util/per-record.js';
 import { luaScript } from '../redis/script.js';
-import { checkRoles, dedupKeys, keyedKeys, keyedLib, LINE_ROLES, lineKeys } from './redis-keyed-scripts.js';
+import {
+  checkRoles,
+  dedupKeys,
+  keyedKeys,
+  keyedLib,
+  keySlots,
+  LINE_ROLES,
+  lineKeys,
+} from './redis-keyed-scripts.js';
 import type { ScriptRunner } from './redis-scripts.js';
 import { claimKeys, errorKeys, processingKey } from './redis-scripts.js';
 
 /**
  * KEYS: main list, retry ZSET, retry seq, dedup counter, lineKeys(), then the key remembering each id given.
- * ARGV: dedup window (ms), now (ms), ordered ('1'/'0'), then per record: the index of its id's key among
+ * ARGV: dedup window (ms), now (ms), ordered ('1'/'0'), key_concurrency, then per record: the index of its id's key among
  * those ('' for none), run at (ms, or ''), key ('' for none), payload. A record whose id is remembered
  * already (or given earlier in the same publish) is dropped and counted; the others are stored: keyed ones
  * (ordered queues only) at their key's tail, delayed unkeyed ones in the retry ZSET, the rest raw on the main
@@ -21,12 +29,13 @@ import { claimKeys, errorKeys, processingKey } from './redis-scripts.js';
  */
 export const PUBLISH_RECORDS = luaScript(`${keyedLib(5)}
 ${checkRoles(['list', 'zset', 'counter', 'counter', ...LINE_ROLES])}
+slots = tonumber(ARGV[4]) or 1
 local records = {}
-for i = 4, #ARGV, 4 do table.insert(records, ARGV[i + 2]) end
+for i = 5, #ARGV, 4 do table.insert(records, ARGV[i + 2]) end
 bad = check_lists(records)
 if bad then return bad end
 local now, raw, dropped = tonumber(ARGV[2]), {}, 0
-for i = 4, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   local id = ARGV[i]
   if id ~= '' and not redis.call('SET', KEYS[10 + tonumber(id)], '1', 'NX', 'PX', ARGV[1]) then
     dropped = dropped + 1
@@ -58,7 +67,12 @@ export async function publishRecords(
   const idIndex = new Map<string, number>();
   // Scored by this node's clock, as claims compare them with the claiming node's (docs/delayed-records.md).
   const now = Date.now();
-  const args: Array<string | number | Buffer> = [settings.dedupWindowMs, now, ordered ? '1' : '0'];
+  const args: Array<string | number | Buffer> = [
+    settings.dedupWindowMs,
+    now,
+    ordered ? '1' : '0',
+    keySlots(settings),
+  ];
   records.forEach((record, index) => {
     const id = valueAt(options.ids, index);
     let position = '';
@@ -91,11 +105,15 @@ export function claimKeyedKeys(
     ...lineKeys(key),
     keyed.staging,
     keyed.broken,
+    keyed.retry,
     ...completed.map((id) => processingKey(key, consumer, id)),
   ];
 }
 
-/** The KEYS of COMPLETE_KEYED and RECOVER_KEYED (as COMPLETE's and RECOVER's, then lineKeys()). */
+/**
+ * The KEYS of COMPLETE_KEYED and RECOVER_KEYED (as COMPLETE's and RECOVER's, then lineKeys() and the keyed
+ * retries).
+ */
 export function settleKeyedKeys(
   queue: string,
   key: string,
@@ -108,5 +126,6 @@ export function settleKeyedKeys(
     `${key}:retry:seq`,
     ...errorKeys(queue),
     ...lineKeys(key),
+    keyedKeys(key).retry,
   ];
 }

@@ -41,7 +41,7 @@ return taken
 
 /**
  * KEYS: staging list, keying lock, the error keys, free list, lineKeys(). ARGV: token, now (ms), now (ISO),
- * how many records were taken, then per staged record: 'k' and its key, 'f' and '' (no key), or 'e' and why
+ * how many records were taken, key_concurrency, then per staged record: 'k' and its key, 'f' and '' (no key), or 'e' and why
  * key() failed. Unless the lock is no longer this keyer's (its successor redoes the work): appends each
  * record to its key's tail, to the free list, or to the error queue, in staging order; empties the staging
  * list and frees the lock. Returns how many it placed; -1 when the lock was lost.
@@ -49,14 +49,15 @@ return taken
 export const KEYING_PLACE = luaScript(`${keyedLib(8)}
 ${checkRoles(['list', 'counter', 'list', 'list', 'hash', 'counter', 'list', ...LINE_ROLES])}
 local n = tonumber(ARGV[4])
+slots = tonumber(ARGV[5]) or 1
 if redis.call('GET', KEYS[2]) ~= ARGV[1] or redis.call('LLEN', KEYS[1]) ~= n then return -1 end
 local names = {}
-for i = 5, #ARGV, 2 do if ARGV[i] == 'k' then table.insert(names, ARGV[i + 1]) end end
+for i = 6, #ARGV, 2 do if ARGV[i] == 'k' then table.insert(names, ARGV[i + 1]) end end
 bad = check_lists(names)
 if bad then return bad end
 local staged, free, now = redis.call('LRANGE', KEYS[1], 0, -1), {}, tonumber(ARGV[2])
 for r = 1, n do
-  local kind, value = ARGV[3 + 2 * r], ARGV[4 + 2 * r]
+  local kind, value = ARGV[4 + 2 * r], ARGV[5 + 2 * r]
   if kind == 'k' then append(value, envelope(0, '', staged[r]), now)
   elseif kind == 'f' then table.insert(free, staged[r])
   else to_errors(KEYS[3], KEYS[4], KEYS[5], KEYS[6], staged[r], 0, value, ARGV[3], ARGV[3]) end
@@ -71,13 +72,15 @@ return n
 /**
  * One keying step of an ordered queue whose list is `key`: takes the keying lock, the staged records of a
  * keyer that died (or else up to KEYING_CHUNK raw records of the list), keys them with `keyOf` and places
- * them. Returns how many it placed; 0 when another keyer holds the lock or nothing waits.
+ * them (`slots`: key_concurrency). Returns how many it placed; 0 when another keyer holds the lock or nothing
+ * waits.
  */
 export async function keyRawRecords(
   run: ScriptRunner,
   queue: string,
   key: string,
   keyOf: NonNullable<QueueSettings['keyOf']>,
+  slots: number,
 ): Promise<number> {
   const keyed = keyedKeys(key);
   const token = String(randomInt(1, 2 ** 47));
@@ -90,7 +93,7 @@ export async function keyRawRecords(
   const records = asArray(taken).map(asBuffer);
   if (records.length === 0) return 0;
   const now = new Date();
-  const args: Array<string | number> = [token, now.getTime(), now.toISOString(), records.length];
+  const args: Array<string | number> = [token, now.getTime(), now.toISOString(), records.length, slots];
   for (const record of records) args.push(...keyingOf(keyOf, record));
   const keys = [keyed.staging, keyed.lock, ...errorKeys(queue), keyed.free, ...lineKeys(key)];
   // -1: the lock was lost (this process stalled past its time to live); the next keyer places them.

@@ -29,6 +29,7 @@ import type {
 } from './backend.js';
 import { Heartbeats } from '../util/heartbeats.js';
 import type { RateLimiter } from './rate-limit.js';
+import { burstWindowMs } from './rate-limit.js';
 import { RedisRateLimiter } from './redis-rate.js';
 import type { RecordOptions } from './record-options.js';
 import { anyDelay, delayAt } from './delay.js';
@@ -39,13 +40,14 @@ import { openBatch } from './redis-batch.js';
 import type { RoledKey } from './redis-key-problems.js';
 import { KeyProblems } from './redis-key-problems.js';
 import { OrphanBatches } from './redis-orphans.js';
+import { CLAIM_KEYED } from './redis-keyed-claim.js';
 import {
-  CLAIM_KEYED,
   COMPLETE_KEYED,
   dedupKeys,
   keyedKeys,
   keyedRoles,
   keyList,
+  keySlots,
   lineKeys,
   RECOVER_KEYED,
   RELEASE_KEYED,
@@ -328,20 +330,24 @@ export class RedisQueueBackend implements QueueBackend {
    * claim takes due records of the keys in line, and records without a key (see CLAIM_KEYED).
    */
   async #claimKeyed(queue: string, consumer: string, max: number): Promise<ClaimedBatch | undefined> {
-    const { keyOf } = this.#settings.get(queue) ?? DEFAULT_QUEUE_SETTINGS;
+    const settings = this.#settings.get(queue) ?? DEFAULT_QUEUE_SETTINGS;
+    const { keyOf, keyRateLimit } = settings;
     const key = this.#key(queue);
     const completed = this.#takeCompleted(queue, consumer);
+    // Each key's rate is kept by the script, by Redis's clock; records given back are not refunded.
+    const rate = keyRateLimit === undefined ? ['', ''] : [keyRateLimit, burstWindowMs(keyRateLimit)];
     let keyed = false;
     for (;;) {
       if (keyOf && !keyed && (this.#toKey.get(queue) ?? 1) > 0) {
-        await this.#keyRaw(queue, keyOf);
+        await this.#keyRaw(queue, keyOf, keySlots(settings));
         keyed = true;
       }
       const id = randomUUID();
       const now = new Date();
       const freeing = completed.splice(0);
       const keys = claimKeyedKeys(queue, key, consumer, id, freeing);
-      const args = [max, now.getTime(), consumer, id, keyOf ? '0' : '1', ...freeing];
+      const args = [max, now.getTime(), consumer, id, keyOf ? '0' : '1', keySlots(settings), ...rate];
+      args.push(...freeing);
       const reply = asArray(await this.#run(queue, CLAIM_KEYED, keys, args));
       this.#warnGone(queue, freeing, reply[0]);
       const toKey = asInteger(reply[1]);
@@ -353,9 +359,9 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   /** One keying step; a key of the wrong type is logged once (the keyed records are still claimed). */
-  async #keyRaw(queue: string, keyOf: NonNullable<QueueSettings['keyOf']>): Promise<void> {
+  async #keyRaw(queue: string, keyOf: NonNullable<QueueSettings['keyOf']>, slots: number): Promise<void> {
     try {
-      await keyRawRecords(this.#keyProblems.runner(queue), queue, this.#key(queue), keyOf);
+      await keyRawRecords(this.#keyProblems.runner(queue), queue, this.#key(queue), keyOf, slots);
     } catch (error) {
       if (!this.#keyProblems.refused(error)) throw error;
     }
@@ -380,8 +386,9 @@ export class RedisQueueBackend implements QueueBackend {
     const key = this.#key(batch.queue);
     const ordered = this.#ordered(batch.queue);
     const args: Array<string | number> = [batch.id, new Date().toISOString()];
-    // Keyed: the time that puts the batch's keys in line (or waiting for their head record).
-    if (ordered) args.push(Date.now());
+    // Keyed: the time that puts the batch's keys in line (or waiting for their head record), and
+    // key_concurrency (above 1, a keyed record to retry does not hold its key back).
+    if (ordered) args.push(Date.now(), this.#slots(batch.queue));
     for (const { record, error, retryAt } of failures) {
       const retry = retryAt ? retryAt.getTime() : '';
       args.push(record.position, retry, error, record.enqueuedAt.toISOString());
@@ -477,7 +484,8 @@ export class RedisQueueBackend implements QueueBackend {
   #freeBatches(queue: string, key: string, consumer: string, completed: readonly string[]): Promise<unknown> {
     if (this.#ordered(queue)) {
       const keys = claimKeyedKeys(queue, key, consumer, 'none', completed);
-      return this.#run(queue, CLAIM_KEYED, keys, [0, Date.now(), consumer, 'none', '0', ...completed]);
+      const args = [0, Date.now(), consumer, 'none', '0', this.#slots(queue), '', '', ...completed];
+      return this.#run(queue, CLAIM_KEYED, keys, args);
     }
     const keys = claimKeys(queue, key, processingKey(key, consumer, 'none'));
     for (const batch of completed) keys.push(processingKey(key, consumer, batch));
@@ -663,7 +671,8 @@ export class RedisQueueBackend implements QueueBackend {
   async #untilDue(queue: string, maxMs: number): Promise<number> {
     try {
       const key = this.#key(queue);
-      const sets = this.#ordered(queue) ? [`${key}:retry`, keyedKeys(key).waiting] : [`${key}:retry`];
+      const keyed = keyedKeys(key);
+      const sets = this.#ordered(queue) ? [`${key}:retry`, keyed.waiting, keyed.retry] : [`${key}:retry`];
       const heads = await Promise.all(sets.map((set) => this.#client.zrange(set, 0, 0, 'WITHSCORES')));
       const scores = heads.flatMap(([, score]) => (score === undefined ? [] : [Number(score)]));
       if (scores.length === 0) return maxMs;
@@ -726,19 +735,21 @@ export class RedisQueueBackend implements QueueBackend {
   }
 
   /**
-   * What an ordered queue holds beside its list and retry set: the records of its keys (a counter the
-   * scripts keep), those without a key and those being keyed. Delayed: the keys waiting for a head record
-   * not due yet (a delayed record behind another of its key is counted once it is the head).
+   * What an ordered queue holds beside its list and retry set: the records of its keys and its keyed retries
+   * (a counter the scripts keep), those without a key and those being keyed. Delayed: the keys waiting for a
+   * head record not due yet or for their rate (a delayed record behind another of its key is counted once
+   * it is the head), and the keyed retries not due yet.
    */
   async #keyedStats(key: string): Promise<{ depth: number; delayed: number }> {
     const keyed = keyedKeys(key);
-    const [inKeys, free, staged, waiting] = await Promise.all([
+    const [inKeys, free, staged, waiting, retrying] = await Promise.all([
       this.#client.get(keyed.depth),
       this.#client.llen(keyed.free),
       this.#client.llen(keyed.staging),
       this.#client.zcount(keyed.waiting, `(${Date.now()}`, '+inf'),
+      this.#client.zcount(keyed.retry, `(${Date.now()}`, '+inf'),
     ]);
-    return { depth: Number(inKeys ?? 0) + free + staged, delayed: waiting };
+    return { depth: Number(inKeys ?? 0) + free + staged, delayed: waiting + retrying };
   }
 
   listErrors(queue: string, options: ErrorPage): Promise<ErrorRecord[]> {
@@ -753,7 +764,8 @@ export class RedisQueueBackend implements QueueBackend {
       if (ids?.length === 0 || options.limit <= 0) return 0;
       const keys = [...errorKeys(queue), key, ...lineKeys(key)];
       const now = new Date();
-      const args = [now.toISOString(), now.getTime(), options.limit, errorTombstone(), ...(ids ?? [])];
+      const args = [now.toISOString(), now.getTime(), options.limit, errorTombstone(), this.#slots(queue)];
+      args.push(...(ids ?? []));
       return asInteger(await this.#run(queue, REPLAY_KEYED, keys, args));
     }
     return takeErrors(this.#keyProblems.runner(queue), queue, {
@@ -797,6 +809,11 @@ export class RedisQueueBackend implements QueueBackend {
 
   #ordered(queue: string): boolean {
     return this.#settings.get(queue)?.ordering === 'key';
+  }
+
+  /** key_concurrency of `queue`, as the keyed scripts take it. */
+  #slots(queue: string): number {
+    return keySlots(this.#settings.get(queue) ?? DEFAULT_QUEUE_SETTINGS);
   }
 
   /** The keys of `queue` with their roles: queueKeys(), and those of an ordered queue. */

@@ -1,12 +1,14 @@
 // The queue runner on a Redis queue into PostgreSQL: batches acknowledged whole (the ledger's NULL), the
 // next batch claimed while one runs, a failing record isolated, and a drain that gives back what was claimed
-// ahead, so that nothing stays claimed and a restart stores every record exactly once.
+// ahead, so that nothing stays claimed and a restart stores every record exactly once; on an ordered queue
+// with key_concurrency = 2, one key's batches run two at a time and a failed record holds nothing back.
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 import { resolveConfig } from '../../src/config/load.js';
 import type { Handler } from '../../src/handler/handler.js';
 import { createLogger } from '../../src/log.js';
+import { queueSettings } from '../../src/queue/backend.js';
 import { RecordProcessor } from '../../src/queue/processor.js';
 import { RedisQueueBackend } from '../../src/queue/redis.js';
 import { QueueRunner } from '../../src/queue/runner.js';
@@ -144,5 +146,80 @@ describe('queue runner on a Redis queue', () => {
     expect(Number(ledger?.['whole'])).toBeGreaterThan(Number(ledger?.['batches']) / 2);
     await backend.unregisterConsumer(consumer);
     expect(await backend.stats(queue)).toEqual({ depth: 0, delayed: 0, inFlight: 0, errors: 1 });
+  }, 40_000);
+
+  it('runs two batches of one key at once with key_concurrency = 2; a failed record is retried after later ones', async () => {
+    const ordered = redis.queue();
+    const config = resolveConfig(
+      {
+        queues: {
+          [ordered]: {
+            handler: './h.js',
+            backend: 'redis',
+            batch_size: 4,
+            concurrency: 3,
+            max_attempts: 20,
+            retry_delay_ms: 200,
+            retry_max_delay_ms: 500,
+            ordering: 'key',
+            key_concurrency: 2,
+          },
+        },
+        redis: { url: redis.url },
+        store: { url: database.url },
+      },
+      { baseDir: '/tmp', env: {} },
+    );
+    const queueConfig = config.queues[ordered]!;
+    // Rows numbered as they are inserted (a row's place in the heap is not its order).
+    await store.execute(sql`CREATE TABLE keyed_sink (n bigserial, v text)`);
+    backend.configure(ordered, queueSettings(queueConfig));
+    let running = 0;
+    let most = 0;
+    // k2 fails until k7 has run: were k2 to hold its key back, k7 would never run.
+    let ranK7 = false;
+    const keyed: Handler = {
+      ...handler,
+      async run(tx, records) {
+        running += 1;
+        most = Math.max(most, running);
+        try {
+          const values = records.map((record) => record.toString());
+          if (!ranK7 && values.includes('k2')) throw new Error('k2 fails until k7 ran');
+          await new Promise((resolve) => setTimeout(resolve, 30));
+          await executeIn(tx, sql`INSERT INTO keyed_sink (v) SELECT unnest(${sql.param(values)}::text[])`);
+          if (values.includes('k7')) ranK7 = true;
+        } finally {
+          running -= 1;
+        }
+      },
+    };
+    const total = 40;
+    await backend.publish(
+      ordered,
+      Array.from({ length: total }, (_, i) => Buffer.from(`k${i}`)),
+      { keys: 'K' },
+    );
+    const consumer = `${ordered}-consumer`;
+    await backend.registerConsumer(consumer, 'node');
+    const processor = new RecordProcessor({
+      queue: queueConfig,
+      handler: keyed,
+      log,
+      abort: new AbortController().signal,
+    });
+    const running_ = run(new QueueRunner({ processor, backend, store, consumer, log }));
+    const rows = async (): Promise<string[]> =>
+      (await store.execute(sql`SELECT v FROM keyed_sink ORDER BY n`)).map((row) => String(row['v']));
+    await vi.waitFor(async () => expect(await rows()).toHaveLength(total), { timeout: 30_000, interval: 50 });
+    await running_.stop();
+    await backend.unregisterConsumer(consumer);
+    expect(running_.failures).toEqual([]);
+    expect(most).toBe(2);
+    const order = await rows();
+    expect(new Set(order).size).toBe(total);
+    // k2 failed in its batch (which then ran without it) and ran again after its back-off, after later ones.
+    expect(order.indexOf('k2')).toBeGreaterThan(order.indexOf('k7'));
+    expect(await backend.stats(ordered)).toMatchObject({ depth: 0, inFlight: 0, errors: 0 });
   }, 40_000);
 });
