@@ -323,7 +323,10 @@ async function explainClaim(store: Store, queue: string, ctx: RunContext): Promi
   const claim =
     ctx.variant.keys === undefined
       ? claimStatement(queue, 'bench-explain', ctx.settings.batch, options)
-      : claimKeyedStatement(queue, 'bench-explain', ctx.settings.batch, options);
+      : claimKeyedStatement(queue, 'bench-explain', ctx.settings.batch, {
+          ...options,
+          settings: queueSettings(ctx.variant),
+        });
   let plan: string[] = [];
   await store
     .transaction(async (tx) => {
