@@ -13,54 +13,48 @@ ALTER TABLE baton_queue_keys ADD COLUMN tat timestamptz;
 CREATE INDEX baton_queue_records_key_held ON baton_queue_records (queue, key, claimed_at, claimed_by)
   WHERE claimed_by IS NOT NULL AND key IS NOT NULL;
 
--- The records of key `p_key` a claim may take, in id order, after id `p_after`, or NULL when the key holds no
--- record there: with one claim per key (p_concurrency 1), the first records as long as they are unclaimed and
--- due (a key whose head is held or waits gives none, after one look at its head); with more, the first
--- unclaimed and due ones among the key's next p_scan records, none while p_concurrency claims hold records of
--- the key already.
-CREATE FUNCTION baton_key_records(p_queue text, p_key text, p_after bigint, p_want integer,
+-- What each key of `p_keys` (locked by the claim) may give, read in one statement after the locks: per key
+-- (`o`, its place in p_keys), whether it holds any record after id p_after[o] (`present`), and the ids of its
+-- records a claim may take, in id order, at most p_want[o]. With one claim per key (p_concurrency 1), the
+-- first records as long as they are unclaimed and due: a key whose head is held or waits gives none, after
+-- one look at its head. With more, the first unclaimed and due records among the key's next p_scan, none while
+-- p_concurrency claims hold records of the key (distinct claims among its claimed records).
+CREATE FUNCTION baton_key_records(p_queue text, p_keys text[], p_after bigint[], p_want integer[],
                                   p_concurrency integer, p_scan integer)
-RETURNS bigint[] LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-DECLARE
-  head_free boolean;
-  holders integer;
-  ids bigint[];
-BEGIN
-  IF p_want <= 0 THEN
-    RETURN '{}';
-  END IF;
-  IF p_concurrency <= 1 THEN
-    SELECT x.claimed_by IS NULL AND x.run_after <= now() INTO head_free FROM baton_queue_records x
-    WHERE x.queue = p_queue AND x.key = p_key AND x.id > p_after ORDER BY x.id LIMIT 1;
-    IF NOT FOUND THEN
-      RETURN NULL;
-    ELSIF NOT head_free THEN
-      RETURN '{}';
-    END IF;
-    SELECT coalesce(array_agg(h.id ORDER BY h.id) FILTER (WHERE h.ok), '{}') INTO ids
-    FROM (SELECT r.id, bool_and(r.claimed_by IS NULL AND r.run_after <= now()) OVER (ORDER BY r.id) AS ok
-          FROM (SELECT x.id, x.claimed_by, x.run_after FROM baton_queue_records x
-                WHERE x.queue = p_queue AND x.key = p_key AND x.id > p_after
-                ORDER BY x.id LIMIT p_want) AS r) AS h;
-    RETURN ids;
-  END IF;
-  SELECT count(*) INTO holders FROM (
-    SELECT DISTINCT x.claimed_at, x.claimed_by FROM baton_queue_records x
-    WHERE x.queue = p_queue AND x.key = p_key AND x.claimed_by IS NOT NULL) AS held;
-  IF holders >= p_concurrency THEN
-    RETURN '{}';
-  END IF;
-  SELECT array_agg(f.id ORDER BY f.id) INTO ids
-  FROM (SELECT r.id FROM (SELECT x.id, x.claimed_by, x.run_after FROM baton_queue_records x
-                          WHERE x.queue = p_queue AND x.key = p_key AND x.id > p_after
-                          ORDER BY x.id LIMIT p_scan) AS r
-        WHERE r.claimed_by IS NULL AND r.run_after <= now() ORDER BY r.id LIMIT p_want) AS f;
-  IF ids IS NULL AND EXISTS (
-      SELECT 1 FROM baton_queue_records x WHERE x.queue = p_queue AND x.key = p_key AND x.id > p_after) THEN
-    RETURN '{}';
-  END IF;
-  RETURN ids;
-END $$;
+RETURNS TABLE (o bigint, present boolean, ids bigint[]) LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+  SELECT c.o, hd.id IS NOT NULL, coalesce(pre.ids, '{}')
+  FROM unnest(p_keys, p_after, p_want) WITH ORDINALITY AS c(key, after, want, o)
+  LEFT JOIN LATERAL (
+    SELECT x.id, x.claimed_by IS NULL AND x.run_after <= now() AS free FROM baton_queue_records x
+    WHERE x.queue = p_queue AND x.key = c.key AND x.id > c.after ORDER BY x.id LIMIT 1) AS hd ON true
+  LEFT JOIN LATERAL (
+    SELECT array_agg(h.id ORDER BY h.id) AS ids
+    FROM (SELECT r.id, bool_and(r.free) OVER (ORDER BY r.id) AS ok
+          FROM (SELECT x.id, x.claimed_by IS NULL AND x.run_after <= now() AS free FROM baton_queue_records x
+                WHERE hd.free AND c.want > 0 AND x.queue = p_queue AND x.key = c.key AND x.id > c.after
+                ORDER BY x.id LIMIT c.want) AS r) AS h
+    WHERE h.ok) AS pre ON true
+  WHERE p_concurrency <= 1
+  UNION ALL
+  SELECT c.o, hd.id IS NOT NULL, coalesce(fr.ids, '{}')
+  FROM unnest(p_keys, p_after, p_want) WITH ORDINALITY AS c(key, after, want, o)
+  LEFT JOIN LATERAL (
+    SELECT x.id FROM baton_queue_records x
+    WHERE x.queue = p_queue AND x.key = c.key AND x.id > c.after ORDER BY x.id LIMIT 1) AS hd ON true
+  LEFT JOIN LATERAL (
+    SELECT count(*) AS n FROM (
+      SELECT DISTINCT x.claimed_at, x.claimed_by FROM baton_queue_records x
+      WHERE hd.id IS NOT NULL AND c.want > 0 AND x.queue = p_queue AND x.key = c.key
+        AND x.claimed_by IS NOT NULL) AS d) AS held ON true
+  LEFT JOIN LATERAL (
+    SELECT array_agg(f.id ORDER BY f.id) AS ids
+    FROM (SELECT r.id FROM (SELECT x.id, x.claimed_by, x.run_after FROM baton_queue_records x
+                            WHERE held.n < p_concurrency AND hd.id IS NOT NULL AND c.want > 0
+                              AND x.queue = p_queue AND x.key = c.key AND x.id > c.after
+                            ORDER BY x.id LIMIT p_scan) AS r
+          WHERE r.claimed_by IS NULL AND r.run_after <= now() ORDER BY r.id LIMIT c.want) AS f) AS fr ON true
+  WHERE p_concurrency > 1
+$$;
 
 -- The claim of up to p_max records of an ordered queue (see store-keys.ts for the rules). Returns the claimed
 -- rows (`empty` false) and one row per key it found without records (`empty` true): removeEmptyKeys()
@@ -81,49 +75,77 @@ DECLARE
   walk refcursor;
   walk_key text;
   walk_tat timestamptz;
-  allowed integer;
-  want integer;
+  fetched integer := 0;
+  given integer := 0;
+  size integer;
+  need integer;
+  chunk text[];
+  wants integer[];
   got bigint[];
+  found_row record;
   picked bigint[] := '{}';
   visited text[] := '{}';
   taken integer[] := '{}';
   allowances integer[] := '{}';
+  chunk_allowances integer[];
   empties text[] := '{}';
   givers integer := 0;
 BEGIN
-  -- One key row locked at a time (an explicit FETCH takes one row): keys not reached stay free for others.
+  -- The keys are locked as they are fetched (an explicit FETCH takes one row), a few at a time: as many as
+  -- the batch still needs at the records per key seen so far (growing at most fourfold a round). Keys not
+  -- reached stay free for other claims.
   OPEN walk FOR SELECT k.key, k.tat FROM baton_queue_keys k WHERE k.queue = p_queue
                 ORDER BY k.turn LIMIT visit_cap FOR UPDATE SKIP LOCKED;
-  WHILE cardinality(picked) < p_max LOOP
-    FETCH walk INTO walk_key, walk_tat;
-    EXIT WHEN NOT FOUND;
-    allowed := p_max;
-    IF p_rate IS NOT NULL THEN
-      allowed := greatest(0, floor(extract(epoch FROM now() - greatest(walk_tat, now())) * p_rate
-                                   + p_window_ms / 1000.0 * p_rate))::integer;
-    END IF;
-    want := least(share, p_max - cardinality(picked), allowed);
-    got := baton_key_records(p_queue, walk_key, 0, want, p_concurrency, scan);
-    IF got IS NULL THEN
-      empties := empties || walk_key;
-      CONTINUE;
-    END IF;
-    picked := picked || got;
-    visited := visited || walk_key;
-    taken := taken || cardinality(got);
-    allowances := allowances || allowed;
-    IF cardinality(got) > 0 THEN
-      givers := givers + 1;
-    END IF;
+  LOOP
+    need := p_max - cardinality(picked);
+    EXIT WHEN need <= 0 OR fetched >= visit_cap;
+    -- Records per key: what the keys that gave gave on average, half a batch before any did.
+    size := ceil(need / CASE WHEN givers = 0 THEN share ELSE greatest(1.0, given::float8 / givers) END)::integer;
+    size := least(size, 4 * fetched + ceil(need / share::float8)::integer, visit_cap - fetched);
+    chunk := '{}';
+    wants := '{}';
+    chunk_allowances := '{}';
+    FOR i IN 1 .. size LOOP
+      FETCH walk INTO walk_key, walk_tat;
+      EXIT WHEN NOT FOUND;
+      chunk := chunk || walk_key;
+      chunk_allowances := chunk_allowances || CASE WHEN p_rate IS NULL THEN p_max ELSE
+        greatest(0, floor((extract(epoch FROM now() - greatest(walk_tat, now())) + p_window_ms / 1000.0)
+                          * p_rate))::integer END;
+      wants := wants || least(share, need, chunk_allowances[cardinality(chunk_allowances)]);
+    END LOOP;
+    EXIT WHEN cardinality(chunk) = 0;
+    fetched := fetched + cardinality(chunk);
+    FOR found_row IN
+      SELECT f.o, f.present, f.ids FROM baton_key_records(p_queue, chunk, array_fill(0::bigint, ARRAY[cardinality(chunk)]),
+                                                          wants, p_concurrency, scan) AS f ORDER BY f.o
+    LOOP
+      IF NOT found_row.present THEN
+        empties := empties || chunk[found_row.o];
+        CONTINUE;
+      END IF;
+      -- A key not reached once the batch is full keeps its turn.
+      CONTINUE WHEN cardinality(picked) >= p_max;
+      got := found_row.ids[1:p_max - cardinality(picked)];
+      picked := picked || got;
+      given := given + cardinality(got);
+      visited := visited || chunk[found_row.o];
+      taken := taken || cardinality(got);
+      allowances := allowances || chunk_allowances[found_row.o];
+      IF cardinality(got) > 0 THEN
+        givers := givers + 1;
+      END IF;
+    END LOOP;
+    EXIT WHEN cardinality(chunk) < size;
   END LOOP;
   CLOSE walk;
   -- A key alone with work may fill the batch: nobody else is waiting for it.
   IF givers = 1 AND cardinality(picked) < p_max THEN
     FOR i IN 1 .. cardinality(visited) LOOP
       IF taken[i] > 0 THEN
-        got := coalesce(baton_key_records(p_queue, visited[i], picked[cardinality(picked)],
-                                          least(p_max - cardinality(picked), allowances[i] - taken[i]),
-                                          p_concurrency, scan), '{}');
+        SELECT f.ids INTO got FROM baton_key_records(p_queue, ARRAY[visited[i]], ARRAY[picked[cardinality(picked)]],
+                                                     ARRAY[least(p_max - cardinality(picked), allowances[i] - taken[i])],
+                                                     p_concurrency, scan) AS f;
         picked := picked || got;
         taken[i] := taken[i] + cardinality(got);
       END IF;
