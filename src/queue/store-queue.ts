@@ -560,7 +560,8 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
         WHERE id IN (SELECT id FROM baton_queue_errors WHERE ${chosen} ORDER BY id LIMIT ${options.limit} FOR UPDATE SKIP LOCKED)
         RETURNING id, queue, payload, enqueued_at, CASE WHEN ${ordered}::boolean THEN key END AS key),
       turns AS (
-        INSERT INTO baton_queue_keys AS keys (queue, key) SELECT DISTINCT queue, key FROM moved WHERE key IS NOT NULL
+        INSERT INTO baton_queue_keys AS keys (queue, key)
+        SELECT queue, key FROM moved WHERE key IS NOT NULL GROUP BY queue, key ORDER BY min(id)
         ON CONFLICT (queue, key) DO UPDATE SET turn = keys.turn WHERE false),
       inserted AS (
         INSERT INTO baton_queue_records (queue, payload, enqueued_at, key)

@@ -151,13 +151,14 @@ BEGIN
       END IF;
     END LOOP;
   END IF;
-  -- Every key visited goes to the back, those that gave nothing too (held, waiting, throttled): idle keys
-  -- at the front would otherwise fill every walk.
+  -- Every key visited goes to the back, in the order visited, those that gave nothing too (held, waiting,
+  -- throttled): idle keys at the front would otherwise fill every walk.
   UPDATE baton_queue_keys k
-  SET turn = nextval('baton_queue_key_turns'),
+  SET turn = v.turn,
       tat = CASE WHEN p_rate IS NULL OR v.n = 0 THEN k.tat
                  ELSE greatest(k.tat, now()) + (v.n / p_rate) * interval '1 second' END
-  FROM unnest(visited, taken) AS v(key, n)
+  FROM (SELECT u.key, u.n, nextval('baton_queue_key_turns') AS turn
+        FROM unnest(visited, taken) WITH ORDINALITY AS u(key, n, o) ORDER BY u.o) AS v
   WHERE k.queue = p_queue AND k.key = v.key;
   RETURN QUERY
     WITH loose AS (
