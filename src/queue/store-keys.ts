@@ -48,7 +48,9 @@ export function claimKeyedStatement(
 /**
  * Deletes the key rows of `keys` that hold no record. In a transaction of its own, after the claim that found
  * them empty: the rows are locked first (skipping those a writer holds: it is adding records to them), and
- * only then looked at again, by a statement whose snapshot sees every record committed before the locks.
+ * only then looked at again, by a statement whose snapshot sees every record committed before the locks. A
+ * key's records are looked for as baton_claim_keyed() does (migration 0016): by the key index's order alone,
+ * whatever the statistics say of the keys.
  */
 export async function removeEmptyKeys(store: Store, queue: string, keys: readonly string[]): Promise<void> {
   if (keys.length === 0) return;
@@ -63,7 +65,10 @@ export async function removeEmptyKeys(store: Store, queue: string, keys: readonl
       tx,
       sql`DELETE FROM baton_queue_keys k
           WHERE k.queue = ${queue} AND k.key = ANY(${sql.param(locked.map((row) => String(row['key'])))}::text[])
-            AND NOT EXISTS (SELECT 1 FROM baton_queue_records r WHERE r.queue = ${queue} AND r.key = k.key)`,
+            AND NOT EXISTS (
+              SELECT 1 FROM baton_queue_records r
+              WHERE r.queue = ${queue} AND (r.key, r.id) > (k.key, 0) AND r.key <= k.key
+              ORDER BY r.key, r.id LIMIT 1)`,
     );
   });
 }

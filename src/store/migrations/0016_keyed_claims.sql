@@ -18,7 +18,10 @@ CREATE INDEX baton_queue_records_key_held ON baton_queue_records (queue, key, cl
 -- records a claim may take, in id order, at most p_want[o]. With one claim per key (p_concurrency 1), the
 -- first records as long as they are unclaimed and due: a key whose head is held or waits gives none, after
 -- one look at its head. With more, the first unclaimed and due records among the key's next p_scan, none while
--- p_concurrency claims hold records of the key (distinct claims among its claimed records).
+-- p_concurrency claims hold records of the key (distinct claims among its claimed records). A key's records
+-- are found as `(key, id) > (k, after) AND key <= k`, ordered by key and id: only the index
+-- baton_queue_records_key gives that order, so that no statistics (one key holding most records) can make the
+-- planner walk the primary key instead.
 CREATE FUNCTION baton_key_records(p_queue text, p_keys text[], p_after bigint[], p_want integer[],
                                   p_concurrency integer, p_scan integer)
 RETURNS TABLE (o bigint, present boolean, ids bigint[]) LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
@@ -26,13 +29,15 @@ RETURNS TABLE (o bigint, present boolean, ids bigint[]) LANGUAGE sql STABLE SET 
   FROM unnest(p_keys, p_after, p_want) WITH ORDINALITY AS c(key, after, want, o)
   LEFT JOIN LATERAL (
     SELECT x.id, x.claimed_by IS NULL AND x.run_after <= now() AS free FROM baton_queue_records x
-    WHERE x.queue = p_queue AND x.key = c.key AND x.id > c.after ORDER BY x.id LIMIT 1) AS hd ON true
+    WHERE x.queue = p_queue AND (x.key, x.id) > (c.key, c.after) AND x.key <= c.key
+    ORDER BY x.key, x.id LIMIT 1) AS hd ON true
   LEFT JOIN LATERAL (
     SELECT array_agg(h.id ORDER BY h.id) AS ids
     FROM (SELECT r.id, bool_and(r.free) OVER (ORDER BY r.id) AS ok
           FROM (SELECT x.id, x.claimed_by IS NULL AND x.run_after <= now() AS free FROM baton_queue_records x
-                WHERE hd.free AND c.want > 0 AND x.queue = p_queue AND x.key = c.key AND x.id > c.after
-                ORDER BY x.id LIMIT c.want) AS r) AS h
+                WHERE hd.free AND c.want > 0 AND x.queue = p_queue AND (x.key, x.id) > (c.key, c.after)
+                  AND x.key <= c.key
+                ORDER BY x.key, x.id LIMIT c.want) AS r) AS h
     WHERE h.ok) AS pre ON true
   WHERE p_concurrency <= 1
   UNION ALL
@@ -40,7 +45,8 @@ RETURNS TABLE (o bigint, present boolean, ids bigint[]) LANGUAGE sql STABLE SET 
   FROM unnest(p_keys, p_after, p_want) WITH ORDINALITY AS c(key, after, want, o)
   LEFT JOIN LATERAL (
     SELECT x.id FROM baton_queue_records x
-    WHERE x.queue = p_queue AND x.key = c.key AND x.id > c.after ORDER BY x.id LIMIT 1) AS hd ON true
+    WHERE x.queue = p_queue AND (x.key, x.id) > (c.key, c.after) AND x.key <= c.key
+    ORDER BY x.key, x.id LIMIT 1) AS hd ON true
   LEFT JOIN LATERAL (
     SELECT count(*) AS n FROM (
       SELECT DISTINCT x.claimed_at, x.claimed_by FROM baton_queue_records x
@@ -50,8 +56,8 @@ RETURNS TABLE (o bigint, present boolean, ids bigint[]) LANGUAGE sql STABLE SET 
     SELECT array_agg(f.id ORDER BY f.id) AS ids
     FROM (SELECT r.id FROM (SELECT x.id, x.claimed_by, x.run_after FROM baton_queue_records x
                             WHERE held.n < p_concurrency AND hd.id IS NOT NULL AND c.want > 0
-                              AND x.queue = p_queue AND x.key = c.key AND x.id > c.after
-                            ORDER BY x.id LIMIT p_scan) AS r
+                              AND x.queue = p_queue AND (x.key, x.id) > (c.key, c.after) AND x.key <= c.key
+                            ORDER BY x.key, x.id LIMIT p_scan) AS r
           WHERE r.claimed_by IS NULL AND r.run_after <= now() ORDER BY r.id LIMIT c.want) AS f) AS fr ON true
   WHERE p_concurrency > 1
 $$;
@@ -72,6 +78,7 @@ DECLARE
   share integer := greatest(1, ceil(p_max / 2.0)::integer);
   visit_cap integer := 2 * p_max + 8;
   scan integer := p_max * greatest(1, p_concurrency) + p_max;
+  turn_limit bigint;
   walk refcursor;
   walk_key text;
   walk_tat timestamptz;
@@ -86,6 +93,7 @@ DECLARE
   picked bigint[] := '{}';
   visited text[] := '{}';
   taken integer[] := '{}';
+  turns bigint[];
   allowances integer[] := '{}';
   chunk_allowances integer[];
   empties text[] := '{}';
@@ -94,7 +102,11 @@ BEGIN
   -- The keys are locked as they are fetched (an explicit FETCH takes one row), a few at a time: as many as
   -- the batch still needs at the records per key seen so far (growing at most fourfold a round). Keys not
   -- reached stay free for other claims.
-  OPEN walk FOR SELECT k.key, k.tat FROM baton_queue_keys k WHERE k.queue = p_queue
+  -- A key whose turn is past the sequence's value at the start was moved to the back meanwhile (served by a
+  -- claim that committed since): locking it would follow it to its new version, and the walk would read it
+  -- again in its old place. The condition, checked again on that version, skips it.
+  SELECT s.last_value INTO turn_limit FROM baton_queue_key_turns s;
+  OPEN walk FOR SELECT k.key, k.tat FROM baton_queue_keys k WHERE k.queue = p_queue AND k.turn <= turn_limit
                 ORDER BY k.turn LIMIT visit_cap FOR UPDATE SKIP LOCKED;
   LOOP
     need := p_max - cardinality(picked);
@@ -153,13 +165,14 @@ BEGIN
   END IF;
   -- Every key visited goes to the back, in the order visited, those that gave nothing too (held, waiting,
   -- throttled): idle keys at the front would otherwise fill every walk.
+  -- (The rows are found by the primary key, whatever the statistics; each finds its values by its place.)
+  SELECT coalesce(array_agg(nextval('baton_queue_key_turns') ORDER BY u.o), '{}') INTO turns
+  FROM unnest(visited) WITH ORDINALITY AS u(key, o);
   UPDATE baton_queue_keys k
-  SET turn = v.turn,
-      tat = CASE WHEN p_rate IS NULL OR v.n = 0 THEN k.tat
-                 ELSE greatest(k.tat, now()) + (v.n / p_rate) * interval '1 second' END
-  FROM (SELECT u.key, u.n, nextval('baton_queue_key_turns') AS turn
-        FROM unnest(visited, taken) WITH ORDINALITY AS u(key, n, o) ORDER BY u.o) AS v
-  WHERE k.queue = p_queue AND k.key = v.key;
+  SET turn = turns[array_position(visited, k.key)],
+      tat = CASE WHEN p_rate IS NULL OR taken[array_position(visited, k.key)] = 0 THEN k.tat
+                 ELSE greatest(k.tat, now()) + (taken[array_position(visited, k.key)] / p_rate) * interval '1 second' END
+  WHERE k.queue = p_queue AND k.key = ANY(visited);
   RETURN QUERY
     WITH loose AS (
       SELECT x.id FROM baton_queue_records x
