@@ -247,7 +247,9 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     const batchId = this.#ledger ? id : undefined;
     let rows: Row[];
     if (settings.ordering === 'key') {
-      const found = await this.#store.execute(claimKeyedStatement(queue, consumer, max, { batchId, settings }));
+      const found = await this.#store.execute(
+        claimKeyedStatement(queue, consumer, max, { batchId, settings }),
+      );
       rows = found.filter((row) => row['empty'] !== true);
       const empty = found.filter((row) => row['empty'] === true).map((row) => String(row['key']));
       // Keys found empty are removed after the claim; one left for later costs a later claim a look.

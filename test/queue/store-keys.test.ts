@@ -205,7 +205,12 @@ describe.each(Object.keys(STORE_SUBJECTS))('store queue keys on %s', (kind) => {
       const writer = store.transaction(async (tx) => {
         await executeIn(
           tx,
-          insertRecordsStatement({ queue, records: [bytes('l2')], options: { keys: 'l' }, settings: ORDERED }),
+          insertRecordsStatement({
+            queue,
+            records: [bytes('l2')],
+            options: { keys: 'l' },
+            settings: ORDERED,
+          }),
         );
         inserted();
         await held;
