@@ -1,8 +1,10 @@
 // Ordered queues against unordered ones, end to end on a node in this process: the same records preloaded
 // into a queue with ordering "none", into one with ordering "key" spread over 10 000 keys, and into one with 10
 // hot keys, then drained by a handler that inserts each record into a table; records/s from the first claim to
-// the completion of the last batch. On the store queue (a fresh PostgreSQL database, no statistics at the
-// start) and on Redis (a PostgreSQL sink); the three variants interleaved over several rounds, medians kept.
+// the completion of the last batch. `--layout interleaved` (the default) publishes the keys in turn (k0, k1, …,
+// k0, k1, …), `--layout grouped` each key's records together, as a producer sending per key would. On the store
+// queue (a fresh PostgreSQL database, no statistics at the start) and on Redis (a PostgreSQL sink); the three
+// variants interleaved over several rounds, medians kept.
 import { join } from 'node:path';
 import os from 'node:os';
 
@@ -39,7 +41,16 @@ import {
 } from './support.js';
 
 const NAME = 'keyed';
-const OPTIONS = ['records', 'batch', 'concurrency', 'rounds', 'backends', 'explain', 'timeout-s'] as const;
+const OPTIONS = [
+  'records',
+  'batch',
+  'concurrency',
+  'rounds',
+  'backends',
+  'layout',
+  'explain',
+  'timeout-s',
+] as const;
 const HANDLER = join(ROOT, 'bench', 'keyed-fixtures', 'sink-handler.ts');
 /** The goal of the issue: keyed ≥ 0.8 × unkeyed. */
 const GOAL = 0.8;
@@ -49,6 +60,7 @@ const PRELOAD_CHUNK = 10_000;
 const PAYLOAD_KEYS = 10_000;
 
 type BackendKind = 'store' | 'redis';
+type Layout = 'interleaved' | 'grouped';
 const BACKENDS: readonly BackendKind[] = ['store', 'redis'];
 
 type VariantId = 'unkeyed' | 'keyed' | 'hot';
@@ -72,6 +84,8 @@ interface Settings {
   readonly concurrency: number;
   readonly rounds: number;
   readonly backends: readonly BackendKind[];
+  /** How the records of the keys follow each other in the preload. */
+  readonly layout: Layout;
   /** Prints the plan of the first claim of each store variant (EXPLAIN ANALYZE at the full backlog). */
   readonly explain: boolean;
   readonly timeoutS: number;
@@ -106,7 +120,7 @@ export async function main(args: readonly string[]): Promise<number> {
   process.stdout.write(machineAndLoad());
   process.stdout.write(
     `${NAME}: ${settings.records} records preloaded per drain, batch_size ${settings.batch}, concurrency ` +
-      `${settings.concurrency}, ${settings.rounds} rounds of the three variants (order rotated each round)\n`,
+      `${settings.concurrency}, ${settings.layout} layout, ${settings.rounds} rounds of the three variants (order rotated each round)\n`,
   );
   const redis = redisClient();
   const log = createLogger({ level: 'error' });
@@ -152,6 +166,7 @@ export async function main(args: readonly string[]): Promise<number> {
               records: settings.records,
               batch_size: settings.batch,
               concurrency: settings.concurrency,
+              layout: settings.layout,
               rounds: settings.rounds,
               load_at_start: report.load,
             })}\n`,
@@ -171,6 +186,9 @@ function readSettings(args: readonly string[]): Settings {
     if (!BACKENDS.includes(backend as BackendKind))
       throw new UsageError(`--backends: unknown backend ${backend}`);
   }
+  const layout = options.get('layout') ?? 'interleaved';
+  if (layout !== 'interleaved' && layout !== 'grouped')
+    throw new UsageError('--layout expects interleaved or grouped');
   const explain = options.get('explain') ?? 'no';
   if (explain !== 'yes' && explain !== 'no') throw new UsageError('--explain expects yes or no');
   return {
@@ -179,6 +197,7 @@ function readSettings(args: readonly string[]): Settings {
     concurrency: integerOption(options, 'concurrency', 4),
     rounds: integerOption(options, 'rounds', 3),
     backends: backends as BackendKind[],
+    layout,
     explain: explain === 'yes',
     timeoutS: integerOption(options, 'timeout-s', 3_600),
   };
@@ -257,8 +276,10 @@ function queueSettings(variant: Variant): QueueSettings {
 }
 
 /** Record `index` of a variant: its payload and, on an ordered queue, its key. */
-function recordKey(variant: Variant, index: number): string {
-  return `k${index % (variant.keys ?? PAYLOAD_KEYS)}`;
+function recordKey(settings: Settings, variant: Variant, index: number): string {
+  const keys = variant.keys ?? PAYLOAD_KEYS;
+  if (settings.layout === 'interleaved') return `k${index % keys}`;
+  return `k${Math.min(keys - 1, Math.floor(index / Math.ceil(settings.records / keys)))}`;
 }
 
 /**
@@ -296,11 +317,17 @@ async function preload(
         const indexes = Array.from({ length: Math.min(PRELOAD_CHUNK, records - start) }, (_, i) => start + i);
         const payloads = indexes.map((index) =>
           Buffer.from(
-            JSON.stringify({ key: recordKey(variant, index), seq: index, note: 'bench-keyed-record' }),
+            JSON.stringify({
+              key: recordKey(ctx.settings, variant, index),
+              seq: index,
+              note: 'bench-keyed-record',
+            }),
           ),
         );
         const keys =
-          variant.keys === undefined ? undefined : indexes.map((index) => recordKey(variant, index));
+          variant.keys === undefined
+            ? undefined
+            : indexes.map((index) => recordKey(ctx.settings, variant, index));
         await backend.publish(names.queue, payloads, keys ? { keys } : {});
       }
       publishS = (now() - started) / 1000;
@@ -323,7 +350,10 @@ async function explainClaim(store: Store, queue: string, ctx: RunContext): Promi
   const claim =
     ctx.variant.keys === undefined
       ? claimStatement(queue, 'bench-explain', ctx.settings.batch, options)
-      : claimKeyedStatement(queue, 'bench-explain', ctx.settings.batch, options);
+      : claimKeyedStatement(queue, 'bench-explain', ctx.settings.batch, {
+          ...options,
+          settings: queueSettings(ctx.variant),
+        });
   let plan: string[] = [];
   await store
     .transaction(async (tx) => {

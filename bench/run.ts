@@ -41,7 +41,7 @@ const BENCHMARKS: Readonly<Record<string, Benchmark>> = {
   },
   keyed: {
     description:
-      'ordered queues against unordered ones, end to end on a node: 10k keys and 10 hot keys against no keys, on the store queue (PostgreSQL) and on Redis',
+      'ordered queues against unordered ones, end to end on a node: 10k keys and 10 hot keys against no keys, on the store queue (PostgreSQL) and on Redis (--layout interleaved|grouped)',
     load: () => import('./keyed.js'),
   },
   scale: {

@@ -180,7 +180,7 @@ export class QueueRunner implements Component {
           await this.#backend.waitForRecords(this.queue, IDLE_POLL_MS, claims);
           continue;
         }
-        if (prefetch && batch.records.length >= batchSize && !claims.aborted) {
+        if (prefetch && batch.records.length >= batchSize && this.#keysPlenty(batch) && !claims.aborted) {
           next = this.#claim(batchSize);
           next.catch(() => undefined);
         }
@@ -196,6 +196,24 @@ export class QueueRunner implements Component {
       }
     }
     if (next) await this.#giveBack(next);
+  }
+
+  /**
+   * Whether claiming ahead after `batch` holds no key that another consumer could run meanwhile. On an ordered
+   * queue with one batch per key, a claim takes at most half a batch from a key while other keys have work: a
+   * full batch from one or two keys says that keys are few, and a batch claimed ahead would hold keys idle
+   * while this one runs (with 10 busy keys and 4 consumers, half of them would find none).
+   */
+  #keysPlenty(batch: ClaimedBatch): boolean {
+    const { ordering, keyConcurrency } = this.#processor.queue;
+    if (ordering !== 'key' || keyConcurrency !== 1) return true;
+    const keys = new Set<string>();
+    for (const record of batch.records) {
+      if (record.key === undefined) return true;
+      keys.add(record.key);
+      if (keys.size > 2) return true;
+    }
+    return false;
   }
 
   /**

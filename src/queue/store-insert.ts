@@ -75,10 +75,13 @@ export function insertRecordsStatement(spec: InsertRecords): SQL {
     kept AS (
       SELECT input.*, CASE WHEN settings.ordered THEN k END AS key FROM input, settings
       WHERE i IS NULL OR i IN (SELECT id FROM fresh)),
+    -- New keys take their turns in the order of their first record (the next claims then read records in
+    -- about the order they were published). An existing key keeps its row as it is: DO UPDATE … WHERE false
+    -- locks it (so that removeEmptyKeys skips it until this commits) without writing a new version of it.
     turns AS (
       INSERT INTO ${keysTable} AS keys (queue, key)
-      SELECT DISTINCT ${queue}, key FROM kept WHERE key IS NOT NULL
-      ON CONFLICT (queue, key) DO UPDATE SET turn = keys.turn
+      SELECT ${queue}, key FROM kept WHERE key IS NOT NULL GROUP BY key ORDER BY min(n)
+      ON CONFLICT (queue, key) DO UPDATE SET turn = keys.turn WHERE false
       RETURNING 1),
     inserted AS (
       INSERT INTO ${table('baton_queue_records')} (queue, payload, run_after, key)

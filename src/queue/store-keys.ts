@@ -1,19 +1,30 @@
-// Claims of a store queue with ordering = "key". A key's records are claimed from its head (lowest id) only:
-// a key whose head is claimed (a batch holds it) or not due (it waits out a retry back-off, or a delay) gives
-// nothing, so its records run one batch at a time and in id order, and a failed record holds back those after
-// it. Keys take turns: a claim reads the keys with the oldest turns, takes their first records round by round
-// (every key's first record, then every key's second, …) and moves the keys it took to the back. The key rows
-// are locked while a claim reads them (SKIP LOCKED), so that two claims never take the same key at once. A
-// key row locked in its newest version may have been claimed by a claim that committed after this one's
-// snapshot (its turn moved): the records read then would not show that claim, so such a key is skipped
-// (`fresh`: the turn locked is the turn the snapshot reads).
+// Claims of a store queue with ordering = "key", by baton_claim_keyed() (migration 0016). With one claim per
+// key (key_concurrency 1), a key's records are claimed from its head (lowest id) only: a key whose head is
+// claimed (a batch holds it) or not due (a retry back-off, a delay) gives nothing, so its records run one batch
+// at a time and in id order, and a failed record holds back those after it. With key_concurrency N above 1, a
+// key gives its first unclaimed, due records while fewer than N claims hold records of it (counted from its
+// claimed records, index baton_queue_records_key_held). Keys take turns: a claim walks the keys in turn order
+// (index baton_queue_keys_turn), locking each (SKIP LOCKED: two claims never read one key at once), takes up
+// to half a batch from each (all of it from a key alone with work) and stops once the batch is full or it
+// visited 2 × batch + 8 keys; the keys it visited go to the back, those that gave nothing too, so that held,
+// waiting or throttled keys at the front cannot fill every walk. A key's rate (key_rate_limit) is checked in
+// the walk: a key keeps the theoretical arrival time of its next record (tat) and gives at most what its
+// burst window allows now (as rate-limit.ts does for a queue). Records given back later are not refunded,
+// so the limit is an upper bound; a drained key's row is removed, and its tat with it, so that its next record
+// is allowed at once (within the window's worth a key may take at once anyway).
+//
+// Each key's records are read by a statement of the function taken after the key is locked, whose snapshot
+// sees every claim of the key that committed before: a key row locked in a version newer than the claim's
+// first snapshot (another claim took it and committed meanwhile) is thus read as it is, never as it was, so
+// two claims cannot take the same records (a single statement would have to skip such keys).
 import type { SQL } from 'drizzle-orm';
 import { sql } from 'drizzle-orm';
 
 import type { Store } from '../store/store.js';
 import { executeIn } from '../store/store.js';
 import type { QueueSettings } from './backend.js';
-import { claimAssignment, orphanedFlag } from './queue-tables.js';
+import { RECOVERED_REASON } from './backend.js';
+import { burstWindowMs } from './rate-limit.js';
 
 /**
  * The claim of up to `max` records of an ordered queue for `consumer`: keyed records by key as above, then
@@ -25,48 +36,21 @@ export function claimKeyedStatement(
   queue: string,
   consumer: string,
   max: number,
-  { batchId }: { batchId: string | undefined },
+  { batchId, settings }: { batchId: string | undefined; settings: QueueSettings },
 ): SQL {
+  const rate = settings.keyRateLimit;
   return sql`
-    WITH picked AS (
-      SELECT key, turn FROM baton_queue_keys WHERE queue = ${queue}
-      ORDER BY turn LIMIT ${max} FOR UPDATE SKIP LOCKED),
-    fresh AS (
-      SELECT p.key, p.turn FROM picked p
-      WHERE p.turn = (SELECT s.turn FROM baton_queue_keys s WHERE s.queue = ${queue} AND s.key = p.key)),
-    share AS (SELECT greatest(1, ceil(${max}::float8 / greatest(count(*), 1)))::int AS per FROM picked),
-    heads AS (
-      SELECT p.key, p.turn, r.id, r.n, r.ok
-      FROM fresh p CROSS JOIN share
-      CROSS JOIN LATERAL (
-        SELECT x.id, row_number() OVER (ORDER BY x.id) AS n,
-               bool_and(x.claimed_by IS NULL AND x.run_after <= now()) OVER (ORDER BY x.id) AS ok
-        FROM (SELECT id, claimed_by, run_after FROM baton_queue_records
-              WHERE queue = ${queue} AND key = p.key ORDER BY id LIMIT share.per) AS x) AS r),
-    chosen AS (SELECT id, key FROM heads WHERE ok ORDER BY n, turn LIMIT ${max}),
-    loose AS (
-      SELECT id FROM baton_queue_records
-      WHERE queue = ${queue} AND claimed_by IS NULL AND key IS NULL AND run_after <= now()
-      ORDER BY run_after, id LIMIT greatest(0, ${max} - (SELECT count(*) FROM chosen))
-      FOR UPDATE SKIP LOCKED),
-    turned AS (
-      UPDATE baton_queue_keys SET turn = nextval('baton_queue_key_turns')
-      WHERE queue = ${queue} AND key IN (SELECT key FROM chosen)),
-    claimed AS (
-      UPDATE baton_queue_records SET ${claimAssignment(consumer, batchId)}
-      WHERE id = ANY(ARRAY(SELECT id FROM chosen UNION ALL SELECT id FROM loose))
-      RETURNING id::text AS id, payload, attempts, enqueued_at, key, ${orphanedFlag(batchId)} AS orphaned,
-                false AS empty)
-    SELECT * FROM claimed
-    UNION ALL
-    SELECT NULL::text, NULL::bytea, NULL::integer, NULL::timestamptz, p.key, false, true
-    FROM fresh p WHERE NOT EXISTS (SELECT 1 FROM heads h WHERE h.key = p.key)`;
+    SELECT * FROM baton_claim_keyed(${queue}, ${consumer}, ${max}::integer, ${batchId ?? null}::text,
+      ${settings.keyConcurrency ?? 1}::integer, ${rate ?? null}::float8,
+      ${rate === undefined ? 1000 : burstWindowMs(rate)}::float8, ${RECOVERED_REASON}::text)`;
 }
 
 /**
  * Deletes the key rows of `keys` that hold no record. In a transaction of its own, after the claim that found
  * them empty: the rows are locked first (skipping those a writer holds: it is adding records to them), and
- * only then looked at again, by a statement whose snapshot sees every record committed before the locks.
+ * only then looked at again, by a statement whose snapshot sees every record committed before the locks. A
+ * key's records are looked for as baton_claim_keyed() does (migration 0016): by the key index's order alone,
+ * whatever the statistics say of the keys.
  */
 export async function removeEmptyKeys(store: Store, queue: string, keys: readonly string[]): Promise<void> {
   if (keys.length === 0) return;
@@ -81,7 +65,10 @@ export async function removeEmptyKeys(store: Store, queue: string, keys: readonl
       tx,
       sql`DELETE FROM baton_queue_keys k
           WHERE k.queue = ${queue} AND k.key = ANY(${sql.param(locked.map((row) => String(row['key'])))}::text[])
-            AND NOT EXISTS (SELECT 1 FROM baton_queue_records r WHERE r.queue = ${queue} AND r.key = k.key)`,
+            AND NOT EXISTS (
+              SELECT 1 FROM baton_queue_records r
+              WHERE r.queue = ${queue} AND (r.key, r.id) > (k.key, 0) AND r.key <= k.key
+              ORDER BY r.key, r.id LIMIT 1)`,
     );
   });
 }

@@ -247,7 +247,9 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
     const batchId = this.#ledger ? id : undefined;
     let rows: Row[];
     if (settings.ordering === 'key') {
-      const found = await this.#store.execute(claimKeyedStatement(queue, consumer, max, { batchId }));
+      const found = await this.#store.execute(
+        claimKeyedStatement(queue, consumer, max, { batchId, settings }),
+      );
       rows = found.filter((row) => row['empty'] !== true);
       const empty = found.filter((row) => row['empty'] === true).map((row) => String(row['key']));
       // Keys found empty are removed after the claim; one left for later costs a later claim a look.
@@ -560,8 +562,9 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
         WHERE id IN (SELECT id FROM baton_queue_errors WHERE ${chosen} ORDER BY id LIMIT ${options.limit} FOR UPDATE SKIP LOCKED)
         RETURNING id, queue, payload, enqueued_at, CASE WHEN ${ordered}::boolean THEN key END AS key),
       turns AS (
-        INSERT INTO baton_queue_keys AS keys (queue, key) SELECT DISTINCT queue, key FROM moved WHERE key IS NOT NULL
-        ON CONFLICT (queue, key) DO UPDATE SET turn = keys.turn),
+        INSERT INTO baton_queue_keys AS keys (queue, key)
+        SELECT queue, key FROM moved WHERE key IS NOT NULL GROUP BY queue, key ORDER BY min(id)
+        ON CONFLICT (queue, key) DO UPDATE SET turn = keys.turn WHERE false),
       inserted AS (
         INSERT INTO baton_queue_records (queue, payload, enqueued_at, key)
         SELECT queue, payload, enqueued_at, key FROM moved ORDER BY id

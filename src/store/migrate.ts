@@ -239,12 +239,28 @@ export function migrationChecksum(text: string): string {
 
 /**
  * Splits a migration into statements: each ends with a semicolon at the end of a line (or drizzle-kit's
- * `--> statement-breakpoint`). Drivers run one statement per prepared query. The comment lines before a
- * statement are left out, so that an error quotes the statement, not the file's header.
+ * `--> statement-breakpoint`), outside a dollar-quoted body (`$$ … $$`, `$tag$ … $tag$`: a function's
+ * statements end lines with semicolons too). Drivers run one statement per prepared query. The comment lines
+ * before a statement are left out, so that an error quotes the statement, not the file's header.
  */
 export function splitStatements(text: string): string[] {
-  return text
-    .split(/;[ \t]*(?:\r?\n|$)|-->\s*statement-breakpoint/)
+  const chunks: string[] = [];
+  const token = /-->\s*statement-breakpoint|--[^\n]*|\$[A-Za-z_]*\$|;[ \t]*(?:\r?\n|$)/g;
+  let start = 0;
+  let body: string | undefined;
+  for (const match of text.matchAll(token)) {
+    const found = match[0];
+    if (body !== undefined) {
+      if (found === body) body = undefined;
+    } else if (found.startsWith('$')) {
+      body = found;
+    } else if (found.startsWith(';') || found.startsWith('-->')) {
+      chunks.push(text.slice(start, match.index));
+      start = match.index + found.length;
+    }
+  }
+  chunks.push(text.slice(start));
+  return chunks
     .map((chunk) =>
       chunk
         .replace(/^(?:[ \t]*(?:--[^\n]*)?\r?\n)+/, '')

@@ -7,6 +7,8 @@ import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import type { ClaimedBatch } from '../../src/queue/backend.js';
+import { insertRecordsStatement } from '../../src/queue/store-insert.js';
+import { executeIn } from '../../src/store/store.js';
 import type { StoreSubject } from '../support/store-subjects.js';
 import { STORE_SUBJECTS } from '../support/store-subjects.js';
 
@@ -159,4 +161,115 @@ describe.each(Object.keys(STORE_SUBJECTS))('store queue keys on %s', (kind) => {
     await backend.publish(queue, [bytes('back')], { keys: 'gone' });
     expect(texts(await backend.claim(queue, 'c1', 10))).toEqual(['back']);
   });
+
+  it('takes at most half a batch from a key while others have work: two claims over 4 hot keys get 2 keys each', async () => {
+    const { backend } = subject;
+    const keys = ['h1', 'h2', 'h3', 'h4'];
+    const records = Array.from({ length: 400 }, (_, index) => bytes(`${keys[index % 4]}-${index}`));
+    await backend.publish(queue, records, { keys: records.map((_, index) => keys[index % 4] as string) });
+    const first = await backend.claim(queue, 'c1', 100);
+    const second = await backend.claim(queue, 'c2', 100);
+    const keysOf = (batch: ClaimedBatch | undefined): string[] =>
+      [...new Set((batch?.records ?? []).map((record) => record.key))].sort() as string[];
+    // Keys published together take their turns in no particular order: each claim gets two of them.
+    expect(keysOf(first)).toHaveLength(2);
+    expect(keysOf(second)).toHaveLength(2);
+    expect([...keysOf(first), ...keysOf(second)].sort()).toEqual(keys);
+    expect(first?.records).toHaveLength(100);
+    expect(second?.records).toHaveLength(100);
+  });
+
+  it('publishes to an existing key without writing a new version of its row', async () => {
+    const { backend, store } = subject;
+    await backend.publish(queue, [bytes('v1')], { keys: 'v' });
+    const row = sql`SELECT ctid::text AS ctid, xmin::text AS xmin FROM baton_queue_keys WHERE queue = ${queue}`;
+    const [before] = await store.execute(row);
+    await backend.publish(queue, [bytes('v2'), bytes('v3')], { keys: 'v' });
+    await backend.replayErrors(queue, { limit: 10 });
+    expect(await store.execute(row)).toEqual([before]);
+  });
+
+  it.runIf(kind === 'postgres')(
+    'locks an existing key while a transaction adds records to it, so that it is not removed meanwhile',
+    async () => {
+      const { store } = subject;
+      await subject.backend.publish(queue, [bytes('l1')], { keys: 'l' });
+      let release: () => void = () => undefined;
+      const held = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      let inserted: () => void = () => undefined;
+      const insertedNow = new Promise<void>((resolve) => {
+        inserted = resolve;
+      });
+      const writer = store.transaction(async (tx) => {
+        await executeIn(
+          tx,
+          insertRecordsStatement({
+            queue,
+            records: [bytes('l2')],
+            options: { keys: 'l' },
+            settings: ORDERED,
+          }),
+        );
+        inserted();
+        await held;
+      });
+      await insertedNow;
+      const locked = await store.transaction((tx) =>
+        executeIn(tx, sql`SELECT key FROM baton_queue_keys WHERE queue = ${queue} FOR UPDATE SKIP LOCKED`),
+      );
+      release();
+      await writer;
+      expect(locked).toEqual([]);
+    },
+  );
+
+  it.runIf(kind === 'postgres')(
+    'never gives a record to two of four consumers claiming at once, and keeps each key in order',
+    async () => {
+      const { backend } = subject;
+      const total = 20_000;
+      const keyCount = 2_000;
+      const keyOf = (index: number): string => `k${index % keyCount}`;
+      for (let start = 0; start < total; start += 5_000) {
+        const indexes = Array.from({ length: 5_000 }, (_, offset) => start + offset);
+        await backend.publish(
+          queue,
+          indexes.map((index) => bytes(String(index))),
+          { keys: indexes.map(keyOf) },
+        );
+      }
+      const seen = new Set<string>();
+      let twice = 0;
+      const order = new Map<string, number[]>();
+      const consume = async (consumer: string): Promise<void> => {
+        let idle = 0;
+        while (seen.size < total && idle < 50) {
+          const batch = await backend.claim(queue, consumer, 97);
+          if (!batch) {
+            idle += 1;
+            await new Promise((resolve) => setTimeout(resolve, 20));
+            continue;
+          }
+          idle = 0;
+          for (const record of batch.records) {
+            const index = Number(record.payload.toString());
+            if (seen.has(record.id)) twice += 1;
+            seen.add(record.id);
+            order.set(keyOf(index), [...(order.get(keyOf(index)) ?? []), index]);
+          }
+          await acknowledge(batch);
+        }
+      };
+      await Promise.all(['c1', 'c2', 'c3', 'c4'].map(consume));
+      expect(twice).toBe(0);
+      expect(seen.size).toBe(total);
+      const outOfOrder = [...order.values()].filter((indexes) =>
+        indexes.some((index, at) => at > 0 && index < (indexes[at - 1] as number)),
+      );
+      expect(outOfOrder).toEqual([]);
+    },
+    120_000,
+  );
 });

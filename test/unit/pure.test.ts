@@ -79,4 +79,15 @@ describe('splitStatements', () => {
       '-- header\n\n-- more\nCREATE TABLE a (x text);\nCREATE INDEX i ON a (x);--> statement-breakpoint\nSELECT 1;\n-- trailer\n';
     expect(splitStatements(text)).toEqual(['CREATE TABLE a (x text)', 'CREATE INDEX i ON a (x)', 'SELECT 1']);
   });
+
+  it('keeps a dollar-quoted body whole, whatever its lines end with', () => {
+    const text =
+      'CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n  -- a comment with $ signs;\n  PERFORM 1;\n  RETURN 2;\nEND $$;\n' +
+      'CREATE FUNCTION g() RETURNS text LANGUAGE sql AS $body$ SELECT $$x;$$ $body$;\nSELECT 3;\n';
+    expect(splitStatements(text)).toEqual([
+      'CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n  -- a comment with $ signs;\n  PERFORM 1;\n  RETURN 2;\nEND $$',
+      'CREATE FUNCTION g() RETURNS text LANGUAGE sql AS $body$ SELECT $$x;$$ $body$',
+      'SELECT 3',
+    ]);
+  });
 });
