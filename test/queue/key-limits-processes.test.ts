@@ -5,15 +5,14 @@
 // key_concurrency at a time.
 import { fileURLToPath } from 'node:url';
 
-import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 
-import type { TestDatabase } from '../support/postgres.js';
-import { createTestDatabase } from '../support/postgres.js';
+import type { SharedServices } from '../support/claims.js';
+import { claimsHeld, openSharedServices } from '../support/claims.js';
 import type { BatonNodeProcess } from '../support/process.js';
 import { cleanupAll, freePort, startBatonNode, tempProject } from '../support/process.js';
-import type { TestRedis } from '../support/redis.js';
-import { openTestRedis } from '../support/redis.js';
+import type { TimedRun } from '../support/runs.js';
+import { mostAtOnce } from '../support/runs.js';
 import { tomlString, waitFor } from '../tasks/support.js';
 
 const HANDLER = fileURLToPath(new URL('../fixtures/key-limits-handler.ts', import.meta.url));
@@ -22,25 +21,17 @@ const KEYS = 8;
 const PER_KEY = 40;
 const STORE_QUEUE = 'kc';
 
-let database: TestDatabase | undefined;
-let redis: TestRedis | undefined;
-let pool: pg.Pool | undefined;
+let services: SharedServices | undefined;
 afterEach(async () => {
   await cleanupAll();
-  await pool?.end();
-  pool = undefined;
-  await redis?.cleanup();
-  redis = undefined;
-  await database?.drop();
-  database = undefined;
+  await services?.close();
+  services = undefined;
 });
 
-interface Run {
+interface Run extends TimedRun {
   queue: string;
   key: string;
   record: string;
-  started: number;
-  ended: number;
 }
 
 interface QueueView {
@@ -52,33 +43,11 @@ interface QueueView {
 
 const range = (count: number): number[] => Array.from({ length: count }, (_, index) => index);
 
-/** The most runs in progress at once among `runs`. */
-function mostAtOnce(runs: readonly Run[]): number {
-  const edges = runs.flatMap((run) => [
-    { at: run.started, step: 1 },
-    { at: run.ended, step: -1 },
-  ]);
-  edges.sort((a, b) => a.at - b.at || a.step - b.step);
-  let current = 0;
-  let most = 0;
-  for (const edge of edges) {
-    current += edge.step;
-    most = Math.max(most, current);
-  }
-  return most;
-}
-
 describe('key_concurrency across node processes killed with kill -9', () => {
   it('frees a dead node’s keys: every record runs once, never more than two batches of a key at once', async () => {
-    const db = await createTestDatabase();
-    database = db;
-    const testRedis = await openTestRedis();
-    redis = testRedis;
-    const query = new pg.Pool({ connectionString: db.url, max: 3 });
-    query.on('error', () => undefined);
-    pool = query;
-    const count = async (statement: string, params: unknown[] = []): Promise<number> =>
-      Number((await query.query<{ n: number }>(statement, params)).rows[0]?.n ?? -1);
+    const shared = await openSharedServices();
+    services = shared;
+    const { database: db, redis: testRedis, pool: query, count } = shared;
 
     const redisQueue = testRedis.queue();
     // Names under the Redis prefix, so that its cleanup finds every key the nodes write.
@@ -120,15 +89,7 @@ describe('key_concurrency across node processes killed with kill -9', () => {
     // The first node dies while it holds batches of both queues.
     const victim = nodes[0] as BatonNodeProcess;
     const consumer = `${names[0]}:${victim.pid}:`;
-    const held = async (): Promise<{ store: number; redis: number }> => ({
-      store: await count(
-        `SELECT count(*)::int AS n FROM baton.baton_queue_records WHERE claimed_by LIKE $1 || '%'`,
-        [consumer],
-      ),
-      redis: (await testRedis.client.hvals(`${redisQueue}:batches`)).filter((owner) =>
-        owner.startsWith(consumer),
-      ).length,
-    });
+    const held = (): Promise<{ store: number; redis: number }> => claimsHeld(shared, consumer, redisQueue);
     await waitFor(
       async () => {
         const claims = await held();

@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { NodeGroup } from '../support/node-group.js';
 import { startNodeGroup } from '../support/node-group.js';
+import type { TimedRun } from '../support/runs.js';
+import { mostAtOnce } from '../support/runs.js';
 import { waitFor } from '../tasks/support.js';
 
 const HANDLER = fileURLToPath(new URL('../fixtures/key-limits-handler.ts', import.meta.url));
@@ -15,11 +17,9 @@ const KEYS = ['alpha', 'beta', 'gamma'];
 const KEY_CONCURRENCY = 2;
 const KEY_RATE = 5;
 
-interface Run {
+interface Run extends TimedRun {
   key: string;
   record: string;
-  started: number;
-  ended: number;
 }
 
 describe('key limits on two nodes', () => {
@@ -83,23 +83,6 @@ describe('key limits on two nodes', () => {
     expect(runs.length).toBe(count);
     expect(new Set(runs.map((run) => run.record)).size).toBe(count);
     return runs;
-  }
-
-  /** The most runs of one key in progress at once. */
-  function mostAtOnce(runs: readonly Run[]): number {
-    const edges = runs.flatMap((run) => [
-      { at: run.started, step: 1 },
-      { at: run.ended, step: -1 },
-    ]);
-    // An end at the same instant as a start comes first: those runs did not overlap.
-    edges.sort((a, b) => a.at - b.at || a.step - b.step);
-    let current = 0;
-    let most = 0;
-    for (const edge of edges) {
-      current += edge.step;
-      most = Math.max(most, current);
-    }
-    return most;
   }
 
   it.each(['shared', 'shared_redis'])(

@@ -6,15 +6,14 @@
 // key's records are in the sink exactly once and in publish order: its seqs, by row id, read 0..n-1.
 import { fileURLToPath } from 'node:url';
 
-import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 
+import type { SharedServices } from '../support/claims.js';
+import { claimsHeld, openSharedServices } from '../support/claims.js';
 import type { TestDatabase } from '../support/postgres.js';
-import { createTestDatabase } from '../support/postgres.js';
 import type { BatonNodeProcess } from '../support/process.js';
 import { cleanupAll, freePort, startBatonNode, tempProject } from '../support/process.js';
 import type { TestRedis } from '../support/redis.js';
-import { openTestRedis } from '../support/redis.js';
 import { tomlString, waitFor } from '../tasks/support.js';
 
 const HANDLER = fileURLToPath(new URL('../fixtures/keyed-handler.ts', import.meta.url));
@@ -33,9 +32,7 @@ const KILLS = 3;
 const ROUNDS_PER_KILL = 3;
 const STORE_QUEUE = 'sq';
 
-let database: TestDatabase | undefined;
-let redis: TestRedis | undefined;
-let pool: pg.Pool | undefined;
+let services: SharedServices | undefined;
 let publisher: Publisher | undefined;
 afterEach(async () => {
   // The publisher stops first and the nodes (with their process groups) go next: nothing writes to Redis
@@ -44,12 +41,8 @@ afterEach(async () => {
   await cleanupAll();
   await publisher?.done.catch(() => undefined);
   publisher = undefined;
-  await pool?.end();
-  pool = undefined;
-  await redis?.cleanup();
-  redis = undefined;
-  await database?.drop();
-  database = undefined;
+  await services?.close();
+  services = undefined;
 });
 
 type Side = 's' | 'r';
@@ -211,15 +204,9 @@ function publish(group: Group, testRedis: TestRedis, redisQueue: string): Publis
 
 describe('ordered queues across node processes killed with kill -9', () => {
   it('keeps each key in publish order, exactly once, on a store queue and a Redis queue', async () => {
-    const db = await createTestDatabase();
-    database = db;
-    const testRedis = await openTestRedis();
-    redis = testRedis;
-    const query = new pg.Pool({ connectionString: db.url, max: 3 });
-    query.on('error', () => undefined);
-    pool = query;
-    const count = async (statement: string, params: unknown[] = []): Promise<number> =>
-      Number((await query.query<{ n: number }>(statement, params)).rows[0]?.n ?? -1);
+    const shared = await openSharedServices();
+    services = shared;
+    const { database: db, redis: testRedis, pool: query, count } = shared;
     const rows = async (): Promise<Row[]> =>
       (await query.query<Row>('SELECT key, seq, pid FROM keyed_events ORDER BY id')).rows;
 
@@ -230,15 +217,8 @@ describe('ordered queues across node processes killed with kill -9', () => {
     publisher = feed;
 
     /** Claims a node's process holds: store rows and Redis batches of its consumer `<name>:<pid>:…`. */
-    const claimsOf = async (slot: number, pid: number): Promise<{ store: number; redis: number }> => {
-      const consumer = `${group.names[slot]}:${pid}:`;
-      const store = await count(
-        `SELECT count(*)::int AS n FROM baton.baton_queue_records WHERE claimed_by LIKE $1 || '%'`,
-        [consumer],
-      );
-      const owners = await testRedis.client.hvals(`${redisQueue}:batches`);
-      return { store, redis: owners.filter((owner) => owner.startsWith(consumer)).length };
-    };
+    const claimsOf = (slot: number, pid: number): Promise<{ store: number; redis: number }> =>
+      claimsHeld(shared, `${group.names[slot]}:${pid}:`, redisQueue);
     const kills: Kill[] = [];
     for (let index = 0; index < KILLS; index++) {
       const slot = index % NODES;

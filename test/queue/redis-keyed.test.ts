@@ -7,58 +7,41 @@
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { createLogger } from '../../src/log.js';
 import type { ClaimedBatch, ClaimedRecord, QueueSettings, RecordFailure } from '../../src/queue/backend.js';
-import { RedisQueueBackend } from '../../src/queue/redis.js';
+import type { RedisQueueBackend } from '../../src/queue/redis.js';
 import { KEYING_TAKE } from '../../src/queue/redis-keying.js';
 import { runScript } from '../../src/redis/script.js';
-import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';
-import { openPostgresStore } from '../../src/store/postgres.js';
 import type { Store } from '../../src/store/store.js';
 import { executeIn } from '../../src/store/store.js';
 import { waitFor } from '../support/group.js';
-import type { TestDatabase } from '../support/postgres.js';
-import { createTestDatabase } from '../support/postgres.js';
+import type { RedisBackends } from '../support/redis-backends.js';
+import { openRedisBackends } from '../support/redis-backends.js';
 import type { TestRedis } from '../support/redis.js';
-import { openTestRedis } from '../support/redis.js';
 
 const text = (value: string): Buffer => Buffer.from(value);
 const QUEUES = 20;
 const ORDERED: QueueSettings = { ordering: 'key', dedupWindowMs: 60_000 };
 
 describe('redis queue with ordering = "key"', () => {
+  let services: RedisBackends;
   let redis: TestRedis;
-  let database: TestDatabase;
   let store: Store;
   /** Three processes consuming the same queues. */
-  const backends: RedisQueueBackend[] = [];
+  let backends: readonly RedisQueueBackend[] = [];
   const queues: string[] = [];
   let nextQueue = 0;
 
   beforeAll(async () => {
-    redis = await openTestRedis();
-    database = await createTestDatabase();
-    const log = createLogger({ level: 'silent' });
-    store = await openPostgresStore(
-      { kind: 'postgres', url: database.url, poolSize: 8, statementTimeoutMs: 0 },
-      { log, startupTimeoutMs: 5000 },
-    );
-    await applyMigrations(store, await builtinMigrations());
-    for (let index = 0; index < QUEUES; index++) queues.push(redis.queue());
     // Each queue's list has a key other than its name, as `[queues.x] key = "..."` allows.
-    const keys = Object.fromEntries(queues.map((queue) => [queue, `${queue}-list`]));
-    for (let index = 0; index < 3; index++) {
-      const backend = new RedisQueueBackend({ url: redis.url, store, log, keys });
-      await backend.start({ checkPersistence: false });
-      backends.push(backend);
-    }
+    services = await openRedisBackends(3, (testRedis) => {
+      for (let index = 0; index < QUEUES; index++) queues.push(testRedis.queue());
+      return Object.fromEntries(queues.map((queue) => [queue, `${queue}-list`]));
+    });
+    ({ redis, store, backends } = services);
   });
 
   afterAll(async () => {
-    for (const backend of backends) await backend.close();
-    await redis?.cleanup();
-    await store?.close();
-    await database?.drop();
+    await services?.close();
   });
 
   const backend = (): RedisQueueBackend => backends[0]!;
