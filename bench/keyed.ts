@@ -467,8 +467,9 @@ function printSummary(settings: Settings, report: Report): void {
       if (runs.length === 0) continue;
       const rate = medianRate(report, backend, variant.id);
       const claims = runs.map((run) => claimFigures(run.claims));
+      const short = variant.keys !== undefined && rate / unkeyed < GOAL ? ' (BELOW THE GOAL)' : '';
       process.stdout.write(
-        `    ${variant.label.padEnd(18)} ${formatRate(rate).padStart(8)} records/s  ${(rate / unkeyed).toFixed(2)} x unkeyed;` +
+        `    ${variant.label.padEnd(18)} ${formatRate(rate).padStart(8)} records/s  ${(rate / unkeyed).toFixed(2)} x unkeyed${short};` +
           ` ${median(claims.map((claim) => claim.perClaim)).toFixed(0)} records per claim,` +
           ` ${median(claims.map((claim) => claim.empty))} empty claims, claim p50 ${median(claims.map((claim) => claim.p50)).toFixed(1)} ms,` +
           ` batches held ${median(runs.map((run) => run.held)).toFixed(2)};` +
