@@ -75,13 +75,8 @@ export function insertRecordsStatement(spec: InsertRecords): SQL {
     kept AS (
       SELECT input.*, CASE WHEN settings.ordered THEN k END AS key FROM input, settings
       WHERE i IS NULL OR i IN (SELECT id FROM fresh)),
-    -- New keys take their turns in the order of their first record (the next claims then read records in
-    -- about the order they were published). An existing key keeps its row as it is: DO UPDATE … WHERE false
-    -- locks it (so that removeEmptyKeys skips it until this commits) without writing a new version of it.
     turns AS (
-      INSERT INTO ${keysTable} AS keys (queue, key)
-      SELECT ${queue}, key FROM kept WHERE key IS NOT NULL GROUP BY key ORDER BY min(n)
-      ON CONFLICT (queue, key) DO UPDATE SET turn = keys.turn WHERE false
+      ${keyTurns(keysTable, sql`SELECT ${queue}, key FROM kept WHERE key IS NOT NULL GROUP BY key ORDER BY min(n)`)}
       RETURNING 1),
     inserted AS (
       INSERT INTO ${table('baton_queue_records')} (queue, payload, run_after, key)
@@ -97,6 +92,17 @@ export function insertRecordsStatement(spec: InsertRecords): SQL {
       WHERE ${records.length}::bigint > (SELECT count(*) FROM kept))
     SELECT (SELECT count(*) FROM inserted)::int AS n,
            ${records.length}::int - (SELECT count(*) FROM kept)::int AS dropped${spec.notify ?? sql``}`;
+}
+
+/**
+ * The INSERT that gives the keys of `keys` (rows of queue and key, in the order of their first record) their
+ * turns in baton_queue_keys `table`: new keys in that order, so that the next claims read records in about
+ * the order they were stored. An existing key keeps its row as it is: DO UPDATE … WHERE false locks it (so
+ * that removeEmptyKeys skips it until the writer commits) without writing a new version of it.
+ */
+export function keyTurns(table: SQL, keys: SQL): SQL {
+  return sql`INSERT INTO ${table} AS keys (queue, key) ${keys}
+      ON CONFLICT (queue, key) DO UPDATE SET turn = keys.turn WHERE false`;
 }
 
 /** The id given to a record whose id came earlier in the same publish (never a valid id: see checkKey). */

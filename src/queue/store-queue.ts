@@ -32,7 +32,7 @@ import type { RecordOptions } from './record-options.js';
 import { anyValue } from '../util/per-record.js';
 import type { RateLimiter } from './rate-limit.js';
 import { StoreRateLimiter } from './rate-limit.js';
-import { insertRecordsStatement } from './store-insert.js';
+import { insertRecordsStatement, keyTurns } from './store-insert.js';
 import { claimKeyedStatement, removeEmptyKeys, saveQueueSettings } from './store-keys.js';
 import { INLINE_CLAIM, insertInlineClaim, settleInlineClaim, unpackInlineClaims } from './inline-claims.js';
 import { readQueueCounts } from './queue-counts.js';
@@ -562,9 +562,7 @@ export class StoreQueueBackend implements QueueBackend, InlineIngest {
         WHERE id IN (SELECT id FROM baton_queue_errors WHERE ${chosen} ORDER BY id LIMIT ${options.limit} FOR UPDATE SKIP LOCKED)
         RETURNING id, queue, payload, enqueued_at, CASE WHEN ${ordered}::boolean THEN key END AS key),
       turns AS (
-        INSERT INTO baton_queue_keys AS keys (queue, key)
-        SELECT queue, key FROM moved WHERE key IS NOT NULL GROUP BY queue, key ORDER BY min(id)
-        ON CONFLICT (queue, key) DO UPDATE SET turn = keys.turn WHERE false),
+        ${keyTurns(sql`baton_queue_keys`, sql`SELECT queue, key FROM moved WHERE key IS NOT NULL GROUP BY queue, key ORDER BY min(id)`)}),
       inserted AS (
         INSERT INTO baton_queue_records (queue, payload, enqueued_at, key)
         SELECT queue, payload, enqueued_at, key FROM moved ORDER BY id

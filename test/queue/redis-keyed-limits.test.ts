@@ -3,13 +3,10 @@
 // the error queue, recovery of a dead consumer's batch) lets go of its hold; a failed record does not hold its
 // key back; a key's records run at its rate while other keys go on. Against the machine's Redis, with a
 // throwaway PostgreSQL database as the sink (its baton_batch_ledger holds acknowledgements).
-import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { ClaimedBatch, ClaimedRecord, QueueSettings } from '../../src/queue/backend.js';
 import type { RedisQueueBackend } from '../../src/queue/redis.js';
-import type { Store } from '../../src/store/store.js';
-import { executeIn } from '../../src/store/store.js';
 import { waitFor } from '../support/group.js';
 import type { RedisBackends } from '../support/redis-backends.js';
 import { openRedisBackends } from '../support/redis-backends.js';
@@ -21,13 +18,12 @@ const TWO: QueueSettings = { ordering: 'key', dedupWindowMs: 60_000, keyConcurre
 describe('redis queue with ordering = "key": key_concurrency and key_rate_limit', () => {
   let services: RedisBackends;
   let redis: TestRedis;
-  let store: Store;
   /** Three processes consuming the same queues. */
   let backends: readonly RedisQueueBackend[] = [];
 
   beforeAll(async () => {
     services = await openRedisBackends(3);
-    ({ redis, store, backends } = services);
+    ({ redis, backends } = services);
   });
 
   afterAll(async () => {
@@ -61,17 +57,11 @@ describe('redis queue with ordering = "key": key_concurrency and key_rate_limit'
   const holders = async (queue: string, key: string): Promise<string[]> =>
     ((await redis.client.hget(`${queue}:keys:held`, key)) ?? '').split(' ').filter(Boolean).sort();
 
-  /** The handler's transaction: acknowledges `records`. */
-  function commit(
+  const commit = (
     on: RedisQueueBackend,
     batch: ClaimedBatch,
     records: readonly ClaimedRecord[],
-  ): Promise<void> {
-    return store.transaction(async (tx) => {
-      await executeIn(tx, sql`SELECT 1`);
-      await on.acknowledge(tx, batch, records);
-    });
-  }
+  ): Promise<void> => services.commit(on, batch, records);
 
   async function done(on: RedisQueueBackend, batch: ClaimedBatch): Promise<void> {
     await commit(on, batch, batch.records);

@@ -4,15 +4,12 @@
 // records keyed by the handler's key() (also when a keyer dies halfway), fairness across keys, and dedup
 // within the window. Against the machine's Redis, with a throwaway PostgreSQL database as the sink (its
 // baton_batch_ledger holds acknowledgements).
-import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { ClaimedBatch, ClaimedRecord, QueueSettings, RecordFailure } from '../../src/queue/backend.js';
 import type { RedisQueueBackend } from '../../src/queue/redis.js';
 import { KEYING_TAKE } from '../../src/queue/redis-keying.js';
 import { runScript } from '../../src/redis/script.js';
-import type { Store } from '../../src/store/store.js';
-import { executeIn } from '../../src/store/store.js';
 import { waitFor } from '../support/group.js';
 import type { RedisBackends } from '../support/redis-backends.js';
 import { openRedisBackends } from '../support/redis-backends.js';
@@ -25,7 +22,6 @@ const ORDERED: QueueSettings = { ordering: 'key', dedupWindowMs: 60_000 };
 describe('redis queue with ordering = "key"', () => {
   let services: RedisBackends;
   let redis: TestRedis;
-  let store: Store;
   /** Three processes consuming the same queues. */
   let backends: readonly RedisQueueBackend[] = [];
   const queues: string[] = [];
@@ -37,7 +33,7 @@ describe('redis queue with ordering = "key"', () => {
       for (let index = 0; index < QUEUES; index++) queues.push(testRedis.queue());
       return Object.fromEntries(queues.map((queue) => [queue, `${queue}-list`]));
     });
-    ({ redis, store, backends } = services);
+    ({ redis, backends } = services);
   });
 
   afterAll(async () => {
@@ -58,17 +54,11 @@ describe('redis queue with ordering = "key"', () => {
     return { queue, key: `${queue}-list`, consumer: (name) => `${queue}-${name}` };
   }
 
-  /** The handler's transaction: acknowledges the records at `positions` (nothing else to write here). */
-  function commit(
+  const commit = (
     on: RedisQueueBackend,
     batch: ClaimedBatch,
     records: readonly ClaimedRecord[],
-  ): Promise<void> {
-    return store.transaction(async (tx) => {
-      await executeIn(tx, sql`SELECT 1`);
-      await on.acknowledge(tx, batch, records);
-    });
-  }
+  ): Promise<void> => services.commit(on, batch, records);
 
   const payloads = (batch: ClaimedBatch | undefined): string[] =>
     batch?.records.map((record) => record.payload.toString()) ?? [];

@@ -1,10 +1,14 @@
 // Several Redis queue backends on one Redis, as several nodes would hold them, over one PostgreSQL store with
 // Baton's migrations (where the backends keep their ledgers): for tests of Redis queues shared by consumers.
+import { sql } from 'drizzle-orm';
+
 import { createLogger } from '../../src/log.js';
+import type { ClaimedBatch, ClaimedRecord } from '../../src/queue/backend.js';
 import { RedisQueueBackend } from '../../src/queue/redis.js';
 import { applyMigrations, builtinMigrations } from '../../src/store/migrate.js';
 import { openPostgresStore } from '../../src/store/postgres.js';
 import type { Store } from '../../src/store/store.js';
+import { executeIn } from '../../src/store/store.js';
 import type { TestDatabase } from './postgres.js';
 import { createTestDatabase } from './postgres.js';
 import type { TestRedis } from './redis.js';
@@ -14,6 +18,8 @@ export interface RedisBackends {
   readonly redis: TestRedis;
   readonly store: Store;
   readonly backends: readonly RedisQueueBackend[];
+  /** The handler's transaction on the store: acknowledges `records` of `batch` through `on`. */
+  commit(on: RedisQueueBackend, batch: ClaimedBatch, records: readonly ClaimedRecord[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -46,7 +52,13 @@ export async function openRedisBackends(
       await backend.start({ checkPersistence: false });
       backends.push(backend);
     }
-    return { redis, store, backends, close };
+    const opened = store;
+    const commit = (on: RedisQueueBackend, batch: ClaimedBatch, records: readonly ClaimedRecord[]) =>
+      opened.transaction(async (tx) => {
+        await executeIn(tx, sql`SELECT 1`);
+        await on.acknowledge(tx, batch, records);
+      });
+    return { redis, store, backends, commit, close };
   } catch (error) {
     await close();
     throw error;
