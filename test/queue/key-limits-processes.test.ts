@@ -8,9 +8,9 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import type { SharedServices } from '../support/claims.js';
-import { claimsHeld, openSharedServices } from '../support/claims.js';
+import { claimsHeld, nodeToml, openSharedServices } from '../support/claims.js';
 import type { BatonNodeProcess } from '../support/process.js';
-import { cleanupAll, freePort, startBatonNode, tempProject } from '../support/process.js';
+import { cleanupAll, startBatonNode, tempProject } from '../support/process.js';
 import type { TimedRun } from '../support/runs.js';
 import { mostAtOnce } from '../support/runs.js';
 import { tomlString, waitFor } from '../tasks/support.js';
@@ -47,7 +47,7 @@ describe('key_concurrency across node processes killed with kill -9', () => {
   it('frees a dead node’s keys: every record runs once, never more than two batches of a key at once', async () => {
     const shared = await openSharedServices();
     services = shared;
-    const { database: db, redis: testRedis, pool: query, count } = shared;
+    const { redis: testRedis, pool: query, count } = shared;
 
     const redisQueue = testRedis.queue();
     // Names under the Redis prefix, so that its cleanup finds every key the nodes write.
@@ -58,12 +58,7 @@ describe('key_concurrency across node processes killed with kill -9', () => {
     const configs: string[] = [];
     for (const name of names) {
       const project = await tempProject({
-        toml:
-          `[node]\nname = "${name}"\ndata_dir = "data"\nshutdown_timeout_ms = 3000\n[log]\nlevel = "warn"\n` +
-          `[http]\nport = ${await freePort()}\n[store]\nurl = "${db.url}"\npool_size = 6\n` +
-          `[redis]\nurl = "${testRedis.url}"\n` +
-          queue(STORE_QUEUE, 'store') +
-          queue(redisQueue, 'redis'),
+        toml: (await nodeToml(shared, name)) + queue(STORE_QUEUE, 'store') + queue(redisQueue, 'redis'),
       });
       configs.push(project.configPath);
     }

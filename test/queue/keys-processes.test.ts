@@ -9,10 +9,9 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import type { SharedServices } from '../support/claims.js';
-import { claimsHeld, openSharedServices } from '../support/claims.js';
-import type { TestDatabase } from '../support/postgres.js';
+import { claimsHeld, nodeToml, openSharedServices } from '../support/claims.js';
 import type { BatonNodeProcess } from '../support/process.js';
-import { cleanupAll, freePort, startBatonNode, tempProject } from '../support/process.js';
+import { cleanupAll, startBatonNode, tempProject } from '../support/process.js';
 import type { TestRedis } from '../support/redis.js';
 import { tomlString, waitFor } from '../tasks/support.js';
 
@@ -84,7 +83,8 @@ interface Group {
   start(slot: number): Promise<BatonNodeProcess>;
 }
 
-async function startGroup(db: TestDatabase, testRedis: TestRedis, redisQueue: string): Promise<Group> {
+async function startGroup(services: SharedServices, redisQueue: string): Promise<Group> {
+  const testRedis = services.redis;
   // Names under the Redis prefix, so that its cleanup finds every key: the list and its error queue by the
   // queue's name, the consumers' keys by the node's.
   const names = range(NODES).map((index) => `${testRedis.prefix}-n${index + 1}`);
@@ -96,9 +96,7 @@ async function startGroup(db: TestDatabase, testRedis: TestRedis, redisQueue: st
   for (const name of names) {
     const project = await tempProject({
       toml:
-        `[node]\nname = "${name}"\ndata_dir = "data"\nshutdown_timeout_ms = 3000\n[log]\nlevel = "warn"\n` +
-        `[http]\nport = ${await freePort()}\n[store]\nurl = "${db.url}"\npool_size = 6\n` +
-        `[redis]\nurl = "${testRedis.url}"\n` +
+        (await nodeToml(services, name)) +
         `[group]\nname = "g"\nelector = "postgres"\nlease_ms = 2000\nrenew_deadline_ms = 1200\nheartbeat_ms = 200\n` +
         queue(STORE_QUEUE, 'store') +
         queue(redisQueue, 'redis'),
@@ -206,12 +204,12 @@ describe('ordered queues across node processes killed with kill -9', () => {
   it('keeps each key in publish order, exactly once, on a store queue and a Redis queue', async () => {
     const shared = await openSharedServices();
     services = shared;
-    const { database: db, redis: testRedis, pool: query, count } = shared;
+    const { redis: testRedis, pool: query, count } = shared;
     const rows = async (): Promise<Row[]> =>
       (await query.query<Row>('SELECT key, seq, pid FROM keyed_events ORDER BY id')).rows;
 
     const redisQueue = testRedis.queue();
-    const group = await startGroup(db, testRedis, redisQueue);
+    const group = await startGroup(shared, redisQueue);
     const node = (slot: number): BatonNodeProcess => group.nodes[slot] as BatonNodeProcess;
     const feed = publish(group, testRedis, redisQueue);
     publisher = feed;

@@ -2,6 +2,7 @@
 // under a prefix of the test's own, a pool to read the sink), and the claims a node process holds in them.
 import pg from 'pg';
 
+import { freePort } from './process.js';
 import type { TestDatabase } from './postgres.js';
 import { createTestDatabase } from './postgres.js';
 import type { TestRedis } from './redis.js';
@@ -36,6 +37,18 @@ export async function openSharedServices(): Promise<SharedServices> {
       await database.drop();
     },
   };
+}
+
+/**
+ * The [node], [log], [http], [store] and [redis] tables of a node process named `name` on these services,
+ * its HTTP API on a free port.
+ */
+export async function nodeToml(services: SharedServices, name: string): Promise<string> {
+  return (
+    `[node]\nname = "${name}"\ndata_dir = "data"\nshutdown_timeout_ms = 3000\n[log]\nlevel = "warn"\n` +
+    `[http]\nport = ${await freePort()}\n[store]\nurl = "${services.database.url}"\npool_size = 6\n` +
+    `[redis]\nurl = "${services.redis.url}"\n`
+  );
 }
 
 /**
